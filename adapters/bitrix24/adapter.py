@@ -1,0 +1,179 @@
+"""The Bitrix24 adapter: deals, users, tasks and comments over the inbound-webhook REST API."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any
+
+from adapters.base import CrmAdapter, WebhookParser, WriteResult
+from adapters.bitrix24.client import BATCH_LIMIT, Bitrix24Client
+from adapters.bitrix24.mapping import (
+    DEAL_SELECT,
+    deal_fields_to_b24,
+    deal_from_b24,
+    format_datetime,
+    user_from_b24,
+)
+from adapters.bitrix24.webhook import Bitrix24WebhookParser
+from adapters.errors import FatalError, NotFoundError
+from connector.domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
+
+_PRIORITY = {"low": 0, "normal": 1, "high": 2}
+
+
+class Bitrix24Adapter(CrmAdapter):
+    """One Bitrix24 portal, reached through an inbound webhook URL."""
+
+    type = "bitrix24"
+
+    def __init__(self, name: str, settings: Mapping[str, Any], client: Bitrix24Client | None = None) -> None:
+        super().__init__(name, settings)
+        self.client = client or Bitrix24Client(
+            settings["webhook_url"],
+            crm=name,
+            rate=settings.get("rate", 2.0),
+            burst=settings.get("burst", 50),
+            timeout=settings.get("timeout", 30.0),
+            max_attempts=settings.get("max_attempts", 5),
+            backoff_initial=settings.get("backoff_initial", 0.5),
+        )
+        self.location_fields: dict[str, str] = dict(settings.get("location_fields") or {})
+        self.lost_stage: dict[str, str] = dict(settings.get("lost_stage") or {})
+        self.won_stage: dict[str, str] = dict(settings.get("won_stage") or {})
+
+    def webhook_parser(self) -> WebhookParser:
+        return Bitrix24WebhookParser(self.name, self.settings["application_token"])
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- reads ---------------------------------------------------------------------
+
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
+        """Read deals, up to 50 per ``batch`` request; missing deals are left out."""
+        ids = list(dict.fromkeys(str(i) for i in deal_ids))
+        found: dict[str, Deal] = {}
+        for chunk_start in range(0, len(ids), BATCH_LIMIT):
+            chunk = ids[chunk_start : chunk_start + BATCH_LIMIT]
+            if len(chunk) == 1:
+                try:
+                    raw = self.client.call("crm.deal.get", {"ID": chunk[0]})
+                except NotFoundError:
+                    continue
+                found[chunk[0]] = deal_from_b24(self.name, raw, self.location_fields)
+                continue
+            result = self.client.batch({f"d{i}": ("crm.deal.get", {"ID": i}) for i in chunk})
+            for key, err in result.errors.items():
+                if not isinstance(err, NotFoundError):
+                    raise err
+            for key, raw in result.result.items():
+                if isinstance(raw, dict) and raw.get("ID"):
+                    found[key[1:]] = deal_from_b24(self.name, raw, self.location_fields)
+        return found
+
+    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
+        """Deals by ``DATE_MODIFY`` ascending, paged; the poller keeps the cursor."""
+        flt: dict[str, Any] = {}
+        if since is not None:
+            flt[">=DATE_MODIFY"] = format_datetime(since)
+        params = {"filter": flt, "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}, "select": DEAL_SELECT}
+        for raw in self.client.list_all("crm.deal.list", params):
+            yield deal_from_b24(self.name, raw, self.location_fields)
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        ids = list(dict.fromkeys(str(i) for i in user_ids))
+        if not ids:
+            return {}
+        users: dict[str, User] = {}
+        for raw in self.client.call("user.get", {"FILTER": {"ID": ids}}) or []:
+            user = user_from_b24(raw)
+            users[user.id] = user
+        return users
+
+    # --- writes --------------------------------------------------------------------
+
+    def execute(self, command: Command, marker: str) -> WriteResult:
+        if isinstance(command, CreateTask):
+            fields = self._task_fields(command, marker)
+            result = self.client.call("tasks.task.add", {"fields": fields}, idempotent=False)
+            task = (result or {}).get("task") or {}
+            return WriteResult(remote_id=str(task.get("id")) if task.get("id") else None)
+        if isinstance(command, UpdateDeal):
+            self._update_deal(command.deal_id, deal_fields_to_b24(command.values))
+            return WriteResult(remote_id=command.deal_id)
+        if isinstance(command, AddComment):
+            comment_id = self.client.call(
+                "crm.timeline.comment.add",
+                {"fields": {"ENTITY_ID": command.deal_id, "ENTITY_TYPE": "deal",
+                            "COMMENT": f"{command.text}\n[{marker}]"}},
+                idempotent=False,
+            )
+            return WriteResult(remote_id=str(comment_id))
+        if isinstance(command, CloseDeal):
+            return self._close(command)
+        raise FatalError(f"Bitrix24 adapter cannot carry out {command.kind}", crm=self.name)
+
+    def find_written(self, command: Command, marker: str) -> WriteResult | None:
+        """Find an earlier try's task or comment by its marker; updates are idempotent."""
+        if isinstance(command, CreateTask):
+            tasks = self.client.list_all(
+                "tasks.task.list",
+                {"filter": {"UF_CRM_TASK": f"D_{command.deal_id}"}, "select": ["ID", "DESCRIPTION", "TITLE"]},
+                items_key="tasks",
+            )
+            for task in tasks:
+                if marker in str(task.get("description") or task.get("DESCRIPTION") or ""):
+                    return WriteResult(remote_id=str(task.get("id") or task.get("ID")), reconciled=True)
+            return None
+        if isinstance(command, AddComment):
+            comments = self.client.list_all(
+                "crm.timeline.comment.list",
+                {"filter": {"ENTITY_ID": command.deal_id, "ENTITY_TYPE": "deal"}, "select": ["ID", "COMMENT"]},
+            )
+            for comment in comments:
+                if marker in str(comment.get("COMMENT") or ""):
+                    return WriteResult(remote_id=str(comment.get("ID")), reconciled=True)
+            return None
+        return None  # field updates set values: doing them again changes nothing
+
+    def _task_fields(self, command: CreateTask, marker: str) -> dict[str, Any]:
+        description = command.description.rstrip()
+        fields: dict[str, Any] = {
+            "TITLE": command.title,
+            # The marker lets a retried dispatch find this task instead of adding a second.
+            "DESCRIPTION": f"{description}\n\n[{marker}]" if description else f"[{marker}]",
+            "RESPONSIBLE_ID": command.responsible_id,
+            "PRIORITY": _PRIORITY[command.priority],
+            "UF_CRM_TASK": [f"D_{command.deal_id}"],
+        }
+        if command.deadline is not None:
+            fields["DEADLINE"] = format_datetime(command.deadline)
+        if command.auditors:
+            fields["AUDITORS"] = list(command.auditors)
+        if self.settings.get("task_created_by"):
+            fields["CREATED_BY"] = self.settings["task_created_by"]
+        return fields
+
+    def _update_deal(self, deal_id: str, fields: dict[str, Any]) -> None:
+        self.client.call(
+            "crm.deal.update",
+            {"ID": deal_id, "FIELDS": fields, "PARAMS": {"REGISTER_SONET_EVENT": "N"}},
+        )
+
+    def _close(self, command: CloseDeal) -> WriteResult:
+        deal = self.get_deal(command.deal_id)
+        if deal is None:
+            raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
+        stages = self.won_stage if command.outcome == "won" else self.lost_stage
+        # "Lost" is a stage semantics in Bitrix24, not one id: each pipeline names its own.
+        stage = stages.get(deal.pipeline) or ("WON" if command.outcome == "won" else "LOSE")
+        if deal.pipeline not in ("0", "") and deal.pipeline not in stages:
+            stage = f"C{deal.pipeline}:{stage}"
+        fields: dict[str, Any] = {"STAGE_ID": stage}
+        if command.reason and command.reason_field:
+            fields[command.reason_field] = command.reason
+        self._update_deal(command.deal_id, fields)
+        return WriteResult(remote_id=command.deal_id)
+
+

@@ -1,0 +1,239 @@
+"""One HTTP client for a Bitrix24 inbound webhook: throttled, retried, typed errors.
+
+The portal's leaky bucket (2 req/s, threshold 50) is mirrored on our side so we wait
+instead of being refused; a refusal (503 QUERY_LIMIT_EXCEEDED) is retried with backoff
+anyway. Writes that may have taken effect (a timeout, a reset, a 5xx) are not retried
+here: the caller reconciles first (see ``AmbiguousWriteError``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from adapters.errors import (
+    AdapterError,
+    AmbiguousWriteError,
+    AuthError,
+    FatalError,
+    NotFoundError,
+    RateLimited,
+    RetriableError,
+)
+from adapters.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+BATCH_LIMIT = 50
+
+# Codes whose request certainly did not take effect: safe to resend even for writes.
+_REFUSED_CODES = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
+_AUTH_CODES = {"NO_AUTH_FOUND", "expired_token", "insufficient_scope", "INVALID_CREDENTIALS", "ACCESS_DENIED"}
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Answers of one ``batch`` call, by command key."""
+
+    result: dict[str, Any]
+    errors: dict[str, AdapterError]
+    total: dict[str, int]
+    next: dict[str, int]
+
+
+class Bitrix24Client:
+    """Calls REST methods through an inbound webhook URL (``https://portal/rest/1/code/``)."""
+
+    def __init__(
+        self,
+        webhook_url: str,
+        *,
+        crm: str = "bitrix24",
+        rate: float = 2.0,
+        burst: float = 50,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base = webhook_url.rstrip("/") + "/"
+        self.crm = crm
+        self.timeout = timeout
+        self.throttle = Throttle(rate, burst)
+        self.session = session or requests.Session()
+        self._max_attempts = max_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self.requests_sent = 0  # HTTP requests, for call-economy figures
+        self.commands_sent = 0  # REST commands (a batch counts each of its commands)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- single calls ---------------------------------------------------------------
+
+    def call(self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True) -> Any:
+        """Call one method and return its ``result``; retries transient failures.
+
+        ``idempotent=False`` marks a write that must not be resent blindly: when its answer
+        is lost it raises ``AmbiguousWriteError`` for the caller to reconcile.
+        """
+        return self.call_full(method, params, idempotent=idempotent)["result"]
+
+    def call_full(
+        self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True, units: int = 1
+    ) -> dict[str, Any]:
+        """Like ``call`` but return the whole envelope (``result``, ``total``, ``next``, ``time``)."""
+        retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
+        retrying = Retrying(
+            retry=retry_if_exception_type(retryable),
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._send(method, dict(params or {}), idempotent=idempotent, units=units)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        base = wait_exponential_jitter(initial=self._backoff_initial, max=self._backoff_max)(state)
+        if isinstance(exc, RateLimited):
+            self.throttle.penalise()
+            if exc.retry_after:
+                return max(base, min(exc.retry_after, self._backoff_max))
+        return base
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("bitrix24 retry crm=%s attempt=%s error=%s", self.crm, state.attempt_number, exc)
+
+    def _send(self, method: str, params: dict[str, Any], *, idempotent: bool, units: int) -> dict[str, Any]:
+        self.throttle.acquire(units)
+        url = f"{self.base}{method}.json"
+        self.requests_sent += 1
+        self.commands_sent += units
+        try:
+            resp = self.session.post(url, json=params, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+            raise cls(f"{type(exc).__name__} calling Bitrix24", crm=self.crm, method=method) from exc
+        return self._decode(method, resp, idempotent=idempotent)
+
+    def _decode(self, method: str, resp: requests.Response, *, idempotent: bool) -> dict[str, Any]:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if resp.status_code == 200 and isinstance(body, dict) and "error" not in body:
+            if "result" not in body:
+                raise FatalError("answer without result", crm=self.crm, method=method, status=200)
+            return body
+        code = str(body.get("error", "")) if isinstance(body, dict) else ""
+        desc = str(body.get("error_description", "")) if isinstance(body, dict) else resp.text[:200]
+        raise self.error_for(method, resp.status_code, code, desc, idempotent=idempotent)
+
+    def error_for(self, method: str, status: int, code: str, desc: str, *, idempotent: bool) -> AdapterError:
+        """Map a Bitrix24 error answer to a typed error (keyed on the code, not the HTTP status)."""
+        kw: dict[str, Any] = {"crm": self.crm, "method": method, "status": status, "code": code, "description": desc}
+        if code in _REFUSED_CODES:
+            return RateLimited("Bitrix24 rate limit", **kw)
+        if code == "OVERLOAD_LIMIT":
+            # A manual block by Bitrix24's staff: back off hard, never hammer.
+            return RateLimited("Bitrix24 overload block", retry_after=60.0, **kw)
+        if code in _AUTH_CODES or status in (401, 403):
+            return AuthError("Bitrix24 refused the credentials", **kw)
+        if desc.strip().lower() == "not found" or code == "ERROR_NOT_FOUND":
+            return NotFoundError("not found", **kw)
+        if status >= 500 or code == "INTERNAL_SERVER_ERROR":
+            cls = RetriableError if idempotent else AmbiguousWriteError
+            return cls("Bitrix24 server error", **kw)
+        return FatalError("Bitrix24 error", **kw)
+
+    # --- batch and paging -------------------------------------------------------------
+
+    def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, idempotent: bool = True) -> BatchResult:
+        """Run up to 50 commands in one request; errors come back per command."""
+        if len(commands) > BATCH_LIMIT:
+            raise ValueError(f"batch takes at most {BATCH_LIMIT} commands, got {len(commands)}")
+        cmd = {key: f"{method}?{encode_query(params)}" for key, (method, params) in commands.items()}
+        body = self.call_full("batch", {"halt": 0, "cmd": cmd}, idempotent=idempotent, units=len(cmd))
+        inner = body["result"] or {}
+        results = _section(inner, "result")
+        errors: dict[str, AdapterError] = {}
+        for key, err in _section(inner, "result_error").items():
+            if isinstance(err, dict):
+                code, desc = str(err.get("error", "")), str(err.get("error_description", ""))
+            else:
+                code, desc = "", str(err)
+            errors[key] = self.error_for(commands[key][0], 400, code, desc, idempotent=idempotent)
+        return BatchResult(results, errors, _section(inner, "result_total"), _section(inner, "result_next"))
+
+    def list_all(self, method: str, params: Mapping[str, Any], *, items_key: str | None = None) -> Iterator[Any]:
+        """Yield every row of a paged list method, following ``next``."""
+        start = 0
+        while True:
+            body = self.call_full(method, {**params, "start": start})
+            result = body["result"]
+            rows = result.get(items_key, []) if items_key and isinstance(result, dict) else result
+            yield from rows or []
+            nxt = body.get("next")
+            if nxt is None or not rows:
+                return
+            start = int(nxt)
+
+
+def _section(inner: Any, key: str) -> dict[str, Any]:
+    # Bitrix24 sends empty sections as [] instead of {}.
+    value = inner.get(key) if isinstance(inner, dict) else None
+    return value if isinstance(value, dict) else {}
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the server (refused connection)."""
+    return isinstance(exc, requests.ConnectTimeout) or (
+        isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
+    )
+
+
+def encode_query(params: Mapping[str, Any], prefix: str = "") -> str:
+    """Encode nested params in PHP style (``filter[>ID]=5&select[]=ID``), as ``batch`` expects."""
+    from urllib.parse import quote
+
+    parts: list[str] = []
+    for key, value in params.items():
+        name = f"{prefix}[{key}]" if prefix else str(key)
+        parts.extend(_encode_value(name, value, quote))
+    return "&".join(p for p in parts if p)
+
+
+def _encode_value(name: str, value: Any, quote: Any) -> list[str]:
+    if isinstance(value, Mapping):
+        return [encode_query(value, name)]
+    if isinstance(value, (list, tuple)):
+        if not value:
+            return [f"{quote(name + '[]', safe='[]')}="]
+        out: list[str] = []
+        for i, item in enumerate(value):
+            out.extend(_encode_value(f"{name}[{i}]", item, quote))
+        return out
+    if isinstance(value, bool):
+        value = "Y" if value else "N"
+    if value is None:
+        value = ""
+    return [f"{quote(name, safe='[]')}={quote(str(value), safe='')}"]

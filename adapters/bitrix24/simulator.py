@@ -1,0 +1,1026 @@
+"""A Bitrix24 REST simulator: an inbound webhook, a leaky bucket and outbound events.
+
+It behaves like a Bitrix24 portal seen through ``https://PORTAL/rest/{USER_ID}/{CODE}/``
+(see ``/work/shared/api-notes/bitrix24.md`` and the official REST docs): the success and
+error envelopes, 50-row paging with ``total``/``next`` (and ``start=-1``), ``batch`` with
+``$result[...]`` substitution, the per-portal leaky bucket answering 503
+``QUERY_LIMIT_EXCEEDED``, string-typed deal fields, camelCase task answers and
+form-encoded outbound events (``ONCRMDEALADD``/``UPDATE``/``DELETE``) that are never retried.
+
+Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901) so a
+client that mixes them up is caught. Users start with the webhook's own user (the portal
+administrator), as on a real portal.
+
+Run it on its own with ``python -m adapters.bitrix24.simulator --port 8081 --token T
+--handler-url URL``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import hashlib
+import hmac
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone, tzinfo
+from decimal import Decimal, InvalidOperation
+from typing import Any
+from urllib.parse import parse_qsl
+
+from flask import Flask, Response, request
+
+from adapters.simkit import FaultKnobs, LeakyBucket, SimulatorServer, WebhookSender
+
+log = logging.getLogger(__name__)
+
+MSK = timezone(timedelta(hours=3))
+PAGE_SIZE = 50
+BATCH_MAX = 50
+OPERATING_WINDOW = 600  # seconds: Bitrix24 sums a method's running time per 10 minutes
+
+DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
+KNOWN_EVENTS = frozenset({*DEAL_EVENTS, "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE",
+                          "ONCRMTIMELINECOMMENTADD"})
+WRITE_METHODS = frozenset({
+    "crm.deal.add", "crm.deal.update", "crm.deal.delete", "tasks.task.add", "tasks.task.update",
+    "tasks.task.complete", "crm.timeline.comment.add", "event.bind", "event.unbind",
+})
+
+# Standard deal fields in the order crm.deal.get returns them.
+DEAL_FIELDS = (
+    "ID", "TITLE", "TYPE_ID", "STAGE_ID", "PROBABILITY", "CURRENCY_ID", "OPPORTUNITY",
+    "IS_MANUAL_OPPORTUNITY", "TAX_VALUE", "LEAD_ID", "COMPANY_ID", "CONTACT_ID", "BEGINDATE",
+    "CLOSEDATE", "ASSIGNED_BY_ID", "CREATED_BY_ID", "MODIFY_BY_ID", "DATE_CREATE", "DATE_MODIFY",
+    "OPENED", "CLOSED", "COMMENTS", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "IS_NEW", "SOURCE_ID",
+    "SOURCE_DESCRIPTION", "MOVED_BY_ID", "MOVED_TIME",
+)
+# Computed by the portal; a client sending them is silently ignored, like the real API does.
+_DEAL_READ_ONLY = frozenset({"ID", "DATE_CREATE", "DATE_MODIFY", "CREATED_BY_ID", "MODIFY_BY_ID",
+                             "STAGE_SEMANTIC_ID", "CLOSED", "IS_NEW", "MOVED_BY_ID", "MOVED_TIME"})
+_DEAL_DATES = frozenset({"BEGINDATE", "CLOSEDATE"})
+
+# (CATEGORY_ID, STATUS_ID, NAME, SORT, SEMANTICS, EXTRA.SEMANTICS, COLOR), as crm.status.list has them.
+_STAGES: tuple[tuple[str, str, str, int, str | None, str, str], ...] = (
+    ("0", "NEW", "New", 10, None, "process", "#39A8EF"),
+    ("0", "PREPARATION", "Document preparation", 20, None, "process", "#2FC6F6"),
+    ("0", "PREPAYMENT_INVOICE", "Prepayment invoice", 30, None, "process", "#55D0E0"),
+    ("0", "EXECUTING", "In progress", 40, None, "process", "#47E4C2"),
+    ("0", "FINAL_INVOICE", "Final invoice", 50, None, "process", "#FFA900"),
+    ("0", "WON", "Deal successful", 60, "S", "success", "#7BD500"),
+    ("0", "LOSE", "Deal failed", 70, "F", "failure", "#FF5752"),
+    ("0", "APOLOGY", "Failure reason analysis", 80, "F", "apology", "#FF5752"),
+    ("1", "C1:NEW", "New", 10, None, "process", "#39A8EF"),
+    ("1", "C1:PREPARATION", "Preparation", 20, None, "process", "#2FC6F6"),
+    ("1", "C1:EXECUTING", "In progress", 30, None, "process", "#47E4C2"),
+    ("1", "C1:WON", "Deal successful", 40, "S", "success", "#7BD500"),
+    ("1", "C1:LOSE", "Deal failed", 50, "F", "failure", "#FF5752"),
+)
+_STAGE_SEMANTIC = {stage: sem or "P" for _, stage, _, _, sem, _, _ in _STAGES}
+_FIRST_STAGE = {"0": "NEW", "1": "C1:NEW"}
+
+_TASK_STATUSES = frozenset({"1", "2", "3", "4", "5", "6", "7"})
+_FILTER_KEY = re.compile(r"^(!=%|!%=|!@|!%|!=|>=|<=|=%|%=|>|<|@|%|=|!)?(.+)$")
+_SUBST = re.compile(
+    r"\$(result|result_error|result_total|result_next|result_time)\[([^\]]*)\]((?:\[[^\]]*\])*)")
+_NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
+
+
+class RestError(Exception):
+    """An error answer: HTTP status, Bitrix24 error code and description."""
+
+    def __init__(self, status: int, code: str, description: str) -> None:
+        super().__init__(f"{status} {code}: {description}")
+        self.status, self.code, self.description = status, code, description
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.code, "error_description": self.description}
+
+
+def _not_found() -> RestError:
+    # CRM methods answer "not found" with an empty error code.
+    return RestError(400, "", "Not found")
+
+
+@dataclass
+class _Answer:
+    result: Any
+    total: int | None = None
+    next: int | None = None
+
+
+# --- PHP-style parameters -------------------------------------------------------------------
+
+
+def parse_php_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Nest ``FILTER[>ID]=5&select[]=ID&fields[UF_CRM_TASK][0]=D_1`` pairs like PHP does.
+
+    ``[]`` appends; a map whose keys are exactly ``0..n-1`` becomes a list (PHP arrays
+    are both). Keys that are not PHP-style stay flat names.
+    """
+    root: dict[str, Any] = {}
+    for key, value in pairs:
+        base, _, rest = key.partition("[")
+        rest = "[" + rest if rest else ""
+        parts = re.findall(r"\[([^\]]*)\]", rest)
+        if not base or ("".join(f"[{p}]" for p in parts) != rest):
+            if not base:
+                continue
+            base, parts = key, []
+        node = root
+        path = [base, *parts]
+        for i, part in enumerate(path):
+            if part == "":
+                part = str(1 + max((int(k) for k in node if k.isdigit()), default=-1))
+            if i == len(path) - 1:
+                node[part] = value
+            else:
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+    return _listify(root)
+
+
+def _listify(node: Any) -> Any:
+    if isinstance(node, dict):
+        items = {k: _listify(v) for k, v in node.items()}
+        if items and list(items) == [str(i) for i in range(len(items))]:
+            return list(items.values())
+        return items
+    return node
+
+
+def _php_json(section: Mapping[str, Any]) -> Any:
+    """PHP's json_encode: an empty array is ``[]``, keys 0..n-1 make a list."""
+    if not section:
+        return []
+    if list(section) == [str(i) for i in range(len(section))]:
+        return list(section.values())
+    return dict(section)
+
+
+def _upper_keys(params: Mapping[str, Any]) -> dict[str, Any]:
+    # Older CRM methods upper-case their top-level keys, so {"id": 1} and {"ID": 1} both work.
+    return {str(k).upper(): v for k, v in params.items()}
+
+
+def _as_map(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        return {str(i): v for i, v in enumerate(value)}
+    return {}
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        return list(value.values())
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _truthy(value: Any) -> bool:
+    return value is True or str(value).strip().lower() in {"1", "y", "true", "yes"}
+
+
+# --- values, filters, ordering, paging ------------------------------------------------------
+
+
+def _str_value(value: Any) -> Any:
+    """Bitrix24 answers field values as strings (lists stay lists of strings)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "Y" if value else "N"
+    if isinstance(value, (list, tuple)):
+        return [_str_value(v) for v in value]
+    if isinstance(value, dict):
+        return [_str_value(v) for v in value.values()]
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _money(value: Any) -> str:
+    try:
+        return f"{Decimal(str(value or 0)):.2f}"
+    except InvalidOperation:
+        return "0.00"
+
+
+def _parse_dt(text: str, tz: tzinfo) -> datetime | None:
+    if len(text) < 10 or text[4] != "-":
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            day = date.fromisoformat(text[:10])
+        except ValueError:
+            return None
+        parsed = datetime(day.year, day.month, day.day)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def _key(value: Any, tz: tzinfo) -> tuple[int, Any]:
+    """A sortable, typed form: numbers compare as numbers, datetimes across offsets."""
+    if value is None or value == "":
+        return (0, "")
+    if isinstance(value, bool):
+        value = "Y" if value else "N"
+    text = str(value)
+    if _NUMBER.match(text):
+        return (1, Decimal(text))
+    parsed = _parse_dt(text, tz)
+    if parsed is not None:
+        return (2, parsed)
+    return (3, text.casefold())
+
+
+def _cmp(a: Any, b: Any, tz: tzinfo) -> int:
+    ka, kb = _key(a, tz), _key(b, tz)
+    if ka[0] != kb[0]:
+        ka, kb = (3, str(a).casefold()), (3, str(b).casefold())
+    return (ka[1] > kb[1]) - (ka[1] < kb[1])
+
+
+def _like(pattern: str, text: str) -> bool:
+    regex = ".*".join(re.escape(p) for p in pattern.casefold().split("%"))
+    return re.fullmatch(regex.replace("_", "."), text.casefold()) is not None
+
+
+def _test(op: str, actual: Any, wanted: Any, tz: tzinfo) -> bool:
+    values = actual if isinstance(actual, list) else [actual]
+    if op in ("", "=", "@"):
+        wanted_list = _as_list(wanted)
+        if wanted == "" or wanted_list == []:
+            return all(v in (None, "") for v in values)  # an empty value filters for "not set"
+        return any(v is not None and _cmp(v, w, tz) == 0 for v in values for w in wanted_list)
+    if op in ("!", "!=", "!@"):
+        return not _test("", actual, wanted, tz)
+    if op in ("%", "!%"):
+        found = any(v is not None and str(wanted).casefold() in str(v).casefold() for v in values)
+        return found != (op == "!%")
+    if op in ("=%", "%=", "!=%", "!%="):
+        found = any(v is not None and _like(str(wanted), str(v)) for v in values)
+        return found != op.startswith("!")
+    present = [v for v in values if v not in (None, "")]
+    checks = {">": lambda c: c > 0, ">=": lambda c: c >= 0, "<": lambda c: c < 0, "<=": lambda c: c <= 0}
+    return any(checks[op](_cmp(v, wanted, tz)) for v in present)
+
+
+def _filter_rows(rows: Iterable[dict[str, Any]], flt: Mapping[str, Any], tz: tzinfo,
+                 aliases: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows matching every ``[op]FIELD: value`` condition of a Bitrix24 filter."""
+    conditions = []
+    for raw_key, wanted in flt.items():
+        m = _FILTER_KEY.match(str(raw_key))
+        if not m or str(raw_key).startswith("::"):
+            continue
+        field = m.group(2).upper()
+        conditions.append((m.group(1) or "", (aliases or {}).get(field, field), wanted))
+    return [r for r in rows if all(_test(op, r.get(f), w, tz) for op, f, w in conditions)]
+
+
+def _order_rows(rows: list[dict[str, Any]], order: Mapping[str, Any], tz: tzinfo,
+                default: tuple[str, str] = ("ID", "ASC")) -> list[dict[str, Any]]:
+    keys = [(str(k).upper(), str(v).upper()) for k, v in order.items()] or [default]
+    if "ID" not in (k for k, _ in keys):
+        keys.append(("ID", default[1]))  # a stable tie-break keeps pages from overlapping
+    for field, direction in reversed(keys):
+        rows = sorted(rows, key=lambda r, f=field: _key(r.get(f), tz), reverse=direction == "DESC")
+    return rows
+
+
+def _page(rows: list[Any], start: Any) -> tuple[list[Any], int | None, int | None]:
+    """One 50-row page, ``total`` and ``next``; ``start=-1`` skips the count (fast export)."""
+    try:
+        offset = int(start or 0)
+    except (TypeError, ValueError):
+        offset = 0
+    if offset == -1:
+        return rows[:PAGE_SIZE], None, None
+    offset = max(offset, 0)
+    chunk = rows[offset:offset + PAGE_SIZE]
+    nxt = offset + PAGE_SIZE if offset + PAGE_SIZE < len(rows) else None
+    return chunk, len(rows), nxt
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.lower().split("_")
+    return head + "".join(p.capitalize() for p in rest)
+
+
+# --- the simulator --------------------------------------------------------------------------
+
+
+class Bitrix24Simulator:
+    """One simulated portal reached through one inbound webhook.
+
+    State lives in plain dicts of strings (``deals``, ``tasks``, ``users``, ``comments``)
+    behind one lock. ``bucket`` may be replaced (e.g. by a ``LeakyBucket`` on a fake clock),
+    ``faults`` tuned, ``handler_url`` changed at run time.
+    """
+
+    def __init__(self, *, webhook_user_id: int = 1, webhook_code: str = "simcode",
+                 application_token: str = "simtoken", domain: str = "sim.bitrix24.ru",
+                 rate: float = 2.0, burst: float = 50, faults: FaultKnobs | None = None,
+                 clock: Callable[[], datetime] | None = None, handler_url: str | None = None) -> None:
+        self.webhook_user_id = webhook_user_id
+        self.webhook_code = webhook_code
+        self.application_token = application_token
+        self.domain = domain
+        self.faults = faults or FaultKnobs()
+        self.bucket = LeakyBucket(rate, burst)
+        self.webhooks = WebhookSender(self.faults)
+        self.handler_url = handler_url
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(MSK))
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.refusals = 0
+        self.overloaded = False  # True: every call answers 503 OVERLOAD_LIMIT (a manual block)
+        self.deals: dict[str, dict[str, Any]] = {}
+        self.tasks: dict[str, dict[str, Any]] = {}
+        self.users: dict[str, dict[str, Any]] = {}
+        self.comments: dict[str, dict[str, Any]] = {}
+        self.deal_user_fields: set[str] = set()
+        self.member_id = hashlib.md5(domain.encode()).hexdigest()
+        self._lock = threading.RLock()
+        self._ids = {"deal": 1, "task": 3701, "comment": 901, "user": 1, "handler": 1}
+        # The outgoing webhook configured in the portal's UI: one handler id per event.
+        self.outgoing_events: dict[str, int] = {ev: self._next_id("handler") for ev in DEAL_EVENTS}
+        self.bindings: dict[str, tuple[int, str]] = {}  # event -> (handler id, url), from event.bind
+        self._blocked: dict[str, float] = {}
+        self._operating: dict[str, tuple[int, float]] = {}
+        self._methods: dict[str, Callable[[dict[str, Any]], _Answer]] = {
+            "crm.deal.add": self._deal_add, "crm.deal.get": self._deal_get,
+            "crm.deal.list": self._deal_list, "crm.deal.update": self._deal_update,
+            "crm.deal.delete": self._deal_delete, "crm.status.list": self._status_list,
+            "tasks.task.add": self._task_add, "tasks.task.get": self._task_get,
+            "tasks.task.list": self._task_list, "tasks.task.update": self._task_update,
+            "tasks.task.complete": self._task_complete, "user.get": self._user_get,
+            "user.current": self._user_current, "crm.timeline.comment.add": self._comment_add,
+            "crm.timeline.comment.list": self._comment_list, "event.bind": self._event_bind,
+            "event.unbind": self._event_unbind, "event.get": self._event_get,
+        }
+        self.add_user("Admin", "Simulator", user_id=str(webhook_user_id), position="Administrator")
+        self.app = self._build_app()
+
+    # --- direct manipulation, as a user in the CRM UI would do -----------------------------
+
+    @property
+    def webhook_base(self) -> str:
+        """The inbound webhook's path prefix, ``/rest/{user_id}/{code}/``."""
+        return f"/rest/{self.webhook_user_id}/{self.webhook_code}/"
+
+    def add_user(self, name: str, last_name: str = "", active: bool = True,
+                 department: list[int] | None = None, position: str = "", *,
+                 user_id: str | None = None, email: str = "") -> str:
+        """Add an employee; ``user_id`` pins the id (e.g. to match ids in a config)."""
+        with self._lock:
+            uid = str(user_id) if user_id is not None else str(self._next_id("user"))
+            if uid.isdigit():
+                self._ids["user"] = max(self._ids["user"], int(uid) + 1)
+            self.users[uid] = {
+                "ID": uid, "ACTIVE": bool(active), "NAME": name, "LAST_NAME": last_name, "SECOND_NAME": "",
+                "EMAIL": email or f"user{uid}@{self.domain}", "WORK_POSITION": position,
+                "UF_DEPARTMENT": list(department or [1]), "USER_TYPE": "employee", "IS_ONLINE": "N",
+                "DATE_REGISTER": self._iso(self.clock()),
+            }
+            return uid
+
+    def add_deal(self, fields: dict[str, Any]) -> str:
+        """Create a deal as a UI user would; fires ONCRMDEALADD."""
+        with self._lock:
+            return self._create_deal(fields)
+
+    def update_deal(self, deal_id: str, fields: dict[str, Any]) -> None:
+        """Change a deal as a UI user would; fires ONCRMDEALUPDATE. KeyError if missing."""
+        with self._lock:
+            if str(deal_id) not in self.deals:
+                raise KeyError(deal_id)
+            self._change_deal(str(deal_id), fields)
+
+    def delete_deal(self, deal_id: str) -> None:
+        """Delete a deal as a UI user would; fires ONCRMDEALDELETE. KeyError if missing."""
+        with self._lock:
+            del self.deals[str(deal_id)]
+            self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": str(deal_id)}})
+
+    def tasks_for_deal(self, deal_id: str) -> list[dict[str, Any]]:
+        """Tasks bound to the deal (``UF_CRM_TASK`` holds ``D_{id}``), stored field names."""
+        with self._lock:
+            mark = f"D_{deal_id}"
+            return [dict(t) for t in self.tasks.values() if mark in (t.get("UF_CRM_TASK") or [])]
+
+    def block_method(self, method: str, seconds: float) -> None:
+        """Make ``method`` answer 429 OPERATION_TIME_LIMIT for a while (its time budget is spent)."""
+        self._blocked[method.lower()] = time.monotonic() + seconds
+
+    def serve(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
+        """Start serving on loopback; the answer's ``base_url`` tells where."""
+        return SimulatorServer(self.app, host, port).start()
+
+    def close(self) -> None:
+        """Stop the webhook sender's thread."""
+        self.webhooks.close()
+
+    # --- HTTP --------------------------------------------------------------------------------
+
+    def _build_app(self) -> Flask:
+        app = Flask(f"bitrix24-sim-{id(self)}")
+
+        @app.route("/rest/<user_id>/<code>/<path:method>", methods=["GET", "POST"])
+        def rest(user_id: str, code: str, method: str) -> Response:
+            return self._handle(user_id, code, method)
+
+        return app
+
+    def _handle(self, user_id: str, code: str, method: str) -> Response:
+        t0, started = time.perf_counter(), self.clock()
+        if user_id != str(self.webhook_user_id) or not hmac.compare_digest(code, self.webhook_code):
+            return self._error(RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials"))
+        method = method.lower().removesuffix(".json")
+        params = self._read_params()
+        try:
+            if self.overloaded:
+                raise RestError(503, "OVERLOAD_LIMIT", "REST API is blocked due to overload")
+            if method == "batch":
+                return self._handle_batch(params, t0, started)
+            handler = self._methods.get(method)
+            if handler is None:
+                raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+            self._admit(1, method)
+            with self._lock:
+                self.calls[method] += 1
+                answer = handler(params)
+            self._after_effect(method in WRITE_METHODS)
+        except RestError as exc:
+            return self._error(exc)
+        except Exception:  # a simulator bug or odd input: answer like the portal, keep the trace
+            log.exception("bitrix24 simulator failed on %s", method)
+            return self._error(RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error"))
+        body: dict[str, Any] = {"result": answer.result}
+        if answer.total is not None:
+            body["total"] = answer.total
+        if answer.next is not None:
+            body["next"] = answer.next
+        body["time"] = self._time(method, t0, started)
+        return self._json(body, 200)
+
+    def _admit(self, units: int, method: str | None) -> None:
+        """The checks every accepted call passes: latency, bucket, operating time, faults."""
+        self.faults.delay()
+        if not self.bucket.try_take(units):
+            raise self._refuse()
+        if method is not None:
+            self._check_blocked(method)
+        if self.faults.roll(self.faults.limit_rate):
+            raise self._refuse()  # refused although the bucket had room
+        if self.faults.roll(self.faults.error_rate):
+            if self.faults.roll(0.5):
+                raise self._refuse()
+            raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+    def _refuse(self) -> RestError:
+        with self._lock:
+            self.refusals += 1
+        return RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
+
+    def _after_effect(self, wrote: bool) -> None:
+        # The write happened; the answer is lost, so the client cannot know it worked.
+        if wrote and self.faults.roll(self.faults.error_after_effect_rate):
+            raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+    def _check_blocked(self, method: str) -> None:
+        until = self._blocked.get(method)
+        if until is not None and time.monotonic() < until:
+            raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+
+    def _read_params(self) -> dict[str, Any]:
+        params = parse_php_params(request.args.items(multi=True))
+        if request.is_json:
+            body = request.get_json(silent=True)
+            if isinstance(body, dict):
+                params.update(body)
+        elif request.form:
+            params.update(parse_php_params(request.form.items(multi=True)))
+        return params
+
+    def _handle_batch(self, params: dict[str, Any], t0: float, started: datetime) -> Response:
+        p = _upper_keys(params)
+        cmd = _as_map(p.get("CMD"))
+        if len(cmd) > BATCH_MAX:
+            raise RestError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
+        halt = _truthy(p.get("HALT", 0))
+        self._admit(len(cmd), None)  # the batch is free; each of its commands costs one unit
+        sections: dict[str, dict[str, Any]] = {
+            "result": {}, "result_error": {}, "result_total": {}, "result_next": {}, "result_time": {}}
+        wrote = False
+        with self._lock:
+            self.calls["batch"] += 1
+            for key, query in cmd.items():
+                c0, c_started = time.perf_counter(), self.clock()
+                name, _, qs = str(query).partition("?")
+                name = name.strip().lower().removesuffix(".json")
+                try:
+                    if name == "batch":
+                        raise RestError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED",
+                                        "Method is not allowed for batch usage")
+                    handler = self._methods.get(name)
+                    if handler is None:
+                        raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+                    self._check_blocked(name)
+                    sub = _substitute(parse_php_params(parse_qsl(qs, keep_blank_values=True)), sections)
+                    self.calls[name] += 1
+                    answer = handler(sub)
+                except RestError as exc:
+                    sections["result_error"][key] = exc.body()
+                    if halt:
+                        break
+                    continue
+                wrote = wrote or name in WRITE_METHODS
+                sections["result"][key] = answer.result
+                if answer.total is not None:
+                    sections["result_total"][key] = answer.total
+                if answer.next is not None:
+                    sections["result_next"][key] = answer.next
+                timing = self._time(name, c0, c_started)
+                # Per-command times carry no operating figures, as in the documented answer.
+                sections["result_time"][key] = {k: v for k, v in timing.items() if "operating" not in k}
+        self._after_effect(wrote)
+        result = {name: _php_json(section) for name, section in sections.items()}
+        return self._json({"result": result, "time": self._time("batch", t0, started)}, 200)
+
+    def _time(self, method: str, t0: float, started: datetime) -> dict[str, Any]:
+        spent = time.perf_counter() - t0
+        start = started.timestamp()
+        with self._lock:
+            reset_at, used = self._operating.get(method, (int(start) + OPERATING_WINDOW, 0.0))
+            if start >= reset_at:
+                reset_at, used = int(start) + OPERATING_WINDOW, 0.0
+            used += spent
+            self._operating[method] = (reset_at, used)
+        return {
+            "start": start, "finish": start + spent, "duration": spent, "processing": spent,
+            "date_start": self._iso(started), "date_finish": self._iso(started + timedelta(seconds=spent)),
+            "operating_reset_at": reset_at, "operating": used,
+        }
+
+    @staticmethod
+    def _json(body: Any, status: int) -> Response:
+        return Response(json.dumps(body), status=status, mimetype="application/json")
+
+    def _error(self, exc: RestError) -> Response:
+        return self._json(exc.body(), exc.status)
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    def _next_id(self, kind: str) -> int:
+        with self._lock:
+            value = self._ids[kind]
+            self._ids[kind] = value + 1
+            return value
+
+    @property
+    def _tz(self) -> tzinfo:
+        return self.clock().tzinfo or MSK
+
+    def _iso(self, moment: datetime) -> str:
+        return moment.isoformat(timespec="seconds")
+
+    def _norm_dt(self, value: Any) -> Any:
+        parsed = _parse_dt(str(value), self._tz) if value not in (None, "") else None
+        return self._iso(parsed.astimezone(self._tz)) if parsed else _str_value(value)
+
+    def _fire(self, event: str, data: Mapping[str, Any]) -> None:
+        """Queue one outbound event, form-encoded with PHP-style keys; never retried."""
+        if event in self.bindings:
+            handler_id, url = self.bindings[event]
+        elif self.handler_url and event in self.outgoing_events:
+            handler_id, url = self.outgoing_events[event], self.handler_url
+        else:
+            return
+        form: list[tuple[str, str]] = [("event", event), ("event_handler_id", str(handler_id))]
+        form += _flatten("data", data)
+        form += [
+            ("ts", str(int(self.clock().timestamp()))),
+            ("auth[domain]", self.domain),
+            ("auth[client_endpoint]", f"https://{self.domain}/rest/"),
+            ("auth[server_endpoint]", "https://oauth.bitrix.info/rest/"),
+            ("auth[member_id]", self.member_id),
+            ("auth[application_token]", self.application_token),
+        ]
+        self.webhooks.send(url, data=form)
+
+    # --- deals -------------------------------------------------------------------------------
+
+    def _create_deal(self, fields: Mapping[str, Any]) -> str:
+        now = self._iso(self.clock())
+        today = self.clock().replace(hour=0, minute=0, second=0, microsecond=0)
+        deal_id = str(self._next_id("deal"))
+        given = {str(k).upper(): v for k, v in fields.items()}
+        category = str(given.get("CATEGORY_ID") or "0")
+        stage = str(given.get("STAGE_ID") or "")
+        if stage.startswith("C") and ":" in stage and "CATEGORY_ID" not in given:
+            category = stage[1:stage.index(":")]
+        user = str(self.webhook_user_id)
+        deal: dict[str, Any] = {
+            "ID": deal_id, "TITLE": "", "TYPE_ID": "SALE",
+            "STAGE_ID": _FIRST_STAGE.get(category, f"C{category}:NEW"),
+            "PROBABILITY": None, "CURRENCY_ID": "RUB", "OPPORTUNITY": "0.00", "IS_MANUAL_OPPORTUNITY": "N",
+            "TAX_VALUE": "0.00", "LEAD_ID": None, "COMPANY_ID": "0", "CONTACT_ID": None,
+            "BEGINDATE": self._iso(today), "CLOSEDATE": self._iso(today + timedelta(days=7)),
+            "ASSIGNED_BY_ID": user, "CREATED_BY_ID": user, "MODIFY_BY_ID": user,
+            "DATE_CREATE": now, "DATE_MODIFY": now, "OPENED": "Y", "CLOSED": "N", "COMMENTS": None,
+            "CATEGORY_ID": category, "STAGE_SEMANTIC_ID": "P", "IS_NEW": "Y", "SOURCE_ID": None,
+            "SOURCE_DESCRIPTION": None, "MOVED_BY_ID": user, "MOVED_TIME": now,
+        }
+        self._apply_deal_fields(deal, given, creating=True)
+        deal["IS_NEW"] = "Y" if deal["STAGE_ID"] == _FIRST_STAGE.get(category) else "N"
+        self.deals[deal_id] = deal
+        self._fire("ONCRMDEALADD", {"FIELDS": {"ID": deal_id}})
+        return deal_id
+
+    def _change_deal(self, deal_id: str, fields: Mapping[str, Any]) -> None:
+        deal = self.deals[deal_id]
+        given = {str(k).upper(): v for k, v in fields.items()}
+        given.pop("CATEGORY_ID", None)  # moving a deal between pipelines takes another method
+        self._apply_deal_fields(deal, given, creating=False)
+        deal["DATE_MODIFY"] = self._iso(self.clock())
+        deal["MODIFY_BY_ID"] = str(self.webhook_user_id)
+        self._fire("ONCRMDEALUPDATE", {"FIELDS": {"ID": deal_id}})
+
+    def _apply_deal_fields(self, deal: dict[str, Any], given: Mapping[str, Any], *, creating: bool) -> None:
+        for name, value in given.items():
+            if name in _DEAL_READ_ONLY or (name == "CATEGORY_ID" and not creating):
+                continue
+            if name.startswith("UF_CRM_"):
+                self.deal_user_fields.add(name)
+                deal[name] = _str_value(value)
+            elif name == "OPPORTUNITY":
+                deal[name] = _money(value)
+            elif name in _DEAL_DATES:
+                deal[name] = self._norm_dt(value)
+            elif name in DEAL_FIELDS:
+                deal[name] = _str_value(value)
+        if "STAGE_ID" in given:
+            semantic = _STAGE_SEMANTIC.get(str(deal["STAGE_ID"]), "P")
+            deal["STAGE_SEMANTIC_ID"] = semantic
+            deal["CLOSED"] = "Y" if semantic in ("S", "F") else "N"
+            if not creating:
+                deal["MOVED_TIME"] = self._iso(self.clock())
+                deal["MOVED_BY_ID"] = str(self.webhook_user_id)
+                deal["IS_NEW"] = "N"
+
+    def _render_deal(self, deal: Mapping[str, Any], select: list[str] | None = None) -> dict[str, Any]:
+        full = {f: deal.get(f) for f in DEAL_FIELDS}
+        ufs = {f: deal.get(f) for f in sorted(self.deal_user_fields)}
+        if select is None:
+            return {**full, **ufs}
+        wanted = {s.upper() for s in select}
+        if not wanted:
+            return full
+        out: dict[str, Any] = {}
+        for name, value in {**full, **ufs}.items():
+            is_uf = name.startswith("UF_")
+            if name in wanted or ("*" in wanted and not is_uf) or ("UF_*" in wanted and is_uf):
+                out[name] = value
+        return out
+
+    def _deal_id(self, p: Mapping[str, Any]) -> str:
+        raw = p.get("ID")
+        if raw is None or not str(raw).strip().isdigit() or int(str(raw)) <= 0:
+            raise RestError(400, "", "ID is not defined or invalid.")
+        return str(int(str(raw)))
+
+    def _deal_add(self, params: dict[str, Any]) -> _Answer:
+        fields = _upper_keys(params).get("FIELDS")
+        if not isinstance(fields, dict):
+            raise RestError(400, "", "Parameter 'fields' must be array.")
+        return _Answer(int(self._create_deal(fields)))
+
+    def _deal_get(self, params: dict[str, Any]) -> _Answer:
+        deal = self.deals.get(self._deal_id(_upper_keys(params)))
+        if deal is None:
+            raise _not_found()
+        return _Answer(self._render_deal(deal))
+
+    def _deal_list(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        select = [str(s) for s in _as_list(p.get("SELECT"))]
+        rows = [self._render_deal(d) for d in self.deals.values()]
+        rows = _filter_rows(rows, _as_map(p.get("FILTER")), self._tz)
+        rows = _order_rows(rows, _as_map(p.get("ORDER")), self._tz)
+        chunk, total, nxt = _page(rows, p.get("START"))
+        return _Answer([self._render_deal(r, select) for r in chunk], total, nxt)
+
+    def _deal_update(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        deal_id = self._deal_id(p)
+        if deal_id not in self.deals:
+            raise _not_found()
+        fields = p.get("FIELDS")
+        if not isinstance(fields, dict):
+            raise RestError(400, "", "Parameter 'fields' must be array.")
+        self._change_deal(deal_id, fields)
+        return _Answer(True)
+
+    def _deal_delete(self, params: dict[str, Any]) -> _Answer:
+        deal_id = self._deal_id(_upper_keys(params))
+        if deal_id not in self.deals:
+            raise _not_found()
+        del self.deals[deal_id]
+        self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": deal_id}})
+        return _Answer(True)
+
+    def _status_list(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        rows = []
+        for n, (category, status_id, name, sort, sem, extra, color) in enumerate(_STAGES):
+            system = sort == 10 or extra in ("success", "failure")  # the stages a pipeline cannot lose
+            rows.append({
+                "ID": str(101 + 2 * n),
+                "ENTITY_ID": "DEAL_STAGE" if category == "0" else f"DEAL_STAGE_{category}",
+                "STATUS_ID": status_id, "NAME": name, "NAME_INIT": name if system else "",
+                "SORT": str(sort), "SYSTEM": "Y" if system else "N",
+                "CATEGORY_ID": None if category == "0" else category, "COLOR": color, "SEMANTICS": sem,
+                "EXTRA": {"SEMANTICS": extra, "COLOR": color},
+            })
+        rows = _filter_rows(rows, _as_map(p.get("FILTER")), self._tz)
+        rows = _order_rows(rows, _as_map(p.get("ORDER")) or {"ENTITY_ID": "ASC", "SORT": "ASC"}, self._tz)
+        chunk, total, nxt = _page(rows, p.get("START"))
+        return _Answer(chunk, total, nxt)
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    def _render_task(self, task: Mapping[str, Any], select: list[str] | None = None,
+                     with_uf: bool = True) -> dict[str, Any]:
+        wanted = {s.upper() for s in select or []}
+        out: dict[str, Any] = {}
+        for name, value in task.items():
+            is_uf = name.startswith("UF_")
+            picked = name in wanted or ("*" in wanted and not is_uf) or ("UF_*" in wanted and is_uf)
+            if wanted and not picked:
+                continue
+            if not wanted and is_uf and not with_uf:
+                continue
+            out[_camel(name)] = value
+        if not wanted or "STATUS" in wanted:
+            out["subStatus"] = task["STATUS"]
+        if not wanted:
+            for key, uid in (("creator", task["CREATED_BY"]), ("responsible", task["RESPONSIBLE_ID"])):
+                user = self.users.get(str(uid), {})
+                full_name = f"{user.get('NAME', '')} {user.get('LAST_NAME', '')}".strip()
+                out[key] = {"id": str(uid), "name": full_name, "link": f"/company/personal/user/{uid}/",
+                            "icon": "/bitrix/images/tasks/default_avatar.png",
+                            "workPosition": user.get("WORK_POSITION", "")}
+        return out
+
+    def _task_fields(self, params: dict[str, Any]) -> dict[str, Any]:
+        fields = params.get("fields")
+        if not isinstance(fields, dict) or not fields:
+            raise RestError(400, "100", "Could not find value for parameter {fields} (internal error)")
+        return {str(k).upper(): v for k, v in fields.items()}
+
+    def _task_id(self, params: dict[str, Any]) -> dict[str, Any]:
+        raw = params.get("taskId")
+        if raw is None:
+            msg = "CTaskItem All parameters in the constructor must have real class type (internal error)"
+            raise RestError(400, "100", msg)
+        if not str(raw).isdigit():
+            raise RestError(400, "0", "wrong task id")
+        task = self.tasks.get(str(int(str(raw))))
+        if task is None:
+            raise RestError(400, "0", "Action on the task is not allowed")
+        return task
+
+    def _apply_task_fields(self, task: dict[str, Any], given: Mapping[str, Any]) -> None:
+        for name, value in given.items():
+            if name in ("ID", "CREATED_DATE", "CHANGED_DATE", "CHANGED_BY", "CLOSED_DATE", "CLOSED_BY"):
+                continue
+            if name in ("AUDITORS", "ACCOMPLICES", "UF_CRM_TASK", "TAGS"):
+                task[name] = [str(v) for v in _as_list(value)]
+            elif name in ("DEADLINE", "START_DATE_PLAN", "END_DATE_PLAN"):
+                task[name] = self._norm_dt(value) if value not in (None, "") else None
+            else:
+                task[name] = _str_value(value)
+
+    def _check_task(self, task: Mapping[str, Any]) -> None:
+        if not str(task.get("TITLE") or "").strip():
+            raise RestError(400, "ERROR_CORE", "The \"Name\" field is not specified<br>")
+        responsible = str(task.get("RESPONSIBLE_ID") or "")
+        if not responsible or responsible == "0":
+            raise RestError(400, "ERROR_CORE", "The \"Assignee\" field is not specified<br>")
+        if responsible not in self.users:
+            raise RestError(400, "ERROR_CORE",
+                            "The user specified in the \"Assignee\" field is not found<br>")
+        if str(task.get("STATUS")) not in _TASK_STATUSES:
+            raise RestError(400, "ERROR_CORE", "Invalid status<br>")
+
+    def _task_add(self, params: dict[str, Any]) -> _Answer:
+        given = self._task_fields(params)
+        now, user = self._iso(self.clock()), str(self.webhook_user_id)
+        task: dict[str, Any] = {
+            "ID": "", "PARENT_ID": None, "TITLE": "", "DESCRIPTION": "", "PRIORITY": "1", "STATUS": "2",
+            "RESPONSIBLE_ID": None, "CREATED_BY": user, "CREATED_DATE": now, "CHANGED_BY": user,
+            "CHANGED_DATE": now, "STATUS_CHANGED_BY": user, "STATUS_CHANGED_DATE": now, "CLOSED_BY": None,
+            "CLOSED_DATE": None, "DEADLINE": None, "GROUP_ID": "0", "DESCRIPTION_IN_BBCODE": "Y",
+            "TASK_CONTROL": "N", "AUDITORS": [], "ACCOMPLICES": [], "UF_CRM_TASK": [],
+        }
+        self._apply_task_fields(task, given)
+        self._check_task(task)
+        task["ID"] = str(self._next_id("task"))
+        self.tasks[task["ID"]] = task
+        self._fire("ONTASKADD", {"FIELDS_AFTER": {"ID": task["ID"]}})
+        return _Answer({"task": self._render_task(task)})
+
+    def _task_get(self, params: dict[str, Any]) -> _Answer:
+        raw = params.get("taskId")
+        task = self.tasks.get(str(raw)) if raw is not None else None
+        if task is None:
+            return _Answer([])  # documented: an empty array when missing or not accessible
+        select = [str(s) for s in _as_list(params.get("select"))] or None
+        return _Answer({"task": self._render_task(task, select, with_uf=False)})
+
+    def _task_list(self, params: dict[str, Any]) -> _Answer:
+        select = [str(s) for s in _as_list(params.get("select"))] or None
+        rows = _filter_rows(self.tasks.values(), _as_map(params.get("filter")), self._tz,
+                            aliases={"REAL_STATUS": "STATUS"})
+        rows = _order_rows(rows, _as_map(params.get("order")), self._tz, default=("ID", "DESC"))
+        chunk, total, nxt = _page(rows, params.get("start"))
+        return _Answer({"tasks": [self._render_task(t, select, with_uf=False) for t in chunk]}, total, nxt)
+
+    def _task_update(self, params: dict[str, Any]) -> _Answer:
+        task = self._task_id(params)
+        given = self._task_fields(params)
+        candidate = dict(task)
+        self._apply_task_fields(candidate, given)
+        self._check_task(candidate)
+        self._save_task(task, candidate)
+        return _Answer({"task": self._render_task(task)})
+
+    def _task_complete(self, params: dict[str, Any]) -> _Answer:
+        task = self._task_id(params)
+        candidate = dict(task, STATUS="5", CLOSED_BY=str(self.webhook_user_id),
+                         CLOSED_DATE=self._iso(self.clock()))
+        self._save_task(task, candidate)
+        return _Answer({"task": self._render_task(task)})
+
+    def _save_task(self, task: dict[str, Any], candidate: dict[str, Any]) -> None:
+        now = self._iso(self.clock())
+        if candidate["STATUS"] != task["STATUS"]:
+            candidate["STATUS_CHANGED_DATE"], candidate["STATUS_CHANGED_BY"] = now, str(self.webhook_user_id)
+        candidate["CHANGED_DATE"], candidate["CHANGED_BY"] = now, str(self.webhook_user_id)
+        task.update(candidate)
+        self._fire("ONTASKUPDATE", {"FIELDS_BEFORE": {"ID": task["ID"]}, "FIELDS_AFTER": {"ID": task["ID"]}})
+
+    # --- users, comments, events -------------------------------------------------------------
+
+    def _user_get(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        flt = dict(_as_map(p.get("FILTER"))) if "FILTER" in p else {
+            k: v for k, v in p.items() if k not in ("SORT", "ORDER", "START", "ADMIN_MODE")}
+        rows = list(self.users.values())
+        active_key = next((k for k in flt if str(k).upper() == "ACTIVE"), None)
+        if active_key is not None:
+            # ACTIVE is a real boolean here; "true", "Y" and 1 all select current employees.
+            wanted = _truthy(flt.pop(active_key))
+            rows = [u for u in rows if u["ACTIVE"] is wanted]
+        rows = _filter_rows(rows, flt, self._tz)
+        rows = _order_rows(rows, {str(p.get("SORT") or "ID"): str(p.get("ORDER") or "ASC")}, self._tz)
+        chunk, total, nxt = _page(rows, p.get("START"))
+        return _Answer([dict(u, UF_DEPARTMENT=list(u["UF_DEPARTMENT"])) for u in chunk], total, nxt)
+
+    def _user_current(self, params: dict[str, Any]) -> _Answer:
+        return _Answer(dict(self.users[str(self.webhook_user_id)]))
+
+    def _comment_add(self, params: dict[str, Any]) -> _Answer:
+        fields = params.get("fields")  # lower-case only since crm 23.100.0
+        if not isinstance(fields, dict):
+            raise RestError(400, "100", "Required fields not provided")
+        f = {str(k).upper(): v for k, v in fields.items()}
+        if not f.get("ENTITY_ID") or not f.get("ENTITY_TYPE"):
+            raise RestError(400, "100", "Required fields not provided")
+        if not str(f.get("COMMENT") or "").strip():
+            raise RestError(400, "INVALID_ARG_VALUE", "Empty comment")
+        entity_id = str(f["ENTITY_ID"])
+        if str(f["ENTITY_TYPE"]).lower() != "deal" or entity_id not in self.deals:
+            raise RestError(400, "OWNER_NOT_FOUND", "Owner of the element not found")
+        comment_id = self._next_id("comment")
+        self.comments[str(comment_id)] = {
+            "ID": str(comment_id), "ENTITY_ID": entity_id, "ENTITY_TYPE": "deal",
+            "CREATED": self._iso(self.clock()), "COMMENT": str(f["COMMENT"]),
+            "AUTHOR_ID": str(f.get("AUTHOR_ID") or self.webhook_user_id), "FILES": {},
+        }
+        return _Answer(comment_id)
+
+    def _comment_list(self, params: dict[str, Any]) -> _Answer:
+        p = {str(k).lower(): v for k, v in params.items()}
+        flt = _as_map(p.get("filter"))
+        if not any(str(k).upper().endswith("ENTITY_ID") for k in flt):
+            raise RestError(400, "", "ENTITY_ID and ENTITY_TYPE are required in the filter")
+        rows = _filter_rows(self.comments.values(), flt, self._tz)
+        rows = _order_rows(rows, _as_map(p.get("order")), self._tz)
+        chunk, total, nxt = _page(rows, p.get("start"))
+        select = {str(s).upper() for s in _as_list(p.get("select"))}
+        return _Answer([{k: v for k, v in c.items() if not select or k in select} for c in chunk], total, nxt)
+
+    def _event_bind(self, params: dict[str, Any]) -> _Answer:
+        p = {str(k).lower(): v for k, v in params.items()}
+        event = str(p.get("event") or "").upper()
+        handler = str(p.get("handler") or "")
+        if event not in KNOWN_EVENTS:
+            raise RestError(400, "ERROR_EVENT_NOT_FOUND", "Event not found")
+        if not handler.startswith(("http://", "https://")):
+            raise RestError(400, "WRONG_HANDLER_URL", "Wrong handler URL")
+        self.bindings[event] = (self._next_id("handler"), handler)
+        return _Answer(True)
+
+    def _event_unbind(self, params: dict[str, Any]) -> _Answer:
+        event = str({str(k).lower(): v for k, v in params.items()}.get("event") or "").upper()
+        removed = self.bindings.pop(event, None)
+        return _Answer({"count": 1 if removed else 0})
+
+    def _event_get(self, params: dict[str, Any]) -> _Answer:
+        return _Answer([{"event": ev, "handler": url, "auth_type": "0", "offline": 0}
+                        for ev, (_, url) in self.bindings.items()])
+
+
+def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
+    """PHP's http_build_query: ``{"FIELDS": {"ID": "1"}}`` under ``data`` -> ``data[FIELDS][ID]=1``."""
+    if isinstance(value, Mapping):
+        return [pair for k, v in value.items() for pair in _flatten(f"{prefix}[{k}]", v)]
+    if isinstance(value, (list, tuple)):
+        return [pair for i, v in enumerate(value) for pair in _flatten(f"{prefix}[{i}]", v)]
+    return [(prefix, "" if value is None else str(value))]
+
+
+def _substitute(value: Any, sections: Mapping[str, Mapping[str, Any]]) -> Any:
+    """Replace ``$result[key][FIELD]...`` with earlier commands' answers inside a batch."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, sections) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, sections) for v in value]
+    if not isinstance(value, str) or "$result" not in value:
+        return value
+
+    def resolve(m: re.Match[str]) -> tuple[bool, Any]:
+        node: Any = sections[m.group(1)].get(m.group(2))
+        for part in re.findall(r"\[([^\]]*)\]", m.group(3)):
+            if isinstance(node, dict):
+                node = node.get(part)
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                node = node[int(part)]
+            else:
+                node = None
+        return node is not None, node
+
+    whole = _SUBST.fullmatch(value)
+    if whole:
+        found, node = resolve(whole)
+        return node if found else value
+
+    def text(m: re.Match[str]) -> str:
+        found, node = resolve(m)
+        return str(_str_value(node)) if found else m.group(0)
+
+    return _SUBST.sub(text, value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a simulator until interrupted: ``python -m adapters.bitrix24.simulator --port 8081``."""
+    parser = argparse.ArgumentParser(prog="python -m adapters.bitrix24.simulator",
+                                     description="Simulated Bitrix24 portal behind an inbound webhook.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--token", default="simtoken", help="application token sent with outbound events")
+    parser.add_argument("--handler-url", default=None, help="where ONCRMDEAL* events are posted")
+    parser.add_argument("--user-id", type=int, default=1)
+    parser.add_argument("--code", default="simcode", help="the inbound webhook's secret code")
+    parser.add_argument("--domain", default="sim.bitrix24.ru")
+    parser.add_argument("--rate", type=float, default=2.0)
+    parser.add_argument("--burst", type=float, default=50)
+    args = parser.parse_args(argv)
+    sim = Bitrix24Simulator(webhook_user_id=args.user_id, webhook_code=args.code,
+                            application_token=args.token, domain=args.domain, rate=args.rate,
+                            burst=args.burst, handler_url=args.handler_url)
+    server = sim.serve(args.host, args.port)
+    print(f"Bitrix24 simulator: webhook_url={server.base_url}{sim.webhook_base}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        sim.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""The CRM types the connector knows: each one's settings schema and adapter class."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from marshmallow import Schema
+
+from adapters.base import CrmAdapter
+
+
+@dataclass(frozen=True)
+class CrmType:
+    name: str
+    settings: Callable[[], type[Schema]]
+    adapter: Callable[[], type[CrmAdapter]]
+
+
+def _b24_settings() -> type[Schema]:
+    from adapters.bitrix24.settings import Bitrix24Settings
+
+    return Bitrix24Settings
+
+
+def _b24_adapter() -> type[CrmAdapter]:
+    from adapters.bitrix24.adapter import Bitrix24Adapter
+
+    return Bitrix24Adapter
+
+
+CRM_TYPES: dict[str, CrmType] = {
+    "bitrix24": CrmType("bitrix24", _b24_settings, _b24_adapter),
+}
+
+
+def build_adapter(name: str, settings: Mapping[str, Any]) -> CrmAdapter:
+    """The adapter for one configured CRM."""
+    return CRM_TYPES[settings["type"]].adapter()(name, settings)

@@ -1,0 +1,187 @@
+"""The config file's schema (marshmallow) and the typed Config it loads into."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from adapters.fields import Span
+from adapters.registry import CRM_TYPES
+from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
+from rules.model import Rule
+from rules.schema import RuleSchema, TerritorySchema
+from rules.territories import Territory
+
+
+class StorageSchema(Schema):
+    url = fields.String(load_default="sqlite:///connector.db",
+                        metadata={"doc": "SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://…"})
+    apply_migrations = fields.Boolean(load_default=True, metadata={"doc": "migrate the schema on start"})
+
+
+class ServerSchema(Schema):
+    host = fields.String(load_default="127.0.0.1")
+    port = fields.Integer(load_default=8080, validate=validate.Range(min=0, max=65535))
+    max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024))
+    threads = fields.Integer(load_default=8, validate=validate.Range(min=1, max=64))
+
+
+class CalendarSchema(Schema):
+    country = fields.String(load_default="RU")
+    timezone = fields.String(load_default="Europe/Moscow")
+    work_hours = fields.String(load_default="09:00-18:00",
+                               validate=validate.Regexp(r"^\d\d:\d\d-\d\d:\d\d$", error="like 09:00-18:00"))
+    extra_days_off = fields.List(fields.Date(), load_default=list)
+    extra_working_days = fields.List(fields.Date(), load_default=list)
+
+    @validates_schema
+    def check_timezone(self, data: dict[str, Any], **kwargs: Any) -> None:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(data["timezone"])
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValidationError({"timezone": [f"unknown time zone {data['timezone']!r}"]}) from exc
+
+
+class WorkerSchema(Schema):
+    every = Span(load_default=1.0, metadata={"doc": "how often the worker looks at the inbox"})
+    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    max_attempts = fields.Integer(load_default=10, validate=validate.Range(min=1))
+    lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
+
+
+class DispatcherSchema(Schema):
+    every = Span(load_default=1.0)
+    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1),
+                                  metadata={"doc": "tries before a write becomes a dead letter"})
+    backoff = Span(load_default=10.0, metadata={"doc": "first retry delay; doubles each try"})
+    backoff_max = Span(load_default=3600.0)
+    lease = Span(load_default=120.0)
+
+
+class LoggingSchema(Schema):
+    level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")))
+    format = fields.String(load_default="text", validate=validate.OneOf(("text", "json")))
+
+
+class ConfigSchema(Schema):
+    storage = fields.Nested(StorageSchema, load_default=lambda: StorageSchema().load({}))
+    server = fields.Nested(ServerSchema, load_default=lambda: ServerSchema().load({}))
+    calendar = fields.Nested(CalendarSchema, load_default=lambda: CalendarSchema().load({}))
+    worker = fields.Nested(WorkerSchema, load_default=lambda: WorkerSchema().load({}))
+    dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))
+    logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
+    crms = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_-]+$",
+                                                                   error="lower-case letters, digits, - and _")),
+                       values=fields.Raw(), required=True)
+    territories = fields.List(fields.Nested(TerritorySchema), load_default=list)
+    rules = fields.List(fields.Nested(RuleSchema), load_default=list)
+
+
+@dataclass
+class Config:
+    """A loaded, validated configuration."""
+
+    storage: dict[str, Any]
+    server: dict[str, Any]
+    calendar: dict[str, Any]
+    worker: dict[str, Any]
+    dispatcher: dict[str, Any]
+    logging: dict[str, Any]
+    crms: dict[str, dict[str, Any]]
+    territories: list[Territory]
+    rules: list[Rule]
+    secrets: set[str] = field(default_factory=set)
+    source: str = "<config>"
+
+
+class ConfigError(Exception):
+    """The config is refused; ``problems`` says every reason."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(p.render(source) for p in problems))
+
+
+def _flatten(messages: Any, path: tuple[str | int, ...]) -> list[tuple[tuple[str | int, ...], str]]:
+    if isinstance(messages, dict):
+        out = []
+        for key, value in messages.items():
+            if key == "_schema":
+                out.extend(_flatten(value, path))
+                continue
+            parts: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in str(key).split("."))
+            out.extend(_flatten(value, path + parts))
+        return out
+    if isinstance(messages, list):
+        if all(isinstance(m, str) for m in messages):
+            return [(path, m) for m in messages]
+        out = []
+        for i, m in enumerate(messages):
+            out.extend(_flatten(m, path + (i,)) if not isinstance(m, str) else [(path, m)])
+        return out
+    return [(path, str(messages))]
+
+
+def validate_raw(raw: RawConfig, source: str) -> Config:
+    """Validate parsed YAML; raise ConfigError listing every problem."""
+    problems = list(raw.problems)
+    if problems and not raw.data:
+        raise ConfigError(source, problems)
+
+    def add(messages: Any, base: tuple[str | int, ...] = ()) -> None:
+        for path, message in _flatten(messages, base):
+            problems.append(ConfigProblem(dotted(path), message, raw.line_of(path)))
+
+    data: dict[str, Any] = {}
+    try:
+        data = ConfigSchema().load(raw.data)
+    except ValidationError as exc:
+        add(exc.messages)
+
+    crms: dict[str, dict[str, Any]] = {}
+    for name, block in (raw.data.get("crms") or {}).items() if isinstance(raw.data.get("crms"), dict) else []:
+        base = ("crms", name)
+        if not isinstance(block, dict):
+            add(["must be a mapping"], base)
+            continue
+        kind = block.get("type")
+        if kind not in CRM_TYPES:
+            add({"type": [f"unknown CRM type {kind!r}; known: {', '.join(CRM_TYPES)}"]}, base)
+            continue
+        try:
+            crms[name] = CRM_TYPES[kind].settings()().load(block)
+        except ValidationError as exc:
+            add(exc.messages, base)
+
+    for i, rule in enumerate(data.get("rules", [])):
+        if rule.crm not in crms and rule.crm not in (raw.data.get("crms") or {}):
+            add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
+    names = [r.name for r in data.get("rules", [])]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            add({"name": [f"rule name {name!r} is used twice"]}, ("rules", i))
+
+    if problems:
+        raise ConfigError(source, problems)
+    return Config(
+        storage=data["storage"], server=data["server"], calendar=data["calendar"], worker=data["worker"],
+        dispatcher=data["dispatcher"], logging=data["logging"], crms=crms, territories=data["territories"],
+        rules=data["rules"], secrets=raw.secrets, source=source,
+    )
+
+
+def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
+    """Read, substitute and validate a config file."""
+    return validate_raw(load_file(path, environ), str(path))
+
+
+def load_config_text(text: str, environ: dict[str, str] | None = None, source: str = "<config>") -> Config:
+    """Like ``load_config`` for YAML text (tests, the demo)."""
+    return validate_raw(load_raw(text, environ), source)

@@ -1,0 +1,130 @@
+"""The dispatcher: carries out outbox rows so that each has its effect once.
+
+Each try first commits "sending" (so a crash is visible), then calls the CRM, then commits
+"done". A row found "sending" or with earlier attempts may already have taken effect: the
+dispatcher looks for its own earlier write by the marker before writing again. A
+retriable failure is rescheduled with exponential backoff; past the limit, or on a fatal
+error, the row becomes a dead letter that ``connector replay`` can resend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+from adapters.base import CrmAdapter, WriteResult
+from adapters.errors import AdapterError, FatalError, RateLimited
+from connector.config import Config
+from connector.domain import command_from_payload, marker_for
+from connector.storage.models import OutboxRow
+from connector.storage.store import Store
+from connector.worker import describe, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Drains the outbox; call ``tick`` on a schedule."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        adapters: Mapping[str, CrmAdapter],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        owner: str | None = None,
+        after_call: Callable[[OutboxRow, WriteResult], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.adapters = adapters
+        self.clock = clock
+        self.owner = owner or f"dispatcher-{os.getpid()}"
+        # A test hook: runs between the CRM call and the commit that records it.
+        self.after_call = after_call
+
+    def tick(self) -> int:
+        """Carry out one batch of due rows; returns how many reached done."""
+        cfg = self.config.dispatcher
+        now = self.clock()
+        rows = self.store.claim(OutboxRow, ["pending", "sending"], now, timedelta(seconds=cfg["lease"]),
+                                cfg["batch"], self.owner)
+        return sum(1 for row in rows if self.dispatch(row))
+
+    def dispatch(self, row: OutboxRow) -> bool:
+        """Carry out one claimed row; True when it is done."""
+        adapter = self.adapters.get(row.crm)
+        if adapter is None:
+            self._failed(row, FatalError(f"no CRM named {row.crm!r} is configured"))
+            return False
+        command = command_from_payload(row.command, row.payload)
+        marker = marker_for(row.idempotency_key)
+        try:
+            if row.status == "sending" or row.attempts > 0:
+                # An earlier try may have reached the CRM before its answer (or we) died.
+                found = adapter.find_written(command, marker)
+                if found is not None:
+                    self._done(row, found)
+                    return True
+            self._mark_sending(row)
+            result = adapter.execute(command, marker)
+        except AdapterError as exc:
+            self._failed(row, exc)
+            return False
+        if self.after_call is not None:
+            self.after_call(row, result)
+        self._done(row, result)
+        return True
+
+    def _mark_sending(self, row: OutboxRow) -> None:
+        now = self.clock()
+        with self.store.sessions() as session, session.begin():
+            live = session.get(OutboxRow, row.id)
+            assert live is not None
+            live.status, live.attempts, live.updated_at = "sending", live.attempts + 1, now
+        row.status, row.attempts = "sending", row.attempts + 1
+
+    def _done(self, row: OutboxRow, result: WriteResult) -> None:
+        now = self.clock()
+        with self.store.sessions() as session, session.begin():
+            live = session.get(OutboxRow, row.id)
+            assert live is not None
+            live.status, live.remote_id, live.done_at, live.updated_at = "done", result.remote_id, now, now
+            live.claimed_until, live.last_error = None, None
+            how = "found earlier write" if result.reconciled else "written"
+            Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=row.rule, action=row.command,
+                        message=f"{how}: {describe(command_from_payload(row.command, row.payload))}"
+                                f" (remote id {result.remote_id})",
+                        detail={"remote_id": result.remote_id, "outbox_id": row.id, "reconciled": result.reconciled},
+                        correlation_id=row.correlation_id, key=f"{row.idempotency_key}|done")
+        log.info("dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
+                 row.crm, row.deal_id, row.id, row.command, result.remote_id, result.reconciled,
+                 row.correlation_id)
+
+    def _failed(self, row: OutboxRow, exc: AdapterError) -> None:
+        cfg = self.config.dispatcher
+        now = self.clock()
+        with self.store.sessions() as session, session.begin():
+            live = session.get(OutboxRow, row.id)
+            assert live is not None
+            if live.status == "pending" and live.attempts == row.attempts:
+                live.attempts += 1  # failed before the write was attempted (e.g. reconciling)
+            live.last_error = str(exc)[:2000]
+            live.claimed_until = None
+            live.updated_at = now
+            if isinstance(exc, FatalError) or live.attempts >= cfg["max_attempts"]:
+                live.status = "dead"
+                Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=row.rule, action="dead_letter",
+                            message=f"{row.command} gave up after {live.attempts} tries: {exc}",
+                            correlation_id=row.correlation_id)
+            else:
+                # "sending" stays so the next try reconciles first; otherwise back to pending.
+                delay = min(cfg["backoff_max"], cfg["backoff"] * 2 ** max(0, live.attempts - 1))
+                if isinstance(exc, RateLimited) and exc.retry_after:
+                    delay = max(delay, exc.retry_after)
+                live.next_try_at = now + timedelta(seconds=delay)
+        log.warning("dispatch failed crm=%s outbox=%s command=%s attempts=%s error=%s correlation=%s",
+                    row.crm, row.id, row.command, row.attempts, exc, row.correlation_id)

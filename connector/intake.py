@@ -1,0 +1,111 @@
+"""The webhook intake: one route per configured CRM, acknowledging only what is stored.
+
+``POST /hooks/<type>/<name>`` verifies and parses the delivery with the CRM's parser,
+stores each event in the inbox, and only then answers 200. A duplicate is acknowledged
+and dropped. Refusals are 4xx with a short reason and a log line; nothing is stored for
+them. A database failure answers 503 so the sender may retry; no request ends in a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from flask import Flask, Response, jsonify, request
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException
+
+from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
+from adapters.errors import WebhookError
+from connector.storage.store import Store, new_correlation_id
+from connector.worker import utcnow
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    store: Store,
+    adapters: Mapping[str, CrmAdapter],
+    *,
+    max_body_bytes: int = 256 * 1024,
+    clock: Callable[[], datetime] = utcnow,
+) -> Flask:
+    """The intake WSGI app for the given CRMs."""
+    app = Flask("connector.intake")
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.config["MAX_FORM_PARTS"] = 500
+    parsers: dict[tuple[str, str], WebhookParser] = {}
+    for name, adapter in adapters.items():
+        parser = adapter.webhook_parser()
+        if parser is not None:
+            parsers[(adapter.type, name)] = parser
+
+    @app.post("/hooks/<crm_type>/<name>")
+    def hook(crm_type: str, name: str) -> tuple[Response, int]:
+        correlation = new_correlation_id()
+        parser = parsers.get((crm_type, name))
+        if parser is None:
+            log.warning("webhook refused crm=%s/%s status=404 reason=unknown CRM", crm_type, name[:40])
+            return jsonify(error="no such CRM is configured"), 404
+        received = clock()
+        try:
+            incoming = IncomingRequest(
+                body=request.get_data(cache=True),
+                content_type=request.mimetype or "",
+                headers={k.lower(): v for k, v in request.headers.items()},
+                form={k: request.form.getlist(k) for k in request.form} if request.mimetype in
+                (("application/x-www-form-urlencoded", "multipart/form-data")) else None,
+                remote_addr=request.remote_addr,
+            )
+            events = parser.parse(incoming, received_at=received)
+        except WebhookError as exc:
+            log.warning("webhook refused crm=%s status=%d reason=%s correlation=%s", name, exc.status, exc.reason,
+                        correlation)
+            return jsonify(error=exc.reason), exc.status
+        except HTTPException as exc:  # too large, too many form parts, bad multipart
+            status = exc.code or 400
+            log.warning("webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name,
+                        correlation)
+            return jsonify(error=exc.name), status
+        except Exception:  # a parser bug must still not become a 500 or a stored row
+            log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
+            return jsonify(error="could not parse the delivery"), 400
+        stored = duplicates = 0
+        try:
+            for event in events:
+                if store.add_event(event, received, correlation):
+                    stored += 1
+                else:
+                    duplicates += 1
+        except SQLAlchemyError:
+            log.exception("webhook not stored crm=%s correlation=%s", name, correlation)
+            return jsonify(error="storage unavailable, try again"), 503
+        log.info("webhook accepted crm=%s events=%d stored=%d duplicates=%d correlation=%s", name, len(events),
+                 stored, duplicates, correlation)
+        return jsonify(ok=True, stored=stored, duplicates=duplicates, correlation_id=correlation), 200
+
+    @app.get("/healthz")
+    def healthz() -> tuple[Response, int]:
+        return jsonify(ok=True), 200
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        try:
+            with store.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except SQLAlchemyError:
+            return jsonify(ok=False, database="unreachable"), 503
+        return jsonify(ok=True, database="ok"), 200
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response, int]:
+        return jsonify(error=exc.name), exc.code or 400
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("intake error")
+        return jsonify(error="internal error"), 503
+
+    return app

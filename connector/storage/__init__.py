@@ -1,0 +1,1 @@
+"""Durable state: inbox, outbox, timers, poll cursors, deal snapshots and the audit."""

@@ -1,0 +1,261 @@
+"""The worker: turns inbox rows into outbox rows through the rules.
+
+For each claimed delivery it reads the deal fresh from its CRM (webhooks carry little
+and arrive out of order), works out what changed since the last snapshot, runs the pure
+rules, and in one transaction stores the intended writes, the audit lines, the new
+snapshot and the row's completion.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from adapters.base import CrmAdapter
+from adapters.errors import AdapterError, FatalError
+from connector.config import Config
+from connector.domain import Command, Deal, Event, EventKind, User
+from connector.storage.models import DealSnapshotRow, InboxRow, OutboxRow
+from connector.storage.store import Store
+from rules.engine import evaluate
+from rules.model import Decision, Note, RuleContext
+
+log = logging.getLogger(__name__)
+
+DEAL_KINDS = {EventKind.DEAL_CREATED, EventKind.DEAL_UPDATED}
+USERS_TTL = 300.0
+# A deal first seen this soon after its creation counts as newly created.
+CREATED_GRACE = timedelta(minutes=2)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Changed normalised attributes and raw fields between two snapshots."""
+    if before is None:
+        return {}
+    changes: dict[str, tuple[Any, Any]] = {}
+    for key in ("title", "stage", "stage_semantic", "pipeline", "responsible_id", "amount"):
+        if before.get(key) != after.get(key):
+            changes[key] = (before.get(key), after.get(key))
+    old_fields, new_fields = before.get("fields") or {}, after.get("fields") or {}
+    for key in set(old_fields) | set(new_fields):
+        if key in ("DATE_MODIFY", "update_time"):
+            continue
+        if old_fields.get(key) != new_fields.get(key):
+            changes[key] = (old_fields.get(key), new_fields.get(key))
+    return changes
+
+
+def triggers_for(kind: EventKind, deal: Deal, snapshot: Mapping[str, Any] | None,
+                 changes: Mapping[str, Any]) -> frozenset[str]:
+    """The triggers an event fires, given what the connector knew before."""
+    found = {str(kind)}
+    if snapshot is None:
+        # Never seen: a lost ONCRMDEALADD still counts as creation if the deal is young.
+        young = deal.created_at and deal.updated_at and deal.updated_at - deal.created_at <= CREATED_GRACE
+        if kind == EventKind.DEAL_CREATED or young:
+            found.add(str(EventKind.DEAL_CREATED))
+        found.add("deal.stage_changed")  # the deal entered its stage as far as we know
+    elif "stage" in changes:
+        found.add("deal.stage_changed")
+    return frozenset(found)
+
+
+class Worker:
+    """Processes the inbox; call ``tick`` on a schedule."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        adapters: Mapping[str, CrmAdapter],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        calendar: Any = None,
+        owner: str | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.adapters = adapters
+        self.clock = clock
+        self.calendar = calendar
+        self.owner = owner or f"worker-{os.getpid()}"
+        self._users: dict[str, tuple[float, dict[str, User]]] = {}
+        self._wanted_users = sorted({t.captain for t in config.territories} |
+                                    {t.backup for t in config.territories if t.backup})
+
+    def tick(self) -> int:
+        """Process one batch of due inbox rows; returns how many were finished."""
+        cfg = self.config.worker
+        now = self.clock()
+        rows = self.store.claim(InboxRow, ["new"], now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
+        if not rows:
+            return 0
+        by_crm: dict[str, list[InboxRow]] = defaultdict(list)
+        for row in rows:
+            by_crm[row.crm].append(row)
+        done = 0
+        for crm, crm_rows in by_crm.items():
+            done += self._process_crm(crm, crm_rows)
+        return done
+
+    def _process_crm(self, crm: str, rows: list[InboxRow]) -> int:
+        adapter = self.adapters.get(crm)
+        if adapter is None:
+            self._fail(rows, f"no CRM named {crm!r} is configured", final=True)
+            return 0
+        skip = self._already_seen(crm, rows)
+        to_read = sorted({r.deal_id for r in rows if r.deal_id and r.kind in DEAL_KINDS and r.id not in skip})
+        try:
+            # One read per distinct deal per batch, however many deliveries it got.
+            deals = adapter.get_deals(to_read) if to_read else {}
+            users = self._users_for(crm, adapter)
+        except AdapterError as exc:
+            self._fail(rows, str(exc), final=isinstance(exc, FatalError))
+            return 0
+        finished = 0
+        for row in rows:
+            try:
+                self._process_row(row, deals.get(row.deal_id or ""), users, skipped=row.id in skip)
+                finished += 1
+            except Exception as exc:  # a broken template must not stop the other rows
+                log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
+                self._fail([row], f"{type(exc).__name__}: {exc}", final=True)
+        return finished
+
+    def _already_seen(self, crm: str, rows: list[InboxRow]) -> set[int]:
+        """Polled changes already processed (a webhook got there first) need no read."""
+        polled = [r for r in rows if r.source == "poll" and r.deal_id]
+        if not polled:
+            return set()
+        with self.store.sessions() as session:
+            snaps = {
+                s.deal_id: s.deal_updated_at
+                for s in session.scalars(select(DealSnapshotRow).where(
+                    DealSnapshotRow.crm == crm, DealSnapshotRow.deal_id.in_([r.deal_id for r in polled])))
+            }
+        return {r.id for r in polled if snaps.get(r.deal_id) and snaps[r.deal_id] >= r.occurred_at}  # type: ignore[operator]
+
+    def _users_for(self, crm: str, adapter: CrmAdapter) -> dict[str, User]:
+        if not self._wanted_users:
+            return {}
+        cached = self._users.get(crm)
+        if cached and time.monotonic() - cached[0] < USERS_TTL:
+            return cached[1]
+        users = adapter.get_users(self._wanted_users)
+        self._users[crm] = (time.monotonic(), users)
+        return users
+
+    def _process_row(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User], *, skipped: bool) -> None:
+        now = self.clock()
+        with self.store.sessions() as session, session.begin():
+            live = session.get(InboxRow, row.id)
+            if live is None or live.status != "new":
+                return
+            if skipped:
+                self._finish(live, now, "already processed")
+                return
+            if row.kind == str(EventKind.DEAL_DELETED):
+                snap = session.get(DealSnapshotRow, (row.crm, row.deal_id))
+                if snap is not None:
+                    session.delete(snap)
+                self._finish(live, now, "deal deleted")
+                return
+            if deal is None:
+                self._finish(live, now, "deal not found in the CRM")
+                return
+            self._apply_rules(session, live, deal, users, now)
+            self._finish(live, now, None)
+        log.info("processed crm=%s deal=%s inbox=%s kind=%s correlation=%s",
+                 row.crm, row.deal_id, row.id, row.kind, row.correlation_id)
+
+    def _apply_rules(self, session: Session, row: InboxRow, deal: Deal, users: Mapping[str, User],
+                     now: datetime) -> None:
+        snap = session.get(DealSnapshotRow, (row.crm, deal.id))
+        current = deal.snapshot()
+        before = snap.data if snap else None
+        changes = diff(before, current)
+        previous = (row.payload or {}).get("previous")
+        if previous and before is None:
+            # The CRM told us what changed (Pipedrive's `previous`): use it when we have no snapshot.
+            changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
+        kind = EventKind(row.kind)
+        event = Event(crm=row.crm, kind=kind, deal_id=deal.id, occurred_at=row.occurred_at,
+                      dedup_key=row.dedup_key, source=row.source, previous=previous)  # type: ignore[arg-type]
+        ctx = RuleContext(deal=deal, event=event, now=now, triggers=triggers_for(kind, deal, before, changes),
+                          changes=changes, users=users, territories=self.config.territories,
+                          calendar=self.calendar)
+        for decision in evaluate(self.config.rules, ctx):
+            self._record(session, row, decision, now)
+        if snap is None:
+            session.add(DealSnapshotRow(crm=row.crm, deal_id=deal.id, data=current,
+                                        deal_updated_at=deal.updated_at, seen_at=now))
+        else:
+            snap.data, snap.deal_updated_at, snap.seen_at = current, deal.updated_at, now
+
+    def _record(self, session: Session, row: InboxRow, decision: Decision, now: datetime) -> None:
+        action = decision.action
+        trigger = ",".join(sorted(decision.triggers))
+        if isinstance(action, Note):
+            Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
+                        action="note", message=action.message, correlation_id=row.correlation_id,
+                        key=decision.key)
+            return
+        assert isinstance(action, Command)
+        exists = session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == decision.key))
+        if exists is not None:
+            return  # decided before: the same write is never queued twice
+        session.add(OutboxRow(
+            idempotency_key=decision.key, crm=row.crm, deal_id=action.deal_id, rule=decision.rule,
+            command=action.kind, payload=action.to_payload(), status="pending", attempts=0, next_try_at=now,
+            inbox_id=row.id, correlation_id=row.correlation_id, created_at=now, updated_at=now,
+        ))
+        Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
+                    action=f"decided:{action.kind}", message=describe(action),
+                    detail=action.to_payload(), correlation_id=row.correlation_id, key=f"{decision.key}|decided")
+
+    @staticmethod
+    def _finish(row: InboxRow, now: datetime, note: str | None) -> None:
+        row.status, row.processed_at, row.claimed_until, row.last_error = "done", now, None, note
+
+    def _fail(self, rows: list[InboxRow], error: str, *, final: bool) -> None:
+        now = self.clock()
+        with self.store.sessions() as session, session.begin():
+            for r in rows:
+                live = session.get(InboxRow, r.id)
+                if live is None or live.status != "new":
+                    continue
+                live.attempts += 1
+                live.last_error = error[:2000]
+                live.claimed_until = None
+                if final or live.attempts >= self.config.worker["max_attempts"]:
+                    live.status = "failed"
+                else:
+                    live.next_try_at = now + timedelta(seconds=min(600, 2 ** live.attempts))
+        log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s",
+                    rows[0].crm, len(rows), final, error)
+
+
+def describe(action: Command) -> str:
+    """A one-line human description of a command for the audit and CLI."""
+    payload = action.to_payload()
+    if action.kind == "create_task":
+        return f"task {payload['title']!r} for user {payload['responsible_id']} due {payload.get('deadline')}"
+    if action.kind == "update_deal":
+        return "set " + ", ".join(f"{k}={v}" for k, v in payload["values"].items())
+    if action.kind == "close_deal":
+        return f"close as {payload['outcome']}: {payload['reason']}"
+    if action.kind == "add_comment":
+        return f"comment {payload['text'][:80]!r}"
+    return action.kind

@@ -1,0 +1,44 @@
+"""Polling: the safety net for lost webhooks (Bitrix24 never resends; 1C has none).
+
+Each run reads deals modified since the stored cursor minus an overlap (a change written
+late with an earlier timestamp is still seen), stores each as an inbox row keyed by
+deal and modification time (so re-reading the overlap adds nothing twice), and moves the
+cursor to the newest modification seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from adapters.base import CrmAdapter
+from connector.domain import Event, EventKind
+from connector.storage.store import Store
+
+log = logging.getLogger(__name__)
+STREAM = "deals"
+
+
+def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: timedelta,
+               initial_lookback: timedelta = timedelta(days=1), checkpoint_every: int = 200) -> int:
+    """One polling run for one CRM; returns how many new changes were queued."""
+    cursor = store.get_cursor(adapter.name, STREAM)
+    newest = datetime.fromisoformat(cursor) if cursor else now - initial_lookback
+    since = newest - overlap
+    queued = seen = 0
+    for deal in adapter.changed_deals(since):
+        seen += 1
+        modified = deal.updated_at or now
+        event = Event(crm=adapter.name, kind=EventKind.DEAL_UPDATED, deal_id=deal.id, occurred_at=modified,
+                      dedup_key=f"poll:{deal.id}:{modified.isoformat()}", source="poll")
+        if store.add_event(event, now):
+            queued += 1
+        if modified > newest:
+            newest = modified
+        if seen % checkpoint_every == 0:
+            # Saved as we go: a run cut short resumes near where it stopped.
+            store.set_cursor(adapter.name, STREAM, newest.isoformat(), now)
+    store.set_cursor(adapter.name, STREAM, newest.isoformat(), now)
+    log.info("polled crm=%s since=%s seen=%d queued=%d cursor=%s", adapter.name, since.isoformat(), seen,
+             queued, newest.isoformat())
+    return queued

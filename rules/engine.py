@@ -1,0 +1,36 @@
+"""Evaluate the configured rules against one event: a pure function, state in, actions out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rules.model import Decision, Rule, RuleContext
+
+
+def rule_version(rule: Rule, ctx: RuleContext) -> str:
+    """What makes a new firing of the same rule on the same deal a different one.
+
+    ``deal``: once per deal, ever. ``stage``: once per stage the deal enters.
+    ``event``: every event (its dedup key), for rules that must act on each change.
+    """
+    if rule.once_per == "stage":
+        return f"stage={ctx.deal.stage}"
+    if rule.once_per == "event":
+        return f"event={ctx.event.dedup_key}"
+    return "once"
+
+
+def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
+    """Every action every matching rule takes, each with its idempotency key."""
+    decisions: list[Decision] = []
+    for rule in rules:
+        if not rule.enabled or rule.crm != ctx.deal.crm or not (rule.triggers & ctx.triggers):
+            continue
+        if not rule.condition(ctx):
+            continue
+        results: dict[str, object] = {}
+        prefix = f"{rule.name}|{ctx.deal.crm}|{ctx.deal.id}|{rule_version(rule, ctx)}"
+        for index, step in enumerate(rule.actions):
+            for planned in step.plan(ctx, results, f"{index}:{step.name}"):
+                decisions.append(Decision(rule.name, f"{prefix}|{planned.slot}", planned.action, ctx.triggers))
+    return decisions

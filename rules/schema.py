@@ -1,0 +1,192 @@
+"""Marshmallow schemas for ``rules:`` and ``territories:``; loading compiles them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from rules.actions import (
+    AddCommentSpec,
+    AssignCaptain,
+    CloseDealSpec,
+    CreateTaskSpec,
+    UpdateFieldsSpec,
+)
+from rules.conditions import ConditionError, compile_condition
+from rules.model import ActionSpec, Rule
+from rules.templates import Template, TemplateProblem
+from rules.territories import MATCH_KEYS, Territory
+from adapters.fields import Id
+
+TRIGGERS = ("deal.created", "deal.updated", "deal.stage_changed", "deal.deleted")
+
+
+def _template(value: Any, path: str) -> Template:
+    if not isinstance(value, str):
+        raise ValidationError({path: ["must be text (a template)"]})
+    try:
+        return Template(value)
+    except TemplateProblem as exc:
+        raise ValidationError({path: [str(exc)]}) from exc
+
+
+def _user_ref(value: Any, path: str) -> str | Template:
+    if isinstance(value, int):
+        return str(value)
+    if not isinstance(value, str) or not value:
+        raise ValidationError({path: ["a user id, 'responsible', 'captain' or a template"]})
+    return _template(value, path) if "{" in value else value
+
+
+def _duration(value: Any, path: str) -> str:
+    from rules.calendar import CalendarError, parse_duration
+
+    try:
+        parse_duration(str(value))
+    except CalendarError as exc:
+        raise ValidationError({path: [str(exc)]}) from exc
+    return str(value)
+
+
+def _params(value: Any, allowed: set[str], required: set[str], path: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValidationError({path: ["parameters must be a mapping"]})
+    errors: dict[str, list[str]] = {}
+    for key in value:
+        if key not in allowed:
+            errors[f"{path}.{key}"] = [f"unknown parameter; allowed: {', '.join(sorted(allowed))}"]
+    for key in required - set(value):
+        errors[f"{path}.{key}"] = ["required"]
+    if errors:
+        raise ValidationError(errors)
+    return dict(value)
+
+
+def _assign_captain(v: Any, path: str) -> ActionSpec:
+    p = _params(v or {}, {"field", "fallback"}, set(), path)
+    fallback = p.get("fallback")
+    return AssignCaptain(field=str(p.get("field", "responsible_id")),
+                         fallback=str(fallback) if fallback is not None else None)
+
+
+def _create_task(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"title", "description", "responsible", "due", "auditors", "priority", "type"},
+                {"title", "responsible"}, path)
+    priority = p.get("priority", "normal")
+    if priority not in ("low", "normal", "high"):
+        raise ValidationError({f"{path}.priority": ["one of low, normal, high"]})
+    return CreateTaskSpec(
+        title=_template(p["title"], f"{path}.title"),
+        description=_template(p["description"], f"{path}.description") if "description" in p else None,
+        responsible=_user_ref(p["responsible"], f"{path}.responsible"),
+        due=_duration(p["due"], f"{path}.due") if "due" in p else None,
+        auditors=[_user_ref(a, f"{path}.auditors[{i}]") for i, a in enumerate(p.get("auditors") or [])],
+        priority=priority,
+        task_type=str(p.get("type", "task")),
+    )
+
+
+def _update_fields(v: Any, path: str) -> ActionSpec:
+    if not isinstance(v, Mapping) or not v:
+        raise ValidationError({path: ["a mapping of field: value"]})
+    return UpdateFieldsSpec(values={str(k): _template(str(x), f"{path}.{k}") for k, x in v.items()})
+
+
+def _add_comment(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"text"}, {"text"}, path)
+    return AddCommentSpec(text=_template(p["text"], f"{path}.text"))
+
+
+def _close_deal(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"outcome", "reason", "reason_from", "reason_map", "reason_field"}, {"outcome"}, path)
+    if p["outcome"] not in ("won", "lost"):
+        raise ValidationError({f"{path}.outcome": ["one of won, lost"]})
+    return CloseDealSpec(
+        outcome=p["outcome"],
+        reason=_template(p["reason"], f"{path}.reason") if "reason" in p else None,
+        reason_from=p.get("reason_from"),
+        reason_map={str(k): str(x) for k, x in (p.get("reason_map") or {}).items()},
+        reason_field=p.get("reason_field"),
+    )
+
+
+ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
+    "assign_captain": _assign_captain,
+    "create_task": _create_task,
+    "update_fields": _update_fields,
+    "add_comment": _add_comment,
+    "close_deal": _close_deal,
+}
+
+
+class ActionsField(fields.Field):
+    """``do:`` — a list of one-key mappings ``{action_name: parameters}``."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[ActionSpec]:
+        if not isinstance(value, list) or not value:
+            raise ValidationError("a non-empty list of actions")
+        specs: list[ActionSpec] = []
+        errors: dict[str, Any] = {}
+        for i, item in enumerate(value):
+            if not isinstance(item, Mapping) or len(item) != 1:
+                errors[str(i)] = ["each action is a mapping with one key, the action's name"]
+                continue
+            (name, params), = item.items()
+            builder = ACTIONS.get(name)
+            if builder is None:
+                errors[str(i)] = [f"unknown action {name!r}; known: {', '.join(ACTIONS)}"]
+                continue
+            try:
+                specs.append(builder(params, name))
+            except ValidationError as exc:
+                errors[str(i)] = exc.messages
+        if errors:
+            raise ValidationError(errors)
+        return specs
+
+
+class ConditionField(fields.Field):
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        try:
+            return compile_condition(value)
+        except ConditionError as exc:
+            raise ValidationError(f"{exc.path}: {exc}") from exc
+
+
+class RuleSchema(Schema):
+    name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$",
+                                                                 error="letters, digits, '-', '_', '.' only"))
+    crm = fields.String(required=True)
+    on = fields.List(fields.String(validate=validate.OneOf(TRIGGERS)), required=True,
+                     validate=validate.Length(min=1))
+    when = ConditionField(load_default=None, allow_none=True)
+    do = ActionsField(required=True)
+    once_per = fields.String(load_default="deal", validate=validate.OneOf(("deal", "stage", "event")))
+    enabled = fields.Boolean(load_default=True)
+    description = fields.String(load_default="")
+
+    @post_load
+    def build(self, data: dict[str, Any], **kwargs: Any) -> Rule:
+        return Rule(name=data["name"], crm=data["crm"], triggers=frozenset(data["on"]),
+                    condition=data["when"], actions=data["do"], once_per=data["once_per"],
+                    enabled=data["enabled"])
+
+
+class TerritorySchema(Schema):
+    match = fields.Dict(keys=fields.String(validate=validate.OneOf(MATCH_KEYS)), values=fields.String(),
+                        required=True, validate=validate.Length(min=1))
+    captain = Id(required=True)
+    backup = Id(load_default=None, allow_none=True)
+    name = fields.String(load_default="")
+
+    @validates_schema
+    def check_postcode(self, data: dict[str, Any], **kwargs: Any) -> None:
+        postcode = data.get("match", {}).get("postcode")
+        if postcode is not None and not postcode.rstrip("*").isdigit():
+            raise ValidationError({"match": {"postcode": ["digits, optionally ending in * (a prefix)"]}})
+
+    @post_load
+    def build(self, data: dict[str, Any], **kwargs: Any) -> Territory:
+        return Territory(match=data["match"], captain=data["captain"], backup=data["backup"], name=data["name"])
