@@ -1,0 +1,83 @@
+"""One connector process: intake on waitress, and the scheduler running poller, worker
+and dispatcher ticks (APScheduler)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from waitress.server import create_server
+
+from adapters.base import CrmAdapter
+from adapters.registry import build_adapter
+from connector.config import Config
+from connector.dispatcher import Dispatcher
+from connector.intake import create_app
+from connector.storage.store import Store
+from connector.worker import Worker, utcnow
+from jobs.poll import poll_deals
+from rules.calendar import WorkCalendar
+
+log = logging.getLogger(__name__)
+
+
+def build_calendar(config: Config) -> WorkCalendar:
+    cal = config.calendar
+    return WorkCalendar(timezone=cal["timezone"], work_hours=cal["work_hours"], country=cal["country"],
+                        extra_days_off=cal["extra_days_off"], extra_working_days=cal["extra_working_days"])
+
+
+class Runtime:
+    """Everything ``connector run`` starts, in one process."""
+
+    def __init__(self, config: Config, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = Store(config.storage["url"], apply_migrations=config.storage["apply_migrations"])
+        self.adapters: dict[str, CrmAdapter] = {n: build_adapter(n, s) for n, s in config.crms.items()}
+        self.calendar = build_calendar(config)
+        self.worker = Worker(config, self.store, self.adapters, clock=clock, calendar=self.calendar)
+        self.dispatcher = Dispatcher(config, self.store, self.adapters, clock=clock)
+        self.app = create_app(self.store, self.adapters, max_body_bytes=config.server["max_body_bytes"], clock=clock)
+        self.scheduler = BackgroundScheduler(timezone="UTC")
+        self._server = None
+        self._server_thread: threading.Thread | None = None
+
+    @property
+    def intake_url(self) -> str:
+        assert self._server is not None
+        return f"http://{self.config.server['host']}:{self._server.effective_port}"
+
+    def poll(self, crm: str) -> int:
+        settings = self.config.crms[crm]
+        return poll_deals(self.store, self.adapters[crm], now=self.clock(),
+                          overlap=timedelta(seconds=settings.get("poll_overlap", 120)))
+
+    def start(self, *, serve: bool = True) -> None:
+        if serve:
+            srv = self.config.server
+            self._server = create_server(self.app, host=srv["host"], port=srv["port"], threads=srv["threads"])
+            self._server_thread = threading.Thread(target=self._server.run, name="intake", daemon=True)
+            self._server_thread.start()
+        opts = {"max_instances": 1, "coalesce": True}
+        self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts)
+        self.scheduler.add_job(self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"],
+                               id="dispatcher", **opts)
+        for name, settings in self.config.crms.items():
+            if "poll_every" in settings:
+                self.scheduler.add_job(self.poll, "interval", args=[name], seconds=settings["poll_every"],
+                                       id=f"poll-{name}", **opts)
+        self.scheduler.start()
+        log.info("connector running crms=%s", ",".join(self.config.crms))
+
+    def stop(self) -> None:
+        if self.scheduler.running:
+            self.scheduler.shutdown(wait=True)
+        if self._server is not None:
+            self._server.close()
+        for adapter in self.adapters.values():
+            adapter.close()
+        self.store.close()
