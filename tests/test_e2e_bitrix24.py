@@ -1,0 +1,160 @@
+"""End to end over loopback HTTP: Bitrix24 simulator -> intake -> worker -> dispatcher -> simulator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from adapters.bitrix24.simulator import Bitrix24Simulator
+from adapters.simkit import SimulatorServer
+from connector.config import load_config_text
+from connector.dispatcher import Dispatcher
+from connector.runtime import Runtime
+from connector.storage.models import InboxRow, OutboxRow
+from connector.worker import utcnow
+from tests.helpers import CONFIG, TOKEN, wait_for
+
+
+class Crash(BaseException):
+    """Stands for the process dying between the CRM call and its commit."""
+
+
+@pytest.fixture
+def sim() -> Iterator[tuple[Bitrix24Simulator, SimulatorServer]]:
+    simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50)
+    for name in ("Иван", "Олег", "Анна", "Рустам"):
+        simulator.add_user(name)
+    server = simulator.serve()
+    yield simulator, server
+    server.stop()
+    simulator.close()
+
+
+@pytest.fixture
+def runtime(sim, db_url, monkeypatch) -> Iterator[Runtime]:  # type: ignore[no-untyped-def]
+    simulator, server = sim
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    cfg = load_config_text(CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base))
+    rt = Runtime(cfg)
+    yield rt
+    rt.stop()
+
+
+def _inbox_count(rt: Runtime) -> int:
+    with rt.store.sessions() as s:
+        return int(s.scalar(select(func.count(InboxRow.id))) or 0)
+
+
+def test_captain_assigned_and_one_task(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = sim
+    runtime.start()
+    simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    deal_id = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                                  "ASSIGNED_BY_ID": "1", "UF_CRM_ADDRESS": "Казань, Советский район, ул. Мира, 1"})
+    assert wait_for(lambda: len(simulator.tasks_for_deal(deal_id)) == 1
+                    and simulator.deals[deal_id]["ASSIGNED_BY_ID"] == "2")
+    task = simulator.tasks_for_deal(deal_id)[0]
+    assert task["TITLE"] == "Проверить техническую возможность: Заявка"
+    assert task["RESPONSIBLE_ID"] == "2"
+    assert task["UF_CRM_TASK"] == [f"D_{deal_id}"]
+    audit = runtime.store.audit_for_deal("b24", deal_id)
+    assert any("territory" in a.message for a in audit)
+
+
+def test_triple_delivery_and_crash_between_call_and_commit_leave_one_task(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = sim
+    simulator.faults.duplicate_webhooks = 3
+    # The scheduled dispatcher is replaced by one that "dies" right after its first CRM call.
+    crashed: list[int] = []
+
+    def die_once(row, result):  # type: ignore[no-untyped-def]
+        if not crashed and row.command == "create_task":
+            crashed.append(row.id)
+            raise Crash()
+
+    runtime.dispatcher.after_call = die_once
+    real_tick = runtime.dispatcher.tick
+
+    def tick() -> int:
+        try:
+            return real_tick()
+        except Crash:
+            return 0
+
+    runtime.dispatcher.tick = tick  # type: ignore[method-assign]
+    runtime.start()
+    simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    deal_id = simulator.add_deal({"TITLE": "Дубль", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                                  "ASSIGNED_BY_ID": "1", "UF_CRM_ADDRESS": "Казань, ул. Гвардейская, 8, 420111"})
+    assert wait_for(lambda: bool(crashed))
+    assert len(simulator.tasks_for_deal(deal_id)) == 1  # the call went through before the "crash"
+    # A new dispatcher, after the crashed one's lease ran out, must find the task, not add another.
+    later = Dispatcher(runtime.config, runtime.store, runtime.adapters, clock=lambda: utcnow() + timedelta(seconds=5))
+    assert wait_for(lambda: later.tick() >= 0 and _outbox_states(runtime) == {"done"}, timeout=10)
+    assert len(simulator.tasks_for_deal(deal_id)) == 1
+    with runtime.store.sessions() as s:
+        task_row = s.scalars(select(OutboxRow).where(OutboxRow.command == "create_task")).one()
+    assert task_row.remote_id == simulator.tasks_for_deal(deal_id)[0]["ID"]
+    assert any(a.detail and a.detail.get("reconciled") for a in runtime.store.audit_for_deal("b24", deal_id))
+
+
+def _outbox_states(rt: Runtime) -> set[str]:
+    with rt.store.sessions() as s:
+        return set(s.scalars(select(OutboxRow.status)))
+
+
+def test_forged_token_403_and_nothing_stored(runtime: Runtime) -> None:
+    runtime.start(serve=True)
+    url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1724140800",
+            "auth[application_token]": "forged-token-xxxxxx"}
+    resp = requests.post(url, data=body, timeout=5)
+    assert resp.status_code == 403
+    assert _inbox_count(runtime) == 0
+
+
+@pytest.mark.parametrize("body, content_type", [
+    ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=abc&auth[application_token]=" + TOKEN, None),
+    ("event=ONCRMDEALUPDATE&auth[application_token]=" + TOKEN, None),
+    ("data[FIELDS][ID]=5&auth[application_token]=" + TOKEN, None),
+    ("a]]]=1&auth[application_token]=" + TOKEN, None),
+    ('{"event": "ONCRMDEALUPDATE"}', "application/json"),
+    ("\xff\xfe garbage", None),
+])
+def test_malformed_body_is_4xx_never_500(runtime: Runtime, body: str, content_type: str | None) -> None:
+    runtime.start()
+    headers = {"Content-Type": content_type or "application/x-www-form-urlencoded"}
+    resp = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body.encode("utf-8", "surrogateescape")
+                         if isinstance(body, str) else body, headers=headers, timeout=5)
+    assert 400 <= resp.status_code < 500, resp.text
+    assert _inbox_count(runtime) == 0
+
+
+def test_unknown_crm_404_and_duplicate_acknowledged(runtime: Runtime) -> None:
+    runtime.start()
+    assert requests.post(f"{runtime.intake_url}/hooks/bitrix24/other", data={"a": "1"}, timeout=5).status_code == 404
+    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1724140800",
+            "auth[application_token]": TOKEN}
+    first = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body, timeout=5)
+    second = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body, timeout=5)
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert (first.json()["stored"], second.json()["duplicates"]) == (1, 1)
+    assert _inbox_count(runtime) == 1
+
+
+def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = sim
+    simulator.faults.drop_webhook_rate = 1.0
+    runtime.start()
+    simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    ids = [simulator.add_deal({"TITLE": f"Потерянная {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                               "UF_CRM_ADDRESS": "Казань, Советский район"}) for i in range(60)]
+    simulator.webhooks.wait_idle()
+    assert _inbox_count(runtime) == 0
+    assert runtime.poll("b24") == 60  # more than one page of 50
+    assert runtime.poll("b24") == 0  # the overlap re-reads, the dedup key drops
+    assert wait_for(lambda: all(len(simulator.tasks_for_deal(d)) == 1 for d in ids), timeout=30)
