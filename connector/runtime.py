@@ -22,6 +22,8 @@ from jobs.poll import poll_deals
 from rules.calendar import WorkCalendar
 
 log = logging.getLogger(__name__)
+# A tick that outlasts its interval is normal here; APScheduler would warn on every skip.
+logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def build_calendar(config: Config) -> WorkCalendar:

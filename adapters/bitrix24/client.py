@@ -112,7 +112,7 @@ class Bitrix24Client:
 
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        base = wait_exponential_jitter(initial=self._backoff_initial, max=self._backoff_max)(state)
+        base = wait_exponential_jitter(multiplier=self._backoff_initial, max=self._backoff_max)(state)
         if isinstance(exc, RateLimited):
             self.throttle.penalise()
             if exc.retry_after:
