@@ -81,5 +81,5 @@ class CrmAdapter(ABC):
         """The parser for this CRM's webhooks; None for a CRM that only gets polled."""
         return None
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, most adapters keep nothing open
         """Release connections."""

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from waitress.server import create_server
@@ -45,7 +46,7 @@ class Runtime:
         self.dispatcher = Dispatcher(config, self.store, self.adapters, clock=clock)
         self.app = create_app(self.store, self.adapters, max_body_bytes=config.server["max_body_bytes"], clock=clock)
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self._server = None
+        self._server: Any = None
         self._server_thread: threading.Thread | None = None
 
     @property
@@ -61,8 +62,9 @@ class Runtime:
     def start(self, *, serve: bool = True) -> None:
         if serve:
             srv = self.config.server
-            self._server = create_server(self.app, host=srv["host"], port=srv["port"], threads=srv["threads"])
-            self._server_thread = threading.Thread(target=self._server.run, name="intake", daemon=True)
+            server = create_server(self.app, host=srv["host"], port=srv["port"], threads=srv["threads"])
+            self._server = server
+            self._server_thread = threading.Thread(target=server.run, name="intake", daemon=True)
             self._server_thread.start()
         opts = {"max_instances": 1, "coalesce": True}
         self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts)

@@ -145,7 +145,12 @@ class Worker:
                 for s in session.scalars(select(DealSnapshotRow).where(
                     DealSnapshotRow.crm == crm, DealSnapshotRow.deal_id.in_([r.deal_id for r in polled])))
             }
-        return {r.id for r in polled if snaps.get(r.deal_id) and snaps[r.deal_id] >= r.occurred_at}  # type: ignore[operator]
+        seen: set[int] = set()
+        for r in polled:
+            last = snaps.get(r.deal_id or "")
+            if last is not None and last >= r.occurred_at:
+                seen.add(r.id)
+        return seen
 
     def _users_for(self, crm: str, adapter: CrmAdapter) -> dict[str, User]:
         if not self._wanted_users:

@@ -18,7 +18,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from rules.model import Condition, RuleContext
+from rules.model import Condition
 
 
 class ConditionError(ValueError):

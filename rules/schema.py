@@ -7,6 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from adapters.fields import Id
 from rules.actions import (
     AddCommentSpec,
     AssignCaptain,
@@ -18,7 +19,6 @@ from rules.conditions import ConditionError, compile_condition
 from rules.model import ActionSpec, Rule
 from rules.templates import Template, TemplateProblem
 from rules.territories import MATCH_KEYS, Territory
-from adapters.fields import Id
 
 TRIGGERS = ("deal.created", "deal.updated", "deal.stage_changed", "deal.deleted")
 

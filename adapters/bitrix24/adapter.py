@@ -64,7 +64,7 @@ class Bitrix24Adapter(CrmAdapter):
                 found[chunk[0]] = deal_from_b24(self.name, raw, self.location_fields)
                 continue
             result = self.client.batch({f"d{i}": ("crm.deal.get", {"ID": i}) for i in chunk})
-            for key, err in result.errors.items():
+            for err in result.errors.values():
                 if not isinstance(err, NotFoundError):
                     raise err
             for key, raw in result.result.items():

@@ -295,7 +295,10 @@ def _order_rows(rows: list[dict[str, Any]], order: Mapping[str, Any], tz: tzinfo
     if "ID" not in (k for k, _ in keys):
         keys.append(("ID", default[1]))  # a stable tie-break keeps pages from overlapping
     for field, direction in reversed(keys):
-        rows = sorted(rows, key=lambda r, f=field: _key(r.get(f), tz), reverse=direction == "DESC")
+        def sort_key(row: dict[str, Any], f: str = field) -> Any:
+            return _key(row.get(f), tz)
+
+        rows = sorted(rows, key=sort_key, reverse=direction == "DESC")
     return rows
 
 

@@ -1,0 +1,21 @@
+"""The shipped example config and the demo config stay valid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from connector.config import load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_example_config_is_valid() -> None:
+    env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token"}
+    cfg = load_config(ROOT / "config.example.yaml", env)
+    assert [r.name for r in cfg.rules] == ["captain-by-location"]
+    assert len(cfg.territories) == 3
+
+
+def test_demo_config_is_valid() -> None:
+    env = {"SIM_URL": "http://127.0.0.1:1/rest/1/c/", "SIM_TOKEN": "demo-token", "DEMO_DB_URL": "sqlite:///x.db"}
+    assert load_config(ROOT / "connector" / "demo" / "bitrix24.yaml", env).rules
