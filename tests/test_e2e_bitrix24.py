@@ -158,3 +158,33 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     assert runtime.poll("b24") == 60  # more than one page of 50
     assert runtime.poll("b24") == 0  # the overlap re-reads, the dedup key drops
     assert wait_for(lambda: all(len(simulator.tasks_for_deal(d)) == 1 for d in ids), timeout=30)
+
+
+def test_lost_answers_after_effect_still_one_task_per_deal(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = sim
+    simulator.faults.error_after_effect_rate = 0.5
+    simulator.faults._rng.seed(7)
+    runtime.start()
+    simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    ids = [simulator.add_deal({"TITLE": f"Сбой {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                               "UF_CRM_ADDRESS": "Казань, Советский район"}) for i in range(6)]
+    assert wait_for(lambda: _outbox_states(runtime) == {"done"} and all(simulator.tasks_for_deal(d) for d in ids),
+                    timeout=40)
+    assert [len(simulator.tasks_for_deal(d)) for d in ids] == [1] * 6
+    assert all(simulator.deals[d]["ASSIGNED_BY_ID"] == "2" for d in ids)
+
+
+def test_fatal_error_becomes_dead_letter(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = sim
+    runtime.start()
+    simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    # The captain (user 2) is deleted from the portal: tasks.task.add refuses the responsible.
+    simulator.users.pop("2")
+    deal_id = simulator.add_deal({"TITLE": "Нет капитана", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                                  "UF_CRM_ADDRESS": "Казань, Советский район"})
+    assert wait_for(lambda: "dead" in _outbox_states(runtime))
+    with runtime.store.sessions() as s:
+        dead = s.scalars(select(OutboxRow).where(OutboxRow.status == "dead")).one()
+    assert dead.command == "create_task" and dead.last_error
+    assert simulator.tasks_for_deal(deal_id) == []
+    assert any(a.action == "dead_letter" for a in runtime.store.audit_for_deal("b24", deal_id))
