@@ -81,5 +81,17 @@ class CrmAdapter(ABC):
         """The parser for this CRM's webhooks; None for a CRM that only gets polled."""
         return None
 
+    def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
+        """Ids of deals whose ``field`` (a CRM field name) equals ``value``, at most ``limit``.
+
+        Used to link documents from another system (a 1C invoice) to their deal; callers
+        treat more than one match as ambiguous, so two is enough to know.
+        """
+        raise NotImplementedError(f"{type(self).__name__} cannot search deals by field")
+
+    def interrupt(self) -> None:  # noqa: B027 - optional hook
+        """Cut short retry and throttle waits in flight: the process is stopping, and an
+        unfinished call is retried from the database by whoever runs next."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most adapters keep nothing open
         """Release connections."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -151,12 +152,14 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     simulator.faults.drop_webhook_rate = 1.0
     runtime.start()
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
+    runtime.scheduler.pause()  # polls below run before the connector's own writes touch DATE_MODIFY
     ids = [simulator.add_deal({"TITLE": f"Потерянная {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
                                "UF_CRM_ADDRESS": "Казань, Советский район"}) for i in range(60)]
     simulator.webhooks.wait_idle()
     assert _inbox_count(runtime) == 0
     assert runtime.poll("b24") == 60  # more than one page of 50
     assert runtime.poll("b24") == 0  # the overlap re-reads, the dedup key drops
+    runtime.scheduler.resume()
     assert wait_for(lambda: all(len(simulator.tasks_for_deal(d)) == 1 for d in ids), timeout=30)
 
 
@@ -188,3 +191,25 @@ def test_fatal_error_becomes_dead_letter(sim, runtime: Runtime) -> None:  # type
     assert dead.command == "create_task" and dead.last_error
     assert simulator.tasks_for_deal(deal_id) == []
     assert any(a.action == "dead_letter" for a in runtime.store.audit_for_deal("b24", deal_id))
+
+
+def test_stop_cuts_crm_waits_short_and_leaves_work_claimable(sim, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """SIGTERM while the CRM is down: the process stops at once, the row is processed later."""
+    simulator, server = sim
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    text = CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base)
+    text = text.replace("backoff_initial: 0.05s", "backoff_initial: 30s").replace("max_attempts: 3", "max_attempts: 5")
+    rt = Runtime(load_config_text(text))
+    rt.start()
+    deal_id = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                                  "UF_CRM_ADDRESS": "Казань, Советский район"})
+    simulator.faults.limit_rate = 1.0  # every call refused: the client sits in a 30 s backoff
+    body = {"event": "ONCRMDEALADD", "data[FIELDS][ID]": deal_id, "ts": "1724140800",
+            "auth[application_token]": TOKEN}
+    assert requests.post(f"{rt.intake_url}/hooks/bitrix24/b24", data=body, timeout=5).status_code == 200
+    assert wait_for(lambda: simulator.refusals > 0)
+    started = time.monotonic()
+    rt.stop()
+    assert time.monotonic() - started < 5
+    with rt.store.sessions() as s:
+        assert s.scalar(select(InboxRow.status)) == "new"  # not lost, not failed: claimable again

@@ -45,6 +45,9 @@ class Bitrix24Adapter(CrmAdapter):
     def webhook_parser(self) -> WebhookParser:
         return Bitrix24WebhookParser(self.name, self.settings["application_token"])
 
+    def interrupt(self) -> None:
+        self.client.interrupt()
+
     def close(self) -> None:
         self.client.close()
 
@@ -80,6 +83,11 @@ class Bitrix24Adapter(CrmAdapter):
         params = {"filter": flt, "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}, "select": DEAL_SELECT}
         for raw in self.client.list_all("crm.deal.list", params):
             yield deal_from_b24(self.name, raw, self.location_fields)
+
+    def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
+        rows = self.client.call("crm.deal.list", {"filter": {field: value}, "order": {"ID": "ASC"},
+                                                  "select": ["ID"]}) or []
+        return [str(r["ID"]) for r in rows[:limit]]
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         ids = list(dict.fromkeys(str(i) for i in user_ids))

@@ -9,6 +9,7 @@ here: the caller reconciles first (see ``AmbiguousWriteError``).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from tenacity import (
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
+    stop_when_event_set,
     wait_exponential_jitter,
 )
 
@@ -72,7 +74,8 @@ class Bitrix24Client:
         self.base = webhook_url.rstrip("/") + "/"
         self.crm = crm
         self.timeout = timeout
-        self.throttle = Throttle(rate, burst)
+        self._interrupted = threading.Event()
+        self.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
         self.session = session or requests.Session()
         self._max_attempts = max_attempts
         self._backoff_initial = backoff_initial
@@ -80,7 +83,15 @@ class Bitrix24Client:
         self.requests_sent = 0  # HTTP requests, for call-economy figures
         self.commands_sent = 0  # REST commands (a batch counts each of its commands)
 
+    def interrupt(self) -> None:
+        """Wake every retry or throttle wait and give up further retries (process stopping)."""
+        self._interrupted.set()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._interrupted.wait(seconds)
+
     def close(self) -> None:
+        self.interrupt()
         self.session.close()
 
     # --- single calls ---------------------------------------------------------------
@@ -100,8 +111,9 @@ class Bitrix24Client:
         retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
         retrying = Retrying(
             retry=retry_if_exception_type(retryable),
-            stop=stop_after_attempt(self._max_attempts),
+            stop=stop_after_attempt(self._max_attempts) | stop_when_event_set(self._interrupted),
             wait=self._wait,
+            sleep=self._interruptible_sleep,
             reraise=True,
             before_sleep=self._log_retry,
         )
@@ -125,6 +137,8 @@ class Bitrix24Client:
 
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool, units: int) -> dict[str, Any]:
         self.throttle.acquire(units)
+        if self._interrupted.is_set():  # never sent: safe to retry later, even for a write
+            raise RetriableError("connector stopping; call not sent", crm=self.crm, method=method)
         url = f"{self.base}{method}.json"
         self.requests_sent += 1
         self.commands_sent += units
