@@ -89,6 +89,10 @@ class CrmAdapter(ABC):
         """
         raise NotImplementedError(f"{type(self).__name__} cannot search deals by field")
 
+    def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
+        """How many open deals each user is responsible for (least-loaded assignment)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot count open deals")
+
     def interrupt(self) -> None:  # noqa: B027 - optional hook
         """Cut short retry and throttle waits in flight: the process is stopping, and an
         unfinished call is retried from the database by whoever runs next."""

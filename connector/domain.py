@@ -113,7 +113,7 @@ class Event:
     deal_id: str | None
     occurred_at: datetime
     dedup_key: str
-    source: Literal["webhook", "poll", "timer", "schedule", "replay"] = "webhook"
+    source: Literal["webhook", "poll", "timer", "schedule", "replay", "document"] = "webhook"
     previous: dict[str, Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)

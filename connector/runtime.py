@@ -20,6 +20,7 @@ from connector.intake import create_app
 from connector.storage.store import Store
 from connector.worker import Worker, utcnow
 from jobs.poll import poll_deals
+from jobs.timers import fire_due_timers
 from rules.calendar import WorkCalendar
 
 log = logging.getLogger(__name__)
@@ -55,6 +56,10 @@ class Runtime:
         assert self._server is not None
         return f"http://{self.config.server['host']}:{self._server.effective_port}"
 
+    def fire_timers(self) -> int:
+        """Turn due deadline reminders and breaches into events for the worker."""
+        return fire_due_timers(self.store, self.clock(), limit=self.config.timers["batch"])
+
     def poll(self, crm: str) -> int:
         settings = self.config.crms[crm]
         return poll_deals(self.store, self.adapters[crm], now=self.clock(),
@@ -71,6 +76,9 @@ class Runtime:
         self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts)
         self.scheduler.add_job(self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"],
                                id="dispatcher", **opts)
+        if self.config.deadlines:
+            self.scheduler.add_job(self.fire_timers, "interval", seconds=self.config.timers["every"],
+                                   id="deadlines", **opts)
         for name, settings in self.config.crms.items():
             if "poll_every" in settings:
                 self.scheduler.add_job(self.poll, "interval", args=[name], seconds=settings["poll_every"],

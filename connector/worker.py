@@ -16,17 +16,37 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from adapters.base import CrmAdapter
 from adapters.errors import AdapterError, FatalError
 from connector.config import Config
 from connector.domain import Command, Deal, Event, EventKind, User
-from connector.storage.models import DealSnapshotRow, InboxRow, OutboxRow
+from connector.storage.models import (
+    AssignmentCountRow,
+    AuditRow,
+    BreachRow,
+    DealSnapshotRow,
+    InboxRow,
+    OutboxRow,
+    TimerRow,
+)
 from connector.storage.store import Store
+from rules.actions import AssignSpec
+from rules.deadlines import OpenDeadline
+from rules.deadlines import review as review_deadlines
 from rules.engine import evaluate
-from rules.model import Decision, Note, RuleContext
+from rules.model import (
+    CancelDeadline,
+    CountAssignment,
+    Decision,
+    LocalAction,
+    Note,
+    RecordBreach,
+    RuleContext,
+    StartDeadline,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,16 +78,20 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str
 
 
 def triggers_for(kind: EventKind, deal: Deal, snapshot: Mapping[str, Any] | None,
-                 changes: Mapping[str, Any]) -> frozenset[str]:
+                 changes: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> frozenset[str]:
     """The triggers an event fires, given what the connector knew before."""
+    if kind == EventKind.TIMER_DUE:
+        return frozenset({f"deadline.{(data or {}).get('phase', 'breached')}"})
     found = {str(kind)}
+    if kind not in DEAL_KINDS:
+        return frozenset(found)  # a 1C document: its own trigger only
     if snapshot is None:
         # Never seen: a lost ONCRMDEALADD still counts as creation if the deal is young.
         young = deal.created_at and deal.updated_at and deal.updated_at - deal.created_at <= CREATED_GRACE
         if kind == EventKind.DEAL_CREATED or young:
             found.add(str(EventKind.DEAL_CREATED))
         found.add("deal.stage_changed")  # the deal entered its stage as far as we know
-    elif "stage" in changes:
+    elif "stage" in changes or "stage_semantic" in changes:  # Pipedrive's won/lost keeps the stage
         found.add("deal.stage_changed")
     return frozenset(found)
 
@@ -116,18 +140,20 @@ class Worker:
             self._fail(rows, f"no CRM named {crm!r} is configured", final=True)
             return 0
         skip = self._already_seen(crm, rows)
-        to_read = sorted({r.deal_id for r in rows if r.deal_id and r.kind in DEAL_KINDS and r.id not in skip})
+        to_read = sorted({r.deal_id for r in rows
+                          if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip})
         try:
             # One read per distinct deal per batch, however many deliveries it got.
             deals = adapter.get_deals(to_read) if to_read else {}
             users = self._users_for(crm, adapter)
+            workload = self._workload_for(crm, adapter)
         except AdapterError as exc:
             self._fail(rows, str(exc), final=isinstance(exc, FatalError))
             return 0
         finished = 0
         for row in rows:
             try:
-                self._process_row(row, deals.get(row.deal_id or ""), users, skipped=row.id in skip)
+                self._process_row(row, deals.get(row.deal_id or ""), users, workload, skipped=row.id in skip)
                 finished += 1
             except Exception as exc:  # a broken template must not stop the other rows
                 log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
@@ -148,7 +174,7 @@ class Worker:
         seen: set[int] = set()
         for r in polled:
             last = snaps.get(r.deal_id or "")
-            if last is not None and last >= r.occurred_at:
+            if last is not None and last > r.occurred_at:  # same second: maybe a newer change; read it
                 seen.add(r.id)
         return seen
 
@@ -162,7 +188,14 @@ class Worker:
         self._users[crm] = (time.monotonic(), users)
         return users
 
-    def _process_row(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User], *, skipped: bool) -> None:
+    def _workload_for(self, crm: str, adapter: CrmAdapter) -> dict[str, int]:
+        """Open deals per user of the least-loaded groups: read once per batch, when used."""
+        group = sorted({u for rule in self.config.rules if rule.crm == crm for step in rule.actions
+                        if isinstance(step, AssignSpec) and step.strategy == "least_loaded" for u in step.group})
+        return adapter.open_deal_counts(group) if group else {}
+
+    def _process_row(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User],
+                     workload: Mapping[str, int], *, skipped: bool) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
             live = session.get(InboxRow, row.id)
@@ -180,44 +213,74 @@ class Worker:
             if deal is None:
                 self._finish(live, now, "deal not found in the CRM")
                 return
-            self._apply_rules(session, live, deal, users, now)
+            self._apply_rules(session, live, deal, users, workload, now)
             self._finish(live, now, None)
         log.info("processed crm=%s deal=%s inbox=%s kind=%s correlation=%s",
                  row.crm, row.deal_id, row.id, row.kind, row.correlation_id)
 
     def _apply_rules(self, session: Session, row: InboxRow, deal: Deal, users: Mapping[str, User],
-                     now: datetime) -> None:
+                     workload: Mapping[str, int], now: datetime) -> None:
         snap = session.get(DealSnapshotRow, (row.crm, deal.id))
         current = deal.snapshot()
         before = snap.data if snap else None
         changes = diff(before, current)
-        previous = (row.payload or {}).get("previous")
+        payload = row.payload or {}
+        previous = payload.get("previous")
         if previous and before is None:
             # The CRM told us what changed (Pipedrive's `previous`): use it when we have no snapshot.
             changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
         kind = EventKind(row.kind)
+        data = payload.get("data") or {}
         event = Event(crm=row.crm, kind=kind, deal_id=deal.id, occurred_at=row.occurred_at,
-                      dedup_key=row.dedup_key, source=row.source, previous=previous)  # type: ignore[arg-type]
-        ctx = RuleContext(deal=deal, event=event, now=now, triggers=triggers_for(kind, deal, before, changes),
+                      dedup_key=row.dedup_key, source=row.source, previous=previous,  # type: ignore[arg-type]
+                      data=data)
+        timers = {t.name: t for t in session.scalars(select(TimerRow).where(
+            TimerRow.crm == row.crm, TimerRow.deal_id == deal.id, TimerRow.status.in_(("open", "reminded"))))}
+        ctx = RuleContext(deal=deal, event=event, now=now, triggers=triggers_for(kind, deal, before, changes, data),
                           changes=changes, users=users, territories=self.config.territories,
-                          calendar=self.calendar)
-        for decision in evaluate(self.config.rules, ctx):
-            self._record(session, row, decision, now)
+                          calendar=self.calendar, workload=workload, deadlines=self.config.deadlines,
+                          assigned=self._assigned(session))
+        running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values()]
+        reviewed = review_deadlines(self.config.deadlines, running, ctx)
+        for action in reviewed:
+            self._record(session, row, Decision("deadline", f"deadline|{row.crm}|{deal.id}|{action.name}|"
+                                                f"{action.kind}|{row.dedup_key}", action, ctx.triggers), now)
+        stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
+        if kind == EventKind.TIMER_DUE and not self._timer_still_due(session, row, data, stopped):
+            Store.audit(session, at=now, crm=row.crm, deal_id=deal.id, rule=None, trigger=row.kind,
+                        action="note", message=f"deadline {data.get('deadline')} {data.get('phase')} not acted on: "
+                        "met, cancelled or re-armed since", correlation_id=row.correlation_id)
+        else:
+            for decision in evaluate(self.config.rules, ctx):
+                self._record(session, row, decision, now)
         if snap is None:
             session.add(DealSnapshotRow(crm=row.crm, deal_id=deal.id, data=current,
                                         deal_updated_at=deal.updated_at, seen_at=now))
         else:
             snap.data, snap.deal_updated_at, snap.seen_at = current, deal.updated_at, now
 
+    @staticmethod
+    def _timer_still_due(session: Session, row: InboxRow, data: Mapping[str, Any], stopped: set[str]) -> bool:
+        """A reminder or breach fires only for the deadline as it was when it fell due."""
+        name = str(data.get("deadline", ""))
+        timer = session.scalar(select(TimerRow).where(TimerRow.key == f"{row.crm}|{row.deal_id}|{name}"))
+        if timer is None or name in stopped or timer.status in ("done", "cancelled"):
+            return False
+        return timer.due_at == datetime.fromisoformat(str(data.get("due_at")))
+
+    @staticmethod
+    def _assigned(session: Session) -> dict[str, dict[str, int]]:
+        counts: dict[str, dict[str, int]] = defaultdict(dict)
+        for r in session.scalars(select(AssignmentCountRow)):
+            counts[r.rule][r.user_id] = r.count
+        return counts
+
     def _record(self, session: Session, row: InboxRow, decision: Decision, now: datetime) -> None:
         action = decision.action
         trigger = ",".join(sorted(decision.triggers))
-        if isinstance(action, Note):
-            Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
-                        action="note", message=action.message, correlation_id=row.correlation_id,
-                        key=decision.key)
+        if not isinstance(action, Command):
+            self._record_local(session, row, decision, action, trigger, now)
             return
-        assert isinstance(action, Command)
         exists = session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == decision.key))
         if exists is not None:
             return  # decided before: the same write is never queued twice
@@ -229,6 +292,50 @@ class Worker:
         Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
                     action=f"decided:{action.kind}", message=describe(action),
                     detail=action.to_payload(), correlation_id=row.correlation_id, key=f"{decision.key}|decided")
+
+    def _record_local(self, session: Session, row: InboxRow, decision: Decision, action: LocalAction,
+                      trigger: str, now: datetime) -> None:
+        """Effects kept in the connector's own database, once per decision key."""
+        if session.scalar(select(AuditRow.id).where(AuditRow.key == decision.key)) is not None:
+            return  # decided and applied before (a redelivered event)
+        deal_id = row.deal_id or ""
+        message = action.message if isinstance(action, Note) else describe_local(action)
+        if isinstance(action, StartDeadline):
+            key = f"{row.crm}|{deal_id}|{action.name}"
+            timer = session.scalar(select(TimerRow).where(TimerRow.key == key))
+            if timer is not None and timer.status in ("open", "reminded") and not action.rearm:
+                message = f"deadline {action.name} already running: due {timer.due_at.isoformat()}"
+            else:
+                if timer is None:
+                    timer = TimerRow(key=key, crm=row.crm, deal_id=deal_id, name=action.name, rule=decision.rule,
+                                     created_at=now)
+                    session.add(timer)
+                elif not action.rearm:
+                    timer.rule = decision.rule  # a rule restarts it; a re-arm keeps the rule that started it
+                timer.due_at, timer.status, timer.updated_at = action.due_at, "open", now
+                timer.fire_at = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
+                timer.payload = {"responsible_id": action.responsible_id,
+                                 "remind_at": action.remind_at.isoformat() if action.remind_at else None}
+        elif isinstance(action, CancelDeadline):
+            session.execute(update(TimerRow).where(
+                TimerRow.key == f"{row.crm}|{deal_id}|{action.name}", TimerRow.status.in_(("open", "reminded")))
+                .values(status="done" if action.reason == "done" else "cancelled", updated_at=now))
+        elif isinstance(action, RecordBreach):
+            exists = session.scalar(select(BreachRow.id).where(
+                BreachRow.crm == row.crm, BreachRow.deal_id == deal_id, BreachRow.deadline == action.deadline,
+                BreachRow.due_at == action.due_at))
+            if exists is None:
+                session.add(BreachRow(crm=row.crm, deal_id=deal_id, deadline=action.deadline,
+                                      responsible_id=action.responsible_id, due_at=action.due_at,
+                                      breached_at=now, rule=decision.rule))
+        elif isinstance(action, CountAssignment):
+            counter = session.get(AssignmentCountRow, (action.rule, action.user_id))
+            if counter is None:
+                session.add(AssignmentCountRow(rule=action.rule, user_id=action.user_id, count=1))
+            else:
+                counter.count += 1
+        Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
+                    action=action.kind, message=message, correlation_id=row.correlation_id, key=decision.key)
 
     @staticmethod
     def _finish(row: InboxRow, now: datetime, note: str | None) -> None:
@@ -250,6 +357,22 @@ class Worker:
                     live.next_try_at = now + timedelta(seconds=min(600, 2 ** live.attempts))
         log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s",
                     rows[0].crm, len(rows), final, error)
+
+
+def describe_local(action: LocalAction) -> str:
+    """A one-line audit text for an effect kept in the connector's database."""
+    if isinstance(action, StartDeadline):
+        remind = f", reminder {action.remind_at.isoformat()}" if action.remind_at else ""
+        verb = "re-armed" if action.rearm else "started"
+        return f"deadline {action.name} {verb}: due {action.due_at.isoformat()}{remind}"
+    if isinstance(action, CancelDeadline):
+        return f"deadline {action.name} stopped: {action.reason}"
+    if isinstance(action, RecordBreach):
+        due = action.due_at.isoformat() if action.due_at else "?"
+        return f"deadline {action.deadline} breached (due {due}), responsible {action.responsible_id}"
+    if isinstance(action, CountAssignment):
+        return f"round-robin count +1 for user {action.user_id}"
+    return action.message
 
 
 def describe(action: Command) -> str:

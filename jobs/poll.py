@@ -2,12 +2,14 @@
 
 Each run reads deals modified since the stored cursor minus an overlap (a change written
 late with an earlier timestamp is still seen), stores each as an inbox row keyed by
-deal and modification time (so re-reading the overlap adds nothing twice), and moves the
+deal, modification time and content (so re-reading the overlap adds nothing twice), and moves the
 cursor to the newest modification seen.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from datetime import datetime, timedelta
 
@@ -29,8 +31,11 @@ def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: tim
     for deal in adapter.changed_deals(since):
         seen += 1
         modified = deal.updated_at or now
+        # The content's hash joins the time: CRMs stamp modifications to the second, and two
+        # changes within one second must not collapse into one key.
+        fingerprint = hashlib.sha256(json.dumps(deal.snapshot(), sort_keys=True, default=str).encode()).hexdigest()
         event = Event(crm=adapter.name, kind=EventKind.DEAL_UPDATED, deal_id=deal.id, occurred_at=modified,
-                      dedup_key=f"poll:{deal.id}:{modified.isoformat()}", source="poll")
+                      dedup_key=f"poll:{deal.id}:{modified.isoformat()}:{fingerprint[:12]}", source="poll")
         if store.add_event(event, now):
             queued += 1
         if modified > newest:

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from connector.domain import AddComment, CloseDeal, CreateTask, UpdateDeal
-from rules.model import ActionSpec, Note, Planned, RuleContext
+from rules.model import ActionSpec, CancelDeadline, CountAssignment, Note, Planned, RecordBreach, RuleContext
 from rules.templates import Template
 from rules.territories import choose_captain
 
@@ -132,3 +132,95 @@ class CloseDealSpec(ActionSpec):
             return [Planned(f"{slot}:note", Note("not closed as lost: no reason given"))]
         return [Planned(slot, CloseDeal(ctx.deal.id, outcome=self.outcome, reason=reason,  # type: ignore[arg-type]
                                         reason_field=self.reason_field))]
+
+
+@dataclass
+class MoveStageSpec(ActionSpec):
+    """Move the deal to a stage (a template: ``{{ changes.stage.before }}`` reopens it)."""
+
+    stage: Template
+    name: str = "move_stage"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        stage = self.stage.render(ctx.template_vars(results))
+        if not stage or stage == ctx.deal.stage:
+            return []
+        return [Planned(slot, UpdateDeal(ctx.deal.id, values={"stage": stage}))]
+
+
+@dataclass
+class AssignSpec(ActionSpec):
+    """Assign within a group: ``round_robin`` (whom this rule gave the fewest deals, in
+    group order on a tie) or ``least_loaded`` (fewest open deals right now)."""
+
+    strategy: str
+    group: list[str]
+    rule: str = ""
+    field: str = "responsible_id"
+    name: str = "assign"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        members = [u for u in self.group if ctx.users.get(u) is None or ctx.users[u].active] or self.group
+        counts = ctx.workload if self.strategy == "least_loaded" else ctx.assigned.get(self.rule, {})
+        chosen = min(members, key=lambda u: (counts.get(u, 0), members.index(u)))
+        results["assignee"] = chosen
+        out = [Planned(f"{slot}:note", Note(f"assigned by {self.strategy}: user {chosen} "
+                                            f"({counts.get(chosen, 0)} before)"))]
+        current = ctx.deal.responsible_id if self.field == "responsible_id" else ctx.deal.get(self.field)
+        if str(current or "") != chosen:
+            out.append(Planned(slot, UpdateDeal(ctx.deal.id, values={self.field: chosen})))
+            if self.strategy == "round_robin":
+                out.append(Planned(f"{slot}:count", CountAssignment(self.rule, chosen)))
+        return out
+
+
+@dataclass
+class StartDeadlineSpec(ActionSpec):
+    deadline: str
+    name: str = "start_deadline"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        from rules.deadlines import start
+
+        definition = ctx.deadlines.get(self.deadline)
+        if definition is None:
+            raise ActionError(f"no deadline named {self.deadline!r}")
+        return [Planned(slot, start(definition, ctx))]
+
+
+@dataclass
+class CancelDeadlineSpec(ActionSpec):
+    deadline: str
+    name: str = "cancel_deadline"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        return [Planned(slot, CancelDeadline(self.deadline, reason="cancelled by rule"))]
+
+
+@dataclass
+class EscalateSpec(ActionSpec):
+    """A task to the supervisor, a comment on the deal and, on a breached deadline, a
+    breach record for the penalty report."""
+
+    to: str | Template
+    title: Template
+    description: Template | None = None
+    comment: Template | None = None
+    due: str | None = None
+    name: str = "escalate"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        out: list[Planned] = []
+        data = ctx.event.data
+        if data.get("phase") == "breached":
+            due_at = data.get("due_at")
+            out.append(Planned(f"{slot}:breach", RecordBreach(
+                str(data.get("deadline", "")),
+                datetime.fromisoformat(due_at) if isinstance(due_at, str) else None,
+                str(data.get("responsible_id") or ctx.deal.responsible_id or "") or None)))
+        task = CreateTaskSpec(title=self.title, responsible=self.to, description=self.description, due=self.due,
+                              priority="high")
+        out.extend(task.plan(ctx, results, f"{slot}:task"))
+        if self.comment is not None:
+            out.extend(AddCommentSpec(self.comment).plan(ctx, results, f"{slot}:comment"))
+        return out

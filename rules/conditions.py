@@ -1,24 +1,27 @@
 """Conditions in the config (``when:``) compiled into predicates over a RuleContext.
 
 Forms:
-  {stage: X | [X, ...]}            deal stage in the set
-  {pipeline: X | [X, ...]}         deal pipeline in the set
-  {outcome: open | won | lost}     the stage's meaning
-  {field: F, equals: V}            field (normalised name or CRM field) equals V
-  {field: F, in: [V, ...]}
-  {field: F, empty: true|false}
-  {field: F, matches: REGEX}
-  {field: F, changed: true}        changed by this event
+  {stage: X | [X, ...]}              deal stage in the set
+  {pipeline: X | [X, ...]}           deal pipeline in the set
+  {outcome: open | won | lost}       the stage's meaning
+  {stage_changed: {from: [..], to: [..]}}   this event moved the deal between those stages
+  {deadline: NAME | [NAME, ...]}     the event is that deadline's reminder or breach
+  {field: F, OP: ARG}                a deal field (normalised name or CRM field)
+  {event_field: F, OP: ARG}          a value the event carries (a 1C payment's amount, ...)
   {all: [...]}, {any: [...]}, {not: {...}}
+OPs: equals, in, empty, matches, changed (fields only), gt, gte, lt, lte (numbers),
+older_than, newer_than (a date field against now: "24h", "3 working days").
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from rules.model import Condition
+from rules.model import Condition, RuleContext
 
 
 class ConditionError(ValueError):
@@ -29,7 +32,11 @@ class ConditionError(ValueError):
         self.path = path
 
 
-_FIELD_OPS = ("equals", "in", "empty", "matches", "changed")
+_FIELD_OPS = ("equals", "in", "empty", "matches", "changed", "gt", "gte", "lt", "lte", "older_than", "newer_than")
+_COMPARE: dict[str, Callable[[Decimal, Decimal], bool]] = {
+    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+}
+Getter = Callable[[RuleContext], Any]
 
 
 def compile_condition(spec: Any, path: str = "when") -> Condition:
@@ -40,7 +47,7 @@ def compile_condition(spec: Any, path: str = "when") -> Condition:
         return compile_condition({"all": spec}, path)
     if not isinstance(spec, Mapping) or not spec:
         raise ConditionError("a condition is a non-empty mapping", path)
-    if "field" in spec:
+    if "field" in spec or "event_field" in spec:
         return _field_condition(spec, path)
     parts = [_single(key, value, f"{path}.{key}") for key, value in spec.items()]
     if len(parts) == 1:
@@ -64,31 +71,104 @@ def _single(key: str, value: Any, path: str) -> Condition:
         if value not in ("open", "won", "lost"):
             raise ConditionError("outcome is one of open, won, lost", path)
         return lambda ctx: ctx.deal.stage_semantic == value
+    if key == "stage_changed":
+        return _stage_changed(value, path)
+    if key == "deadline":
+        names = _as_set(value, path)
+        return lambda ctx: str(ctx.event.data.get("deadline", "")) in names
     raise ConditionError(f"unknown condition {key!r}", path)
 
 
+def _stage_changed(value: Any, path: str) -> Condition:
+    if value is True:
+        return lambda ctx: "stage" in ctx.changes
+    if not isinstance(value, Mapping) or not set(value) <= {"from", "to"}:
+        raise ConditionError("stage_changed takes true or {from: [...], to: [...]}", path)
+    before = _as_set(value["from"], f"{path}.from") if "from" in value else None
+    after = _as_set(value["to"], f"{path}.to") if "to" in value else None
+
+    def check(ctx: RuleContext) -> bool:
+        if "stage" not in ctx.changes:
+            return False
+        old, new = ctx.changes["stage"]
+        return (before is None or str(old) in before) and (after is None or str(new) in after)
+
+    return check
+
+
 def _field_condition(spec: Mapping[str, Any], path: str) -> Condition:
-    name = spec["field"]
+    on_event = "event_field" in spec
+    name = spec["event_field" if on_event else "field"]
     if not isinstance(name, str) or not name:
-        raise ConditionError("field names a deal field", f"{path}.field")
-    ops = [k for k in spec if k != "field"]
+        raise ConditionError("names a field", f"{path}.{'event_field' if on_event else 'field'}")
+    get: Getter = (lambda ctx: ctx.event.data.get(name)) if on_event else (lambda ctx: ctx.deal.get(name))
+    ops = [k for k in spec if k not in ("field", "event_field")]
     if len(ops) != 1 or ops[0] not in _FIELD_OPS:
         raise ConditionError(f"a field condition takes exactly one of {', '.join(_FIELD_OPS)}", path)
     op, arg = ops[0], spec[ops[0]]
     if op == "equals":
-        return lambda ctx: _text(ctx.deal.get(name)) == _text(arg)
+        return lambda ctx: _text(get(ctx)) == _text(arg)
     if op == "in":
         wanted = _as_set(arg, f"{path}.in")
-        return lambda ctx: _text(ctx.deal.get(name)) in wanted
+        return lambda ctx: _text(get(ctx)) in wanted
     if op == "empty":
-        return lambda ctx: _is_empty(ctx.deal.get(name)) == bool(arg)
+        return lambda ctx: _is_empty(get(ctx)) == bool(arg)
     if op == "matches":
         try:
             regex = re.compile(str(arg))
         except re.error as exc:
             raise ConditionError(f"bad regular expression: {exc}", f"{path}.matches") from exc
-        return lambda ctx: regex.search(_text(ctx.deal.get(name))) is not None
+        return lambda ctx: regex.search(_text(get(ctx))) is not None
+    if op in _COMPARE:
+        limit = _number(arg)
+        if limit is None:
+            raise ConditionError(f"{op} compares with a number", f"{path}.{op}")
+        compare = _COMPARE[op]
+        return lambda ctx: (value := _number(get(ctx))) is not None and compare(value, limit)
+    if op in ("older_than", "newer_than"):
+        return _age(get, op, str(arg), f"{path}.{op}")
+    if on_event:
+        raise ConditionError("changed applies to deal fields", f"{path}.changed")
     return lambda ctx: (name in ctx.changes) == bool(arg)
+
+
+def _age(get: Getter, op: str, duration: str, path: str) -> Condition:
+    from rules.calendar import CalendarError, parse_duration
+
+    try:
+        parse_duration(duration)
+    except CalendarError as exc:
+        raise ConditionError(str(exc), path) from exc
+
+    def check(ctx: RuleContext) -> bool:
+        when = _moment(get(ctx))
+        if when is None or ctx.calendar is None:
+            return False
+        older = ctx.calendar.add(when, duration) <= ctx.now
+        return older if op == "older_than" else not older
+
+    return check
+
+
+def _moment(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else None
+    return None
+
+
+def _number(value: Any) -> Decimal | None:
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    try:
+        return Decimal(str(value).replace(" ", "").replace(",", "."))
+    except InvalidOperation:
+        return None
 
 
 def _as_set(value: Any, path: str) -> frozenset[str]:
@@ -101,6 +181,8 @@ def _as_set(value: Any, path: str) -> frozenset[str]:
 def _text(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return "" if value is None else str(value)
 
 

@@ -13,6 +13,7 @@ from rules.territories import Territory
 
 if TYPE_CHECKING:
     from rules.calendar import WorkCalendar
+    from rules.deadlines import DeadlineDef
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,52 @@ class Note:
     kind = "note"
 
 
-Action = Command | Note
+@dataclass(frozen=True)
+class StartDeadline:
+    """Arm the named deadline for the deal (kept in the database, not in the CRM).
+
+    ``rearm``: restart it from now even when one is already running (the deal changed in
+    a way the deadline's definition names).
+    """
+
+    name: str
+    due_at: datetime
+    remind_at: datetime | None = None
+    responsible_id: str | None = None
+    rearm: bool = False
+    kind = "start_deadline"
+
+
+@dataclass(frozen=True)
+class CancelDeadline:
+    """Stop the named deadline: its done-condition holds or a rule says so."""
+
+    name: str
+    reason: str = ""
+    kind = "cancel_deadline"
+
+
+@dataclass(frozen=True)
+class RecordBreach:
+    """A breached deadline, kept for the penalty report."""
+
+    deadline: str
+    due_at: datetime | None
+    responsible_id: str | None
+    kind = "record_breach"
+
+
+@dataclass(frozen=True)
+class CountAssignment:
+    """Remember that ``rule`` gave a deal to ``user_id`` (round-robin balances on it)."""
+
+    rule: str
+    user_id: str
+    kind = "count_assignment"
+
+
+LocalAction = Note | StartDeadline | CancelDeadline | RecordBreach | CountAssignment
+Action = Command | LocalAction
 
 
 @dataclass(frozen=True)
@@ -38,6 +84,11 @@ class RuleContext:
     users: Mapping[str, User] = field(default_factory=dict)
     territories: Sequence[Territory] = ()
     calendar: WorkCalendar | None = None
+    # Open deals per responsible user (from the connector's snapshots), for least-loaded
+    # assignment; and how many deals each rule has assigned to each user, for round-robin.
+    workload: Mapping[str, int] = field(default_factory=dict)
+    assigned: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    deadlines: Mapping[str, DeadlineDef] = field(default_factory=dict)
 
     def template_vars(self, results: Mapping[str, Any]) -> dict[str, Any]:
         deal = self.deal
@@ -51,7 +102,8 @@ class RuleContext:
                 "district": deal.location.district if deal.location else "",
                 "fields": deal.fields,
             },
-            "event": {"kind": str(self.event.kind), "source": self.event.source, "at": self.event.occurred_at},
+            "event": {"kind": str(self.event.kind), "source": self.event.source, "at": self.event.occurred_at,
+                      "data": self.event.data},
             "changes": {k: {"before": b, "after": a} for k, (b, a) in self.changes.items()},
             "now": self.now,
             **results,

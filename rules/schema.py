@@ -11,16 +11,26 @@ from adapters.fields import Id
 from rules.actions import (
     AddCommentSpec,
     AssignCaptain,
+    AssignSpec,
+    CancelDeadlineSpec,
     CloseDealSpec,
     CreateTaskSpec,
+    EscalateSpec,
+    MoveStageSpec,
+    StartDeadlineSpec,
     UpdateFieldsSpec,
 )
 from rules.conditions import ConditionError, compile_condition
+from rules.deadlines import START_FROM, DeadlineDef
 from rules.model import ActionSpec, Rule
 from rules.templates import Template, TemplateProblem
 from rules.territories import MATCH_KEYS, Territory
 
-TRIGGERS = ("deal.created", "deal.updated", "deal.stage_changed", "deal.deleted")
+TRIGGERS = (
+    "deal.created", "deal.updated", "deal.stage_changed", "deal.deleted",
+    "deadline.reminder", "deadline.breached",
+    "invoice.issued", "payment.received", "order.status_changed",
+)
 
 
 def _template(value: Any, path: str) -> Template:
@@ -112,12 +122,51 @@ def _close_deal(v: Any, path: str) -> ActionSpec:
     )
 
 
+def _move_stage(v: Any, path: str) -> ActionSpec:
+    p = _params(v if isinstance(v, Mapping) else {"stage": v}, {"stage"}, {"stage"}, path)
+    return MoveStageSpec(stage=_template(str(p["stage"]), f"{path}.stage"))
+
+
+def _assign(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"strategy", "group", "field"}, {"strategy", "group"}, path)
+    if p["strategy"] not in ("round_robin", "least_loaded"):
+        raise ValidationError({f"{path}.strategy": ["one of round_robin, least_loaded"]})
+    group = p["group"]
+    if not isinstance(group, list) or not group or not all(isinstance(u, (int, str)) for u in group):
+        raise ValidationError({f"{path}.group": ["a non-empty list of user ids"]})
+    return AssignSpec(strategy=p["strategy"], group=[str(u) for u in group],
+                      field=str(p.get("field", "responsible_id")))
+
+
+def _deadline_name(v: Any, path: str) -> str:
+    name = v.get("name") if isinstance(v, Mapping) else v
+    if not isinstance(name, str) or not name:
+        raise ValidationError({path: ["the name of a deadline from the deadlines: section"]})
+    return name
+
+
+def _escalate(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"to", "title", "description", "comment", "due"}, {"to", "title"}, path)
+    return EscalateSpec(
+        to=_user_ref(p["to"], f"{path}.to"),
+        title=_template(p["title"], f"{path}.title"),
+        description=_template(p["description"], f"{path}.description") if "description" in p else None,
+        comment=_template(p["comment"], f"{path}.comment") if "comment" in p else None,
+        due=_duration(p["due"], f"{path}.due") if "due" in p else None,
+    )
+
+
 ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "assign_captain": _assign_captain,
+    "assign": _assign,
     "create_task": _create_task,
     "update_fields": _update_fields,
+    "move_stage": _move_stage,
     "add_comment": _add_comment,
     "close_deal": _close_deal,
+    "start_deadline": lambda v, path: StartDeadlineSpec(deadline=_deadline_name(v, path)),
+    "cancel_deadline": lambda v, path: CancelDeadlineSpec(deadline=_deadline_name(v, path)),
+    "escalate": _escalate,
 }
 
 
@@ -169,6 +218,9 @@ class RuleSchema(Schema):
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> Rule:
+        for step in data["do"]:
+            if isinstance(step, AssignSpec):
+                step.rule = data["name"]  # round-robin counts per rule
         return Rule(name=data["name"], crm=data["crm"], triggers=frozenset(data["on"]),
                     condition=data["when"], actions=data["do"], once_per=data["once_per"],
                     enabled=data["enabled"])
@@ -190,3 +242,31 @@ class TerritorySchema(Schema):
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> Territory:
         return Territory(match=data["match"], captain=data["captain"], backup=data["backup"], name=data["name"])
+
+
+class DeadlineSchema(Schema):
+    """One entry of ``deadlines:`` (the key is its name)."""
+
+    due = fields.String(required=True)
+    remind_before = fields.String(load_default=None, allow_none=True)
+    done_when = ConditionField(load_default=None, allow_none=True)
+    rearm_on = fields.List(fields.String(), load_default=list)
+    start_from = fields.String(load_default="now", validate=validate.OneOf(START_FROM))
+    description = fields.String(load_default="")
+
+    @validates_schema
+    def check_durations(self, data: dict[str, Any], **kwargs: Any) -> None:
+        for key in ("due", "remind_before"):
+            if data.get(key) is not None:
+                _duration(data[key], key)
+
+    @post_load
+    def build(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return data
+
+
+def build_deadline(name: str, data: Mapping[str, Any]) -> DeadlineDef:
+    """A DeadlineDef from its loaded config block."""
+    return DeadlineDef(name=name, due=data["due"], remind_before=data["remind_before"],
+                       done_when=data["done_when"], rearm_on=frozenset(data["rearm_on"]),
+                       start_from=data["start_from"], description=data["description"])

@@ -8,13 +8,13 @@ from zoneinfo import ZoneInfo
 
 import holidays
 import pytest
-from hypothesis import assume, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from rules.calendar import CalendarError, Duration, WorkCalendar, parse_duration
 
 MSK = ZoneInfo("Europe/Moscow")
-SETTINGS = settings(max_examples=200, deadline=None)
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def msk(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:

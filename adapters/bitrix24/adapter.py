@@ -89,6 +89,19 @@ class Bitrix24Adapter(CrmAdapter):
                                                   "select": ["ID"]}) or []
         return [str(r["ID"]) for r in rows[:limit]]
 
+    def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
+        """One batch: ``crm.deal.list`` per user over open deals, reading only ``total``."""
+        counts: dict[str, int] = {}
+        for chunk in (user_ids[i:i + BATCH_LIMIT] for i in range(0, len(user_ids), BATCH_LIMIT)):
+            commands = {f"u{u}": ("crm.deal.list", {"filter": {"ASSIGNED_BY_ID": u, "STAGE_SEMANTIC_ID": "P"},
+                                                    "select": ["ID"]}) for u in chunk}
+            answer = self.client.batch(commands)
+            if answer.errors:
+                raise next(iter(answer.errors.values()))
+            for u in chunk:
+                counts[u] = int(answer.total.get(f"u{u}", len(answer.result.get(f"u{u}") or [])))
+        return counts
+
     def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         ids = list(dict.fromkeys(str(i) for i in user_ids))
         if not ids:

@@ -11,8 +11,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from adapters.fields import Span
 from adapters.registry import CRM_TYPES
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
+from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
+from rules.deadlines import DeadlineDef
 from rules.model import Rule
-from rules.schema import RuleSchema, TerritorySchema
+from rules.schema import DeadlineSchema, RuleSchema, TerritorySchema, build_deadline
 from rules.territories import Territory
 
 
@@ -64,6 +66,11 @@ class DispatcherSchema(Schema):
     lease = Span(load_default=120.0)
 
 
+class TimersSchema(Schema):
+    every = Span(load_default=30.0, metadata={"doc": "how often due deadlines are looked for (one indexed query)"})
+    batch = fields.Integer(load_default=500, validate=validate.Range(min=1))
+
+
 class LoggingSchema(Schema):
     level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")))
     format = fields.String(load_default="text", validate=validate.OneOf(("text", "json")))
@@ -76,11 +83,14 @@ class ConfigSchema(Schema):
     worker = fields.Nested(WorkerSchema, load_default=lambda: WorkerSchema().load({}))
     dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))
     logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
+    timers = fields.Nested(TimersSchema, load_default=lambda: TimersSchema().load({}))
     crms = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_-]+$",
                                                                    error="lower-case letters, digits, - and _")),
                        values=fields.Raw(), required=True)
     territories = fields.List(fields.Nested(TerritorySchema), load_default=list)
     rules = fields.List(fields.Nested(RuleSchema), load_default=list)
+    deadlines = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$")),
+                            values=fields.Nested(DeadlineSchema), load_default=dict)
 
 
 @dataclass
@@ -96,6 +106,8 @@ class Config:
     crms: dict[str, dict[str, Any]]
     territories: list[Territory]
     rules: list[Rule]
+    deadlines: dict[str, DeadlineDef] = field(default_factory=dict)
+    timers: dict[str, Any] = field(default_factory=lambda: {"every": 30.0, "batch": 500})
     secrets: set[str] = field(default_factory=set)
     source: str = "<config>"
 
@@ -163,6 +175,11 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     for i, rule in enumerate(data.get("rules", [])):
         if rule.crm not in crms and rule.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
+    deadline_names = set(data.get("deadlines") or {})
+    for i, rule in enumerate(data.get("rules", [])):
+        for j, step in enumerate(rule.actions):
+            if isinstance(step, (StartDeadlineSpec, CancelDeadlineSpec)) and step.deadline not in deadline_names:
+                add({step.name: [f"no deadline named {step.deadline!r} under deadlines"]}, ("rules", i, "do", j))
     names = [r.name for r in data.get("rules", [])]
     for i, name in enumerate(names):
         if names.index(name) != i:
@@ -173,7 +190,8 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     return Config(
         storage=data["storage"], server=data["server"], calendar=data["calendar"], worker=data["worker"],
         dispatcher=data["dispatcher"], logging=data["logging"], crms=crms, territories=data["territories"],
-        rules=data["rules"], secrets=raw.secrets, source=source,
+        rules=data["rules"], deadlines={n: build_deadline(n, d) for n, d in data["deadlines"].items()},
+        timers=data["timers"], secrets=raw.secrets, source=source,
     )
 
 

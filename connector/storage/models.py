@@ -128,6 +128,32 @@ class TimerRow(Base):
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())
 
 
+class BreachRow(Base):
+    """A deadline that was missed: one row per deal, deadline and due moment (penalty report)."""
+
+    __tablename__ = "breaches"
+    __table_args__ = (UniqueConstraint("crm", "deal_id", "deadline", "due_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    crm: Mapped[str] = mapped_column(String(64))
+    deal_id: Mapped[str] = mapped_column(String(64))
+    deadline: Mapped[str] = mapped_column(String(128))
+    responsible_id: Mapped[str | None] = mapped_column(String(64))
+    due_at: Mapped[datetime | None] = mapped_column(UtcDateTime())
+    breached_at: Mapped[datetime] = mapped_column(UtcDateTime(), index=True)
+    rule: Mapped[str | None] = mapped_column(String(128))
+
+
+class AssignmentCountRow(Base):
+    """How many deals a rule has given each user: what round-robin assignment balances."""
+
+    __tablename__ = "assignment_counts"
+
+    rule: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
+
+
 class CursorRow(Base):
     """Where each poller stopped."""
 
