@@ -21,13 +21,34 @@ class ActionError(ValueError):
         self.path = path
 
 
-def deadline(ctx: RuleContext, due: str | None) -> datetime | None:
-    """``due`` from now, counted on the working calendar when it names working units."""
+END_OF_MONTH = "end_of_month"
+ORIGINS = ("now", "created", "event")
+
+
+def deadline(ctx: RuleContext, due: str | None, origin: str = "now") -> datetime | None:
+    """``due`` after the origin (now, the deal's creation or the event), counted on the
+    working calendar when it names working units; ``end_of_month``: the month's last moment."""
     if not due:
         return None
     if ctx.calendar is None:
         raise ActionError("a deadline needs the calendar")
-    return ctx.calendar.add(ctx.now, due)
+    start = ctx.now
+    if origin == "created" and ctx.deal.created_at is not None:
+        start = ctx.deal.created_at
+    elif origin == "event":
+        start = ctx.event.occurred_at
+    if due == END_OF_MONTH:
+        return ctx.calendar.end_of_month(start)
+    return ctx.calendar.add(start, due)
+
+
+def _moment(text: str) -> datetime | None:
+    """A rendered ``due_at``: an ISO date-time with its zone, or nothing."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    return value if value.tzinfo else None
 
 
 def _user(value: str | Template, ctx: RuleContext, results: Mapping[str, Any]) -> str:
@@ -69,6 +90,8 @@ class CreateTaskSpec(ActionSpec):
     auditors: list[str | Template] = field(default_factory=list)
     priority: str = "normal"
     task_type: str = "task"
+    due_from: str = "now"
+    due_at: Template | None = None  # a moment taken from the deal ("the agreed visit time")
     name: str = "create_task"
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
@@ -76,12 +99,18 @@ class CreateTaskSpec(ActionSpec):
         responsible = _user(self.responsible, ctx, results)
         if not responsible:
             return [Planned(f"{slot}:note", Note("task not created: no responsible user"))]
+        due = deadline(ctx, self.due, self.due_from)
+        if self.due_at is not None:
+            rendered = self.due_at.render(variables)
+            due = _moment(rendered) or due
+            if due is None:
+                return [Planned(f"{slot}:note", Note(f"task not created: due_at {rendered!r} is not a moment"))]
         task = CreateTask(
             ctx.deal.id,
             title=self.title.render(variables),
             description=self.description.render(variables) if self.description else "",
             responsible_id=responsible,
-            deadline=deadline(ctx, self.due),
+            deadline=due,
             auditors=tuple(a for a in (_user(x, ctx, results) for x in self.auditors) if a),
             priority=self.priority,  # type: ignore[arg-type]
             task_type=self.task_type,
@@ -119,6 +148,7 @@ class CloseDealSpec(ActionSpec):
     reason_from: str | None = None
     reason_map: dict[str, str] = field(default_factory=dict)
     reason_field: str | None = None
+    comment: Template | None = None  # written on the deal's timeline with the reason
     name: str = "close_deal"
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
@@ -130,8 +160,25 @@ class CloseDealSpec(ActionSpec):
             reason = self.reason.render(ctx.template_vars(results))
         if self.outcome == "lost" and not reason:
             return [Planned(f"{slot}:note", Note("not closed as lost: no reason given"))]
-        return [Planned(slot, CloseDeal(ctx.deal.id, outcome=self.outcome, reason=reason,  # type: ignore[arg-type]
-                                        reason_field=self.reason_field))]
+        out = [Planned(slot, CloseDeal(ctx.deal.id, outcome=self.outcome, reason=reason,  # type: ignore[arg-type]
+                                       reason_field=self.reason_field))]
+        if self.comment is not None:
+            text = self.comment.render({**ctx.template_vars(results), "reason": reason})
+            out.append(Planned(f"{slot}:comment", AddComment(ctx.deal.id, text=text)))
+        return out
+
+
+@dataclass
+class ReopenSpec(ActionSpec):
+    """Put a deal closed without what the regulation requires back where it was."""
+
+    default_stage: str
+    name: str = "reopen"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        before = ctx.changes.get("stage", (None, None))[0]
+        stage = str(before) if before and before != ctx.deal.stage else self.default_stage
+        return [Planned(slot, UpdateDeal(ctx.deal.id, values={"stage": stage}))]
 
 
 @dataclass

@@ -47,9 +47,13 @@ def compile_condition(spec: Any, path: str = "when") -> Condition:
         return compile_condition({"all": spec}, path)
     if not isinstance(spec, Mapping) or not spec:
         raise ConditionError("a condition is a non-empty mapping", path)
+    parts: list[Condition] = []
     if "field" in spec or "event_field" in spec:
-        return _field_condition(spec, path)
-    parts = [_single(key, value, f"{path}.{key}") for key, value in spec.items()]
+        # A field test may sit beside other keys: {stage: X, field: F, equals: V}.
+        own = {k: v for k, v in spec.items() if k in ("field", "event_field") or k in _FIELD_OPS}
+        parts.append(_field_condition(own, path))
+        spec = {k: v for k, v in spec.items() if k not in own}
+    parts += [_single(key, value, f"{path}.{key}") for key, value in spec.items()]
     if len(parts) == 1:
         return parts[0]
     return lambda ctx: all(p(ctx) for p in parts)
@@ -68,9 +72,10 @@ def _single(key: str, value: Any, path: str) -> Condition:
         wanted = _as_set(value, path)
         return lambda ctx: str(getattr(ctx.deal, key)) in wanted
     if key == "outcome":
-        if value not in ("open", "won", "lost"):
-            raise ConditionError("outcome is one of open, won, lost", path)
-        return lambda ctx: ctx.deal.stage_semantic == value
+        outcomes = _as_set(value, path)
+        if not outcomes <= {"open", "won", "lost"}:
+            raise ConditionError("outcome is open, won or lost (or a list of them)", path)
+        return lambda ctx: ctx.deal.stage_semantic in outcomes
     if key == "stage_changed":
         return _stage_changed(value, path)
     if key == "deadline":

@@ -58,7 +58,8 @@ def start(definition: DeadlineDef, ctx: RuleContext, *, rearm: bool = False) -> 
         origin = ctx.event.occurred_at
     if rearm:
         origin = ctx.now  # a re-armed deadline counts from the change that re-armed it
-    due_at = ctx.calendar.add(origin, definition.due)
+    due_at = ctx.calendar.end_of_month(origin) if definition.due == "end_of_month" else \
+        ctx.calendar.add(origin, definition.due)
     remind_at = ctx.calendar.subtract(due_at, definition.remind_before) if definition.remind_before else None
     return StartDeadline(definition.name, due_at=due_at, remind_at=remind_at,
                          responsible_id=ctx.deal.responsible_id, rearm=rearm)

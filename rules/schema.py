@@ -9,6 +9,8 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from adapters.fields import Id
 from rules.actions import (
+    END_OF_MONTH,
+    ORIGINS,
     AddCommentSpec,
     AssignCaptain,
     AssignSpec,
@@ -17,6 +19,7 @@ from rules.actions import (
     CreateTaskSpec,
     EscalateSpec,
     MoveStageSpec,
+    ReopenSpec,
     StartDeadlineSpec,
     UpdateFieldsSpec,
 )
@@ -53,6 +56,8 @@ def _user_ref(value: Any, path: str) -> str | Template:
 def _duration(value: Any, path: str) -> str:
     from rules.calendar import CalendarError, parse_duration
 
+    if value == END_OF_MONTH:
+        return END_OF_MONTH
     try:
         parse_duration(str(value))
     except CalendarError as exc:
@@ -82,8 +87,10 @@ def _assign_captain(v: Any, path: str) -> ActionSpec:
 
 
 def _create_task(v: Any, path: str) -> ActionSpec:
-    p = _params(v, {"title", "description", "responsible", "due", "auditors", "priority", "type"},
-                {"title", "responsible"}, path)
+    p = _params(v, {"title", "description", "responsible", "due", "due_from", "due_at", "auditors", "priority",
+                    "type"}, {"title", "responsible"}, path)
+    if p.get("due_from", "now") not in ORIGINS:
+        raise ValidationError({f"{path}.due_from": [f"one of {', '.join(ORIGINS)}"]})
     priority = p.get("priority", "normal")
     if priority not in ("low", "normal", "high"):
         raise ValidationError({f"{path}.priority": ["one of low, normal, high"]})
@@ -95,6 +102,8 @@ def _create_task(v: Any, path: str) -> ActionSpec:
         auditors=[_user_ref(a, f"{path}.auditors[{i}]") for i, a in enumerate(p.get("auditors") or [])],
         priority=priority,
         task_type=str(p.get("type", "task")),
+        due_from=p.get("due_from", "now"),
+        due_at=_template(p["due_at"], f"{path}.due_at") if "due_at" in p else None,
     )
 
 
@@ -110,7 +119,7 @@ def _add_comment(v: Any, path: str) -> ActionSpec:
 
 
 def _close_deal(v: Any, path: str) -> ActionSpec:
-    p = _params(v, {"outcome", "reason", "reason_from", "reason_map", "reason_field"}, {"outcome"}, path)
+    p = _params(v, {"outcome", "reason", "reason_from", "reason_map", "reason_field", "comment"}, {"outcome"}, path)
     if p["outcome"] not in ("won", "lost"):
         raise ValidationError({f"{path}.outcome": ["one of won, lost"]})
     return CloseDealSpec(
@@ -119,7 +128,13 @@ def _close_deal(v: Any, path: str) -> ActionSpec:
         reason_from=p.get("reason_from"),
         reason_map={str(k): str(x) for k, x in (p.get("reason_map") or {}).items()},
         reason_field=p.get("reason_field"),
+        comment=_template(p["comment"], f"{path}.comment") if "comment" in p else None,
     )
+
+
+def _reopen(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"default_stage"}, {"default_stage"}, path)
+    return ReopenSpec(default_stage=str(p["default_stage"]))
 
 
 def _move_stage(v: Any, path: str) -> ActionSpec:
@@ -164,6 +179,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "move_stage": _move_stage,
     "add_comment": _add_comment,
     "close_deal": _close_deal,
+    "reopen": _reopen,
     "start_deadline": lambda v, path: StartDeadlineSpec(deadline=_deadline_name(v, path)),
     "cancel_deadline": lambda v, path: CancelDeadlineSpec(deadline=_deadline_name(v, path)),
     "escalate": _escalate,

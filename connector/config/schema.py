@@ -125,7 +125,7 @@ def _flatten(messages: Any, path: tuple[str | int, ...]) -> list[tuple[tuple[str
     if isinstance(messages, dict):
         out = []
         for key, value in messages.items():
-            if key == "_schema":
+            if key in ("_schema", "value"):  # marshmallow's own levels, not config keys
                 out.extend(_flatten(value, path))
                 continue
             parts: tuple[str | int, ...] = tuple(int(p) if p.isdigit() else p for p in str(key).split("."))
