@@ -6,6 +6,8 @@ import logging
 import signal
 import sys
 import threading
+from datetime import datetime
+from zoneinfo import ZoneInfo
 
 import click
 
@@ -28,6 +30,13 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     except OSError as exc:
         click.echo(f"cannot read config {path}: {exc.strerror}", err=True)
         sys.exit(2)
+
+
+def _console():  # type: ignore[no-untyped-def]
+    """A rich console; off a terminal (a pipe, a file, cron) tables get room instead of wrapping."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
 
 
 @click.group()
@@ -71,6 +80,106 @@ def run(config_path: str) -> None:
     click.echo(f"listening on {runtime.intake_url}")
     stop.wait()
     runtime.stop()
+
+
+def _moment(text: str | None, tz: str) -> datetime | None:
+    if not text:
+        return None
+    value = datetime.fromisoformat(text)
+    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz))
+
+
+@main.command("dry-run")
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--since", required=True, help="replay from this date or moment (ISO; the calendar's zone if none)")
+@click.option("--until", default=None, help="and up to this one (default: the last event)")
+@click.option("--source", default="crm", show_default=True,
+              help="'crm' (deals changed since, read through the adapter), 'inbox', or a JSON-lines history file")
+@click.option("--csv", "csv_path", default=None, type=click.Path(), help="write every would-be action here")
+def dry_run(config_path: str, since: str, until: str | None, source: str, csv_path: str | None) -> None:
+    """Replay history through the rules at the moments it happened; write nothing."""
+    import time
+    from pathlib import Path
+
+    from rich.progress import Progress
+
+    from adapters.registry import build_adapter
+    from connector.dryrun.history import from_crm, from_inbox, read_jsonl
+    from connector.dryrun.replay import HistoryItem, Replay
+    from connector.dryrun.report import print_summary, write_csv
+    from connector.runtime import build_calendar
+
+    cfg = _load(config_path)
+    tz = cfg.calendar["timezone"]
+    start, end = _moment(since, tz), _moment(until, tz)
+    assert start is not None
+    console = _console()
+    items: list[HistoryItem]
+    if source in ("crm", "inbox"):
+        adapters = {n: build_adapter(n, s) for n, s in cfg.crms.items()}
+        if source == "crm":
+            items = [i for a in adapters.values() for i in from_crm(a, start)]
+        else:
+            from connector.storage.store import Store
+
+            items = from_inbox(Store(cfg.storage["url"], apply_migrations=False), adapters, start)
+        items = sorted((i for i in items if end is None or i.at <= end), key=lambda i: i.at)
+    else:
+        try:
+            items = list(read_jsonl(Path(source), start, end))
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+    began = time.perf_counter()
+    # The bar shows only on a terminal: cron and CI logs stay clean.
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
+        task = progress.add_task("replaying", total=len(items))
+        result = Replay(cfg, build_calendar(cfg)).run(items, until=end,
+                                                      progress=lambda n: progress.advance(task, n))
+    print_summary(result, console, time.perf_counter() - began)
+    if csv_path:
+        write_csv(result, Path(csv_path))
+        console.print(f"actions written to {csv_path}")
+
+
+@main.command("generate-history")
+@click.option("--out", required=True, type=click.Path(), help="JSON-lines file to write")
+@click.option("--year", default=2026, show_default=True)
+@click.option("--deals", default=5000, show_default=True)
+@click.option("--seed", default=1, show_default=True)
+def generate_history(out: str, year: int, deals: int, seed: int) -> None:
+    """Write a generated year of ISP connection applications (seed 000's shape) for dry-runs."""
+    from pathlib import Path
+
+    from connector.dryrun.generate import isp_year
+    from connector.dryrun.history import write_jsonl
+
+    count = write_jsonl(isp_year(year, deals, seed), Path(out))
+    click.echo(f"{count} history events for {deals} applications written to {out}")
+
+
+@main.command()
+@click.argument("deal")
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--crm", default=None, help="the CRM's name, when several hold a deal with this id")
+def why(deal: str, config_path: str, crm: str | None) -> None:
+    """Print every action taken on DEAL, with the rule, the trigger and the time."""
+    from rich.table import Table
+
+    from connector.storage.store import Store
+
+    cfg = _load(config_path)
+    store = Store(cfg.storage["url"], apply_migrations=False)
+    rows = store.audit_for_deal(crm, deal)
+    if not rows:
+        click.echo(f"nothing recorded for deal {deal}")
+        sys.exit(1)
+    table = Table(title=f"Deal {deal}: what the connector did and why")
+    for column in ("time", "crm", "rule", "trigger", "action", "what"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(r.at.astimezone(ZoneInfo(cfg.calendar["timezone"])).strftime("%Y-%m-%d %H:%M:%S"), r.crm,
+                      r.rule or "", r.trigger or "", r.action, r.message)
+    _console().print(table)
 
 
 @main.command()

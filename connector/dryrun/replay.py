@@ -1,0 +1,184 @@
+"""Dry-run: replay deal history through the rules at the moments it happened, writing nothing.
+
+The replay keeps, in memory, what the worker keeps in the database: the last snapshot of
+each deal, its running deadlines, the decisions already taken (so ``once_per`` holds) and
+round-robin counts. Deadlines fire at their own moments between events, so reminders and
+breaches show up as they would have. Nothing reaches a CRM or the database.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connector.config import Config
+from connector.domain import Command, Deal, Event, EventKind
+from connector.worker import describe, describe_local, diff, triggers_for
+from rules.calendar import WorkCalendar
+from rules.deadlines import OpenDeadline
+from rules.deadlines import review as review_deadlines
+from rules.engine import evaluate
+from rules.model import CancelDeadline, CountAssignment, Decision, RecordBreach, RuleContext, StartDeadline
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    """One moment of a deal's history: the event and the deal as it was then."""
+
+    at: datetime
+    kind: EventKind
+    deal: Deal
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One thing the rules would have done."""
+
+    at: datetime
+    crm: str
+    deal_id: str
+    rule: str
+    trigger: str
+    action: str
+    detail: str
+
+
+@dataclass
+class _Timer:
+    name: str
+    due_at: datetime
+    fire_at: datetime
+    status: str
+    responsible_id: str | None
+    rule: str
+
+
+@dataclass
+class ReplayResult:
+    """The replay's outcomes and its counts for the summary."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    events: int = 0
+    deadline_events: int = 0
+    by_rule: Counter[tuple[str, str]] = field(default_factory=Counter)
+    breaches: Counter[str] = field(default_factory=Counter)
+
+
+class Replay:
+    """Replays history items in time order; ``run`` returns every would-be action."""
+
+    def __init__(self, config: Config, calendar: WorkCalendar) -> None:
+        self.config = config
+        self.calendar = calendar
+        self._snapshots: dict[tuple[str, str], dict[str, Any]] = {}
+        self._deals: dict[tuple[str, str], Deal] = {}
+        self._timers: dict[tuple[str, str], dict[str, _Timer]] = defaultdict(dict)
+        self._due: list[tuple[datetime, int, tuple[str, str], str]] = []  # heap of (fire_at, seq, deal, name)
+        self._seq = 0
+        self._decided: set[str] = set()
+        self._assigned: dict[str, dict[str, int]] = defaultdict(dict)
+        self.result = ReplayResult()
+
+    def run(self, items: Iterable[HistoryItem], *, until: datetime | None = None,
+            progress: Callable[[int], None] | None = None) -> ReplayResult:
+        """Replay ``items`` (sorted by time) and the deadlines they start, up to ``until``."""
+        last: datetime | None = None
+        for item in items:
+            self._fire_timers(item.at)
+            self._process(item.deal, item.kind, item.at, data={})
+            self.result.events += 1
+            last = item.at
+            if progress is not None:
+                progress(1)
+        end = until or last
+        if end is not None:
+            self._fire_timers(end)
+        return self.result
+
+    # --- deadlines between events --------------------------------------------------------
+
+    def _fire_timers(self, now: datetime) -> None:
+        while self._due and self._due[0][0] <= now:
+            fire_at, _, key, name = heapq.heappop(self._due)
+            timer = self._timers[key].get(name)
+            if timer is None or timer.fire_at != fire_at or timer.status not in ("open", "reminded"):
+                continue  # superseded: met, cancelled or re-armed since
+            reminder = timer.status == "open" and timer.fire_at < timer.due_at
+            phase = "reminder" if reminder else "breached"
+            if reminder:
+                timer.status, timer.fire_at = "reminded", timer.due_at
+                self._schedule(key, timer)
+            else:
+                timer.status = "breached"
+            data = {"deadline": name, "phase": phase, "due_at": timer.due_at.isoformat(),
+                    "responsible_id": timer.responsible_id, "rule": timer.rule}
+            self.result.deadline_events += 1
+            self._process(self._deals[key], EventKind.TIMER_DUE, fire_at, data=data)
+
+    def _schedule(self, key: tuple[str, str], timer: _Timer) -> None:
+        self._seq += 1
+        heapq.heappush(self._due, (timer.fire_at, self._seq, key, timer.name))
+
+    # --- one event -----------------------------------------------------------------------
+
+    def _process(self, deal: Deal, kind: EventKind, at: datetime, data: dict[str, Any]) -> None:
+        key = (deal.crm, deal.id)
+        current = deal.snapshot()
+        before = self._snapshots.get(key)
+        changes = diff(before, current) if kind != EventKind.TIMER_DUE else {}
+        event = Event(crm=deal.crm, kind=kind, deal_id=deal.id, occurred_at=at,
+                      dedup_key=f"replay:{deal.id}:{at.isoformat()}:{kind}:{data.get('deadline', '')}",
+                      source="replay", data=data)
+        ctx = RuleContext(deal=deal, event=event, now=at, triggers=triggers_for(kind, deal, before, changes, data),
+                          changes=changes, territories=self.config.territories, calendar=self.calendar,
+                          deadlines=self.config.deadlines, assigned=self._assigned)
+        timers = self._timers[key]
+        running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values()
+                   if t.status in ("open", "reminded")]
+        reviewed = review_deadlines(self.config.deadlines, running, ctx)
+        for action in reviewed:
+            self._apply(Decision("deadline", f"deadline|{key}|{action.name}|{event.dedup_key}", action,
+                                 ctx.triggers), deal, at)
+        stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
+        if kind != EventKind.TIMER_DUE or data.get("deadline") not in stopped:
+            for decision in evaluate(self.config.rules, ctx):
+                self._apply(decision, deal, at)
+        self._snapshots[key] = current
+        self._deals[key] = deal
+
+    def _apply(self, decision: Decision, deal: Deal, at: datetime) -> None:
+        if decision.key in self._decided:
+            return
+        self._decided.add(decision.key)
+        action = decision.action
+        key = (deal.crm, deal.id)
+        if isinstance(action, StartDeadline):
+            running = self._timers[key].get(action.name)
+            if running is not None and running.status in ("open", "reminded") and not action.rearm:
+                return
+            fire = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
+            timer = _Timer(action.name, action.due_at, fire, "open", action.responsible_id, decision.rule)
+            self._timers[key][action.name] = timer
+            self._schedule(key, timer)
+        elif isinstance(action, CancelDeadline):
+            stopping = self._timers[key].get(action.name)
+            if stopping is not None and stopping.status in ("open", "reminded"):
+                stopping.status = "done" if action.reason == "done" else "cancelled"
+        elif isinstance(action, RecordBreach):
+            self.result.breaches[action.deadline] += 1
+        elif isinstance(action, CountAssignment):
+            counts = self._assigned[action.rule]
+            counts[action.user_id] = counts.get(action.user_id, 0) + 1
+        text = describe(action) if isinstance(action, Command) else describe_local(action)
+        self.result.by_rule[(decision.rule, action.kind)] += 1
+        self.result.outcomes.append(Outcome(at, deal.crm, deal.id, decision.rule, ",".join(sorted(decision.triggers)),
+                                            action.kind, text))
+
+
+def sorted_items(items: Iterable[HistoryItem]) -> Iterator[HistoryItem]:
+    """History in time order (stable for equal moments)."""
+    return iter(sorted(items, key=lambda i: i.at))
