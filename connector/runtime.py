@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 from waitress.server import create_server
 
 from adapters.base import CrmAdapter
@@ -20,6 +21,7 @@ from connector.intake import create_app
 from connector.storage.store import Store
 from connector.worker import Worker, utcnow
 from jobs.poll import poll_deals
+from jobs.schedule import run_scheduled_rule
 from jobs.timers import fire_due_timers
 from rules.calendar import WorkCalendar
 
@@ -60,6 +62,11 @@ class Runtime:
         """Turn due deadline reminders and breaches into events for the worker."""
         return fire_due_timers(self.store, self.clock(), limit=self.config.timers["batch"])
 
+    def run_schedule(self, rule_name: str) -> int:
+        """One run of a scheduled rule: an event per candidate deal."""
+        rule = next(r for r in self.config.rules if r.name == rule_name)
+        return run_scheduled_rule(self.store, rule, self.clock(), self.calendar)
+
     def poll(self, crm: str) -> int:
         settings = self.config.crms[crm]
         return poll_deals(self.store, self.adapters[crm], now=self.clock(),
@@ -76,6 +83,11 @@ class Runtime:
         self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts)
         self.scheduler.add_job(self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"],
                                id="dispatcher", **opts)
+        for rule in self.config.rules:
+            if rule.schedule and rule.enabled:
+                trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
+                self.scheduler.add_job(self.run_schedule, trigger, args=[rule.name], id=f"schedule-{rule.name}",
+                                       misfire_grace_time=3600, **opts)
         if self.config.deadlines:
             self.scheduler.add_job(self.fire_timers, "interval", seconds=self.config.timers["every"],
                                    id="deadlines", **opts)

@@ -82,6 +82,8 @@ def triggers_for(kind: EventKind, deal: Deal, snapshot: Mapping[str, Any] | None
     """The triggers an event fires, given what the connector knew before."""
     if kind == EventKind.TIMER_DUE:
         return frozenset({f"deadline.{(data or {}).get('phase', 'breached')}"})
+    if kind == EventKind.SCHEDULE:
+        return frozenset({"schedule"})
     found = {str(kind)}
     if kind not in DEAL_KINDS:
         return frozenset(found)  # a 1C document: its own trigger only

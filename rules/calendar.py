@@ -280,6 +280,7 @@ class WorkCalendar:
         self._lock = threading.Lock()
         self._years: dict[int, tuple[frozenset[date], frozenset[date]]] = {}
         self._intervals_cache: dict[date, tuple[_Interval, ...]] = {}
+        self._names: dict[int, list[tuple[date, str]]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -327,6 +328,25 @@ class WorkCalendar:
         if day.weekday() in self.weekend:
             return day in weekend_workdays
         return True
+
+    def holidays_between(self, first: date, last: date) -> list[tuple[date, str]]:
+        """Public holidays (by name, not moved days off) from ``first`` to ``last`` inclusive."""
+        found: list[tuple[date, str]] = []
+        for year in range(first.year, last.year + 1):
+            for day, name in self._named_holidays(year):
+                if first <= day <= last:
+                    found.append((day, name))
+        return found
+
+    def _named_holidays(self, year: int) -> list[tuple[date, str]]:
+        cached = self._names.get(year)
+        if cached is None:
+            lib = holidays.country_holidays(self.country, years=year, language="ru") if 1 <= year <= 9999 else {}
+            # Moved days off ("Выходной (перенесено …)", "… (выходной)") are not holidays of their own.
+            cached = sorted((d, str(n)) for d, n in lib.items()
+                            if not str(n).startswith("Выходной") and "(выходной)" not in str(n))
+            self._names[year] = cached
+        return cached
 
     def _year(self, year: int) -> tuple[frozenset[date], frozenset[date]]:
         """(days off, working weekend days) of one year, computed once (thread-safe)."""

@@ -6,6 +6,7 @@ Forms:
   {outcome: open | won | lost}       the stage's meaning
   {stage_changed: {from: [..], to: [..]}}   this event moved the deal between those stages
   {deadline: NAME | [NAME, ...]}     the event is that deadline's reminder or breach
+  {holiday_within: N}                a public holiday falls within the next N days
   {field: F, OP: ARG}                a deal field (normalised name or CRM field)
   {event_field: F, OP: ARG}          a value the event carries (a 1C payment's amount, ...)
   {all: [...]}, {any: [...]}, {not: {...}}
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -78,10 +79,26 @@ def _single(key: str, value: Any, path: str) -> Condition:
         return lambda ctx: ctx.deal.stage_semantic in outcomes
     if key == "stage_changed":
         return _stage_changed(value, path)
+    if key == "holiday_within":
+        return _holiday_within(value, path)
     if key == "deadline":
         names = _as_set(value, path)
         return lambda ctx: str(ctx.event.data.get("deadline", "")) in names
     raise ConditionError(f"unknown condition {key!r}", path)
+
+
+def _holiday_within(value: Any, path: str) -> Condition:
+    """A public holiday falls within the next N calendar days (reactivation before holidays)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 366:
+        raise ConditionError("holiday_within takes a number of days (1-366)", path)
+
+    def check(ctx: RuleContext) -> bool:
+        if ctx.calendar is None:
+            return False
+        today = ctx.now.astimezone(ctx.calendar.tz).date()
+        return bool(ctx.calendar.holidays_between(today + timedelta(days=1), today + timedelta(days=value)))
+
+    return check
 
 
 def _stage_changed(value: Any, path: str) -> Condition:

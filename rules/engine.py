@@ -12,11 +12,17 @@ def rule_version(rule: Rule, ctx: RuleContext) -> str:
 
     ``deal``: once per deal, ever. ``stage``: once per stage the deal enters.
     ``event``: every event (its dedup key), for rules that must act on each change.
+    ``run``: once per scheduled run (its time slot), for scheduled rules.
+    ``holiday``: once per coming public holiday (reactivation before holidays).
     """
     if rule.once_per == "stage":
         return f"stage={ctx.deal.stage}"
     if rule.once_per == "event":
         return f"event={ctx.event.dedup_key}"
+    if rule.once_per == "holiday":
+        return f"holiday={ctx.next_holiday()['date']}"
+    if rule.once_per == "run":
+        return f"run={ctx.event.data.get('slot', ctx.event.dedup_key)}"
     return "once"
 
 
@@ -26,6 +32,8 @@ def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
     for rule in rules:
         if not rule.enabled or rule.crm != ctx.deal.crm or not (rule.triggers & ctx.triggers):
             continue
+        if "schedule" in ctx.triggers and ctx.event.data.get("schedule") != rule.name:
+            continue  # a scheduled run belongs to the one rule whose schedule it is
         if not rule.condition(ctx):
             continue
         results: dict[str, object] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from connector.domain import Command, Deal, Event, User
@@ -90,6 +90,14 @@ class RuleContext:
     assigned: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     deadlines: Mapping[str, DeadlineDef] = field(default_factory=dict)
 
+    def next_holiday(self, days: int = 60) -> dict[str, Any]:
+        """The next public holiday within ``days`` ({"date", "name"}; empty values if none)."""
+        if self.calendar is None:
+            return {"date": None, "name": ""}
+        today = self.now.astimezone(self.calendar.tz).date()
+        found = self.calendar.holidays_between(today + timedelta(days=1), today + timedelta(days=days))
+        return {"date": found[0][0], "name": found[0][1]} if found else {"date": None, "name": ""}
+
     def template_vars(self, results: Mapping[str, Any]) -> dict[str, Any]:
         deal = self.deal
         return {
@@ -106,6 +114,7 @@ class RuleContext:
                       "data": self.event.data},
             "changes": {k: {"before": b, "after": a} for k, (b, a) in self.changes.items()},
             "now": self.now,
+            "holiday": self.next_holiday(),
             **results,
         }
 
@@ -142,6 +151,7 @@ class Rule:
     actions: Sequence[ActionSpec]
     once_per: str = "deal"
     enabled: bool = True
+    schedule: str | None = None  # cron, in the calendar's zone, for rules triggered by `schedule`
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ TRIGGERS = (
     "deal.created", "deal.updated", "deal.stage_changed", "deal.deleted",
     "deadline.reminder", "deadline.breached",
     "invoice.issued", "payment.received", "order.status_changed",
+    "schedule",
 )
 
 
@@ -228,9 +229,26 @@ class RuleSchema(Schema):
                      validate=validate.Length(min=1))
     when = ConditionField(load_default=None, allow_none=True)
     do = ActionsField(required=True)
-    once_per = fields.String(load_default="deal", validate=validate.OneOf(("deal", "stage", "event")))
+    once_per = fields.String(load_default="deal", validate=validate.OneOf(("deal", "stage", "event", "run", "holiday")))
     enabled = fields.Boolean(load_default=True)
     description = fields.String(load_default="")
+    schedule = fields.String(load_default=None, allow_none=True,
+                             metadata={"doc": "cron (minute hour day month weekday) in the calendar's zone"})
+
+    @validates_schema
+    def check_schedule(self, data: dict[str, Any], **kwargs: Any) -> None:
+        scheduled = "schedule" in (data.get("on") or [])
+        if scheduled and not data.get("schedule"):
+            raise ValidationError({"schedule": ["required with on: [schedule], e.g. '0 19 * * mon-fri'"]})
+        if data.get("schedule"):
+            if not scheduled:
+                raise ValidationError({"schedule": ["only for rules with on: [schedule]"]})
+            from apscheduler.triggers.cron import CronTrigger
+
+            try:
+                CronTrigger.from_crontab(data["schedule"], timezone="UTC")
+            except ValueError as exc:
+                raise ValidationError({"schedule": [f"not a cron expression: {exc}"]}) from exc
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> Rule:
@@ -239,7 +257,7 @@ class RuleSchema(Schema):
                 step.rule = data["name"]  # round-robin counts per rule
         return Rule(name=data["name"], crm=data["crm"], triggers=frozenset(data["on"]),
                     condition=data["when"], actions=data["do"], once_per=data["once_per"],
-                    enabled=data["enabled"])
+                    enabled=data["enabled"], schedule=data["schedule"])
 
 
 class TerritorySchema(Schema):

@@ -191,6 +191,14 @@ B2B = [
         ("update", {"UF_CRM_CARE_MANAGER": "21"}),
         ("task", "Новый клиент отдела заботы: Заявка Иванова", "21", "2026-11-26 10:00", "normal")]),
         id="after-payment-hand-off-to-customer-care"),
+    pytest.param(Case("b2b-reactivation-before-holidays", "WON", pipeline="0", outcome="won", kind=EventKind.SCHEDULE,
+                      triggers=("schedule",), data={"schedule": "b2b-reactivation-before-holidays"},
+                      now=msk(2027, 2, 17, 10, 0), expect=[
+        ("task", "Поздравить клиента и отправить подборку к празднику «День защитника Отечества»: Заявка Иванова",
+         "17", "2027-02-18 10:00", "normal")]), id="reactivation-a-week-before-a-holiday"),
+    pytest.param(Case("b2b-reactivation-before-holidays", "WON", pipeline="0", outcome="won", kind=EventKind.SCHEDULE,
+                      triggers=("schedule",), data={"schedule": "b2b-reactivation-before-holidays"},
+                      now=msk(2027, 2, 10, 10, 0), expect=[]), id="no-reactivation-without-a-holiday-near"),
 ]
 
 
