@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_example_config_is_valid() -> None:
     env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token"}
     cfg = load_config(ROOT / "config.example.yaml", env)
-    assert [r.name for r in cfg.rules] == ["captain-by-location"]
-    assert len(cfg.territories) == 3
+    assert [r.name for r in cfg.rules] == ["captain-by-location", "connection-deadline", "connection-breached"]
+    assert len(cfg.territories) == 3 and list(cfg.deadlines) == ["connection"]
+
+
+def test_examples_are_valid() -> None:
+    env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token"}
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        assert load_config(path, env).rules, path
 
 
 def test_demo_config_is_valid() -> None:
