@@ -70,6 +70,7 @@ class Deal:
             "responsible_id": self.responsible_id,
             "amount": str(self.amount) if self.amount is not None else None,
             "updated_at": self.updated_at.isoformat() if self.updated_at else None,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
             "fields": _jsonable(self.fields),
         }
 

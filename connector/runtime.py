@@ -21,6 +21,7 @@ from connector.intake import create_app
 from connector.storage.store import Store
 from connector.worker import Worker, utcnow
 from jobs.poll import poll_deals
+from jobs.report import run_report
 from jobs.schedule import run_scheduled_rule
 from jobs.timers import fire_due_timers
 from rules.calendar import WorkCalendar
@@ -67,6 +68,11 @@ class Runtime:
         rule = next(r for r in self.config.rules if r.name == rule_name)
         return run_scheduled_rule(self.store, rule, self.clock(), self.calendar)
 
+    def run_report(self, name: str) -> int:
+        """One run of a configured report: its tasks go to the outbox."""
+        report = next(r for r in self.config.reports if r.name == name)
+        return run_report(self.store, report, self.clock(), self.calendar)
+
     def poll(self, crm: str) -> int:
         settings = self.config.crms[crm]
         return poll_deals(self.store, self.adapters[crm], now=self.clock(),
@@ -88,6 +94,10 @@ class Runtime:
                 trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
                 self.scheduler.add_job(self.run_schedule, trigger, args=[rule.name], id=f"schedule-{rule.name}",
                                        misfire_grace_time=3600, **opts)
+        for report in self.config.reports:
+            trigger = CronTrigger.from_crontab(report.schedule, timezone=self.calendar.tz)
+            self.scheduler.add_job(self.run_report, trigger, args=[report.name], id=f"report-{report.name}",
+                                   misfire_grace_time=3600, **opts)
         if self.config.deadlines:
             self.scheduler.add_job(self.fire_timers, "interval", seconds=self.config.timers["every"],
                                    id="deadlines", **opts)

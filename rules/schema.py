@@ -26,6 +26,7 @@ from rules.actions import (
 from rules.conditions import ConditionError, compile_condition
 from rules.deadlines import START_FROM, DeadlineDef
 from rules.model import ActionSpec, Rule
+from rules.reports import ReportDef
 from rules.templates import Template, TemplateProblem
 from rules.territories import MATCH_KEYS, Territory
 
@@ -243,12 +244,7 @@ class RuleSchema(Schema):
         if data.get("schedule"):
             if not scheduled:
                 raise ValidationError({"schedule": ["only for rules with on: [schedule]"]})
-            from apscheduler.triggers.cron import CronTrigger
-
-            try:
-                CronTrigger.from_crontab(data["schedule"], timezone="UTC")
-            except ValueError as exc:
-                raise ValidationError({"schedule": [f"not a cron expression: {exc}"]}) from exc
+            _check_cron(data["schedule"])
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> Rule:
@@ -304,3 +300,41 @@ def build_deadline(name: str, data: Mapping[str, Any]) -> DeadlineDef:
     return DeadlineDef(name=name, due=data["due"], remind_before=data["remind_before"],
                        done_when=data["done_when"], rearm_on=frozenset(data["rearm_on"]),
                        start_from=data["start_from"], description=data["description"])
+
+
+def _check_cron(value: str) -> None:
+    from apscheduler.triggers.cron import CronTrigger
+
+    try:
+        CronTrigger.from_crontab(value, timezone="UTC")
+    except ValueError as exc:
+        raise ValidationError({"schedule": [f"not a cron expression: {exc}"]}) from exc
+
+
+class ReportSchema(Schema):
+    """One entry of ``reports:``: a periodic report written as a task."""
+
+    name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"))
+    crm = fields.String(required=True)
+    schedule = fields.String(required=True, metadata={"doc": "cron in the calendar's zone"})
+    to = fields.Raw(load_default="responsible", metadata={"doc": "'responsible' (each user their own) or a user id"})
+    when = ConditionField(load_default=None, allow_none=True)
+    title = fields.String(required=True)
+    text = fields.String(required=True)
+    due = fields.String(load_default=None, allow_none=True)
+
+    @validates_schema
+    def check(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("schedule"):
+            _check_cron(data["schedule"])
+        for key in ("title", "text"):
+            if data.get(key):
+                _template(data[key], key)
+        if data.get("due"):
+            _duration(data["due"], "due")
+
+    @post_load
+    def build(self, data: dict[str, Any], **kwargs: Any) -> ReportDef:
+        return ReportDef(name=data["name"], crm=data["crm"], schedule=data["schedule"], to=str(data["to"]),
+                         title=_template(data["title"], "title"), text=_template(data["text"], "text"),
+                         condition=data["when"], due=data["due"])

@@ -94,3 +94,44 @@ def test_schedule_needs_a_valid_cron(monkeypatch) -> None:  # type: ignore[no-un
         '"0 10 * * mon-fri"', '"every morning"')
     with pytest.raises(ConfigError, match="schedule: not a cron expression"):
         load_config_text(bad)
+
+
+REPORT = """
+reports:
+  - name: daily
+    crm: b24
+    schedule: "0 19 * * mon-fri"
+    to: responsible
+    title: "Итоги дня {{{{ now | date('%d.%m.%Y') }}}}"
+    text: >-
+      Новых: {{{{ stats.new }}}}; продаж: {{{{ stats.won }}}} на {{{{ stats.won_amount }}}};
+      в работе: {{{{ stats.open }}}}
+"""
+
+
+def test_daily_report_per_manager_once_a_day(db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50)
+    for name in ("Иван", "Олег"):
+        simulator.add_user(name)
+    server = simulator.serve()
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    text = CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base).split("rules:")[0]
+    rt = Runtime(load_config_text(text + REPORT.format()))
+    try:
+        simulator.add_deal({"TITLE": "A", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "2", "OPPORTUNITY": "100"})
+        simulator.add_deal({"TITLE": "B", "STAGE_ID": "WON", "ASSIGNED_BY_ID": "2", "OPPORTUNITY": "2500.50"})
+        simulator.add_deal({"TITLE": "C", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "3"})
+        rt.poll("b24")
+        _drain(rt)
+        assert rt.run_report("daily") == 2
+        assert rt.run_report("daily") == 0  # once a day
+        _drain(rt)
+        reports = {t["RESPONSIBLE_ID"]: t for t in simulator.tasks.values() if t["TITLE"].startswith("Итоги дня")}
+        assert set(reports) == {"2", "3"}
+        assert reports["2"]["DESCRIPTION"].startswith("Новых: 2; продаж: 1 на 2500.50; в работе: 1")
+        assert reports["3"]["DESCRIPTION"].startswith("Новых: 1; продаж: 0 на 0; в работе: 1")
+        assert not reports["2"].get("UF_CRM_TASK")  # bound to no deal
+    finally:
+        rt.stop()
+        server.stop()
+        simulator.close()

@@ -138,11 +138,10 @@ class Bitrix24Adapter(CrmAdapter):
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find an earlier try's task or comment by its marker; updates are idempotent."""
         if isinstance(command, CreateTask):
+            flt = ({"UF_CRM_TASK": f"D_{command.deal_id}"} if command.deal_id
+                   else {"RESPONSIBLE_ID": command.responsible_id, "TITLE": command.title})
             tasks = self.client.list_all(
-                "tasks.task.list",
-                {"filter": {"UF_CRM_TASK": f"D_{command.deal_id}"}, "select": ["ID", "DESCRIPTION", "TITLE"]},
-                items_key="tasks",
-            )
+                "tasks.task.list", {"filter": flt, "select": ["ID", "DESCRIPTION", "TITLE"]}, items_key="tasks")
             for task in tasks:
                 if marker in str(task.get("description") or task.get("DESCRIPTION") or ""):
                     return WriteResult(remote_id=str(task.get("id") or task.get("ID")), reconciled=True)
@@ -166,8 +165,9 @@ class Bitrix24Adapter(CrmAdapter):
             "DESCRIPTION": f"{description}\n\n[{marker}]" if description else f"[{marker}]",
             "RESPONSIBLE_ID": command.responsible_id,
             "PRIORITY": _PRIORITY[command.priority],
-            "UF_CRM_TASK": [f"D_{command.deal_id}"],
         }
+        if command.deal_id:  # a report's task belongs to no deal
+            fields["UF_CRM_TASK"] = [f"D_{command.deal_id}"]
         if command.deadline is not None:
             fields["DEADLINE"] = format_datetime(command.deadline)
         if command.auditors:

@@ -14,7 +14,8 @@ from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file,
 from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
 from rules.deadlines import DeadlineDef
 from rules.model import Rule
-from rules.schema import DeadlineSchema, RuleSchema, TerritorySchema, build_deadline
+from rules.reports import ReportDef
+from rules.schema import DeadlineSchema, ReportSchema, RuleSchema, TerritorySchema, build_deadline
 from rules.territories import Territory
 
 
@@ -91,6 +92,7 @@ class ConfigSchema(Schema):
     rules = fields.List(fields.Nested(RuleSchema), load_default=list)
     deadlines = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$")),
                             values=fields.Nested(DeadlineSchema), load_default=dict)
+    reports = fields.List(fields.Nested(ReportSchema), load_default=list)
 
 
 @dataclass
@@ -107,6 +109,7 @@ class Config:
     territories: list[Territory]
     rules: list[Rule]
     deadlines: dict[str, DeadlineDef] = field(default_factory=dict)
+    reports: list[ReportDef] = field(default_factory=list)
     timers: dict[str, Any] = field(default_factory=lambda: {"every": 30.0, "batch": 500})
     secrets: set[str] = field(default_factory=set)
     source: str = "<config>"
@@ -175,6 +178,9 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     for i, rule in enumerate(data.get("rules", [])):
         if rule.crm not in crms and rule.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
+    for i, report in enumerate(data.get("reports", [])):
+        if report.crm not in (raw.data.get("crms") or {}):
+            add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))
     deadline_names = set(data.get("deadlines") or {})
     for i, rule in enumerate(data.get("rules", [])):
         for j, step in enumerate(rule.actions):
@@ -191,7 +197,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         storage=data["storage"], server=data["server"], calendar=data["calendar"], worker=data["worker"],
         dispatcher=data["dispatcher"], logging=data["logging"], crms=crms, territories=data["territories"],
         rules=data["rules"], deadlines={n: build_deadline(n, d) for n, d in data["deadlines"].items()},
-        timers=data["timers"], secrets=raw.secrets, source=source,
+        timers=data["timers"], reports=data["reports"], secrets=raw.secrets, source=source,
     )
 
 
