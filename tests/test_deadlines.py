@@ -173,3 +173,19 @@ def test_one_scan_whatever_the_number_of_open_deadlines(world) -> None:  # type:
     event.listen(rt.store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     assert rt.fire_timers() == 0
     assert len([q for q in statements if q.lstrip().upper().startswith("SELECT")]) == 1
+
+
+def test_a_restart_loses_no_deadline(world, db_url) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt, clock = world
+    deal = simulator.add_deal({"TITLE": "Рестарт", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "2"})
+    _run(rt)
+    timer = _timer(rt, deal)
+    rt.stop()  # the process goes away; a new one starts on the same database
+    again = Runtime(rt.config, clock=clock)
+    try:
+        clock.now = timer.fire_at + timedelta(minutes=1)
+        _run(again)
+        [reminder] = simulator.tasks_for_deal(deal)
+        assert reminder["TITLE"] == "Напоминание: подключить Рестарт"
+    finally:
+        again.stop()
