@@ -183,6 +183,50 @@ def why(deal: str, config_path: str, crm: str | None) -> None:
 
 
 @main.command()
+@click.option("--config", "config_path", required=True, type=click.Path())
+def status(config_path: str) -> None:
+    """Per CRM: last webhook and poll, backlog, outbox states, dead letters, deadlines.
+
+    Exits 1 when something needs attention (for cron or monitoring), 0 when all is well.
+    """
+    from connector.status import gather, render
+    from connector.storage.store import Store
+    from connector.worker import utcnow
+
+    cfg = _load(config_path)
+    store = Store(cfg.storage["url"], apply_migrations=False)
+    try:
+        state = gather(store, cfg, utcnow())
+    finally:
+        store.close()
+    render(state, _console(), cfg.calendar["timezone"])
+    sys.exit(0 if state.healthy else 1)
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--id", "ids", multiple=True, type=int, help="a dead letter's id (repeatable)")
+@click.option("--crm", default=None, help="only this CRM's dead letters")
+@click.option("--rule", default=None, help="only this rule's dead letters")
+@click.option("--all", "everything", is_flag=True, help="every dead letter")
+def replay(config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool) -> None:
+    """Queue chosen dead letters again; the running connector resends them (reconciling first)."""
+    from connector.status import replay_dead
+    from connector.storage.store import Store
+    from connector.worker import utcnow
+
+    if not (ids or crm or rule or everything):
+        raise click.UsageError("choose dead letters with --id, --crm, --rule or --all")
+    cfg = _load(config_path)
+    store = Store(cfg.storage["url"], apply_migrations=False)
+    try:
+        chosen = replay_dead(store, utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
+    finally:
+        store.close()
+    click.echo(f"{len(chosen)} dead letter(s) queued again" + (f": {', '.join(map(str, chosen))}" if chosen else ""))
+
+
+@main.command()
 @click.option("--timeout", default=60.0, help="seconds to wait for the work to finish")
 def demo(timeout: float) -> None:
     """Run the captain-by-location regulation against a local Bitrix24 simulator."""

@@ -15,6 +15,7 @@ from adapters.simkit import SimulatorServer
 from connector.config import load_config_text
 from connector.dispatcher import Dispatcher
 from connector.runtime import Runtime
+from connector.status import gather, replay_dead
 from connector.storage.models import InboxRow, OutboxRow
 from connector.worker import utcnow
 from tests.helpers import CONFIG, TOKEN, wait_for
@@ -191,6 +192,15 @@ def test_fatal_error_becomes_dead_letter(sim, runtime: Runtime) -> None:  # type
     assert dead.command == "create_task" and dead.last_error
     assert simulator.tasks_for_deal(deal_id) == []
     assert any(a.action == "dead_letter" for a in runtime.store.audit_for_deal("b24", deal_id))
+
+    # The admin sees it, fixes the cause (the captain is back) and replays it: it lands once.
+    state = gather(runtime.store, runtime.config, utcnow())
+    assert [d["id"] for d in state.dead_letters] == [dead.id] and not state.healthy
+    simulator.add_user("Иван", user_id="2")
+    assert replay_dead(runtime.store, utcnow(), ids=[dead.id]) == [dead.id]
+    assert wait_for(lambda: len(simulator.tasks_for_deal(deal_id)) == 1)
+    assert wait_for(lambda: _outbox_states(runtime) == {"done"})
+    assert gather(runtime.store, runtime.config, utcnow()).crms[0].outbox.get("dead", 0) == 0
 
 
 def test_stop_cuts_crm_waits_short_and_leaves_work_claimable(sim, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]

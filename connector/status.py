@@ -1,0 +1,182 @@
+"""The connector's state at a glance, from its database: what `connector status`, the
+status page and monitoring read. Everything here is a count or a time; nothing secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from connector.config import Config
+from connector.storage.models import AuditRow, BreachRow, CursorRow, InboxRow, OutboxRow, TimerRow
+from connector.storage.store import Store
+
+# An inbox row waiting longer than this, or a poll older than this many poll periods, needs a look.
+BACKLOG_AGE = timedelta(minutes=15)
+STALE_POLLS = 3
+
+
+@dataclass
+class CrmStatus:
+    """One configured CRM's figures."""
+
+    name: str
+    type: str
+    last_webhook: datetime | None = None
+    last_poll: datetime | None = None
+    cursor: str | None = None
+    inbox_new: int = 0
+    inbox_failed: int = 0
+    oldest_new: datetime | None = None
+    outbox: dict[str, int] = field(default_factory=dict)  # pending, retrying, sending, dead, done
+    unlinked: int = 0
+
+
+@dataclass
+class Status:
+    """The whole connector's figures and what needs attention."""
+
+    at: datetime
+    crms: list[CrmStatus]
+    open_deadlines: int
+    breaches_today: int
+    dead_letters: list[dict[str, Any]]
+    unlinked: list[dict[str, Any]]
+    attention: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.attention
+
+
+def _count(session: Session, query: Any) -> int:
+    return int(session.scalar(query) or 0)
+
+
+def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> Status:
+    """Read the figures; ``listed`` caps the dead letters and unlinked documents shown."""
+    tz = config.calendar["timezone"]
+    crms: list[CrmStatus] = []
+    attention: list[str] = []
+    with store.sessions() as s:
+        for name, settings in config.crms.items():
+            c = CrmStatus(name=name, type=settings["type"])
+            c.last_webhook = s.scalar(select(func.max(InboxRow.received_at)).where(
+                InboxRow.crm == name, InboxRow.source == "webhook"))
+            cursor = s.scalar(select(CursorRow).where(CursorRow.crm == name).order_by(CursorRow.updated_at.desc()))
+            if cursor is not None:
+                c.last_poll, c.cursor = cursor.updated_at, cursor.value
+            c.inbox_new = _count(s, select(func.count(InboxRow.id)).where(InboxRow.crm == name,
+                                                                          InboxRow.status == "new"))
+            c.inbox_failed = _count(s, select(func.count(InboxRow.id)).where(InboxRow.crm == name,
+                                                                             InboxRow.status == "failed"))
+            c.oldest_new = s.scalar(select(func.min(InboxRow.received_at)).where(InboxRow.crm == name,
+                                                                                 InboxRow.status == "new"))
+            retried = func.sum(case((OutboxRow.attempts > 0, 1), else_=0))
+            for status, count, attempted in s.execute(
+                    select(OutboxRow.status, func.count(OutboxRow.id), retried)
+                    .where(OutboxRow.crm == name).group_by(OutboxRow.status)):
+                if status == "pending" and attempted:
+                    c.outbox["retrying"] = int(attempted)
+                c.outbox[status] = int(count) - (int(attempted) if status == "pending" else 0)
+            c.unlinked = _count(s, select(func.count(AuditRow.id)).where(AuditRow.crm == name,
+                                                                         AuditRow.action == "unlinked"))
+            crms.append(c)
+            if c.outbox.get("dead"):
+                attention.append(f"{name}: {c.outbox['dead']} dead letter(s) — see `connector replay`")
+            if c.inbox_failed:
+                attention.append(f"{name}: {c.inbox_failed} inbox row(s) failed")
+            if c.oldest_new is not None and now - c.oldest_new > BACKLOG_AGE:
+                attention.append(f"{name}: inbox backlog since {c.oldest_new.isoformat(timespec='seconds')}")
+            every = settings.get("poll_every")
+            if every and (c.last_poll is None or now - c.last_poll > timedelta(seconds=every * STALE_POLLS)):
+                attention.append(f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll
+                                 else f"{name}: never polled")
+            if c.unlinked:
+                attention.append(f"{name}: {c.unlinked} unlinked document(s)")
+        open_deadlines = _count(s, select(func.count(TimerRow.id)).where(TimerRow.status.in_(("open", "reminded"))))
+        from zoneinfo import ZoneInfo
+
+        midnight = now.astimezone(ZoneInfo(tz)).replace(hour=0, minute=0, second=0, microsecond=0)
+        breaches_today = _count(s, select(func.count(BreachRow.id)).where(BreachRow.breached_at >= midnight))
+        dead = [{"id": r.id, "crm": r.crm, "deal": r.deal_id, "rule": r.rule, "command": r.command,
+                 "attempts": r.attempts, "error": (r.last_error or "")[:200], "at": r.updated_at}
+                for r in s.scalars(select(OutboxRow).where(OutboxRow.status == "dead")
+                                   .order_by(OutboxRow.updated_at.desc()).limit(listed))]
+        unlinked = [{"crm": r.crm, "at": r.at, "what": r.message}
+                    for r in s.scalars(select(AuditRow).where(AuditRow.action == "unlinked")
+                                       .order_by(AuditRow.at.desc()).limit(listed))]
+    return Status(at=now, crms=crms, open_deadlines=open_deadlines, breaches_today=breaches_today,
+                  dead_letters=dead, unlinked=unlinked, attention=attention)
+
+
+def render(status: Status, console: Any, tz: str) -> None:
+    """Print the status as rich tables."""
+    from zoneinfo import ZoneInfo
+
+    from rich.table import Table
+
+    zone = ZoneInfo(tz)
+
+    def when(moment: datetime | None) -> str:
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+
+    table = Table(title=f"crm-connector status at {when(status.at)}")
+    for column in ("CRM", "type", "last webhook", "last poll", "cursor", "inbox new", "inbox failed",
+                   "outbox pending", "retrying", "sending", "dead", "done", "unlinked"):
+        table.add_column(column)
+    for c in status.crms:
+        o = c.outbox
+        table.add_row(c.name, c.type, when(c.last_webhook), when(c.last_poll), c.cursor or "—", str(c.inbox_new),
+                      str(c.inbox_failed), str(o.get("pending", 0)), str(o.get("retrying", 0)),
+                      str(o.get("sending", 0)), str(o.get("dead", 0)), str(o.get("done", 0)), str(c.unlinked))
+    console.print(table)
+    console.print(f"open deadlines: {status.open_deadlines}    breaches today: {status.breaches_today}")
+    if status.dead_letters:
+        dead = Table(title="Dead letters (newest first)")
+        for column in ("id", "crm", "deal", "rule", "command", "attempts", "last error"):
+            dead.add_column(column)
+        for d in status.dead_letters:
+            dead.add_row(str(d["id"]), d["crm"], d["deal"] or "", d["rule"], d["command"], str(d["attempts"]),
+                         d["error"])
+        console.print(dead)
+    if status.unlinked:
+        unlinked = Table(title="Unlinked documents (newest first)")
+        for column in ("crm", "at", "document"):
+            unlinked.add_column(column)
+        for u in status.unlinked:
+            unlinked.add_row(u["crm"], when(u["at"]), u["what"])
+        console.print(unlinked)
+    if status.attention:
+        console.print("[bold red]needs attention:[/]")
+        for line in status.attention:
+            console.print(f"  - {line}")
+    else:
+        console.print("[green]all well[/]")
+
+
+def replay_dead(store: Store, now: datetime, *, ids: list[int] | None = None, crm: str | None = None,
+                rule: str | None = None) -> list[int]:
+    """Put chosen dead letters back in the queue (attempts reset); returns their ids."""
+    with store.sessions() as s, s.begin():
+        query = select(OutboxRow).where(OutboxRow.status == "dead")
+        if ids:
+            query = query.where(OutboxRow.id.in_(ids))
+        if crm:
+            query = query.where(OutboxRow.crm == crm)
+        if rule:
+            query = query.where(OutboxRow.rule == rule)
+        chosen = list(s.scalars(query.order_by(OutboxRow.id)))
+        for row in chosen:
+            # attempts = 1: a dead write may have landed after all, so the dispatcher looks for
+            # it by its marker first; then the row has its retries again.
+            row.status, row.next_try_at, row.claimed_until, row.updated_at = "pending", now, None, now
+            row.attempts = 1
+            Store.audit(s, at=now, crm=row.crm, deal_id=row.deal_id, rule=row.rule, action="replayed",
+                        message=f"dead letter {row.id} ({row.command}) queued again; last error: "
+                                f"{(row.last_error or '')[:200]}", correlation_id=row.correlation_id)
+        return [r.id for r in chosen]
