@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import threading
@@ -14,9 +13,10 @@ import click
 from connector.config import ConfigError, load_config
 
 
-def _setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
+    from connector.observability import setup_logging
+
+    setup_logging(level, fmt)
 
 
 def _load(path: str):  # type: ignore[no-untyped-def]
@@ -71,7 +71,7 @@ def run(config_path: str) -> None:
     from connector.runtime import Runtime
 
     cfg = _load(config_path)
-    _setup_logging(cfg.logging["level"])
+    _setup_logging(cfg.logging["level"], cfg.logging["format"])
     runtime = Runtime(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

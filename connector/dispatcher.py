@@ -18,6 +18,8 @@ from adapters.base import CrmAdapter, WriteResult
 from adapters.errors import AdapterError, FatalError, RateLimited
 from connector.config import Config
 from connector.domain import command_from_payload, marker_for
+from connector.metrics import WRITES
+from connector.observability import correlation
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
 from connector.worker import describe, utcnow
@@ -56,6 +58,12 @@ class Dispatcher:
 
     def dispatch(self, row: OutboxRow) -> bool:
         """Carry out one claimed row; True when it is done."""
+        with correlation(row.correlation_id):
+            done = self._dispatch(row)
+        WRITES.labels(row.crm, row.command, "done" if done else "not_done").inc()
+        return done
+
+    def _dispatch(self, row: OutboxRow) -> bool:
         adapter = self.adapters.get(row.crm)
         if adapter is None:
             self._failed(row, FatalError(f"no CRM named {row.crm!r} is configured"))

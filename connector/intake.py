@@ -13,12 +13,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 
 from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
 
 from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
 from adapters.errors import WebhookError
+from connector import observability
+from connector.metrics import DELIVERIES, exposition
 from connector.storage.store import Store, new_correlation_id
 from connector.worker import utcnow
 
@@ -48,7 +51,17 @@ def create_app(
         parser = parsers.get((crm_type, name))
         if parser is None:
             log.warning("webhook refused crm=%s/%s status=404 reason=unknown CRM", crm_type, name[:40])
+            DELIVERIES.labels("unknown", "refused_404").inc()
             return jsonify(error="no such CRM is configured"), 404
+        with observability.correlation(correlation):
+            response, status = _hook(parser, name, correlation)
+        result = "accepted" if status == 200 else f"refused_{status}"
+        if status == 200 and response.json and response.json.get("stored") == 0:
+            result = "duplicate"
+        DELIVERIES.labels(name, result).inc()
+        return response, status
+
+    def _hook(parser: WebhookParser, name: str, correlation: str) -> tuple[Response, int]:
         received = clock()
         try:
             incoming = IncomingRequest(
@@ -85,6 +98,10 @@ def create_app(
         log.info("webhook accepted crm=%s events=%d stored=%d duplicates=%d correlation=%s", name, len(events),
                  stored, duplicates, correlation)
         return jsonify(ok=True, stored=stored, duplicates=duplicates, correlation_id=correlation), 200
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(exposition(store), mimetype=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz() -> tuple[Response, int]:

@@ -23,6 +23,8 @@ from adapters.base import CrmAdapter
 from adapters.errors import AdapterError, FatalError
 from connector.config import Config
 from connector.domain import Command, Deal, Event, EventKind, User
+from connector.metrics import PROCESSING
+from connector.observability import correlation
 from connector.storage.models import (
     AssignmentCountRow,
     AuditRow,
@@ -198,6 +200,12 @@ class Worker:
 
     def _process_row(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User],
                      workload: Mapping[str, int], *, skipped: bool) -> None:
+        with correlation(row.correlation_id):
+            self._process_row_now(row, deal, users, workload, skipped=skipped)
+        PROCESSING.labels(row.crm).observe(max(0.0, (self.clock() - row.received_at).total_seconds()))
+
+    def _process_row_now(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User],
+                         workload: Mapping[str, int], *, skipped: bool) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
             live = session.get(InboxRow, row.id)

@@ -1,0 +1,62 @@
+"""Metrics and logs: /metrics exposes what happened and what waits; every line of one delivery,
+CRM calls included, carries its correlation id; JSON lines when asked; no secret anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import requests
+
+from adapters.bitrix24.simulator import Bitrix24Simulator
+from connector.config import load_config_text
+from connector.observability import CorrelationFilter, JsonFormatter, TextFormatter, correlation
+from connector.runtime import Runtime
+from tests.helpers import CONFIG, TOKEN, wait_for
+
+
+def test_one_delivery_one_correlation_from_webhook_to_task(db_url, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
+    simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50)
+    for name in ("Иван", "Олег"):
+        simulator.add_user(name)
+    server = simulator.serve()
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    webhook_url = server.base_url + simulator.webhook_base
+    rt = Runtime(load_config_text(CONFIG.format(db_url=db_url, b24_url=webhook_url)))
+    caplog.handler.addFilter(CorrelationFilter())
+    caplog.set_level(logging.INFO)
+    try:
+        rt.start()
+        simulator.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
+        deal = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                                   "UF_CRM_ADDRESS": "Казань, Советский район"})
+        assert wait_for(lambda: len(simulator.tasks_for_deal(deal)) == 1)
+        accepted = next(r for r in caplog.records if r.getMessage().startswith("webhook accepted"))
+        cid = accepted.getMessage().split("correlation=")[1]
+        mine = [r.getMessage() for r in caplog.records if getattr(r, "correlation", None) == cid]
+        assert any(m.startswith("processed ") for m in mine)  # the worker's line
+        assert any("method=tasks.task.add" in m and "outcome=ok" in m for m in mine)  # the CRM call
+        assert any(m.startswith("dispatched ") for m in mine)  # the write's line
+
+        metrics = requests.get(f"{rt.intake_url}/metrics", timeout=5).text
+        assert 'crmc_webhook_deliveries_total{crm="b24",result="accepted"}' in metrics
+        assert 'crmc_crm_calls_total{crm="b24",method="tasks.task.add",outcome="ok"}' in metrics
+        assert 'crmc_outbox_rows{crm="b24",status="done"}' in metrics
+        assert "crmc_processing_seconds_bucket" in metrics and "crmc_open_deadlines" in metrics
+        # The simulator's own access log (werkzeug) shows its URLs; the connector's lines must not.
+        everything = metrics + "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")
+        assert TOKEN not in everything and simulator.webhook_base.strip("/").split("/")[-1] not in everything
+    finally:
+        rt.stop()
+        server.stop()
+        simulator.close()
+
+
+def test_json_and_text_lines_carry_the_correlation() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "crm call method=%s", ("crm.deal.get",), None)
+    with correlation("abc123"):
+        CorrelationFilter().filter(record)
+    line = json.loads(JsonFormatter().format(record))
+    assert line == {**line, "level": "INFO", "logger": "x", "message": "crm call method=crm.deal.get",
+                    "correlation": "abc123"}
+    assert TextFormatter().format(record).endswith("crm call method=crm.deal.get correlation=abc123")
