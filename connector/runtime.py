@@ -19,6 +19,7 @@ from connector.config import Config
 from connector.dispatcher import Dispatcher
 from connector.intake import create_app
 from connector.storage.store import Store
+from connector.web.status_page import status_blueprint
 from connector.worker import Worker, utcnow
 from jobs.poll import poll_deals
 from jobs.report import run_report
@@ -50,6 +51,8 @@ class Runtime:
         self.worker = Worker(config, self.store, self.adapters, clock=clock, calendar=self.calendar)
         self.dispatcher = Dispatcher(config, self.store, self.adapters, clock=clock)
         self.app = create_app(self.store, self.adapters, max_body_bytes=config.server["max_body_bytes"], clock=clock)
+        if config.server["status_token"]:
+            self.app.register_blueprint(status_blueprint(self.store, config, clock))
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
@@ -75,6 +78,11 @@ class Runtime:
 
     def poll(self, crm: str) -> int:
         settings = self.config.crms[crm]
+        if settings["type"] == "onec":  # a document source: its events belong to the deal CRM's deals
+            from jobs.poll_documents import poll_documents
+
+            return poll_documents(self.store, self.adapters[crm], self.adapters[settings["deal_crm"]],
+                                  now=self.clock(), overlap=timedelta(seconds=settings.get("poll_overlap", 600)))
         return poll_deals(self.store, self.adapters[crm], now=self.clock(),
                           overlap=timedelta(seconds=settings.get("poll_overlap", 120)))
 

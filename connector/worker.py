@@ -389,7 +389,8 @@ def describe(action: Command) -> str:
     """A one-line human description of a command for the audit and CLI."""
     payload = action.to_payload()
     if action.kind == "create_task":
-        return f"task {payload['title']!r} for user {payload['responsible_id']} due {payload.get('deadline')}"
+        due = str(payload.get("deadline") or "none")[:16].replace("T", " ")
+        return f"task {payload['title']!r} for user {payload['responsible_id']} due {due}"
     if action.kind == "update_deal":
         return "set " + ", ".join(f"{k}={v}" for k, v in payload["values"].items())
     if action.kind == "close_deal":

@@ -30,6 +30,9 @@ class ServerSchema(Schema):
     port = fields.Integer(load_default=8080, validate=validate.Range(min=0, max=65535))
     max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024))
     threads = fields.Integer(load_default=8, validate=validate.Range(min=1, max=64))
+    status_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16),
+                                 metadata={"doc": "enables the read-only status page at /status; give it as "
+                                                  "the basic-auth password, a Bearer token or ?token="})
 
 
 class CalendarSchema(Schema):

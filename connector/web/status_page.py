@@ -1,0 +1,55 @@
+"""The read-only status page: the same facts as `connector status`, and a deal's audit trail.
+
+Server-rendered HTML, no build step. It is off unless ``server.status_token`` is set; the
+token is accepted as the basic-auth password (a browser prompts for it), a Bearer token,
+or ``?token=`` (compared in constant time).
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import Blueprint, Response, render_template, request
+
+from connector.config import Config
+from connector.status import gather
+from connector.storage.store import Store
+
+
+def _authorised(token: str) -> bool:
+    offered = request.args.get("token", "")
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        offered = header[7:]
+    elif request.authorization is not None and request.authorization.password:
+        offered = request.authorization.password
+    return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
+
+
+def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]) -> Blueprint:
+    """Routes ``/status`` (the summary; ``?deal=ID`` adds that deal's audit trail)."""
+    token = config.server["status_token"]
+    zone = ZoneInfo(config.calendar["timezone"])
+    page = Blueprint("status_page", __name__, template_folder="templates")
+
+    @page.before_request
+    def guard() -> Response | None:
+        if not _authorised(token):
+            return Response("authorisation required", 401,
+                            {"WWW-Authenticate": 'Basic realm="crm-connector status"'})
+        return None
+
+    @page.get("/status")
+    def status() -> str:
+        now = clock()
+        state = gather(store, config, now)
+        deal = (request.args.get("deal") or "").strip()[:64]
+        trail = store.audit_for_deal(request.args.get("crm") or None, deal) if deal else []
+        return render_template("status.html", state=state, deal=deal, trail=trail, crms=list(config.crms),
+                               local=lambda m: m.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if m else "—",
+                               token=request.args.get("token", ""))
+
+    return page
