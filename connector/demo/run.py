@@ -8,10 +8,13 @@ import time
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config
 from connector.runtime import Runtime
+from connector.status import gather, render
+from connector.worker import utcnow
 
 ENGINEERS = [("Иван", "Петров"), ("Олег", "Смирнов"), ("Анна", "Кузнецова"), ("Рустам", "Галиев")]
 APPLICATIONS = [
@@ -37,6 +40,7 @@ def run_demo(timeout: float = 60.0) -> int:
     config = load_config(Path(__file__).with_name("bitrix24.yaml"))
     runtime = Runtime(config)
     runtime.start()
+    runtime.poll("b24")  # the safety net's first run, as `connector run` would do within poll_every
     sim.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
     click.echo(f"Bitrix24 simulator at {sim_server.base_url}, intake at {runtime.intake_url}")
     deal_ids = [sim.add_deal({"TITLE": title, "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
@@ -56,9 +60,11 @@ def run_demo(timeout: float = 60.0) -> int:
         rows.append((deal_id, deal.get("TITLE", ""), f"{captain} {users.get(captain, '')}",
                      str(task.get("ID") or task.get("id") or "-"), str(task.get("TITLE") or task.get("title") or "-"),
                      str(task.get("DEADLINE") or task.get("deadline") or "-"), len(tasks)))
+    state = gather(runtime.store, runtime.config, utcnow())
     runtime.stop()
     sim_server.stop()
     _print(rows)
+    render(state, Console(width=170), config.calendar["timezone"])
     missing = [r for r in rows if r[6] != 1]
     return 1 if missing else 0
 
