@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import click
@@ -141,6 +141,41 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
         console.print(f"actions written to {csv_path}")
 
 
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--crm", required=True, help="the configured CRM to read")
+@click.option("--since", required=True, help="read deals changed since this date or moment (ISO)")
+def backfill(config_path: str, crm: str, since: str) -> None:
+    """Queue every deal changed since a date, as the poller would (after an outage, or to
+    apply new rules to recent deals); the running connector processes them."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from adapters.registry import build_adapter
+    from connector.storage.store import Store
+    from connector.worker import utcnow
+    from jobs.poll import poll_deals
+
+    cfg = _load(config_path)
+    if crm not in cfg.crms:
+        raise click.UsageError(f"no CRM named {crm!r} in {config_path}; configured: {', '.join(cfg.crms)}")
+    start = _moment(since, cfg.calendar["timezone"])
+    assert start is not None
+    store = Store(cfg.storage["url"], apply_migrations=cfg.storage["apply_migrations"])
+    adapter = build_adapter(crm, cfg.crms[crm])
+    console = _console()
+    try:
+        # No total is known in advance: the bar counts deals read (quiet off a terminal).
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, disable=not console.is_terminal, transient=True) as progress:
+            task = progress.add_task(f"reading {crm}", total=None)
+            queued = poll_deals(store, adapter, now=utcnow(), overlap=timedelta(0), since=start,
+                                progress=lambda n: progress.advance(task, n))
+    finally:
+        adapter.close()
+        store.close()
+    click.echo(f"{queued} change(s) queued from {crm} since {start.isoformat()}")
+
+
 @main.command("generate-history")
 @click.option("--out", required=True, type=click.Path(), help="JSON-lines file to write")
 @click.option("--year", default=2026, show_default=True)
@@ -209,7 +244,9 @@ def status(config_path: str) -> None:
 @click.option("--crm", default=None, help="only this CRM's dead letters")
 @click.option("--rule", default=None, help="only this rule's dead letters")
 @click.option("--all", "everything", is_flag=True, help="every dead letter")
-def replay(config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool) -> None:
+@click.option("--wait", type=float, default=0.0, help="seconds to follow them until the running connector is done")
+def replay(config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool,
+           wait: float) -> None:
     """Queue chosen dead letters again; the running connector resends them (reconciling first)."""
     from connector.status import replay_dead
     from connector.storage.store import Store
@@ -221,9 +258,40 @@ def replay(config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | 
     store = Store(cfg.storage["url"], apply_migrations=False)
     try:
         chosen = replay_dead(store, utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
+        click.echo(f"{len(chosen)} dead letter(s) queued again"
+                   + (f": {', '.join(map(str, chosen))}" if chosen else ""))
+        if wait and chosen:
+            outcome = _follow(store, chosen, wait)
+            click.echo(f"done {outcome.get('done', 0)}, dead again {outcome.get('dead', 0)}, "
+                       f"still pending {len(chosen) - outcome.get('done', 0) - outcome.get('dead', 0)}")
     finally:
         store.close()
-    click.echo(f"{len(chosen)} dead letter(s) queued again" + (f": {', '.join(map(str, chosen))}" if chosen else ""))
+
+
+def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Watch outbox rows until each is done or dead again, with a progress bar on a terminal."""
+    import time
+
+    from rich.progress import Progress
+    from sqlalchemy import func, select
+
+    from connector.storage.models import OutboxRow
+
+    console = _console()
+    counts: dict[str, int] = {}
+    with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
+        task = progress.add_task("resending", total=len(ids))
+        deadline = time.monotonic() + seconds
+        while True:
+            with store.sessions() as s:
+                counts = {status: int(n) for status, n in s.execute(
+                    select(OutboxRow.status, func.count(OutboxRow.id)).where(OutboxRow.id.in_(ids))
+                    .group_by(OutboxRow.status))}
+            finished = counts.get("done", 0) + counts.get("dead", 0)
+            progress.update(task, completed=finished)
+            if finished >= len(ids) or time.monotonic() > deadline:
+                return counts
+            time.sleep(0.5)
 
 
 @main.command()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from adapters.base import CrmAdapter
@@ -22,11 +23,17 @@ STREAM = "deals"
 
 
 def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: timedelta,
-               initial_lookback: timedelta = timedelta(days=1), checkpoint_every: int = 200) -> int:
-    """One polling run for one CRM; returns how many new changes were queued."""
+               initial_lookback: timedelta = timedelta(days=1), checkpoint_every: int = 200,
+               since: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
+    """One polling run for one CRM; returns how many new changes were queued.
+
+    ``since`` reads from that moment instead of the cursor (a backfill); the cursor still
+    only moves forward.
+    """
     cursor = store.get_cursor(adapter.name, STREAM)
     newest = datetime.fromisoformat(cursor) if cursor else now - initial_lookback
-    since = newest - overlap
+    if since is None:
+        since = newest - overlap
     queued = seen = 0
     for deal in adapter.changed_deals(since):
         seen += 1
@@ -38,6 +45,8 @@ def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: tim
                       dedup_key=f"poll:{deal.id}:{modified.isoformat()}:{fingerprint[:12]}", source="poll")
         if store.add_event(event, now):
             queued += 1
+        if progress is not None:
+            progress(1)
         if modified > newest:
             newest = modified
         if seen % checkpoint_every == 0:

@@ -39,8 +39,9 @@ def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) 
     assert "secret-code" not in result.output and "tok-12345678" not in result.output
 
     assert runner.invoke(main, ["replay", "--config", str(config)]).exit_code == 2  # nothing chosen
-    result = runner.invoke(main, ["replay", "--config", str(config), "--all"])
+    result = runner.invoke(main, ["replay", "--config", str(config), "--all", "--wait", "0.6"])
     assert result.exit_code == 0 and "1 dead letter(s) queued again: 1" in result.output
+    assert "still pending 1" in result.output  # no connector runs here to resend it
     with store.sessions() as s:
         row = s.get(OutboxRow, 1)
         assert row is not None and (row.status, row.attempts) == ("pending", 1)
