@@ -8,15 +8,17 @@ them. A database failure answers 503 so the sender may retry; no request ends in
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
 from adapters.errors import WebhookError
@@ -26,17 +28,35 @@ from connector.storage.store import Store, new_correlation_id
 from connector.worker import utcnow
 
 log = logging.getLogger(__name__)
+# Clocks differ a little between the CRM and us; a delivery stamped further ahead is refused.
+FUTURE_SKEW = timedelta(minutes=5)
+
+
+def _allowed(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        peer = ipaddress.ip_address(address or "")
+    except ValueError:
+        return False
+    return any(peer in network for network in networks)
 
 
 def create_app(
     store: Store,
     adapters: Mapping[str, CrmAdapter],
     *,
+    allow_from: list[str] | None = None,
+    behind_proxy: bool = False,
+    replay_window: float = 86400.0,
     max_body_bytes: int = 256 * 1024,
     clock: Callable[[], datetime] = utcnow,
 ) -> Flask:
     """The intake WSGI app for the given CRMs."""
     app = Flask("connector.intake")
+    if behind_proxy:
+        # The peer is the proxy; the client is the one hop it appends to X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
+    networks = [ipaddress.ip_network(n, strict=False) for n in allow_from or []]
+    window = timedelta(seconds=replay_window)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["MAX_FORM_PARTS"] = 500
     parsers: dict[tuple[str, str], WebhookParser] = {}
@@ -53,6 +73,10 @@ def create_app(
             log.warning("webhook refused crm=%s/%s status=404 reason=unknown CRM", crm_type, name[:40])
             DELIVERIES.labels("unknown", "refused_404").inc()
             return jsonify(error="no such CRM is configured"), 404
+        if networks and not _allowed(request.remote_addr, networks):
+            log.warning("webhook refused crm=%s status=403 reason=source address not allowed", name)
+            DELIVERIES.labels(name, "refused_403").inc()
+            return jsonify(error="source address not allowed"), 403
         with observability.correlation(correlation):
             response, status = _hook(parser, name, correlation)
         result = "accepted" if status == 200 else f"refused_{status}"
@@ -85,6 +109,11 @@ def create_app(
         except Exception:  # a parser bug must still not become a 500 or a stored row
             log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
             return jsonify(error="could not parse the delivery"), 400
+        stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]
+        if stale:
+            log.warning("webhook refused crm=%s status=400 reason=outside the replay window stamped=%s correlation=%s",
+                        name, stale[0].occurred_at.isoformat(), correlation)
+            return jsonify(error="delivery outside the replay window"), 400
         stored = duplicates = 0
         try:
             for event in events:

@@ -50,7 +50,10 @@ class Runtime:
         self.calendar = build_calendar(config)
         self.worker = Worker(config, self.store, self.adapters, clock=clock, calendar=self.calendar)
         self.dispatcher = Dispatcher(config, self.store, self.adapters, clock=clock)
-        self.app = create_app(self.store, self.adapters, max_body_bytes=config.server["max_body_bytes"], clock=clock)
+        srv = config.server
+        self.app = create_app(self.store, self.adapters, max_body_bytes=srv["max_body_bytes"], clock=clock,
+                              allow_from=srv["allow_from"], behind_proxy=srv["behind_proxy"],
+                              replay_window=srv["replay_window"])
         if config.server["status_token"]:
             self.app.register_blueprint(status_blueprint(self.store, config, clock))
         self.scheduler = BackgroundScheduler(timezone="UTC")

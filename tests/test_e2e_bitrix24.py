@@ -112,7 +112,7 @@ def _outbox_states(rt: Runtime) -> set[str]:
 def test_forged_token_403_and_nothing_stored(runtime: Runtime) -> None:
     runtime.start(serve=True)
     url = f"{runtime.intake_url}/hooks/bitrix24/b24"
-    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1724140800",
+    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": str(int(time.time())),
             "auth[application_token]": "forged-token-xxxxxx"}
     resp = requests.post(url, data=body, timeout=5)
     assert resp.status_code == 403
@@ -139,7 +139,7 @@ def test_malformed_body_is_4xx_never_500(runtime: Runtime, body: str, content_ty
 def test_unknown_crm_404_and_duplicate_acknowledged(runtime: Runtime) -> None:
     runtime.start()
     assert requests.post(f"{runtime.intake_url}/hooks/bitrix24/other", data={"a": "1"}, timeout=5).status_code == 404
-    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": "1724140800",
+    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": str(int(time.time())),
             "auth[application_token]": TOKEN}
     first = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body, timeout=5)
     second = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body, timeout=5)
@@ -214,7 +214,7 @@ def test_stop_cuts_crm_waits_short_and_leaves_work_claimable(sim, db_url, monkey
     deal_id = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
                                   "UF_CRM_ADDRESS": "Казань, Советский район"})
     simulator.faults.limit_rate = 1.0  # every call refused: the client sits in a 30 s backoff
-    body = {"event": "ONCRMDEALADD", "data[FIELDS][ID]": deal_id, "ts": "1724140800",
+    body = {"event": "ONCRMDEALADD", "data[FIELDS][ID]": deal_id, "ts": str(int(time.time())),
             "auth[application_token]": TOKEN}
     assert requests.post(f"{rt.intake_url}/hooks/bitrix24/b24", data=body, timeout=5).status_code == 200
     assert wait_for(lambda: simulator.refusals > 0)

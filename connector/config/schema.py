@@ -30,9 +30,29 @@ class ServerSchema(Schema):
     port = fields.Integer(load_default=8080, validate=validate.Range(min=0, max=65535))
     max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024))
     threads = fields.Integer(load_default=8, validate=validate.Range(min=1, max=64))
+    allow_from = fields.List(fields.String(), load_default=list,
+                             metadata={"doc": "addresses or networks (CIDR) allowed to post webhooks; empty: any"})
+    behind_proxy = fields.Boolean(load_default=False,
+                                  metadata={"doc": "take the client address from one X-Forwarded-For hop"})
+    replay_window = Span(load_default=86400.0,
+                         metadata={"doc": "deliveries stamped older than this (or from the future) are refused"})
     status_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16),
                                  metadata={"doc": "enables the read-only status page at /status; give it as "
                                                   "the basic-auth password, a Bearer token or ?token="})
+
+    @validates_schema
+    def check_networks(self, data: dict[str, Any], **kwargs: Any) -> None:
+        _check_networks(data.get("allow_from") or [])
+
+
+def _check_networks(values: list[str]) -> None:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError as exc:
+            raise ValidationError({"allow_from": [f"{value!r} is not an address or network: {exc}"]}) from exc
 
 
 class CalendarSchema(Schema):
