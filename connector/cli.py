@@ -66,18 +66,24 @@ def init_db(config_path: str) -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path())
-def run(config_path: str) -> None:
-    """Run intake, scheduler, worker and dispatcher in one process."""
-    from connector.runtime import Runtime
+@click.option("--roles", default="intake,worker,dispatcher,scheduler", show_default=True,
+              help="what this process does; split them over processes to scale out on PostgreSQL")
+def run(config_path: str, roles: str) -> None:
+    """Run intake, scheduler, worker and dispatcher (all in one process by default)."""
+    from connector.runtime import ROLES, Runtime
 
+    chosen = [r.strip() for r in roles.split(",") if r.strip()]
+    if unknown := set(chosen) - set(ROLES):
+        raise click.UsageError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
     cfg = _load(config_path)
     _setup_logging(cfg.logging["level"], cfg.logging["format"])
     runtime = Runtime(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runtime.start()
-    click.echo(f"listening on {runtime.intake_url}")
+    runtime.start(roles=chosen)
+    if "intake" in chosen:
+        click.echo(f"listening on {runtime.intake_url}")
     stop.wait()
     runtime.stop()
 

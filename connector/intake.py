@@ -23,11 +23,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
 from adapters.errors import WebhookError
 from connector import observability
+from connector.leader import leader_seen
 from connector.metrics import DELIVERIES, exposition
 from connector.storage.store import Store, new_correlation_id
 from connector.worker import utcnow
 
 log = logging.getLogger(__name__)
+# A leader's heartbeat older than this means no process leads the scheduled jobs.
+LEADER_STALE = timedelta(seconds=60)
 # Clocks differ a little between the CRM and us; a delivery stamped further ahead is refused.
 FUTURE_SKEW = timedelta(minutes=5)
 
@@ -141,9 +144,13 @@ def create_app(
         try:
             with store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
+            leader, beat = leader_seen(store, clock(), LEADER_STALE)
         except SQLAlchemyError:
             return jsonify(ok=False, database="unreachable"), 503
-        return jsonify(ok=True, database="ok"), 200
+        if leader is None:  # no process runs polls and deadline scans right now
+            return jsonify(ok=False, database="ok", leader=None,
+                           last_heartbeat=beat.isoformat() if beat else None), 503
+        return jsonify(ok=True, database="ok", leader=leader), 200
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

@@ -1,12 +1,14 @@
-"""One connector process: intake on waitress, and the scheduler running poller, worker
-and dispatcher ticks (APScheduler)."""
+"""One connector process: intake on waitress, worker and dispatcher ticks, and (while this
+process leads) the scheduled jobs: polls, deadline scans, schedules, reports (APScheduler)."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from collections.abc import Callable
-from datetime import datetime, timedelta
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -18,6 +20,7 @@ from adapters.registry import build_adapter
 from connector.config import Config
 from connector.dispatcher import Dispatcher
 from connector.intake import create_app
+from connector.leader import Leadership
 from connector.storage.store import Store
 from connector.web.status_page import status_blueprint
 from connector.worker import Worker, utcnow
@@ -28,6 +31,9 @@ from jobs.timers import fire_due_timers
 from rules.calendar import WorkCalendar
 
 log = logging.getLogger(__name__)
+
+ROLES = ("intake", "worker", "dispatcher", "scheduler")
+LEADER_CHECK = 15.0  # seconds between leadership checks (and heartbeats)
 # A tick that outlasts its interval is normal here; APScheduler would warn on every skip.
 logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per tick is noise
@@ -57,6 +63,7 @@ class Runtime:
         if config.server["status_token"]:
             self.app.register_blueprint(status_blueprint(self.store, config, clock))
         self.scheduler = BackgroundScheduler(timezone="UTC")
+        self.leadership = Leadership(self.store, f"{socket.gethostname()}:{os.getpid()}")
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
 
@@ -89,35 +96,62 @@ class Runtime:
         return poll_deals(self.store, self.adapters[crm], now=self.clock(),
                           overlap=timedelta(seconds=settings.get("poll_overlap", 120)))
 
-    def start(self, *, serve: bool = True) -> None:
-        if serve:
+    def start(self, *, serve: bool = True, roles: Iterable[str] = ROLES) -> None:
+        """Start the given roles in this process (all by default: the embedded shape).
+
+        ``intake`` serves webhooks (waitress); ``worker`` and ``dispatcher`` process rows and
+        may run in many processes at once; ``scheduler`` runs polls, deadline scans,
+        schedules and reports, but only while this process is the leader.
+        """
+        wanted = set(roles)
+        if unknown := wanted - set(ROLES):
+            raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
+        if serve and "intake" in wanted:
             srv = self.config.server
             server = create_server(self.app, host=srv["host"], port=srv["port"], threads=srv["threads"])
             self._server = server
             self._server_thread = threading.Thread(target=server.run, name="intake", daemon=True)
             self._server_thread.start()
         opts = {"max_instances": 1, "coalesce": True}
-        self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts)
-        self.scheduler.add_job(self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"],
-                               id="dispatcher", **opts)
+        if "worker" in wanted:
+            self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker",
+                                   **opts)
+        if "dispatcher" in wanted:
+            self.scheduler.add_job(self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"],
+                                   id="dispatcher", **opts)
+        if "scheduler" in wanted:
+            self._add_leader_jobs(opts)
+        if self.scheduler.get_jobs():
+            self.scheduler.start()
+        log.info("connector running crms=%s roles=%s", ",".join(self.config.crms), ",".join(sorted(wanted)))
+
+    def _add_leader_jobs(self, opts: dict[str, Any]) -> None:
+        lead = self._as_leader
+        # Checked at once and then regularly: the heartbeat tells other processes a leader lives.
+        self.scheduler.add_job(lambda: self.leadership.held(self.clock()), "interval", seconds=LEADER_CHECK,
+                               id="leader", next_run_time=datetime.now(UTC), **opts)
         for rule in self.config.rules:
             if rule.schedule and rule.enabled:
                 trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
-                self.scheduler.add_job(self.run_schedule, trigger, args=[rule.name], id=f"schedule-{rule.name}",
-                                       misfire_grace_time=3600, **opts)
+                self.scheduler.add_job(lead, trigger, args=[self.run_schedule, rule.name],
+                                       id=f"schedule-{rule.name}", misfire_grace_time=3600, **opts)
         for report in self.config.reports:
             trigger = CronTrigger.from_crontab(report.schedule, timezone=self.calendar.tz)
-            self.scheduler.add_job(self.run_report, trigger, args=[report.name], id=f"report-{report.name}",
+            self.scheduler.add_job(lead, trigger, args=[self.run_report, report.name], id=f"report-{report.name}",
                                    misfire_grace_time=3600, **opts)
         if self.config.deadlines:
-            self.scheduler.add_job(self.fire_timers, "interval", seconds=self.config.timers["every"],
+            self.scheduler.add_job(lead, "interval", args=[self.fire_timers], seconds=self.config.timers["every"],
                                    id="deadlines", **opts)
         for name, settings in self.config.crms.items():
             if "poll_every" in settings:
-                self.scheduler.add_job(self.poll, "interval", args=[name], seconds=settings["poll_every"],
+                self.scheduler.add_job(lead, "interval", args=[self.poll, name], seconds=settings["poll_every"],
                                        id=f"poll-{name}", **opts)
-        self.scheduler.start()
-        log.info("connector running crms=%s", ",".join(self.config.crms))
+
+    def _as_leader(self, job: Callable[..., int], *args: Any) -> int:
+        """Run a scheduled job only while this process leads (the others skip it)."""
+        if not self.leadership.held(self.clock()):
+            return 0
+        return job(*args)
 
     def stop(self) -> None:
         """Stop taking webhooks, cut CRM waits short, let running ticks finish, close.
@@ -130,6 +164,7 @@ class Runtime:
             adapter.interrupt()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self.leadership.release()
         for adapter in self.adapters.values():
             adapter.close()
         self.store.close()

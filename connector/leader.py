@@ -1,0 +1,96 @@
+"""One scheduler per database: the leader runs polls, deadline scans, schedules and reports.
+
+Several connector processes may share a PostgreSQL database (scale-out); workers and
+dispatchers in all of them claim rows safely, but a poll or a deadline scan must run in
+one place (and APScheduler 3's job stores must not be shared). The leader holds a
+PostgreSQL advisory lock on its own connection: if the process dies, the connection
+closes and another process takes over at its next try. On SQLite there is one process,
+which always leads. The leader writes a heartbeat row so that any process (an intake
+under gunicorn, say) can tell whether a leader is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from connector.storage.models import CursorRow
+from connector.storage.store import Store
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = 727101
+HEARTBEAT = ("_connector", "leader")
+
+
+class Leadership:
+    """Try to lead; ``held()`` says whether this process leads right now."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self._conn: Connection | None = None
+        self._lock = threading.Lock()
+        self._postgres = store.engine.dialect.name == "postgresql"
+
+    def held(self, now: datetime) -> bool:
+        """Acquire or confirm leadership; write the heartbeat when leading."""
+        with self._lock:
+            leading = self._confirm() if self._postgres else True
+        if leading:
+            try:
+                self.store.set_cursor(HEARTBEAT[0], HEARTBEAT[1], self.owner, now)
+            except SQLAlchemyError:
+                log.warning("leader heartbeat not written")
+        return leading
+
+    def _confirm(self) -> bool:
+        if self._conn is not None:
+            try:
+                self._conn.exec_driver_sql("SELECT 1")
+                return True
+            except SQLAlchemyError:
+                log.warning("leader lost its database connection; leadership dropped owner=%s", self.owner)
+                self._drop()
+        try:
+            conn = self.store.engine.connect()
+            got = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar())
+            conn.commit()
+        except SQLAlchemyError:
+            return False
+        if not got:
+            conn.close()
+            return False
+        self._conn = conn
+        log.info("this process leads the scheduled jobs owner=%s", self.owner)
+        return True
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            # Closing would only return the connection to the pool, lock and all: unlock, and
+            # discard the connection so nothing of this session survives.
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.exec_driver_sql(f"SELECT pg_advisory_unlock({LOCK_KEY})")
+            with contextlib.suppress(SQLAlchemyError):
+                self._conn.invalidate()
+                self._conn.close()
+            self._conn = None
+
+    def release(self) -> None:
+        """Give leadership up (closing the connection releases the advisory lock)."""
+        with self._lock:
+            self._drop()
+
+
+def leader_seen(store: Store, now: datetime, within: timedelta) -> tuple[str | None, datetime | None]:
+    """The last leader's name and heartbeat, if it beat within ``within``."""
+    with store.sessions() as s:
+        row = s.scalar(select(CursorRow).where(CursorRow.crm == HEARTBEAT[0], CursorRow.stream == HEARTBEAT[1]))
+    if row is None or now - row.updated_at > within:
+        return None, row.updated_at if row else None
+    return row.value, row.updated_at
