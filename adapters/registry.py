@@ -30,8 +30,34 @@ def _b24_adapter() -> type[CrmAdapter]:
     return Bitrix24Adapter
 
 
+def _pipedrive_settings() -> type[Schema]:
+    from adapters.pipedrive.settings import PipedriveSettings
+
+    return PipedriveSettings
+
+
+def _pipedrive_adapter() -> type[CrmAdapter]:
+    from adapters.pipedrive.adapter import PipedriveAdapter
+
+    return PipedriveAdapter
+
+
+def _onec_settings() -> type[Schema]:
+    from adapters.onec.settings import OneCSettings
+
+    return OneCSettings
+
+
+def _onec_adapter() -> type[CrmAdapter]:
+    from adapters.onec.adapter import OneCAdapter
+
+    return OneCAdapter
+
+
 CRM_TYPES: dict[str, CrmType] = {
     "bitrix24": CrmType("bitrix24", _b24_settings, _b24_adapter),
+    "pipedrive": CrmType("pipedrive", _pipedrive_settings, _pipedrive_adapter),
+    "onec": CrmType("onec", _onec_settings, _onec_adapter),
 }
 
 

@@ -67,7 +67,9 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
             c = CrmStatus(name=name, type=settings["type"])
             c.last_webhook = s.scalar(select(func.max(InboxRow.received_at)).where(
                 InboxRow.crm == name, InboxRow.source == "webhook"))
-            cursor = s.scalar(select(CursorRow).where(CursorRow.crm == name).order_by(CursorRow.updated_at.desc()))
+            # "doc:" rows are a document source's per-document memory, not a poll cursor.
+            cursor = s.scalar(select(CursorRow).where(CursorRow.crm == name, ~CursorRow.stream.startswith("doc:"))
+                              .order_by(CursorRow.updated_at.desc()))
             if cursor is not None:
                 c.last_poll, c.cursor = cursor.updated_at, cursor.value
             c.inbox_new = _count(s, select(func.count(InboxRow.id)).where(InboxRow.crm == name,
@@ -83,8 +85,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 if status == "pending" and attempted:
                     c.outbox["retrying"] = int(attempted)
                 c.outbox[status] = int(count) - (int(attempted) if status == "pending" else 0)
-            c.unlinked = _count(s, select(func.count(AuditRow.id)).where(AuditRow.crm == name,
-                                                                         AuditRow.action == "unlinked"))
+            c.unlinked = len(_still_unlinked(s, name))
             crms.append(c)
             if c.outbox.get("dead"):
                 attention.append(f"{name}: {c.outbox['dead']} dead letter(s) — see `connector replay`")
@@ -108,10 +109,30 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 for r in s.scalars(select(OutboxRow).where(OutboxRow.status == "dead")
                                    .order_by(OutboxRow.updated_at.desc()).limit(listed))]
         unlinked = [{"crm": r.crm, "at": r.at, "what": r.message}
-                    for r in s.scalars(select(AuditRow).where(AuditRow.action == "unlinked")
-                                       .order_by(AuditRow.at.desc()).limit(listed))]
+                    for name in config.crms for r in _still_unlinked(s, name)][:listed]
     return Status(at=now, crms=crms, open_deadlines=open_deadlines, breaches_today=breaches_today,
                   dead_letters=dead, unlinked=unlinked, attention=attention)
+
+
+def _still_unlinked(s: Session, crm: str, limit: int = 500) -> list[AuditRow]:
+    """Documents reported unlinked that have not been linked since (newest report per document).
+
+    The report's key is ``unlinked:<source>:<ref>:<version>``; a document linked later has
+    an inbox event keyed ``onec:<source>:<entity>:<ref>:<version>``.
+    """
+    newest: dict[str, AuditRow] = {}
+    for row in s.scalars(select(AuditRow).where(AuditRow.crm == crm, AuditRow.action == "unlinked")
+                         .order_by(AuditRow.at.desc()).limit(limit)):
+        parts = (row.key or "").split(":")
+        ref = parts[2] if len(parts) >= 4 else (row.key or str(row.id))
+        newest.setdefault(ref, row)
+    still = []
+    for ref, row in newest.items():
+        linked = s.scalar(select(InboxRow.id).where(InboxRow.dedup_key.like(f"onec:{crm}:%:{ref}:%"),
+                                                    InboxRow.received_at >= row.at).limit(1))
+        if linked is None:
+            still.append(row)
+    return still
 
 
 def render(status: Status, console: Any, tz: str) -> None:

@@ -252,7 +252,8 @@ class RuleSchema(Schema):
             if isinstance(step, AssignSpec):
                 step.rule = data["name"]  # round-robin counts per rule
         return Rule(name=data["name"], crm=data["crm"], triggers=frozenset(data["on"]),
-                    condition=data["when"], actions=data["do"], once_per=data["once_per"],
+                    condition=data["when"] or compile_condition(None), actions=data["do"],
+                    once_per=data["once_per"],
                     enabled=data["enabled"], schedule=data["schedule"])
 
 

@@ -201,6 +201,14 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     for i, rule in enumerate(data.get("rules", [])):
         if rule.crm not in crms and rule.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
+    for name, block in crms.items():
+        # A document source (1C) feeds the deals of another configured CRM.
+        target = block.get("deal_crm")
+        if block.get("type") == "onec" and target is not None:
+            if target not in crms:
+                add({"deal_crm": [f"no CRM named {target!r} under crms"]}, ("crms", name))
+            elif crms[target].get("type") == "onec":
+                add({"deal_crm": [f"{target!r} is a 1C base, not a CRM with deals"]}, ("crms", name))
     for i, report in enumerate(data.get("reports", [])):
         if report.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))

@@ -1,0 +1,247 @@
+"""The 1C:Enterprise adapter: a document source (invoices, payments, customer orders) linked to
+the deals of another CRM, and a write target for counterparties.
+
+1C holds no deals and sends no webhooks, so the deal-shaped methods answer empty; the poller
+``jobs.poll_documents`` reads documents through the methods below and files them as events of
+the deal CRM named by ``deal_crm``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from adapters.base import CrmAdapter, WriteResult
+from adapters.errors import FatalError, NotFoundError
+from adapters.onec.client import OneCClient
+from adapters.onec.commands import CreateCounterparty
+from adapters.onec.mapping import (
+    DOCUMENT_KEYS,
+    Counterparty,
+    Document,
+    EntityMap,
+    build_entities,
+    counterparty_from_odata,
+    document_from_odata,
+    is_composite,
+    is_empty_ref,
+)
+from adapters.onec.odata_filter import (
+    TypedRef,
+    datetime_literal,
+    format_literal,
+    guid_literal,
+    is_guid,
+    string_literal,
+)
+from connector.domain import Command, Deal, User
+
+
+class OneCAdapter(CrmAdapter):
+    """One 1C base published through the standard OData interface."""
+
+    type = "onec"
+
+    def __init__(self, name: str, settings: Mapping[str, Any], client: OneCClient | None = None) -> None:
+        super().__init__(name, settings)
+        self.client = client or OneCClient(
+            settings["base_url"], settings["username"], settings["password"], crm=name,
+            timeout=settings.get("timeout", 30.0), max_attempts=settings.get("max_attempts", 5),
+            backoff_initial=settings.get("backoff_initial", 0.5),
+        )
+        self.entities: dict[str, EntityMap] = build_entities(settings.get("profile", "trade_11"),
+                                                             settings.get("entities") or {})
+        self.tz = ZoneInfo(settings.get("timezone", "Europe/Moscow"))
+        self.deal_crm: str = str(settings.get("deal_crm", ""))
+        self.page_size: int = int(settings.get("page_size", 100))
+        self.currency: str = str(settings.get("currency", "RUB"))
+        self.currencies: dict[str, str] = {str(k).lower(): str(v) for k, v in
+                                           (settings.get("currencies") or {}).items()}
+        self.shipment_statuses = frozenset(settings.get("shipment_statuses") or ["КОтгрузке"])
+        self.contact_kinds: dict[str, str] = dict(settings.get("contact_kinds") or {})
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    # --- the CrmAdapter interface: 1C has no deals, users or webhooks ---------------------------
+
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
+        return {}
+
+    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
+        return iter(())
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        return {}
+
+    def interrupt(self) -> None:
+        self.client.interrupt()
+
+    def close(self) -> None:
+        self.client.close()
+
+    # --- time: 1C dates are the base's naive wall time --------------------------------------------
+
+    def to_local(self, moment: datetime) -> datetime:
+        """An aware moment as the base's naive wall time (what ``datetime'…'`` literals mean)."""
+        return moment.astimezone(self.tz).replace(tzinfo=None, microsecond=0)
+
+    def to_utc(self, wall: datetime) -> datetime:
+        """A 1C date (naive wall time) as an aware UTC moment."""
+        return wall.replace(tzinfo=self.tz).astimezone(UTC)
+
+    # --- reads for the document poller -------------------------------------------------------------
+
+    def document_entities(self) -> list[EntityMap]:
+        """The document sets to poll, invoices first (payments refer to them)."""
+        return [self.entities[k] for k in DOCUMENT_KEYS if k in self.entities]
+
+    def begin_run(self) -> None:
+        """Forget cached counterparties and invoices: a poll run reads them fresh once."""
+        self._cache.clear()
+
+    def documents_page(self, emap: EntityMap, since: datetime, *, skip: int = 0,
+                       top: int | None = None) -> list[Document]:
+        """Documents dated at or after ``since`` (wall time), by ``Date, Ref_Key``, one page.
+
+        The poller pages by date and uses ``$skip`` only within the documents sharing the last
+        date it saw, so a document inserted or deleted meanwhile cannot shift a page over another.
+        """
+        rows = self.client.collection(emap.set, filter=f"Date ge {datetime_literal(since)}", select=emap.select(),
+                                      orderby="Date,Ref_Key", top=top or self.page_size, skip=skip)
+        return [document_from_odata(emap, row) for row in rows]
+
+    def get_document(self, entity: str, ref: str) -> Document | None:
+        """One document by ``Ref_Key`` (cached for the run), None if it does not exist."""
+        emap = self.entities.get(entity)
+        if emap is None or is_empty_ref(ref):
+            return None
+        key = (f"doc:{entity}", ref.lower())
+        if key not in self._cache:
+            try:
+                raw = self.client.get(f"{emap.set}({guid_literal(ref)})", {"$select": ",".join(emap.select())})
+            except NotFoundError:
+                raw = None
+            self._cache[key] = document_from_odata(emap, raw) if raw else None
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def counterparty(self, ref: str) -> Counterparty | None:
+        """A counterparty's name and tax ids (cached for the run)."""
+        if is_empty_ref(ref):
+            return None
+        emap = self.entities["counterparty"]
+        key = ("party", ref.lower())
+        if key not in self._cache:
+            select = ",".join(n for n in ("Ref_Key", emap.name, emap.full_name, emap.inn, emap.kpp) if n)
+            try:
+                raw = self.client.get(f"{emap.set}({guid_literal(ref)})", {"$select": select})
+            except NotFoundError:
+                raw = None
+            self._cache[key] = counterparty_from_odata(emap, raw) if raw else None
+        return self._cache[key]  # type: ignore[no-any-return]
+
+    def payments_for_invoice(self, invoice_ref: str) -> list[tuple[Document, float]]:
+        """Every payment document with a settlement row for this invoice, and that row's sum.
+
+        Read through the tabular-section sets (``Document_X_РасшифровкаПлатежа``): 1C filters
+        those by the row's attribute without lambda operators, which not every release has.
+        """
+        invoice = self.entities.get("invoice")
+        if invoice is None or is_empty_ref(invoice_ref):
+            return []
+        found: list[tuple[Document, float]] = []
+        for emap in self.document_entities():
+            if emap.document != "payment" or not emap.rows or not emap.row_invoice:
+                continue
+            literal = (format_literal(TypedRef(invoice_ref.lower(), invoice.set)) if is_composite(emap.row_invoice)
+                       else guid_literal(invoice_ref))
+            sums: dict[str, float] = {}
+            try:
+                for row in self.client.iterate(f"{emap.set}_{emap.rows}", filter=f"{emap.row_invoice} eq {literal}",
+                                               select=["Ref_Key", "LineNumber", emap.row_amount],
+                                               orderby="Ref_Key,LineNumber", page_size=self.page_size):
+                    parent = str(row.get("Ref_Key") or "").lower()
+                    sums[parent] = sums.get(parent, 0.0) + float(row.get(emap.row_amount) or 0)
+            except NotFoundError:  # this payment set is not published in the base: it holds no payments
+                continue
+            for parent, amount in sums.items():
+                doc = self.get_document(emap.key, parent)
+                if doc is not None:
+                    found.append((doc, round(amount, 2)))
+        return found
+
+    def order_paid(self, order_ref: str) -> bool | None:
+        """Whether Trade Management's order state register says the order is paid in full."""
+        emap = self.entities.get("order_state")
+        order = self.entities.get("order")
+        if emap is None or order is None or is_empty_ref(order_ref):
+            return None
+        literal = (format_literal(TypedRef(order_ref.lower(), order.set)) if is_composite(emap.order_key)
+                   else guid_literal(order_ref))
+        try:
+            rows = self.client.collection(emap.set, filter=f"{emap.order_key} eq {literal}", top=1)
+        except NotFoundError:  # the register is not published in this base
+            return None
+        if not rows:
+            return False
+        return float(rows[0].get(emap.paid_percent) or 0) >= 100
+
+    def currency_code(self, doc: Document) -> str:
+        """ISO code of the document's currency (the base currency when empty or unknown)."""
+        if is_empty_ref(doc.currency_ref):
+            return self.currency
+        return self.currencies.get(doc.currency_ref.lower(), self.currency)
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    def execute(self, command: Command, marker: str) -> WriteResult:
+        if isinstance(command, CreateCounterparty):
+            created = self.client.create(self.entities["counterparty"].set, self._counterparty_body(command, marker))
+            return WriteResult(remote_id=str(created.get("Ref_Key") or "") or None)
+        raise FatalError(f"1C adapter cannot carry out {command.kind}", crm=self.name)
+
+    def find_written(self, command: Command, marker: str) -> WriteResult | None:
+        """An earlier try's counterparty by the marker in its comment, else one with the same INN/KPP
+        (a person may have typed it meanwhile: adding a twin would be worse than reusing it)."""
+        if not isinstance(command, CreateCounterparty):
+            return None
+        emap = self.entities["counterparty"]
+        mine = self.client.collection(emap.set, filter=f"substringof({string_literal(marker)}, {emap.comment})",
+                                      select=["Ref_Key"], top=1)
+        if mine:
+            return WriteResult(remote_id=str(mine[0]["Ref_Key"]), reconciled=True)
+        if command.inn:
+            flt = f"{emap.inn} eq {string_literal(command.inn)} and DeletionMark eq false"
+            if command.kpp:
+                flt += f" and {emap.kpp} eq {string_literal(command.kpp)}"
+            same = self.client.collection(emap.set, filter=flt, select=["Ref_Key"], top=1)
+            if same:
+                return WriteResult(remote_id=str(same[0]["Ref_Key"]), reconciled=True)
+        return None
+
+    def _counterparty_body(self, command: CreateCounterparty, marker: str) -> dict[str, Any]:
+        emap = self.entities["counterparty"]
+        if not command.name.strip():
+            raise FatalError("a counterparty needs a name", crm=self.name, method=f"POST {emap.set}")
+        notes = [command.comment.strip()] if command.comment.strip() else []
+        body: dict[str, Any] = {emap.name: command.name.strip()[:100],
+                                emap.full_name: (command.full_name or command.name).strip()}
+        if command.inn:
+            body[emap.inn] = command.inn.strip()
+        if command.kpp:
+            body[emap.kpp] = command.kpp.strip()
+        rows: list[dict[str, str]] = []
+        for kind, value, contact_type in (("phone", command.phone, "Телефон"), ("email", command.email,
+                                                                                 "АдресЭлектроннойПочты")):
+            if not value:
+                continue
+            if is_guid(self.contact_kinds.get(kind, "")):
+                rows.append({"LineNumber": str(len(rows) + 1), "Тип": contact_type,
+                             "Вид_Key": self.contact_kinds[kind], "Представление": value})
+            else:  # the base's contact kinds are not configured: keep the value readable in the comment
+                notes.append(f"{'Телефон' if kind == 'phone' else 'E-mail'}: {value}")
+        if rows:
+            body["КонтактнаяИнформация"] = rows
+        notes.append(f"[{marker}]")  # lets a retried write find this counterparty
+        body[emap.comment] = "\n".join(notes)
+        return body
