@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 DEAL_KINDS = {EventKind.DEAL_CREATED, EventKind.DEAL_UPDATED}
 USERS_TTL = 300.0
+# Fields the CRM stamps on every change: they change whenever anything does, so they are
+# not changes of their own (a `changed` condition on them would always hold).
+BOOKKEEPING_FIELDS = frozenset({"DATE_MODIFY", "MOVED_TIME", "update_time", "stage_change_time", "close_time",
+                                "lost_time", "won_time", "first_won_time"})
 # A deal first seen this soon after its creation counts as newly created.
 CREATED_GRACE = timedelta(minutes=2)
 
@@ -72,7 +76,7 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str
             changes[key] = (before.get(key), after.get(key))
     old_fields, new_fields = before.get("fields") or {}, after.get("fields") or {}
     for key in set(old_fields) | set(new_fields):
-        if key in ("DATE_MODIFY", "update_time"):
+        if key in BOOKKEEPING_FIELDS:
             continue
         if old_fields.get(key) != new_fields.get(key):
             changes[key] = (old_fields.get(key), new_fields.get(key))

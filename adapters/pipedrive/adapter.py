@@ -1,0 +1,212 @@
+"""The Pipedrive adapter: deals, users, activities (tasks) and notes over API v2 and v1."""
+
+from __future__ import annotations
+
+import html
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from adapters.base import CrmAdapter, WebhookParser, WriteResult
+from adapters.errors import FatalError, NotFoundError
+from adapters.pipedrive.client import PipedriveClient
+from adapters.pipedrive.mapping import (
+    CUSTOM_KEY,
+    deal_fields_to_pd,
+    deal_from_pd,
+    format_time,
+    user_from_pd,
+)
+from adapters.pipedrive.webhook import PipedriveWebhookParser
+from connector.domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
+
+IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
+
+
+class PipedriveAdapter(CrmAdapter):
+    """One Pipedrive company, reached with an API token."""
+
+    type = "pipedrive"
+
+    def __init__(self, name: str, settings: Mapping[str, Any], client: PipedriveClient | None = None) -> None:
+        super().__init__(name, settings)
+        self.client = client or PipedriveClient(
+            settings["base_url"],
+            settings["api_token"],
+            crm=name,
+            rate=settings.get("rate", 5.0),
+            burst=settings.get("burst", 10.0),
+            timeout=settings.get("timeout", 30.0),
+            max_attempts=settings.get("max_attempts", 5),
+            backoff_initial=settings.get("backoff_initial", 0.5),
+        )
+        self.location_fields: dict[str, str] = dict(settings.get("location_fields") or {})
+
+    def webhook_parser(self) -> WebhookParser:
+        """Parser checking the HTTP Basic credentials the webhooks were registered with."""
+        return PipedriveWebhookParser(self.name, self.settings["webhook_user"], self.settings["webhook_password"],
+                                      skip_own_changes=self.settings.get("skip_own_changes", True),
+                                      own_user_id=self.settings.get("own_user_id"))
+
+    def interrupt(self) -> None:
+        """Cut retry and throttle waits short."""
+        self.client.interrupt()
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.client.close()
+
+    # --- reads ---------------------------------------------------------------------
+
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
+        """Read deals: one GET for a single id, else the v2 list filtered by up to 100 ids.
+
+        Deleted deals count as absent (Pipedrive keeps them with status "deleted").
+        """
+        ids = list(dict.fromkeys(str(i) for i in deal_ids if str(i).isdigit()))
+        found: dict[str, Deal] = {}
+        if len(ids) == 1:
+            try:
+                raw = self.client.get(f"/api/v2/deals/{ids[0]}")
+            except NotFoundError:
+                return found
+            if isinstance(raw, dict) and not _deleted(raw):
+                found[ids[0]] = deal_from_pd(self.name, raw, self.location_fields)
+            return found
+        for start in range(0, len(ids), IDS_PER_CALL):
+            chunk = ids[start:start + IDS_PER_CALL]
+            for raw in self.client.iter_v2("/api/v2/deals", {"ids": ",".join(chunk)}):
+                if not _deleted(raw):
+                    deal = deal_from_pd(self.name, raw, self.location_fields)
+                    found[deal.id] = deal
+        return found
+
+    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
+        """Deals by ``update_time`` ascending (cursor paging); the poller keeps the cursor."""
+        params: dict[str, Any] = {"sort_by": "update_time", "sort_direction": "asc"}
+        if since is not None:
+            params["updated_since"] = format_time(since)
+        for raw in self.client.iter_v2("/api/v2/deals", params):
+            yield deal_from_pd(self.name, raw, self.location_fields)
+
+    def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
+        """Deals whose ``field`` (a custom field's hash key, or ``title``) equals ``value``.
+
+        ``/v1/itemSearch/field`` with an exact match returns item ids; each candidate is then
+        read to drop deleted deals and to compare the value exactly (search folds case).
+        """
+        if not value:
+            return []
+        params = {"term": value, "field_type": "dealField", "field_key": field, "exact_match": "true",
+                  "return_item_ids": "true"}
+        candidates: list[str] = []
+        for row in self.client.iter_v1("/v1/itemSearch/field", params, limit=100):
+            if isinstance(row, Mapping) and row.get("id") is not None and str(row["id"]) not in candidates:
+                candidates.append(str(row["id"]))
+            if len(candidates) >= 100:  # far more than an ambiguity check needs
+                break
+        deals = self.get_deals(candidates) if candidates else {}
+        matched = [d for d in candidates if d in deals and str(deals[d].fields.get(field) or "") == value]
+        return matched[:limit]
+
+    def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
+        """Open deals per owner, from one paged list of open deals."""
+        wanted = set(user_ids)
+        counts: Counter[str] = Counter()
+        for raw in self.client.iter_v2("/api/v2/deals", {"status": "open"}):
+            owner = str(raw.get("owner_id"))
+            if owner in wanted:
+                counts[owner] += 1
+        return {u: counts.get(u, 0) for u in user_ids}
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        """Users by id, from ``/v1/users`` (one call lists the company's users)."""
+        ids = {str(i) for i in user_ids}
+        if not ids:
+            return {}
+        users: dict[str, User] = {}
+        for raw in self.client.get("/v1/users") or []:
+            user = user_from_pd(raw)
+            if user.id in ids:
+                users[user.id] = user
+        return users
+
+    # --- writes --------------------------------------------------------------------
+
+    def execute(self, command: Command, marker: str) -> WriteResult:
+        """Carry out one command; activities and notes carry ``marker`` in their text."""
+        if isinstance(command, CreateTask):
+            body = self._activity(command, marker)
+            data = self.client.request("POST", "/api/v2/activities", json=body, idempotent=False).get("data") or {}
+            return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
+        if isinstance(command, UpdateDeal):
+            self._patch_deal(command.deal_id, deal_fields_to_pd(command.values))
+            return WriteResult(remote_id=command.deal_id)
+        if isinstance(command, AddComment):
+            content = f"{_html_text(command.text)}<br><br>[{marker}]"
+            data = self.client.request("POST", "/v1/notes", json={"content": content, "deal_id": int(command.deal_id)},
+                                       idempotent=False).get("data") or {}
+            return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
+        if isinstance(command, CloseDeal):
+            return self._close(command)
+        raise FatalError(f"Pipedrive adapter cannot carry out {command.kind}", crm=self.name)
+
+    def find_written(self, command: Command, marker: str) -> WriteResult | None:
+        """Find an earlier try's activity or note by its marker; deal updates are idempotent."""
+        if isinstance(command, CreateTask):
+            params: dict[str, Any] = ({"deal_id": command.deal_id} if command.deal_id
+                                      else {"owner_id": command.responsible_id})
+            for activity in self.client.iter_v2("/api/v2/activities", params):
+                if marker in str(activity.get("note") or ""):
+                    return WriteResult(remote_id=str(activity.get("id")), reconciled=True)
+            return None
+        if isinstance(command, AddComment):
+            for note in self.client.iter_v1("/v1/notes", {"deal_id": command.deal_id}):
+                if marker in str(note.get("content") or ""):
+                    return WriteResult(remote_id=str(note.get("id")), reconciled=True)
+            return None
+        return None  # field updates set values: doing them again changes nothing
+
+    def _activity(self, command: CreateTask, marker: str) -> dict[str, Any]:
+        description = command.description.strip()
+        # The note is HTML; the marker lets a retried dispatch find this activity instead of adding another.
+        note = f"{_html_text(description)}<br><br>[{marker}]" if description else f"[{marker}]"
+        body: dict[str, Any] = {"subject": command.title, "type": command.task_type or "task", "note": note,
+                                "done": False}
+        if command.deal_id:  # a report's task belongs to no deal
+            body["deal_id"] = int(command.deal_id)
+        if command.responsible_id:
+            body["owner_id"] = int(command.responsible_id)
+        if command.deadline is not None:
+            due = command.deadline if command.deadline.tzinfo else command.deadline.replace(tzinfo=UTC)
+            due = due.astimezone(UTC)  # Pipedrive keeps due_date/due_time in UTC
+            body["due_date"] = due.strftime("%Y-%m-%d")
+            body["due_time"] = due.strftime("%H:%M")
+        return body
+
+    def _patch_deal(self, deal_id: str, body: dict[str, Any]) -> None:
+        if not deal_id.isdigit():
+            raise NotFoundError("deal ids are numeric", crm=self.name, method="PATCH /api/v2/deals")
+        self.client.request("PATCH", f"/api/v2/deals/{deal_id}", json=body)
+
+    def _close(self, command: CloseDeal) -> WriteResult:
+        body: dict[str, Any] = {"status": command.outcome}
+        if command.outcome == "lost" and command.reason:
+            field = command.reason_field or "lost_reason"
+            if CUSTOM_KEY.match(field):
+                body["custom_fields"] = {field: command.reason}
+            elif field == "lost_reason":
+                body["lost_reason"] = command.reason  # accepted only together with status lost
+            else:
+                body[field] = command.reason
+        self._patch_deal(command.deal_id, body)
+        return WriteResult(remote_id=command.deal_id)
+
+
+def _deleted(raw: Mapping[str, Any]) -> bool:
+    return raw.get("status") == "deleted" or bool(raw.get("is_deleted"))
+
+
+def _html_text(text: str) -> str:
+    return html.escape(text).replace("\n", "<br>")

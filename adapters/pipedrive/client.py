@@ -1,0 +1,249 @@
+"""One HTTP client for a Pipedrive company: API token, throttled, retried, typed errors.
+
+Pipedrive counts requests per token over a rolling 2 s window and refuses the excess with
+429 and ``x-ratelimit-*``/``retry-after`` headers; a client that keeps hammering gets a
+403 HTML page from the CDN. A client-side leaky bucket keeps us under the window, and a
+refusal waits as long as the headers say. Writes whose answer was lost (a timeout, a reset,
+a 5xx) are not resent here: the caller reconciles first (``AmbiguousWriteError``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import requests
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_when_event_set,
+    wait_exponential_jitter,
+)
+
+from adapters.errors import (
+    AdapterError,
+    AmbiguousWriteError,
+    AuthError,
+    FatalError,
+    NotFoundError,
+    RateLimited,
+    RetriableError,
+)
+from adapters.throttle import Throttle
+
+log = logging.getLogger(__name__)
+
+V2_PAGE = 500  # the v2 maximum
+V1_PAGE = 500
+CDN_BLOCK_WAIT = 60.0  # the CDN's 403 after hammering: back off hard
+
+
+class PipedriveClient:
+    """Calls ``{base_url}/api/v2/...`` and ``{base_url}/v1/...`` with an API token."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_token: str,
+        *,
+        crm: str = "pipedrive",
+        rate: float = 5.0,
+        burst: float = 10.0,
+        timeout: float = 30.0,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base = base_url.rstrip("/")
+        self.crm = crm
+        self.timeout = timeout
+        self._interrupted = threading.Event()
+        self.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
+        self.session = session or requests.Session()
+        # The token goes in a header, never in the URL, so it cannot end up in access logs.
+        self.session.headers["x-api-token"] = api_token
+        self.session.headers["Accept"] = "application/json"
+        self._max_attempts = max_attempts
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self.requests_sent = 0  # HTTP requests, for call-economy figures
+        self.rate_limited = 0  # 429 answers seen
+        self._not_before = 0.0  # monotonic time the server's window frees up, after x-ratelimit-remaining: 0
+        self._lock = threading.Lock()
+
+    def interrupt(self) -> None:
+        """Wake every retry or throttle wait and give up further retries (process stopping)."""
+        self._interrupted.set()
+
+    def _interruptible_sleep(self, seconds: float) -> None:
+        self._interrupted.wait(seconds)
+
+    def close(self) -> None:
+        """Stop waiting and close the connection pool."""
+        self.interrupt()
+        self.session.close()
+
+    # --- single calls ---------------------------------------------------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Mapping[str, Any] | None = None,
+        idempotent: bool = True,
+    ) -> dict[str, Any]:
+        """Send one call and return the whole envelope (``data``, ``additional_data``).
+
+        Retries rate limits always (a refused call had no effect), and other transient
+        failures only when ``idempotent``; a non-idempotent write whose answer was lost
+        raises ``AmbiguousWriteError`` for the caller to reconcile.
+        """
+        retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
+        retrying = Retrying(
+            retry=retry_if_exception_type(retryable),
+            stop=stop_after_attempt(self._max_attempts) | stop_when_event_set(self._interrupted),
+            wait=self._wait,
+            sleep=self._interruptible_sleep,
+            reraise=True,
+            before_sleep=self._log_retry,
+        )
+        for attempt in retrying:
+            with attempt:
+                return self._send(method, path, params, json, idempotent=idempotent)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
+        """GET and return ``data``."""
+        return self.request("GET", path, params=params).get("data")
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        base = wait_exponential_jitter(multiplier=self._backoff_initial, max=self._backoff_max,
+                                       jitter=self._backoff_initial)(state)
+        if isinstance(exc, RateLimited):
+            self.throttle.penalise()
+            if exc.retry_after:
+                # The server said when its window frees up: waiting less only earns another 429.
+                return max(base, min(exc.retry_after, self._backoff_max))
+        return base
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("pipedrive retry crm=%s attempt=%s error=%s", self.crm, state.attempt_number, exc)
+
+    def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
+              *, idempotent: bool) -> dict[str, Any]:
+        with self._lock:
+            pause = self._not_before - time.monotonic()
+        if pause > 0:
+            self._interruptible_sleep(pause)  # the server said its window is full: wait for the reset
+        self.throttle.acquire()
+        if self._interrupted.is_set():  # never sent: safe to retry later, even for a write
+            raise RetriableError("connector stopping; call not sent", crm=self.crm, method=f"{method} {path}")
+        self.requests_sent += 1
+        try:
+            resp = self.session.request(method, self.base + path, params=params, json=body, timeout=self.timeout)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+            raise cls(f"{type(exc).__name__} calling Pipedrive", crm=self.crm, method=f"{method} {path}") from exc
+        return self._decode(f"{method} {path}", resp, idempotent=idempotent)
+
+    def _decode(self, method: str, resp: requests.Response, *, idempotent: bool) -> dict[str, Any]:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if 200 <= resp.status_code < 300 and isinstance(body, dict) and body.get("success") is not False:
+            self._note_window(resp.headers)
+            return body
+        error = str(body.get("error") or "") if isinstance(body, dict) else ""
+        info = str(body.get("error_info") or "") if isinstance(body, dict) else resp.text[:200]
+        raise self.error_for(method, resp.status_code, error, info, resp.headers, json_body=isinstance(body, dict),
+                             idempotent=idempotent)
+
+    def _note_window(self, headers: Mapping[str, str]) -> None:
+        """No request left in the server's 2 s window (another client shares the token):
+        hold the next call until ``x-ratelimit-reset``, as singer-io's tap-pipedrive does."""
+        remaining = headers.get("x-ratelimit-remaining")
+        if remaining is None or remaining.strip() != "0":
+            return
+        reset = _retry_after({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "1")}) or 1.0
+        with self._lock:
+            self._not_before = max(self._not_before, time.monotonic() + min(reset, self._backoff_max))
+
+    def error_for(self, method: str, status: int, error: str, info: str, headers: Mapping[str, str], *,
+                  json_body: bool = True, idempotent: bool = True) -> AdapterError:
+        """Map Pipedrive's error envelope (``success: false, error, error_info``) to a typed error."""
+        kw: dict[str, Any] = {"crm": self.crm, "method": method, "status": status, "code": str(status),
+                              "description": error or info}
+        if status == 429:
+            self.rate_limited += 1
+            return RateLimited("Pipedrive rate limit", retry_after=_retry_after(headers), **kw)
+        if status == 403 and not json_body:
+            # Not Pipedrive but its CDN: we kept calling after 429s. Back off hard.
+            return RateLimited("Pipedrive CDN block", retry_after=CDN_BLOCK_WAIT, **kw)
+        if status in (401, 402, 403):
+            return AuthError("Pipedrive refused the token or its permissions", **kw)
+        if status in (404, 410):
+            return NotFoundError("not found", **kw)
+        if status >= 500 or status in (408,):
+            cls = RetriableError if idempotent else AmbiguousWriteError
+            return cls("Pipedrive server error", **kw)
+        if 200 <= status < 300:
+            return FatalError("Pipedrive answered without a success envelope", **kw)
+        return FatalError("Pipedrive refused the request", **kw)
+
+    # --- paging -----------------------------------------------------------------------
+
+    def iter_v2(self, path: str, params: Mapping[str, Any] | None = None, *, limit: int = V2_PAGE) -> Iterator[Any]:
+        """Yield every row of a v2 list, following ``additional_data.next_cursor``."""
+        query = {**(params or {}), "limit": limit}
+        while True:
+            body = self.request("GET", path, params=query)
+            yield from body.get("data") or []
+            cursor = (body.get("additional_data") or {}).get("next_cursor")
+            if not cursor:
+                return
+            query = {**query, "cursor": cursor}
+
+    def iter_v1(self, path: str, params: Mapping[str, Any] | None = None, *, limit: int = V1_PAGE) -> Iterator[Any]:
+        """Yield every row of a v1 list, following ``start`` while ``more_items_in_collection``."""
+        start = 0
+        while True:
+            body = self.request("GET", path, params={**(params or {}), "start": start, "limit": limit})
+            rows = body.get("data") or []  # v1 answers an empty page with data null
+            yield from rows
+            page = (body.get("additional_data") or {}).get("pagination") or {}
+            if not page.get("more_items_in_collection") or not rows:
+                return
+            start = int(page.get("next_start") or start + len(rows))
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds to wait from ``retry-after`` or ``x-ratelimit-reset`` (seconds to the window's end)."""
+    for name in ("retry-after", "x-ratelimit-reset"):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw)
+        except ValueError:
+            continue
+        if value >= 0:
+            return max(value, 0.1)
+    return None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request certainly never reached the server (refused connection)."""
+    return isinstance(exc, requests.ConnectTimeout) or (
+        isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
+    )
