@@ -302,12 +302,14 @@ def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: i
 
 @main.command()
 @click.option("--timeout", default=60.0, help="seconds to wait for the work to finish")
-def demo(timeout: float) -> None:
-    """Run the captain-by-location regulation against a local Bitrix24 simulator."""
+@click.option("--only", type=click.Choice(["bitrix24", "pipedrive", "onec"]), multiple=True,
+              help="run only these scenarios (default: all three)")
+def demo(timeout: float, only: tuple[str, ...]) -> None:
+    """Run regulations end to end against local Bitrix24, Pipedrive and 1C simulators."""
     from connector.demo.run import run_demo
 
     _setup_logging("WARNING")
-    sys.exit(run_demo(timeout))
+    sys.exit(run_demo(timeout, only or ("bitrix24", "pipedrive", "onec")))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""``connector demo``: the captain-by-location regulation end to end on a simulated portal."""
+"""``connector demo``: regulations end to end on simulated CRMs.
+
+Bitrix24: captain by location and a feasibility task per application. Pipedrive: the same
+regulation with activities, and a deal lost without a reason getting a task. 1C: an
+invoice paid in two parts arriving on its Bitrix24 deal with one hand-off task.
+"""
 
 from __future__ import annotations
 
@@ -25,7 +30,26 @@ APPLICATIONS = [
 ]
 
 
-def run_demo(timeout: float = 60.0) -> int:
+def run_demo(timeout: float = 60.0, scenarios: tuple[str, ...] = ("bitrix24", "pipedrive", "onec")) -> int:
+    """Run each scenario and print its table; 0 when every one did what it should."""
+    from connector.demo.onec_scenario import run_onec_scenario
+    from connector.demo.pipedrive_scenario import run_pipedrive_scenario
+
+    console = Console(width=170)
+    results: dict[str, bool] = {}
+    if "bitrix24" in scenarios:
+        results["bitrix24"] = run_bitrix24(timeout) == 0
+    if "pipedrive" in scenarios:
+        console.rule("Pipedrive")
+        results["pipedrive"] = run_pipedrive_scenario(console, timeout)
+    if "onec" in scenarios:
+        console.rule("1C:Enterprise → Bitrix24")
+        results["onec"] = run_onec_scenario(console, timeout)
+    console.print("demo: " + ", ".join(f"{name} {'OK' if ok else 'FAILED'}" for name, ok in results.items()))
+    return 0 if all(results.values()) else 1
+
+
+def run_bitrix24(timeout: float = 60.0) -> int:
     """Start the simulator and the connector, feed applications, print what happened."""
     sim = Bitrix24Simulator(application_token="demo-app-token-1")
     for name, last in ENGINEERS:
