@@ -23,7 +23,9 @@ from rules.model import CancelDeadline, RecordBreach, RuleContext, StartDeadline
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MSK = ZoneInfo("Europe/Moscow")
-ENV = {"B24_WEBHOOK_URL": "https://portal.bitrix24.ru/rest/1/code/", "B24_APP_TOKEN": "app-token-123"}
+ENV = {"B24_WEBHOOK_URL": "https://portal.bitrix24.ru/rest/1/code/", "B24_APP_TOKEN": "app-token-123",
+       "ONEC_URL": "http://1c.local/trade/odata/standard.odata/", "ONEC_USER": "Интеграция",
+       "ONEC_PASSWORD": "onec-password"}
 
 
 def msk(*args: int) -> datetime:
@@ -208,13 +210,69 @@ def test_b2b_sales(case: Case) -> None:
     assert run(cfg, case) == case.expect
 
 
+PAYMENT = {"document": "payment", "number": "0000-000002", "amount": 70000.0, "currency": "RUB",
+           "invoice_number": "0000-000001", "invoice_amount": 120000.0}
+MONEY = [
+    pytest.param(Case("money-invoice-on-deal", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.INVOICE_ISSUED,
+                      triggers=("invoice.issued",), data={"document": "invoice", "number": "0000-000001",
+                                                           "amount": 120000.0, "currency": "RUB"},
+                      now=msk(2026, 11, 25, 10, 0), expect=[
+        ("update", {"UF_CRM_INVOICE": "0000-000001", "UF_CRM_INVOICE_AMOUNT": "120000.0"}),
+        ("comment", "1С: выставлен счёт № 0000-000001 на 120000.0 RUB"),
+        ("deadline", "invoice-payment", "2026-11-30 18:00")]), id="invoice-written-on-the-deal"),
+    pytest.param(Case("money-payment-on-deal", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.PAYMENT_RECEIVED,
+                      triggers=("payment.received",), data={**PAYMENT, "paid_total": 120000.0, "paid_in_full": True},
+                      expect=[
+        ("update", {"UF_CRM_PAID_TOTAL": "120000.0"}),
+        ("comment", "1С: оплата № 0000-000002 на 70000.0 RUB по счёту 0000-000001; оплачено 120000.0 из 120000.0"
+                    " — полностью")]), id="payment-written-on-the-deal"),
+    pytest.param(Case("money-paid-in-full", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.PAYMENT_RECEIVED,
+                      triggers=("payment.received",), data={**PAYMENT, "paid_in_full": True}, expect=[
+        ("update", {"UF_CRM_PAID_IN_FULL": "Y"}), ("update", {"stage": "EXECUTING"})]),
+        id="full-payment-moves-the-stage"),
+    pytest.param(Case("money-paid-in-full", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.PAYMENT_RECEIVED,
+                      triggers=("payment.received",), data={**PAYMENT, "paid_in_full": False}, expect=[]),
+                 id="partial-payment-keeps-the-stage"),
+    pytest.param(Case("money-first-payment-hand-off", "PREPAYMENT_INVOICE", pipeline="0",
+                      kind=EventKind.PAYMENT_RECEIVED, triggers=("payment.received",),
+                      data={**PAYMENT, "amount": 50000.0, "first_payment": True}, expect=[
+        ("update", {"UF_CRM_BONUS_AGENT": "40000.00", "UF_CRM_BONUS_SUPERVISOR": "10000.00"}),
+        ("task", "Первая оплата получена: передать клиента в работу (Заявка Иванова)", "17", "2026-11-26 10:00",
+         "normal")]), id="first-payment-hand-off-and-bonus-80-20"),
+    pytest.param(Case("money-unpaid-reminder", "PREPAYMENT_INVOICE", {"UF_CRM_INVOICE": "0000-000001"}, pipeline="0",
+                      kind=EventKind.TIMER_DUE, triggers=("deadline.reminder",),
+                      data={"deadline": "invoice-payment", "phase": "reminder",
+                            "due_at": "2026-11-30T18:00:00+03:00"}, expect=[
+        ("task", "Счёт 0000-000001 не оплачен: напомнить клиенту до конца месяца", "17", "2026-11-30 18:00",
+         "normal")]), id="unpaid-invoice-reminder-before-month-end"),
+    pytest.param(Case("money-do-not-ship-unpaid", "EXECUTING", pipeline="0", kind=EventKind.ORDER_STATUS_CHANGED,
+                      triggers=("order.status_changed",), data={"document": "order", "number": "0000-000007",
+                                                                 "status": "КОтгрузке", "shipment_requested": True,
+                                                                 "paid": False}, expect=[
+        ("task", "Не отгружать: заказ 0000-000007 не оплачен", "17", "2026-11-25 12:00", "high"),
+        ("comment", "Заказ 0000-000007 помечен к отгрузке без оплаты — отгрузка остановлена.")]),
+        id="unpaid-order-not-shipped"),
+    pytest.param(Case("money-do-not-ship-unpaid", "EXECUTING", pipeline="0", kind=EventKind.ORDER_STATUS_CHANGED,
+                      triggers=("order.status_changed",), data={"document": "order", "number": "0000-000008",
+                                                                 "status": "КОтгрузке", "shipment_requested": True,
+                                                                 "paid": True}, expect=[]),
+                 id="paid-order-ships"),
+]
+
+
+@pytest.mark.parametrize("case", MONEY)
+def test_money_in_1c(case: Case) -> None:
+    cfg = load_config(EXAMPLES / "money-in-1c.yaml", ENV)
+    assert run(cfg, case) == case.expect
+
+
 def test_every_example_rule_has_a_case() -> None:
-    covered = {p.values[0].rule for p in ISP + B2B}
-    for name in ("isp-field-service.yaml", "b2b-sales.yaml"):
+    covered = {p.values[0].rule for p in ISP + B2B + MONEY}
+    for name in ("isp-field-service.yaml", "b2b-sales.yaml", "money-in-1c.yaml"):
         cfg = load_config(EXAMPLES / name, ENV)
         # Breach / reminder rules of the same shape are proven once (escalate, create_task on a deadline).
         shared = {"isp-supervisor-control", "isp-visit-update-breached", "isp-payment-reminder",
-                  "isp-payment-breached", "isp-connect", "b2b-proposal-reminder"}
+                  "isp-payment-breached", "isp-connect", "b2b-proposal-reminder", "money-unpaid-at-month-end"}
         missing = {r.name for r in cfg.rules} - covered - shared
         assert not missing, f"{name}: rules without a table case: {sorted(missing)}"
 
