@@ -1,0 +1,109 @@
+"""The B2B sales rule set (examples/b2b-sales-pipedrive.yaml) end to end on the Pipedrive
+simulator: tasks land as activities."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from adapters.pipedrive.simulator import PipedriveSimulator
+from connector.config import load_config_text
+from connector.runtime import Runtime
+from connector.storage.models import TimerRow
+from tests.helpers import wait_for
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "b2b-sales-pipedrive.yaml"
+API_TOKEN, HOOK_USER, HOOK_PASSWORD = "pd-b2b-token-0123456789", "hooks", "hook-password-b2b"
+KEYS = {name: "a" * 36 + suffix for name, suffix in
+        (("position", "0001"), ("phone", "0002"), ("email", "0003"), ("city", "0004"), ("care", "0005"))}
+
+
+@pytest.fixture
+def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]:  # type: ignore[no-untyped-def]
+    simulator = PipedriveSimulator(api_token=API_TOKEN, burst_limit=40, webhook_retry_delays=(0.2, 0.5))
+    for _ in range(23):  # ids 10002.. : the example names users 20, 21, 22 — map them below
+        simulator.add_user("user")
+    for name, key in KEYS.items():
+        simulator.add_deal_field(name, "varchar", key=key)
+    server = simulator.serve()
+    text = EXAMPLE.read_text(encoding="utf-8")
+    text = text.replace('storage: {url: "sqlite:///data/b2b-pipedrive.db"}',
+                        f'storage: {{url: "{db_url}"}}\nserver: {{host: 127.0.0.1, port: 0}}\n'
+                        "worker: {every: 0.1s}\ndispatcher: {every: 0.1s, backoff: 0.2s}")
+    # The simulator numbers users from 10001; the example's 20/21/22 become real ids.
+    text = text.replace("to: 20,", "to: 10020,").replace("group: [21, 22]", "group: [10021, 10022]")
+    environ = {"PD_BASE_URL": server.base_url, "PD_API_TOKEN": API_TOKEN, "PD_WEBHOOK_USER": HOOK_USER,
+               "PD_WEBHOOK_PASSWORD": HOOK_PASSWORD}
+    rt = Runtime(load_config_text(text, environ))
+    rt.start()
+    simulator.add_webhook(f"{rt.intake_url}/hooks/pipedrive/pd", event_action="*", event_object="deal",
+                          version="2.0", http_auth_user=HOOK_USER, http_auth_password=HOOK_PASSWORD)
+    yield simulator, rt
+    rt.stop()
+    server.stop()
+    simulator.close()
+
+
+def _complete(extra: dict[str, object] | None = None) -> dict[str, object]:
+    return {"title": "Кружки с логотипом", "stage_id": 1, "owner_id": 10002, "value": 50000, "currency": "RUB",
+            "org_id": 1, "person_id": 1,
+            "custom_fields": {KEYS["position"]: "закупщик", KEYS["phone"]: "+7 900 000-00-00",
+                              KEYS["email"]: "p@romashka.ru", KEYS["city"]: "Казань"}, **(extra or {})}
+
+
+def _subjects(simulator: PipedriveSimulator, deal: int) -> list[tuple[str, str, int]]:
+    return [(a["subject"], a["type"], a["owner_id"]) for a in simulator.activities_for_deal(deal)]
+
+
+def test_new_lead_gets_a_call_and_a_proposal_deadline(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt = world
+    deal = simulator.add_deal(_complete())
+    assert wait_for(lambda: _subjects(simulator, deal) == [("Позвонить клиенту: Кружки с логотипом", "call", 10002)])
+    with rt.store.sessions() as s:
+        assert s.scalar(select(TimerRow.name).where(TimerRow.deal_id == str(deal))) == "proposal"
+
+
+def test_missing_card_fields_ask_for_them(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = world
+    deal = simulator.add_deal({**_complete(), "custom_fields": {}})
+    assert wait_for(lambda: ("Заполните карточку сделки: Кружки с логотипом", "task", 10002)
+                    in _subjects(simulator, deal))
+
+
+def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = world
+    vague = simulator.add_deal(_complete({"stage_id": 4}))
+    detailed = simulator.add_deal(_complete({"stage_id": 4, "title": "Футболки"}))
+    assert wait_for(lambda: all(simulator.activities_for_deal(d) == [] for d in (vague, detailed)), timeout=2)
+    simulator.update_deal(vague, {"status": "lost", "lost_reason": "дорого"})
+    simulator.update_deal(detailed, {"status": "lost", "lost_reason": "Выбрали поставщика с доставкой завтра"})
+    assert wait_for(lambda: simulator.deals[vague]["status"] == "open"
+                    and ("Подробно опишите причину проигрыша: Кружки с логотипом", "task", 10002)
+                    in _subjects(simulator, vague))
+    assert simulator.deals[detailed]["status"] == "lost" and _subjects(simulator, detailed) == []
+
+
+def test_won_deal_is_handed_to_customer_care_in_turn(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = world
+    deals = [simulator.add_deal(_complete({"stage_id": 5, "title": f"Заказ {i}"})) for i in range(2)]
+    for deal in deals:
+        simulator.update_deal(deal, {"status": "won"})
+    assert wait_for(lambda: all(len(simulator.activities_for_deal(d)) == 1 for d in deals))
+    owners = sorted(simulator.activities_for_deal(d)[0]["owner_id"] for d in deals)
+    assert owners == [10021, 10022]  # round-robin over the care team
+    assert {simulator.deals[d]["custom_fields"][KEYS["care"]] for d in deals} == {"10021", "10022"}
+
+
+def test_daily_report_lands_as_an_activity_per_manager(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt = world
+    deal = simulator.add_deal(_complete())
+    assert wait_for(lambda: len(simulator.activities_for_deal(deal)) == 1)
+    assert rt.run_report("pd-daily-per-manager") == 1
+    assert wait_for(lambda: any(a["subject"].startswith("Итоги дня") and a.get("deal_id") in (None, 0)
+                                for a in simulator.activities.values()))
+    report = next(a for a in simulator.activities.values() if a["subject"].startswith("Итоги дня"))
+    assert report["owner_id"] == 10002
+    assert "Новых сделок: 1" in report["note"] and "Звонков назначено: 1" in report["note"]
