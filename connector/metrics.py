@@ -4,8 +4,12 @@ the database at scrape time). Names start with ``crmc_``; labels never carry sec
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import re
+import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -14,6 +18,8 @@ from sqlalchemy import func, select
 
 if TYPE_CHECKING:
     from connector.storage.store import Store
+
+log = logging.getLogger("connector.crm")
 
 DELIVERIES = Counter("crmc_webhook_deliveries_total", "Webhook deliveries by CRM and result", ["crm", "result"])
 PROCESSING = Histogram("crmc_processing_seconds", "From a delivery's arrival to its rules' decisions", ["crm"],
@@ -25,6 +31,32 @@ RATE_LIMIT_WAIT = Counter("crmc_rate_limit_wait_seconds_total", "Seconds spent w
                           ["crm"])
 WRITES = Counter("crmc_writes_total", "Outbox rows carried out, by CRM, command and result",
                  ["crm", "command", "result"])
+
+
+_IDS = re.compile(r"/\d+")
+
+
+@contextlib.contextmanager
+def crm_call(crm: str, method: str) -> Iterator[dict[str, Any]]:
+    """Measure and log one HTTP request to a CRM: a line with the method, HTTP status,
+    outcome and time (never the URL, which may hold a secret), and the call metrics.
+    The caller may set ``status`` in the yielded dict; an exception's code is the outcome."""
+    label = _IDS.sub("/{id}", method)  # /api/v2/deals/123 -> one series, not one per deal
+    info: dict[str, Any] = {"status": None}
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        yield info
+    except Exception as exc:
+        outcome = str(getattr(exc, "code", None) or type(exc).__name__)
+        info["status"] = info["status"] or getattr(exc, "status", None)
+        raise
+    finally:
+        elapsed = time.monotonic() - started
+        CRM_CALLS.labels(crm, label, outcome).inc()
+        CRM_CALL_SECONDS.labels(crm).observe(elapsed)
+        log.info("crm call crm=%s method=%s http=%s outcome=%s ms=%d", crm, label, info["status"] or "-", outcome,
+                 elapsed * 1000)
 
 
 class DatabaseCollector(Collector):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ from adapters.errors import (
     RetriableError,
 )
 from adapters.throttle import Throttle
-from connector.metrics import CRM_CALL_SECONDS, CRM_CALLS, RATE_LIMIT_WAIT
+from connector.metrics import RATE_LIMIT_WAIT, crm_call
 
 log = logging.getLogger(__name__)
 
@@ -146,28 +145,14 @@ class Bitrix24Client:
         url = f"{self.base}{method}.json"
         self.requests_sent += 1
         self.commands_sent += units
-        started = time.monotonic()
-        try:
-            resp = self.session.post(url, json=params, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            self._record(method, type(exc).__name__, started)
-            cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
-            raise cls(f"{type(exc).__name__} calling Bitrix24", crm=self.crm, method=method) from exc
-        try:
-            body = self._decode(method, resp, idempotent=idempotent)
-        except AdapterError as exc:
-            self._record(method, exc.code or f"http_{resp.status_code}", started, resp.status_code)
-            raise
-        self._record(method, "ok", started, resp.status_code)
-        return body
-
-    def _record(self, method: str, outcome: str, started: float, status: int | None = None) -> None:
-        """One log line and the metrics for one HTTP request (never its URL: it holds the secret)."""
-        elapsed = time.monotonic() - started
-        CRM_CALLS.labels(self.crm, method, outcome).inc()
-        CRM_CALL_SECONDS.labels(self.crm).observe(elapsed)
-        log.info("crm call crm=%s method=%s http=%s outcome=%s ms=%d", self.crm, method, status or "-", outcome,
-                 elapsed * 1000)
+        with crm_call(self.crm, method) as call:
+            try:
+                resp = self.session.post(url, json=params, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+                raise cls(f"{type(exc).__name__} calling Bitrix24", crm=self.crm, method=method) from exc
+            call["status"] = resp.status_code
+            return self._decode(method, resp, idempotent=idempotent)
 
     def _decode(self, method: str, resp: requests.Response, *, idempotent: bool) -> dict[str, Any]:
         try:

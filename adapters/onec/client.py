@@ -38,6 +38,7 @@ from adapters.errors import (
     RetriableError,
 )
 from adapters.onec.odata_filter import build_query
+from connector.metrics import crm_call
 
 log = logging.getLogger(__name__)
 
@@ -172,20 +173,23 @@ class OneCClient:
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=label)
         all_headers = {"Authorization": self._auth, "Accept": "application/json", **(headers or {})}
         self.requests_sent += 1
-        try:
-            resp = self.session.request(method, self.url(resource, options), json=json_body, headers=all_headers,
-                                        timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
-            raise cls(f"{type(exc).__name__} calling 1C", crm=self.crm, method=label) from exc
-        if resp.status_code in (200, 201, 204):
-            if not resp.content:
-                return None
+        with crm_call(self.crm, label) as call:
             try:
-                return resp.json()
-            except ValueError as exc:
-                raise FatalError("answer is not JSON", crm=self.crm, method=label, status=resp.status_code) from exc
-        raise self.error_for(label, resp, idempotent=idempotent)
+                resp = self.session.request(method, self.url(resource, options), json=json_body,
+                                            headers=all_headers, timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+                raise cls(f"{type(exc).__name__} calling 1C", crm=self.crm, method=label) from exc
+            call["status"] = resp.status_code
+            if resp.status_code in (200, 201, 204):
+                if not resp.content:
+                    return None
+                try:
+                    return resp.json()
+                except ValueError as exc:
+                    raise FatalError("answer is not JSON", crm=self.crm, method=label,
+                                     status=resp.status_code) from exc
+            raise self.error_for(label, resp, idempotent=idempotent)
 
     def error_for(self, label: str, resp: requests.Response, *, idempotent: bool) -> AdapterError:
         """Map an error answer (JSON envelope, XML ``<m:error>`` or an HTML page) to a typed error."""

@@ -35,6 +35,7 @@ from adapters.errors import (
     RetriableError,
 )
 from adapters.throttle import Throttle
+from connector.metrics import RATE_LIMIT_WAIT, crm_call
 
 log = logging.getLogger(__name__)
 
@@ -145,16 +146,21 @@ class PipedriveClient:
             pause = self._not_before - time.monotonic()
         if pause > 0:
             self._interruptible_sleep(pause)  # the server said its window is full: wait for the reset
-        self.throttle.acquire()
+        waited = self.throttle.acquire()
+        if waited:
+            RATE_LIMIT_WAIT.labels(self.crm).inc(waited)
         if self._interrupted.is_set():  # never sent: safe to retry later, even for a write
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=f"{method} {path}")
         self.requests_sent += 1
-        try:
-            resp = self.session.request(method, self.base + path, params=params, json=body, timeout=self.timeout)
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
-            raise cls(f"{type(exc).__name__} calling Pipedrive", crm=self.crm, method=f"{method} {path}") from exc
-        return self._decode(f"{method} {path}", resp, idempotent=idempotent)
+        with crm_call(self.crm, f"{method} {path}") as call:
+            try:
+                resp = self.session.request(method, self.base + path, params=params, json=body,
+                                            timeout=self.timeout)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+                raise cls(f"{type(exc).__name__} calling Pipedrive", crm=self.crm, method=f"{method} {path}") from exc
+            call["status"] = resp.status_code
+            return self._decode(f"{method} {path}", resp, idempotent=idempotent)
 
     def _decode(self, method: str, resp: requests.Response, *, idempotent: bool) -> dict[str, Any]:
         try:
