@@ -7,6 +7,7 @@ adapters can be proven end to end; this module holds what they have in common.
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import random
@@ -49,21 +50,27 @@ class FaultKnobs:
     duplicate_webhooks: int = 1
     seed: int | None = None
     _rng: random.Random = field(default_factory=random.Random, repr=False)
+    injected: collections.Counter[str] = field(default_factory=collections.Counter, repr=False)
+    _count_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         if self.seed is not None:
             self._rng.seed(self.seed)
 
-    def roll(self, rate: float) -> bool:
-        """True with probability ``rate``."""
-        return rate > 0 and self._rng.random() < rate
+    def roll(self, rate: float, kind: str | None = None) -> bool:
+        """True with probability ``rate``; a hit of a named ``kind`` is counted in ``injected``."""
+        hit = rate > 0 and self._rng.random() < rate
+        if hit and kind:
+            with self._count_lock:
+                self.injected[kind] += 1
+        return hit
 
     def delay(self) -> None:
         """Sleep for the configured latency (and a stall, when one is rolled)."""
         low, high = self.latency
         if high > 0:
             time.sleep(self._rng.uniform(low, high))
-        if self.roll(self.timeout_rate):
+        if self.roll(self.timeout_rate, "timeout"):
             time.sleep(self.timeout_stall)
 
 
@@ -173,7 +180,7 @@ class WebhookSender:
                 url, kwargs, on_result = item
                 body: Any = kwargs.get("data", kwargs.get("json", b""))
                 records: list[Delivery] = []
-                if self.faults.roll(self.faults.drop_webhook_rate):
+                if self.faults.roll(self.faults.drop_webhook_rate, "dropped_webhook"):
                     records.append(Delivery(url, body, None, dropped=True))
                 else:
                     for _ in range(max(1, self.faults.duplicate_webhooks)):

@@ -9,13 +9,14 @@ error, the row becomes a dead letter that ``connector replay`` can resend.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 
 from adapters.base import CrmAdapter, WriteResult
-from adapters.errors import AdapterError, FatalError, RateLimited
+from adapters.errors import AdapterError, AmbiguousWriteError, FatalError, RateLimited
 from connector.config import Config
 from connector.domain import command_from_payload, marker_for
 from connector.metrics import WRITES
@@ -25,6 +26,7 @@ from connector.storage.store import Store
 from connector.worker import describe, utcnow
 
 log = logging.getLogger(__name__)
+OUTBOX_LOCK = 727102  # first key of the per-row advisory locks (the second is the row id)
 
 
 class Dispatcher:
@@ -64,6 +66,46 @@ class Dispatcher:
         return done
 
     def _dispatch(self, row: OutboxRow) -> bool:
+        # A batch is worked through one row at a time, so a later row's lease may lapse and
+        # another dispatcher claim it too: only the holder of the row's lock writes, and it
+        # works from the row as it is now, not as it was when the batch was claimed.
+        with self._exclusive(row.id) as mine:
+            if not mine:
+                return False
+            fresh = self._reload(row)
+            if fresh is None:
+                return False
+            return self._carry_out(fresh)
+
+    @contextlib.contextmanager
+    def _exclusive(self, row_id: int) -> Iterator[bool]:
+        """On PostgreSQL, a session advisory lock per outbox row for the length of the
+        dispatch; it goes with the connection if this process dies. SQLite has one
+        dispatching process, so nothing to exclude."""
+        if self.store.engine.dialect.name != "postgresql":
+            yield True
+            return
+        with self.store.engine.connect() as conn:
+            got = bool(conn.exec_driver_sql(
+                f"SELECT pg_try_advisory_lock({OUTBOX_LOCK}, {row_id % 2_147_483_647})").scalar())
+            conn.commit()
+            try:
+                yield got
+            finally:
+                if got:
+                    conn.exec_driver_sql(f"SELECT pg_advisory_unlock({OUTBOX_LOCK}, {row_id % 2_147_483_647})")
+                    conn.commit()
+
+    def _reload(self, row: OutboxRow) -> OutboxRow | None:
+        """The row as stored now, if it is still this dispatcher's to carry out."""
+        with self.store.sessions() as session:
+            live = session.get(OutboxRow, row.id)
+            if live is None or live.status not in ("pending", "sending") or live.claimed_by != self.owner:
+                return None
+            session.expunge(live)
+            return live
+
+    def _carry_out(self, row: OutboxRow) -> bool:
         adapter = self.adapters.get(row.crm)
         if adapter is None:
             self._failed(row, FatalError(f"no CRM named {row.crm!r} is configured"))
@@ -133,6 +175,10 @@ class Dispatcher:
                 delay = min(cfg["backoff_max"], cfg["backoff"] * 2 ** max(0, live.attempts - 1))
                 if isinstance(exc, RateLimited) and exc.retry_after:
                     delay = max(delay, exc.retry_after)
+                if isinstance(exc, AmbiguousWriteError):
+                    # The CRM may still be carrying out the request we gave up on: look for
+                    # its result only once it has surely finished, or we would write twice.
+                    delay = max(delay, cfg["reconcile_after"])
                 live.next_try_at = now + timedelta(seconds=delay)
         log.warning("dispatch failed crm=%s outbox=%s command=%s attempts=%s error=%s correlation=%s",
                     row.crm, row.id, row.command, row.attempts, exc, row.correlation_id)

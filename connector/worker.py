@@ -212,7 +212,8 @@ class Worker:
                          workload: Mapping[str, int], *, skipped: bool) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
-            live = session.get(InboxRow, row.id)
+            # Locked: a row whose lease lapsed may be claimed by another worker meanwhile.
+            live = session.get(InboxRow, row.id, with_for_update=True)
             if live is None or live.status != "new":
                 return
             if skipped:

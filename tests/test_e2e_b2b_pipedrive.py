@@ -32,7 +32,7 @@ def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]: 
     text = EXAMPLE.read_text(encoding="utf-8")
     text = text.replace('storage: {url: "sqlite:///data/b2b-pipedrive.db"}',
                         f'storage: {{url: "{db_url}"}}\nserver: {{host: 127.0.0.1, port: 0}}\n'
-                        "worker: {every: 0.1s}\ndispatcher: {every: 0.1s, backoff: 0.2s}")
+                        "worker: {every: 0.1s}\ndispatcher: {every: 0.1s, backoff: 0.2s, reconcile_after: 0.5s}")
     # The simulator numbers users from 10001; the example's 20/21/22 become real ids.
     text = text.replace("to: 20,", "to: 10020,").replace("group: [21, 22]", "group: [10021, 10022]")
     environ = {"PD_BASE_URL": server.base_url, "PD_API_TOKEN": API_TOKEN, "PD_WEBHOOK_USER": HOOK_USER,

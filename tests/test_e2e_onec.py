@@ -36,7 +36,7 @@ CONFIG = """
 storage: {{url: "{db_url}"}}
 server: {{host: 127.0.0.1, port: 0}}
 worker: {{every: 0.1s}}
-dispatcher: {{every: 0.1s, backoff: 0.2s, lease: 2s}}
+dispatcher: {{every: 0.1s, backoff: 0.2s, lease: 2s, reconcile_after: 0.5s}}
 crms:
   b24:
     type: bitrix24

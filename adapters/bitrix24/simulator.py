@@ -484,9 +484,9 @@ class Bitrix24Simulator:
             raise self._refuse()
         if method is not None:
             self._check_blocked(method)
-        if self.faults.roll(self.faults.limit_rate):
+        if self.faults.roll(self.faults.limit_rate, "rate_limited"):
             raise self._refuse()  # refused although the bucket had room
-        if self.faults.roll(self.faults.error_rate):
+        if self.faults.roll(self.faults.error_rate, "server_error"):
             if self.faults.roll(0.5):
                 raise self._refuse()
             raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
@@ -498,7 +498,7 @@ class Bitrix24Simulator:
 
     def _after_effect(self, wrote: bool) -> None:
         # The write happened; the answer is lost, so the client cannot know it worked.
-        if wrote and self.faults.roll(self.faults.error_after_effect_rate):
+        if wrote and self.faults.roll(self.faults.error_after_effect_rate, "answer_lost_after_write"):
             raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
 
     def _check_blocked(self, method: str) -> None:

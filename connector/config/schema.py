@@ -88,6 +88,9 @@ class DispatcherSchema(Schema):
     backoff = Span(load_default=10.0, metadata={"doc": "first retry delay; doubles each try"})
     backoff_max = Span(load_default=3600.0)
     lease = Span(load_default=120.0)
+    reconcile_after = Span(load_default=30.0, metadata={
+        "doc": "after a write whose answer was lost, wait this long before looking for it in the CRM "
+               "(longer than the CRM may take to finish a request)"})
 
 
 class TimersSchema(Schema):
