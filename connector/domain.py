@@ -176,7 +176,27 @@ class CloseDeal(Command):
     reason_field: str | None = None
 
 
-COMMANDS: dict[str, type[Command]] = {c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal)}
+@dataclass(frozen=True)
+class CreateCounterparty(Command):
+    """Create a counterparty (a client record) in an accounting system from a CRM card.
+
+    ``target`` names the configured system that keeps counterparties (a 1C base); the
+    deal stays in its own CRM. ``deal_id`` is the deal the card came from (for the audit).
+    """
+
+    kind: ClassVar[str] = "create_counterparty"
+    target: str = ""
+    name: str = ""
+    full_name: str = ""
+    inn: str = ""
+    kpp: str = ""
+    phone: str = ""
+    email: str = ""
+    comment: str = ""
+
+
+COMMANDS: dict[str, type[Command]] = {c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal,
+                                                          CreateCounterparty)}
 
 
 def command_from_payload(kind: str, payload: dict[str, Any]) -> Command:

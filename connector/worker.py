@@ -300,7 +300,9 @@ class Worker:
         if exists is not None:
             return  # decided before: the same write is never queued twice
         session.add(OutboxRow(
-            idempotency_key=decision.key, crm=row.crm, deal_id=action.deal_id, rule=decision.rule,
+            # A command for another system (a counterparty for 1C) goes to that system's adapter.
+            idempotency_key=decision.key, crm=getattr(action, "target", "") or row.crm, deal_id=action.deal_id,
+            rule=decision.rule,
             command=action.kind, payload=action.to_payload(), status="pending", attempts=0, next_try_at=now,
             inbox_id=row.id, correlation_id=row.correlation_id, created_at=now, updated_at=now,
         ))
@@ -402,4 +404,6 @@ def describe(action: Command) -> str:
         return f"close as {payload['outcome']}: {payload['reason']}"
     if action.kind == "add_comment":
         return f"comment {payload['text'][:80]!r}"
+    if action.kind == "create_counterparty":
+        return f"counterparty {payload['name']!r} (INN {payload.get('inn') or '—'}) in {payload['target']}"
     return action.kind

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connector.domain import AddComment, CloseDeal, CreateTask, UpdateDeal
+from connector.domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
 from rules.model import ActionSpec, CancelDeadline, CountAssignment, Note, Planned, RecordBreach, RuleContext
 from rules.templates import Template
 from rules.territories import choose_captain
@@ -271,3 +271,19 @@ class EscalateSpec(ActionSpec):
         if self.comment is not None:
             out.extend(AddCommentSpec(self.comment).plan(ctx, results, f"{slot}:comment"))
         return out
+
+
+@dataclass
+class CreateCounterpartySpec(ActionSpec):
+    """Create the deal's client as a counterparty in the accounting system ``target``."""
+
+    target: str
+    fields: dict[str, Template]
+    name: str = "create_counterparty"
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        variables = ctx.template_vars(results)
+        values = {k: t.render(variables) for k, t in self.fields.items()}
+        if not values.get("name"):
+            return [Planned(f"{slot}:note", Note("counterparty not created: no name on the card"))]
+        return [Planned(slot, CreateCounterparty(ctx.deal.id, target=self.target, **values))]

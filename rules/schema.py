@@ -16,6 +16,7 @@ from rules.actions import (
     AssignSpec,
     CancelDeadlineSpec,
     CloseDealSpec,
+    CreateCounterpartySpec,
     CreateTaskSpec,
     EscalateSpec,
     MoveStageSpec,
@@ -173,6 +174,15 @@ def _escalate(v: Any, path: str) -> ActionSpec:
     )
 
 
+COUNTERPARTY_FIELDS = ("name", "full_name", "inn", "kpp", "phone", "email", "comment")
+
+
+def _create_counterparty(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"in", *COUNTERPARTY_FIELDS}, {"in", "name"}, path)
+    return CreateCounterpartySpec(target=str(p["in"]), fields={k: _template(str(p[k]), f"{path}.{k}")
+                                                              for k in COUNTERPARTY_FIELDS if k in p})
+
+
 ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "assign_captain": _assign_captain,
     "assign": _assign,
@@ -185,6 +195,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "start_deadline": lambda v, path: StartDeadlineSpec(deadline=_deadline_name(v, path)),
     "cancel_deadline": lambda v, path: CancelDeadlineSpec(deadline=_deadline_name(v, path)),
     "escalate": _escalate,
+    "create_counterparty": _create_counterparty,
 }
 
 

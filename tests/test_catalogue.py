@@ -15,7 +15,18 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connector.config import Config, load_config
-from connector.domain import AddComment, CloseDeal, CreateTask, Deal, Event, EventKind, Location, UpdateDeal, User
+from connector.domain import (
+    AddComment,
+    CloseDeal,
+    CreateCounterparty,
+    CreateTask,
+    Deal,
+    Event,
+    EventKind,
+    Location,
+    UpdateDeal,
+    User,
+)
 from rules.calendar import WorkCalendar
 from rules.deadlines import DeadlineDef
 from rules.engine import evaluate
@@ -63,6 +74,8 @@ def summarise(action: Any) -> tuple[Any, ...]:
         return ("deadline", action.name, action.due_at.astimezone(MSK).strftime("%Y-%m-%d %H:%M"))
     if isinstance(action, CancelDeadline):
         return ("stop", action.name)
+    if isinstance(action, CreateCounterparty):
+        return ("counterparty", action.target, action.name, action.inn, action.phone)
     if isinstance(action, RecordBreach):
         return ("breach", action.deadline, action.responsible_id)
     return ("note",)
@@ -257,6 +270,13 @@ MONEY = [
                                                                  "status": "КОтгрузке", "shipment_requested": True,
                                                                  "paid": True}, expect=[]),
                  id="paid-order-ships"),
+    pytest.param(Case("money-counterparty-from-card", "PREPAYMENT_INVOICE",
+                      {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543", "UF_CRM_PHONE": "+7 812 000"},
+                      pipeline="0", triggers=("deal.stage_changed",), expect=[
+        ("counterparty", "onec", "Лютик ООО", "7809876543", "+7 812 000")]), id="counterparty-created-in-1c"),
+    pytest.param(Case("money-counterparty-from-card", "PREPAYMENT_INVOICE",
+                      {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_1C_REF": "5f1e…"}, pipeline="0",
+                      triggers=("deal.stage_changed",), expect=[]), id="counterparty-already-in-1c"),
 ]
 
 

@@ -3,6 +3,7 @@ rules -> dispatcher -> Bitrix24 simulator, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -423,3 +424,64 @@ def test_demo_scenario_runs_and_reports_one_hand_off() -> None:
     text = out.getvalue()
     assert "hand-off tasks: 1 (expected 1) -> OK" in text and "1С: счёт №" in text
     assert "demo-1c-password" not in text  # the password never reaches the output
+
+
+def test_deal_without_a_counterparty_creates_one_in_1c_once(onec, b24, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    sim1c, _ = onec
+    sim24, server24 = b24
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    monkeypatch.setenv("ONEC_USER", LOGIN)
+    monkeypatch.setenv("ONEC_PASSWORD", PASSWORD)
+    rule = """
+  - name: counterparty-from-card
+    crm: b24
+    on: [deal.created]
+    when: {{field: UF_CRM_1C_REF, empty: true}}
+    do:
+      - create_counterparty:
+          in: onec
+          name: "{{{{ deal.fields.UF_CRM_COMPANY }}}}"
+          inn: "{{{{ deal.fields.UF_CRM_INN }}}}"
+          phone: "{{{{ deal.fields.UF_CRM_PHONE }}}}"
+"""
+    cfg = load_config_text((CONFIG + rule).format(db_url=db_url, b24_url=server24.base_url + sim24.webhook_base,
+                                                  onec_url=onec_url(onec)))
+    rt = Runtime(cfg)
+    try:
+        rt.start()
+        sim24.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
+        sim24.faults.duplicate_webhooks = 3  # the same event three times: still one counterparty
+        sim24.add_deal({"TITLE": "Кружки", "UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543",
+                        "UF_CRM_PHONE": "+7 812 000-00-00"})
+        sim24.add_deal({"TITLE": "Уже в 1С", "UF_CRM_COMPANY": "Ромашка", "UF_CRM_1C_REF": "known-ref"})
+
+        def created() -> list[dict[str, Any]]:
+            return [p for p in sim1c.data[PARTIES].values() if p.get("ИНН") == "7809876543"]
+
+        assert wait_for(lambda: len(created()) == 1)
+        assert wait_for(lambda: _count(rt.store, OutboxRow) >= 1)
+        time.sleep(0.5)  # a second write would show now
+        assert len(created()) == 1 and created()[0]["Description"] == "Лютик ООО"
+        assert not [p for p in sim1c.data[PARTIES].values() if p.get("Description") == "Ромашка"]
+        with rt.store.sessions() as s:
+            rows = list(s.scalars(select(OutboxRow).where(OutboxRow.command == "create_counterparty")))
+        assert [(r.crm, r.status) for r in rows] == [("onec", "done")]
+    finally:
+        rt.stop()
+
+
+def test_create_counterparty_must_name_a_1c_base(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from connector.config import ConfigError
+
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    monkeypatch.setenv("ONEC_USER", LOGIN)
+    monkeypatch.setenv("ONEC_PASSWORD", PASSWORD)
+    rule = """
+  - name: wrong-target
+    crm: b24
+    on: [deal.created]
+    do: [{{create_counterparty: {{in: b24, name: "x"}}}}]
+"""
+    with pytest.raises(ConfigError, match="not a configured 1C base"):
+        load_config_text((CONFIG + rule).format(db_url="sqlite://", b24_url="https://p.bitrix24.ru/rest/1/c/",
+                                                onec_url="http://1c.local/base/odata/standard.odata/"))

@@ -11,7 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from adapters.fields import Span
 from adapters.registry import CRM_TYPES
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
-from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
+from rules.actions import CancelDeadlineSpec, CreateCounterpartySpec, StartDeadlineSpec
 from rules.deadlines import DeadlineDef
 from rules.model import Rule
 from rules.reports import ReportDef
@@ -215,6 +215,11 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     for i, report in enumerate(data.get("reports", [])):
         if report.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))
+    for i, rule in enumerate(data.get("rules", [])):
+        for j, step in enumerate(rule.actions):
+            if isinstance(step, CreateCounterpartySpec) and crms.get(step.target, {}).get("type") != "onec":
+                add({step.name: [f"in: {step.target!r} is not a configured 1C base (type onec)"]},
+                    ("rules", i, "do", j))
     deadline_names = set(data.get("deadlines") or {})
     for i, rule in enumerate(data.get("rules", [])):
         for j, step in enumerate(rule.actions):
