@@ -3,6 +3,8 @@ never a server error, never a stored row for a refused request, no secret in the
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -30,10 +32,24 @@ def _runtime(db_url: str, monkeypatch: pytest.MonkeyPatch, server: str = "") -> 
     return Runtime(load_config_text(text))
 
 
+PD_BLOCK = """
+  pd:
+    type: pipedrive
+    base_url: "http://127.0.0.1:9"
+    api_token: "pd-api-token-secret-1"
+    webhook_user: hooks
+    webhook_password: "pd-hook-password-1"
+territories:"""
+
+
 @pytest.fixture(scope="module")
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     mp = pytest.MonkeyPatch()
-    rt = _runtime(f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'c.db'}", mp)
+    mp.setenv("B24_TOKEN", TOKEN)
+    text = CONFIG.format(db_url=f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'c.db'}",
+                         b24_url=f"http://127.0.0.1:9/rest/1/{WEBHOOK_SECRET}/").replace("\nterritories:", PD_BLOCK, 1)
+    rt = Runtime(load_config_text(text))
+    assert "pd" in rt.adapters
     yield rt
     rt.stop()
     mp.undo()
@@ -69,17 +85,29 @@ content_types = st.sampled_from([
     "multipart/form-data; boundary=xyz", "multipart/form-data", "application/json", "text/plain", "",
     "application/x-www-form-urlencoded; charset=utf-16",
 ])
-routes = st.sampled_from(["/hooks/bitrix24/b24", "/hooks/bitrix24/other", "/hooks/pipedrive/b24", "/hooks/x/y"])
+routes = st.sampled_from(["/hooks/bitrix24/b24", "/hooks/pipedrive/pd", "/hooks/bitrix24/other",
+                          "/hooks/pipedrive/b24", "/hooks/x/y"])
+auths = st.sampled_from([None, ("hooks", "pd-hook-password-1x"), ("hooks", ""), ("", "pd-hook-password-1"),
+                         ("хуки", "пароль")])
+pd_bodies = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+).map(lambda v: json.dumps({"meta": {"action": "change", "entity": "deal", "id": v}, "data": v,
+                            "previous": v}).encode())
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                     HealthCheck.too_slow])
-@given(route=routes, body=bodies, content_type=content_types)
+@given(route=routes, body=bodies | pd_bodies, content_type=content_types, auth=auths)
 def test_fuzzed_deliveries_never_500_never_stored(fuzz_app: Runtime, route: str, body: bytes,
-                                                  content_type: str) -> None:
+                                                  content_type: str, auth: tuple[str, str] | None) -> None:
     client = fuzz_app.app.test_client()
     before = _rows(fuzz_app)
-    resp = client.post(route, data=body, headers={"Content-Type": content_type} if content_type else {})
+    headers = {"Content-Type": content_type} if content_type else {}
+    if auth is not None:  # near misses of Pipedrive's basic auth; the right pair is never sent
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+    resp = client.post(route, data=body, headers=headers)
     TRIED["bodies"] += 1
     if resp.status_code >= 500:
         TRIED["server_errors"] += 1
