@@ -51,6 +51,7 @@ def client(**kw: Any) -> PipedriveClient:
     c = PipedriveClient(BASE, TOKEN, rate=1000, burst=1000, backoff_initial=0.001, backoff_max=5, **kw)
     c.waits = []  # type: ignore[attr-defined]
     c._interruptible_sleep = c.waits.append  # type: ignore[method-assign, attr-defined]
+    c.retry.sleep = c.waits.append  # type: ignore[method-assign]  # the retry waits, not the throttle's
     return c
 
 

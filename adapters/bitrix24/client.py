@@ -9,20 +9,11 @@ here: the caller reconciles first (see ``AmbiguousWriteError``).
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_exponential_jitter,
-)
 
 from adapters.errors import (
     AdapterError,
@@ -33,6 +24,7 @@ from adapters.errors import (
     RateLimited,
     RetriableError,
 )
+from adapters.retrying import RetryPolicy, never_sent
 from adapters.throttle import Throttle
 from connector.metrics import RATE_LIMIT_WAIT, crm_call
 
@@ -75,21 +67,16 @@ class Bitrix24Client:
         self.base = webhook_url.rstrip("/") + "/"
         self.crm = crm
         self.timeout = timeout
-        self._interrupted = threading.Event()
-        self.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
+        self.retry = RetryPolicy(crm, "bitrix24", max_attempts=max_attempts, backoff_initial=backoff_initial,
+                                 backoff_max=backoff_max)
+        self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self.retry.sleep)
         self.session = session or requests.Session()
-        self._max_attempts = max_attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
         self.requests_sent = 0  # HTTP requests, for call-economy figures
         self.commands_sent = 0  # REST commands (a batch counts each of its commands)
 
     def interrupt(self) -> None:
         """Wake every retry or throttle wait and give up further retries (process stopping)."""
-        self._interrupted.set()
-
-    def _interruptible_sleep(self, seconds: float) -> None:
-        self._interrupted.wait(seconds)
+        self.retry.interrupt()
 
     def close(self) -> None:
         self.interrupt()
@@ -109,38 +96,14 @@ class Bitrix24Client:
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True, units: int = 1
     ) -> dict[str, Any]:
         """Like ``call`` but return the whole envelope (``result``, ``total``, ``next``, ``time``)."""
-        retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
-        retrying = Retrying(
-            retry=retry_if_exception_type(retryable),
-            stop=stop_after_attempt(self._max_attempts) | stop_when_event_set(self._interrupted),
-            wait=self._wait,
-            sleep=self._interruptible_sleep,
-            reraise=True,
-            before_sleep=self._log_retry,
-        )
-        for attempt in retrying:
-            with attempt:
-                return self._send(method, dict(params or {}), idempotent=idempotent, units=units)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        base = wait_exponential_jitter(multiplier=self._backoff_initial, max=self._backoff_max)(state)
-        if isinstance(exc, RateLimited):
-            self.throttle.penalise()
-            if exc.retry_after:
-                return max(base, min(exc.retry_after, self._backoff_max))
-        return base
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("bitrix24 retry crm=%s attempt=%s error=%s", self.crm, state.attempt_number, exc)
+        return self.retry.run(lambda: self._send(method, dict(params or {}), idempotent=idempotent, units=units),
+                              idempotent=idempotent)
 
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool, units: int) -> dict[str, Any]:
         waited = self.throttle.acquire(units)
         if waited:
             RATE_LIMIT_WAIT.labels(self.crm).inc(waited)
-        if self._interrupted.is_set():  # never sent: safe to retry later, even for a write
+        if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=method)
         url = f"{self.base}{method}.json"
         self.requests_sent += 1
@@ -149,7 +112,7 @@ class Bitrix24Client:
             try:
                 resp = self.session.post(url, json=params, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+                cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
                 raise cls(f"{type(exc).__name__} calling Bitrix24", crm=self.crm, method=method) from exc
             call["status"] = resp.status_code
             return self._decode(method, resp, idempotent=idempotent)
@@ -223,11 +186,6 @@ def _section(inner: Any, key: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request certainly never reached the server (refused connection)."""
-    return isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
-    )
 
 
 def encode_query(params: Mapping[str, Any], prefix: str = "") -> str:

@@ -12,21 +12,12 @@ from __future__ import annotations
 
 import base64
 import logging
-import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_exponential_jitter,
-)
 
 from adapters.errors import (
     AdapterError,
@@ -38,6 +29,7 @@ from adapters.errors import (
     RetriableError,
 )
 from adapters.onec.odata_filter import build_query
+from adapters.retrying import RetryPolicy, never_sent
 from connector.metrics import crm_call
 
 log = logging.getLogger(__name__)
@@ -75,10 +67,8 @@ class OneCClient:
         self.timeout = timeout
         self.session = session or requests.Session()
         self._auth = basic_auth_utf8(username, password)  # kept out of repr and logs
-        self._interrupted = threading.Event()
-        self._max_attempts = max_attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
+        self.retry = RetryPolicy(crm, "1c", max_attempts=max_attempts, backoff_initial=backoff_initial,
+                                 backoff_max=backoff_max)
         self.requests_sent = 0
 
     def __repr__(self) -> str:
@@ -86,7 +76,7 @@ class OneCClient:
 
     def interrupt(self) -> None:
         """Wake every retry wait and give up further retries (the process is stopping)."""
-        self._interrupted.set()
+        self.retry.interrupt()
 
     def close(self) -> None:
         self.interrupt()
@@ -138,38 +128,13 @@ class OneCClient:
     def request(self, method: str, resource: str, *, options: Mapping[str, Any] | None = None,
                 json_body: Any = None, headers: Mapping[str, str] | None = None, idempotent: bool = True) -> Any:
         """Send with retries; ``idempotent=False`` never resends a request that may have taken effect."""
-        retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
-        retrying = Retrying(
-            retry=retry_if_exception_type(retryable),
-            stop=stop_after_attempt(self._max_attempts) | stop_when_event_set(self._interrupted),
-            wait=self._wait,
-            sleep=self._interruptible_sleep,
-            reraise=True,
-            before_sleep=self._log_retry,
-        )
-        for attempt in retrying:
-            with attempt:
-                return self._send(method, resource, options, json_body, headers, idempotent)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _interruptible_sleep(self, seconds: float) -> None:
-        self._interrupted.wait(seconds)
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        base = wait_exponential_jitter(multiplier=self._backoff_initial, max=self._backoff_max)(state)
-        if isinstance(exc, RateLimited) and exc.retry_after:
-            return max(base, min(exc.retry_after, self._backoff_max))
-        return float(base)
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("1c retry crm=%s attempt=%s error=%s", self.crm, state.attempt_number, exc)
+        return self.retry.run(lambda: self._send(method, resource, options, json_body, headers, idempotent),
+                              idempotent=idempotent)
 
     def _send(self, method: str, resource: str, options: Mapping[str, Any] | None, json_body: Any,
               headers: Mapping[str, str] | None, idempotent: bool) -> Any:
         label = f"{method} {resource.split('(')[0]}"
-        if self._interrupted.is_set():  # never sent: safe to retry later, even for a write
+        if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=label)
         all_headers = {"Authorization": self._auth, "Accept": "application/json", **(headers or {})}
         self.requests_sent += 1
@@ -178,7 +143,7 @@ class OneCClient:
                 resp = self.session.request(method, self.url(resource, options), json=json_body,
                                             headers=all_headers, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+                cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
                 raise cls(f"{type(exc).__name__} calling 1C", crm=self.crm, method=label) from exc
             call["status"] = resp.status_code
             if resp.status_code in (200, 201, 204):
@@ -234,9 +199,3 @@ def parse_error(resp: requests.Response) -> tuple[str | None, str]:
             pass
     return None, text[:200]
 
-
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request certainly never reached the server (refused connection)."""
-    return isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
-    )

@@ -16,14 +16,6 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 import requests
-from tenacity import (
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_when_event_set,
-    wait_exponential_jitter,
-)
 
 from adapters.errors import (
     AdapterError,
@@ -34,6 +26,7 @@ from adapters.errors import (
     RateLimited,
     RetriableError,
 )
+from adapters.retrying import RetryPolicy, never_sent
 from adapters.throttle import Throttle
 from connector.metrics import RATE_LIMIT_WAIT, crm_call
 
@@ -64,15 +57,14 @@ class PipedriveClient:
         self.base = base_url.rstrip("/")
         self.crm = crm
         self.timeout = timeout
-        self._interrupted = threading.Event()
-        self.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
+        # Jitter as large as the first wait: many clients refused at once must not retry in step.
+        self.retry = RetryPolicy(crm, "pipedrive", max_attempts=max_attempts, backoff_initial=backoff_initial,
+                                 backoff_max=backoff_max, jitter=backoff_initial)
+        self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
         self.session = session or requests.Session()
         # The token goes in a header, never in the URL, so it cannot end up in access logs.
         self.session.headers["x-api-token"] = api_token
         self.session.headers["Accept"] = "application/json"
-        self._max_attempts = max_attempts
-        self._backoff_initial = backoff_initial
-        self._backoff_max = backoff_max
         self.requests_sent = 0  # HTTP requests, for call-economy figures
         self.rate_limited = 0  # 429 answers seen
         self._not_before = 0.0  # monotonic time the server's window frees up, after x-ratelimit-remaining: 0
@@ -80,10 +72,10 @@ class PipedriveClient:
 
     def interrupt(self) -> None:
         """Wake every retry or throttle wait and give up further retries (process stopping)."""
-        self._interrupted.set()
+        self.retry.interrupt()
 
     def _interruptible_sleep(self, seconds: float) -> None:
-        self._interrupted.wait(seconds)
+        self.retry.interrupted.wait(seconds)
 
     def close(self) -> None:
         """Stop waiting and close the connection pool."""
@@ -107,38 +99,12 @@ class PipedriveClient:
         failures only when ``idempotent``; a non-idempotent write whose answer was lost
         raises ``AmbiguousWriteError`` for the caller to reconcile.
         """
-        retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
-        retrying = Retrying(
-            retry=retry_if_exception_type(retryable),
-            stop=stop_after_attempt(self._max_attempts) | stop_when_event_set(self._interrupted),
-            wait=self._wait,
-            sleep=self._interruptible_sleep,
-            reraise=True,
-            before_sleep=self._log_retry,
-        )
-        for attempt in retrying:
-            with attempt:
-                return self._send(method, path, params, json, idempotent=idempotent)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self.retry.run(lambda: self._send(method, path, params, json, idempotent=idempotent),
+                              idempotent=idempotent)
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET and return ``data``."""
         return self.request("GET", path, params=params).get("data")
-
-    def _wait(self, state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        base = wait_exponential_jitter(multiplier=self._backoff_initial, max=self._backoff_max,
-                                       jitter=self._backoff_initial)(state)
-        if isinstance(exc, RateLimited):
-            self.throttle.penalise()
-            if exc.retry_after:
-                # The server said when its window frees up: waiting less only earns another 429.
-                return max(base, min(exc.retry_after, self._backoff_max))
-        return base
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        log.warning("pipedrive retry crm=%s attempt=%s error=%s", self.crm, state.attempt_number, exc)
 
     def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
               *, idempotent: bool) -> dict[str, Any]:
@@ -149,7 +115,7 @@ class PipedriveClient:
         waited = self.throttle.acquire()
         if waited:
             RATE_LIMIT_WAIT.labels(self.crm).inc(waited)
-        if self._interrupted.is_set():  # never sent: safe to retry later, even for a write
+        if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=f"{method} {path}")
         self.requests_sent += 1
         with crm_call(self.crm, f"{method} {path}") as call:
@@ -157,7 +123,7 @@ class PipedriveClient:
                 resp = self.session.request(method, self.base + path, params=params, json=body,
                                             timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
-                cls = RetriableError if idempotent or _never_sent(exc) else AmbiguousWriteError
+                cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
                 raise cls(f"{type(exc).__name__} calling Pipedrive", crm=self.crm, method=f"{method} {path}") from exc
             call["status"] = resp.status_code
             return self._decode(f"{method} {path}", resp, idempotent=idempotent)
@@ -183,7 +149,7 @@ class PipedriveClient:
             return
         reset = _retry_after({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "1")}) or 1.0
         with self._lock:
-            self._not_before = max(self._not_before, time.monotonic() + min(reset, self._backoff_max))
+            self._not_before = max(self._not_before, time.monotonic() + min(reset, self.retry.backoff_max))
 
     def error_for(self, method: str, status: int, error: str, info: str, headers: Mapping[str, str], *,
                   json_body: bool = True, idempotent: bool = True) -> AdapterError:
@@ -247,9 +213,3 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
             return max(value, 0.1)
     return None
 
-
-def _never_sent(exc: requests.RequestException) -> bool:
-    """True when the request certainly never reached the server (refused connection)."""
-    return isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
-    )
