@@ -26,10 +26,14 @@ class StorageSchema(Schema):
 
 
 class ServerSchema(Schema):
-    host = fields.String(load_default="127.0.0.1")
-    port = fields.Integer(load_default=8080, validate=validate.Range(min=0, max=65535))
-    max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024))
-    threads = fields.Integer(load_default=8, validate=validate.Range(min=1, max=64))
+    host = fields.String(load_default="127.0.0.1", metadata={
+        "doc": "address to listen on: 127.0.0.1 behind a local proxy, 0.0.0.0 for all interfaces"})
+    port = fields.Integer(load_default=8080, validate=validate.Range(min=0, max=65535),
+                          metadata={"doc": "TCP port of the intake; 0 picks a free one"})
+    max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024),
+                                    metadata={"doc": "larger webhook bodies are refused with 413"})
+    threads = fields.Integer(load_default=8, validate=validate.Range(min=1, max=64),
+                             metadata={"doc": "waitress threads serving requests (embedded mode)"})
     allow_from = fields.List(fields.String(), load_default=list,
                              metadata={"doc": "addresses or networks (CIDR) allowed to post webhooks; empty: any"})
     behind_proxy = fields.Boolean(load_default=False,
@@ -56,12 +60,16 @@ def _check_networks(values: list[str]) -> None:
 
 
 class CalendarSchema(Schema):
-    country = fields.String(load_default="RU")
-    timezone = fields.String(load_default="Europe/Moscow")
+    country = fields.String(load_default="RU", metadata={"doc": "country of the production calendar"})
+    timezone = fields.String(load_default="Europe/Moscow",
+                             metadata={"doc": "IANA zone for working time, cron schedules and displayed times"})
     work_hours = fields.String(load_default="09:00-18:00",
-                               validate=validate.Regexp(r"^\d\d:\d\d-\d\d:\d\d$", error="like 09:00-18:00"))
-    extra_days_off = fields.List(fields.Date(), load_default=list)
-    extra_working_days = fields.List(fields.Date(), load_default=list)
+                               validate=validate.Regexp(r"^\d\d:\d\d-\d\d:\d\d$", error="like 09:00-18:00"),
+                               metadata={"doc": "working hours of a working day"})
+    extra_days_off = fields.List(fields.Date(), load_default=list,
+                                 metadata={"doc": "dates to treat as days off, on top of the calendar"})
+    extra_working_days = fields.List(fields.Date(), load_default=list,
+                                     metadata={"doc": "dates to treat as working days"})
 
     @validates_schema
     def check_timezone(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -75,19 +83,22 @@ class CalendarSchema(Schema):
 
 class WorkerSchema(Schema):
     every = Span(load_default=1.0, metadata={"doc": "how often the worker looks at the inbox"})
-    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
-    max_attempts = fields.Integer(load_default=10, validate=validate.Range(min=1))
+    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000),
+                           metadata={"doc": "inbox rows claimed per tick"})
+    max_attempts = fields.Integer(load_default=10, validate=validate.Range(min=1),
+                                  metadata={"doc": "tries before an inbox row is marked failed"})
     lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
 
 
 class DispatcherSchema(Schema):
-    every = Span(load_default=1.0)
-    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000))
+    every = Span(load_default=1.0, metadata={"doc": "how often the dispatcher looks at the outbox"})
+    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000),
+                           metadata={"doc": "outbox rows claimed per tick"})
     max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1),
                                   metadata={"doc": "tries before a write becomes a dead letter"})
     backoff = Span(load_default=10.0, metadata={"doc": "first retry delay; doubles each try"})
-    backoff_max = Span(load_default=3600.0)
-    lease = Span(load_default=120.0)
+    backoff_max = Span(load_default=3600.0, metadata={"doc": "longest retry delay"})
+    lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
     reconcile_after = Span(load_default=30.0, metadata={
         "doc": "after a write whose answer was lost, wait this long before looking for it in the CRM "
                "(longer than the CRM may take to finish a request)"})
@@ -95,12 +106,15 @@ class DispatcherSchema(Schema):
 
 class TimersSchema(Schema):
     every = Span(load_default=30.0, metadata={"doc": "how often due deadlines are looked for (one indexed query)"})
-    batch = fields.Integer(load_default=500, validate=validate.Range(min=1))
+    batch = fields.Integer(load_default=500, validate=validate.Range(min=1),
+                           metadata={"doc": "due deadlines handled per scan"})
 
 
 class LoggingSchema(Schema):
-    level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")))
-    format = fields.String(load_default="text", validate=validate.OneOf(("text", "json")))
+    level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")),
+                          metadata={"doc": "least severe level written"})
+    format = fields.String(load_default="text", validate=validate.OneOf(("text", "json")),
+                           metadata={"doc": "text lines, or one JSON object per line"})
 
 
 class ConfigSchema(Schema):
