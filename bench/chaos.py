@@ -158,7 +158,7 @@ def _reset_postgres(url: str) -> None:
 
 
 def run_chaos(events: int = 10_000, *, db: str | None = None, shape: str = "single", fault_rate: float = 0.2,
-              kill_every: tuple[float, float] = (2.0, 5.0), min_kills: int = 5, seed: int = 7,
+              kill_every: tuple[float, float] = (4.0, 12.0), min_kills: int = 5, seed: int = 7,
               settle: float = 180.0, verbose: bool = True) -> Figures:
     """Feed ``events`` webhook events (a creation and three updates per deal) and check the end state.
 
@@ -282,10 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-kills", type=int, default=10)
+    parser.add_argument("--kill-every", type=float, nargs=2, default=(4.0, 12.0), metavar=("MIN", "MAX"),
+                        help="seconds between kills, drawn uniformly")
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for the backlog at the end")
     args = parser.parse_args(argv)
     figures = run_chaos(args.events, db=args.db, shape=args.shape, fault_rate=args.fault_rate, seed=args.seed,
-                        settle=args.settle, min_kills=args.min_kills)
+                        settle=args.settle, min_kills=args.min_kills, kill_every=tuple(args.kill_every))
     return 0 if figures.clean else 1
 
 

@@ -112,6 +112,12 @@ class Dispatcher:
             return False
         command = command_from_payload(row.command, row.payload)
         marker = marker_for(row.idempotency_key)
+        settle = timedelta(seconds=self.config.dispatcher["reconcile_after"])
+        if row.status == "sending" and row.updated_at + settle > self.clock():
+            # A try that was under way when its process died may still be landing in the CRM:
+            # look for it only once it has surely finished.
+            self._postpone(row, row.updated_at + settle)
+            return False
         try:
             if row.status == "sending" or row.attempts > 0:
                 # An earlier try may have reached the CRM before its answer (or we) died.
@@ -128,6 +134,12 @@ class Dispatcher:
             self.after_call(row, result)
         self._done(row, result)
         return True
+
+    def _postpone(self, row: OutboxRow, until: datetime) -> None:
+        with self.store.sessions() as session, session.begin():
+            live = session.get(OutboxRow, row.id)
+            assert live is not None
+            live.next_try_at, live.claimed_until = until, None
 
     def _mark_sending(self, row: OutboxRow) -> None:
         now = self.clock()
@@ -162,6 +174,8 @@ class Dispatcher:
             assert live is not None
             if live.status == "pending" and live.attempts == row.attempts:
                 live.attempts += 1  # failed before the write was attempted (e.g. reconciling)
+            if live.status == "sending" and not isinstance(exc, AmbiguousWriteError):
+                live.status = "pending"  # refused or never sent: it did not land, nothing to wait for
             live.last_error = str(exc)[:2000]
             live.claimed_until = None
             live.updated_at = now
@@ -171,7 +185,7 @@ class Dispatcher:
                             message=f"{row.command} gave up after {live.attempts} tries: {exc}",
                             correlation_id=row.correlation_id)
             else:
-                # "sending" stays so the next try reconciles first; otherwise back to pending.
+                # An ambiguous write stays "sending": the next try reconciles first, and late.
                 delay = min(cfg["backoff_max"], cfg["backoff"] * 2 ** max(0, live.attempts - 1))
                 if isinstance(exc, RateLimited) and exc.retry_after:
                     delay = max(delay, exc.retry_after)
