@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.base import CrmAdapter
@@ -163,6 +164,11 @@ class Worker:
             try:
                 self._process_row(row, deals.get(row.deal_id or ""), users, workload, skipped=row.id in skip)
                 finished += 1
+            except IntegrityError as exc:
+                # Another worker processed an event of the same deal at the same moment (both
+                # wrote its first snapshot): nothing of ours was kept, so try again shortly.
+                log.info("worker raced crm=%s inbox=%s: retrying", crm, row.id)
+                self._fail([row], f"concurrent update: {type(exc).__name__}", final=False)
             except Exception as exc:  # a broken template must not stop the other rows
                 log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
                 self._fail([row], f"{type(exc).__name__}: {exc}", final=True)
