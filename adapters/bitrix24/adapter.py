@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import CrmAdapter, WebhookParser, WriteResult
-from adapters.bitrix24.client import BATCH_LIMIT, Bitrix24Client
+from adapters.bitrix24.client import BATCH_LIMIT, PAGE_SIZE, Bitrix24Client
 from adapters.bitrix24.mapping import (
     DEAL_SELECT,
     deal_fields_to_b24,
@@ -76,13 +76,33 @@ class Bitrix24Adapter(CrmAdapter):
         return found
 
     def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
-        """Deals by ``DATE_MODIFY`` ascending, paged; the poller keeps the cursor."""
-        flt: dict[str, Any] = {}
-        if since is not None:
-            flt[">=DATE_MODIFY"] = format_datetime(since)
-        params = {"filter": flt, "order": {"DATE_MODIFY": "ASC", "ID": "ASC"}, "select": DEAL_SELECT}
-        for raw in self.client.list_all("crm.deal.list", params):
-            yield deal_from_b24(self.name, raw, self.location_fields)
+        """Deals by ``DATE_MODIFY`` ascending from ``since`` (inclusive); the poller keeps the cursor.
+
+        Paged by key, not by offset: while we read, deals keep changing and move to the end
+        of the order, which shifts every later offset and would skip a deal for good. Each
+        page starts after the last deal read: the rest of its second by ID, then later seconds.
+        """
+        order = {"DATE_MODIFY": "ASC", "ID": "ASC"}
+        moment = format_datetime(since) if since is not None else None
+        after_id = 0  # within ``moment``, deals up to this id are read
+        while True:
+            if moment is not None:
+                rows = self._deal_page({"=DATE_MODIFY": moment, ">ID": after_id}, {"ID": "ASC"})
+                for raw in rows:
+                    after_id = int(raw["ID"])
+                    yield deal_from_b24(self.name, raw, self.location_fields)
+                if len(rows) == PAGE_SIZE:
+                    continue  # more deals in this very second
+            rows = self._deal_page({">DATE_MODIFY": moment} if moment is not None else {}, order)
+            for raw in rows:
+                moment, after_id = str(raw["DATE_MODIFY"]), int(raw["ID"])
+                yield deal_from_b24(self.name, raw, self.location_fields)
+            if len(rows) < PAGE_SIZE:
+                return
+
+    def _deal_page(self, flt: dict[str, Any], order: dict[str, str]) -> list[dict[str, Any]]:
+        return list(self.client.call("crm.deal.list", {"filter": flt, "order": order, "select": DEAL_SELECT,
+                                                       "start": 0}) or [])
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         rows = self.client.call("crm.deal.list", {"filter": {field: value}, "order": {"ID": "ASC"},

@@ -1,0 +1,36 @@
+"""Polling reads every changed deal even while deals keep changing under it (keyset paging)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta
+
+from adapters.bitrix24.adapter import Bitrix24Adapter
+from adapters.bitrix24.simulator import Bitrix24Simulator
+
+
+def test_deals_changing_during_the_read_skip_no_deal() -> None:
+    simulator = Bitrix24Simulator(application_token="token-12345678", rate=1000, burst=1000)
+    server = simulator.serve()
+    try:
+        ids = [simulator.add_deal({"TITLE": f"Сделка {i}", "STAGE_ID": "NEW"}) for i in range(130)]
+        time.sleep(1.1)  # edits below land in a later second than the creations (Bitrix24 stamps to the second)
+        adapter = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 1000,
+                                          "burst": 1000})
+        real_call = adapter.client.call
+        touched = iter(ids)
+
+        def call_and_touch(method, params=None, **kw):  # type: ignore[no-untyped-def]
+            answer = real_call(method, params, **kw)
+            # Meanwhile a user edits an early deal: it moves to the end of the DATE_MODIFY order,
+            # and with offset paging the deal at the page boundary would be skipped.
+            simulator.update_deal(next(touched), {"COMMENTS": "edited"})
+            return answer
+
+        adapter.client.call = call_and_touch  # type: ignore[method-assign]
+        since = datetime.now().astimezone() - timedelta(hours=1)
+        seen = {d.id for d in adapter.changed_deals(since)}
+        assert seen == set(ids)  # offset paging missed 2 of 130 here
+    finally:
+        server.stop()
+        simulator.close()
