@@ -1,0 +1,225 @@
+"""Bulk read: 10,000 deals from the Bitrix24 simulator with the connector's adapter and with the
+``fast-bitrix24`` library (``pip install -e '.[bench]'``), in the same run, alternating rounds.
+
+Both clients get the same limit, raised for this bench (the simulator's bucket and each
+client's own throttle: ``--rate`` 50/s, threshold ``--burst`` 50; the simulator charges
+every command of a ``batch`` one unit, as the real portal does), the same fields
+(``DEAL_SELECT``, the adapter's) and start each round with an empty bucket.
+
+* ours: ``Bitrix24Adapter(...).changed_deals(since=None)``: the poller's full read (order
+  DATE_MODIFY, ID), one request per 50-row page, waiting on its throttle, never refused;
+* ours, same order as fast-bitrix24: ``client.list_all("crm.deal.list", order ID)``;
+* fast-bitrix24 ``Bitrix(webhook).get_all("crm.deal.list", params={"select": …})``: one
+  request for ``total``, then parallel ``batch`` calls of 50 page reads each.
+
+fast-bitrix24 takes any URL with a scheme, host and path: the simulator's loopback
+``http://127.0.0.1:PORT/rest/1/simcode/`` works as is (``ssl=False`` only skips a
+certificate check that plain http does not make).
+
+The simulator sorts and renders every deal for every page (O(N log N) per page, ~0.1 s for
+10,000 deals), which would swamp both clients' times; the bench memoises its sorted list of
+deals while no deal changes, so the figures measure the clients and the rate limit. The
+answers are byte for byte what the plain simulator sends. ``--no-memo`` turns it off.
+
+    python bench/bulk_read.py                      # 10,000 deals, 3 rounds, at 0 and at 50 ms per request
+    python bench/bulk_read.py --deals 10000 --rounds 5 --json
+    python bench/bulk_read.py --latency 0          # loopback only
+
+Target: ours no slower than fast-bitrix24 (ratio ours / fast-bitrix24 <= 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import threading
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from adapters.bitrix24 import simulator as b24sim  # noqa: E402
+from adapters.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
+from adapters.bitrix24.mapping import DEAL_SELECT  # noqa: E402
+
+
+class BenchSimulator(b24sim.Bitrix24Simulator):
+    """The simulator counting HTTP requests, with (``memo``) its sorted deal list kept between
+    pages while no deal changes."""
+
+    def __init__(self, *args: Any, memo: bool = True, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.memo = memo
+        self.http_requests = 0
+        self._memo: dict[str, list[dict[str, Any]]] = {}
+        self._memo_size = -1
+        self._count_lock = threading.Lock()
+
+    def _handle(self, user_id: str, code: str, method: str) -> Any:
+        with self._count_lock:
+            self.http_requests += 1
+        return super()._handle(user_id, code, method)
+
+    def _deal_list(self, params: dict[str, Any]) -> b24sim._Answer:
+        if not self.memo:
+            return super()._deal_list(params)
+        p = b24sim._upper_keys(params)
+        if len(self.deals) != self._memo_size:
+            self._memo, self._memo_size = {}, len(self.deals)
+        key = json.dumps([p.get("FILTER"), p.get("ORDER")], sort_keys=True, default=str)
+        rows = self._memo.get(key)
+        if rows is None:
+            rows = [self._render_deal(d) for d in self.deals.values()]
+            rows = b24sim._filter_rows(rows, b24sim._as_map(p.get("FILTER")), self._tz)
+            rows = b24sim._order_rows(rows, b24sim._as_map(p.get("ORDER")), self._tz)
+            self._memo[key] = rows
+        select = [str(s) for s in b24sim._as_list(p.get("SELECT"))]
+        chunk, total, nxt = b24sim._page(rows, p.get("START"))
+        return b24sim._Answer([self._render_deal(r, select) for r in chunk], total, nxt)
+
+
+@dataclass
+class Timing:
+    client: str
+    seconds: list[float] = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+    requests: list[int] = field(default_factory=list)
+    refusals: list[int] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+
+def _drain(sim: BenchSimulator) -> None:
+    while sim.bucket.level > 0.01:
+        time.sleep(min(1.0, sim.bucket.level / sim.bucket.rate + 0.01))
+
+
+def _ours_adapter(url: str, rate: float, burst: float) -> int:
+    adapter = Bitrix24Adapter("b24", {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate,
+                                      "burst": burst, "timeout": 60.0})
+    try:
+        deals = list(adapter.changed_deals(since=None))
+        return len({d.id for d in deals})
+    finally:
+        adapter.close()
+
+
+def _ours_list_all(url: str, rate: float, burst: float) -> int:
+    adapter = Bitrix24Adapter("b24", {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate,
+                                      "burst": burst, "timeout": 60.0})
+    try:
+        rows = list(adapter.client.list_all("crm.deal.list", {"order": {"ID": "ASC"}, "select": DEAL_SELECT}))
+        return len({r["ID"] for r in rows})
+    finally:
+        adapter.close()
+
+
+def _fast(url: str, rate: float, burst: float) -> int:
+    from fast_bitrix24 import Bitrix
+
+    b = Bitrix(url, verbose=False, requests_per_second=rate, request_pool_size=int(burst), ssl=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rows = b.get_all("crm.deal.list", params={"select": list(DEAL_SELECT)})
+    return len({r["ID"] for r in rows})
+
+
+CLIENTS = {
+    "ours: adapter.changed_deals": _ours_adapter,
+    "ours: client.list_all (order ID)": _ours_list_all,
+    "fast-bitrix24 get_all": _fast,
+}
+
+
+def run(deals: int, rounds: int, rate: float, burst: float, memo: bool,
+        latency: float = 0.0) -> tuple[list[Timing], dict[str, Any]]:
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
+    import fast_bitrix24  # noqa: F401  (imported before the clock starts, like requests for ours)
+
+    sim = BenchSimulator(rate=rate, burst=burst, memo=memo)
+    sim.faults.latency = (latency, latency)  # per HTTP request (a batch once), like a network round trip
+    for i in range(deals):
+        sim.add_deal({"TITLE": f"Заявка {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1",
+                      "OPPORTUNITY": 1000 + i, "UF_CRM_ADDRESS": f"Казань, ул. Мира, {i}"})
+    server = sim.serve()
+    url = f"{server.base_url}{sim.webhook_base}"
+    timings = {name: Timing(name) for name in CLIENTS}
+    try:
+        for r in range(rounds):
+            order = list(CLIENTS) if r % 2 == 0 else list(reversed(CLIENTS))
+            for name in order:
+                _drain(sim)
+                requests_before, refused_before = sim.http_requests, sim.refusals
+                t0 = time.perf_counter()
+                rows = CLIENTS[name](url, rate, burst)
+                elapsed = time.perf_counter() - t0
+                t = timings[name]
+                t.seconds.append(elapsed)
+                t.rows.append(rows)
+                t.requests.append(sim.http_requests - requests_before)  # refused ones included
+                t.refusals.append(sim.refusals - refused_before)
+    finally:
+        server.stop()
+        sim.close()
+    return list(timings.values()), {"deals": deals, "rounds": rounds, "rate": rate, "burst": burst, "memo": memo,
+                                    "latency": latency}
+
+
+
+def _report(timings: list[Timing], setup: dict[str, Any]) -> tuple[bool, bool]:
+    print(f"\n## latency {setup['latency'] * 1000:g} ms per HTTP request: {setup['deals']} deals, {setup['rounds']} "
+          f"rounds alternating, rate {setup['rate']:g}/s burst {setup['burst']:g}, memoised simulator {setup['memo']}")
+    print(f"{'client':<34} {'median s':>9} {'rounds (s)':<28} {'rows':>6} {'requests':>8} {'refusals':>8}")
+    for t in timings:
+        rounds = ", ".join(f"{s:.2f}" for s in t.seconds)
+        print(f"{t.client:<34} {t.median:>9.2f} {rounds:<28} {min(t.rows):>6} {max(t.requests):>8} "
+              f"{sum(t.refusals):>8}")
+    fast = timings[-1].median
+    ok = True
+    for t in timings[:-1]:
+        ratio = t.median / fast
+        ok = ok and ratio <= 1.0
+        print(f"ratio {t.client} / fast-bitrix24 = {ratio:.2f}")
+    complete = all(r == setup["deals"] for t in timings for r in t.rows)
+    print(f"target: ours no slower than fast-bitrix24 (ratio <= 1.00) | {'MET' if ok else 'MISSED'}"
+          f"{'' if complete else ' | WARNING: a client did not read every deal'}")
+    return ok, complete
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--deals", type=int, default=10_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=50.0, help="units/s for the simulator and both clients")
+    parser.add_argument("--burst", type=float, default=50.0, help="bucket threshold, the same for all")
+    parser.add_argument("--no-memo", action="store_true", help="serve pages from the plain simulator")
+    parser.add_argument("--latency", default="0,0.05",
+                        help="seconds the simulator adds to every HTTP request (a network round trip); "
+                             "comma-separated for several runs (default: loopback as is, then 50 ms)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    print(f"# bench/bulk_read.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    verdicts = []
+    dump = []
+    for latency in [float(x) for x in args.latency.split(",") if x.strip()]:
+        timings, setup = run(args.deals, args.rounds, args.rate, args.burst, not args.no_memo, latency)
+        verdicts.append(_report(timings, setup))
+        dump.append({"setup": setup, "timings": [asdict(t) | {"median": t.median} for t in timings]})
+    if args.json:
+        print(json.dumps(dump, indent=2))
+    return 0 if all(ok and complete for ok, complete in verdicts) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,353 @@
+"""CRM call economy: how many CRM requests the worker and dispatcher spend per event, under
+each CRM's real rate limit, on bursts full of duplicate updates of the same deals.
+
+A Runtime with the worker and dispatcher roles only (no intake, no scheduler) processes
+events put straight into its inbox (``store.add_event``, as the intake would): for each deal
+one creation and ``--per-deal - 1`` updates, in bursts of ``--burst-deals`` deals whose events
+are shuffled together (several deliveries of one deal land in one processing window, some in
+the next). One rule writes one task per deal. Then, per CRM:
+
+* Bitrix24 simulator enforcing the leaky bucket (2 units/s, threshold 50; every command of
+  a ``batch`` costs one unit, as the project's API notes and the simulator have it);
+* Pipedrive simulator enforcing its rolling 2 s burst window (20 requests, the Lite plan),
+  with the client's default throttle (5/s, bucket 10).
+
+Printed: CRM requests per processed event, commands per batch, deal reads per distinct deal
+per processing window (worker batch), throughput against the ceiling, refusals, and that every
+deal got exactly one task.
+
+    python bench/crm_calls.py                     # both CRMs, ~1-2 minutes each
+    python bench/crm_calls.py --crm bitrix24 --events 300
+    python bench/crm_calls.py --json
+
+Targets: >= 95 % of the ceiling, 0 refusals, <= 1 read per distinct deal per processing window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import random
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import func, select  # noqa: E402
+
+from adapters.bitrix24.simulator import Bitrix24Simulator  # noqa: E402
+from adapters.pipedrive.simulator import PipedriveSimulator  # noqa: E402
+from connector.config import load_config  # noqa: E402
+from connector.domain import Event, EventKind  # noqa: E402
+from connector.runtime import Runtime  # noqa: E402
+from connector.storage.models import InboxRow, OutboxRow  # noqa: E402
+
+CONFIG = """
+storage: {{url: "sqlite:///{db}"}}
+logging: {{level: WARNING}}
+worker: {{every: 0.2s, batch: {worker_batch}, lease: 120s}}
+dispatcher: {{every: 0.2s, batch: 100, lease: 120s}}
+crms:
+{crm}
+rules:
+  - name: one-task-per-deal
+    crm: {name}
+    on: [deal.created, deal.updated]
+    do:
+      - create_task:
+          title: "Проверить заявку: {{{{ deal.title }}}}"
+          responsible: responsible
+          due: 24h
+"""
+B24_BLOCK = """  b24:
+    type: bitrix24
+    webhook_url: "{url}"
+    application_token: "bench-app-token-123"
+    rate: 2
+    burst: 50
+"""
+PD_BLOCK = """  pd:
+    type: pipedrive
+    base_url: "{url}"
+    api_token: "{token}"
+    rate: {rate}
+    burst: {burst}
+    webhook_user: bench
+    webhook_password: "bench-password-123"
+"""
+TARGET_SHARE = 0.95
+
+
+@dataclass
+class Figures:
+    crm: str
+    events: int
+    deals: int
+    seconds: float = 0.0
+    processed: int = 0
+    requests: int = 0
+    commands: int = 0
+    reads_http: int = 0
+    read_commands: int = 0
+    writes: int = 0
+    read_windows: int = 0
+    reads_per_deal_window_max: float = 0.0
+    reads_per_deal_overall: float = 0.0
+    requests_per_event: float = 0.0
+    commands_per_batch: float = 0.0
+    requests_per_s: float = 0.0
+    commands_per_s: float = 0.0
+    ceiling: str = ""
+    share_of_ceiling: float = 0.0
+    share_of_brief_ceiling: float | None = None
+    refusals: int = 0
+    tasks: int = 0
+    deals_with_one_task: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def targets(self) -> list[tuple[str, str, bool]]:
+        return [
+            (">= 95 % of the ceiling", f"{self.share_of_ceiling:.1%} of {self.ceiling}",
+             self.share_of_ceiling >= TARGET_SHARE),
+            ("0 refusals", str(self.refusals), self.refusals == 0),
+            ("<= 1 read per distinct deal per window", f"max {self.reads_per_deal_window_max:.2f}",
+             self.reads_per_deal_window_max <= 1.0),
+            ("one task per deal", f"{self.deals_with_one_task}/{self.deals}", self.deals_with_one_task == self.deals),
+        ]
+
+
+def _events(crm: str, deal_ids: list[str], per_deal: int, burst_deals: int, rng: random.Random) -> list[Event]:
+    now = datetime.now(UTC)
+    out: list[Event] = []
+    for start in range(0, len(deal_ids), burst_deals):
+        burst = []
+        for deal in deal_ids[start:start + burst_deals]:
+            for n in range(per_deal):
+                kind = EventKind.DEAL_CREATED if n == 0 else EventKind.DEAL_UPDATED
+                burst.append(Event(crm=crm, kind=kind, deal_id=deal, occurred_at=now,
+                                   dedup_key=f"bench:{uuid.uuid4().hex}", source="webhook"))
+        first = [e for e in burst if e.kind == EventKind.DEAL_CREATED]
+        rest = [e for e in burst if e.kind != EventKind.DEAL_CREATED]
+        rng.shuffle(rest)
+        mixed = first[: len(first) // 2] + rest
+        rng.shuffle(mixed)
+        out.extend(first[len(first) // 2:] + mixed)  # some creations lead, the rest arrive mixed in
+    return out
+
+
+def _instrument_reads(runtime: Runtime, name: str, count_reads: Any) -> list[tuple[int, int]]:
+    """Wrap the adapter's ``get_deals``: per worker window, (distinct deals asked, reads sent)."""
+    adapter = runtime.adapters[name]
+    windows: list[tuple[int, int]] = []
+    original = adapter.get_deals
+    lock = threading.Lock()
+
+    def get_deals(ids: Any) -> Any:
+        wanted = list(dict.fromkeys(str(i) for i in ids))
+        with lock:
+            before = count_reads()
+            try:
+                return original(wanted)
+            finally:
+                windows.append((len(wanted), count_reads() - before))
+
+    adapter.get_deals = get_deals  # type: ignore[method-assign]
+    return windows
+
+
+def _drive(runtime: Runtime, events: list[Event], deals: int, timeout: float) -> tuple[float, int]:
+    for event in events:
+        runtime.store.add_event(event, datetime.now(UTC))
+    began = time.monotonic()
+    runtime.start(serve=False, roles=["worker", "dispatcher"])
+    processed = 0
+    while time.monotonic() - began < timeout:
+        with runtime.store.sessions() as s:
+            waiting = s.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status == "new"))
+            processed = s.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status != "new")) or 0
+            open_writes = s.scalar(select(func.count()).select_from(OutboxRow).where(
+                OutboxRow.status.in_(("pending", "sending"))))
+            done = s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "done"))
+        if waiting == 0 and open_writes == 0 and (done or 0) >= deals:
+            break
+        time.sleep(0.05)
+    return time.monotonic() - began, processed
+
+
+def run_bitrix24(events: int, per_deal: int, burst_deals: int, worker_batch: int, seed: int,
+                 timeout: float) -> Figures:
+    sim = Bitrix24Simulator(rate=2, burst=50)  # no handler_url: the events come from the bench
+    server = sim.serve()
+    n_deals = max(1, events // per_deal)
+    deal_ids = [sim.add_deal({"TITLE": f"Заявка {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
+                              "ASSIGNED_BY_ID": "1"}) for i in range(n_deals)]
+    workdir = Path(tempfile.mkdtemp(prefix="connector-bench-calls-"))
+    config = workdir / "b24.yaml"
+    config.write_text(CONFIG.format(db=workdir / "b24.db", worker_batch=worker_batch, name="b24",
+                                    crm=B24_BLOCK.format(url=f"{server.base_url}{sim.webhook_base}")),
+                      encoding="utf-8")
+    runtime = Runtime(load_config(config))
+    windows = _instrument_reads(runtime, "b24", lambda: sim.calls["crm.deal.get"])
+    evs = _events("b24", deal_ids, per_deal, burst_deals, random.Random(seed))
+    seconds, processed = _drive(runtime, evs, n_deals, timeout)
+    client = runtime.adapters["b24"].client  # type: ignore[attr-defined]
+    runtime.stop()
+    server.stop()
+    sim.close()
+    f = Figures(crm="bitrix24", events=len(evs), deals=n_deals, seconds=seconds, processed=processed)
+    f.requests, f.commands = client.requests_sent, client.commands_sent
+    f.read_commands = sim.calls["crm.deal.get"]
+    singles = f.read_commands - sum(sent for asked, sent in windows if asked > 1)  # crm.deal.get on its own
+    f.reads_http = sim.calls["batch"] + singles
+    f.writes = sim.calls["tasks.task.add"]
+    _window_figures(f, windows)
+    f.requests_per_event = f.requests / max(1, processed)
+    f.commands_per_batch = (f.read_commands - singles) / max(1, sim.calls["batch"])
+    f.requests_per_s, f.commands_per_s = f.requests / seconds, f.commands / seconds
+    # The bucket drains 2 units/s after a threshold of 50 that is free once: the sustained ceiling.
+    f.ceiling = "2 units/s sustained (bucket drain)"
+    f.share_of_ceiling = max(0.0, f.commands - 50) / seconds / 2.0
+    f.share_of_brief_ceiling = f.commands_per_s / 100.0  # 2 req/s x 50 commands/batch, if a batch cost 1
+    f.refusals = sim.refusals
+    if f.commands <= 50:
+        f.notes.append("the whole run fitted in the bucket's free threshold of 50: raise --events for a rate")
+    _task_figures(f, [len(sim.tasks_for_deal(d)) for d in deal_ids], len(sim.tasks))
+    f.notes.append(f"calls by method: {dict(sim.calls)}")
+    f.notes.append(f"client throttle waited {client.throttle.waited:.1f} s in total")
+    return f
+
+
+def run_pipedrive(events: int, per_deal: int, burst_deals: int, worker_batch: int, seed: int,
+                  timeout: float, rate: float = 5.0, burst: float = 10.0) -> Figures:
+    sim = PipedriveSimulator(api_token="bench-api-token-123", burst_limit=20)
+    server = sim.serve()
+    n_deals = max(1, events // per_deal)
+    deal_ids = [str(sim.add_deal({"title": f"Deal {i}", "stage_id": 1})) for i in range(n_deals)]
+    workdir = Path(tempfile.mkdtemp(prefix="connector-bench-calls-"))
+    config = workdir / "pd.yaml"
+    config.write_text(CONFIG.format(db=workdir / "pd.db", worker_batch=worker_batch, name="pd",
+                                    crm=PD_BLOCK.format(url=server.base_url, token="bench-api-token-123",
+                                                       rate=rate, burst=burst)),
+                      encoding="utf-8")
+    runtime = Runtime(load_config(config))
+    reads = {"n": 0}
+    original_request = runtime.adapters["pd"].client.request  # type: ignore[attr-defined]
+
+    def counting(method: str, path: str, **kw: Any) -> Any:
+        if method == "GET" and path.startswith("/api/v2/deals"):
+            reads["n"] += 1
+        return original_request(method, path, **kw)
+
+    runtime.adapters["pd"].client.request = counting  # type: ignore[attr-defined]
+    windows = _instrument_reads(runtime, "pd", lambda: reads["n"])
+    evs = _events("pd", deal_ids, per_deal, burst_deals, random.Random(seed))
+    seconds, processed = _drive(runtime, evs, n_deals, timeout)
+    client = runtime.adapters["pd"].client  # type: ignore[attr-defined]
+    runtime.stop()
+    server.stop()
+    sim.close()
+    f = Figures(crm="pipedrive", events=len(evs), deals=n_deals, seconds=seconds, processed=processed)
+    f.requests = client.requests_sent
+    f.reads_http = reads["n"]
+    f.read_commands = sum(w for w, _ in windows)  # deals asked for; a list call reads up to 100 by id
+    f.writes = sum(v for k, v in sim.calls.items() if "activit" in k.lower() and "post" in k.lower())
+    f.commands = f.read_commands + f.writes
+    _window_figures(f, windows, per_request=True)
+    f.requests_per_event = f.requests / max(1, processed)
+    f.commands_per_batch = f.read_commands / max(1, f.reads_http)
+    f.requests_per_s, f.commands_per_s = f.requests / seconds, f.commands / seconds
+    f.ceiling = f"{sim.burst_limit} requests / 2 s window = {sim.burst_limit / 2:g} req/s"
+    f.share_of_ceiling = f.requests_per_s / (sim.burst_limit / 2.0)
+    f.refusals = sim.refusals
+    _task_figures(f, [len(sim.activities_for_deal(int(d))) for d in deal_ids], len(sim.activities))
+    f.notes.append(f"calls by endpoint: {dict(sim.calls)}")
+    f.notes.append(f"most requests in any 2 s window: {sim.max_window_count} (limit {sim.burst_limit}); "
+                   f"client throttle {client.throttle.rate:g}/s bucket {client.throttle.capacity + 1:g}, "
+                   f"waited {client.throttle.waited:.1f} s")
+    return f
+
+
+def _window_figures(f: Figures, windows: list[tuple[int, int]], per_request: bool = False) -> None:
+    f.read_windows = len(windows)
+    if per_request:
+        # Pipedrive reads a window's deals with one list call per 100 ids: count deals per deal read.
+        ratios = [1.0 if asked and sent <= -(-asked // 100) else sent / max(1, asked) for asked, sent in windows]
+    else:
+        ratios = [sent / asked for asked, sent in windows if asked]
+    f.reads_per_deal_window_max = max(ratios, default=0.0)
+    f.reads_per_deal_overall = sum(w for w, _ in windows) / max(1, f.deals)
+
+
+def _task_figures(f: Figures, per_deal: list[int], total: int) -> None:
+    f.tasks = total
+    f.deals_with_one_task = sum(1 for n in per_deal if n == 1)
+
+
+def _print(figures: list[Figures]) -> None:
+    for f in figures:
+        print(f"\n== {f.crm}: {f.events} events on {f.deals} deals, processed {f.processed} in {f.seconds:.1f} s")
+        rows = [
+            ("CRM requests per processed event", f"{f.requests_per_event:.3f}", f"({f.requests} requests)"),
+            ("commands per batch (deals per read)", f"{f.commands_per_batch:.2f}",
+             f"(reads: {f.read_commands} deals in {f.reads_http} requests; writes: {f.writes} tasks in "
+             f"{f.writes} requests, one each)"),
+            ("commands per request, all", f"{f.commands / max(1, f.requests):.2f}", f"({f.commands} commands)"),
+            ("deal-read requests", str(f.reads_http), f"over {f.read_windows} processing windows"),
+            ("reads per distinct deal per window", f"max {f.reads_per_deal_window_max:.2f}",
+             f"(deal reads per deal over the run: {f.reads_per_deal_overall:.2f})"),
+            ("requests/s, commands/s", f"{f.requests_per_s:.2f}, {f.commands_per_s:.2f}", ""),
+            ("throughput vs ceiling", f"{f.share_of_ceiling:.1%}", f"ceiling: {f.ceiling}"),
+        ]
+        if f.share_of_brief_ceiling is not None:
+            rows.append(("  vs 2 req/s x 50 commands/batch", f"{f.share_of_brief_ceiling:.1%}",
+                         "(100 commands/s: holds only if a batch cost one unit)"))
+        rows += [("refusals (QUERY_LIMIT_EXCEEDED / 429)", str(f.refusals), ""),
+                 ("tasks written", str(f.tasks), f"deals with exactly one: {f.deals_with_one_task}/{f.deals}")]
+        for name, value, extra in rows:
+            print(f"  {name:<40} {value:>14}  {extra}")
+        print("  targets:")
+        for target, measured, ok in f.targets():
+            print(f"    {target:<40} {measured:>24}  {'MET' if ok else 'MISSED'}")
+        for note in f.notes:
+            print(f"  note: {note}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--crm", choices=("bitrix24", "pipedrive", "both"), default="both")
+    parser.add_argument("--events", type=int, default=500, help="events per CRM (a creation + updates per deal)")
+    parser.add_argument("--per-deal", type=int, default=5, help="events per deal: 1 creation + N-1 updates")
+    parser.add_argument("--burst-deals", type=int, default=10, help="deals whose events arrive shuffled together")
+    parser.add_argument("--worker-batch", type=int, default=50, help="inbox rows per processing window")
+    parser.add_argument("--pd-rate", type=float, default=5.0, help="the Pipedrive client's rate (config default 5)")
+    parser.add_argument("--pd-burst", type=float, default=10.0, help="its bucket (config default 10)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    figures = []
+    if args.crm in ("bitrix24", "both"):
+        figures.append(run_bitrix24(args.events, args.per_deal, args.burst_deals, args.worker_batch, args.seed,
+                                    args.timeout))
+    if args.crm in ("pipedrive", "both"):
+        figures.append(run_pipedrive(args.events, args.per_deal, args.burst_deals, args.worker_batch, args.seed,
+                                     args.timeout, args.pd_rate, args.pd_burst))
+    print(f"# bench/crm_calls.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    _print(figures)
+    if args.json:
+        print(json.dumps([asdict(f) for f in figures], indent=2, ensure_ascii=False))
+    return 0 if all(ok for f in figures for _, _, ok in f.targets()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
