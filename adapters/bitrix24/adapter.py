@@ -101,8 +101,9 @@ class Bitrix24Adapter(CrmAdapter):
                 return
 
     def _deal_page(self, flt: dict[str, Any], order: dict[str, str]) -> list[dict[str, Any]]:
+        # start=-1: the portal skips counting the whole selection (its "fast export" mode).
         return list(self.client.call("crm.deal.list", {"filter": flt, "order": order, "select": DEAL_SELECT,
-                                                       "start": 0}) or [])
+                                                       "start": -1}) or [])
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         rows = self.client.call("crm.deal.list", {"filter": {field: value}, "order": {"ID": "ASC"},
