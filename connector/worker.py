@@ -399,17 +399,41 @@ def describe_local(action: LocalAction) -> str:
 
 
 def describe(action: Command) -> str:
-    """A one-line human description of a command for the audit and CLI."""
-    payload = action.to_payload()
+    """A one-line human description of a command for the audit and CLI.
+
+    Formats from the command's attributes: ``to_payload()`` (a deep copy and a JSON
+    conversion of every field) is only taken for a value that is not already plain JSON, so
+    the text is the same as formatting the payload.
+    """
     if action.kind == "create_task":
-        due = str(payload.get("deadline") or "none")[:16].replace("T", " ")
-        return f"task {payload['title']!r} for user {payload['responsible_id']} due {due}"
+        deadline = getattr(action, "deadline", None)
+        due_text = deadline.isoformat() if isinstance(deadline, datetime) else _plain(action, "deadline")
+        due = str(due_text or "none")[:16].replace("T", " ")
+        return f"task {_plain(action, 'title')!r} for user {_plain(action, 'responsible_id')} due {due}"
     if action.kind == "update_deal":
-        return "set " + ", ".join(f"{k}={v}" for k, v in payload["values"].items())
+        values = getattr(action, "values", None)
+        if not (type(values) is dict and all(type(k) is str and type(v) in _PLAIN_TYPES
+                                              for k, v in values.items())):
+            values = action.to_payload()["values"]
+        return "set " + ", ".join(f"{k}={v}" for k, v in values.items())
     if action.kind == "close_deal":
-        return f"close as {payload['outcome']}: {payload['reason']}"
+        return f"close as {_plain(action, 'outcome')}: {_plain(action, 'reason')}"
     if action.kind == "add_comment":
-        return f"comment {payload['text'][:80]!r}"
+        return f"comment {_plain(action, 'text')[:80]!r}"
     if action.kind == "create_counterparty":
-        return f"counterparty {payload['name']!r} (INN {payload.get('inn') or '—'}) in {payload['target']}"
+        return (f"counterparty {_plain(action, 'name')!r} (INN {_plain(action, 'inn') or '—'}) "
+                f"in {_plain(action, 'target')}")
     return action.kind
+
+
+# Exact types whose JSON round trip gives them back unchanged (float: repr round-trips; a
+# subclass such as a StrEnum or a bool-like int does not, and goes through the payload).
+_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain(action: Command, name: str) -> Any:
+    """The attribute ``name`` as ``action.to_payload()`` would give it, without building the payload."""
+    value = getattr(action, name)
+    if type(value) in _PLAIN_TYPES:
+        return value
+    return action.to_payload()[name]
