@@ -57,6 +57,28 @@ def test_unknown_crm_type_and_rule_crm() -> None:
     assert "no CRM named 'nope'" in str(err.value)
 
 
+def test_cross_checks_still_run_when_another_key_is_wrong() -> None:
+    # A wrong value elsewhere must not hide that a valid rule names an unknown CRM:
+    # the admin gets every problem in one run, not one stage at a time.
+    bad = GOOD.replace("captain: 17", "captain: [1]") + """
+  - name: r1
+    crm: nope
+    on: [deal.created]
+    do: [{add_comment: {text: "x"}}]
+  - name: r3
+    crm: b24
+    on: [deal.created]
+    do: [{start_deadline: missing}]
+"""
+    with pytest.raises(ConfigError) as err:
+        load_config_text(bad, ENV, source="c.yaml")
+    text = str(err.value)
+    assert "territories[0].captain" in text
+    assert "rules[1].crm: no CRM named 'nope'" in text
+    assert "rules[1].name: rule name 'r1' is used twice" in text
+    assert "no deadline named 'missing'" in text
+
+
 def test_check_command_exits_nonzero_and_prints_no_secret(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "c.yaml"
     path.write_text(GOOD.replace("webhook_url: \"${B24_URL}\"", "webhook_url: \"${B24_TOKEN}\""), encoding="utf-8")

@@ -199,6 +199,10 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         data = ConfigSchema().load(raw.data)
     except ValidationError as exc:
         add(exc.messages)
+        # The cross-checks below still run on what did validate, so one run lists every problem.
+        data = exc.valid_data if isinstance(exc.valid_data, dict) else {}
+    rules = [(i, r) for i, r in enumerate(data.get("rules") or []) if isinstance(r, Rule)]
+    reports = [(i, r) for i, r in enumerate(data.get("reports") or []) if isinstance(r, ReportDef)]
 
     crms: dict[str, dict[str, Any]] = {}
     for name, block in (raw.data.get("crms") or {}).items() if isinstance(raw.data.get("crms"), dict) else []:
@@ -215,7 +219,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         except ValidationError as exc:
             add(exc.messages, base)
 
-    for i, rule in enumerate(data.get("rules", [])):
+    for i, rule in rules:
         if rule.crm not in crms and rule.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
     for name, block in crms.items():
@@ -226,23 +230,26 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
                 add({"deal_crm": [f"no CRM named {target!r} under crms"]}, ("crms", name))
             elif crms[target].get("type") == "onec":
                 add({"deal_crm": [f"{target!r} is a 1C base, not a CRM with deals"]}, ("crms", name))
-    for i, report in enumerate(data.get("reports", [])):
+    for i, report in reports:
         if report.crm not in (raw.data.get("crms") or {}):
             add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))
-    for i, rule in enumerate(data.get("rules", [])):
+    for i, rule in rules:
         for j, step in enumerate(rule.actions):
             if isinstance(step, CreateCounterpartySpec) and crms.get(step.target, {}).get("type") != "onec":
                 add({step.name: [f"in: {step.target!r} is not a configured 1C base (type onec)"]},
                     ("rules", i, "do", j))
-    deadline_names = set(data.get("deadlines") or {})
-    for i, rule in enumerate(data.get("rules", [])):
+    # Named in the file, even where a deadline's own keys are wrong (those are reported above).
+    raw_deadlines = raw.data.get("deadlines")
+    deadline_names = set(raw_deadlines) if isinstance(raw_deadlines, dict) else set()
+    for i, rule in rules:
         for j, step in enumerate(rule.actions):
             if isinstance(step, (StartDeadlineSpec, CancelDeadlineSpec)) and step.deadline not in deadline_names:
                 add({step.name: [f"no deadline named {step.deadline!r} under deadlines"]}, ("rules", i, "do", j))
-    names = [r.name for r in data.get("rules", [])]
-    for i, name in enumerate(names):
-        if names.index(name) != i:
-            add({"name": [f"rule name {name!r} is used twice"]}, ("rules", i))
+    seen: set[str] = set()
+    for i, rule in rules:
+        if rule.name in seen:
+            add({"name": [f"rule name {rule.name!r} is used twice"]}, ("rules", i))
+        seen.add(rule.name)
 
     if problems:
         raise ConfigError(source, problems)
