@@ -108,6 +108,19 @@ def test_real_payload_parses_to_normalised_event() -> None:
     assert "application_token" not in ev.raw["auth"]  # the raw payload is kept, minus secrets
 
 
+def test_delivery_without_stamp_is_not_a_duplicate_of_a_later_one() -> None:
+    body = (PAYLOADS / "deal_update.txt").read_text().strip()
+    unstamped = "&".join(p for p in body.split("&") if not p.startswith("ts="))
+    parser = Bitrix24WebhookParser("b24", "app-token-for-tests")
+    first = parser.parse(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC))[0]
+    again = parser.parse(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 0, 0, 400_000, tzinfo=UTC))[0]
+    later = parser.parse(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 5, 0, tzinfo=UTC))[0]
+    assert first.dedup_key == again.dedup_key  # the same second: a resent twin
+    assert first.dedup_key != later.dedup_key  # a later change of the same deal is new
+    stamped = parser.parse(_request(body), received_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC))[0]
+    assert stamped.occurred_at.year == 2024 and stamped.dedup_key != first.dedup_key
+
+
 def test_wrong_token_refused() -> None:
     body = (PAYLOADS / "deal_update.txt").read_text().strip()
     with pytest.raises(WebhookForbidden):

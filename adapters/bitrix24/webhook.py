@@ -71,7 +71,10 @@ class Bitrix24WebhookParser(WebhookParser):
                 raise MalformedWebhook("ts is out of range") from exc
 
         # Bitrix24 gives no event id: the same event, deal, handler and second is a duplicate.
-        ident = "|".join([event_name.upper(), deal_id, str(ts or ""), str(body.get("event_handler_id") or "")])
+        # Without a stamp the second it arrived stands in, or every later update of the deal
+        # would look like a duplicate of the first.
+        second = str(int(occurred.timestamp()))
+        ident = "|".join([event_name.upper(), deal_id, second, str(body.get("event_handler_id") or "")])
         return [
             Event(
                 crm=self.crm,
