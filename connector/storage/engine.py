@@ -14,6 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The intake's connections are renewed after this many seconds, so one the server or a
+# firewall dropped while idle is rarely met: the intake pings no connection at checkout.
+INTAKE_POOL_RECYCLE = 300
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -41,6 +44,19 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def make_intake_engine(url: str, **kwargs: Any) -> Engine:
+    """An engine for inbox inserts on a server database: autocommit and no ``pool_pre_ping``.
+
+    Each delivery is one ``INSERT … RETURNING`` statement; in autocommit PostgreSQL commits
+    it before it answers, so one round trip per delivery stores it durably (instead of
+    ping, ``BEGIN``, ``INSERT``, ``COMMIT``). A connection that died while pooled fails
+    on use and is discarded; the caller retries once (``Store.add_event``).
+    """
+    if make_url(url).get_backend_name() == "sqlite":
+        raise ValueError("SQLite inserts share the main engine (make_engine)")
+    return create_engine(url, isolation_level="AUTOCOMMIT", pool_recycle=INTAKE_POOL_RECYCLE, **kwargs)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

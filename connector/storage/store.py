@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Engine, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine, Insert, Table, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from connector.domain import Event
-from connector.storage.engine import make_engine, make_sessionmaker, migrate
+from connector.storage.engine import make_engine, make_intake_engine, make_sessionmaker, migrate
 from connector.storage.models import AuditRow, CursorRow, InboxRow, OutboxRow
 
 Row = TypeVar("Row", InboxRow, OutboxRow)
@@ -23,6 +26,19 @@ def new_correlation_id() -> str:
     return uuid.uuid4().hex[:16]
 
 
+def _insert_event_statement(dialect: str) -> Insert:
+    """The inbox insert that skips a (crm, dedup_key) already stored and returns the new id."""
+    table = cast(Table, InboxRow.__table__)
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif dialect == "sqlite":  # ON CONFLICT … RETURNING needs SQLite 3.35 (2021)
+        stmt = sqlite.insert(table)
+    else:
+        raise ValueError(f"unsupported database {dialect!r}: PostgreSQL or SQLite")
+    insert: Insert = stmt.on_conflict_do_nothing(index_elements=["crm", "dedup_key"]).returning(table.c.id)
+    return insert
+
+
 class Store:
     """The database behind one connector process."""
 
@@ -30,6 +46,17 @@ class Store:
         self.url = url
         self.engine: Engine = make_engine(url)
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
+        # Inbox inserts go through their own engine where the database allows it (PostgreSQL:
+        # autocommit, no ping per checkout); on SQLite it is the same engine, since a second
+        # one would open a second in-memory database.
+        self.intake_engine: Engine = make_intake_engine(url) if self.engine.dialect.name != "sqlite" \
+            else self.engine
+        # SQLite has one writer at a time and its busy handler sleeps 1, 2, 5, 10… ms when a
+        # writer waits: queueing this process's inbox writes on a lock hands the write lock
+        # over at once instead. PostgreSQL takes concurrent inserts, so no lock there.
+        self._insert_lock: threading.Lock | nullcontext[None] = \
+            threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        self._insert_event: Insert = _insert_event_statement(self.engine.dialect.name)
         if apply_migrations:
             migrate(self.engine)
 
@@ -39,39 +66,47 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.intake_engine is not self.engine:
+            self.intake_engine.dispose()
 
     # --- inbox -----------------------------------------------------------------------
 
     def add_event(self, event: Event, received_at: datetime, correlation_id: str | None = None) -> bool:
-        """Store one event durably; False when the same delivery was stored before."""
-        row = InboxRow(
-            crm=event.crm,
-            dedup_key=event.dedup_key,
-            kind=str(event.kind),
-            source=event.source,
-            deal_id=event.deal_id,
-            occurred_at=event.occurred_at,
-            received_at=received_at,
-            payload={"raw": event.raw, "previous": event.previous, "data": event.data},
-            status="new",
-            attempts=0,
-            next_try_at=received_at,
-            correlation_id=correlation_id or new_correlation_id(),
-        )
-        with self.sessions() as session:
-            # A pre-check saves a failed INSERT (and its log noise) for the common duplicate.
-            exists = session.scalar(
-                select(InboxRow.id).where(InboxRow.crm == event.crm, InboxRow.dedup_key == event.dedup_key)
-            )
-            if exists is not None:
-                return False
-            session.add(row)
+        """Store one event durably; False when the same delivery was stored before.
+
+        One statement, ``INSERT … ON CONFLICT (crm, dedup_key) DO NOTHING RETURNING id``:
+        a row back means it was inserted, none means a twin was there first (a concurrent
+        twin included: the unique constraint decides, no pre-check ``SELECT`` needed). On
+        PostgreSQL it runs in autocommit, so the answer arrives only after the commit; on
+        SQLite the transaction is committed before this returns. Either way True means the
+        row is durable. Database errors propagate (the intake answers 503).
+        """
+        params = {
+            "crm": event.crm,
+            "dedup_key": event.dedup_key,
+            "kind": str(event.kind),
+            "source": event.source,
+            "deal_id": event.deal_id,
+            "occurred_at": event.occurred_at,
+            "received_at": received_at,
+            "payload": {"raw": event.raw, "previous": event.previous, "data": event.data},
+            "status": "new",
+            "attempts": 0,
+            "next_try_at": received_at,
+            "correlation_id": correlation_id or new_correlation_id(),
+        }
+        for attempt in (1, 2):
             try:
-                session.commit()
-            except IntegrityError:  # a concurrent twin won the race
-                session.rollback()
-                return False
-        return True
+                with self._insert_lock, self.intake_engine.begin() as conn:
+                    return conn.execute(self._insert_event, params).first() is not None
+            except DBAPIError as exc:
+                # Without a ping per checkout, a connection the server dropped (restart,
+                # idle timeout) fails on first use; SQLAlchemy has then discarded it and the
+                # pool's older ones. The statement is idempotent (ON CONFLICT), so one retry
+                # on a fresh connection is safe: at worst a twin reports a duplicate.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
 
     # --- claiming --------------------------------------------------------------------
 
