@@ -9,9 +9,12 @@ them. A database failure answers 503 so the sender may retry; no request ends in
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
 
 from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -33,6 +36,68 @@ log = logging.getLogger(__name__)
 LEADER_STALE = timedelta(seconds=60)
 # Clocks differ a little between the CRM and us; a delivery stamped further ahead is refused.
 FUTURE_SKEW = timedelta(minutes=5)
+
+
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+class _Headers(Mapping[str, str]):
+    """The request's headers by lower-case name, read from the WSGI environ on demand.
+
+    Parsers look up one or two headers; building a dict of all of them per delivery cost
+    more than the lookups themselves.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ: Mapping[str, Any]) -> None:
+        self._environ = environ
+
+    @staticmethod
+    def _key(name: str) -> str:
+        key = name.upper().replace("-", "_")
+        return key if key in ("CONTENT_TYPE", "CONTENT_LENGTH") else "HTTP_" + key
+
+    def __getitem__(self, name: str) -> str:
+        value = self._environ.get(self._key(name))
+        if not isinstance(value, str):
+            raise KeyError(name)
+        return value
+
+    def __iter__(self) -> Iterator[str]:
+        for key, value in self._environ.items():
+            if not isinstance(value, str):
+                continue
+            if key.startswith("HTTP_"):
+                yield key[5:].replace("_", "-").lower()
+            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+                yield key.replace("_", "-").lower()
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _form(body: bytes, mimetype: str) -> dict[str, list[str]] | None:
+    """The form fields of a form-encoded body (None for any other type), in arrival order.
+
+    A urlencoded body is decoded here from the bytes already read, as werkzeug would
+    (strict UTF-8; a percent-escape that is no UTF-8 stays quoted), without werkzeug's
+    MultiDict in between; multipart goes through werkzeug's parser and its limits.
+    """
+    if mimetype == "application/x-www-form-urlencoded":
+        fields: dict[str, list[str]] = {}
+        for key, value in parse_qsl(body.decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
+            fields.setdefault(key, []).append(value)
+        return fields
+    if mimetype == "multipart/form-data":
+        return {k: request.form.getlist(k) for k in request.form}
+    return None
+
+
+def _answer(status: int, **fields: Any) -> tuple[Response, int]:
+    """A JSON answer as ``jsonify`` writes it (compact, sorted keys, a newline), for less."""
+    body = json.dumps(fields, separators=(",", ":"), sort_keys=True) + "\n"
+    return Response(body, status=status, mimetype="application/json"), status
 
 
 def _allowed(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
@@ -68,55 +133,63 @@ def create_app(
         if parser is not None:
             parsers[(adapter.type, name)] = parser
 
+    # Prometheus looks a labelled child up under a lock on every .labels(): keep them.
+    counters: dict[tuple[str, str], Any] = {}
+
+    def count(crm: str, result: str) -> None:
+        child = counters.get((crm, result))
+        if child is None:
+            child = counters.setdefault((crm, result), DELIVERIES.labels(crm, result))
+        child.inc()
+
     @app.post("/hooks/<crm_type>/<name>")
     def hook(crm_type: str, name: str) -> tuple[Response, int]:
         correlation = new_correlation_id()
         parser = parsers.get((crm_type, name))
         if parser is None:
             log.warning("webhook refused crm=%s/%s status=404 reason=unknown CRM", crm_type, name[:40])
-            DELIVERIES.labels("unknown", "refused_404").inc()
-            return jsonify(error="no such CRM is configured"), 404
+            count("unknown", "refused_404")
+            return _answer(404, error="no such CRM is configured")
         if networks and not _allowed(request.remote_addr, networks):
             log.warning("webhook refused crm=%s status=403 reason=source address not allowed", name)
-            DELIVERIES.labels(name, "refused_403").inc()
-            return jsonify(error="source address not allowed"), 403
+            count(name, "refused_403")
+            return _answer(403, error="source address not allowed")
         with observability.correlation(correlation):
-            response, status = _hook(parser, name, correlation)
-        result = "accepted" if status == 200 else f"refused_{status}"
-        if status == 200 and response.json and response.json.get("stored") == 0:
-            result = "duplicate"
-        DELIVERIES.labels(name, result).inc()
+            response, status, result = _hook(parser, name, correlation)
+        count(name, result)
         return response, status
 
-    def _hook(parser: WebhookParser, name: str, correlation: str) -> tuple[Response, int]:
+    def _hook(parser: WebhookParser, name: str, correlation: str) -> tuple[Response, int, str]:
+        """Parse, check and store one delivery: the answer, its status and the metric's result."""
         received = clock()
         try:
+            body = request.get_data(cache=True)
+            mimetype = request.mimetype or ""
             incoming = IncomingRequest(
-                body=request.get_data(cache=True),
-                content_type=request.mimetype or "",
-                headers={k.lower(): v for k, v in request.headers.items()},
-                form={k: request.form.getlist(k) for k in request.form} if request.mimetype in
-                (("application/x-www-form-urlencoded", "multipart/form-data")) else None,
+                body=body,
+                content_type=mimetype,
+                headers=_Headers(request.environ),
+                form=_form(body, mimetype),
                 remote_addr=request.remote_addr,
             )
             events = parser.parse(incoming, received_at=received)
         except WebhookError as exc:
             log.warning("webhook refused crm=%s status=%d reason=%s correlation=%s", name, exc.status, exc.reason,
                         correlation)
-            return jsonify(error=exc.reason), exc.status
+            return *_answer(exc.status, error=exc.reason), f"refused_{exc.status}"
         except HTTPException as exc:  # too large, too many form parts, bad multipart
             status = exc.code or 400
             log.warning("webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name,
                         correlation)
-            return jsonify(error=exc.name), status
+            return *_answer(status, error=exc.name), f"refused_{status}"
         except Exception:  # a parser bug must still not become a 500 or a stored row
             log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
-            return jsonify(error="could not parse the delivery"), 400
+            return *_answer(400, error="could not parse the delivery"), "refused_400"
         stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]
         if stale:
             log.warning("webhook refused crm=%s status=400 reason=outside the replay window stamped=%s correlation=%s",
                         name, stale[0].occurred_at.isoformat(), correlation)
-            return jsonify(error="delivery outside the replay window"), 400
+            return *_answer(400, error="delivery outside the replay window"), "refused_400"
         stored = duplicates = 0
         try:
             for event in events:
@@ -126,10 +199,12 @@ def create_app(
                     duplicates += 1
         except SQLAlchemyError:
             log.exception("webhook not stored crm=%s correlation=%s", name, correlation)
-            return jsonify(error="storage unavailable, try again"), 503
+            return *_answer(503, error="storage unavailable, try again"), "refused_503"
         log.info("webhook accepted crm=%s events=%d stored=%d duplicates=%d correlation=%s", name, len(events),
                  stored, duplicates, correlation)
-        return jsonify(ok=True, stored=stored, duplicates=duplicates, correlation_id=correlation), 200
+        # An empty delivery (an event we do not follow) counts as accepted, as before.
+        result = "duplicate" if events and stored == 0 else "accepted"
+        return *_answer(200, ok=True, stored=stored, duplicates=duplicates, correlation_id=correlation), result
 
     @app.get("/metrics")
     def metrics() -> Response:
