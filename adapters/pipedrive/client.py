@@ -2,16 +2,17 @@
 
 Pipedrive counts requests per token over a rolling 2 s window and refuses the excess with
 429 and ``x-ratelimit-*``/``retry-after`` headers; a client that keeps hammering gets a
-403 HTML page from the CDN. A client-side leaky bucket keeps us under the window, and a
-refusal waits as long as the headers say. Writes whose answer was lost (a timeout, a reset,
-a 5xx) are not resent here: the caller reconciles first (``AmbiguousWriteError``).
+403 HTML page from the CDN. A client-side rolling window (``RollingWindow``: at most
+``burst_limit`` requests in any ``window`` seconds, a request counted from its send until
+``window`` after its answer) keeps us under it, the server's rate headers reveal other
+clients of the same token, and a refusal holds every call as long as the headers say.
+Writes whose answer was lost (a timeout, a reset, a 5xx) are not resent here: the caller
+reconciles first (``AmbiguousWriteError``).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -26,6 +27,7 @@ from adapters.errors import (
     RateLimited,
     RetriableError,
 )
+from adapters.pipedrive.window import RollingWindow
 from adapters.retrying import RetryPolicy, never_sent
 from adapters.throttle import Throttle
 from connector.metrics import RATE_LIMIT_WAIT, crm_call
@@ -35,10 +37,17 @@ log = logging.getLogger(__name__)
 V2_PAGE = 500  # the v2 maximum
 V1_PAGE = 500
 CDN_BLOCK_WAIT = 60.0  # the CDN's 403 after hammering: back off hard
+BURST_LIMIT = 20  # requests per rolling window per API token on the Lite plan
+WINDOW = 2.0  # seconds
 
 
 class PipedriveClient:
-    """Calls ``{base_url}/api/v2/...`` and ``{base_url}/v1/...`` with an API token."""
+    """Calls ``{base_url}/api/v2/...`` and ``{base_url}/v1/...`` with an API token.
+
+    ``burst_limit`` and ``window``: the plan's rolling burst limit. ``rate`` and ``burst``
+    (deprecated, off unless given): a leaky bucket pacing the calls further, as the client
+    did before it mirrored the window.
+    """
 
     def __init__(
         self,
@@ -46,8 +55,10 @@ class PipedriveClient:
         api_token: str,
         *,
         crm: str = "pipedrive",
-        rate: float = 5.0,
-        burst: float = 10.0,
+        burst_limit: int = BURST_LIMIT,
+        window: float = WINDOW,
+        rate: float | None = None,
+        burst: float | None = None,
         timeout: float = 30.0,
         max_attempts: int = 5,
         backoff_initial: float = 0.5,
@@ -60,15 +71,20 @@ class PipedriveClient:
         # Jitter as large as the first wait: many clients refused at once must not retry in step.
         self.retry = RetryPolicy(crm, "pipedrive", max_attempts=max_attempts, backoff_initial=backoff_initial,
                                  backoff_max=backoff_max, jitter=backoff_initial)
-        self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
+        # Looked up at each wait, not bound now: one method decides how the client sleeps.
+        self.window = RollingWindow(burst_limit, window, sleep=lambda s: self._interruptible_sleep(s),
+                                    stopping=self.retry.interrupted)
+        self.throttle: Throttle | None = None
+        if rate is not None or burst is not None:
+            self.throttle = self.retry.throttle = Throttle(5.0 if rate is None else rate,
+                                                           10.0 if burst is None else burst,
+                                                           sleep=self._interruptible_sleep)
         self.session = session or requests.Session()
         # The token goes in a header, never in the URL, so it cannot end up in access logs.
         self.session.headers["x-api-token"] = api_token
         self.session.headers["Accept"] = "application/json"
         self.requests_sent = 0  # HTTP requests, for call-economy figures
         self.rate_limited = 0  # 429 answers seen
-        self._not_before = 0.0  # monotonic time the server's window frees up, after x-ratelimit-remaining: 0
-        self._lock = threading.Lock()
 
     def interrupt(self) -> None:
         """Wake every retry or throttle wait and give up further retries (process stopping)."""
@@ -108,14 +124,14 @@ class PipedriveClient:
 
     def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
               *, idempotent: bool) -> dict[str, Any]:
-        with self._lock:
-            pause = self._not_before - time.monotonic()
-        if pause > 0:
-            self._interruptible_sleep(pause)  # the server said its window is full: wait for the reset
-        waited = self.throttle.acquire()
+        waited = self.throttle.acquire() if self.throttle is not None else 0.0
+        # After the bucket: the window books the moment the call really goes out.
+        ticket = self.window.acquire()
+        waited += ticket.waited
         if waited:
             RATE_LIMIT_WAIT.labels(self.crm).inc(waited)
         if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
+            self.window.release(ticket, sent=False)
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=f"{method} {path}")
         self.requests_sent += 1
         with crm_call(self.crm, f"{method} {path}") as call:
@@ -123,8 +139,14 @@ class PipedriveClient:
                 resp = self.session.request(method, self.base + path, params=params, json=body,
                                             timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
+                self.window.release(ticket)  # it may have arrived: it occupies the window all the same
                 cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
                 raise cls(f"{type(exc).__name__} calling Pipedrive", crm=self.crm, method=f"{method} {path}") from exc
+            except BaseException:
+                self.window.release(ticket)
+                raise
+            # A 429 holds every call until the reset instead (``_hold``): no count to learn from it.
+            self.window.release(ticket, headers=resp.headers if resp.status_code != 429 else None)
             call["status"] = resp.status_code
             return self._decode(f"{method} {path}", resp, idempotent=idempotent)
 
@@ -134,22 +156,11 @@ class PipedriveClient:
         except ValueError:
             body = None
         if 200 <= resp.status_code < 300 and isinstance(body, dict) and body.get("success") is not False:
-            self._note_window(resp.headers)
             return body
         error = str(body.get("error") or "") if isinstance(body, dict) else ""
         info = str(body.get("error_info") or "") if isinstance(body, dict) else resp.text[:200]
         raise self.error_for(method, resp.status_code, error, info, resp.headers, json_body=isinstance(body, dict),
                              idempotent=idempotent)
-
-    def _note_window(self, headers: Mapping[str, str]) -> None:
-        """No request left in the server's 2 s window (another client shares the token):
-        hold the next call until ``x-ratelimit-reset``, as singer-io's tap-pipedrive does."""
-        remaining = headers.get("x-ratelimit-remaining")
-        if remaining is None or remaining.strip() != "0":
-            return
-        reset = _retry_after({"x-ratelimit-reset": headers.get("x-ratelimit-reset", "1")}) or 1.0
-        with self._lock:
-            self._not_before = max(self._not_before, time.monotonic() + min(reset, self.retry.backoff_max))
 
     def error_for(self, method: str, status: int, error: str, info: str, headers: Mapping[str, str], *,
                   json_body: bool = True, idempotent: bool = True) -> AdapterError:
@@ -158,9 +169,12 @@ class PipedriveClient:
                               "description": error or info}
         if status == 429:
             self.rate_limited += 1
-            return RateLimited("Pipedrive rate limit", retry_after=_retry_after(headers), **kw)
+            retry_after = _retry_after(headers)
+            self._hold(retry_after or 1.0)
+            return RateLimited("Pipedrive rate limit", retry_after=retry_after, **kw)
         if status == 403 and not json_body:
             # Not Pipedrive but its CDN: we kept calling after 429s. Back off hard.
+            self._hold(CDN_BLOCK_WAIT)
             return RateLimited("Pipedrive CDN block", retry_after=CDN_BLOCK_WAIT, **kw)
         if status in (401, 402, 403):
             return AuthError("Pipedrive refused the token or its permissions", **kw)
@@ -172,6 +186,11 @@ class PipedriveClient:
         if 200 <= status < 300:
             return FatalError("Pipedrive answered without a success envelope", **kw)
         return FatalError("Pipedrive refused the request", **kw)
+
+    def _hold(self, seconds: float) -> None:
+        """Refused: every other call waits too, as long as the retry of this one will (the
+        retry policy's wait is capped at ``backoff_max``, so is the hold)."""
+        self.window.hold(min(seconds, self.retry.backoff_max))
 
     # --- paging -----------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate
 from adapters.fields import HttpUrl, Id, Span
 
 LOCATION_KEYS = ("address", "region", "city", "district", "street", "postcode")
+# The former leaky bucket's defaults (burst + 2 * rate = Lite's 20 per 2 s), for configs that still
+# name rate or burst.
+LEGACY_RATE = 5.0
+LEGACY_BURST = 10.0
 _CUSTOM_KEY = validate.Regexp(r"^[0-9a-f]{40}$", error="a custom field key: 40 lowercase hex characters")
 
 
@@ -16,9 +20,12 @@ class PipedriveSettings(Schema):
     """Settings of one Pipedrive company reached with an API token.
 
     The burst limit is counted per token over a rolling 2 s window (20/40/100/120 requests
-    for Lite/Growth/Premium/Ultimate). Our leaky bucket lets through at most
-    ``burst + 2 * rate`` requests in any 2 s, so the defaults (5/s, bucket 10) stay under
-    Lite's 20; raise both for a bigger plan.
+    for Lite/Growth/Premium/Ultimate). The client mirrors it: at most ``burst_limit``
+    requests in any ``window``, each counted from its send until ``window`` after its answer,
+    so it never exceeds the limit however many threads share it; the server's rate headers
+    make it leave room for other clients of the same token. Set ``burst_limit`` to your plan's.
+    ``rate`` and ``burst`` are the former leaky bucket: given, it paces the calls on top of
+    the window (at most ``burst + 2 * rate`` in any 2 s); not given, the window alone paces.
     """
 
     type = fields.String(required=True)
@@ -37,8 +44,17 @@ class PipedriveSettings(Schema):
                      metadata={"doc": "the API token's user: only its API changes are skipped"})
     poll_every = Span(load_default=300.0, metadata={"doc": "how often to poll changed deals"})
     poll_overlap = Span(load_default=120.0, metadata={"doc": "re-read this far behind the cursor"})
-    rate = fields.Float(load_default=5.0, validate=validate.Range(min=0.1), metadata={"doc": "requests per second"})
-    burst = fields.Float(load_default=10.0, validate=validate.Range(min=1), metadata={"doc": "bucket size"})
+    burst_limit = fields.Integer(load_default=20, validate=validate.Range(min=1),
+                                 metadata={"doc": "at most this many requests in any `window` (the plan's burst "
+                                                  "limit per API token: Lite 20, Growth 40, Premium 100, "
+                                                  "Ultimate 120)"})
+    window = Span(load_default=2.0, metadata={"doc": "the rolling window the burst limit is counted over"})
+    rate = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0.1),
+                        metadata={"doc": f"deprecated: also pace calls with a leaky bucket of this many requests "
+                                         f"per second (given rate or burst, the other defaults to "
+                                         f"{LEGACY_RATE:g}/s or {LEGACY_BURST:g})"})
+    burst = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=1),
+                         metadata={"doc": "deprecated: that bucket's size"})
     timeout = Span(load_default=30.0)
     max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20))
     backoff_initial = Span(load_default=0.5)
@@ -53,4 +69,15 @@ class PipedriveSettings(Schema):
                 raise ValidationError({"base_url": ["give base_url or company_domain"]})
             data["base_url"] = f"https://{data['company_domain']}.pipedrive.com"
         data["base_url"] = str(data["base_url"]).rstrip("/")
+        return data
+
+    @post_load
+    def _legacy_bucket(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
+        # A config naming rate or burst keeps the pacing it had (``paced``); the loaded values
+        # are always numbers, the bucket's defaults when not given, so readers need no None case.
+        data["paced"] = data.get("rate") is not None or data.get("burst") is not None
+        if data.get("rate") is None:
+            data["rate"] = LEGACY_RATE
+        if data.get("burst") is None:
+            data["burst"] = LEGACY_BURST
         return data
