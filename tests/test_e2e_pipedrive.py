@@ -231,6 +231,33 @@ def test_429_storm_every_write_once_and_rate_kept(sim, runtime: Runtime) -> None
     assert isinstance(adapter, PipedriveAdapter) and adapter.client.rate_limited > 0
 
 
+def test_429_storm_with_the_window_alone_every_write_once(sim, db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The config defaults (no rate/burst: the rolling window alone) through a 429 storm."""
+    simulator, server = sim
+    monkeypatch.setenv("PD_TOKEN", API_TOKEN)
+    monkeypatch.setenv("PD_HOOK_PASSWORD", HOOK_PASSWORD)
+    text = config_text(db_url, server.base_url).replace(f"    rate: {RATE}\n    burst: {BURST}\n", "")
+    assert "rate:" not in text
+    simulator.faults.limit_rate = 0.3
+    simulator.faults._rng.seed(11)
+    simulator.block_after_refusals = 6
+    rt = Runtime(load_config_text(text))
+    try:
+        rt.start()
+        _subscribe(simulator, rt)
+        ids = [_new_deal(simulator, f"Storm {i}", "Tallinn, Kesklinn district") for i in range(5)]
+        assert wait_for(lambda: _outbox_states(rt) == {"done"}
+                        and all(simulator.activities_for_deal(d) for d in ids), timeout=45)
+        assert simulator.refusals > 0
+        assert [len(simulator.activities_for_deal(d)) for d in ids] == [1] * 5
+        assert simulator.max_window_count <= simulator.burst_limit
+        adapter = rt.adapters["pd"]
+        assert isinstance(adapter, PipedriveAdapter) and adapter.client.throttle is None
+        assert adapter.client.rate_limited > 0
+    finally:
+        rt.stop()
+
+
 def test_throttle_keeps_under_the_burst_window(sim) -> None:  # type: ignore[no-untyped-def]
     """Many concurrent reads through one adapter: Pipedrive's rolling 2 s window is never overrun."""
     simulator, server = sim
