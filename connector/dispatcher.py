@@ -5,6 +5,11 @@ Each try first commits "sending" (so a crash is visible), then calls the CRM, th
 dispatcher looks for its own earlier write by the marker before writing again. A
 retriable failure is rescheduled with exponential backoff; past the limit, or on a fatal
 error, the row becomes a dead letter that ``connector replay`` can resend.
+
+A claimed batch is carried out in ``concurrency`` lanes: the rows of one deal stay in one
+lane, in the order the rules wrote them, while different deals' writes overlap, so one slow
+or retried CRM call does not hold up every other deal. The CRM client's throttle is shared
+by the lanes, so they never exceed the CRM's rate together.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from adapters.base import CrmAdapter, WriteResult
@@ -49,6 +55,11 @@ class Dispatcher:
         self.owner = owner or f"dispatcher-{os.getpid()}"
         # A test hook: runs between the CRM call and the commit that records it.
         self.after_call = after_call
+        lanes = config.dispatcher["concurrency"]
+        url = store.engine.url
+        if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+            lanes = 1  # each thread would see its own empty in-memory database
+        self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="dispatch") if lanes > 1 else None
 
     def tick(self) -> int:
         """Carry out one batch of due rows; returns how many reached done."""
@@ -56,6 +67,17 @@ class Dispatcher:
         now = self.clock()
         rows = self.store.claim(OutboxRow, ["pending", "sending"], now, timedelta(seconds=cfg["lease"]),
                                 cfg["batch"], self.owner)
+        lanes = by_deal(rows)
+        if self._pool is None or len(lanes) < 2:
+            return sum(self._lane(lane) for lane in lanes)
+        return sum(self._pool.map(self._lane, lanes))
+
+    def close(self) -> None:
+        """Let running lanes finish and free their threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    def _lane(self, rows: Sequence[OutboxRow]) -> int:
         return sum(1 for row in rows if self.dispatch(row))
 
     def dispatch(self, row: OutboxRow) -> bool:
@@ -196,3 +218,11 @@ class Dispatcher:
                 live.next_try_at = now + timedelta(seconds=delay)
         log.warning("dispatch failed crm=%s outbox=%s command=%s attempts=%s error=%s correlation=%s",
                     row.crm, row.id, row.command, row.attempts, exc, row.correlation_id)
+
+
+def by_deal(rows: Sequence[OutboxRow]) -> list[list[OutboxRow]]:
+    """The rows grouped by (CRM, deal), each group in claim (id) order, groups by first row."""
+    lanes: dict[tuple[str, str | None], list[OutboxRow]] = {}
+    for row in rows:
+        lanes.setdefault((row.crm, row.deal_id), []).append(row)
+    return list(lanes.values())

@@ -164,6 +164,7 @@ class Runtime:
             adapter.interrupt()
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
+        self.dispatcher.close()
         self.leadership.release()
         for adapter in self.adapters.values():
             adapter.close()

@@ -113,3 +113,41 @@ def test_a_refused_write_goes_back_to_pending_and_is_retried_soon() -> None:
     assert row.status == "pending" and row.next_try_at == clock.now + timedelta(seconds=2)
     clock.now += timedelta(seconds=2)
     assert dispatcher.tick() == 1 and adapter.calls == ["execute", "find", "execute"]
+
+
+def test_lanes_overlap_different_deals_and_keep_one_deals_order(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import threading
+    import time
+
+    cfg = load_config_text(CONFIG.replace("backoff: 1s}", "backoff: 1s, concurrency: 3}"))
+    store, clock = Store(f"sqlite:///{tmp_path / 'lanes.db'}"), Clock()
+    order: list[tuple[str, str]] = []
+    in_flight, most = [0], [0]
+    lock = threading.Lock()
+
+    class Slow(Recording):
+        def execute(self, command: Command, marker: str) -> WriteResult:
+            with lock:
+                in_flight[0] += 1
+                most[0] = max(most[0], in_flight[0])
+                order.append((command.deal_id, command.title))  # type: ignore[attr-defined]
+            time.sleep(0.05)  # a CRM round trip: the other lanes go on meanwhile
+            with lock:
+                in_flight[0] -= 1
+            return WriteResult(marker)
+
+    with store.sessions() as s, s.begin():
+        for n in range(9):
+            deal = str(n % 3)
+            task = CreateTask(deal, title=f"{deal}-{n // 3}", responsible_id="2")
+            s.add(OutboxRow(idempotency_key=f"k{n}", crm="b24", deal_id=deal, rule="r", command=task.kind,
+                            payload=task.to_payload(), status="pending", attempts=0, next_try_at=clock.now,
+                            correlation_id="c", created_at=clock.now, updated_at=clock.now))
+    dispatcher = Dispatcher(cfg, store, {"b24": Slow()}, clock=clock)
+    try:
+        assert dispatcher.tick() == 9
+    finally:
+        dispatcher.close()
+    assert most[0] == 3  # three deals, three lanes at once
+    for deal in "012":
+        assert [t for d, t in order if d == deal] == [f"{deal}-0", f"{deal}-1", f"{deal}-2"]

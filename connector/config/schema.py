@@ -96,6 +96,9 @@ class DispatcherSchema(Schema):
                            metadata={"doc": "outbox rows claimed per tick"})
     max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1),
                                   metadata={"doc": "tries before a write becomes a dead letter"})
+    concurrency = fields.Integer(load_default=4, validate=validate.Range(min=1, max=32), metadata={
+        "doc": "writes to different deals carried out at once (one deal's writes stay in order); "
+               "the CRM's rate limit still holds for all of them together"})
     backoff = Span(load_default=10.0, metadata={"doc": "first retry delay; doubles each try"})
     backoff_max = Span(load_default=3600.0, metadata={"doc": "longest retry delay"})
     lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
