@@ -54,8 +54,8 @@ class RollingWindow:
     """At most ``limit`` requests in any ``window`` seconds, counted rigorously (see the module).
 
     ``acquire`` books a slot and sleeps until it may be used; ``release`` is called when the
-    answer arrives (or the call failed, or was never sent). ``observe`` feeds the server's rate
-    headers in; ``hold`` stops every other caller until a time (after a 429).
+    answer arrives (or the call failed, or was never sent), with the answer's rate headers to
+    learn of other clients of the token; ``hold`` stops every other caller for a while (a 429).
     """
 
     def __init__(
