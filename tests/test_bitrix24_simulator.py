@@ -278,6 +278,23 @@ def test_batch_substitution_sections_and_counts(sim: Bitrix24Simulator, url: str
     assert sim.calls["batch"] == 1 and sim.calls["crm.deal.get"] == 2 and sim.calls["user.get"] == 1
 
 
+def test_batch_chains_list_pages_by_row_reference(sim: Bitrix24Simulator, url: str) -> None:
+    # The documented fast export inside one batch: each page starts after row 49 of the page
+    # before it ($result[key][49][ID], as $result[user_by_name][0][ID] in the batch docs).
+    for i in range(120):
+        sim.add_deal({"TITLE": f"Deal {i}"})
+    page = "crm.deal.list?order[ID]=ASC&select[0]=ID&select[1]=DATE_MODIFY&start=-1"
+    cmd = {"c0": f"{page}&filter[%3EID]=0",
+           "c1": f"{page}&filter[%3EID]=%24result%5Bc0%5D%5B49%5D%5BID%5D",
+           "c2": f"{page}&filter[%3EID]=$result[c1][49][ID]"
+                 f"&filter[%3E%3DDATE_MODIFY]=$result[c1][49][DATE_MODIFY]"}
+    inner = call(url, "batch", {"halt": 0, "cmd": cmd}).json()["result"]
+    ids = [[int(r["ID"]) for r in inner["result"][k]] for k in ("c0", "c1", "c2")]
+    assert ids == [list(range(1, 51)), list(range(51, 101)), list(range(101, 121))]
+    assert inner["result_total"] == [] and inner["result_error"] == []  # start=-1: no count
+    assert sim.calls["crm.deal.list"] == 3
+
+
 def test_batch_halt_limit_and_no_nesting(url: str) -> None:
     halted = call(url, "batch", {"halt": 1, "cmd": {"x": "crm.deal.get?ID=5", "y": "user.get"}})
     halted = halted.json()["result"]
@@ -501,3 +518,48 @@ def test_concurrent_writes_get_distinct_ids(sim: Bitrix24Simulator, url: str) ->
         t.join()
     assert sorted(ids) == list(range(1, 61)) and len(sim.deals) == 60
     assert sim.calls["crm.deal.add"] == 60
+
+
+def _scan(sim: Bitrix24Simulator, flt: dict[str, Any], order: dict[str, Any], start: Any) -> Any:
+    """The list answer as the simulator used to compute it: render all, filter, sort, page."""
+    from adapters.bitrix24 import simulator as mod
+
+    rows = [sim._render_deal(d) for d in sim.deals.values()]
+    rows = mod._filter_rows(rows, flt, sim._tz)
+    rows = mod._order_rows(rows, order, sim._tz)
+    return mod._page(rows, start)
+
+
+def test_indexed_list_answers_like_a_full_scan(sim: Bitrix24Simulator, clock: FakeClock) -> None:
+    # Several deals per second, some seconds crowded, a few edits: the keyset filters the
+    # adapter sends and others, in both offset and fast-export (start=-1) paging.
+    for i in range(260):
+        sim.add_deal({"TITLE": f"D{i}", "OPPORTUNITY": (i * 37) % 1000, "CATEGORY_ID": i % 2,
+                      **({"UF_CRM_X": str(i % 3)} if i % 4 == 0 else {})})
+        if i % 7 == 0 or 100 < i < 180 and i % 40 == 0:
+            clock.advance(1)
+    for deal_id in ("5", "77", "130"):
+        clock.advance(1)
+        sim.update_deal(deal_id, {"COMMENTS": "edited"})
+    moment = sim.deals["40"]["DATE_MODIFY"]
+    utc = datetime.fromisoformat(moment).astimezone(UTC).isoformat()
+    by_modify = {"DATE_MODIFY": "ASC", "ID": "ASC"}
+    filters: list[dict[str, Any]] = [
+        {}, {">ID": 100}, {">ID": "100"}, {"=DATE_MODIFY": moment, ">ID": 30}, {">DATE_MODIFY": moment},
+        {">=DATE_MODIFY": utc}, {"<DATE_MODIFY": moment, ">=ID": 3}, {"DATE_MODIFY": utc},
+        {">ID": "$result[a][49][ID]"}, {"CATEGORY_ID": 1, ">ID": 10}, {"UF_CRM_X": "1"}, {">OPPORTUNITY": 500},
+        {"@ID": [1, 2, 250]}, {"<=ID": 0}, {">ID": 1000},
+    ]
+    orders: list[dict[str, Any]] = [{}, {"ID": "ASC"}, by_modify, {"DATE_MODIFY": "ASC"}, {"ID": "DESC"},
+                                    {"OPPORTUNITY": "DESC"}, {"UF_CRM_X": "ASC"}]
+    for flt in filters:
+        for order in orders:
+            for start in (-1, 0, 200, "x"):
+                assert _indexed(sim, flt, order, start) == _scan(sim, flt, order, start), (flt, order, start)
+    sim.delete_deal("41")  # the kept index follows changes
+    assert _indexed(sim, {">ID": 39}, {}, -1) == _scan(sim, {">ID": 39}, {}, -1)
+
+
+def _indexed(sim: Bitrix24Simulator, flt: dict[str, Any], order: dict[str, Any], start: Any) -> Any:
+    chunk, total, nxt = sim._query_deals(flt, order, start)
+    return [sim._render_deal(r) for r in chunk], total, nxt

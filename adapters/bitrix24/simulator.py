@@ -18,7 +18,9 @@ Run it on its own with ``python -m adapters.bitrix24.simulator --port 8081 --tok
 from __future__ import annotations
 
 import argparse
+import bisect
 import collections
+import functools
 import hashlib
 import hmac
 import json
@@ -235,7 +237,13 @@ def _key(value: Any, tz: tzinfo) -> tuple[int, Any]:
         return (0, "")
     if isinstance(value, bool):
         value = "Y" if value else "N"
-    text = str(value)
+    return _key_text(str(value), tz)
+
+
+@functools.lru_cache(maxsize=1 << 17)
+def _key_text(text: str, tz: tzinfo) -> tuple[int, Any]:
+    # Cached: every filter and sort of a list call types the same few thousand strings again
+    # (a regex and a datetime parse each), which dominated the simulator's time per page.
     if _NUMBER.match(text):
         return (1, Decimal(text))
     parsed = _parse_dt(text, tz)
@@ -279,6 +287,12 @@ def _test(op: str, actual: Any, wanted: Any, tz: tzinfo) -> bool:
 def _filter_rows(rows: Iterable[dict[str, Any]], flt: Mapping[str, Any], tz: tzinfo,
                  aliases: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     """Rows matching every ``[op]FIELD: value`` condition of a Bitrix24 filter."""
+    conditions = _conditions(flt, aliases)
+    return [r for r in rows if all(_test(op, r.get(f), w, tz) for op, f, w in conditions)]
+
+
+def _conditions(flt: Mapping[str, Any], aliases: Mapping[str, str] | None = None) -> list[tuple[str, str, Any]]:
+    """A filter as ``(operator, FIELD, wanted)`` triples; keys that are no condition are dropped."""
     conditions = []
     for raw_key, wanted in flt.items():
         m = _FILTER_KEY.match(str(raw_key))
@@ -286,14 +300,19 @@ def _filter_rows(rows: Iterable[dict[str, Any]], flt: Mapping[str, Any], tz: tzi
             continue
         field = m.group(2).upper()
         conditions.append((m.group(1) or "", (aliases or {}).get(field, field), wanted))
-    return [r for r in rows if all(_test(op, r.get(f), w, tz) for op, f, w in conditions)]
+    return conditions
+
+
+def _order_keys(order: Mapping[str, Any], default: tuple[str, str] = ("ID", "ASC")) -> list[tuple[str, str]]:
+    keys = [(str(k).upper(), str(v).upper()) for k, v in order.items()] or [default]
+    if "ID" not in (k for k, _ in keys):
+        keys.append(("ID", default[1]))  # a stable tie-break keeps pages from overlapping
+    return keys
 
 
 def _order_rows(rows: list[dict[str, Any]], order: Mapping[str, Any], tz: tzinfo,
                 default: tuple[str, str] = ("ID", "ASC")) -> list[dict[str, Any]]:
-    keys = [(str(k).upper(), str(v).upper()) for k, v in order.items()] or [default]
-    if "ID" not in (k for k, _ in keys):
-        keys.append(("ID", default[1]))  # a stable tie-break keeps pages from overlapping
+    keys = _order_keys(order, default)
     for field, direction in reversed(keys):
         def sort_key(row: dict[str, Any], f: str = field) -> Any:
             return _key(row.get(f), tz)
@@ -302,18 +321,91 @@ def _order_rows(rows: list[dict[str, Any]], order: Mapping[str, Any], tz: tzinfo
     return rows
 
 
-def _page(rows: list[Any], start: Any) -> tuple[list[Any], int | None, int | None]:
-    """One 50-row page, ``total`` and ``next``; ``start=-1`` skips the count (fast export)."""
+def _offset(start: Any) -> int:
+    """The ``start`` parameter as an offset; -1 is the fast export (no count)."""
     try:
         offset = int(start or 0)
     except (TypeError, ValueError):
         offset = 0
+    return -1 if offset == -1 else max(offset, 0)
+
+
+def _page(rows: list[Any], start: Any) -> tuple[list[Any], int | None, int | None]:
+    """One 50-row page, ``total`` and ``next``; ``start=-1`` skips the count (fast export)."""
+    offset = _offset(start)
     if offset == -1:
         return rows[:PAGE_SIZE], None, None
-    offset = max(offset, 0)
     chunk = rows[offset:offset + PAGE_SIZE]
     nxt = offset + PAGE_SIZE if offset + PAGE_SIZE < len(rows) else None
     return chunk, len(rows), nxt
+
+
+_RANGE_OPS = frozenset({"", "=", ">", ">=", "<", "<="})
+
+
+class _SortedView:
+    """Rows in one list order with their typed sort keys: an index for ranges on the order's fields.
+
+    A real portal answers keyset pages (``>DATE_MODIFY``, ``=DATE_MODIFY`` + ``>ID``) from an
+    index; the simulator did the same work as a full scan, render and sort on every page. The
+    view is built once per state of the deals and order, and answers are the same as the scan's:
+    the index only skips rows that provably fail a condition, every other condition is tested
+    row by row with the same ``_test``.
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], order: list[tuple[str, str]], tz: tzinfo) -> None:
+        self.rows = rows
+        self.fields = [f for f, _ in order]
+        self.ascending = all(d != "DESC" for _, d in order)
+        self.keys = [tuple(_key(r.get(f), tz) for f in self.fields) for r in rows]
+        # A field is indexable only when every row's key has one type (a number, a datetime):
+        # across types ``_cmp`` compares text, which the key order does not follow.
+        self.tags = [self._one_tag(i) for i in range(len(self.fields))]
+
+    def _one_tag(self, i: int) -> int | None:
+        tags = {k[i][0] for k in self.keys}
+        return tags.pop() if len(tags) == 1 else None
+
+    def select(self, conditions: list[tuple[str, str, Any]], tz: tzinfo) -> tuple[range, list[tuple[str, str, Any]]]:
+        """The index range that can hold matches, and the conditions still to test on each row."""
+        lo, hi = 0, len(self.rows)
+        residual = list(conditions)
+        if not self.ascending:
+            return range(lo, hi), residual
+        for i, field in enumerate(self.fields):
+            usable = [c for c in residual if c[1] == field and self._usable(i, c, tz)]
+            if not usable:
+                break
+            pinned = False
+            for cond in usable:
+                op, _, wanted = cond
+                bound = _key(wanted, tz)
+                prefix = self.keys[lo][:i] if lo < hi else ()
+
+                def key_of(k: tuple[Any, ...], n: int = i) -> tuple[Any, ...]:
+                    return k[:n + 1]
+
+                if op in ("", "=", ">="):
+                    lo = max(lo, bisect.bisect_left(self.keys, (*prefix, bound), lo, hi, key=key_of))
+                if op == ">":
+                    lo = max(lo, bisect.bisect_right(self.keys, (*prefix, bound), lo, hi, key=key_of))
+                if op in ("", "=", "<="):
+                    hi = min(hi, bisect.bisect_right(self.keys, (*prefix, bound), lo, hi, key=key_of))
+                if op == "<":
+                    hi = min(hi, bisect.bisect_left(self.keys, (*prefix, bound), lo, hi, key=key_of))
+                hi = max(lo, hi)
+                pinned = pinned or op in ("", "=")
+                residual.remove(cond)
+            if not pinned:
+                break  # a range on this field: later fields are not sorted within it
+        return range(lo, hi), residual
+
+    def _usable(self, i: int, cond: tuple[str, str, Any], tz: tzinfo) -> bool:
+        op, _, wanted = cond
+        if op not in _RANGE_OPS or isinstance(wanted, (list, tuple, dict)) or wanted in (None, ""):
+            return False
+        tag = _key(wanted, tz)[0]
+        return tag in (1, 2) and self.tags[i] == tag
 
 
 def _camel(name: str) -> str:
@@ -361,6 +453,8 @@ class Bitrix24Simulator:
         self.bindings: dict[str, tuple[int, str]] = {}  # event -> (handler id, url), from event.bind
         self._blocked: dict[str, float] = {}
         self._operating: dict[str, tuple[int, float]] = {}
+        # Sorted deal lists by (order, time zone), valid while no deal is added, changed or deleted.
+        self._views: dict[tuple[Any, ...], _SortedView] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], _Answer]] = {
             "crm.deal.add": self._deal_add, "crm.deal.get": self._deal_get,
             "crm.deal.list": self._deal_list, "crm.deal.update": self._deal_update,
@@ -414,6 +508,7 @@ class Bitrix24Simulator:
         """Delete a deal as a UI user would; fires ONCRMDEALDELETE. KeyError if missing."""
         with self._lock:
             del self.deals[str(deal_id)]
+            self._views.clear()
             self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": str(deal_id)}})
 
     def tasks_for_deal(self, deal_id: str) -> list[dict[str, Any]]:
@@ -648,6 +743,7 @@ class Bitrix24Simulator:
         self._apply_deal_fields(deal, given, creating=True)
         deal["IS_NEW"] = "Y" if deal["STAGE_ID"] == _FIRST_STAGE.get(category) else "N"
         self.deals[deal_id] = deal
+        self._views.clear()
         self._fire("ONCRMDEALADD", {"FIELDS": {"ID": deal_id}})
         return deal_id
 
@@ -658,6 +754,7 @@ class Bitrix24Simulator:
         self._apply_deal_fields(deal, given, creating=False)
         deal["DATE_MODIFY"] = self._iso(self.clock())
         deal["MODIFY_BY_ID"] = str(self.webhook_user_id)
+        self._views.clear()
         self._fire("ONCRMDEALUPDATE", {"FIELDS": {"ID": deal_id}})
 
     def _apply_deal_fields(self, deal: dict[str, Any], given: Mapping[str, Any], *, creating: bool) -> None:
@@ -718,11 +815,42 @@ class Bitrix24Simulator:
     def _deal_list(self, params: dict[str, Any]) -> _Answer:
         p = _upper_keys(params)
         select = [str(s) for s in _as_list(p.get("SELECT"))]
-        rows = [self._render_deal(d) for d in self.deals.values()]
-        rows = _filter_rows(rows, _as_map(p.get("FILTER")), self._tz)
-        rows = _order_rows(rows, _as_map(p.get("ORDER")), self._tz)
-        chunk, total, nxt = _page(rows, p.get("START"))
+        chunk, total, nxt = self._query_deals(_as_map(p.get("FILTER")), _as_map(p.get("ORDER")), p.get("START"))
         return _Answer([self._render_deal(r, select) for r in chunk], total, nxt)
+
+    def _query_deals(self, flt: Mapping[str, Any], order: Mapping[str, Any],
+                     start: Any) -> tuple[list[dict[str, Any]], int | None, int | None]:
+        """One page of deals, ``total`` and ``next``, as filtering and sorting them all would give.
+
+        Stored deals hold the same values a rendered row does (absent user fields read as
+        None either way), so they are filtered and sorted without rendering; the sorted list
+        is kept until a deal changes, and ranges on the order's leading fields come from it by
+        bisection. With ``start=-1`` the scan stops at the first 50 matches (no count).
+        """
+        tz = self._tz
+        keys = _order_keys(order)
+        view = self._views.get((tuple(keys), tz))
+        if view is None:
+            ordered = _order_rows(list(self.deals.values()), dict(keys), tz)
+            view = self._views[(tuple(keys), tz)] = _SortedView(ordered, keys, tz)
+        span, residual = view.select(_conditions(flt), tz)
+        offset = _offset(start)
+        if not residual:  # the range is the answer: no row to test
+            rows = view.rows
+            first = span.start + max(offset, 0)
+            chunk = rows[first:min(first + PAGE_SIZE, span.stop)]
+            if offset == -1:
+                return chunk, None, None
+            count = len(span)
+            return chunk, count, offset + PAGE_SIZE if offset + PAGE_SIZE < count else None
+        matches: list[dict[str, Any]] = []
+        for i in span:
+            row = view.rows[i]
+            if all(_test(op, row.get(f), w, tz) for op, f, w in residual):
+                matches.append(row)
+                if offset == -1 and len(matches) == PAGE_SIZE:
+                    break
+        return _page(matches, start)
 
     def _deal_update(self, params: dict[str, Any]) -> _Answer:
         p = _upper_keys(params)
@@ -740,6 +868,7 @@ class Bitrix24Simulator:
         if deal_id not in self.deals:
             raise _not_found()
         del self.deals[deal_id]
+        self._views.clear()
         self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": deal_id}})
         return _Answer(True)
 
