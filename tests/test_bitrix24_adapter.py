@@ -78,7 +78,7 @@ def test_task_carries_marker_and_deal_binding() -> None:
     assert res.remote_id == "3711"
     import json
 
-    fields = json.loads(responses.calls[0].request.body)["fields"]
+    fields = json.loads(responses.calls[0].request.body or "{}")["fields"]
     assert fields["UF_CRM_TASK"] == ["D_10"] and fields["RESPONSIBLE_ID"] == "5"
     assert "[crmc:abc]" in fields["DESCRIPTION"] and fields["DEADLINE"] == "2026-12-01T12:00:00+00:00"
 
@@ -125,3 +125,57 @@ def test_wrong_token_refused() -> None:
     body = (PAYLOADS / "deal_update.txt").read_text().strip()
     with pytest.raises(WebhookForbidden):
         Bitrix24WebhookParser("b24", "another-token").parse(_request(body), received_at=datetime.now(UTC))
+
+
+# --- batched paging ------------------------------------------------------------------------------
+
+
+def _page_rows(first: int, count: int) -> list[dict[str, str]]:
+    return [{"ID": str(i)} for i in range(first, first + count)]
+
+
+def _batch_body(call: responses.Call) -> dict[str, str]:
+    import json
+
+    return dict(json.loads(call.request.body or "{}")["cmd"])
+
+
+@responses.activate
+def test_list_all_fetches_the_pages_after_the_first_in_batches() -> None:
+    url = BASE + "crm.deal.list.json"
+    responses.post(url, json={"result": _page_rows(1, 50), "next": 50, "total": 170, "time": {}})
+    responses.post(BASE + "batch.json", json={"result": {
+        "result": {"p50": _page_rows(51, 50), "p100": _page_rows(101, 50), "p150": _page_rows(151, 20)},
+        "result_error": [], "result_total": {"p50": 170, "p100": 170, "p150": 170},
+        "result_next": {"p50": 100, "p100": 150}, "result_time": []}, "time": {}})
+    c = client()
+    rows = list(c.list_all("crm.deal.list", {"order": {"ID": "ASC"}, "select": ["ID"]}))
+    assert [int(r["ID"]) for r in rows] == list(range(1, 171))
+    assert len(responses.calls) == 2  # 4 pages, 2 round trips
+    cmd = _batch_body(responses.calls[1])
+    assert list(cmd) == ["p50", "p100", "p150"]
+    assert all("start=" + k[1:] in v and v.startswith("crm.deal.list?") for k, v in cmd.items())
+    assert (c.requests_sent, c.commands_sent) == (2, 4)  # every page costs a unit, batched or not
+
+
+@responses.activate
+def test_list_all_batches_fit_the_throttle_and_stop_where_the_list_ends() -> None:
+    responses.post(BASE + "tasks.task.list.json",
+                   json={"result": {"tasks": _page_rows(1, 50)}, "next": 50, "total": 1000, "time": {}})
+    # The list shrank after the first page: the second page of the batch is the last one.
+    responses.post(BASE + "batch.json", json={"result": {
+        "result": {"p50": {"tasks": _page_rows(51, 50)}, "p100": {"tasks": _page_rows(101, 3)},
+                   **{f"p{s}": {"tasks": []} for s in range(150, 450, 50)}},
+        "result_error": [], "result_total": {}, "result_next": {"p50": 100}, "result_time": []}, "time": {}})
+    c = Bitrix24Client(BASE, rate=1000, burst=10, backoff_initial=0.001)  # our bucket: 9 units
+    rows = list(c.list_all("tasks.task.list", {"filter": {"UF_CRM_TASK": "D_1"}}, items_key="tasks"))
+    assert len(rows) == 103
+    assert len(_batch_body(responses.calls[1])) == 9 == c.batch_size
+
+
+@responses.activate
+def test_list_all_raises_a_later_pages_error() -> None:
+    responses.post(BASE + "crm.deal.list.json", json={"result": _page_rows(1, 50), "next": 50, "total": 60})
+    responses.post(BASE + "crm.deal.list.json", json={"error": "ACCESS_DENIED"}, status=403)
+    with pytest.raises(AuthError):
+        list(client().list_all("crm.deal.list", {}))  # one page left: a plain call
