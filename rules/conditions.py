@@ -57,7 +57,29 @@ def compile_condition(spec: Any, path: str = "when") -> Condition:
     parts += [_single(key, value, f"{path}.{key}") for key, value in spec.items()]
     if len(parts) == 1:
         return parts[0]
-    return lambda ctx: all(p(ctx) for p in parts)
+    return _all_of(parts)
+
+
+# all() over a generator expression costs a generator per test, on every rule of every
+# event; these loops give the same answers (bools, first false or true part decides).
+def _all_of(parts: list[Condition]) -> Condition:
+    def check(ctx: RuleContext) -> bool:
+        for part in parts:  # noqa: SIM110 - all()/any() on a generator is slower here, on every event
+            if not part(ctx):
+                return False
+        return True
+
+    return check
+
+
+def _any_of(parts: list[Condition]) -> Condition:
+    def check(ctx: RuleContext) -> bool:
+        for part in parts:  # noqa: SIM110 - all()/any() on a generator is slower here, on every event
+            if part(ctx):
+                return True
+        return False
+
+    return check
 
 
 def _single(key: str, value: Any, path: str) -> Condition:
@@ -65,7 +87,7 @@ def _single(key: str, value: Any, path: str) -> Condition:
         if not isinstance(value, list) or not value:
             raise ConditionError(f"{key} takes a non-empty list", path)
         subs = [compile_condition(v, f"{path}[{i}]") for i, v in enumerate(value)]
-        return (lambda ctx: all(s(ctx) for s in subs)) if key == "all" else (lambda ctx: any(s(ctx) for s in subs))
+        return _all_of(subs) if key == "all" else _any_of(subs)
     if key == "not":
         sub = compile_condition(value, path)
         return lambda ctx: not sub(ctx)

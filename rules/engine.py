@@ -29,10 +29,13 @@ def rule_version(rule: Rule, ctx: RuleContext) -> str:
 def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
     """Every action every matching rule takes, each with its idempotency key."""
     decisions: list[Decision] = []
+    crm, triggers = ctx.deal.crm, ctx.triggers
+    scheduled = "schedule" in triggers
     for rule in rules:
-        if not rule.enabled or rule.crm != ctx.deal.crm or not (rule.triggers & ctx.triggers):
+        # isdisjoint: the same test as an empty intersection, without building one per rule
+        if not rule.enabled or rule.crm != crm or rule.triggers.isdisjoint(triggers):
             continue
-        if "schedule" in ctx.triggers and ctx.event.data.get("schedule") != rule.name:
+        if scheduled and ctx.event.data.get("schedule") != rule.name:
             continue  # a scheduled run belongs to the one rule whose schedule it is
         if not rule.condition(ctx):
             continue
