@@ -45,6 +45,11 @@ _Part = str | tuple[str, tuple[_Lookup, ...]]
 _SPECIAL_NAMES = frozenset({"self", "super", "loop", "caller", "varargs", "kwargs"})
 
 
+# Everything getattr() might find on a dict (dir(dict) is a superset of a dict instance's
+# attributes): a key named like one goes through the sandbox's getattr.
+_DICT_ATTRS = frozenset(dir(dict)) | frozenset(dir(type))
+
+
 class TemplateProblem(ValueError):
     """A template that does not compile or cannot render."""
 
@@ -119,6 +124,14 @@ def _render_plain(parts: tuple[_Part, ...], context: dict[str, Any]) -> str:
         if value is missing:
             value = _ENV.undefined(name=name)
         for kind, key in lookups:
-            value = _ENV.getattr(value, key) if kind == "attr" else _ENV.getitem(value, key)  # type: ignore[arg-type]
+            if type(value) is dict and key in value and (kind == "item" or key not in _DICT_ATTRS):
+                # What the sandbox ends with for a plain dict (getitem tries the item first;
+                # getattr tries the attribute, which dict does not have) -- without its
+                # AttributeError on the way.
+                value = value[key]
+            elif kind == "attr":
+                value = _ENV.getattr(value, key)  # type: ignore[arg-type]
+            else:
+                value = _ENV.getitem(value, key)
         out.append(str(value))
     return "".join(out)
