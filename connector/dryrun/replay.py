@@ -127,8 +127,10 @@ class Replay:
 
     def _process(self, deal: Deal, kind: EventKind, at: datetime, data: dict[str, Any]) -> None:
         key = (deal.crm, deal.id)
-        current = deal.snapshot()
         before = self._snapshots.get(key)
+        # A deadline event replays the deal as last seen: its snapshot is the one taken then
+        # (deals are frozen and nothing here changes their fields).
+        current = before if before is not None and self._deals.get(key) is deal else deal.snapshot()
         changes = diff(before, current) if kind != EventKind.TIMER_DUE else {}
         event = Event(crm=deal.crm, kind=kind, deal_id=deal.id, occurred_at=at,
                       dedup_key=f"replay:{deal.id}:{at.isoformat()}:{kind}:{data.get('deadline', '')}",
