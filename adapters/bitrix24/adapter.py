@@ -7,9 +7,9 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import CrmAdapter, WebhookParser, WriteResult
-from adapters.bitrix24.client import BATCH_LIMIT, PAGE_SIZE, Bitrix24Client
+from adapters.bitrix24.client import BATCH_LIMIT, Bitrix24Client
+from adapters.bitrix24.keyset import Answer, DealReader
 from adapters.bitrix24.mapping import (
-    DEAL_SELECT,
     deal_fields_to_b24,
     deal_from_b24,
     format_datetime,
@@ -81,29 +81,25 @@ class Bitrix24Adapter(CrmAdapter):
         Paged by key, not by offset: while we read, deals keep changing and move to the end
         of the order, which shifts every later offset and would skip a deal for good. Each
         page starts after the last deal read: the rest of its second by ID, then later seconds.
+        The first page is one request; after it, pages are chained inside ``batch`` requests
+        (up to ``batch_size`` each), every page starting from the last row of the one before
+        it through ``$result[key][49][...]`` (see ``adapters.bitrix24.keyset``).
         """
-        order = {"DATE_MODIFY": "ASC", "ID": "ASC"}
-        moment = format_datetime(since) if since is not None else None
-        after_id = 0  # within ``moment``, deals up to this id are read
-        while True:
-            if moment is not None:
-                rows = self._deal_page({"=DATE_MODIFY": moment, ">ID": after_id}, {"ID": "ASC"})
-                for raw in rows:
-                    after_id = int(raw["ID"])
-                    yield deal_from_b24(self.name, raw, self.location_fields)
-                if len(rows) == PAGE_SIZE:
-                    continue  # more deals in this very second
-            rows = self._deal_page({">DATE_MODIFY": moment} if moment is not None else {}, order)
-            for raw in rows:
-                moment, after_id = str(raw["DATE_MODIFY"]), int(raw["ID"])
+        reader = DealReader(format_datetime(since) if since is not None else None)
+        while not reader.finished:
+            steps = reader.plan(self.client.batch_size)
+            commands = reader.commands(steps)
+            answers: dict[str, Answer]
+            if len(steps) == 1:  # one page: a plain call, no batch envelope
+                key, (method, params) = next(iter(commands.items()))
+                body = self.client.call_full(method, params)
+                answers = {key: (list(body["result"] or []), body.get("total"), None)}
+            else:
+                batch = self.client.batch(commands)
+                answers = {key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
+                           for key in commands}
+            for raw in reader.consume(steps, answers):
                 yield deal_from_b24(self.name, raw, self.location_fields)
-            if len(rows) < PAGE_SIZE:
-                return
-
-    def _deal_page(self, flt: dict[str, Any], order: dict[str, str]) -> list[dict[str, Any]]:
-        # start=-1: the portal skips counting the whole selection (its "fast export" mode).
-        return list(self.client.call("crm.deal.list", {"filter": flt, "order": order, "select": DEAL_SELECT,
-                                                       "start": -1}) or [])
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         rows = self.client.call("crm.deal.list", {"filter": {field: value}, "order": {"ID": "ASC"},

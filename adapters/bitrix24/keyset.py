@@ -1,0 +1,197 @@
+"""Reading deals in ``DATE_MODIFY`` order by key, many pages per ``batch`` request.
+
+Offsets are unsafe while deals change (an edited deal moves to the end of the order and
+every later offset shifts, skipping a deal for good), so each page starts after the last
+deal read: the rest of its second by ID (``=DATE_MODIFY m`` + ``>ID id``), then later
+seconds (``>DATE_MODIFY m``). A ``crm.deal.list`` filter is a conjunction (we rely on no
+documented OR), so which of the two comes next depends on the page before; inside one ``batch`` a page can only refer
+to an earlier page's rows (``$result[key][49][ID]``, documented for ``batch``). The reader
+therefore plans each batch from what it knows and checks every page's premise when the
+answers come back, using the pages in order up to the first whose premise failed; the
+rest are discarded (their units are spent, their rows never used). The plans:
+
+* a second whose remaining size is known (counted once, below): exactly enough
+  ``=DATE_MODIFY`` pages chained by ID to finish it (the last one short, which proves the
+  second is done), then ``>DATE_MODIFY m`` for the next seconds;
+* a crowded second of unknown size (the last page read ended among many deals of one
+  second): one page asking for a count (``start=0``: ``total`` of the rest of that second
+  only, a small indexed range, not the whole selection);
+* otherwise (deals spread over many seconds): ``>=DATE_MODIFY`` of the previous page's last
+  row, chained; the few rows of that second already read come again and are skipped. A page
+  that brings nothing new (a second of 50 or more deals) stops the chain: the next batch
+  counts that second instead.
+
+The first page of a read asks for ``total`` (once per read, not per page: a poll's
+``>=DATE_MODIFY since`` is a small range; a full read counts the table once), and no more
+pages are planned than it says remain, so a read's end costs no pages past it. Every other
+page is ``start=-1`` (no count) except the counting ones above. The order is the same for
+every page (``DATE_MODIFY``, ``ID``), which is also the order rows are yielded in, each once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.bitrix24.client import PAGE_SIZE
+from adapters.bitrix24.mapping import DEAL_SELECT
+from adapters.errors import AdapterError
+
+ORDER = {"DATE_MODIFY": "ASC", "ID": "ASC"}
+# A second with this many deals read already is counted before its rest is planned: a
+# ``>=DATE_MODIFY`` page would bring back that many old rows for every page of new ones.
+CROWDED = PAGE_SIZE // 2
+
+Answer = tuple[list[dict[str, Any]], int | None, AdapterError | None]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One planned page: ``kind`` is ``all`` (the first page of a full read), ``same`` (the rest
+    of the cursor's second, by ID), ``after`` (seconds after the cursor's, a literal one) or
+    ``from`` (from the cursor's second on, skipping rows read). ``chained`` pages take their
+    start from row 49 of the page before them in the batch."""
+
+    key: str
+    kind: str
+    chained: bool = False
+    count: bool = False
+
+    def params(self, moment: str | None, after_id: int, prev: str | None) -> dict[str, Any]:
+        """The ``crm.deal.list`` parameters, with ``$result`` references when chained."""
+        ref_moment = f"$result[{prev}][{PAGE_SIZE - 1}][DATE_MODIFY]" if self.chained else moment
+        ref_id: Any = f"$result[{prev}][{PAGE_SIZE - 1}][ID]" if self.chained else after_id
+        flt: dict[str, Any]
+        if self.kind == "all":
+            flt = {}
+        elif self.kind == "same":
+            flt = {"=DATE_MODIFY": ref_moment, ">ID": ref_id}
+        elif self.kind == "after":
+            flt = {">DATE_MODIFY": moment}
+        else:
+            flt = {">=DATE_MODIFY": ref_moment}
+        # start=-1: the portal skips counting the whole selection (its "fast export" mode).
+        return {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": 0 if self.count else -1}
+
+
+class DealReader:
+    """The cursor of one ``DATE_MODIFY``-ordered read and the planning of its next requests."""
+
+    def __init__(self, since: str | None) -> None:
+        self.moment = since  # DATE_MODIFY of the last deal read (or ``since``); None: nothing yet
+        self.after_id = 0  # within ``moment``, deals up to this ID are read
+        self.in_second = 0  # deals read within ``moment``
+        self.rest: int | None = None  # deals known left in ``moment`` after ``after_id``; 0: done
+        self.left: int | None = None  # deals left after the cursor, by the first page's count
+        self.finished = False
+        self.crowded = False  # the last second finished was crowded: the next one likely is too
+
+    # --- planning ---------------------------------------------------------------------
+
+    def plan(self, size: int) -> list[Step]:
+        """The next request's pages, at most ``size`` (one page: send it as a plain call).
+
+        No more pages are planned than the count says remain (plus the short one that proves
+        the end), so the end of a read wastes no units on pages past it.
+        """
+        if self.left is None and self.in_second == 0:
+            # The first page counts the selection once (a poll's is a small range).
+            return [Step("c0", "all" if self.moment is None else "from", count=True)]
+        if self.rest is None and self.in_second >= CROWDED:
+            return [Step("c0", "same", count=True)]
+        steps: list[Step] = []
+        later = self.left if self.left is not None else 0
+        if self.rest:
+            pages = self.rest // PAGE_SIZE + 1  # the last one short: the proof that the second is done
+            steps += [Step(f"c{i}", "same", chained=i > 0) for i in range(min(size, pages))]
+            if len(steps) == size or len(steps) < pages:
+                return steps
+        if self.rest is not None:
+            later -= self.rest
+            steps.append(Step(f"c{len(steps)}", "after"))
+        else:
+            steps.append(Step("c0", "from"))
+        budget = max(0, later) // PAGE_SIZE + 1
+        while len(steps) < size and budget > 1:
+            budget -= 1
+            if self.crowded:
+                # After a crowded second the next is likely crowded too: count it in this batch.
+                steps.append(Step(f"c{len(steps)}", "same", chained=True, count=True))
+                break
+            steps.append(Step(f"c{len(steps)}", "from", chained=True))
+        return steps
+
+    def commands(self, steps: list[Step]) -> dict[str, tuple[str, dict[str, Any]]]:
+        """The batch commands for ``steps``, each chained one referring to the page before it."""
+        out: dict[str, tuple[str, dict[str, Any]]] = {}
+        prev: str | None = None
+        for step in steps:
+            out[step.key] = ("crm.deal.list", step.params(self.moment, self.after_id, prev))
+            prev = step.key
+        return out
+
+    # --- reading the answers ----------------------------------------------------------
+
+    def consume(self, steps: list[Step], answers: Mapping[str, Answer]) -> Iterator[dict[str, Any]]:
+        """Yield the new rows of ``steps`` in order, moving the cursor, up to the first page
+        whose premise failed (the later ones started from the wrong place: never used)."""
+        prev_full = True  # the page before had 50 rows and the cursor stands on its last
+        for step in steps:
+            if step.chained and not prev_full:
+                return
+            if step.kind == "after" and self.rest != 0:
+                return  # the second before is not proven done: later seconds would skip its rest
+            rows, total, error = answers[step.key]
+            if error is not None:
+                raise error
+            prev_full = len(rows) == PAGE_SIZE
+            if step.kind == "same":
+                yield from self._take_same(rows, total if step.count else None)
+                continue
+            fresh = [r for r in rows if not self._read(r)] if step.kind == "from" else rows
+            if step.count and total is not None:
+                self.left = int(total) - (len(rows) - len(fresh))
+            if prev_full and not fresh:
+                self.crowded = True  # 50 rows of one second, all read: count it next
+                self.rest = None
+                return
+            yield from self._take_later(fresh)
+            if len(rows) < PAGE_SIZE:
+                self.finished = True
+                return
+
+    def _take_same(self, rows: list[dict[str, Any]], total: int | None) -> Iterator[dict[str, Any]]:
+        for raw in rows:
+            self.after_id = int(raw["ID"])
+            self.in_second += 1
+            self._count_one()
+            yield raw
+        if total is not None:
+            self.rest = max(0, int(total) - len(rows))
+        elif self.rest is not None:
+            self.rest = max(0, self.rest - len(rows))
+        if len(rows) < PAGE_SIZE:
+            self.rest = 0  # a short page: nothing is left in this second
+            self.crowded = self.in_second >= CROWDED
+        elif self.rest == 0:
+            self.rest = None  # counted done, but the page was full: not proven, look again
+
+    def _take_later(self, rows: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for raw in rows:
+            moment = str(raw["DATE_MODIFY"])
+            if moment != self.moment:
+                self.moment, self.in_second = moment, 0
+            self.after_id = int(raw["ID"])
+            self.in_second += 1
+            self.rest = None
+            self._count_one()
+            yield raw
+
+    def _count_one(self) -> None:
+        if self.left is not None:
+            self.left -= 1
+
+    def _read(self, raw: Mapping[str, Any]) -> bool:
+        # Rows of a ``>=DATE_MODIFY`` page up to the cursor: the cursor's second, ID not past it.
+        return str(raw["DATE_MODIFY"]) == self.moment and int(raw["ID"]) <= self.after_id
