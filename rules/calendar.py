@@ -296,6 +296,7 @@ class WorkCalendar:
         self._years: dict[int, tuple[frozenset[date], frozenset[date]]] = {}
         self._intervals_cache: dict[date, tuple[_Interval, ...]] = {}
         self._names: dict[int, list[tuple[date, str]]] = {}
+        self._between_cache: dict[tuple[date, date], tuple[tuple[date, str], ...]] = {}
 
     def __repr__(self) -> str:
         return (
@@ -346,12 +347,16 @@ class WorkCalendar:
 
     def holidays_between(self, first: date, last: date) -> list[tuple[date, str]]:
         """Public holidays (by name, not moved days off) from ``first`` to ``last`` inclusive."""
-        found: list[tuple[date, str]] = []
-        for year in range(first.year, last.year + 1):
-            for day, name in self._named_holidays(year):
-                if first <= day <= last:
-                    found.append((day, name))
-        return found
+        # Rules ask for the same window (the next N days from today) on every event: the
+        # answer is kept per window, and each caller gets its own list.
+        cached = self._between_cache.get((first, last))
+        if cached is None:
+            cached = tuple((day, name) for year in range(first.year, last.year + 1)
+                           for day, name in self._named_holidays(year) if first <= day <= last)
+            if len(self._between_cache) >= 4096:
+                self._between_cache.clear()  # a long-running worker moves on through the days
+            self._between_cache[(first, last)] = cached
+        return list(cached)
 
     def _named_holidays(self, year: int) -> list[tuple[date, str]]:
         cached = self._names.get(year)
