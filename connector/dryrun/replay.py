@@ -81,6 +81,7 @@ class Replay:
         self._seq = 0
         self._decided: set[str] = set()
         self._assigned: dict[str, dict[str, int]] = defaultdict(dict)
+        self._trigger_text: dict[frozenset[str], str] = {}
         self.result = ReplayResult()
 
     def run(self, items: Iterable[HistoryItem], *, until: datetime | None = None,
@@ -177,8 +178,10 @@ class Replay:
             counts[action.user_id] = counts.get(action.user_id, 0) + 1
         text = describe(action) if isinstance(action, Command) else describe_local(action)
         self.result.by_rule[(decision.rule, action.kind)] += 1
-        self.result.outcomes.append(Outcome(at, deal.crm, deal.id, decision.rule, ",".join(sorted(decision.triggers)),
-                                            action.kind, text))
+        trigger = self._trigger_text.get(decision.triggers)
+        if trigger is None:  # a handful of distinct trigger sets, each sorted and joined once
+            trigger = self._trigger_text[decision.triggers] = ",".join(sorted(decision.triggers))
+        self.result.outcomes.append(Outcome(at, deal.crm, deal.id, decision.rule, trigger, action.kind, text))
 
 
 def sorted_items(items: Iterable[HistoryItem]) -> Iterator[HistoryItem]:
