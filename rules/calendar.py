@@ -297,6 +297,8 @@ class WorkCalendar:
         self._intervals_cache: dict[date, tuple[_Interval, ...]] = {}
         self._names: dict[int, list[tuple[date, str]]] = {}
         self._between_cache: dict[tuple[date, date], tuple[tuple[date, str], ...]] = {}
+        self._after_edge: dict[datetime, _Interval] = {}
+        self._before_edge: dict[datetime, _Interval] = {}
 
     def __repr__(self) -> str:
         return (
@@ -452,15 +454,31 @@ class WorkCalendar:
         cur, end = self._forward(t)
         while amount > end - cur:
             amount -= end - cur
-            cur, end = self._forward(end)
+            cur, end = self._forward_from_edge(end)
         return cur + amount
 
     def _subtract_working(self, t: datetime, amount: timedelta) -> datetime:
         start, cur = self._backward(t)
         while amount > cur - start:
             amount -= cur - start
-            start, cur = self._backward(start)
+            start, cur = self._backward_from_edge(start)
         return cur - amount
+
+    # Stepping on from a period's end (or back from its start) asks about the same few
+    # moments again and again -- every deadline counted across the same days does -- so
+    # those answers are kept: one per period edge, pure functions of the configuration.
+
+    def _forward_from_edge(self, edge: datetime) -> _Interval:
+        found = self._after_edge.get(edge)
+        if found is None:
+            found = self._after_edge[edge] = self._forward(edge)
+        return found
+
+    def _backward_from_edge(self, edge: datetime) -> _Interval:
+        found = self._before_edge.get(edge)
+        if found is None:
+            found = self._before_edge[edge] = self._backward(edge)
+        return found
 
     def _working_delta(self, duration: Duration) -> timedelta:
         if duration.unit == "working_days":
