@@ -179,3 +179,22 @@ def test_list_all_raises_a_later_pages_error() -> None:
     responses.post(BASE + "crm.deal.list.json", json={"error": "ACCESS_DENIED"}, status=403)
     with pytest.raises(AuthError):
         list(client().list_all("crm.deal.list", {}))  # one page left: a plain call
+
+
+def test_fifty_deal_reads_fit_the_default_bucket_without_a_refusal() -> None:
+    # Our throttle keeps a unit of margin (49 of the portal's 50): a 50-command batch would be
+    # booked as 49 and the next one refused, so batches hold at most 49 commands.
+    from adapters.bitrix24.simulator import Bitrix24Simulator
+
+    simulator = Bitrix24Simulator(rate=50, burst=50)
+    server = simulator.serve()
+    try:
+        ids = [simulator.add_deal({"TITLE": f"D{i}"}) for i in range(100)]
+        b24 = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base,
+                                      "application_token": "t" * 8, "rate": 50, "burst": 50})
+        assert b24.client.batch_size == 49
+        assert set(b24.get_deals(ids)) == set(ids) and set(b24.get_deals(ids)) == set(ids)
+        assert simulator.refusals == 0
+    finally:
+        server.stop()
+        simulator.close()

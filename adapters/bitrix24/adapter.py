@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import CrmAdapter, WebhookParser, WriteResult
-from adapters.bitrix24.client import BATCH_LIMIT, Bitrix24Client
+from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.keyset import Answer, DealReader
 from adapters.bitrix24.mapping import (
     deal_fields_to_b24,
@@ -54,11 +54,12 @@ class Bitrix24Adapter(CrmAdapter):
     # --- reads ---------------------------------------------------------------------
 
     def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
-        """Read deals, up to 50 per ``batch`` request; missing deals are left out."""
+        """Read deals, up to ``batch_size`` (50) per ``batch`` request; missing deals are left out."""
         ids = list(dict.fromkeys(str(i) for i in deal_ids))
         found: dict[str, Deal] = {}
-        for chunk_start in range(0, len(ids), BATCH_LIMIT):
-            chunk = ids[chunk_start : chunk_start + BATCH_LIMIT]
+        size = self.client.batch_size  # 50, or our bucket's capacity if smaller (each command costs a unit)
+        for chunk_start in range(0, len(ids), size):
+            chunk = ids[chunk_start : chunk_start + size]
             if len(chunk) == 1:
                 try:
                     raw = self.client.call("crm.deal.get", {"ID": chunk[0]})
@@ -109,7 +110,8 @@ class Bitrix24Adapter(CrmAdapter):
     def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
         """One batch: ``crm.deal.list`` per user over open deals, reading only ``total``."""
         counts: dict[str, int] = {}
-        for chunk in (user_ids[i:i + BATCH_LIMIT] for i in range(0, len(user_ids), BATCH_LIMIT)):
+        size = self.client.batch_size
+        for chunk in (user_ids[i:i + size] for i in range(0, len(user_ids), size)):
             commands = {f"u{u}": ("crm.deal.list", {"filter": {"ASSIGNED_BY_ID": u, "STAGE_SEMANTIC_ID": "P"},
                                                     "select": ["ID"]}) for u in chunk}
             answer = self.client.batch(commands)
