@@ -359,6 +359,9 @@ def render_reference() -> str:
 def main(argv: list[str] | None = None) -> int:
     """Print the reference, or write it to the path given as the only argument."""
     args = sys.argv[1:] if argv is None else argv
+    if args and (args[0].startswith("-") or len(args) > 1):  # not a path: `--help` must not become a file
+        print(f"usage: python -m connector.config.reference [OUT.md]   (e.g. {REGENERATE})", file=sys.stderr)
+        return 0 if args[0] in ("-h", "--help") else 2
     text = render_reference()
     if args:
         Path(args[0]).write_text(text, encoding="utf-8", newline="\n")
