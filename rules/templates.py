@@ -36,8 +36,12 @@ _ENV = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_n
 _ENV.filters["date"] = _date
 
 # A plain template, as text and substitutions: a literal, or (name, lookups) where each lookup
-# is ("attr" | "item", key) -- "{{ deal.fields.X }}" is ("deal", (("attr", "fields"), ("attr", "X"))).
-_Lookup = tuple[str, str | int]
+# is ("attr" | "item", key) or ("filter", (filter name, constant arguments)), applied in order --
+# "{{ deal.fields.X }}" is ("deal", (("attr", "fields"), ("attr", "X"))).
+_Lookup = tuple[str, Any]
+# Filters the plain path may call: ours, plain functions of (value, *constant text arguments)
+# (Jinja's own filters may want the environment or the context passed in).
+_PLAIN_FILTERS = frozenset({"date"})
 _Part = str | tuple[str, tuple[_Lookup, ...]]
 
 
@@ -79,8 +83,9 @@ class Template:
 
 
 def _plain_parts(tree: nodes.Template) -> tuple[_Part, ...] | None:
-    """The parts of a template that is only text and ``{{ name.attr["key"] }}`` substitutions,
-    else None (filters, tests, operators, statements: those render through Jinja)."""
+    """The parts of a template that is only text and ``{{ name.attr["key"] | date('...') }}``
+    substitutions, else None (other filters, tests, operators, statements: those render
+    through Jinja)."""
     parts: list[_Part] = []
     for statement in tree.body:
         if not isinstance(statement, nodes.Output):
@@ -91,18 +96,38 @@ def _plain_parts(tree: nodes.Template) -> tuple[_Part, ...] | None:
                 continue
             lookups: list[_Lookup] = []
             while True:
+                inner: nodes.Expr | None
                 if isinstance(node, nodes.Getattr):
                     lookups.append(("attr", node.attr))
+                    inner = node.node
                 elif (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
                       and type(node.arg.value) in (str, int)):
                     lookups.append(("item", node.arg.value))
+                    inner = node.node
+                elif (isinstance(node, nodes.Filter) and node.name in _PLAIN_FILTERS
+                      and not node.kwargs and node.dyn_args is None and node.dyn_kwargs is None
+                      and (args := _constant_texts(node.args)) is not None):
+                    lookups.append(("filter", (node.name, args)))
+                    inner = node.node
                 else:
                     break
-                node = node.node
+                if inner is None:
+                    return None
+                node = inner
             if not isinstance(node, nodes.Name) or node.ctx != "load" or node.name in _SPECIAL_NAMES:
                 return None
             parts.append((node.name, tuple(reversed(lookups))))
     return tuple(parts)
+
+
+def _constant_texts(args: list[nodes.Expr]) -> tuple[str, ...] | None:
+    """The arguments when every one is a constant text, else None."""
+    values: list[str] = []
+    for arg in args:
+        if not isinstance(arg, nodes.Const) or type(arg.value) is not str:
+            return None
+        values.append(arg.value)
+    return tuple(values)
 
 
 def _render_plain(parts: tuple[_Part, ...], context: dict[str, Any]) -> str:
@@ -130,8 +155,11 @@ def _render_plain(parts: tuple[_Part, ...], context: dict[str, Any]) -> str:
                 # AttributeError on the way.
                 value = value[key]
             elif kind == "attr":
-                value = _ENV.getattr(value, key)  # type: ignore[arg-type]
-            else:
+                value = _ENV.getattr(value, key)
+            elif kind == "item":
                 value = _ENV.getitem(value, key)
+            else:  # a filter of ours: Jinja's code calls it directly, with the constant arguments
+                filter_name, args = key
+                value = _ENV.filters[filter_name](value, *args)
         out.append(str(value))
     return "".join(out)
