@@ -259,8 +259,9 @@ def _convert(value: Any) -> Any:
         out: dict[str, Any] = {}
         for key, item in value.items():
             # Assigning in order keeps json.loads' answer for keys that collide once written
-            # as text ({1: a, "1": b}): the first one's place, the last one's value.
-            out[_key(key)] = _convert(item)
+            # as text ({1: a, "1": b}): the first one's place, the last one's value. Text keys
+            # and values (nearly all of a deal's fields) are taken as they are, without a call.
+            out[key if type(key) is str else _key(key)] = item if type(item) is str else _convert(item)
         return out
     return _convert(_default(value))
 
