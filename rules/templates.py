@@ -149,17 +149,17 @@ def _render_plain(parts: tuple[_Part, ...], context: dict[str, Any]) -> str:
         if value is missing:
             value = _ENV.undefined(name=name)
         for kind, key in lookups:
-            if type(value) is dict and key in value and (kind == "item" or key not in _DICT_ATTRS):
+            if kind == "filter":  # a filter of ours: Jinja's code calls it directly, with the constant arguments
+                filter_name, args = key
+                value = _ENV.filters[filter_name](value, *args)
+            elif type(value) is dict and key in value and (kind == "item" or key not in _DICT_ATTRS):
                 # What the sandbox ends with for a plain dict (getitem tries the item first;
                 # getattr tries the attribute, which dict does not have) -- without its
                 # AttributeError on the way.
                 value = value[key]
             elif kind == "attr":
                 value = _ENV.getattr(value, key)
-            elif kind == "item":
+            else:
                 value = _ENV.getitem(value, key)
-            else:  # a filter of ours: Jinja's code calls it directly, with the constant arguments
-                filter_name, args = key
-                value = _ENV.filters[filter_name](value, *args)
         out.append(str(value))
     return "".join(out)

@@ -37,7 +37,9 @@ def context() -> dict[str, Any]:
     return {"deal": deal, "event": {"kind": "timer.due", "data": {"due_at": "2026-03-05T18:00:00+03:00"}},
             "changes": {"stage": {"before": "C1:NEW", "after": "C1:ROUTE"}}, "now": datetime(2026, 3, 2, tzinfo=UTC),
             "holiday": {"date": None, "name": ""}, "reason": "Нет опор", "captain": "19", "range": "shadowed global",
-            "count": 3, "items": [10, 20]}
+            "count": 3, "items": [10, 20],
+            # A key shaped like a filter step must not stand in for calling the filter.
+            "odd": {("date", ("%Y",)): "not the filter"}}
 
 
 PLAIN = [
@@ -53,7 +55,7 @@ PLAIN = [
     "{#- a comment -#} {{ deal.id }}", "{% raw %}{{ deal.id }}{% endraw %} {{ deal.id }}",
     "Заявка от {{ deal.created_at | date('%d.%m.%Y') }}. Адрес: {{ deal.address }}.", "{{ deal.created_at | date }}",
     "{{ deal.updated_at | date }}", "{{ deal.amount | date('%Y') }}", "{{ deal.fields.UF_CRM_PAID | date }}",
-    "{{ now|date('%H:%M')|date }}",
+    "{{ now|date('%H:%M')|date }}", "{{ odd | date('%Y') }}",
 ]
 
 FAILING = [
