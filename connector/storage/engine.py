@@ -17,6 +17,7 @@ MIGRATIONS = Path(__file__).with_name("migrations")
 # The intake's connections are renewed after this many seconds, so one the server or a
 # firewall dropped while idle is rarely met: the intake pings no connection at checkout.
 INTAKE_POOL_RECYCLE = 300
+INTAKE_POOL_SIZE = 10
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -56,6 +57,10 @@ def make_intake_engine(url: str, **kwargs: Any) -> Engine:
     """
     if make_url(url).get_backend_name() == "sqlite":
         raise ValueError("SQLite inserts share the main engine (make_engine)")
+    # A pool smaller than the threads serving deliveries opens and closes a connection per
+    # delivery beyond it (an overflow connection is closed when returned to a full pool):
+    # keep enough for gthread's or waitress's threads.
+    kwargs.setdefault("pool_size", INTAKE_POOL_SIZE)
     return create_engine(url, isolation_level="AUTOCOMMIT", pool_recycle=INTAKE_POOL_RECYCLE, **kwargs)
 
 
