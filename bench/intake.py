@@ -6,7 +6,8 @@ auth[application_token]=…``), half Pipedrive v2 JSON bodies with HTTP Basic au
 rate in turn, open loop (each request has its scheduled moment; a generator that falls
 behind sends at once and it shows as a lower offered rate). Two shapes are measured:
 
-* ``prod``: gunicorn (``connector.wsgi:application()``, ``--workers`` sync workers) on
+* ``prod``: gunicorn (``connector.wsgi:application()``, ``--workers`` sync workers, default 5
+  = 2 × cores + 1 on this 2-core machine, as docs/deployment.md recommends) on
   PostgreSQL at ``--pg`` (the schema is dropped and recreated);
 * ``embedded``: ``connector run --roles intake`` (waitress, 8 threads) on a fresh SQLite file.
 
@@ -15,7 +16,7 @@ latency (request written → whole answer read) p50/p99/max, errors. Afterwards 
 delivery must be in the inbox: rows = accepted, distinct (crm, dedup_key) = rows.
 
     python bench/intake.py                                   # both shapes, 250…3000/s, 4 s each
-    python bench/intake.py --shapes prod --rates 1000,2000 --seconds 5 --workers 4
+    python bench/intake.py --shapes prod --rates 1000,2000 --seconds 5 --workers 5
     python bench/intake.py --json                            # figures as JSON
 
 Target: >= 2,000 accepted/s with p99 <= 25 ms (production shape). POSIX only (gunicorn).
@@ -499,7 +500,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="250,500,1000,2000,3000", help="deliveries per second, in order")
     parser.add_argument("--seconds", type=float, default=4.0, help="how long each rate is held")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL for the production shape (emptied!)")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (production shape)")
+    parser.add_argument("--workers", type=int, default=5,
+                        help="gunicorn workers (production shape; the documented 2 x cores + 1)")
     parser.add_argument("--gunicorn-threads", type=int, default=1,
                         help="> 1: gthread workers with this many threads each (default: sync workers, as documented)")
     parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
