@@ -8,9 +8,11 @@ breaches show up as they would have. Nothing reaches a CRM or the database.
 
 from __future__ import annotations
 
+import gc
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -89,16 +91,17 @@ class Replay:
             progress: Callable[[int], None] | None = None) -> ReplayResult:
         """Replay ``items`` (sorted by time) and the deadlines they start, up to ``until``."""
         last: datetime | None = None
-        for item in items:
-            self._fire_timers(item.at)
-            self._process(item.deal, item.kind, item.at, data={})
-            self.result.events += 1
-            last = item.at
-            if progress is not None:
-                progress(1)
-        end = until or last
-        if end is not None:
-            self._fire_timers(end)
+        with _fewer_collections():
+            for item in items:
+                self._fire_timers(item.at)
+                self._process(item.deal, item.kind, item.at, data={})
+                self.result.events += 1
+                last = item.at
+                if progress is not None:
+                    progress(1)
+            end = until or last
+            if end is not None:
+                self._fire_timers(end)
         return self.result
 
     # --- deadlines between events --------------------------------------------------------
@@ -193,6 +196,31 @@ class Replay:
         if trigger is None:  # a handful of distinct trigger sets, each sorted and joined once
             trigger = self._trigger_text[decision.triggers] = ",".join(sorted(decision.triggers))
         self.result.outcomes.append(Outcome(at, deal.crm, deal.id, decision.rule, trigger, action.kind, text))
+
+
+# Collection thresholds while a replay runs (Python's default is 700, 10, 10).
+_REPLAY_GC_THRESHOLD = (100_000, 50, 1000)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    """Run the cyclic garbage collector less often for the duration, then as before.
+
+    A replay keeps what it makes (outcomes, snapshots, decided keys: millions of objects
+    for a year) and makes almost no reference cycles, so the collector's default pace only
+    walks the same live objects again and again: about a sixth of a 100,000-event replay.
+    It still runs (cycles are still freed), just rarely; a collector switched off or set to
+    collect even less often is left as it is.
+    """
+    before = gc.get_threshold()
+    if before[0] == 0:  # collection switched off by threshold: not ours to turn on
+        yield
+        return
+    gc.set_threshold(*(max(old, new) for old, new in zip(before, _REPLAY_GC_THRESHOLD, strict=True)))
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def sorted_items(items: Iterable[HistoryItem]) -> Iterator[HistoryItem]:
