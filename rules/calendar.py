@@ -164,8 +164,6 @@ def parse_duration(text: str) -> Duration:
     """
     if not isinstance(text, str):
         raise CalendarError(f"a duration is text like '3 working days', got {text!r}")
-    if type(text) is str:  # a subclass might lower() differently: it is read afresh
-        return _parse_duration_cached(text)
     return _parse_duration(text)
 
 
@@ -173,10 +171,6 @@ def parse_duration(text: str) -> Duration:
 # its reminder): parsing them once each is worth it. Duration is frozen, so one instance can
 # be shared; errors are not cached (each raises again).
 @functools.lru_cache(maxsize=4096)
-def _parse_duration_cached(text: str) -> Duration:
-    return _parse_duration(text)
-
-
 def _parse_duration(text: str) -> Duration:
     normalised = " ".join(text.lower().replace("ё", "е").split())
     match = _NUMBER.fullmatch(normalised)

@@ -26,18 +26,12 @@ MATCH_KEYS = ("city", "district", "street", "postcode")
 
 def normalise(text: str) -> str:
     """Case, ё/е, punctuation and words like "г." or "район" do not decide a match."""
-    if type(text) is str:  # a subclass might lower() differently: it is read afresh
-        return _normalise_cached(text)
     return _normalise(text)
 
 
 # Every deal's address is matched against every territory, and addresses repeat (a city,
 # its districts): the two regular-expression passes run once per distinct text.
 @functools.lru_cache(maxsize=4096)
-def _normalise_cached(text: str) -> str:
-    return _normalise(text)
-
-
 def _normalise(text: str) -> str:
     text = text.lower().replace("ё", "е")
     text = _NOISE.sub(" ", text)
