@@ -20,7 +20,7 @@ from flask import Flask, Response, jsonify, request
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
@@ -85,8 +85,12 @@ def _form(body: bytes, mimetype: str) -> dict[str, list[str]] | None:
     MultiDict in between; multipart goes through werkzeug's parser and its limits.
     """
     if mimetype == "application/x-www-form-urlencoded":
+        try:
+            text = body.decode()
+        except UnicodeDecodeError as exc:  # bad input, not a bug: a 400 and a warning, no traceback
+            raise BadRequest("the form body is not UTF-8") from exc
         fields: dict[str, list[str]] = {}
-        for key, value in parse_qsl(body.decode(), keep_blank_values=True, errors="werkzeug.url_quote"):
+        for key, value in parse_qsl(text, keep_blank_values=True, errors="werkzeug.url_quote"):
             fields.setdefault(key, []).append(value)
         return fields
     if mimetype == "multipart/form-data":

@@ -126,6 +126,7 @@ def test_forged_token_403_and_nothing_stored(runtime: Runtime) -> None:
     ("a]]]=1&auth[application_token]=" + TOKEN, None),
     ('{"event": "ONCRMDEALUPDATE"}', "application/json"),
     ("\xff\xfe garbage", None),
+    ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=5&x=\udcff\udcfe&auth[application_token]=" + TOKEN, None),  # not UTF-8
 ])
 def test_malformed_body_is_4xx_never_500(runtime: Runtime, body: str, content_type: str | None) -> None:
     runtime.start()
@@ -133,6 +134,17 @@ def test_malformed_body_is_4xx_never_500(runtime: Runtime, body: str, content_ty
     resp = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body.encode("utf-8", "surrogateescape")
                          if isinstance(body, str) else body, headers=headers, timeout=5)
     assert 400 <= resp.status_code < 500, resp.text
+    assert _inbox_count(runtime) == 0
+
+
+def test_body_that_is_not_utf8_is_a_warning_not_a_traceback(runtime: Runtime, caplog) -> None:  # type: ignore[no-untyped-def]
+    body = b"event=ONCRMDEALUPDATE&data[FIELDS][ID]=5&x=\xff&auth[application_token]=" + TOKEN.encode()
+    with caplog.at_level("WARNING"):
+        resp = runtime.app.test_client().post("/hooks/bitrix24/b24", data=body,
+                                              content_type="application/x-www-form-urlencoded")
+    assert resp.status_code == 400
+    refused = [r for r in caplog.records if "webhook refused" in r.getMessage()]
+    assert refused and not any(r.exc_info for r in caplog.records)
     assert _inbox_count(runtime) == 0
 
 
