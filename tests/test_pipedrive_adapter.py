@@ -391,7 +391,7 @@ def test_settings() -> None:
     schema = PipedriveSettings()
     base = {"type": "pipedrive", "api_token": TOKEN, "webhook_user": "hooks", "webhook_password": "hook-password"}
     loaded = schema.load({**base, "base_url": "http://127.0.0.1:8082/"})
-    assert loaded["base_url"] == "http://127.0.0.1:8082" and loaded["rate"] * 2 + loaded["burst"] <= 20
+    assert loaded["base_url"] == "http://127.0.0.1:8082" and loaded["rate"] is None and loaded["burst_limit"] <= 20
     assert schema.load({**base, "company_domain": "acme"})["base_url"] == "https://acme.pipedrive.com"
     with pytest.raises(ValidationError):
         schema.load(base)

@@ -237,12 +237,12 @@ def test_defaults_are_the_window_alone_and_old_configs_keep_their_bucket() -> No
     base = {"type": "pipedrive", "api_token": TOKEN, "webhook_user": "hooks", "webhook_password": "hook-password",
             "base_url": BASE}
     loaded = PipedriveSettings().load(base)
-    assert (loaded["burst_limit"], loaded["window"], loaded["paced"]) == (20, 2.0, False)
+    assert (loaded["burst_limit"], loaded["window"], loaded["rate"], loaded["burst"]) == (20, 2.0, None, None)
     client = PipedriveAdapter("pd", loaded).client
     assert client.throttle is None and (client.window.limit, client.window.window) == (20, 2.0)
 
     old = PipedriveSettings().load({**base, "rate": 9})
-    assert old["paced"] and (old["rate"], old["burst"]) == (9.0, 10.0)  # the old default bucket
+    assert (old["rate"], old["burst"]) == (9.0, 10.0)  # the old default bucket
     client = PipedriveAdapter("pd", old).client
     assert client.throttle is not None and client.throttle.rate == 9.0 and client.window.limit == 20
 

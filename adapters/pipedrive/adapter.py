@@ -37,9 +37,8 @@ class PipedriveAdapter(CrmAdapter):
             crm=name,
             burst_limit=settings.get("burst_limit", 20),
             window=settings.get("window", 2.0),
-            # The former leaky bucket only where the config asked for it (``paced``, set by
-            # the schema; a hand-built settings dict asks by naming rate or burst).
-            **_legacy_bucket(settings),
+            rate=settings.get("rate"),  # the deprecated leaky bucket, where the config names it
+            burst=settings.get("burst"),
             timeout=settings.get("timeout", 30.0),
             max_attempts=settings.get("max_attempts", 5),
             backoff_initial=settings.get("backoff_initial", 0.5),
@@ -214,10 +213,3 @@ def _deleted(raw: Mapping[str, Any]) -> bool:
 def _html_text(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
 
-
-def _legacy_bucket(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """``rate``/``burst`` for the client when the settings ask for the leaky bucket, else nothing."""
-    paced = settings.get("paced")
-    if paced is None:
-        paced = settings.get("rate") is not None or settings.get("burst") is not None
-    return {"rate": settings.get("rate"), "burst": settings.get("burst")} if paced else {}

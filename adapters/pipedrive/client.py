@@ -45,8 +45,8 @@ class PipedriveClient:
     """Calls ``{base_url}/api/v2/...`` and ``{base_url}/v1/...`` with an API token.
 
     ``burst_limit`` and ``window``: the plan's rolling burst limit. ``rate`` and ``burst``
-    (deprecated, off unless given): a leaky bucket pacing the calls further, as the client
-    did before it mirrored the window.
+    (deprecated, off unless both are given; the settings fill in the other): a leaky bucket
+    pacing the calls further, as the client did before it mirrored the window.
     """
 
     def __init__(
@@ -75,10 +75,8 @@ class PipedriveClient:
         self.window = RollingWindow(burst_limit, window, sleep=lambda s: self._interruptible_sleep(s),
                                     stopping=self.retry.interrupted)
         self.throttle: Throttle | None = None
-        if rate is not None or burst is not None:
-            self.throttle = self.retry.throttle = Throttle(5.0 if rate is None else rate,
-                                                           10.0 if burst is None else burst,
-                                                           sleep=self._interruptible_sleep)
+        if rate is not None and burst is not None:
+            self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
         self.session = session or requests.Session()
         # The token goes in a header, never in the URL, so it cannot end up in access logs.
         self.session.headers["x-api-token"] = api_token

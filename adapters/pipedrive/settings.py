@@ -73,11 +73,9 @@ class PipedriveSettings(Schema):
 
     @post_load
     def _legacy_bucket(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        # A config naming rate or burst keeps the pacing it had (``paced``); the loaded values
-        # are always numbers, the bucket's defaults when not given, so readers need no None case.
-        data["paced"] = data.get("rate") is not None or data.get("burst") is not None
-        if data.get("rate") is None:
-            data["rate"] = LEGACY_RATE
-        if data.get("burst") is None:
-            data["burst"] = LEGACY_BURST
+        # A config naming one of rate or burst keeps the pacing it had: the other takes the
+        # former default. Naming neither leaves both None: the window alone paces.
+        if data.get("rate") is not None or data.get("burst") is not None:
+            data["rate"] = LEGACY_RATE if data.get("rate") is None else data["rate"]
+            data["burst"] = LEGACY_BURST if data.get("burst") is None else data["burst"]
         return data
