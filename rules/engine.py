@@ -26,14 +26,19 @@ def rule_version(rule: Rule, ctx: RuleContext) -> str:
     return "once"
 
 
+def may_fire(rule: Rule, crm: str, triggers: frozenset[str]) -> bool:
+    """The first, cheap test of a rule: enabled, for this CRM, listening to one of the triggers."""
+    # isdisjoint: the same test as an empty intersection, without building one per rule
+    return rule.enabled and rule.crm == crm and not rule.triggers.isdisjoint(triggers)
+
+
 def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
     """Every action every matching rule takes, each with its idempotency key."""
     decisions: list[Decision] = []
     crm, triggers = ctx.deal.crm, ctx.triggers
     scheduled = "schedule" in triggers
     for rule in rules:
-        # isdisjoint: the same test as an empty intersection, without building one per rule
-        if not rule.enabled or rule.crm != crm or rule.triggers.isdisjoint(triggers):
+        if not may_fire(rule, crm, triggers):
             continue
         if scheduled and ctx.event.data.get("schedule") != rule.name:
             continue  # a scheduled run belongs to the one rule whose schedule it is

@@ -24,15 +24,11 @@ _SPACES = re.compile(r"[\s.,]+")
 MATCH_KEYS = ("city", "district", "street", "postcode")
 
 
-def normalise(text: str) -> str:
-    """Case, ё/е, punctuation and words like "г." or "район" do not decide a match."""
-    return _normalise(text)
-
-
 # Every deal's address is matched against every territory, and addresses repeat (a city,
 # its districts): the two regular-expression passes run once per distinct text.
 @functools.lru_cache(maxsize=4096)
-def _normalise(text: str) -> str:
+def normalise(text: str) -> str:
+    """Case, ё/е, punctuation and words like "г." or "район" do not decide a match."""
     text = text.lower().replace("ё", "е")
     text = _NOISE.sub(" ", text)
     return _SPACES.sub(" ", text).strip()

@@ -23,7 +23,7 @@ from connector.worker import describe, describe_local, diff, triggers_for
 from rules.calendar import WorkCalendar
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
-from rules.engine import evaluate
+from rules.engine import evaluate, may_fire
 from rules.model import CancelDeadline, CountAssignment, Decision, RecordBreach, Rule, RuleContext, StartDeadline
 
 
@@ -158,13 +158,12 @@ class Replay:
         self._deals[key] = deal
 
     def _rules_for(self, crm: str, triggers: frozenset[str]) -> list[Rule]:
-        """The configured rules, in order, that evaluate() would not skip at once for this CRM
-        and these triggers: it checks the same, so the decisions are the same, but a replay
-        asks with only a handful of trigger sets and need not test every rule every event."""
+        """The configured rules, in order, that may fire for this CRM and these triggers
+        (``may_fire``, evaluate()'s own first test): a replay asks with only a handful of
+        trigger sets and need not test every rule on every event."""
         rules = self._rule_index.get((crm, triggers))
         if rules is None:
-            rules = self._rule_index[(crm, triggers)] = [
-                r for r in self.config.rules if r.enabled and r.crm == crm and not r.triggers.isdisjoint(triggers)]
+            rules = self._rule_index[(crm, triggers)] = [r for r in self.config.rules if may_fire(r, crm, triggers)]
         return rules
 
     def _apply(self, decision: Decision, deal: Deal, at: datetime) -> None:
