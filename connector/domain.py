@@ -217,74 +217,50 @@ def marker_for(idempotency_key: str) -> str:
 
 def _jsonable(value: Any) -> Any:
     """``value`` exactly as ``json.loads(json.dumps(value, default=_default, ensure_ascii=False))``
-    gives it back, built directly: the round trip through a JSON string was a tenth of a
-    dry-run's time (a snapshot per event, a payload per command).
-
-    The direct conversion mirrors the C encoder's order of checks; whatever it does not
-    handle (a type ``_default`` refuses, a key JSON cannot have, a cycle, an integer too long
-    for text) goes through the round trip itself, so json raises its own error.
+    gives it back: built directly for the plain values a deal and a command hold (the round
+    trip through a JSON string was a tenth of a dry-run's time: a snapshot per event, a
+    payload per command); anything else (a subclass, a key that is not text, a cycle, an
+    integer too long for text) takes the round trip itself, so json decides and raises.
     """
     try:
         return _convert(value)
-    except (TypeError, ValueError, RecursionError):
-        return _json_round_trip(value)
+    except (_NotPlain, RecursionError):
+        return json.loads(json.dumps(value, default=_default, ensure_ascii=False))
 
 
-def _json_round_trip(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=_default, ensure_ascii=False))
+class _NotPlain(Exception):
+    """A value the direct conversion leaves to the JSON round trip."""
 
 
 # Ints past this many bits may be too long for int <-> str (sys.get_int_max_str_digits, at
 # least 640 digits): for them the round trip decides, raising what json raises.
 _INT_BITS_SURELY_SHORT = 2000
+# Exact types the round trip gives back as they are (float: repr round-trips, NaN included).
+_AS_IS = frozenset({str, bool, float, type(None)})
+# Exact types json hands to ``_default``.
+_DEFAULTED = frozenset({datetime, Decimal, set, frozenset})
 
 
 def _convert(value: Any) -> Any:
     cls = type(value)
-    # Exact str, bool and None come back as they are (the common case: checked first).
-    if cls is str or value is None or cls is bool:
+    if cls in _AS_IS:
         return value
-    if isinstance(value, str):
-        return str.__str__(value)  # a subclass (StrEnum) is written as its text: a plain str
-    if isinstance(value, int):
+    if cls is int:
         if value.bit_length() > _INT_BITS_SURELY_SHORT:
-            raise ValueError("long integer: let json decide")
-        return value if cls is int else int.__int__(value)  # int.__int__: a plain int, as int.__repr__ writes
-    if isinstance(value, float):
-        # float.__repr__ round-trips exactly; NaN and the infinities come back as floats too.
-        return value if cls is float else float.__float__(value)
-    if isinstance(value, (list, tuple)):
-        return [_convert(v) for v in value]  # a subclass too: the encoder iterates it (its __iter__)
-    if isinstance(value, dict):
+            raise _NotPlain
+        return value
+    if cls is list or cls is tuple:
+        return [_convert(v) for v in value]
+    if cls is dict:
         out: dict[str, Any] = {}
         for key, item in value.items():
-            # Assigning in order keeps json.loads' answer for keys that collide once written
-            # as text ({1: a, "1": b}): the first one's place, the last one's value. Text keys
-            # and values (nearly all of a deal's fields) are taken as they are, without a call.
-            out[key if type(key) is str else _key(key)] = item if type(item) is str else _convert(item)
+            if type(key) is not str:
+                raise _NotPlain  # how json writes other keys (and their collisions) is json's to say
+            out[key] = item if type(item) is str else _convert(item)
         return out
-    return _convert(_default(value))
-
-
-def _key(key: Any) -> str:
-    """A dict key as the JSON encoder writes it."""
-    if isinstance(key, str):
-        return key if type(key) is str else str.__str__(key)
-    if isinstance(key, float):
-        if key != key:
-            return "NaN"
-        if key in (float("inf"), float("-inf")):
-            return "Infinity" if key > 0 else "-Infinity"
-        return float.__repr__(key)
-    if key is True:
-        return "true"
-    if key is False:
-        return "false"
-    if key is None:
-        return "null"
-    if isinstance(key, int) and key.bit_length() <= _INT_BITS_SURELY_SHORT:
-        return int.__repr__(key)
-    raise TypeError("key JSON cannot have: let json decide")
+    if cls in _DEFAULTED:
+        return _convert(_default(value))
+    raise _NotPlain
 
 
 def _default(value: Any) -> Any:
