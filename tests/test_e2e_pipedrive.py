@@ -211,8 +211,8 @@ def test_lost_without_reason_asks_owner_for_it(sim, runtime: Runtime) -> None:  
     assert len(simulator.activities_for_deal(no_reason)) == 1
 
 
-def test_429_storm_every_write_once_and_rate_kept(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
-    simulator, _ = sim
+def _storm(simulator: PipedriveSimulator, runtime: Runtime) -> list[str]:
+    """Five new deals through a 429 storm: each gets exactly one activity, after refusals."""
     simulator.faults.limit_rate = 0.3  # calls refused with 429 and the rate headers, on top of the burst limit
     simulator.faults._rng.seed(11)
     simulator.block_after_refusals = 6  # a client hammering through the 429s would meet the CDN's 403
@@ -223,6 +223,12 @@ def test_429_storm_every_write_once_and_rate_kept(sim, runtime: Runtime) -> None
                     and all(simulator.activities_for_deal(d) for d in ids), timeout=45)
     assert simulator.refusals > 0
     assert [len(simulator.activities_for_deal(d)) for d in ids] == [1] * 5
+    return ids
+
+
+def test_429_storm_every_write_once_and_rate_kept(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
+    simulator, _ = sim
+    ids = _storm(simulator, runtime)
     assert all(simulator.deals[d]["owner_id"] == 10002 for d in ids)
     # Every request (refused ones too) counted in the rolling 2 s window: never more than told.
     assert simulator.max_window_count <= BURST + 2 * RATE
@@ -238,18 +244,9 @@ def test_429_storm_with_the_window_alone_every_write_once(sim, db_url, monkeypat
     monkeypatch.setenv("PD_HOOK_PASSWORD", HOOK_PASSWORD)
     text = config_text(db_url, server.base_url).replace(f"    rate: {RATE}\n    burst: {BURST}\n", "")
     assert "rate:" not in text
-    simulator.faults.limit_rate = 0.3
-    simulator.faults._rng.seed(11)
-    simulator.block_after_refusals = 6
     rt = Runtime(load_config_text(text))
     try:
-        rt.start()
-        _subscribe(simulator, rt)
-        ids = [_new_deal(simulator, f"Storm {i}", "Tallinn, Kesklinn district") for i in range(5)]
-        assert wait_for(lambda: _outbox_states(rt) == {"done"}
-                        and all(simulator.activities_for_deal(d) for d in ids), timeout=45)
-        assert simulator.refusals > 0
-        assert [len(simulator.activities_for_deal(d)) for d in ids] == [1] * 5
+        _storm(simulator, rt)
         assert simulator.max_window_count <= simulator.burst_limit
         adapter = rt.adapters["pd"]
         assert isinstance(adapter, PipedriveAdapter) and adapter.client.throttle is None
