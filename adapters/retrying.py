@@ -33,8 +33,16 @@ T = TypeVar("T")
 class RetryPolicy:
     """Retries for one client; ``sleep`` is the interruptible wait its throttle uses too."""
 
-    def __init__(self, crm: str, label: str, *, max_attempts: int = 5, backoff_initial: float = 0.5,
-                 backoff_max: float = 30.0, jitter: float | None = None) -> None:
+    def __init__(
+        self,
+        crm: str,
+        label: str,
+        *,
+        max_attempts: int = 5,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        jitter: float | None = None,
+    ) -> None:
         self.crm = crm
         self.label = label
         self.max_attempts = max_attempts

@@ -87,8 +87,10 @@ def _drain(sim: BenchSimulator) -> None:
 
 
 def _ours_adapter(url: str, rate: float, burst: float) -> int:
-    adapter = Bitrix24Adapter("b24", {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate,
-                                      "burst": burst, "timeout": 60.0})
+    adapter = Bitrix24Adapter(
+        "b24",
+        {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate, "burst": burst, "timeout": 60.0},
+    )
     try:
         deals = list(adapter.changed_deals(since=None))
         return len({d.id for d in deals})
@@ -97,8 +99,10 @@ def _ours_adapter(url: str, rate: float, burst: float) -> int:
 
 
 def _ours_list_all(url: str, rate: float, burst: float) -> int:
-    adapter = Bitrix24Adapter("b24", {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate,
-                                      "burst": burst, "timeout": 60.0})
+    adapter = Bitrix24Adapter(
+        "b24",
+        {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate, "burst": burst, "timeout": 60.0},
+    )
     try:
         rows = list(adapter.client.list_all("crm.deal.list", {"order": {"ID": "ASC"}, "select": DEAL_SELECT}))
         return len({r["ID"] for r in rows})
@@ -123,8 +127,9 @@ CLIENTS = {
 }
 
 
-def run(deals: int, rounds: int, rate: float, burst: float,
-        latency: float = 0.0) -> tuple[list[Timing], dict[str, Any]]:
+def run(
+    deals: int, rounds: int, rate: float, burst: float, latency: float = 0.0
+) -> tuple[list[Timing], dict[str, Any]]:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     logging.getLogger("fast_bitrix24").setLevel(logging.WARNING)
     import fast_bitrix24  # noqa: F401  (imported before the clock starts, like requests for ours)
@@ -132,8 +137,16 @@ def run(deals: int, rounds: int, rate: float, burst: float,
     sim = BenchSimulator(rate=rate, burst=burst)
     sim.faults.latency = (latency, latency)  # per HTTP request (a batch once), like a network round trip
     for i in range(deals):
-        sim.add_deal({"TITLE": f"Заявка {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1",
-                      "OPPORTUNITY": 1000 + i, "UF_CRM_ADDRESS": f"Казань, ул. Мира, {i}"})
+        sim.add_deal(
+            {
+                "TITLE": f"Заявка {i}",
+                "CATEGORY_ID": "1",
+                "STAGE_ID": "C1:NEW",
+                "ASSIGNED_BY_ID": "1",
+                "OPPORTUNITY": 1000 + i,
+                "UF_CRM_ADDRESS": f"Казань, ул. Мира, {i}",
+            }
+        )
     server = sim.serve()
     url = f"{server.base_url}{sim.webhook_base}"
     timings = {name: Timing(name) for name in CLIENTS}
@@ -154,19 +167,20 @@ def run(deals: int, rounds: int, rate: float, burst: float,
     finally:
         server.stop()
         sim.close()
-    return list(timings.values()), {"deals": deals, "rounds": rounds, "rate": rate, "burst": burst,
-                                    "latency": latency}
-
+    return list(timings.values()), {"deals": deals, "rounds": rounds, "rate": rate, "burst": burst, "latency": latency}
 
 
 def _report(timings: list[Timing], setup: dict[str, Any]) -> tuple[bool, bool]:
-    print(f"\n## latency {setup['latency'] * 1000:g} ms per HTTP request: {setup['deals']} deals, {setup['rounds']} "
-          f"rounds alternating, rate {setup['rate']:g}/s burst {setup['burst']:g}, indexed simulator")
+    print(
+        f"\n## latency {setup['latency'] * 1000:g} ms per HTTP request: {setup['deals']} deals, {setup['rounds']} "
+        f"rounds alternating, rate {setup['rate']:g}/s burst {setup['burst']:g}, indexed simulator"
+    )
     print(f"{'client':<34} {'median s':>9} {'rounds (s)':<28} {'rows':>6} {'requests':>8} {'refusals':>8}")
     for t in timings:
         rounds = ", ".join(f"{s:.2f}" for s in t.seconds)
-        print(f"{t.client:<34} {t.median:>9.2f} {rounds:<28} {min(t.rows):>6} {max(t.requests):>8} "
-              f"{sum(t.refusals):>8}")
+        print(
+            f"{t.client:<34} {t.median:>9.2f} {rounds:<28} {min(t.rows):>6} {max(t.requests):>8} {sum(t.refusals):>8}"
+        )
     fast = timings[-1].median
     ok = True
     for t in timings[:-1]:
@@ -174,8 +188,10 @@ def _report(timings: list[Timing], setup: dict[str, Any]) -> tuple[bool, bool]:
         ok = ok and ratio <= 1.0
         print(f"ratio {t.client} / fast-bitrix24 = {ratio:.2f}")
     complete = all(r == setup["deals"] for t in timings for r in t.rows)
-    print(f"target: ours no slower than fast-bitrix24 (ratio <= 1.00) | {'MET' if ok else 'MISSED'}"
-          f"{'' if complete else ' | WARNING: a client did not read every deal'}")
+    print(
+        f"target: ours no slower than fast-bitrix24 (ratio <= 1.00) | {'MET' if ok else 'MISSED'}"
+        f"{'' if complete else ' | WARNING: a client did not read every deal'}"
+    )
     return ok, complete
 
 
@@ -185,9 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=50.0, help="units/s for the simulator and both clients")
     parser.add_argument("--burst", type=float, default=50.0, help="bucket threshold, the same for all")
-    parser.add_argument("--latency", default="0,0.05",
-                        help="seconds the simulator adds to every HTTP request (a network round trip); "
-                             "comma-separated for several runs (default: loopback as is, then 50 ms)")
+    parser.add_argument(
+        "--latency",
+        default="0,0.05",
+        help="seconds the simulator adds to every HTTP request (a network round trip); "
+        "comma-separated for several runs (default: loopback as is, then 50 ms)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     print(f"# bench/bulk_read.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")

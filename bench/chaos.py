@@ -92,8 +92,9 @@ class Proc:
 
     def start(self) -> None:
         out = self.log.open("ab")
-        self.popen = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.starts += 1
 
     def kill(self) -> None:
@@ -134,8 +135,18 @@ def _processes(shape: str, config: Path, port: int, workdir: Path) -> list[Proc]
     run = [sys.executable, "-m", "connector.cli", "run", "--config", str(config)]
     if shape == "single":
         return [Proc("connector", run, env, workdir / "connector.log")]
-    gunicorn = [sys.executable, "-m", "gunicorn", "-w", "2", "-b", f"127.0.0.1:{port}", "--graceful-timeout", "2",
-                "connector.wsgi:application()"]
+    gunicorn = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "-w",
+        "2",
+        "-b",
+        f"127.0.0.1:{port}",
+        "--graceful-timeout",
+        "2",
+        "connector.wsgi:application()",
+    ]
     return [
         Proc("intake", gunicorn, env, workdir / "intake.log"),
         Proc("worker-1", [*run, "--roles", "worker"], env, workdir / "worker-1.log"),
@@ -157,9 +168,18 @@ def _reset_postgres(url: str) -> None:
     engine.dispose()
 
 
-def run_chaos(events: int = 10_000, *, db: str | None = None, shape: str = "single", fault_rate: float = 0.2,
-              kill_every: tuple[float, float] = (4.0, 12.0), min_kills: int = 5, seed: int = 7,
-              settle: float = 180.0, verbose: bool = True) -> Figures:
+def run_chaos(
+    events: int = 10_000,
+    *,
+    db: str | None = None,
+    shape: str = "single",
+    fault_rate: float = 0.2,
+    kill_every: tuple[float, float] = (4.0, 12.0),
+    min_kills: int = 5,
+    seed: int = 7,
+    settle: float = 180.0,
+    verbose: bool = True,
+) -> Figures:
     """Feed ``events`` webhook events (a creation and three updates per deal) and check the end state.
 
     Processes are killed while events arrive and while the backlog drains, at least
@@ -189,10 +209,18 @@ def run_chaos(events: int = 10_000, *, db: str | None = None, shape: str = "sing
     port = _free_port()
     sim.handler_url = f"http://127.0.0.1:{port}/hooks/bitrix24/b24"
     config = workdir / "chaos.yaml"
-    config.write_text(CONFIG.format(
-        db=database, port=port, b24=f"{server.base_url}{sim.webhook_base}", token=TOKEN,
-        territories="\n".join(f"  - {{match: {{city: Казань, district: {d}}}, captain: {c}}}" for d, c in TERRITORIES),
-    ), encoding="utf-8")
+    config.write_text(
+        CONFIG.format(
+            db=database,
+            port=port,
+            b24=f"{server.base_url}{sim.webhook_base}",
+            token=TOKEN,
+            territories="\n".join(
+                f"  - {{match: {{city: Казань, district: {d}}}, captain: {c}}}" for d, c in TERRITORIES
+            ),
+        ),
+        encoding="utf-8",
+    )
     figures = Figures(shape=shape, database=database.split(":")[0])
     procs = _processes(shape, config, port, workdir)
     for p in procs:
@@ -220,8 +248,15 @@ def run_chaos(events: int = 10_000, *, db: str | None = None, shape: str = "sing
     per_deal = 4
     for i in range(max(1, events // per_deal)):
         district, captain = TERRITORIES[i % len(TERRITORIES)]
-        deal = sim.add_deal({"TITLE": f"Заявка {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1",
-                             "UF_CRM_ADDRESS": f"Казань, {district} район, ул. Мира, {i}"})
+        deal = sim.add_deal(
+            {
+                "TITLE": f"Заявка {i}",
+                "CATEGORY_ID": "1",
+                "STAGE_ID": "C1:NEW",
+                "ASSIGNED_BY_ID": "1",
+                "UF_CRM_ADDRESS": f"Казань, {district} район, ул. Мира, {i}",
+            }
+        )
         deals[deal] = captain
         for n in range(per_deal - 1):
             sim.update_deal(deal, {"COMMENTS": f"звонок {n}"})
@@ -264,13 +299,15 @@ def run_chaos(events: int = 10_000, *, db: str | None = None, shape: str = "sing
         figures.lost += deal not in seen
         figures.missing += not tasks
         figures.duplicated += max(0, len(tasks) - 1)
-        figures.wrong_captain += any(t.get("RESPONSIBLE_ID") != captain for t in tasks) or \
-            sim.deals[deal].get("ASSIGNED_BY_ID") != captain
+        figures.wrong_captain += (
+            any(t.get("RESPONSIBLE_ID") != captain for t in tasks) or sim.deals[deal].get("ASSIGNED_BY_ID") != captain
+        )
     figures.faults = dict(sim.faults.injected) | {"refused_by_bucket": sim.bucket.refused}
     sim.close()
     if verbose:
-        print(json.dumps(figures.__dict__ | {"clean": figures.clean, "logs": str(workdir)}, ensure_ascii=False,
-                         indent=2))
+        print(
+            json.dumps(figures.__dict__ | {"clean": figures.clean, "logs": str(workdir)}, ensure_ascii=False, indent=2)
+        )
     return figures
 
 
@@ -282,12 +319,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-rate", type=float, default=0.2)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--min-kills", type=int, default=10)
-    parser.add_argument("--kill-every", type=float, nargs=2, default=(4.0, 12.0), metavar=("MIN", "MAX"),
-                        help="seconds between kills, drawn uniformly")
+    parser.add_argument(
+        "--kill-every",
+        type=float,
+        nargs=2,
+        default=(4.0, 12.0),
+        metavar=("MIN", "MAX"),
+        help="seconds between kills, drawn uniformly",
+    )
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for the backlog at the end")
     args = parser.parse_args(argv)
-    figures = run_chaos(args.events, db=args.db, shape=args.shape, fault_rate=args.fault_rate, seed=args.seed,
-                        settle=args.settle, min_kills=args.min_kills, kill_every=tuple(args.kill_every))
+    figures = run_chaos(
+        args.events,
+        db=args.db,
+        shape=args.shape,
+        fault_rate=args.fault_rate,
+        seed=args.seed,
+        settle=args.settle,
+        min_kills=args.min_kills,
+        kill_every=tuple(args.kill_every),
+    )
     return 0 if figures.clean else 1
 
 

@@ -115,11 +115,17 @@ class Figures:
 
     def targets(self) -> list[tuple[str, str, bool]]:
         return [
-            (">= 95 % of the ceiling", f"{self.share_of_ceiling:.1%} of {self.ceiling}",
-             self.share_of_ceiling >= TARGET_SHARE),
+            (
+                ">= 95 % of the ceiling",
+                f"{self.share_of_ceiling:.1%} of {self.ceiling}",
+                self.share_of_ceiling >= TARGET_SHARE,
+            ),
             ("0 refusals", str(self.refusals), self.refusals == 0),
-            ("<= 1 read per distinct deal per window", f"max {self.reads_per_deal_window_max:.2f}",
-             self.reads_per_deal_window_max <= 1.0),
+            (
+                "<= 1 read per distinct deal per window",
+                f"max {self.reads_per_deal_window_max:.2f}",
+                self.reads_per_deal_window_max <= 1.0,
+            ),
             ("one task per deal", f"{self.deals_with_one_task}/{self.deals}", self.deals_with_one_task == self.deals),
         ]
 
@@ -129,17 +135,25 @@ def _events(crm: str, deal_ids: list[str], per_deal: int, burst_deals: int, rng:
     out: list[Event] = []
     for start in range(0, len(deal_ids), burst_deals):
         burst = []
-        for deal in deal_ids[start:start + burst_deals]:
+        for deal in deal_ids[start : start + burst_deals]:
             for n in range(per_deal):
                 kind = EventKind.DEAL_CREATED if n == 0 else EventKind.DEAL_UPDATED
-                burst.append(Event(crm=crm, kind=kind, deal_id=deal, occurred_at=now,
-                                   dedup_key=f"bench:{uuid.uuid4().hex}", source="webhook"))
+                burst.append(
+                    Event(
+                        crm=crm,
+                        kind=kind,
+                        deal_id=deal,
+                        occurred_at=now,
+                        dedup_key=f"bench:{uuid.uuid4().hex}",
+                        source="webhook",
+                    )
+                )
         first = [e for e in burst if e.kind == EventKind.DEAL_CREATED]
         rest = [e for e in burst if e.kind != EventKind.DEAL_CREATED]
         rng.shuffle(rest)
         mixed = first[: len(first) // 2] + rest
         rng.shuffle(mixed)
-        out.extend(first[len(first) // 2:] + mixed)  # some creations lead, the rest arrive mixed in
+        out.extend(first[len(first) // 2 :] + mixed)  # some creations lead, the rest arrive mixed in
     return out
 
 
@@ -173,8 +187,9 @@ def _drive(runtime: Runtime, events: list[Event], deals: int, timeout: float) ->
         with runtime.store.sessions() as s:
             waiting = s.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status == "new"))
             processed = s.scalar(select(func.count()).select_from(InboxRow).where(InboxRow.status != "new")) or 0
-            open_writes = s.scalar(select(func.count()).select_from(OutboxRow).where(
-                OutboxRow.status.in_(("pending", "sending"))))
+            open_writes = s.scalar(
+                select(func.count()).select_from(OutboxRow).where(OutboxRow.status.in_(("pending", "sending")))
+            )
             done = s.scalar(select(func.count()).select_from(OutboxRow).where(OutboxRow.status == "done"))
         if waiting == 0 and open_writes == 0 and (done or 0) >= deals:
             break
@@ -182,18 +197,25 @@ def _drive(runtime: Runtime, events: list[Event], deals: int, timeout: float) ->
     return time.monotonic() - began, processed
 
 
-def run_bitrix24(events: int, per_deal: int, burst_deals: int, worker_batch: int, seed: int,
-                 timeout: float) -> Figures:
+def run_bitrix24(events: int, per_deal: int, burst_deals: int, worker_batch: int, seed: int, timeout: float) -> Figures:
     sim = Bitrix24Simulator(rate=2, burst=50)  # no handler_url: the events come from the bench
     server = sim.serve()
     n_deals = max(1, events // per_deal)
-    deal_ids = [sim.add_deal({"TITLE": f"Заявка {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                              "ASSIGNED_BY_ID": "1"}) for i in range(n_deals)]
+    deal_ids = [
+        sim.add_deal({"TITLE": f"Заявка {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1"})
+        for i in range(n_deals)
+    ]
     workdir = Path(tempfile.mkdtemp(prefix="connector-bench-calls-"))
     config = workdir / "b24.yaml"
-    config.write_text(CONFIG.format(db=workdir / "b24.db", worker_batch=worker_batch, name="b24",
-                                    crm=B24_BLOCK.format(url=f"{server.base_url}{sim.webhook_base}")),
-                      encoding="utf-8")
+    config.write_text(
+        CONFIG.format(
+            db=workdir / "b24.db",
+            worker_batch=worker_batch,
+            name="b24",
+            crm=B24_BLOCK.format(url=f"{server.base_url}{sim.webhook_base}"),
+        ),
+        encoding="utf-8",
+    )
     runtime = Runtime(load_config(config))
     windows = _instrument_reads(runtime, "b24", lambda: sim.calls["crm.deal.get"])
     evs = _events("b24", deal_ids, per_deal, burst_deals, random.Random(seed))
@@ -225,9 +247,18 @@ def run_bitrix24(events: int, per_deal: int, burst_deals: int, worker_batch: int
     return f
 
 
-def run_pipedrive(events: int, per_deal: int, burst_deals: int, worker_batch: int, seed: int,
-                  timeout: float, rate: float | None = None, burst: float | None = None,
-                  burst_limit: int | None = None, window: float | None = None) -> Figures:
+def run_pipedrive(
+    events: int,
+    per_deal: int,
+    burst_deals: int,
+    worker_batch: int,
+    seed: int,
+    timeout: float,
+    rate: float | None = None,
+    burst: float | None = None,
+    burst_limit: int | None = None,
+    window: float | None = None,
+) -> Figures:
     sim = PipedriveSimulator(api_token="bench-api-token-123", burst_limit=20)
     server = sim.serve()
     n_deals = max(1, events // per_deal)
@@ -235,12 +266,20 @@ def run_pipedrive(events: int, per_deal: int, burst_deals: int, worker_batch: in
     workdir = Path(tempfile.mkdtemp(prefix="connector-bench-calls-"))
     config = workdir / "pd.yaml"
     # Only what was asked for goes in the config: the rest stays at the config defaults.
-    pacing = "".join(f"    {key}: {value}\n" for key, value in (
-        ("burst_limit", burst_limit), ("window", window), ("rate", rate), ("burst", burst)) if value is not None)
-    config.write_text(CONFIG.format(db=workdir / "pd.db", worker_batch=worker_batch, name="pd",
-                                    crm=PD_BLOCK.format(url=server.base_url, token="bench-api-token-123",
-                                                       pacing=pacing)),
-                      encoding="utf-8")
+    pacing = "".join(
+        f"    {key}: {value}\n"
+        for key, value in (("burst_limit", burst_limit), ("window", window), ("rate", rate), ("burst", burst))
+        if value is not None
+    )
+    config.write_text(
+        CONFIG.format(
+            db=workdir / "pd.db",
+            worker_batch=worker_batch,
+            name="pd",
+            crm=PD_BLOCK.format(url=server.base_url, token="bench-api-token-123", pacing=pacing),
+        ),
+        encoding="utf-8",
+    )
     runtime = Runtime(load_config(config))
     reads = {"n": 0}
     original_request = runtime.adapters["pd"].client.request  # type: ignore[attr-defined]
@@ -275,16 +314,24 @@ def run_pipedrive(events: int, per_deal: int, burst_deals: int, worker_batch: in
     # starting (ceil(n / limit) - 1) windows in).
     best = (-(-f.requests // sim.burst_limit) - 1) * 2.0
     if best > 0:
-        f.notes.append(f"best schedule under the window: last request sent {best:.1f} s in; measured "
-                       f"{f.seconds:.1f} s to the end of processing ({best / f.seconds:.1%} of that pace)")
+        f.notes.append(
+            f"best schedule under the window: last request sent {best:.1f} s in; measured "
+            f"{f.seconds:.1f} s to the end of processing ({best / f.seconds:.1%} of that pace)"
+        )
     f.refusals = sim.refusals
     _task_figures(f, [len(sim.activities_for_deal(int(d))) for d in deal_ids], len(sim.activities))
     f.notes.append(f"calls by endpoint: {dict(sim.calls)}")
-    pace = (f"; leaky bucket {client.throttle.rate:g}/s size {client.throttle.capacity + 1:g} waited "
-            f"{client.throttle.waited:.1f} s" if client.throttle is not None else "")
-    f.notes.append(f"most requests in any 2 s window: {sim.max_window_count} (limit {sim.burst_limit}); "
-                   f"client window {client.window.limit} per {client.window.window:g} s, waited "
-                   f"{client.window.waited:.1f} s in total{pace}; foreign requests seen {client.window.foreign_seen}")
+    pace = (
+        f"; leaky bucket {client.throttle.rate:g}/s size {client.throttle.capacity + 1:g} waited "
+        f"{client.throttle.waited:.1f} s"
+        if client.throttle is not None
+        else ""
+    )
+    f.notes.append(
+        f"most requests in any 2 s window: {sim.max_window_count} (limit {sim.burst_limit}); "
+        f"client window {client.window.limit} per {client.window.window:g} s, waited "
+        f"{client.window.waited:.1f} s in total{pace}; foreign requests seen {client.window.foreign_seen}"
+    )
     return f
 
 
@@ -309,21 +356,34 @@ def _print(figures: list[Figures]) -> None:
         print(f"\n== {f.crm}: {f.events} events on {f.deals} deals, processed {f.processed} in {f.seconds:.1f} s")
         rows = [
             ("CRM requests per processed event", f"{f.requests_per_event:.3f}", f"({f.requests} requests)"),
-            ("commands per batch (deals per read)", f"{f.commands_per_batch:.2f}",
-             f"(reads: {f.read_commands} deals in {f.reads_http} requests; writes: {f.writes} tasks in "
-             f"{f.writes} requests, one each)"),
+            (
+                "commands per batch (deals per read)",
+                f"{f.commands_per_batch:.2f}",
+                f"(reads: {f.read_commands} deals in {f.reads_http} requests; writes: {f.writes} tasks in "
+                f"{f.writes} requests, one each)",
+            ),
             ("commands per request, all", f"{f.commands / max(1, f.requests):.2f}", f"({f.commands} commands)"),
             ("deal-read requests", str(f.reads_http), f"over {f.read_windows} processing windows"),
-            ("reads per distinct deal per window", f"max {f.reads_per_deal_window_max:.2f}",
-             f"(deal reads per deal over the run: {f.reads_per_deal_overall:.2f})"),
+            (
+                "reads per distinct deal per window",
+                f"max {f.reads_per_deal_window_max:.2f}",
+                f"(deal reads per deal over the run: {f.reads_per_deal_overall:.2f})",
+            ),
             ("requests/s, commands/s", f"{f.requests_per_s:.2f}, {f.commands_per_s:.2f}", ""),
             ("throughput vs ceiling", f"{f.share_of_ceiling:.1%}", f"ceiling: {f.ceiling}"),
         ]
         if f.share_of_brief_ceiling is not None:
-            rows.append(("  vs 2 req/s x 50 commands/batch", f"{f.share_of_brief_ceiling:.1%}",
-                         "(100 commands/s: holds only if a batch cost one unit)"))
-        rows += [("refusals (QUERY_LIMIT_EXCEEDED / 429)", str(f.refusals), ""),
-                 ("tasks written", str(f.tasks), f"deals with exactly one: {f.deals_with_one_task}/{f.deals}")]
+            rows.append(
+                (
+                    "  vs 2 req/s x 50 commands/batch",
+                    f"{f.share_of_brief_ceiling:.1%}",
+                    "(100 commands/s: holds only if a batch cost one unit)",
+                )
+            )
+        rows += [
+            ("refusals (QUERY_LIMIT_EXCEEDED / 429)", str(f.refusals), ""),
+            ("tasks written", str(f.tasks), f"deals with exactly one: {f.deals_with_one_task}/{f.deals}"),
+        ]
         for name, value, extra in rows:
             print(f"  {name:<40} {value:>14}  {extra}")
         print("  targets:")
@@ -340,11 +400,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--per-deal", type=int, default=5, help="events per deal: 1 creation + N-1 updates")
     parser.add_argument("--burst-deals", type=int, default=10, help="deals whose events arrive shuffled together")
     parser.add_argument("--worker-batch", type=int, default=50, help="inbox rows per processing window")
-    parser.add_argument("--pd-burst-limit", type=int, default=None,
-                        help="the Pipedrive client's burst_limit (config default 20)")
+    parser.add_argument(
+        "--pd-burst-limit", type=int, default=None, help="the Pipedrive client's burst_limit (config default 20)"
+    )
     parser.add_argument("--pd-window", type=float, default=None, help="its window in seconds (config default 2)")
-    parser.add_argument("--pd-rate", type=float, default=None,
-                        help="add the former leaky bucket at this rate (deprecated config key; off by default)")
+    parser.add_argument(
+        "--pd-rate",
+        type=float,
+        default=None,
+        help="add the former leaky bucket at this rate (deprecated config key; off by default)",
+    )
     parser.add_argument("--pd-burst", type=float, default=None, help="that bucket's size (deprecated config key)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -353,12 +418,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     figures = []
     if args.crm in ("bitrix24", "both"):
-        figures.append(run_bitrix24(args.events, args.per_deal, args.burst_deals, args.worker_batch, args.seed,
-                                    args.timeout))
+        figures.append(
+            run_bitrix24(args.events, args.per_deal, args.burst_deals, args.worker_batch, args.seed, args.timeout)
+        )
     if args.crm in ("pipedrive", "both"):
-        figures.append(run_pipedrive(args.events, args.per_deal, args.burst_deals, args.worker_batch, args.seed,
-                                     args.timeout, args.pd_rate, args.pd_burst, args.pd_burst_limit,
-                                     args.pd_window))
+        figures.append(
+            run_pipedrive(
+                args.events,
+                args.per_deal,
+                args.burst_deals,
+                args.worker_batch,
+                args.seed,
+                args.timeout,
+                args.pd_rate,
+                args.pd_burst,
+                args.pd_burst_limit,
+                args.pd_window,
+            )
+        )
     print(f"# bench/crm_calls.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     _print(figures)
     if args.json:

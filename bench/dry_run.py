@@ -42,9 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=str(ROOT / "examples" / "isp-field-service.yaml"))
     parser.add_argument("--year", type=int, default=2026)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="also trace Python allocations for their peak (slows the replay ~2x: time is then not "
-                             "the plain speed); max RSS is always shown")
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="also trace Python allocations for their peak (slows the replay ~2x: time is then not "
+        "the plain speed); max RSS is always shown",
+    )
     parser.add_argument("--profile", action="store_true", help="profile the replay with cProfile and print the top")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", action="store_true")
@@ -84,17 +87,31 @@ def main(argv: list[str] | None = None) -> int:
     maxrss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
     figures = {
-        "deals": args.deals, "events": result.events, "deadline_events": result.deadline_events,
-        "actions": len(result.outcomes), "rules": len(config.rules), "deadlines": len(config.deadlines),
-        "generate_s": round(generated, 2), "replay_s": round(replayed, 2), "replay_cpu_s": round(replay_cpu, 2),
-        "events_per_s": round(result.events / replayed), "peak_traced_mb": round(peak / 2**20, 1) if peak else None,
+        "deals": args.deals,
+        "events": result.events,
+        "deadline_events": result.deadline_events,
+        "actions": len(result.outcomes),
+        "rules": len(config.rules),
+        "deadlines": len(config.deadlines),
+        "generate_s": round(generated, 2),
+        "replay_s": round(replayed, 2),
+        "replay_cpu_s": round(replay_cpu, 2),
+        "events_per_s": round(result.events / replayed),
+        "peak_traced_mb": round(peak / 2**20, 1) if peak else None,
         "max_rss_mb": round(maxrss_mb, 1),
-        "max_rss_before_mb": round(rss_before_mb, 1), "tracemalloc": traced, "profiled": bool(profiler),
+        "max_rss_before_mb": round(rss_before_mb, 1),
+        "tracemalloc": traced,
+        "profiled": bool(profiler),
     }
-    note = " (under cProfile: slower than plain)" if profiler else (" (under tracemalloc: slower than plain)"
-                                                                   if traced else "")
-    print(f"# bench/dry_run.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {Path(args.config).name}, "
-          f"{figures['rules']} rules, {figures['deadlines']} deadlines{note}")
+    note = (
+        " (under cProfile: slower than plain)"
+        if profiler
+        else (" (under tracemalloc: slower than plain)" if traced else "")
+    )
+    print(
+        f"# bench/dry_run.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {Path(args.config).name}, "
+        f"{figures['rules']} rules, {figures['deadlines']} deadlines{note}"
+    )
     print(f"  deals generated                {args.deals:>10,}   in {generated:.1f} s")
     print(f"  events replayed                {result.events:>10,}   (+{result.deadline_events:,} deadline events)")
     print(f"  would-be actions               {len(result.outcomes):>10,}")
@@ -103,12 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  events/s                       {figures['events_per_s']:>10,}")
     if peak is not None:
         print(f"  peak traced memory             {figures['peak_traced_mb']:>10} MB  (generation + replay)")
-    print(f"  max RSS                        {figures['max_rss_mb']:>10} MB  "
-          f"({rss_before_mb:.0f} MB after imports and config, before generating)")
+    print(
+        f"  max RSS                        {figures['max_rss_mb']:>10} MB  "
+        f"({rss_before_mb:.0f} MB after imports and config, before generating)"
+    )
     scaled = replayed * 100_000 / max(1, result.events)
     met = scaled <= TARGET_SECONDS
-    print(f"target: 100,000 events in <= {TARGET_SECONDS:g} s | measured: {replayed:.2f} s for {result.events:,} "
-          f"({scaled:.2f} s per 100,000) | {'MET' if met else 'MISSED'}")
+    print(
+        f"target: 100,000 events in <= {TARGET_SECONDS:g} s | measured: {replayed:.2f} s for {result.events:,} "
+        f"({scaled:.2f} s per 100,000) | {'MET' if met else 'MISSED'}"
+    )
     if profiler is not None:
         for key in ("cumulative", "tottime"):
             out = io.StringIO()

@@ -83,17 +83,50 @@ def _pd_body(deal_id: int) -> bytes:
     now = datetime.now(UTC)
     stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
     body = {
-        "meta": {"action": "change", "entity": "deal", "entity_id": str(deal_id), "id": str(uuid.uuid4()),
-                 "correlation_id": str(uuid.uuid4()), "company_id": "12345678", "user_id": "10002",
-                 "webhook_id": "501", "webhook_owner_id": "10001", "is_bulk_edit": False, "version": "2.0",
-                 "type": "general", "change_source": "app", "attempt": 1, "host": "bench.pipedrive.com",
-                 "permitted_user_ids": ["10001", "10002"], "timestamp": stamp},
-        "data": {"id": deal_id, "title": f"Deal {deal_id}", "status": "open", "owner_id": 10002,
-                 "creator_user_id": 10001, "person_id": None, "org_id": None, "pipeline_id": 1, "stage_id": 2,
-                 "value": 1200, "currency": "EUR", "lost_reason": None, "add_time": "2026-11-20T15:00:01Z",
-                 "update_time": stamp[:19] + "Z", "stage_change_time": stamp[:19] + "Z", "close_time": None,
-                 "won_time": None, "lost_time": None, "expected_close_date": None, "probability": None,
-                 "label_ids": [], "visible_to": "3", "custom_fields": {}},
+        "meta": {
+            "action": "change",
+            "entity": "deal",
+            "entity_id": str(deal_id),
+            "id": str(uuid.uuid4()),
+            "correlation_id": str(uuid.uuid4()),
+            "company_id": "12345678",
+            "user_id": "10002",
+            "webhook_id": "501",
+            "webhook_owner_id": "10001",
+            "is_bulk_edit": False,
+            "version": "2.0",
+            "type": "general",
+            "change_source": "app",
+            "attempt": 1,
+            "host": "bench.pipedrive.com",
+            "permitted_user_ids": ["10001", "10002"],
+            "timestamp": stamp,
+        },
+        "data": {
+            "id": deal_id,
+            "title": f"Deal {deal_id}",
+            "status": "open",
+            "owner_id": 10002,
+            "creator_user_id": 10001,
+            "person_id": None,
+            "org_id": None,
+            "pipeline_id": 1,
+            "stage_id": 2,
+            "value": 1200,
+            "currency": "EUR",
+            "lost_reason": None,
+            "add_time": "2026-11-20T15:00:01Z",
+            "update_time": stamp[:19] + "Z",
+            "stage_change_time": stamp[:19] + "Z",
+            "close_time": None,
+            "won_time": None,
+            "lost_time": None,
+            "expected_close_date": None,
+            "probability": None,
+            "label_ids": [],
+            "visible_to": "3",
+            "custom_fields": {},
+        },
         "previous": {"stage_id": 1},
     }
     return json.dumps(body).encode()
@@ -106,12 +139,16 @@ def _request(seq: int, deal_base: int) -> bytes:
     deal_id = deal_base + seq
     if seq % 2 == 0:
         body = _b24_body(deal_id)
-        head = ("POST /hooks/bitrix24/b24 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                "Content-Type: application/x-www-form-urlencoded\r\nUser-Agent: Bitrix24 Webhook Engine\r\n")
+        head = (
+            "POST /hooks/bitrix24/b24 HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\nUser-Agent: Bitrix24 Webhook Engine\r\n"
+        )
     else:
         body = _pd_body(deal_id)
-        head = ("POST /hooks/pipedrive/pd HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                f"Authorization: {_PD_AUTH}\r\nUser-Agent: Pipedrive Webhooks\r\n")
+        head = (
+            "POST /hooks/pipedrive/pd HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: {_PD_AUTH}\r\nUser-Agent: Pipedrive Webhooks\r\n"
+        )
     return f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
 
 
@@ -207,8 +244,11 @@ def load_worker(port: int, rate: float, seconds: float, threads: int, deal_base:
             t0 = time.perf_counter()
             try:
                 status, body = conn.post(raw)
-                kind = "accepted" if status == 200 and b'"stored":1' in body else (
-                    "duplicates" if status == 200 else f"http_{status}")
+                kind = (
+                    "accepted"
+                    if status == 200 and b'"stored":1' in body
+                    else ("duplicates" if status == 200 else f"http_{status}")
+                )
             except (OSError, ValueError, IndexError) as exc:
                 kind = type(exc).__name__
                 conn.close()
@@ -235,8 +275,15 @@ def load_worker(port: int, rate: float, seconds: float, threads: int, deal_base:
     for t in pool:
         t.join()
     cpu = os.times()
-    return {**counts, "errors": errors, "latencies": latencies, "lags": lags,
-            "first": first_last[0], "last": first_last[1], "cpu": cpu.user + cpu.system}
+    return {
+        **counts,
+        "errors": errors,
+        "latencies": latencies,
+        "lags": lags,
+        "first": first_last[0],
+        "last": first_last[1],
+        "cpu": cpu.user + cpu.system,
+    }
 
 
 # --- the servers ------------------------------------------------------------------------------
@@ -306,8 +353,11 @@ def _pids(server_group: int, database: str | None) -> list[int]:
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
             if int(fields[2]) == server_group:
                 found.append(int(entry.name))
-            elif database and (entry / "cmdline").read_bytes().startswith(b"postgres: ") and \
-                    f" {database} ".encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" "):
+            elif (
+                database
+                and (entry / "cmdline").read_bytes().startswith(b"postgres: ")
+                and f" {database} ".encode() in (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            ):
                 found.append(-int(entry.name))  # negative: a database backend
         except OSError:
             continue
@@ -355,15 +405,35 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def _run_step(shape: str, port: int, rate: float, seconds: float, procs: int, threads: int,
-              deal_base: int, server_group: int, database: str | None) -> Step:
+def _run_step(
+    shape: str,
+    port: int,
+    rate: float,
+    seconds: float,
+    procs: int,
+    threads: int,
+    deal_base: int,
+    server_group: int,
+    database: str | None,
+) -> Step:
     pids = _pids(server_group, database)
     server_pids, db_pids = [p for p in pids if p > 0], [-p for p in pids if p < 0]
     cpu_before = _cpu_of(server_pids), _cpu_of(db_pids)
     per_proc = rate / procs
     children = [
-        subprocess.Popen([sys.executable, __file__, "--load-worker", str(port), str(per_proc), str(seconds),
-                          str(threads), str(deal_base + i * 10_000_000)], stdout=subprocess.PIPE)
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--load-worker",
+                str(port),
+                str(per_proc),
+                str(seconds),
+                str(threads),
+                str(deal_base + i * 10_000_000),
+            ],
+            stdout=subprocess.PIPE,
+        )
         for i in range(procs)
     ]
     parts = []
@@ -403,14 +473,26 @@ def _count_inbox(url: str) -> tuple[int, int]:
     engine = create_engine(url)
     with engine.connect() as conn:
         rows = conn.execute(text("SELECT count(*) FROM inbox")).scalar_one()
-        distinct = conn.execute(text("SELECT count(*) FROM (SELECT DISTINCT crm, dedup_key FROM inbox) AS d"))\
-            .scalar_one()
+        distinct = conn.execute(
+            text("SELECT count(*) FROM (SELECT DISTINCT crm, dedup_key FROM inbox) AS d")
+        ).scalar_one()
     engine.dispose()
     return int(rows), int(distinct)
 
 
-def run_shape(shape: str, rates: list[float], seconds: float, *, pg: str, workers: int, procs: int,
-              threads: int, log_level: str, workdir: Path, gunicorn_threads: int = 1) -> ShapeResult:
+def run_shape(
+    shape: str,
+    rates: list[float],
+    seconds: float,
+    *,
+    pg: str,
+    workers: int,
+    procs: int,
+    threads: int,
+    log_level: str,
+    workdir: Path,
+    gunicorn_threads: int = 1,
+) -> ShapeResult:
     from sqlalchemy.engine import make_url
 
     port = _free_port()
@@ -420,15 +502,39 @@ def run_shape(shape: str, rates: list[float], seconds: float, *, pg: str, worker
     else:
         db = f"sqlite:///{workdir / 'intake-bench.db'}"
     config = workdir / f"{shape}.yaml"
-    config.write_text(CONFIG.format(db=db, port=port, threads=8, log_level=log_level, b24_token=B24_TOKEN,
-                                    pd_user=PD_USER, pd_password=PD_PASSWORD), encoding="utf-8")
+    config.write_text(
+        CONFIG.format(
+            db=db,
+            port=port,
+            threads=8,
+            log_level=log_level,
+            b24_token=B24_TOKEN,
+            pd_user=PD_USER,
+            pd_password=PD_PASSWORD,
+        ),
+        encoding="utf-8",
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CONNECTOR_CONFIG": str(config)}
     # The schema first, so the server processes do not race to migrate it.
-    subprocess.run([sys.executable, "-m", "connector.cli", "init-db", "--config", str(config)], env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "connector.cli", "init-db", "--config", str(config)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     if shape == "prod":
-        argv = [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
-                "--backlog", "2048", "connector.wsgi:application()"]
+        argv = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-w",
+            str(workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--backlog",
+            "2048",
+            "connector.wsgi:application()",
+        ]
         server = f"gunicorn -w {workers} (sync workers)"
         if gunicorn_threads > 1:  # gthread workers: keep-alive and several requests per process
             argv[5:5] = ["--worker-class", "gthread", "--threads", str(gunicorn_threads)]
@@ -442,8 +548,17 @@ def run_shape(shape: str, rates: list[float], seconds: float, *, pg: str, worker
     try:
         _wait_up(port, proc)
         for i, rate in enumerate(rates):
-            step = _run_step(shape, port, rate, seconds, procs, threads, deal_base=1_000_000_000 * (i + 1),
-                             server_group=proc.pid, database=make_url(db).database if shape == "prod" else None)
+            step = _run_step(
+                shape,
+                port,
+                rate,
+                seconds,
+                procs,
+                threads,
+                deal_base=1_000_000_000 * (i + 1),
+                server_group=proc.pid,
+                database=make_url(db).database if shape == "prod" else None,
+            )
             result.steps.append(step)
             time.sleep(1.0)  # let the server drain before the next rate
     finally:
@@ -461,32 +576,43 @@ def run_shape(shape: str, rates: list[float], seconds: float, *, pg: str, worker
 
 
 def _print(results: list[ShapeResult]) -> None:
-    print(f"{'shape':<9} {'offered/s':>9} {'sent':>7} {'accepted':>8} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
-          f"{'max ms':>7} {'gen lag p99':>11} {'CPU ms/delivery: intake+db+gen':>31}  errors")
+    print(
+        f"{'shape':<9} {'offered/s':>9} {'sent':>7} {'accepted':>8} {'acc/s':>7} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'gen lag p99':>11} {'CPU ms/delivery: intake+db+gen':>31}  errors"
+    )
     for r in results:
         for s in r.steps:
             errs = ", ".join(f"{k}={v}" for k, v in s.errors.items()) or "0"
             if s.duplicates:
                 errs += f" (duplicates {s.duplicates})"
-            print(f"{s.shape:<9} {s.offered:>9.0f} {s.sent:>7} {s.accepted:>8} {s.accepted_per_s:>7.0f} "
-                  f"{s.p50_ms:>7.1f} {s.p99_ms:>7.1f} {s.max_ms:>7.1f} {s.lag_p99_ms:>9.1f}ms "
-                  f"{s.server_cpu_ms:>12.2f} +{s.db_cpu_ms:>5.2f} +{s.gen_cpu_ms:>5.2f} = "
-                  f"{s.server_cpu_ms + s.db_cpu_ms + s.gen_cpu_ms:>5.2f}  {errs}")
+            print(
+                f"{s.shape:<9} {s.offered:>9.0f} {s.sent:>7} {s.accepted:>8} {s.accepted_per_s:>7.0f} "
+                f"{s.p50_ms:>7.1f} {s.p99_ms:>7.1f} {s.max_ms:>7.1f} {s.lag_p99_ms:>9.1f}ms "
+                f"{s.server_cpu_ms:>12.2f} +{s.db_cpu_ms:>5.2f} +{s.gen_cpu_ms:>5.2f} = "
+                f"{s.server_cpu_ms + s.db_cpu_ms + s.gen_cpu_ms:>5.2f}  {errs}"
+            )
         ok = "OK" if r.verified else "MISMATCH"
-        print(f"{'':<9} {r.shape}: {r.server} on {r.database}; inbox rows {r.inbox_rows}, distinct dedup keys "
-              f"{r.distinct_keys}, accepted {r.accepted_total}: {ok}")
+        print(
+            f"{'':<9} {r.shape}: {r.server} on {r.database}; inbox rows {r.inbox_rows}, distinct dedup keys "
+            f"{r.distinct_keys}, accepted {r.accepted_total}: {ok}"
+        )
     prod = [s for r in results if r.shape == "prod" for s in r.steps]
     best = [s for s in prod if s.p99_ms <= TARGET_P99_MS and not s.errors]
     top = max(best, key=lambda s: s.accepted_per_s, default=None)
     met = top is not None and top.accepted_per_s >= TARGET_RATE
     peak = max(prod, key=lambda s: s.accepted_per_s, default=None)
-    shown = f"{top.accepted_per_s:.0f} accepted/s at p99 {top.p99_ms:.1f} ms" if top else \
-        "no production step had p99 <= 25 ms without errors"
+    shown = (
+        f"{top.accepted_per_s:.0f} accepted/s at p99 {top.p99_ms:.1f} ms"
+        if top
+        else "no production step had p99 <= 25 ms without errors"
+    )
     if peak is not None:
         shown += f"; peak {peak.accepted_per_s:.0f} accepted/s (p99 {peak.p99_ms:.0f} ms)"
     if prod:
-        print(f"target: >= 2,000 accepted/s with p99 <= 25 ms (production shape) | measured: best {shown} | "
-              f"{'MET' if met else 'MISSED'}")
+        print(
+            f"target: >= 2,000 accepted/s with p99 <= 25 ms (production shape) | measured: best {shown} | "
+            f"{'MET' if met else 'MISSED'}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -500,14 +626,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rates", default="250,500,1000,2000,3000", help="deliveries per second, in order")
     parser.add_argument("--seconds", type=float, default=4.0, help="how long each rate is held")
     parser.add_argument("--pg", default=DEFAULT_PG, help="PostgreSQL URL for the production shape (emptied!)")
-    parser.add_argument("--workers", type=int, default=5,
-                        help="gunicorn workers (production shape; the documented 2 x cores + 1)")
-    parser.add_argument("--gunicorn-threads", type=int, default=1,
-                        help="> 1: gthread workers with this many threads each (default: sync workers, as documented)")
+    parser.add_argument(
+        "--workers", type=int, default=5, help="gunicorn workers (production shape; the documented 2 x cores + 1)"
+    )
+    parser.add_argument(
+        "--gunicorn-threads",
+        type=int,
+        default=1,
+        help="> 1: gthread workers with this many threads each (default: sync workers, as documented)",
+    )
     parser.add_argument("--procs", type=int, default=2, help="load-generator processes")
     parser.add_argument("--threads", type=int, default=16, help="connections (threads) per generator process")
-    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                        help="the intake's logging level (INFO is the default config)")
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the intake's logging level (INFO is the default config)",
+    )
     parser.add_argument("--json", action="store_true", help="print the figures as JSON too")
     args = parser.parse_args(argv)
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
@@ -516,12 +651,25 @@ def main(argv: list[str] | None = None) -> int:
     for shape in [s.strip() for s in args.shapes.split(",") if s.strip()]:
         if shape not in ("prod", "embedded"):
             parser.error(f"unknown shape {shape!r}")
-        results.append(run_shape(shape, rates, args.seconds, pg=args.pg, workers=args.workers, procs=args.procs,
-                                 threads=args.threads, log_level=args.log_level, workdir=workdir,
-                                 gunicorn_threads=args.gunicorn_threads))
-    print(f"# bench/intake.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
-          f"generator {args.procs} processes x {args.threads} connections, {args.seconds:g} s per rate, "
-          f"logs in {workdir}")
+        results.append(
+            run_shape(
+                shape,
+                rates,
+                args.seconds,
+                pg=args.pg,
+                workers=args.workers,
+                procs=args.procs,
+                threads=args.threads,
+                log_level=args.log_level,
+                workdir=workdir,
+                gunicorn_threads=args.gunicorn_threads,
+            )
+        )
+    print(
+        f"# bench/intake.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, "
+        f"generator {args.procs} processes x {args.threads} connections, {args.seconds:g} s per rate, "
+        f"logs in {workdir}"
+    )
     _print(results)
     if args.json:
         print(json.dumps([asdict(r) | {"verified": r.verified} for r in results], indent=2))

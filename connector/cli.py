@@ -49,8 +49,7 @@ def main() -> None:
 def check(config: str) -> None:
     """Validate CONFIG; print every problem with its key path and line."""
     cfg = _load(config)
-    click.echo(f"{config}: OK ({len(cfg.crms)} CRM(s), {len(cfg.rules)} rule(s), "
-               f"{len(cfg.territories)} territories)")
+    click.echo(f"{config}: OK ({len(cfg.crms)} CRM(s), {len(cfg.rules)} rule(s), {len(cfg.territories)} territories)")
 
 
 @main.command("init-db")
@@ -66,8 +65,12 @@ def init_db(config_path: str) -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path())
-@click.option("--roles", default="intake,worker,dispatcher,scheduler", show_default=True,
-              help="what this process does; split them over processes to scale out on PostgreSQL")
+@click.option(
+    "--roles",
+    default="intake,worker,dispatcher,scheduler",
+    show_default=True,
+    help="what this process does; split them over processes to scale out on PostgreSQL",
+)
 def run(config_path: str, roles: str) -> None:
     """Run intake, scheduler, worker and dispatcher (all in one process by default)."""
     from connector.runtime import ROLES, Runtime
@@ -99,8 +102,12 @@ def _moment(text: str | None, tz: str) -> datetime | None:
 @click.option("--config", "config_path", required=True, type=click.Path())
 @click.option("--since", required=True, help="replay from this date or moment (ISO; the calendar's zone if none)")
 @click.option("--until", default=None, help="and up to this one (default: the last event)")
-@click.option("--source", default="crm", show_default=True,
-              help="'crm' (deals changed since, read through the adapter), 'inbox', or a JSON-lines history file")
+@click.option(
+    "--source",
+    default="crm",
+    show_default=True,
+    help="'crm' (deals changed since, read through the adapter), 'inbox', or a JSON-lines history file",
+)
 @click.option("--csv", "csv_path", default=None, type=click.Path(), help="write every would-be action here")
 def dry_run(config_path: str, since: str, until: str | None, source: str, csv_path: str | None) -> None:
     """Replay history through the rules at the moments it happened; write nothing."""
@@ -139,8 +146,7 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     # The bar shows only on a terminal: cron and CI logs stay clean.
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("replaying", total=len(items))
-        result = Replay(cfg, build_calendar(cfg)).run(items, until=end,
-                                                      progress=lambda n: progress.advance(task, n))
+        result = Replay(cfg, build_calendar(cfg)).run(items, until=end, progress=lambda n: progress.advance(task, n))
     print_summary(result, console, time.perf_counter() - began)
     if csv_path:
         write_csv(result, Path(csv_path))
@@ -171,11 +177,24 @@ def backfill(config_path: str, crm: str, since: str) -> None:
     console = _console()
     try:
         # No total is known in advance: the bar counts deals read (quiet off a terminal).
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console, disable=not console.is_terminal, transient=True) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not console.is_terminal,
+            transient=True,
+        ) as progress:
             task = progress.add_task(f"reading {crm}", total=None)
-            queued = poll_deals(store, adapter, now=utcnow(), overlap=timedelta(0), since=start,
-                                progress=lambda n: progress.advance(task, n))
+            queued = poll_deals(
+                store,
+                adapter,
+                now=utcnow(),
+                overlap=timedelta(0),
+                since=start,
+                progress=lambda n: progress.advance(task, n),
+            )
     finally:
         adapter.close()
         store.close()
@@ -218,8 +237,14 @@ def why(deal: str, config_path: str, crm: str | None) -> None:
     for column in ("time", "crm", "rule", "trigger", "action", "what"):
         table.add_column(column)
     for r in rows:
-        table.add_row(r.at.astimezone(ZoneInfo(cfg.calendar["timezone"])).strftime("%Y-%m-%d %H:%M:%S"), r.crm,
-                      r.rule or "", r.trigger or "", r.action, r.message)
+        table.add_row(
+            r.at.astimezone(ZoneInfo(cfg.calendar["timezone"])).strftime("%Y-%m-%d %H:%M:%S"),
+            r.crm,
+            r.rule or "",
+            r.trigger or "",
+            r.action,
+            r.message,
+        )
     _console().print(table)
 
 
@@ -251,8 +276,9 @@ def status(config_path: str) -> None:
 @click.option("--rule", default=None, help="only this rule's dead letters")
 @click.option("--all", "everything", is_flag=True, help="every dead letter")
 @click.option("--wait", type=float, default=0.0, help="seconds to follow them until the running connector is done")
-def replay(config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool,
-           wait: float) -> None:
+def replay(
+    config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool, wait: float
+) -> None:
     """Queue chosen dead letters again; the running connector resends them (reconciling first)."""
     from connector.status import replay_dead
     from connector.storage.store import Store
@@ -264,12 +290,15 @@ def replay(config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | 
     store = Store(cfg.storage["url"], apply_migrations=False)
     try:
         chosen = replay_dead(store, utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
-        click.echo(f"{len(chosen)} dead letter(s) queued again"
-                   + (f": {', '.join(map(str, chosen))}" if chosen else ""))
+        click.echo(
+            f"{len(chosen)} dead letter(s) queued again" + (f": {', '.join(map(str, chosen))}" if chosen else "")
+        )
         if wait and chosen:
             outcome = _follow(store, chosen, wait)
-            click.echo(f"done {outcome.get('done', 0)}, dead again {outcome.get('dead', 0)}, "
-                       f"still pending {len(chosen) - outcome.get('done', 0) - outcome.get('dead', 0)}")
+            click.echo(
+                f"done {outcome.get('done', 0)}, dead again {outcome.get('dead', 0)}, "
+                f"still pending {len(chosen) - outcome.get('done', 0) - outcome.get('dead', 0)}"
+            )
     finally:
         store.close()
 
@@ -290,9 +319,14 @@ def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: i
         deadline = time.monotonic() + seconds
         while True:
             with store.sessions() as s:
-                counts = {status: int(n) for status, n in s.execute(
-                    select(OutboxRow.status, func.count(OutboxRow.id)).where(OutboxRow.id.in_(ids))
-                    .group_by(OutboxRow.status))}
+                counts = {
+                    status: int(n)
+                    for status, n in s.execute(
+                        select(OutboxRow.status, func.count(OutboxRow.id))
+                        .where(OutboxRow.id.in_(ids))
+                        .group_by(OutboxRow.status)
+                    )
+                }
             finished = counts.get("done", 0) + counts.get("dead", 0)
             progress.update(task, completed=finished)
             if finished >= len(ids) or time.monotonic() > deadline:
@@ -302,8 +336,12 @@ def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: i
 
 @main.command()
 @click.option("--timeout", default=60.0, help="seconds to wait for the work to finish")
-@click.option("--only", type=click.Choice(["bitrix24", "pipedrive", "onec"]), multiple=True,
-              help="run only these scenarios (default: all three)")
+@click.option(
+    "--only",
+    type=click.Choice(["bitrix24", "pipedrive", "onec"]),
+    multiple=True,
+    help="run only these scenarios (default: all three)",
+)
 def demo(timeout: float, only: tuple[str, ...]) -> None:
     """Run regulations end to end against local Bitrix24, Pipedrive and 1C simulators."""
     from connector.demo.run import run_demo

@@ -65,8 +65,9 @@ class Dispatcher:
         """Carry out one batch of due rows; returns how many reached done."""
         cfg = self.config.dispatcher
         now = self.clock()
-        rows = self.store.claim(OutboxRow, ["pending", "sending"], now, timedelta(seconds=cfg["lease"]),
-                                cfg["batch"], self.owner)
+        rows = self.store.claim(
+            OutboxRow, ["pending", "sending"], now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner
+        )
         lanes = by_deal(rows)
         if self._pool is None or len(lanes) < 2:
             return sum(self._lane(lane) for lane in lanes)
@@ -108,8 +109,9 @@ class Dispatcher:
             yield True
             return
         with self.store.engine.connect() as conn:
-            got = bool(conn.exec_driver_sql(
-                f"SELECT pg_try_advisory_lock({OUTBOX_LOCK}, {row_id % 2_147_483_647})").scalar())
+            got = bool(
+                conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({OUTBOX_LOCK}, {row_id % 2_147_483_647})").scalar()
+            )
             conn.commit()
             try:
                 yield got
@@ -179,14 +181,29 @@ class Dispatcher:
             live.status, live.remote_id, live.done_at, live.updated_at = "done", result.remote_id, now, now
             live.claimed_until, live.last_error = None, None
             how = "found earlier write" if result.reconciled else "written"
-            Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=row.rule, action=row.command,
-                        message=f"{how}: {describe(command_from_payload(row.command, row.payload))}"
-                                f" (remote id {result.remote_id})",
-                        detail={"remote_id": result.remote_id, "outbox_id": row.id, "reconciled": result.reconciled},
-                        correlation_id=row.correlation_id, key=f"{row.idempotency_key}|done")
-        log.info("dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
-                 row.crm, row.deal_id, row.id, row.command, result.remote_id, result.reconciled,
-                 row.correlation_id)
+            Store.audit(
+                session,
+                at=now,
+                crm=row.crm,
+                deal_id=row.deal_id,
+                rule=row.rule,
+                action=row.command,
+                message=f"{how}: {describe(command_from_payload(row.command, row.payload))}"
+                f" (remote id {result.remote_id})",
+                detail={"remote_id": result.remote_id, "outbox_id": row.id, "reconciled": result.reconciled},
+                correlation_id=row.correlation_id,
+                key=f"{row.idempotency_key}|done",
+            )
+        log.info(
+            "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
+            row.crm,
+            row.deal_id,
+            row.id,
+            row.command,
+            result.remote_id,
+            result.reconciled,
+            row.correlation_id,
+        )
 
     def _failed(self, row: OutboxRow, exc: AdapterError) -> None:
         cfg = self.config.dispatcher
@@ -203,9 +220,16 @@ class Dispatcher:
             live.updated_at = now
             if isinstance(exc, FatalError) or live.attempts >= cfg["max_attempts"]:
                 live.status = "dead"
-                Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=row.rule, action="dead_letter",
-                            message=f"{row.command} gave up after {live.attempts} tries: {exc}",
-                            correlation_id=row.correlation_id)
+                Store.audit(
+                    session,
+                    at=now,
+                    crm=row.crm,
+                    deal_id=row.deal_id,
+                    rule=row.rule,
+                    action="dead_letter",
+                    message=f"{row.command} gave up after {live.attempts} tries: {exc}",
+                    correlation_id=row.correlation_id,
+                )
             else:
                 # An ambiguous write stays "sending": the next try reconciles first, and late.
                 delay = min(cfg["backoff_max"], cfg["backoff"] * 2 ** max(0, live.attempts - 1))
@@ -216,8 +240,15 @@ class Dispatcher:
                     # its result only once it has surely finished, or we would write twice.
                     delay = max(delay, cfg["reconcile_after"])
                 live.next_try_at = now + timedelta(seconds=delay)
-        log.warning("dispatch failed crm=%s outbox=%s command=%s attempts=%s error=%s correlation=%s",
-                    row.crm, row.id, row.command, row.attempts, exc, row.correlation_id)
+        log.warning(
+            "dispatch failed crm=%s outbox=%s command=%s attempts=%s error=%s correlation=%s",
+            row.crm,
+            row.id,
+            row.command,
+            row.attempts,
+            exc,
+            row.correlation_id,
+        )
 
 
 def by_deal(rows: Sequence[OutboxRow]) -> list[list[OutboxRow]]:

@@ -195,8 +195,9 @@ class CreateCounterparty(Command):
     comment: str = ""
 
 
-COMMANDS: dict[str, type[Command]] = {c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal,
-                                                          CreateCounterparty)}
+COMMANDS: dict[str, type[Command]] = {
+    c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal, CreateCounterparty)
+}
 
 
 def command_from_payload(kind: str, payload: dict[str, Any]) -> Command:

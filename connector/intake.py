@@ -178,21 +178,27 @@ def create_app(
             )
             events = parser.parse(incoming, received_at=received)
         except WebhookError as exc:
-            log.warning("webhook refused crm=%s status=%d reason=%s correlation=%s", name, exc.status, exc.reason,
-                        correlation)
+            log.warning(
+                "webhook refused crm=%s status=%d reason=%s correlation=%s", name, exc.status, exc.reason, correlation
+            )
             return *_answer(exc.status, error=exc.reason), f"refused_{exc.status}"
         except HTTPException as exc:  # too large, too many form parts, bad multipart
             status = exc.code or 400
-            log.warning("webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name,
-                        correlation)
+            log.warning(
+                "webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name, correlation
+            )
             return *_answer(status, error=exc.name), f"refused_{status}"
         except Exception:  # a parser bug must still not become a 500 or a stored row
             log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
             return *_answer(400, error="could not parse the delivery"), "refused_400"
         stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]
         if stale:
-            log.warning("webhook refused crm=%s status=400 reason=outside the replay window stamped=%s correlation=%s",
-                        name, stale[0].occurred_at.isoformat(), correlation)
+            log.warning(
+                "webhook refused crm=%s status=400 reason=outside the replay window stamped=%s correlation=%s",
+                name,
+                stale[0].occurred_at.isoformat(),
+                correlation,
+            )
             return *_answer(400, error="delivery outside the replay window"), "refused_400"
         stored = duplicates = 0
         try:
@@ -204,8 +210,14 @@ def create_app(
         except SQLAlchemyError:
             log.exception("webhook not stored crm=%s correlation=%s", name, correlation)
             return *_answer(503, error="storage unavailable, try again"), "refused_503"
-        log.info("webhook accepted crm=%s events=%d stored=%d duplicates=%d correlation=%s", name, len(events),
-                 stored, duplicates, correlation)
+        log.info(
+            "webhook accepted crm=%s events=%d stored=%d duplicates=%d correlation=%s",
+            name,
+            len(events),
+            stored,
+            duplicates,
+            correlation,
+        )
         # An empty delivery (an event we do not follow) counts as accepted, as before.
         result = "duplicate" if events and stored == 0 else "accepted"
         return *_answer(200, ok=True, stored=stored, duplicates=duplicates, correlation_id=correlation), result
@@ -227,8 +239,7 @@ def create_app(
         except SQLAlchemyError:
             return jsonify(ok=False, database="unreachable"), 503
         if leader is None:  # no process runs polls and deadline scans right now
-            return jsonify(ok=False, database="ok", leader=None,
-                           last_heartbeat=beat.isoformat() if beat else None), 503
+            return jsonify(ok=False, database="ok", leader=None, last_heartbeat=beat.isoformat() if beat else None), 503
         return jsonify(ok=True, database="ok", leader=leader), 200
 
     @app.errorhandler(HTTPException)

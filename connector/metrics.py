@@ -22,15 +22,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("connector.crm")
 
 DELIVERIES = Counter("crmc_webhook_deliveries_total", "Webhook deliveries by CRM and result", ["crm", "result"])
-PROCESSING = Histogram("crmc_processing_seconds", "From a delivery's arrival to its rules' decisions", ["crm"],
-                       buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800))
+PROCESSING = Histogram(
+    "crmc_processing_seconds",
+    "From a delivery's arrival to its rules' decisions",
+    ["crm"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
+)
 CRM_CALLS = Counter("crmc_crm_calls_total", "HTTP requests to CRMs by method and outcome", ["crm", "method", "outcome"])
-CRM_CALL_SECONDS = Histogram("crmc_crm_call_seconds", "CRM request latency", ["crm"],
-                             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-RATE_LIMIT_WAIT = Counter("crmc_rate_limit_wait_seconds_total", "Seconds spent waiting for a CRM's rate limit",
-                          ["crm"])
-WRITES = Counter("crmc_writes_total", "Outbox rows carried out, by CRM, command and result",
-                 ["crm", "command", "result"])
+CRM_CALL_SECONDS = Histogram(
+    "crmc_crm_call_seconds",
+    "CRM request latency",
+    ["crm"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RATE_LIMIT_WAIT = Counter("crmc_rate_limit_wait_seconds_total", "Seconds spent waiting for a CRM's rate limit", ["crm"])
+WRITES = Counter(
+    "crmc_writes_total", "Outbox rows carried out, by CRM, command and result", ["crm", "command", "result"]
+)
 
 
 _IDS = re.compile(r"/\d+")
@@ -55,8 +63,14 @@ def crm_call(crm: str, method: str) -> Iterator[dict[str, Any]]:
         elapsed = time.monotonic() - started
         CRM_CALLS.labels(crm, label, outcome).inc()
         CRM_CALL_SECONDS.labels(crm).observe(elapsed)
-        log.info("crm call crm=%s method=%s http=%s outcome=%s ms=%d", crm, label, info["status"] or "-", outcome,
-                 elapsed * 1000)
+        log.info(
+            "crm call crm=%s method=%s http=%s outcome=%s ms=%d",
+            crm,
+            label,
+            info["status"] or "-",
+            outcome,
+            elapsed * 1000,
+        )
 
 
 class DatabaseCollector(Collector):
@@ -73,17 +87,24 @@ class DatabaseCollector(Collector):
         timers = GaugeMetricFamily("crmc_open_deadlines", "Deadlines running")
         breaches = GaugeMetricFamily("crmc_deadline_breaches", "Breaches recorded, by deadline", labels=["deadline"])
         with self.store.sessions() as s:
-            for crm, status, count in s.execute(select(OutboxRow.crm, OutboxRow.status, func.count(OutboxRow.id))
-                                                .group_by(OutboxRow.crm, OutboxRow.status)):
+            for crm, status, count in s.execute(
+                select(OutboxRow.crm, OutboxRow.status, func.count(OutboxRow.id)).group_by(
+                    OutboxRow.crm, OutboxRow.status
+                )
+            ):
                 outbox.add_metric([crm, status], count)
-            for crm, status, count in s.execute(select(InboxRow.crm, InboxRow.status, func.count(InboxRow.id))
-                                                .where(InboxRow.status != "done")
-                                                .group_by(InboxRow.crm, InboxRow.status)):
+            for crm, status, count in s.execute(
+                select(InboxRow.crm, InboxRow.status, func.count(InboxRow.id))
+                .where(InboxRow.status != "done")
+                .group_by(InboxRow.crm, InboxRow.status)
+            ):
                 inbox.add_metric([crm, status], count)
-            timers.add_metric([], s.scalar(select(func.count(TimerRow.id))
-                                           .where(TimerRow.status.in_(("open", "reminded")))) or 0)
-            for deadline, count in s.execute(select(BreachRow.deadline, func.count(BreachRow.id))
-                                             .group_by(BreachRow.deadline)):
+            timers.add_metric(
+                [], s.scalar(select(func.count(TimerRow.id)).where(TimerRow.status.in_(("open", "reminded")))) or 0
+            )
+            for deadline, count in s.execute(
+                select(BreachRow.deadline, func.count(BreachRow.id)).group_by(BreachRow.deadline)
+            ):
                 breaches.add_metric([deadline], count)
         yield outbox
         yield inbox

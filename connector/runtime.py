@@ -41,8 +41,13 @@ logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line p
 
 def build_calendar(config: Config) -> WorkCalendar:
     cal = config.calendar
-    return WorkCalendar(timezone=cal["timezone"], work_hours=cal["work_hours"], country=cal["country"],
-                        extra_days_off=cal["extra_days_off"], extra_working_days=cal["extra_working_days"])
+    return WorkCalendar(
+        timezone=cal["timezone"],
+        work_hours=cal["work_hours"],
+        country=cal["country"],
+        extra_days_off=cal["extra_days_off"],
+        extra_working_days=cal["extra_working_days"],
+    )
 
 
 class Runtime:
@@ -57,9 +62,15 @@ class Runtime:
         self.worker = Worker(config, self.store, self.adapters, clock=clock, calendar=self.calendar)
         self.dispatcher = Dispatcher(config, self.store, self.adapters, clock=clock)
         srv = config.server
-        self.app = create_app(self.store, self.adapters, max_body_bytes=srv["max_body_bytes"], clock=clock,
-                              allow_from=srv["allow_from"], behind_proxy=srv["behind_proxy"],
-                              replay_window=srv["replay_window"])
+        self.app = create_app(
+            self.store,
+            self.adapters,
+            max_body_bytes=srv["max_body_bytes"],
+            clock=clock,
+            allow_from=srv["allow_from"],
+            behind_proxy=srv["behind_proxy"],
+            replay_window=srv["replay_window"],
+        )
         if config.server["status_token"]:
             self.app.register_blueprint(status_blueprint(self.store, config, clock))
         self.scheduler = BackgroundScheduler(timezone="UTC")
@@ -91,10 +102,19 @@ class Runtime:
         if settings["type"] == "onec":  # a document source: its events belong to the deal CRM's deals
             from jobs.poll_documents import poll_documents
 
-            return poll_documents(self.store, self.adapters[crm], self.adapters[settings["deal_crm"]],
-                                  now=self.clock(), overlap=timedelta(seconds=settings.get("poll_overlap", 600)))
-        return poll_deals(self.store, self.adapters[crm], now=self.clock(),
-                          overlap=timedelta(seconds=settings.get("poll_overlap", 120)))
+            return poll_documents(
+                self.store,
+                self.adapters[crm],
+                self.adapters[settings["deal_crm"]],
+                now=self.clock(),
+                overlap=timedelta(seconds=settings.get("poll_overlap", 600)),
+            )
+        return poll_deals(
+            self.store,
+            self.adapters[crm],
+            now=self.clock(),
+            overlap=timedelta(seconds=settings.get("poll_overlap", 120)),
+        )
 
     def start(self, *, serve: bool = True, roles: Iterable[str] = ROLES) -> None:
         """Start the given roles in this process (all by default: the embedded shape).
@@ -114,11 +134,13 @@ class Runtime:
             self._server_thread.start()
         opts = {"max_instances": 1, "coalesce": True}
         if "worker" in wanted:
-            self.scheduler.add_job(self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker",
-                                   **opts)
+            self.scheduler.add_job(
+                self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts
+            )
         if "dispatcher" in wanted:
-            self.scheduler.add_job(self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"],
-                                   id="dispatcher", **opts)
+            self.scheduler.add_job(
+                self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"], id="dispatcher", **opts
+            )
         if "scheduler" in wanted:
             self._add_leader_jobs(opts)
         if self.scheduler.get_jobs():
@@ -128,24 +150,44 @@ class Runtime:
     def _add_leader_jobs(self, opts: dict[str, Any]) -> None:
         lead = self._as_leader
         # Checked at once and then regularly: the heartbeat tells other processes a leader lives.
-        self.scheduler.add_job(lambda: self.leadership.held(self.clock()), "interval", seconds=LEADER_CHECK,
-                               id="leader", next_run_time=datetime.now(UTC), **opts)
+        self.scheduler.add_job(
+            lambda: self.leadership.held(self.clock()),
+            "interval",
+            seconds=LEADER_CHECK,
+            id="leader",
+            next_run_time=datetime.now(UTC),
+            **opts,
+        )
         for rule in self.config.rules:
             if rule.schedule and rule.enabled:
                 trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
-                self.scheduler.add_job(lead, trigger, args=[self.run_schedule, rule.name],
-                                       id=f"schedule-{rule.name}", misfire_grace_time=3600, **opts)
+                self.scheduler.add_job(
+                    lead,
+                    trigger,
+                    args=[self.run_schedule, rule.name],
+                    id=f"schedule-{rule.name}",
+                    misfire_grace_time=3600,
+                    **opts,
+                )
         for report in self.config.reports:
             trigger = CronTrigger.from_crontab(report.schedule, timezone=self.calendar.tz)
-            self.scheduler.add_job(lead, trigger, args=[self.run_report, report.name], id=f"report-{report.name}",
-                                   misfire_grace_time=3600, **opts)
+            self.scheduler.add_job(
+                lead,
+                trigger,
+                args=[self.run_report, report.name],
+                id=f"report-{report.name}",
+                misfire_grace_time=3600,
+                **opts,
+            )
         if self.config.deadlines:
-            self.scheduler.add_job(lead, "interval", args=[self.fire_timers], seconds=self.config.timers["every"],
-                                   id="deadlines", **opts)
+            self.scheduler.add_job(
+                lead, "interval", args=[self.fire_timers], seconds=self.config.timers["every"], id="deadlines", **opts
+            )
         for name, settings in self.config.crms.items():
             if "poll_every" in settings:
-                self.scheduler.add_job(lead, "interval", args=[self.poll, name], seconds=settings["poll_every"],
-                                       id=f"poll-{name}", **opts)
+                self.scheduler.add_job(
+                    lead, "interval", args=[self.poll, name], seconds=settings["poll_every"], id=f"poll-{name}", **opts
+                )
 
     def _as_leader(self, job: Callable[..., int], *args: Any) -> int:
         """Run a scheduled job only while this process leads (the others skip it)."""

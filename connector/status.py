@@ -65,23 +65,32 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
     with store.sessions() as s:
         for name, settings in config.crms.items():
             c = CrmStatus(name=name, type=settings["type"])
-            c.last_webhook = s.scalar(select(func.max(InboxRow.received_at)).where(
-                InboxRow.crm == name, InboxRow.source == "webhook"))
+            c.last_webhook = s.scalar(
+                select(func.max(InboxRow.received_at)).where(InboxRow.crm == name, InboxRow.source == "webhook")
+            )
             # "doc:" rows are a document source's per-document memory, not a poll cursor.
-            cursor = s.scalar(select(CursorRow).where(CursorRow.crm == name, ~CursorRow.stream.startswith("doc:"))
-                              .order_by(CursorRow.updated_at.desc()))
+            cursor = s.scalar(
+                select(CursorRow)
+                .where(CursorRow.crm == name, ~CursorRow.stream.startswith("doc:"))
+                .order_by(CursorRow.updated_at.desc())
+            )
             if cursor is not None:
                 c.last_poll, c.cursor = cursor.updated_at, cursor.value
-            c.inbox_new = _count(s, select(func.count(InboxRow.id)).where(InboxRow.crm == name,
-                                                                          InboxRow.status == "new"))
-            c.inbox_failed = _count(s, select(func.count(InboxRow.id)).where(InboxRow.crm == name,
-                                                                             InboxRow.status == "failed"))
-            c.oldest_new = s.scalar(select(func.min(InboxRow.received_at)).where(InboxRow.crm == name,
-                                                                                 InboxRow.status == "new"))
+            c.inbox_new = _count(
+                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == "new")
+            )
+            c.inbox_failed = _count(
+                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == "failed")
+            )
+            c.oldest_new = s.scalar(
+                select(func.min(InboxRow.received_at)).where(InboxRow.crm == name, InboxRow.status == "new")
+            )
             retried = func.sum(case((OutboxRow.attempts > 0, 1), else_=0))
             for status, count, attempted in s.execute(
-                    select(OutboxRow.status, func.count(OutboxRow.id), retried)
-                    .where(OutboxRow.crm == name).group_by(OutboxRow.status)):
+                select(OutboxRow.status, func.count(OutboxRow.id), retried)
+                .where(OutboxRow.crm == name)
+                .group_by(OutboxRow.status)
+            ):
                 if status == "pending" and attempted:
                     c.outbox["retrying"] = int(attempted)
                 c.outbox[status] = int(count) - (int(attempted) if status == "pending" else 0)
@@ -95,8 +104,9 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 attention.append(f"{name}: inbox backlog since {c.oldest_new.isoformat(timespec='seconds')}")
             every = settings.get("poll_every")
             if every and (c.last_poll is None or now - c.last_poll > timedelta(seconds=every * STALE_POLLS)):
-                attention.append(f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll
-                                 else f"{name}: never polled")
+                attention.append(
+                    f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll else f"{name}: never polled"
+                )
             if c.unlinked:
                 attention.append(f"{name}: {c.unlinked} unlinked document(s)")
         open_deadlines = _count(s, select(func.count(TimerRow.id)).where(TimerRow.status.in_(("open", "reminded"))))
@@ -104,14 +114,33 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
 
         midnight = now.astimezone(ZoneInfo(tz)).replace(hour=0, minute=0, second=0, microsecond=0)
         breaches_today = _count(s, select(func.count(BreachRow.id)).where(BreachRow.breached_at >= midnight))
-        dead = [{"id": r.id, "crm": r.crm, "deal": r.deal_id, "rule": r.rule, "command": r.command,
-                 "attempts": r.attempts, "error": (r.last_error or "")[:200], "at": r.updated_at}
-                for r in s.scalars(select(OutboxRow).where(OutboxRow.status == "dead")
-                                   .order_by(OutboxRow.updated_at.desc()).limit(listed))]
-        unlinked = [{"crm": r.crm, "at": r.at, "what": r.message}
-                    for name in config.crms for r in _still_unlinked(s, name)][:listed]
-    return Status(at=now, crms=crms, open_deadlines=open_deadlines, breaches_today=breaches_today,
-                  dead_letters=dead, unlinked=unlinked, attention=attention)
+        dead = [
+            {
+                "id": r.id,
+                "crm": r.crm,
+                "deal": r.deal_id,
+                "rule": r.rule,
+                "command": r.command,
+                "attempts": r.attempts,
+                "error": (r.last_error or "")[:200],
+                "at": r.updated_at,
+            }
+            for r in s.scalars(
+                select(OutboxRow).where(OutboxRow.status == "dead").order_by(OutboxRow.updated_at.desc()).limit(listed)
+            )
+        ]
+        unlinked = [
+            {"crm": r.crm, "at": r.at, "what": r.message} for name in config.crms for r in _still_unlinked(s, name)
+        ][:listed]
+    return Status(
+        at=now,
+        crms=crms,
+        open_deadlines=open_deadlines,
+        breaches_today=breaches_today,
+        dead_letters=dead,
+        unlinked=unlinked,
+        attention=attention,
+    )
 
 
 def _still_unlinked(s: Session, crm: str, limit: int = 500) -> list[AuditRow]:
@@ -121,15 +150,22 @@ def _still_unlinked(s: Session, crm: str, limit: int = 500) -> list[AuditRow]:
     an inbox event keyed ``onec:<source>:<entity>:<ref>:<version>``.
     """
     newest: dict[str, AuditRow] = {}
-    for row in s.scalars(select(AuditRow).where(AuditRow.crm == crm, AuditRow.action == "unlinked")
-                         .order_by(AuditRow.at.desc()).limit(limit)):
+    for row in s.scalars(
+        select(AuditRow)
+        .where(AuditRow.crm == crm, AuditRow.action == "unlinked")
+        .order_by(AuditRow.at.desc())
+        .limit(limit)
+    ):
         parts = (row.key or "").split(":")
         ref = parts[2] if len(parts) >= 4 else (row.key or str(row.id))
         newest.setdefault(ref, row)
     still = []
     for ref, row in newest.items():
-        linked = s.scalar(select(InboxRow.id).where(InboxRow.dedup_key.like(f"onec:{crm}:%:{ref}:%"),
-                                                    InboxRow.received_at >= row.at).limit(1))
+        linked = s.scalar(
+            select(InboxRow.id)
+            .where(InboxRow.dedup_key.like(f"onec:{crm}:%:{ref}:%"), InboxRow.received_at >= row.at)
+            .limit(1)
+        )
         if linked is None:
             still.append(row)
     return still
@@ -147,14 +183,39 @@ def render(status: Status, console: Any, tz: str) -> None:
         return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
 
     table = Table(title=f"crm-connector status at {when(status.at)}")
-    for column in ("CRM", "type", "last webhook", "last poll", "cursor", "inbox new", "inbox failed",
-                   "outbox pending", "retrying", "sending", "dead", "done", "unlinked"):
+    for column in (
+        "CRM",
+        "type",
+        "last webhook",
+        "last poll",
+        "cursor",
+        "inbox new",
+        "inbox failed",
+        "outbox pending",
+        "retrying",
+        "sending",
+        "dead",
+        "done",
+        "unlinked",
+    ):
         table.add_column(column)
     for c in status.crms:
         o = c.outbox
-        table.add_row(c.name, c.type, when(c.last_webhook), when(c.last_poll), c.cursor or "—", str(c.inbox_new),
-                      str(c.inbox_failed), str(o.get("pending", 0)), str(o.get("retrying", 0)),
-                      str(o.get("sending", 0)), str(o.get("dead", 0)), str(o.get("done", 0)), str(c.unlinked))
+        table.add_row(
+            c.name,
+            c.type,
+            when(c.last_webhook),
+            when(c.last_poll),
+            c.cursor or "—",
+            str(c.inbox_new),
+            str(c.inbox_failed),
+            str(o.get("pending", 0)),
+            str(o.get("retrying", 0)),
+            str(o.get("sending", 0)),
+            str(o.get("dead", 0)),
+            str(o.get("done", 0)),
+            str(c.unlinked),
+        )
     console.print(table)
     console.print(f"open deadlines: {status.open_deadlines}    breaches today: {status.breaches_today}")
     if status.dead_letters:
@@ -162,8 +223,9 @@ def render(status: Status, console: Any, tz: str) -> None:
         for column in ("id", "crm", "deal", "rule", "command", "attempts", "last error"):
             dead.add_column(column)
         for d in status.dead_letters:
-            dead.add_row(str(d["id"]), d["crm"], d["deal"] or "", d["rule"], d["command"], str(d["attempts"]),
-                         d["error"])
+            dead.add_row(
+                str(d["id"]), d["crm"], d["deal"] or "", d["rule"], d["command"], str(d["attempts"]), d["error"]
+            )
         console.print(dead)
     if status.unlinked:
         unlinked = Table(title="Unlinked documents (newest first)")
@@ -180,8 +242,9 @@ def render(status: Status, console: Any, tz: str) -> None:
         console.print("[green]all well[/]")
 
 
-def replay_dead(store: Store, now: datetime, *, ids: list[int] | None = None, crm: str | None = None,
-                rule: str | None = None) -> list[int]:
+def replay_dead(
+    store: Store, now: datetime, *, ids: list[int] | None = None, crm: str | None = None, rule: str | None = None
+) -> list[int]:
     """Put chosen dead letters back in the queue (attempts reset); returns their ids."""
     with store.sessions() as s, s.begin():
         query = select(OutboxRow).where(OutboxRow.status == "dead")
@@ -197,7 +260,15 @@ def replay_dead(store: Store, now: datetime, *, ids: list[int] | None = None, cr
             # it by its marker first; then the row has its retries again.
             row.status, row.next_try_at, row.claimed_until, row.updated_at = "pending", now, None, now
             row.attempts = 1
-            Store.audit(s, at=now, crm=row.crm, deal_id=row.deal_id, rule=row.rule, action="replayed",
-                        message=f"dead letter {row.id} ({row.command}) queued again; last error: "
-                                f"{(row.last_error or '')[:200]}", correlation_id=row.correlation_id)
+            Store.audit(
+                s,
+                at=now,
+                crm=row.crm,
+                deal_id=row.deal_id,
+                rule=row.rule,
+                action="replayed",
+                message=f"dead letter {row.id} ({row.command}) queued again; last error: "
+                f"{(row.last_error or '')[:200]}",
+                correlation_id=row.correlation_id,
+            )
         return [r.id for r in chosen]

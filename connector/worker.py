@@ -57,8 +57,18 @@ DEAL_KINDS = {EventKind.DEAL_CREATED, EventKind.DEAL_UPDATED}
 USERS_TTL = 300.0
 # Fields the CRM stamps on every change: they change whenever anything does, so they are
 # not changes of their own (a `changed` condition on them would always hold).
-BOOKKEEPING_FIELDS = frozenset({"DATE_MODIFY", "MOVED_TIME", "update_time", "stage_change_time", "close_time",
-                                "lost_time", "won_time", "first_won_time"})
+BOOKKEEPING_FIELDS = frozenset(
+    {
+        "DATE_MODIFY",
+        "MOVED_TIME",
+        "update_time",
+        "stage_change_time",
+        "close_time",
+        "lost_time",
+        "won_time",
+        "first_won_time",
+    }
+)
 # A deal first seen this soon after its creation counts as newly created.
 CREATED_GRACE = timedelta(minutes=2)
 
@@ -84,8 +94,13 @@ def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str
     return changes
 
 
-def triggers_for(kind: EventKind, deal: Deal, snapshot: Mapping[str, Any] | None,
-                 changes: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> frozenset[str]:
+def triggers_for(
+    kind: EventKind,
+    deal: Deal,
+    snapshot: Mapping[str, Any] | None,
+    changes: Mapping[str, Any],
+    data: Mapping[str, Any] | None = None,
+) -> frozenset[str]:
     """The triggers an event fires, given what the connector knew before."""
     if kind == EventKind.TIMER_DUE:
         return frozenset({f"deadline.{(data or {}).get('phase', 'breached')}"})
@@ -125,8 +140,9 @@ class Worker:
         self.calendar = calendar
         self.owner = owner or f"worker-{os.getpid()}"
         self._users: dict[str, tuple[float, dict[str, User]]] = {}
-        self._wanted_users = sorted({t.captain for t in config.territories} |
-                                    {t.backup for t in config.territories if t.backup})
+        self._wanted_users = sorted(
+            {t.captain for t in config.territories} | {t.backup for t in config.territories if t.backup}
+        )
 
     def tick(self) -> int:
         """Process one batch of due inbox rows; returns how many were finished."""
@@ -149,8 +165,9 @@ class Worker:
             self._fail(rows, f"no CRM named {crm!r} is configured", final=True)
             return 0
         skip = self._already_seen(crm, rows)
-        to_read = sorted({r.deal_id for r in rows
-                          if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip})
+        to_read = sorted(
+            {r.deal_id for r in rows if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip}
+        )
         try:
             # One read per distinct deal per batch, however many deliveries it got.
             deals = adapter.get_deals(to_read) if to_read else {}
@@ -182,8 +199,11 @@ class Worker:
         with self.store.sessions() as session:
             snaps = {
                 s.deal_id: s.deal_updated_at
-                for s in session.scalars(select(DealSnapshotRow).where(
-                    DealSnapshotRow.crm == crm, DealSnapshotRow.deal_id.in_([r.deal_id for r in polled])))
+                for s in session.scalars(
+                    select(DealSnapshotRow).where(
+                        DealSnapshotRow.crm == crm, DealSnapshotRow.deal_id.in_([r.deal_id for r in polled])
+                    )
+                )
             }
         seen: set[int] = set()
         for r in polled:
@@ -204,18 +224,28 @@ class Worker:
 
     def _workload_for(self, crm: str, adapter: CrmAdapter) -> dict[str, int]:
         """Open deals per user of the least-loaded groups: read once per batch, when used."""
-        group = sorted({u for rule in self.config.rules if rule.crm == crm for step in rule.actions
-                        if isinstance(step, AssignSpec) and step.strategy == "least_loaded" for u in step.group})
+        group = sorted(
+            {
+                u
+                for rule in self.config.rules
+                if rule.crm == crm
+                for step in rule.actions
+                if isinstance(step, AssignSpec) and step.strategy == "least_loaded"
+                for u in step.group
+            }
+        )
         return adapter.open_deal_counts(group) if group else {}
 
-    def _process_row(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User],
-                     workload: Mapping[str, int], *, skipped: bool) -> None:
+    def _process_row(
+        self, row: InboxRow, deal: Deal | None, users: Mapping[str, User], workload: Mapping[str, int], *, skipped: bool
+    ) -> None:
         with correlation(row.correlation_id):
             self._process_row_now(row, deal, users, workload, skipped=skipped)
         PROCESSING.labels(row.crm).observe(max(0.0, (self.clock() - row.received_at).total_seconds()))
 
-    def _process_row_now(self, row: InboxRow, deal: Deal | None, users: Mapping[str, User],
-                         workload: Mapping[str, int], *, skipped: bool) -> None:
+    def _process_row_now(
+        self, row: InboxRow, deal: Deal | None, users: Mapping[str, User], workload: Mapping[str, int], *, skipped: bool
+    ) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
             # Locked: a row whose lease lapsed may be claimed by another worker meanwhile.
@@ -236,11 +266,24 @@ class Worker:
                 return
             self._apply_rules(session, live, deal, users, workload, now)
             self._finish(live, now, None)
-        log.info("processed crm=%s deal=%s inbox=%s kind=%s correlation=%s",
-                 row.crm, row.deal_id, row.id, row.kind, row.correlation_id)
+        log.info(
+            "processed crm=%s deal=%s inbox=%s kind=%s correlation=%s",
+            row.crm,
+            row.deal_id,
+            row.id,
+            row.kind,
+            row.correlation_id,
+        )
 
-    def _apply_rules(self, session: Session, row: InboxRow, deal: Deal, users: Mapping[str, User],
-                     workload: Mapping[str, int], now: datetime) -> None:
+    def _apply_rules(
+        self,
+        session: Session,
+        row: InboxRow,
+        deal: Deal,
+        users: Mapping[str, User],
+        workload: Mapping[str, int],
+        now: datetime,
+    ) -> None:
         snap = session.get(DealSnapshotRow, (row.crm, deal.id))
         current = deal.snapshot()
         before = snap.data if snap else None
@@ -252,31 +295,74 @@ class Worker:
             changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
         kind = EventKind(row.kind)
         data = payload.get("data") or {}
-        event = Event(crm=row.crm, kind=kind, deal_id=deal.id, occurred_at=row.occurred_at,
-                      dedup_key=row.dedup_key, source=row.source, previous=previous,  # type: ignore[arg-type]
-                      data=data)
-        timers = {t.name: t for t in session.scalars(select(TimerRow).where(
-            TimerRow.crm == row.crm, TimerRow.deal_id == deal.id, TimerRow.status.in_(("open", "reminded"))))}
-        ctx = RuleContext(deal=deal, event=event, now=now, triggers=triggers_for(kind, deal, before, changes, data),
-                          changes=changes, users=users, territories=self.config.territories,
-                          calendar=self.calendar, workload=workload, deadlines=self.config.deadlines,
-                          assigned=self._assigned(session))
+        event = Event(
+            crm=row.crm,
+            kind=kind,
+            deal_id=deal.id,
+            occurred_at=row.occurred_at,
+            dedup_key=row.dedup_key,
+            source=row.source,  # type: ignore[arg-type]  # stored from an Event's own source
+            previous=previous,
+            data=data,
+        )
+        timers = {
+            t.name: t
+            for t in session.scalars(
+                select(TimerRow).where(
+                    TimerRow.crm == row.crm, TimerRow.deal_id == deal.id, TimerRow.status.in_(("open", "reminded"))
+                )
+            )
+        }
+        ctx = RuleContext(
+            deal=deal,
+            event=event,
+            now=now,
+            triggers=triggers_for(kind, deal, before, changes, data),
+            changes=changes,
+            users=users,
+            territories=self.config.territories,
+            calendar=self.calendar,
+            workload=workload,
+            deadlines=self.config.deadlines,
+            assigned=self._assigned(session),
+        )
         running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values()]
         reviewed = review_deadlines(self.config.deadlines, running, ctx)
         for action in reviewed:
-            self._record(session, row, Decision("deadline", f"deadline|{row.crm}|{deal.id}|{action.name}|"
-                                                f"{action.kind}|{row.dedup_key}", action, ctx.triggers), now)
+            self._record(
+                session,
+                row,
+                Decision(
+                    "deadline",
+                    f"deadline|{row.crm}|{deal.id}|{action.name}|{action.kind}|{row.dedup_key}",
+                    action,
+                    ctx.triggers,
+                ),
+                now,
+            )
         stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
         if kind == EventKind.TIMER_DUE and not self._timer_still_due(session, row, data, stopped):
-            Store.audit(session, at=now, crm=row.crm, deal_id=deal.id, rule=None, trigger=row.kind,
-                        action="note", message=f"deadline {data.get('deadline')} {data.get('phase')} not acted on: "
-                        "met, cancelled or re-armed since", correlation_id=row.correlation_id)
+            Store.audit(
+                session,
+                at=now,
+                crm=row.crm,
+                deal_id=deal.id,
+                rule=None,
+                trigger=row.kind,
+                action="note",
+                message=f"deadline {data.get('deadline')} {data.get('phase')} not acted on: "
+                "met, cancelled or re-armed since",
+                correlation_id=row.correlation_id,
+            )
         else:
             for decision in evaluate(self.config.rules, ctx):
                 self._record(session, row, decision, now)
         if snap is None:
-            session.add(DealSnapshotRow(crm=row.crm, deal_id=deal.id, data=current,
-                                        deal_updated_at=deal.updated_at, seen_at=now))
+            session.add(
+                DealSnapshotRow(
+                    crm=row.crm, deal_id=deal.id, data=current, deal_updated_at=deal.updated_at, seen_at=now
+                )
+            )
         else:
             snap.data, snap.deal_updated_at, snap.seen_at = current, deal.updated_at, now
 
@@ -305,19 +391,41 @@ class Worker:
         exists = session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == decision.key))
         if exists is not None:
             return  # decided before: the same write is never queued twice
-        session.add(OutboxRow(
-            # A command for another system (a counterparty for 1C) goes to that system's adapter.
-            idempotency_key=decision.key, crm=getattr(action, "target", "") or row.crm, deal_id=action.deal_id,
+        session.add(
+            OutboxRow(
+                # A command for another system (a counterparty for 1C) goes to that system's adapter.
+                idempotency_key=decision.key,
+                crm=getattr(action, "target", "") or row.crm,
+                deal_id=action.deal_id,
+                rule=decision.rule,
+                command=action.kind,
+                payload=action.to_payload(),
+                status="pending",
+                attempts=0,
+                next_try_at=now,
+                inbox_id=row.id,
+                correlation_id=row.correlation_id,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        Store.audit(
+            session,
+            at=now,
+            crm=row.crm,
+            deal_id=row.deal_id,
             rule=decision.rule,
-            command=action.kind, payload=action.to_payload(), status="pending", attempts=0, next_try_at=now,
-            inbox_id=row.id, correlation_id=row.correlation_id, created_at=now, updated_at=now,
-        ))
-        Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
-                    action=f"decided:{action.kind}", message=describe(action),
-                    detail=action.to_payload(), correlation_id=row.correlation_id, key=f"{decision.key}|decided")
+            trigger=trigger,
+            action=f"decided:{action.kind}",
+            message=describe(action),
+            detail=action.to_payload(),
+            correlation_id=row.correlation_id,
+            key=f"{decision.key}|decided",
+        )
 
-    def _record_local(self, session: Session, row: InboxRow, decision: Decision, action: LocalAction,
-                      trigger: str, now: datetime) -> None:
+    def _record_local(
+        self, session: Session, row: InboxRow, decision: Decision, action: LocalAction, trigger: str, now: datetime
+    ) -> None:
         """Effects kept in the connector's own database, once per decision key."""
         if session.scalar(select(AuditRow.id).where(AuditRow.key == decision.key)) is not None:
             return  # decided and applied before (a redelivered event)
@@ -330,35 +438,63 @@ class Worker:
                 message = f"deadline {action.name} already running: due {timer.due_at.isoformat()}"
             else:
                 if timer is None:
-                    timer = TimerRow(key=key, crm=row.crm, deal_id=deal_id, name=action.name, rule=decision.rule,
-                                     created_at=now)
+                    timer = TimerRow(
+                        key=key, crm=row.crm, deal_id=deal_id, name=action.name, rule=decision.rule, created_at=now
+                    )
                     session.add(timer)
                 elif not action.rearm:
                     timer.rule = decision.rule  # a rule restarts it; a re-arm keeps the rule that started it
                 timer.due_at, timer.status, timer.updated_at = action.due_at, "open", now
                 timer.fire_at = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
-                timer.payload = {"responsible_id": action.responsible_id,
-                                 "remind_at": action.remind_at.isoformat() if action.remind_at else None}
+                timer.payload = {
+                    "responsible_id": action.responsible_id,
+                    "remind_at": action.remind_at.isoformat() if action.remind_at else None,
+                }
         elif isinstance(action, CancelDeadline):
-            session.execute(update(TimerRow).where(
-                TimerRow.key == f"{row.crm}|{deal_id}|{action.name}", TimerRow.status.in_(("open", "reminded")))
-                .values(status="done" if action.reason == "done" else "cancelled", updated_at=now))
+            session.execute(
+                update(TimerRow)
+                .where(TimerRow.key == f"{row.crm}|{deal_id}|{action.name}", TimerRow.status.in_(("open", "reminded")))
+                .values(status="done" if action.reason == "done" else "cancelled", updated_at=now)
+            )
         elif isinstance(action, RecordBreach):
-            exists = session.scalar(select(BreachRow.id).where(
-                BreachRow.crm == row.crm, BreachRow.deal_id == deal_id, BreachRow.deadline == action.deadline,
-                BreachRow.due_at == action.due_at))
+            exists = session.scalar(
+                select(BreachRow.id).where(
+                    BreachRow.crm == row.crm,
+                    BreachRow.deal_id == deal_id,
+                    BreachRow.deadline == action.deadline,
+                    BreachRow.due_at == action.due_at,
+                )
+            )
             if exists is None:
-                session.add(BreachRow(crm=row.crm, deal_id=deal_id, deadline=action.deadline,
-                                      responsible_id=action.responsible_id, due_at=action.due_at,
-                                      breached_at=now, rule=decision.rule))
+                session.add(
+                    BreachRow(
+                        crm=row.crm,
+                        deal_id=deal_id,
+                        deadline=action.deadline,
+                        responsible_id=action.responsible_id,
+                        due_at=action.due_at,
+                        breached_at=now,
+                        rule=decision.rule,
+                    )
+                )
         elif isinstance(action, CountAssignment):
             counter = session.get(AssignmentCountRow, (action.rule, action.user_id))
             if counter is None:
                 session.add(AssignmentCountRow(rule=action.rule, user_id=action.user_id, count=1))
             else:
                 counter.count += 1
-        Store.audit(session, at=now, crm=row.crm, deal_id=row.deal_id, rule=decision.rule, trigger=trigger,
-                    action=action.kind, message=message, correlation_id=row.correlation_id, key=decision.key)
+        Store.audit(
+            session,
+            at=now,
+            crm=row.crm,
+            deal_id=row.deal_id,
+            rule=decision.rule,
+            trigger=trigger,
+            action=action.kind,
+            message=message,
+            correlation_id=row.correlation_id,
+            key=decision.key,
+        )
 
     @staticmethod
     def _finish(row: InboxRow, now: datetime, note: str | None) -> None:
@@ -377,9 +513,8 @@ class Worker:
                 if final or live.attempts >= self.config.worker["max_attempts"]:
                     live.status = "failed"
                 else:
-                    live.next_try_at = now + timedelta(seconds=min(600, 2 ** live.attempts))
-        log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s",
-                    rows[0].crm, len(rows), final, error)
+                    live.next_try_at = now + timedelta(seconds=min(600, 2**live.attempts))
+        log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s", rows[0].crm, len(rows), final, error)
 
 
 def describe_local(action: LocalAction) -> str:
@@ -412,8 +547,7 @@ def describe(action: Command) -> str:
         return f"task {_plain(action, 'title')!r} for user {_plain(action, 'responsible_id')} due {due}"
     if action.kind == "update_deal":
         values = getattr(action, "values", None)
-        if not (type(values) is dict and all(type(k) is str and type(v) in _PLAIN_TYPES
-                                              for k, v in values.items())):
+        if not (type(values) is dict and all(type(k) is str and type(v) in _PLAIN_TYPES for k, v in values.items())):
             values = action.to_payload()["values"]
         return "set " + ", ".join(f"{k}={v}" for k, v in values.items())
     if action.kind == "close_deal":
@@ -421,8 +555,10 @@ def describe(action: Command) -> str:
     if action.kind == "add_comment":
         return f"comment {_plain(action, 'text')[:80]!r}"
     if action.kind == "create_counterparty":
-        return (f"counterparty {_plain(action, 'name')!r} (INN {_plain(action, 'inn') or '—'}) "
-                f"in {_plain(action, 'target')}")
+        return (
+            f"counterparty {_plain(action, 'name')!r} (INN {_plain(action, 'inn') or '—'}) "
+            f"in {_plain(action, 'target')}"
+        )
     return action.kind
 
 

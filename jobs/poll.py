@@ -22,9 +22,17 @@ log = logging.getLogger(__name__)
 STREAM = "deals"
 
 
-def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: timedelta,
-               initial_lookback: timedelta = timedelta(days=1), checkpoint_every: int = 200,
-               since: datetime | None = None, progress: Callable[[int], None] | None = None) -> int:
+def poll_deals(
+    store: Store,
+    adapter: CrmAdapter,
+    *,
+    now: datetime,
+    overlap: timedelta,
+    initial_lookback: timedelta = timedelta(days=1),
+    checkpoint_every: int = 200,
+    since: datetime | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """One polling run for one CRM; returns how many new changes were queued.
 
     ``since`` reads from that moment instead of the cursor (a backfill); the cursor still
@@ -41,8 +49,14 @@ def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: tim
         # The content's hash joins the time: CRMs stamp modifications to the second, and two
         # changes within one second must not collapse into one key.
         fingerprint = hashlib.sha256(json.dumps(deal.snapshot(), sort_keys=True, default=str).encode()).hexdigest()
-        event = Event(crm=adapter.name, kind=EventKind.DEAL_UPDATED, deal_id=deal.id, occurred_at=modified,
-                      dedup_key=f"poll:{deal.id}:{modified.isoformat()}:{fingerprint[:12]}", source="poll")
+        event = Event(
+            crm=adapter.name,
+            kind=EventKind.DEAL_UPDATED,
+            deal_id=deal.id,
+            occurred_at=modified,
+            dedup_key=f"poll:{deal.id}:{modified.isoformat()}:{fingerprint[:12]}",
+            source="poll",
+        )
         if store.add_event(event, now):
             queued += 1
         if progress is not None:
@@ -53,6 +67,12 @@ def poll_deals(store: Store, adapter: CrmAdapter, *, now: datetime, overlap: tim
             # Saved as we go: a run cut short resumes near where it stopped.
             store.set_cursor(adapter.name, STREAM, newest.isoformat(), now)
     store.set_cursor(adapter.name, STREAM, newest.isoformat(), now)
-    log.info("polled crm=%s since=%s seen=%d queued=%d cursor=%s", adapter.name, since.isoformat(), seen,
-             queued, newest.isoformat())
+    log.info(
+        "polled crm=%s since=%s seen=%d queued=%d cursor=%s",
+        adapter.name,
+        since.isoformat(),
+        seen,
+        queued,
+        newest.isoformat(),
+    )
     return queued

@@ -35,8 +35,11 @@ from connector.storage.store import Store
 
 log = logging.getLogger(__name__)
 
-KINDS = {"invoice": EventKind.INVOICE_ISSUED, "payment": EventKind.PAYMENT_RECEIVED,
-         "order": EventKind.ORDER_STATUS_CHANGED}
+KINDS = {
+    "invoice": EventKind.INVOICE_ISSUED,
+    "payment": EventKind.PAYMENT_RECEIVED,
+    "order": EventKind.ORDER_STATUS_CHANGED,
+}
 _CENT = 0.005
 
 
@@ -50,9 +53,17 @@ def memory_stream(entity: str, ref: str) -> str:
     return f"doc:{entity}:{ref}"
 
 
-def poll_documents(store: Store, source_adapter: CrmAdapter, deal_adapter: CrmAdapter, *, now: datetime,
-                   overlap: timedelta, page_size: int | None = None, recheck: timedelta | None = None,
-                   initial_lookback: timedelta | None = None) -> int:
+def poll_documents(
+    store: Store,
+    source_adapter: CrmAdapter,
+    deal_adapter: CrmAdapter,
+    *,
+    now: datetime,
+    overlap: timedelta,
+    page_size: int | None = None,
+    recheck: timedelta | None = None,
+    initial_lookback: timedelta | None = None,
+) -> int:
     """One polling run of a 1C base; returns how many events were queued for the deal CRM.
 
     ``now`` is aware; ``recheck`` (default: the adapter's setting) is the rolling window always
@@ -68,13 +79,15 @@ def poll_documents(store: Store, source_adapter: CrmAdapter, deal_adapter: CrmAd
     queued = 0
     for emap in src.document_entities():
         try:
-            queued += poller.entity(emap, overlap=overlap, recheck=recheck, lookback=lookback,
-                                    page_size=page_size or src.page_size)
+            queued += poller.entity(
+                emap, overlap=overlap, recheck=recheck, lookback=lookback, page_size=page_size or src.page_size
+            )
         except NotFoundError as exc:
             # A set this base does not publish (no cash desk, say) must not stop the others;
             # its cursor stays where it was, so publishing it later loses nothing.
-            log.warning("1c entity set not readable crm=%s entity=%s set=%s error=%s", src.name, emap.key,
-                        emap.set, exc)
+            log.warning(
+                "1c entity set not readable crm=%s entity=%s set=%s error=%s", src.name, emap.key, emap.set, exc
+            )
     return queued
 
 
@@ -85,8 +98,9 @@ class _Run:
         self.store, self.src, self.linker, self.deal_crm, self.now = store, src, linker, deal_crm, now
         self.local_now = src.to_local(now)
 
-    def entity(self, emap: EntityMap, *, overlap: timedelta, recheck: timedelta, lookback: timedelta,
-               page_size: int) -> int:
+    def entity(
+        self, emap: EntityMap, *, overlap: timedelta, recheck: timedelta, lookback: timedelta, page_size: int
+    ) -> int:
         stream = stream_for(emap.key)
         raw = self.store.get_cursor(self.src.name, stream)
         cursor = datetime.fromisoformat(json.loads(raw)["date"]) if raw else None
@@ -108,13 +122,20 @@ class _Run:
             self._save(stream, position, complete=False)
         # A whole run read everything up to the moment it asked: the cursor can move to now.
         self._save(stream, max(position, self.local_now), complete=True)
-        log.info("polled 1c crm=%s entity=%s since=%s seen=%d queued=%d", self.src.name, emap.key,
-                 since.isoformat(), seen, queued)
+        log.info(
+            "polled 1c crm=%s entity=%s since=%s seen=%d queued=%d",
+            self.src.name,
+            emap.key,
+            since.isoformat(),
+            seen,
+            queued,
+        )
         return queued
 
     def _save(self, stream: str, position: datetime, *, complete: bool) -> None:
-        self.store.set_cursor(self.src.name, stream, json.dumps({"date": position.isoformat(), "complete": complete}),
-                              self.now)
+        self.store.set_cursor(
+            self.src.name, stream, json.dumps({"date": position.isoformat(), "complete": complete}), self.now
+        )
 
     def _memory(self, entity: str, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
         """What was filed for these documents, in one query per page."""
@@ -122,8 +143,9 @@ class _Run:
             return {}
         streams = {memory_stream(entity, r): r for r in refs}
         with self.store.sessions() as session:
-            rows = session.scalars(select(CursorRow).where(CursorRow.crm == self.src.name,
-                                                           CursorRow.stream.in_(list(streams))))
+            rows = session.scalars(
+                select(CursorRow).where(CursorRow.crm == self.src.name, CursorRow.stream.in_(list(streams)))
+            )
             return {streams[row.stream]: json.loads(row.value) for row in rows if row.value}
 
     # --- one document --------------------------------------------------------------------------
@@ -144,38 +166,68 @@ class _Run:
             self._unlinked(emap, doc, link.reason)
             return 0  # no memory written: a deal field filled in later links it on a later run
         data["linked_by"] = link.strategy
-        event = Event(crm=self.deal_crm, kind=KINDS[doc.document], deal_id=link.deal_id,
-                      occurred_at=self.src.to_utc(doc.date),
-                      dedup_key=f"onec:{self.src.name}:{emap.key}:{doc.ref}:{doc.version}", source="document",
-                      data=data)
+        event = Event(
+            crm=self.deal_crm,
+            kind=KINDS[doc.document],
+            deal_id=link.deal_id,
+            occurred_at=self.src.to_utc(doc.date),
+            dedup_key=f"onec:{self.src.name}:{emap.key}:{doc.ref}:{doc.version}",
+            source="document",
+            data=data,
+        )
         added = self.store.add_event(event, self.now)
         # After the event: a crash in between re-files the same dedup key, which the inbox drops.
         # The cursor column holds 200 characters: short keys, Cyrillic unescaped, a status capped.
-        self.store.set_cursor(self.src.name, memory_stream(emap.key, doc.ref), json.dumps(
-            {"v": doc.version[:40], "fp": fingerprint, "status": doc.status[:100], "deal": link.deal_id[:20]},
-            ensure_ascii=False), self.now)
+        self.store.set_cursor(
+            self.src.name,
+            memory_stream(emap.key, doc.ref),
+            json.dumps(
+                {"v": doc.version[:40], "fp": fingerprint, "status": doc.status[:100], "deal": link.deal_id[:20]},
+                ensure_ascii=False,
+            ),
+            self.now,
+        )
         return int(added)
 
     def _unlinked(self, emap: EntityMap, doc: Document, reason: str) -> None:
         with self.store.sessions() as session, session.begin():
-            Store.audit(session, at=self.now, crm=self.src.name, deal_id=None, rule=None, trigger="poll",
-                        action="unlinked", message=f"{emap.key} {doc.number}: {reason}",
-                        detail={"set": emap.set, "ref": doc.ref, "version": doc.version},
-                        key=f"unlinked:{self.src.name}:{doc.ref}:{doc.version}")
-        log.info("1c document not linked crm=%s entity=%s number=%s reason=%s", self.src.name, emap.key,
-                 doc.number, reason)
+            Store.audit(
+                session,
+                at=self.now,
+                crm=self.src.name,
+                deal_id=None,
+                rule=None,
+                trigger="poll",
+                action="unlinked",
+                message=f"{emap.key} {doc.number}: {reason}",
+                detail={"set": emap.set, "ref": doc.ref, "version": doc.version},
+                key=f"unlinked:{self.src.name}:{doc.ref}:{doc.version}",
+            )
+        log.info(
+            "1c document not linked crm=%s entity=%s number=%s reason=%s", self.src.name, emap.key, doc.number, reason
+        )
 
-    def _data(self, emap: EntityMap, doc: Document, memory: dict[str, Any] | None) -> tuple[dict[str, Any],
-                                                                                            LinkSubject]:
+    def _data(
+        self, emap: EntityMap, doc: Document, memory: dict[str, Any] | None
+    ) -> tuple[dict[str, Any], LinkSubject]:
         """The event's normalised data, and what linking may use."""
         party = self.src.counterparty(doc.counterparty_ref)
         when = self.src.to_utc(doc.date)
         data: dict[str, Any] = {
-            "source": f"onec:{self.src.name}", "document": doc.document, "entity": emap.key, "ref": doc.ref,
-            "version": doc.version, "number": doc.number, "date": when.astimezone(self.src.tz).isoformat(),
-            "amount": doc.amount, "currency": self.src.currency_code(doc),
-            "counterparty": party.name if party else "", "counterparty_ref": doc.counterparty_ref,
-            "inn": party.inn if party else "", "kpp": party.kpp if party else "", "comment": doc.comment,
+            "source": f"onec:{self.src.name}",
+            "document": doc.document,
+            "entity": emap.key,
+            "ref": doc.ref,
+            "version": doc.version,
+            "number": doc.number,
+            "date": when.astimezone(self.src.tz).isoformat(),
+            "amount": doc.amount,
+            "currency": self.src.currency_code(doc),
+            "counterparty": party.name if party else "",
+            "counterparty_ref": doc.counterparty_ref,
+            "inn": party.inn if party else "",
+            "kpp": party.kpp if party else "",
+            "comment": doc.comment,
         }
         texts = [doc.comment, doc.number, *doc.texts]
         refs = [doc.ref]
@@ -189,8 +241,12 @@ class _Run:
             data["previous_status"] = (memory or {}).get("status")
             data["paid"] = bool(self.src.order_paid(doc.ref))
             data["shipment_requested"] = doc.status in self.src.shipment_statuses
-        subject = LinkSubject(texts=tuple(t for t in texts if t), document_refs=tuple(r for r in refs if r),
-                              counterparty_ref=doc.counterparty_ref, inn=party.inn if party else "")
+        subject = LinkSubject(
+            texts=tuple(t for t in texts if t),
+            document_refs=tuple(r for r in refs if r),
+            counterparty_ref=doc.counterparty_ref,
+            inn=party.inn if party else "",
+        )
         return data, subject
 
     def _payment(self, doc: Document, data: dict[str, Any], texts: list[str], refs: list[str]) -> None:
@@ -201,9 +257,15 @@ class _Run:
         """
         invoice_ref = doc.invoices[0][0] if doc.invoices else ""
         invoice = self.src.get_document("invoice", invoice_ref) if invoice_ref else None
-        data.update({"invoice_ref": invoice_ref or None, "invoice_number": invoice.number if invoice else None,
-                     "invoice_amount": invoice.amount if invoice else None, "order_ref": (doc.orders or [None])[0],
-                     "invoices": [r for r, _ in doc.invoices]})
+        data.update(
+            {
+                "invoice_ref": invoice_ref or None,
+                "invoice_number": invoice.number if invoice else None,
+                "invoice_amount": invoice.amount if invoice else None,
+                "order_ref": (doc.orders or [None])[0],
+                "invoices": [r for r, _ in doc.invoices],
+            }
+        )
         refs.extend(r for r, _ in doc.invoices)
         refs.extend(doc.orders)
         if invoice is None:
@@ -212,18 +274,36 @@ class _Run:
         texts.extend([invoice.comment, invoice.number])
         refs.append(invoice.basis_ref)
         me = (doc.date, doc.number, doc.ref)  # 1C numbers grow within a day: they break same-second ties
-        earlier = [(d, amount) for d, amount in self.src.payments_for_invoice(invoice_ref)
-                   if d.counts and (d.date, d.number, d.ref) <= me]
+        earlier = [
+            (d, amount)
+            for d, amount in self.src.payments_for_invoice(invoice_ref)
+            if d.counts and (d.date, d.number, d.ref) <= me
+        ]
         if not any(d.ref == doc.ref for d, _ in earlier):  # read before this payment's rows were visible
             earlier.append((doc, dict(doc.invoices).get(invoice_ref, doc.amount)))
         paid = round(sum(amount for _, amount in earlier), 2)
         full = invoice.amount > 0 and paid >= invoice.amount - _CENT
-        data.update({"paid_total": paid, "paid_in_full": full, "first_payment": len(earlier) == 1,
-                     "partial": not full and paid > 0})
+        data.update(
+            {
+                "paid_total": paid,
+                "paid_in_full": full,
+                "first_payment": len(earlier) == 1,
+                "partial": not full and paid > 0,
+            }
+        )
 
 
 def _fingerprint(doc: Document) -> str:
     """What makes a document change worth telling the deal about (not its DataVersion alone)."""
-    facts = [doc.number, doc.date.isoformat(), doc.amount, doc.currency_ref, doc.counterparty_ref, doc.status,
-             sorted(doc.invoices), sorted(doc.orders), doc.basis_ref]
+    facts = [
+        doc.number,
+        doc.date.isoformat(),
+        doc.amount,
+        doc.currency_ref,
+        doc.counterparty_ref,
+        doc.status,
+        sorted(doc.invoices),
+        sorted(doc.orders),
+        doc.basis_ref,
+    ]
     return hashlib.sha256(json.dumps(facts, ensure_ascii=False, default=str).encode()).hexdigest()[:16]

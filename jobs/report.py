@@ -22,25 +22,46 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
     repeated the same day queues nothing: the key holds the day)."""
     tz = calendar.tz
     day = now.astimezone(tz).date()
-    probe = Event(crm=report.crm, kind=EventKind.SCHEDULE, deal_id=None, occurred_at=now,
-                  dedup_key=f"report:{report.name}:{day}", source="schedule")
+    probe = Event(
+        crm=report.crm,
+        kind=EventKind.SCHEDULE,
+        deal_id=None,
+        occurred_at=now,
+        dedup_key=f"report:{report.name}:{day}",
+        source="schedule",
+    )
     with store.sessions() as session, session.begin():
         snapshots = []
         for snap in session.scalars(select(DealSnapshotRow).where(DealSnapshotRow.crm == report.crm)):
             data = snap.data
             if report.condition is not None:
-                deal = Deal(crm=report.crm, id=snap.deal_id, title=data.get("title") or "",
-                            stage=data.get("stage") or "", stage_semantic=data.get("stage_semantic") or "open",
-                            pipeline=data.get("pipeline") or "", responsible_id=data.get("responsible_id"),
-                            fields=dict(data.get("fields") or {}))
-                if not report.condition(RuleContext(deal=deal, event=probe, now=now, triggers=frozenset(),
-                                                    calendar=calendar)):
+                deal = Deal(
+                    crm=report.crm,
+                    id=snap.deal_id,
+                    title=data.get("title") or "",
+                    stage=data.get("stage") or "",
+                    stage_semantic=data.get("stage_semantic") or "open",
+                    pipeline=data.get("pipeline") or "",
+                    responsible_id=data.get("responsible_id"),
+                    fields=dict(data.get("fields") or {}),
+                )
+                if not report.condition(
+                    RuleContext(deal=deal, event=probe, now=now, triggers=frozenset(), calendar=calendar)
+                ):
                     continue
             snapshots.append({**data, "id": snap.deal_id})
         since = now - timedelta(days=2)
-        tasks = [{**row.payload, "at": row.created_at} for row in session.scalars(
-            select(OutboxRow).where(OutboxRow.crm == report.crm, OutboxRow.command == "create_task",
-                                    OutboxRow.created_at >= since, OutboxRow.rule != f"report:{report.name}"))]
+        tasks = [
+            {**row.payload, "at": row.created_at}
+            for row in session.scalars(
+                select(OutboxRow).where(
+                    OutboxRow.crm == report.crm,
+                    OutboxRow.command == "create_task",
+                    OutboxRow.created_at >= since,
+                    OutboxRow.rule != f"report:{report.name}",
+                )
+            )
+        ]
         figures = day_figures(snapshots, tasks, day, tz)
         if report.to != "responsible":
             total = Figures()
@@ -55,16 +76,41 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
             if session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == key)) is not None:
                 continue
             variables = {"now": now, "day": day, "user": user, "stats": f.as_dict()}
-            task = CreateTask("", title=report.title.render(variables), description=report.text.render(variables),
-                              responsible_id=user, deadline=due)
-            session.add(OutboxRow(idempotency_key=key, crm=report.crm, deal_id=None, rule=f"report:{report.name}",
-                                  command=task.kind, payload=task.to_payload(), status="pending", attempts=0,
-                                  next_try_at=now, correlation_id=new_correlation_id(), created_at=now,
-                                  updated_at=now))
-            Store.audit(session, at=now, crm=report.crm, deal_id=None, rule=f"report:{report.name}",
-                        trigger="schedule", action="decided:create_task", message=f"report for user {user}",
-                        detail=f.as_dict() | {"won_amount": str(f.won_amount), "open_amount": str(f.open_amount)},
-                        key=f"{key}|decided")
+            task = CreateTask(
+                "",
+                title=report.title.render(variables),
+                description=report.text.render(variables),
+                responsible_id=user,
+                deadline=due,
+            )
+            session.add(
+                OutboxRow(
+                    idempotency_key=key,
+                    crm=report.crm,
+                    deal_id=None,
+                    rule=f"report:{report.name}",
+                    command=task.kind,
+                    payload=task.to_payload(),
+                    status="pending",
+                    attempts=0,
+                    next_try_at=now,
+                    correlation_id=new_correlation_id(),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            Store.audit(
+                session,
+                at=now,
+                crm=report.crm,
+                deal_id=None,
+                rule=f"report:{report.name}",
+                trigger="schedule",
+                action="decided:create_task",
+                message=f"report for user {user}",
+                detail=f.as_dict() | {"won_amount": str(f.won_amount), "open_amount": str(f.open_amount)},
+                key=f"{key}|decided",
+            )
             queued += 1
     log.info("report run name=%s day=%s queued=%d", report.name, day, queued)
     return queued

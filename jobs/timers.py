@@ -26,22 +26,41 @@ def fire_due_timers(store: Store, now: datetime, *, limit: int = 500) -> int:
     """Turn every timer due at ``now`` into an event; returns how many fired."""
     fired = 0
     with store.sessions() as session, session.begin():
-        query = (select(TimerRow).where(TimerRow.status.in_(OPEN_STATUSES), TimerRow.fire_at <= now)
-                 .order_by(TimerRow.fire_at).limit(limit))
+        query = (
+            select(TimerRow)
+            .where(TimerRow.status.in_(OPEN_STATUSES), TimerRow.fire_at <= now)
+            .order_by(TimerRow.fire_at)
+            .limit(limit)
+        )
         if store.engine.dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)  # several schedulers never fire one twice
         for timer in session.scalars(query):
             # A reminder found only after the due moment (the connector was down) is moot.
             reminder = timer.status == "open" and timer.fire_at < timer.due_at and now < timer.due_at
             phase = "reminder" if reminder else "breached"
-            data = {"deadline": timer.name, "phase": phase, "due_at": timer.due_at.isoformat(),
-                    "responsible_id": (timer.payload or {}).get("responsible_id"), "rule": timer.rule}
-            session.add(InboxRow(
-                crm=timer.crm, dedup_key=f"timer:{timer.key}:{phase}:{timer.due_at.isoformat()}",
-                kind=str(EventKind.TIMER_DUE), source="timer", deal_id=timer.deal_id, occurred_at=timer.fire_at,
-                received_at=now, payload={"raw": {}, "previous": None, "data": data}, status="new",
-                attempts=0, next_try_at=now, correlation_id=new_correlation_id(),
-            ))
+            data = {
+                "deadline": timer.name,
+                "phase": phase,
+                "due_at": timer.due_at.isoformat(),
+                "responsible_id": (timer.payload or {}).get("responsible_id"),
+                "rule": timer.rule,
+            }
+            session.add(
+                InboxRow(
+                    crm=timer.crm,
+                    dedup_key=f"timer:{timer.key}:{phase}:{timer.due_at.isoformat()}",
+                    kind=str(EventKind.TIMER_DUE),
+                    source="timer",
+                    deal_id=timer.deal_id,
+                    occurred_at=timer.fire_at,
+                    received_at=now,
+                    payload={"raw": {}, "previous": None, "data": data},
+                    status="new",
+                    attempts=0,
+                    next_try_at=now,
+                    correlation_id=new_correlation_id(),
+                )
+            )
             if reminder:
                 timer.status, timer.fire_at = "reminded", timer.due_at
             else:

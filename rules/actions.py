@@ -160,8 +160,17 @@ class CloseDealSpec(ActionSpec):
             reason = self.reason.render(ctx.template_vars(results))
         if self.outcome == "lost" and not reason:
             return [Planned(f"{slot}:note", Note("not closed as lost: no reason given"))]
-        out = [Planned(slot, CloseDeal(ctx.deal.id, outcome=self.outcome, reason=reason,  # type: ignore[arg-type]
-                                       reason_field=self.reason_field))]
+        out = [
+            Planned(
+                slot,
+                CloseDeal(
+                    ctx.deal.id,
+                    outcome=self.outcome,  # type: ignore[arg-type]  # checked by the schema: won or lost
+                    reason=reason,
+                    reason_field=self.reason_field,
+                ),
+            )
+        ]
         if self.comment is not None:
             text = self.comment.render({**ctx.template_vars(results), "reason": reason})
             out.append(Planned(f"{slot}:comment", AddComment(ctx.deal.id, text=text)))
@@ -211,8 +220,11 @@ class AssignSpec(ActionSpec):
         counts = ctx.workload if self.strategy == "least_loaded" else ctx.assigned.get(self.rule, {})
         chosen = min(members, key=lambda u: (counts.get(u, 0), members.index(u)))
         results["assignee"] = chosen
-        out = [Planned(f"{slot}:note", Note(f"assigned by {self.strategy}: user {chosen} "
-                                            f"({counts.get(chosen, 0)} before)"))]
+        out = [
+            Planned(
+                f"{slot}:note", Note(f"assigned by {self.strategy}: user {chosen} ({counts.get(chosen, 0)} before)")
+            )
+        ]
         current = ctx.deal.responsible_id if self.field == "responsible_id" else ctx.deal.get(self.field)
         if str(current or "") != chosen:
             out.append(Planned(slot, UpdateDeal(ctx.deal.id, values={self.field: chosen})))
@@ -261,12 +273,19 @@ class EscalateSpec(ActionSpec):
         data = ctx.event.data
         if data.get("phase") == "breached":
             due_at = data.get("due_at")
-            out.append(Planned(f"{slot}:breach", RecordBreach(
-                str(data.get("deadline", "")),
-                datetime.fromisoformat(due_at) if isinstance(due_at, str) else None,
-                str(data.get("responsible_id") or ctx.deal.responsible_id or "") or None)))
-        task = CreateTaskSpec(title=self.title, responsible=self.to, description=self.description, due=self.due,
-                              priority="high")
+            out.append(
+                Planned(
+                    f"{slot}:breach",
+                    RecordBreach(
+                        str(data.get("deadline", "")),
+                        datetime.fromisoformat(due_at) if isinstance(due_at, str) else None,
+                        str(data.get("responsible_id") or ctx.deal.responsible_id or "") or None,
+                    ),
+                )
+            )
+        task = CreateTaskSpec(
+            title=self.title, responsible=self.to, description=self.description, due=self.due, priority="high"
+        )
         out.extend(task.plan(ctx, results, f"{slot}:task"))
         if self.comment is not None:
             out.extend(AddCommentSpec(self.comment).plan(ctx, results, f"{slot}:comment"))

@@ -269,9 +269,7 @@ class WorkCalendar:
 
         self.weekend = frozenset(weekend)
         if not self.weekend <= set(range(7)):
-            raise CalendarError(
-                f"weekend holds weekday numbers 0 (Monday) .. 6 (Sunday), got {sorted(self.weekend)}"
-            )
+            raise CalendarError(f"weekend holds weekday numbers 0 (Monday) .. 6 (Sunday), got {sorted(self.weekend)}")
 
         self.extra_days_off = frozenset(_as_date(d, "extra_days_off") for d in extra_days_off)
         self.extra_working_days = frozenset(_as_date(d, "extra_working_days") for d in extra_working_days)
@@ -295,10 +293,7 @@ class WorkCalendar:
         self._before_edge: dict[datetime, _Interval] = {}
 
     def __repr__(self) -> str:
-        return (
-            f"WorkCalendar(country={self.country!r}, timezone={self.tz.key!r}, "
-            f"work_hours={self.work_hours!r})"
-        )
+        return f"WorkCalendar(country={self.country!r}, timezone={self.tz.key!r}, work_hours={self.work_hours!r})"
 
     # -- production calendar ------------------------------------------------------------------
 
@@ -347,8 +342,12 @@ class WorkCalendar:
         # answer is kept per window, and each caller gets its own list.
         cached = self._between_cache.get((first, last))
         if cached is None:
-            cached = tuple((day, name) for year in range(first.year, last.year + 1)
-                           for day, name in self._named_holidays(year) if first <= day <= last)
+            cached = tuple(
+                (day, name)
+                for year in range(first.year, last.year + 1)
+                for day, name in self._named_holidays(year)
+                if first <= day <= last
+            )
             if len(self._between_cache) >= 4096:
                 self._between_cache.clear()  # a long-running worker moves on through the days
             self._between_cache[(first, last)] = cached
@@ -359,8 +358,9 @@ class WorkCalendar:
         if cached is None:
             lib = holidays.country_holidays(self.country, years=year, language="ru") if 1 <= year <= 9999 else {}
             # Moved days off ("Выходной (перенесено …)", "… (выходной)") are not holidays of their own.
-            cached = sorted((d, str(n)) for d, n in lib.items()
-                            if not str(n).startswith("Выходной") and "(выходной)" not in str(n))
+            cached = sorted(
+                (d, str(n)) for d, n in lib.items() if not str(n).startswith("Выходной") and "(выходной)" not in str(n)
+            )
             self._names[year] = cached
         return cached
 

@@ -35,7 +35,10 @@ class ConditionError(ValueError):
 
 _FIELD_OPS = ("equals", "in", "empty", "matches", "changed", "gt", "gte", "lt", "lte", "older_than", "newer_than")
 _COMPARE: dict[str, Callable[[Decimal, Decimal], bool]] = {
-    "gt": lambda a, b: a > b, "gte": lambda a, b: a >= b, "lt": lambda a, b: a < b, "lte": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
 }
 Getter = Callable[[RuleContext], Any]
 

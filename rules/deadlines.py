@@ -58,15 +58,20 @@ def start(definition: DeadlineDef, ctx: RuleContext, *, rearm: bool = False) -> 
         origin = ctx.event.occurred_at
     if rearm:
         origin = ctx.now  # a re-armed deadline counts from the change that re-armed it
-    due_at = ctx.calendar.end_of_month(origin) if definition.due == "end_of_month" else \
-        ctx.calendar.add(origin, definition.due)
+    due_at = (
+        ctx.calendar.end_of_month(origin)
+        if definition.due == "end_of_month"
+        else ctx.calendar.add(origin, definition.due)
+    )
     remind_at = ctx.calendar.subtract(due_at, definition.remind_before) if definition.remind_before else None
-    return StartDeadline(definition.name, due_at=due_at, remind_at=remind_at,
-                         responsible_id=ctx.deal.responsible_id, rearm=rearm)
+    return StartDeadline(
+        definition.name, due_at=due_at, remind_at=remind_at, responsible_id=ctx.deal.responsible_id, rearm=rearm
+    )
 
 
-def review(definitions: Mapping[str, DeadlineDef], running: Iterable[OpenDeadline],
-           ctx: RuleContext) -> list[StartDeadline | CancelDeadline]:
+def review(
+    definitions: Mapping[str, DeadlineDef], running: Iterable[OpenDeadline], ctx: RuleContext
+) -> list[StartDeadline | CancelDeadline]:
     """Decide, for the deal's running deadlines, which are met and which re-arm."""
     out: list[StartDeadline | CancelDeadline] = []
     for timer in running:
@@ -79,4 +84,3 @@ def review(definitions: Mapping[str, DeadlineDef], running: Iterable[OpenDeadlin
         elif definition.rearm_on & set(ctx.changes):
             out.append(start(definition, ctx, rearm=True))
     return out
-

@@ -48,8 +48,16 @@ class Figures:
     deals: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"new": self.new, "won": self.won, "won_amount": self.won_amount, "lost": self.lost,
-                "open": self.open, "open_amount": self.open_amount, "tasks": self.tasks, "calls": self.calls}
+        return {
+            "new": self.new,
+            "won": self.won,
+            "won_amount": self.won_amount,
+            "lost": self.lost,
+            "open": self.open,
+            "open_amount": self.open_amount,
+            "tasks": self.tasks,
+            "calls": self.calls,
+        }
 
 
 def _amount(value: Any) -> Decimal:
@@ -66,8 +74,9 @@ def _day(value: Any, tz: Any) -> date | None:
     return moment.astimezone(tz).date() if moment.tzinfo else None
 
 
-def day_figures(snapshots: Iterable[Mapping[str, Any]], tasks: Iterable[Mapping[str, Any]], day: date,
-                tz: Any) -> dict[str, Figures]:
+def day_figures(
+    snapshots: Iterable[Mapping[str, Any]], tasks: Iterable[Mapping[str, Any]], day: date, tz: Any
+) -> dict[str, Figures]:
     """Per responsible user: deals new, won and lost on ``day``, open now, and the tasks and
     calls the connector set for them that day. ``snapshots`` are Deal.snapshot() dicts with
     ``id``; ``tasks`` are CreateTask payloads with the day they were decided (``at``)."""

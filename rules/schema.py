@@ -32,9 +32,15 @@ from rules.templates import Template, TemplateProblem
 from rules.territories import MATCH_KEYS, Territory
 
 TRIGGERS = (
-    "deal.created", "deal.updated", "deal.stage_changed", "deal.deleted",
-    "deadline.reminder", "deadline.breached",
-    "invoice.issued", "payment.received", "order.status_changed",
+    "deal.created",
+    "deal.updated",
+    "deal.stage_changed",
+    "deal.deleted",
+    "deadline.reminder",
+    "deadline.breached",
+    "invoice.issued",
+    "payment.received",
+    "order.status_changed",
     "schedule",
 )
 
@@ -85,13 +91,18 @@ def _params(value: Any, allowed: set[str], required: set[str], path: str) -> dic
 def _assign_captain(v: Any, path: str) -> ActionSpec:
     p = _params(v or {}, {"field", "fallback"}, set(), path)
     fallback = p.get("fallback")
-    return AssignCaptain(field=str(p.get("field", "responsible_id")),
-                         fallback=str(fallback) if fallback is not None else None)
+    return AssignCaptain(
+        field=str(p.get("field", "responsible_id")), fallback=str(fallback) if fallback is not None else None
+    )
 
 
 def _create_task(v: Any, path: str) -> ActionSpec:
-    p = _params(v, {"title", "description", "responsible", "due", "due_from", "due_at", "auditors", "priority",
-                    "type"}, {"title", "responsible"}, path)
+    p = _params(
+        v,
+        {"title", "description", "responsible", "due", "due_from", "due_at", "auditors", "priority", "type"},
+        {"title", "responsible"},
+        path,
+    )
     if p.get("due_from", "now") not in ORIGINS:
         raise ValidationError({f"{path}.due_from": [f"one of {', '.join(ORIGINS)}"]})
     priority = p.get("priority", "normal")
@@ -152,8 +163,9 @@ def _assign(v: Any, path: str) -> ActionSpec:
     group = p["group"]
     if not isinstance(group, list) or not group or not all(isinstance(u, (int, str)) for u in group):
         raise ValidationError({f"{path}.group": ["a non-empty list of user ids"]})
-    return AssignSpec(strategy=p["strategy"], group=[str(u) for u in group],
-                      field=str(p.get("field", "responsible_id")))
+    return AssignSpec(
+        strategy=p["strategy"], group=[str(u) for u in group], field=str(p.get("field", "responsible_id"))
+    )
 
 
 def _deadline_name(v: Any, path: str) -> str:
@@ -179,8 +191,9 @@ COUNTERPARTY_FIELDS = ("name", "full_name", "inn", "kpp", "phone", "email", "com
 
 def _create_counterparty(v: Any, path: str) -> ActionSpec:
     p = _params(v, {"in", *COUNTERPARTY_FIELDS}, {"in", "name"}, path)
-    return CreateCounterpartySpec(target=str(p["in"]), fields={k: _template(str(p[k]), f"{path}.{k}")
-                                                              for k in COUNTERPARTY_FIELDS if k in p})
+    return CreateCounterpartySpec(
+        target=str(p["in"]), fields={k: _template(str(p[k]), f"{path}.{k}") for k in COUNTERPARTY_FIELDS if k in p}
+    )
 
 
 ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
@@ -211,7 +224,7 @@ class ActionsField(fields.Field):
             if not isinstance(item, Mapping) or len(item) != 1:
                 errors[str(i)] = ["each action is a mapping with one key, the action's name"]
                 continue
-            (name, params), = item.items()
+            ((name, params),) = item.items()
             builder = ACTIONS.get(name)
             if builder is None:
                 errors[str(i)] = [f"unknown action {name!r}; known: {', '.join(ACTIONS)}"]
@@ -234,18 +247,21 @@ class ConditionField(fields.Field):
 
 
 class RuleSchema(Schema):
-    name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$",
-                                                                 error="letters, digits, '-', '_', '.' only"))
+    name = fields.String(
+        required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$", error="letters, digits, '-', '_', '.' only")
+    )
     crm = fields.String(required=True)
-    on = fields.List(fields.String(validate=validate.OneOf(TRIGGERS)), required=True,
-                     validate=validate.Length(min=1))
+    on = fields.List(fields.String(validate=validate.OneOf(TRIGGERS)), required=True, validate=validate.Length(min=1))
     when = ConditionField(load_default=None, allow_none=True)
     do = ActionsField(required=True)
     once_per = fields.String(load_default="deal", validate=validate.OneOf(("deal", "stage", "event", "run", "holiday")))
     enabled = fields.Boolean(load_default=True)
     description = fields.String(load_default="")
-    schedule = fields.String(load_default=None, allow_none=True,
-                             metadata={"doc": "cron (minute hour day month weekday) in the calendar's zone"})
+    schedule = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"doc": "cron (minute hour day month weekday) in the calendar's zone"},
+    )
 
     @validates_schema
     def check_schedule(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -262,15 +278,25 @@ class RuleSchema(Schema):
         for step in data["do"]:
             if isinstance(step, AssignSpec):
                 step.rule = data["name"]  # round-robin counts per rule
-        return Rule(name=data["name"], crm=data["crm"], triggers=frozenset(data["on"]),
-                    condition=data["when"] or compile_condition(None), actions=data["do"],
-                    once_per=data["once_per"],
-                    enabled=data["enabled"], schedule=data["schedule"])
+        return Rule(
+            name=data["name"],
+            crm=data["crm"],
+            triggers=frozenset(data["on"]),
+            condition=data["when"] or compile_condition(None),
+            actions=data["do"],
+            once_per=data["once_per"],
+            enabled=data["enabled"],
+            schedule=data["schedule"],
+        )
 
 
 class TerritorySchema(Schema):
-    match = fields.Dict(keys=fields.String(validate=validate.OneOf(MATCH_KEYS)), values=fields.String(),
-                        required=True, validate=validate.Length(min=1))
+    match = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(MATCH_KEYS)),
+        values=fields.String(),
+        required=True,
+        validate=validate.Length(min=1),
+    )
     captain = Id(required=True)
     backup = Id(load_default=None, allow_none=True)
     name = fields.String(load_default="")
@@ -309,9 +335,15 @@ class DeadlineSchema(Schema):
 
 def build_deadline(name: str, data: Mapping[str, Any]) -> DeadlineDef:
     """A DeadlineDef from its loaded config block."""
-    return DeadlineDef(name=name, due=data["due"], remind_before=data["remind_before"],
-                       done_when=data["done_when"], rearm_on=frozenset(data["rearm_on"]),
-                       start_from=data["start_from"], description=data["description"])
+    return DeadlineDef(
+        name=name,
+        due=data["due"],
+        remind_before=data["remind_before"],
+        done_when=data["done_when"],
+        rearm_on=frozenset(data["rearm_on"]),
+        start_from=data["start_from"],
+        description=data["description"],
+    )
 
 
 def _check_cron(value: str) -> None:
@@ -347,6 +379,13 @@ class ReportSchema(Schema):
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> ReportDef:
-        return ReportDef(name=data["name"], crm=data["crm"], schedule=data["schedule"], to=str(data["to"]),
-                         title=_template(data["title"], "title"), text=_template(data["text"], "text"),
-                         condition=data["when"], due=data["due"])
+        return ReportDef(
+            name=data["name"],
+            crm=data["crm"],
+            schedule=data["schedule"],
+            to=str(data["to"]),
+            title=_template(data["title"], "title"),
+            text=_template(data["text"], "text"),
+            condition=data["when"],
+            due=data["due"],
+        )

@@ -100,13 +100,21 @@ def _plain_parts(tree: nodes.Template) -> tuple[_Part, ...] | None:
                 if isinstance(node, nodes.Getattr):
                     lookups.append(("attr", node.attr))
                     inner = node.node
-                elif (isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const)
-                      and type(node.arg.value) in (str, int)):
+                elif (
+                    isinstance(node, nodes.Getitem)
+                    and isinstance(node.arg, nodes.Const)
+                    and type(node.arg.value) in (str, int)
+                ):
                     lookups.append(("item", node.arg.value))
                     inner = node.node
-                elif (isinstance(node, nodes.Filter) and node.name in _PLAIN_FILTERS
-                      and not node.kwargs and node.dyn_args is None and node.dyn_kwargs is None
-                      and (args := _constant_texts(node.args)) is not None):
+                elif (
+                    isinstance(node, nodes.Filter)
+                    and node.name in _PLAIN_FILTERS
+                    and not node.kwargs
+                    and node.dyn_args is None
+                    and node.dyn_kwargs is None
+                    and (args := _constant_texts(node.args)) is not None
+                ):
                     lookups.append(("filter", (node.name, args)))
                     inner = node.node
                 else:

@@ -94,11 +94,13 @@ def choose_captain(
         return CaptainChoice(territory.captain, territory, f"territory {territory.describe()}")
     if territory.backup and _active(users, territory.backup):
         return CaptainChoice(
-            territory.backup, territory,
+            territory.backup,
+            territory,
             f"territory {territory.describe()}: captain {territory.captain} inactive, backup {territory.backup}",
         )
     return CaptainChoice(
-        fallback, territory,
+        fallback,
+        territory,
         f"territory {territory.describe()}: captain and backup inactive; fallback user {fallback}",
     )
 

@@ -15,8 +15,13 @@ NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 
 def _ctx(**kw) -> RuleContext:  # type: ignore[no-untyped-def]
     deal = Deal(crm="b24", id="1", responsible_id="1")
-    return RuleContext(deal=deal, event=Event("b24", EventKind.DEAL_CREATED, "1", NOW, "k"), now=NOW,
-                       triggers=frozenset({"deal.created"}), **kw)
+    return RuleContext(
+        deal=deal,
+        event=Event("b24", EventKind.DEAL_CREATED, "1", NOW, "k"),
+        now=NOW,
+        triggers=frozenset({"deal.created"}),
+        **kw,
+    )
 
 
 def _chosen(spec: AssignSpec, ctx: RuleContext) -> str:

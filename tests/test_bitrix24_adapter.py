@@ -46,8 +46,7 @@ def test_non_idempotent_write_is_not_resent_after_5xx() -> None:
 def test_typed_errors() -> None:
     responses.post(BASE + "crm.deal.get.json", json={"error": "", "error_description": "Not found"}, status=400)
     responses.post(BASE + "user.get.json", json={"error": "INVALID_CREDENTIALS"}, status=401)
-    responses.post(BASE + "crm.deal.update.json", json={"error": "ERROR_CORE", "error_description": "bad"},
-                   status=400)
+    responses.post(BASE + "crm.deal.update.json", json={"error": "ERROR_CORE", "error_description": "bad"}, status=400)
     c = client()
     with pytest.raises(NotFoundError):
         c.call("crm.deal.get", {"ID": 9})
@@ -60,9 +59,19 @@ def test_typed_errors() -> None:
 
 @responses.activate
 def test_batch_empty_sections_and_errors() -> None:
-    responses.post(BASE + "batch.json", json={"result": {
-        "result": {"a": {"ID": "1"}}, "result_error": {"b": {"error": "", "error_description": "Not found"}},
-        "result_total": [], "result_next": [], "result_time": []}, "time": {}})
+    responses.post(
+        BASE + "batch.json",
+        json={
+            "result": {
+                "result": {"a": {"ID": "1"}},
+                "result_error": {"b": {"error": "", "error_description": "Not found"}},
+                "result_total": [],
+                "result_next": [],
+                "result_time": [],
+            },
+            "time": {},
+        },
+    )
     result = client().batch({"a": ("crm.deal.get", {"ID": 1}), "b": ("crm.deal.get", {"ID": 2})})
     assert result.result == {"a": {"ID": "1"}}
     assert isinstance(result.errors["b"], NotFoundError)
@@ -144,10 +153,19 @@ def _batch_body(call: responses.Call) -> dict[str, str]:
 def test_list_all_fetches_the_pages_after_the_first_in_batches() -> None:
     url = BASE + "crm.deal.list.json"
     responses.post(url, json={"result": _page_rows(1, 50), "next": 50, "total": 170, "time": {}})
-    responses.post(BASE + "batch.json", json={"result": {
-        "result": {"p50": _page_rows(51, 50), "p100": _page_rows(101, 50), "p150": _page_rows(151, 20)},
-        "result_error": [], "result_total": {"p50": 170, "p100": 170, "p150": 170},
-        "result_next": {"p50": 100, "p100": 150}, "result_time": []}, "time": {}})
+    responses.post(
+        BASE + "batch.json",
+        json={
+            "result": {
+                "result": {"p50": _page_rows(51, 50), "p100": _page_rows(101, 50), "p150": _page_rows(151, 20)},
+                "result_error": [],
+                "result_total": {"p50": 170, "p100": 170, "p150": 170},
+                "result_next": {"p50": 100, "p100": 150},
+                "result_time": [],
+            },
+            "time": {},
+        },
+    )
     c = client()
     rows = list(c.list_all("crm.deal.list", {"order": {"ID": "ASC"}, "select": ["ID"]}))
     assert [int(r["ID"]) for r in rows] == list(range(1, 171))
@@ -160,13 +178,28 @@ def test_list_all_fetches_the_pages_after_the_first_in_batches() -> None:
 
 @responses.activate
 def test_list_all_batches_fit_the_throttle_and_stop_where_the_list_ends() -> None:
-    responses.post(BASE + "tasks.task.list.json",
-                   json={"result": {"tasks": _page_rows(1, 50)}, "next": 50, "total": 1000, "time": {}})
+    responses.post(
+        BASE + "tasks.task.list.json",
+        json={"result": {"tasks": _page_rows(1, 50)}, "next": 50, "total": 1000, "time": {}},
+    )
     # The list shrank after the first page: the second page of the batch is the last one.
-    responses.post(BASE + "batch.json", json={"result": {
-        "result": {"p50": {"tasks": _page_rows(51, 50)}, "p100": {"tasks": _page_rows(101, 3)},
-                   **{f"p{s}": {"tasks": []} for s in range(150, 450, 50)}},
-        "result_error": [], "result_total": {}, "result_next": {"p50": 100}, "result_time": []}, "time": {}})
+    responses.post(
+        BASE + "batch.json",
+        json={
+            "result": {
+                "result": {
+                    "p50": {"tasks": _page_rows(51, 50)},
+                    "p100": {"tasks": _page_rows(101, 3)},
+                    **{f"p{s}": {"tasks": []} for s in range(150, 450, 50)},
+                },
+                "result_error": [],
+                "result_total": {},
+                "result_next": {"p50": 100},
+                "result_time": [],
+            },
+            "time": {},
+        },
+    )
     c = Bitrix24Client(BASE, rate=1000, burst=10, backoff_initial=0.001)  # our bucket: 9 units
     rows = list(c.list_all("tasks.task.list", {"filter": {"UF_CRM_TASK": "D_1"}}, items_key="tasks"))
     assert len(rows) == 103
@@ -192,8 +225,15 @@ def test_deal_reads_are_batched_to_fit_the_default_bucket() -> None:
     server = simulator.serve()
     try:
         ids = [simulator.add_deal({"TITLE": f"D{i}"}) for i in range(100)]
-        b24 = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base,
-                                      "application_token": "t" * 8, "rate": 50, "burst": 50})
+        b24 = Bitrix24Adapter(
+            "b24",
+            {
+                "webhook_url": server.base_url + simulator.webhook_base,
+                "application_token": "t" * 8,
+                "rate": 50,
+                "burst": 50,
+            },
+        )
         sizes: list[int] = []
         real_batch = b24.client.batch
 

@@ -26,8 +26,17 @@ def adapter(**kw: Any) -> Bitrix24Adapter:
 def deals(first: int, count: int, moment: str | None = None) -> list[dict[str, str]]:
     """Deals ``first``.. in one second, or (no ``moment``) one second each from 10:00:00."""
     start = datetime.fromisoformat(SECOND)
-    return [{"ID": str(i), "TITLE": f"D{i}", "DATE_MODIFY": moment or (start + timedelta(seconds=i)).isoformat(),
-             "CATEGORY_ID": "0", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "1"} for i in range(first, first + count)]
+    return [
+        {
+            "ID": str(i),
+            "TITLE": f"D{i}",
+            "DATE_MODIFY": moment or (start + timedelta(seconds=i)).isoformat(),
+            "CATEGORY_ID": "0",
+            "STAGE_ID": "NEW",
+            "ASSIGNED_BY_ID": "1",
+        }
+        for i in range(first, first + count)
+    ]
 
 
 def sent(call: Any) -> dict[str, Any]:
@@ -40,10 +49,19 @@ def command(call: Any, key: str) -> dict[str, list[str]]:
     return parse_qs(query)
 
 
-def batch_answer(pages: dict[str, list[dict[str, str]]], totals: dict[str, int] | None = None,
-                 errors: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"result": {"result": pages, "result_error": errors or [], "result_total": totals or [],
-                       "result_next": [], "result_time": []}, "time": {}}
+def batch_answer(
+    pages: dict[str, list[dict[str, str]]], totals: dict[str, int] | None = None, errors: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    return {
+        "result": {
+            "result": pages,
+            "result_error": errors or [],
+            "result_total": totals or [],
+            "result_next": [],
+            "result_time": [],
+        },
+        "time": {},
+    }
 
 
 @responses.activate
@@ -72,9 +90,13 @@ def test_spread_deals_chain_pages_by_reference_and_drop_pages_past_a_short_one()
     responses.post(BASE + "crm.deal.list.json", json={"result": deals(1, 50), "total": 200, "next": 50})
     # c0 brings row 50 again (>= its second) and 50 new; c1 ends the read; c2 and c3 started
     # from a row that does not exist: their answers (an error here) are never used.
-    responses.post(BASE + "batch.json", json=batch_answer(
-        {"c0": deals(50, 50), "c1": deals(100, 21), "c2": deals(1, 50)},
-        errors={"c3": {"error": "INVALID_FILTER", "error_description": "bad"}}))
+    responses.post(
+        BASE + "batch.json",
+        json=batch_answer(
+            {"c0": deals(50, 50), "c1": deals(100, 21), "c2": deals(1, 50)},
+            errors={"c3": {"error": "INVALID_FILTER", "error_description": "bad"}},
+        ),
+    )
     read = [d.id for d in adapter().changed_deals(since)]
     assert read == [str(i) for i in range(1, 121)]
     first = sent(responses.calls[0])
@@ -100,8 +122,7 @@ def test_changed_deals_in_order_complete_and_never_refused_while_deals_change() 
             ids.append(simulator.add_deal({"TITLE": f"B{i}"}))
         now[0] += timedelta(seconds=1)
         ids += [simulator.add_deal({"TITLE": f"C{i}"}) for i in range(100)]
-        b24 = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 50,
-                                      "burst": 50})
+        b24 = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 50, "burst": 50})
         real = b24.client.call_full
         touched = iter(ids[::7])
 

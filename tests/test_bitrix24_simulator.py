@@ -15,8 +15,16 @@ from adapters.bitrix24.simulator import Bitrix24Simulator, main, parse_php_param
 from adapters.simkit import FaultKnobs, LeakyBucket, SimulatorServer
 
 MSK = timezone(timedelta(hours=3))
-TIME_KEYS = {"start", "finish", "duration", "processing", "date_start", "date_finish",
-             "operating_reset_at", "operating"}
+TIME_KEYS = {
+    "start",
+    "finish",
+    "duration",
+    "processing",
+    "date_start",
+    "date_finish",
+    "operating_reset_at",
+    "operating",
+}
 
 
 class FakeClock:
@@ -129,8 +137,7 @@ def test_success_envelope_and_time(url: str) -> None:
     assert deal["DATE_CREATE"] == deal["DATE_MODIFY"] == "2026-03-02T10:00:00+03:00"
 
 
-def test_wrong_credentials_and_unknown_method(sim: Bitrix24Simulator, server: SimulatorServer,
-                                              url: str) -> None:
+def test_wrong_credentials_and_unknown_method(sim: Bitrix24Simulator, server: SimulatorServer, url: str) -> None:
     bad = requests.post(f"{server.base_url}/rest/1/wrong/crm.deal.list.json", json={}, timeout=5)
     assert bad.status_code == 401 and bad.json()["error"] == "INVALID_CREDENTIALS"
     bad_user = requests.post(f"{server.base_url}/rest/2/simcode/crm.deal.list", json={}, timeout=5)
@@ -155,18 +162,39 @@ def test_php_style_query_and_form(sim: Bitrix24Simulator, url: str) -> None:
     query = {"FILTER[ACTIVE]": "true", "FILTER[UF_DEPARTMENT]": "3"}
     resp = requests.get(f"{url}user.get.json", params=query, timeout=5)
     assert [u["NAME"] for u in resp.json()["result"]] == ["Ivan"]
-    form = {"fields[TITLE]": "Call", "fields[RESPONSIBLE_ID]": "2", "fields[UF_CRM_TASK][]": "D_1",
-            "fields[AUDITORS][0]": "1"}
+    form = {
+        "fields[TITLE]": "Call",
+        "fields[RESPONSIBLE_ID]": "2",
+        "fields[UF_CRM_TASK][]": "D_1",
+        "fields[AUDITORS][0]": "1",
+    }
     task = requests.post(f"{url}tasks.task.add", data=form, timeout=5).json()["result"]["task"]
     assert task["ufCrmTask"] == ["D_1"] and task["auditors"] == ["1"] and task["responsibleId"] == "2"
 
 
 def test_parse_php_params() -> None:
-    parsed = parse_php_params([("FILTER[>ID]", "5"), ("select[]", "ID"), ("select[]", "TITLE"),
-                               ("order[DATE_MODIFY]", "ASC"), ("a[0]", "x"), ("a[1]", "y"), ("plain", "1"),
-                               ("m[5]", "z"), ("bad]key", "v")])
-    assert parsed == {"FILTER": {">ID": "5"}, "select": ["ID", "TITLE"], "order": {"DATE_MODIFY": "ASC"},
-                      "a": ["x", "y"], "plain": "1", "m": {"5": "z"}, "bad]key": "v"}
+    parsed = parse_php_params(
+        [
+            ("FILTER[>ID]", "5"),
+            ("select[]", "ID"),
+            ("select[]", "TITLE"),
+            ("order[DATE_MODIFY]", "ASC"),
+            ("a[0]", "x"),
+            ("a[1]", "y"),
+            ("plain", "1"),
+            ("m[5]", "z"),
+            ("bad]key", "v"),
+        ]
+    )
+    assert parsed == {
+        "FILTER": {">ID": "5"},
+        "select": ["ID", "TITLE"],
+        "order": {"DATE_MODIFY": "ASC"},
+        "a": ["x", "y"],
+        "plain": "1",
+        "m": {"5": "z"},
+        "bad]key": "v",
+    }
 
 
 # --- deals: paging, filters, updates, stages ---------------------------------------------------
@@ -180,8 +208,9 @@ def test_paging_total_next_and_fast_export(sim: Bitrix24Simulator, url: str) -> 
     assert [p.get("next") for p in pages] == [50, 100, None]
     assert all(p["total"] == 120 for p in pages)
     assert pages[0]["result"][0] == {"ID": "1"}
-    fast = call(url, "crm.deal.list", {"order": {"ID": "ASC"}, "filter": {">ID": 100}, "start": -1,
-                                       "select": ["ID"]}).json()
+    fast = call(
+        url, "crm.deal.list", {"order": {"ID": "ASC"}, "filter": {">ID": 100}, "start": -1, "select": ["ID"]}
+    ).json()
     assert "total" not in fast and "next" not in fast
     assert [r["ID"] for r in fast["result"]] == [str(i) for i in range(101, 121)]
 
@@ -215,24 +244,27 @@ def test_filter_operators_order_and_select(sim: Bitrix24Simulator, url: str) -> 
     assert everything["UF_CRM_NO_TECH"] is None and everything["TITLE"] == "Roof repair"
 
 
-def test_changed_since_compares_datetimes_across_offsets(sim: Bitrix24Simulator, clock: FakeClock,
-                                                         url: str) -> None:
+def test_changed_since_compares_datetimes_across_offsets(sim: Bitrix24Simulator, clock: FakeClock, url: str) -> None:
     sim.add_deal({"TITLE": "old"})
     clock.advance(3600)
     sim.add_deal({"TITLE": "new"})
     since_utc = (clock.now - timedelta(minutes=30)).astimezone(UTC).isoformat(timespec="seconds")
-    body = call(url, "crm.deal.list", {"filter": {">=DATE_MODIFY": since_utc},
-                                       "order": {"DATE_MODIFY": "ASC"}}).json()
+    body = call(url, "crm.deal.list", {"filter": {">=DATE_MODIFY": since_utc}, "order": {"DATE_MODIFY": "ASC"}}).json()
     assert [r["TITLE"] for r in body["result"]] == ["new"]
 
 
-def test_update_sets_stage_semantics_and_ignores_read_only(sim: Bitrix24Simulator, clock: FakeClock,
-                                                           url: str) -> None:
+def test_update_sets_stage_semantics_and_ignores_read_only(sim: Bitrix24Simulator, clock: FakeClock, url: str) -> None:
     deal_id = sim.add_deal({"TITLE": "A", "CATEGORY_ID": "1", "UF_CRM_ADDRESS": "Kazan|55.79;49.12|7"})
     clock.advance(60)
-    resp = call(url, "crm.deal.update", {"ID": deal_id, "FIELDS": {"STAGE_ID": "C1:LOSE", "CATEGORY_ID": "0",
-                                                                  "ID": "77", "UF_CRM_REASON": "price"},
-                                         "PARAMS": {"REGISTER_SONET_EVENT": "N"}})
+    resp = call(
+        url,
+        "crm.deal.update",
+        {
+            "ID": deal_id,
+            "FIELDS": {"STAGE_ID": "C1:LOSE", "CATEGORY_ID": "0", "ID": "77", "UF_CRM_REASON": "price"},
+            "PARAMS": {"REGISTER_SONET_EVENT": "N"},
+        },
+    )
     assert resp.json()["result"] is True
     deal = call(url, "crm.deal.get", {"id": deal_id}).json()["result"]
     assert (deal["STAGE_ID"], deal["STAGE_SEMANTIC_ID"], deal["CLOSED"]) == ("C1:LOSE", "F", "Y")
@@ -246,11 +278,18 @@ def test_update_sets_stage_semantics_and_ignores_read_only(sim: Bitrix24Simulato
 
 
 def test_status_list(url: str) -> None:
-    body = call(url, "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"},
-                                         "order": {"SORT": "ASC"}}).json()
+    body = call(url, "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE"}, "order": {"SORT": "ASC"}}).json()
     stages = {s["STATUS_ID"]: s["SEMANTICS"] for s in body["result"]}
-    assert list(stages) == ["NEW", "PREPARATION", "PREPAYMENT_INVOICE", "EXECUTING", "FINAL_INVOICE", "WON",
-                            "LOSE", "APOLOGY"]
+    assert list(stages) == [
+        "NEW",
+        "PREPARATION",
+        "PREPAYMENT_INVOICE",
+        "EXECUTING",
+        "FINAL_INVOICE",
+        "WON",
+        "LOSE",
+        "APOLOGY",
+    ]
     assert (stages["NEW"], stages["WON"], stages["LOSE"], stages["APOLOGY"]) == (None, "S", "F", "F")
     assert body["total"] == 8
     c1 = call(url, "crm.status.list", {"filter": {"ENTITY_ID": "DEAL_STAGE_1"}}).json()["result"]
@@ -264,8 +303,12 @@ def test_status_list(url: str) -> None:
 def test_batch_substitution_sections_and_counts(sim: Bitrix24Simulator, url: str) -> None:
     uid = sim.add_user("Ivan", "Petrov")
     sim.add_deal({"TITLE": "A", "ASSIGNED_BY_ID": uid})
-    cmd = {"a": "crm.deal.get?ID=1", "b": "user.get?ID=$result[a][ASSIGNED_BY_ID]",
-           "c": "crm.deal.get?ID=404", "d": "crm.deal.list?select[]=ID&filter[%3EID]=0"}
+    cmd = {
+        "a": "crm.deal.get?ID=1",
+        "b": "user.get?ID=$result[a][ASSIGNED_BY_ID]",
+        "c": "crm.deal.get?ID=404",
+        "d": "crm.deal.list?select[]=ID&filter[%3EID]=0",
+    }
     resp = call(url, "batch", {"halt": 0, "cmd": cmd})
     assert resp.status_code == 200
     inner = resp.json()["result"]
@@ -284,10 +327,11 @@ def test_batch_chains_list_pages_by_row_reference(sim: Bitrix24Simulator, url: s
     for i in range(120):
         sim.add_deal({"TITLE": f"Deal {i}"})
     page = "crm.deal.list?order[ID]=ASC&select[0]=ID&select[1]=DATE_MODIFY&start=-1"
-    cmd = {"c0": f"{page}&filter[%3EID]=0",
-           "c1": f"{page}&filter[%3EID]=%24result%5Bc0%5D%5B49%5D%5BID%5D",
-           "c2": f"{page}&filter[%3EID]=$result[c1][49][ID]"
-                 f"&filter[%3E%3DDATE_MODIFY]=$result[c1][49][DATE_MODIFY]"}
+    cmd = {
+        "c0": f"{page}&filter[%3EID]=0",
+        "c1": f"{page}&filter[%3EID]=%24result%5Bc0%5D%5B49%5D%5BID%5D",
+        "c2": f"{page}&filter[%3EID]=$result[c1][49][ID]&filter[%3E%3DDATE_MODIFY]=$result[c1][49][DATE_MODIFY]",
+    }
     inner = call(url, "batch", {"halt": 0, "cmd": cmd}).json()["result"]
     ids = [[int(r["ID"]) for r in inner["result"][k]] for k in ("c0", "c1", "c2")]
     assert ids == [list(range(1, 51)), list(range(51, 101)), list(range(101, 121))]
@@ -311,8 +355,11 @@ def test_batch_halt_limit_and_no_nesting(url: str) -> None:
 def test_batch_from_form_encoded_commands(sim: Bitrix24Simulator, url: str) -> None:
     # What the adapter's client sends: PHP-encoded params inside each command string.
     sim.add_deal({"TITLE": "X"})
-    resp = requests.post(f"{url}batch", data={"halt": "0", "cmd[d1]": "crm.deal.get?ID=1",
-                                              "cmd[d2]": "crm.deal.list?filter%5BID%5D%5B0%5D=1"}, timeout=5)
+    resp = requests.post(
+        f"{url}batch",
+        data={"halt": "0", "cmd[d1]": "crm.deal.get?ID=1", "cmd[d2]": "crm.deal.list?filter%5BID%5D%5B0%5D=1"},
+        timeout=5,
+    )
     inner = resp.json()["result"]
     assert inner["result"]["d1"]["TITLE"] == "X" and inner["result"]["d2"][0]["ID"] == "1"
 
@@ -320,8 +367,7 @@ def test_batch_from_form_encoded_commands(sim: Bitrix24Simulator, url: str) -> N
 # --- the leaky bucket and faults ----------------------------------------------------------------
 
 
-def test_bucket_refuses_the_51st_call_and_recovers(sim: Bitrix24Simulator, clock: FakeClock,
-                                                   url: str) -> None:
+def test_bucket_refuses_the_51st_call_and_recovers(sim: Bitrix24Simulator, clock: FakeClock, url: str) -> None:
     sim.bucket = LeakyBucket(2.0, 50, clock=lambda: clock.mono)
     answers = [call(url, "user.get").status_code for _ in range(51)]
     assert answers[:50] == [200] * 50
@@ -381,8 +427,15 @@ def test_tasks_add_requires_responsible_and_lists_by_deal(sim: Bitrix24Simulator
     unknown = call(url, "tasks.task.add", {"fields": {"TITLE": "Check", "RESPONSIBLE_ID": 99}})
     assert unknown.status_code == 400
     assert call(url, "tasks.task.add", {"FIELDS": {"TITLE": "x"}}).json()["error"] == "100"
-    fields = {"TITLE": "Check", "RESPONSIBLE_ID": uid, "DESCRIPTION": "look [m1]", "UF_CRM_TASK": ["D_10"],
-              "DEADLINE": "2026-12-31T18:00:00+03:00", "AUDITORS": [1], "PRIORITY": 2}
+    fields = {
+        "TITLE": "Check",
+        "RESPONSIBLE_ID": uid,
+        "DESCRIPTION": "look [m1]",
+        "UF_CRM_TASK": ["D_10"],
+        "DEADLINE": "2026-12-31T18:00:00+03:00",
+        "AUDITORS": [1],
+        "PRIORITY": 2,
+    }
     task = call(url, "tasks.task.add", {"fields": fields}).json()["result"]["task"]
     assert task["id"] == "3701" and task["status"] == "2" and task["responsibleId"] == uid
     assert task["ufCrmTask"] == ["D_10"] and task["deadline"] == "2026-12-31T18:00:00+03:00"
@@ -390,8 +443,9 @@ def test_tasks_add_requires_responsible_and_lists_by_deal(sim: Bitrix24Simulator
     assert task["responsible"]["workPosition"] == "Engineer"
     other = {"TITLE": "Other", "RESPONSIBLE_ID": uid, "UF_CRM_TASK": ["D_11"]}
     call(url, "tasks.task.add", {"fields": other})
-    listed = call(url, "tasks.task.list", {"filter": {"UF_CRM_TASK": "D_10"},
-                                           "select": ["ID", "DESCRIPTION", "UF_CRM_TASK"]}).json()
+    listed = call(
+        url, "tasks.task.list", {"filter": {"UF_CRM_TASK": "D_10"}, "select": ["ID", "DESCRIPTION", "UF_CRM_TASK"]}
+    ).json()
     assert listed["total"] == 1
     assert listed["result"]["tasks"] == [{"id": "3701", "description": "look [m1]", "ufCrmTask": ["D_10"]}]
     assert [t["ID"] for t in sim.tasks_for_deal("10")] == ["3701"]
@@ -423,16 +477,23 @@ def test_user_get_active_is_boolean(sim: Bitrix24Simulator, url: str) -> None:
 
 def test_timeline_comments(sim: Bitrix24Simulator, url: str) -> None:
     deal_id = sim.add_deal({"TITLE": "A"})
-    resp = call(url, "crm.timeline.comment.add",
-                {"fields": {"ENTITY_ID": deal_id, "ENTITY_TYPE": "deal", "COMMENT": "hello [m2]"}})
+    resp = call(
+        url,
+        "crm.timeline.comment.add",
+        {"fields": {"ENTITY_ID": deal_id, "ENTITY_TYPE": "deal", "COMMENT": "hello [m2]"}},
+    )
     comment_id = resp.json()["result"]
     assert isinstance(comment_id, int)
     assert call(url, "crm.timeline.comment.add", {"FIELDS": {"ENTITY_ID": deal_id}}).status_code == 400
-    orphan = call(url, "crm.timeline.comment.add",
-                  {"fields": {"ENTITY_ID": 404, "ENTITY_TYPE": "deal", "COMMENT": "x"}})
+    orphan = call(
+        url, "crm.timeline.comment.add", {"fields": {"ENTITY_ID": 404, "ENTITY_TYPE": "deal", "COMMENT": "x"}}
+    )
     assert orphan.json()["error"] == "OWNER_NOT_FOUND"
-    listed = call(url, "crm.timeline.comment.list", {"filter": {"ENTITY_ID": deal_id, "ENTITY_TYPE": "deal"},
-                                                     "select": ["ID", "COMMENT"]}).json()
+    listed = call(
+        url,
+        "crm.timeline.comment.list",
+        {"filter": {"ENTITY_ID": deal_id, "ENTITY_TYPE": "deal"}, "select": ["ID", "COMMENT"]},
+    ).json()
     assert listed["result"] == [{"ID": str(comment_id), "COMMENT": "hello [m2]"}] and listed["total"] == 1
 
 
@@ -462,6 +523,7 @@ def test_deal_events_arrive_form_encoded(sim: Bitrix24Simulator, receiver: Recei
 
 def test_event_bind_redirects_and_task_events(sim: Bitrix24Simulator, receiver: Receiver, url: str) -> None:
     sim.handler_url = "http://127.0.0.1:9/never"
+
     def bind(event: str) -> dict[str, Any]:
         return call(url, "event.bind", {"event": event, "handler": receiver.url}).json()
 
@@ -491,8 +553,7 @@ def test_dropped_and_duplicated_events(sim: Bitrix24Simulator, receiver: Receive
     assert [h["form"]["data[FIELDS][ID]"] for h in receiver.hits] == [deal_id] * 3
 
 
-def test_calls_counter_and_main_help(sim: Bitrix24Simulator, url: str,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_calls_counter_and_main_help(sim: Bitrix24Simulator, url: str, capsys: pytest.CaptureFixture[str]) -> None:
     call(url, "crm.deal.list")
     call(url, "crm.deal.list")
     call(url, "batch", {"cmd": {"a": "crm.deal.list", "b": "user.get"}})
@@ -534,8 +595,14 @@ def test_indexed_list_answers_like_a_full_scan(sim: Bitrix24Simulator, clock: Fa
     # Several deals per second, some seconds crowded, a few edits: the keyset filters the
     # adapter sends and others, in both offset and fast-export (start=-1) paging.
     for i in range(260):
-        sim.add_deal({"TITLE": f"D{i}", "OPPORTUNITY": (i * 37) % 1000, "CATEGORY_ID": i % 2,
-                      **({"UF_CRM_X": str(i % 3)} if i % 4 == 0 else {})})
+        sim.add_deal(
+            {
+                "TITLE": f"D{i}",
+                "OPPORTUNITY": (i * 37) % 1000,
+                "CATEGORY_ID": i % 2,
+                **({"UF_CRM_X": str(i % 3)} if i % 4 == 0 else {}),
+            }
+        )
         if i % 7 == 0 or 100 < i < 180 and i % 40 == 0:
             clock.advance(1)
     for deal_id in ("5", "77", "130"):
@@ -545,13 +612,31 @@ def test_indexed_list_answers_like_a_full_scan(sim: Bitrix24Simulator, clock: Fa
     utc = datetime.fromisoformat(moment).astimezone(UTC).isoformat()
     by_modify = {"DATE_MODIFY": "ASC", "ID": "ASC"}
     filters: list[dict[str, Any]] = [
-        {}, {">ID": 100}, {">ID": "100"}, {"=DATE_MODIFY": moment, ">ID": 30}, {">DATE_MODIFY": moment},
-        {">=DATE_MODIFY": utc}, {"<DATE_MODIFY": moment, ">=ID": 3}, {"DATE_MODIFY": utc},
-        {">ID": "$result[a][49][ID]"}, {"CATEGORY_ID": 1, ">ID": 10}, {"UF_CRM_X": "1"}, {">OPPORTUNITY": 500},
-        {"@ID": [1, 2, 250]}, {"<=ID": 0}, {">ID": 1000},
+        {},
+        {">ID": 100},
+        {">ID": "100"},
+        {"=DATE_MODIFY": moment, ">ID": 30},
+        {">DATE_MODIFY": moment},
+        {">=DATE_MODIFY": utc},
+        {"<DATE_MODIFY": moment, ">=ID": 3},
+        {"DATE_MODIFY": utc},
+        {">ID": "$result[a][49][ID]"},
+        {"CATEGORY_ID": 1, ">ID": 10},
+        {"UF_CRM_X": "1"},
+        {">OPPORTUNITY": 500},
+        {"@ID": [1, 2, 250]},
+        {"<=ID": 0},
+        {">ID": 1000},
     ]
-    orders: list[dict[str, Any]] = [{}, {"ID": "ASC"}, by_modify, {"DATE_MODIFY": "ASC"}, {"ID": "DESC"},
-                                    {"OPPORTUNITY": "DESC"}, {"UF_CRM_X": "ASC"}]
+    orders: list[dict[str, Any]] = [
+        {},
+        {"ID": "ASC"},
+        by_modify,
+        {"DATE_MODIFY": "ASC"},
+        {"ID": "DESC"},
+        {"OPPORTUNITY": "DESC"},
+        {"UF_CRM_X": "ASC"},
+    ]
     for flt in filters:
         for order in orders:
             for start in (-1, 0, 200, "x"):

@@ -15,8 +15,9 @@ from rules.calendar import CalendarError, Duration, WorkCalendar, parse_duration
 
 MSK = ZoneInfo("Europe/Moscow")
 # Moments outside work hours become the opening moment, which one property filters out: many are.
-SETTINGS = settings(max_examples=200, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+SETTINGS = settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 
 
 def msk(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
@@ -483,9 +484,7 @@ def test_long_durations_are_fast() -> None:
 
 @SETTINGS
 @given(calendars, moments, working_durations)
-def test_working_add_lands_on_working_time_or_period_end(
-    cal: WorkCalendar, start: datetime, d: Duration
-) -> None:
+def test_working_add_lands_on_working_time_or_period_end(cal: WorkCalendar, start: datetime, d: Duration) -> None:
     assume(d.amount > 0)
     result = cal.add(start, d)
     assert result.tzinfo == cal.tz

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -34,13 +34,17 @@ from rules.model import CancelDeadline, RecordBreach, RuleContext, StartDeadline
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 MSK = ZoneInfo("Europe/Moscow")
-ENV = {"B24_WEBHOOK_URL": "https://portal.bitrix24.ru/rest/1/code/", "B24_APP_TOKEN": "app-token-123",
-       "ONEC_URL": "http://1c.local/trade/odata/standard.odata/", "ONEC_USER": "Интеграция",
-       "ONEC_PASSWORD": "onec-password"}
+ENV = {
+    "B24_WEBHOOK_URL": "https://portal.bitrix24.ru/rest/1/code/",
+    "B24_APP_TOKEN": "app-token-123",
+    "ONEC_URL": "http://1c.local/trade/odata/standard.odata/",
+    "ONEC_USER": "Интеграция",
+    "ONEC_PASSWORD": "onec-password",
+}
 
 
-def msk(*args: int) -> datetime:
-    return datetime(*args, tzinfo=MSK)  # type: ignore[misc]
+def msk(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=MSK)
 
 
 @dataclass
@@ -82,82 +86,240 @@ def summarise(action: Any) -> tuple[Any, ...]:
 
 
 def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
-    deal = Deal(crm="b24", id="42", title="Заявка Иванова", stage=case.stage, stage_semantic=case.outcome,  # type: ignore[arg-type]
-                pipeline=case.pipeline, responsible_id="17", created_at=case.created, updated_at=case.now,
-                location=case.location, fields=case.fields)
+    deal = Deal(
+        crm="b24",
+        id="42",
+        title="Заявка Иванова",
+        stage=case.stage,
+        stage_semantic=case.outcome,  # type: ignore[arg-type]
+        pipeline=case.pipeline,
+        responsible_id="17",
+        created_at=case.created,
+        updated_at=case.now,
+        location=case.location,
+        fields=case.fields,
+    )
     event = Event("b24", case.kind, "42", case.now, "dedup-1", data=case.data)
     calendar = WorkCalendar(country="RU", timezone="Europe/Moscow", work_hours="09:00-18:00")
-    ctx = RuleContext(deal=deal, event=event, now=case.now, triggers=frozenset(case.triggers), changes=case.changes,
-                      users={"17": User("17", "Капитан")}, territories=cfg.territories, calendar=calendar,
-                      deadlines=cfg.deadlines)
+    ctx = RuleContext(
+        deal=deal,
+        event=event,
+        now=case.now,
+        triggers=frozenset(case.triggers),
+        changes=case.changes,
+        users={"17": User("17", "Капитан")},
+        territories=cfg.territories,
+        calendar=calendar,
+        deadlines=cfg.deadlines,
+    )
     rule = next(r for r in cfg.rules if r.name == case.rule)
     return [summarise(d.action) for d in evaluate([rule], ctx) if summarise(d.action) != ("note",)]
 
 
 ISP = [
-    pytest.param(Case("isp-captain-and-feasibility", "C1:NEW", kind=EventKind.DEAL_CREATED, triggers=("deal.created",),
-                      location=Location(city="Казань", district="Вахитовский"), expect=[
-        ("update", {"responsible_id": "19"}),
-        ("task", "Проверить техническую возможность: Заявка Иванова", "19", "2026-11-26 10:00", "normal")]),
-        id="captain-by-location-and-feasibility-24h"),
-    pytest.param(Case("isp-start-deadlines", "C1:NEW", kind=EventKind.DEAL_CREATED, triggers=("deal.created",),
-                      created=msk(2026, 12, 29, 15, 0), now=msk(2026, 12, 29, 15, 1), expect=[
-        # 31 Dec 2026 and 1-8 Jan 2027 are days off: 3 working days run to 12 Jan.
-        ("deadline", "connection", "2027-01-12 15:00"),
-        ("deadline", "supervisor-control", "2027-01-14 15:00")]),
-        id="connection-3-and-control-5-working-days-over-new-year"),
-    pytest.param(Case("isp-route-estimate", "C1:ROUTE", triggers=("deal.stage_changed",),
-                      created=msk(2026, 11, 20, 11, 0), expect=[
-        ("update", {"responsible_id": "11"}),
-        # Due counts from the application: older applications come first in the queue.
-        ("task", "Начертить маршрут и рассчитать расход кабеля: Заявка Иванова", "11", "2026-11-22 11:00", "normal")]),
-        id="route-estimate-older-first"),
-    pytest.param(Case("isp-handover-engineers", "C1:ENGINEERS", triggers=("deal.stage_changed",), expect=[
-        ("task", "Назначить инженеров и дату подключения: Заявка Иванова", "17", "2026-11-26 10:00", "normal")]),
-        id="handover-to-engineers-24h"),
-    pytest.param(Case("isp-connect-agent-first", "C1:ENGINEERS", {"UF_CRM_SOURCE": "agent"},
-                      triggers=("deal.stage_changed",), expect=[
-        ("task", "Подключить клиента (агентская заявка): Заявка Иванова", "17", "2026-11-30 09:30", "high")]),
-        id="agent-applications-first"),
-    pytest.param(Case("isp-connect-agent-first", "C1:ENGINEERS", {"UF_CRM_SOURCE": "site"},
-                      triggers=("deal.stage_changed",), expect=[]), id="site-application-not-prioritised"),
-    pytest.param(Case("isp-connection-breached", "C1:ENGINEERS", kind=EventKind.TIMER_DUE,
-                      triggers=("deadline.breached",), data={"deadline": "connection", "phase": "breached",
-                                                              "due_at": "2026-11-25T06:30:00+00:00",
-                                                              "responsible_id": "17"}, expect=[
-        ("breach", "connection", "17"),
-        ("task", "Просрочено подключение (более 3 рабочих дней): Заявка Иванова", "7", None, "high"),
-        ("comment", "Нарушен срок подключения. Ответственный: 17.")]),
-        id="connection-breach-recorded-and-escalated"),
-    pytest.param(Case("isp-connection-reminder", "C1:ENGINEERS", kind=EventKind.TIMER_DUE,
-                      triggers=("deadline.reminder",), data={"deadline": "connection", "phase": "reminder",
-                                                              "due_at": "2026-11-27T15:00:00+03:00"}, expect=[
-        ("comment", "Срок подключения истекает 2026-11-27 15:00.")]), id="connection-reminder"),
-    pytest.param(Case("isp-no-poles", "C1:ROUTE", {"UF_CRM_TECH_RESULT": "Нет опор"}, expect=[
-        ("close", "lost", "Нет технической возможности (нет опор)", "UF_CRM_LOST_REASON"),
-        ("comment", "Сделка закрыта без подключения. Причина: Нет технической возможности (нет опор)")]),
-        id="no-poles-closed-at-once-with-reason"),
-    pytest.param(Case("isp-no-poles", "C1:LOSE", {"UF_CRM_TECH_RESULT": "Нет опор"}, outcome="lost", expect=[]),
-                 id="no-poles-already-closed"),
-    pytest.param(Case("isp-lost-without-reason", "C1:LOSE", outcome="lost", triggers=("deal.stage_changed",),
-                      changes={"stage": ("C1:VISIT", "C1:LOSE")}, expect=[
-        ("update", {"stage": "C1:VISIT"}),
-        ("task", "Укажите причину отказа и закройте сделку снова: Заявка Иванова", "17", "2026-11-26 10:00",
-         "normal")]), id="lost-without-reason-reopened-and-asked"),
-    pytest.param(Case("isp-lost-without-reason", "C1:LOSE", {"UF_CRM_LOST_REASON": "Дорого"}, outcome="lost",
-                      triggers=("deal.stage_changed",), expect=[]), id="lost-with-reason-stays-lost"),
-    pytest.param(Case("isp-client-not-home", "C1:VISIT", {"UF_CRM_VISIT_RESULT": "Клиент не дома",
-                                                          "UF_CRM_AGREED_TIME": "2026-11-27T18:30:00+03:00"}, expect=[
-        ("task", "Повторный выезд (клиент не был дома): Заявка Иванова", "17", "2026-11-27 18:30", "normal")]),
-        id="client-not-home-rescheduled-to-agreed-time"),
-    pytest.param(Case("isp-visit-update", "C1:VISIT", triggers=("deal.stage_changed",), expect=[
-        ("deadline", "update-after-visit", "2026-11-26 10:00")]), id="deal-updated-within-24h-after-visit"),
-    pytest.param(Case("isp-legal-claim", "C1:VISIT", {"UF_CRM_VISIT_RESULT": "Юридическая претензия"}, expect=[
-        ("task", "Юридическая претензия по договору: Заявка Иванова", "9", "2026-11-26 10:00", "normal"),
-        ("comment", "Сделка передана юридическому отделу.")]), id="legal-claim-to-legal-department"),
-    pytest.param(Case("isp-payment-by-month-end", "C1:WON", outcome="won", triggers=("deal.stage_changed",),
-                      expect=[("deadline", "client-payment", "2026-11-30 18:00")]),
-                 id="client-payment-by-month-end"),
+    pytest.param(
+        Case(
+            "isp-captain-and-feasibility",
+            "C1:NEW",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            location=Location(city="Казань", district="Вахитовский"),
+            expect=[
+                ("update", {"responsible_id": "19"}),
+                ("task", "Проверить техническую возможность: Заявка Иванова", "19", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="captain-by-location-and-feasibility-24h",
+    ),
+    pytest.param(
+        Case(
+            "isp-start-deadlines",
+            "C1:NEW",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            created=msk(2026, 12, 29, 15, 0),
+            now=msk(2026, 12, 29, 15, 1),
+            expect=[
+                # 31 Dec 2026 and 1-8 Jan 2027 are days off: 3 working days run to 12 Jan.
+                ("deadline", "connection", "2027-01-12 15:00"),
+                ("deadline", "supervisor-control", "2027-01-14 15:00"),
+            ],
+        ),
+        id="connection-3-and-control-5-working-days-over-new-year",
+    ),
+    pytest.param(
+        Case(
+            "isp-route-estimate",
+            "C1:ROUTE",
+            triggers=("deal.stage_changed",),
+            created=msk(2026, 11, 20, 11, 0),
+            expect=[
+                ("update", {"responsible_id": "11"}),
+                # Due counts from the application: older applications come first in the queue.
+                (
+                    "task",
+                    "Начертить маршрут и рассчитать расход кабеля: Заявка Иванова",
+                    "11",
+                    "2026-11-22 11:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="route-estimate-older-first",
+    ),
+    pytest.param(
+        Case(
+            "isp-handover-engineers",
+            "C1:ENGINEERS",
+            triggers=("deal.stage_changed",),
+            expect=[
+                ("task", "Назначить инженеров и дату подключения: Заявка Иванова", "17", "2026-11-26 10:00", "normal")
+            ],
+        ),
+        id="handover-to-engineers-24h",
+    ),
+    pytest.param(
+        Case(
+            "isp-connect-agent-first",
+            "C1:ENGINEERS",
+            {"UF_CRM_SOURCE": "agent"},
+            triggers=("deal.stage_changed",),
+            expect=[
+                ("task", "Подключить клиента (агентская заявка): Заявка Иванова", "17", "2026-11-30 09:30", "high")
+            ],
+        ),
+        id="agent-applications-first",
+    ),
+    pytest.param(
+        Case(
+            "isp-connect-agent-first",
+            "C1:ENGINEERS",
+            {"UF_CRM_SOURCE": "site"},
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="site-application-not-prioritised",
+    ),
+    pytest.param(
+        Case(
+            "isp-connection-breached",
+            "C1:ENGINEERS",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.breached",),
+            data={
+                "deadline": "connection",
+                "phase": "breached",
+                "due_at": "2026-11-25T06:30:00+00:00",
+                "responsible_id": "17",
+            },
+            expect=[
+                ("breach", "connection", "17"),
+                ("task", "Просрочено подключение (более 3 рабочих дней): Заявка Иванова", "7", None, "high"),
+                ("comment", "Нарушен срок подключения. Ответственный: 17."),
+            ],
+        ),
+        id="connection-breach-recorded-and-escalated",
+    ),
+    pytest.param(
+        Case(
+            "isp-connection-reminder",
+            "C1:ENGINEERS",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.reminder",),
+            data={"deadline": "connection", "phase": "reminder", "due_at": "2026-11-27T15:00:00+03:00"},
+            expect=[("comment", "Срок подключения истекает 2026-11-27 15:00.")],
+        ),
+        id="connection-reminder",
+    ),
+    pytest.param(
+        Case(
+            "isp-no-poles",
+            "C1:ROUTE",
+            {"UF_CRM_TECH_RESULT": "Нет опор"},
+            expect=[
+                ("close", "lost", "Нет технической возможности (нет опор)", "UF_CRM_LOST_REASON"),
+                ("comment", "Сделка закрыта без подключения. Причина: Нет технической возможности (нет опор)"),
+            ],
+        ),
+        id="no-poles-closed-at-once-with-reason",
+    ),
+    pytest.param(
+        Case("isp-no-poles", "C1:LOSE", {"UF_CRM_TECH_RESULT": "Нет опор"}, outcome="lost", expect=[]),
+        id="no-poles-already-closed",
+    ),
+    pytest.param(
+        Case(
+            "isp-lost-without-reason",
+            "C1:LOSE",
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("C1:VISIT", "C1:LOSE")},
+            expect=[
+                ("update", {"stage": "C1:VISIT"}),
+                (
+                    "task",
+                    "Укажите причину отказа и закройте сделку снова: Заявка Иванова",
+                    "17",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="lost-without-reason-reopened-and-asked",
+    ),
+    pytest.param(
+        Case(
+            "isp-lost-without-reason",
+            "C1:LOSE",
+            {"UF_CRM_LOST_REASON": "Дорого"},
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="lost-with-reason-stays-lost",
+    ),
+    pytest.param(
+        Case(
+            "isp-client-not-home",
+            "C1:VISIT",
+            {"UF_CRM_VISIT_RESULT": "Клиент не дома", "UF_CRM_AGREED_TIME": "2026-11-27T18:30:00+03:00"},
+            expect=[
+                ("task", "Повторный выезд (клиент не был дома): Заявка Иванова", "17", "2026-11-27 18:30", "normal")
+            ],
+        ),
+        id="client-not-home-rescheduled-to-agreed-time",
+    ),
+    pytest.param(
+        Case(
+            "isp-visit-update",
+            "C1:VISIT",
+            triggers=("deal.stage_changed",),
+            expect=[("deadline", "update-after-visit", "2026-11-26 10:00")],
+        ),
+        id="deal-updated-within-24h-after-visit",
+    ),
+    pytest.param(
+        Case(
+            "isp-legal-claim",
+            "C1:VISIT",
+            {"UF_CRM_VISIT_RESULT": "Юридическая претензия"},
+            expect=[
+                ("task", "Юридическая претензия по договору: Заявка Иванова", "9", "2026-11-26 10:00", "normal"),
+                ("comment", "Сделка передана юридическому отделу."),
+            ],
+        ),
+        id="legal-claim-to-legal-department",
+    ),
+    pytest.param(
+        Case(
+            "isp-payment-by-month-end",
+            "C1:WON",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            expect=[("deadline", "client-payment", "2026-11-30 18:00")],
+        ),
+        id="client-payment-by-month-end",
+    ),
 ]
 
 
@@ -167,53 +329,144 @@ def test_isp_field_service(case: Case) -> None:
     assert run(cfg, case) == case.expect
 
 
-B2B_FULL = {"UF_CRM_COMPANY": "ООО Ромашка", "UF_CRM_CONTACT_NAME": "Пётр Сидоров", "UF_CRM_POSITION": "закупщик",
-            "UF_CRM_PHONE": "+7 900 000-00-00", "UF_CRM_EMAIL": "p@romashka.ru", "UF_CRM_DELIVERY_CITY": "Казань"}
+B2B_FULL = {
+    "UF_CRM_COMPANY": "ООО Ромашка",
+    "UF_CRM_CONTACT_NAME": "Пётр Сидоров",
+    "UF_CRM_POSITION": "закупщик",
+    "UF_CRM_PHONE": "+7 900 000-00-00",
+    "UF_CRM_EMAIL": "p@romashka.ru",
+    "UF_CRM_DELIVERY_CITY": "Казань",
+}
 
 B2B = [
-    pytest.param(Case("b2b-new-lead", "NEW", B2B_FULL, pipeline="0", kind=EventKind.DEAL_CREATED,
-                      triggers=("deal.created",), now=msk(2026, 11, 27, 17, 0), created=msk(2026, 11, 27, 16, 55),
-                      expect=[
-        ("deadline", "proposal", "2026-11-30 16:55"),
-        ("deadline", "first-response", "2026-11-30 09:55"),
-        # Friday evening: "the next day" is the next working day, Monday.
-        ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-30 17:00", "normal")]),
-        id="new-lead-proposal-deadline-and-next-working-day-call"),
-    pytest.param(Case("b2b-required-fields", "NEW", {**B2B_FULL, "UF_CRM_POSITION": "", "UF_CRM_EMAIL": None},
-                      pipeline="0", triggers=("deal.created",), expect=[
-        ("task", "Заполните карточку сделки: Заявка Иванова", "17", "2026-11-25 14:00", "normal")]),
-        id="required-fields-missing"),
-    pytest.param(Case("b2b-required-fields", "NEW", B2B_FULL, pipeline="0", triggers=("deal.created",), expect=[]),
-                 id="required-fields-complete"),
-    pytest.param(Case("b2b-sla-escalation", "NEW", pipeline="0", kind=EventKind.TIMER_DUE,
-                      triggers=("deadline.breached",), data={"deadline": "first-response", "phase": "breached",
-                                                              "due_at": "2026-11-25T11:30:00+03:00"}, expect=[
-        ("breach", "first-response", "17"),
-        ("task", "Нарушен срок (first-response): Заявка Иванова", "5", None, "high"),
-        ("comment", "Срок «first-response» истёк 2026-11-25 11:30.")]), id="response-sla-escalated"),
-    pytest.param(Case("b2b-lost-needs-detailed-reason", "LOSE", {"UF_CRM_LOST_REASON": "дорого"}, pipeline="0",
-                      outcome="lost", triggers=("deal.stage_changed",),
-                      changes={"stage": ("PREPAYMENT_INVOICE", "LOSE")},
-                      expect=[("update", {"stage": "PREPAYMENT_INVOICE"}),
-                              ("task", "Подробно опишите причину отказа: Заявка Иванова", "17", "2026-11-25 14:00",
-                               "normal")]), id="lost-with-a-vague-reason-reopened"),
-    pytest.param(Case("b2b-lost-needs-detailed-reason", "LOSE",
-                      {"UF_CRM_LOST_REASON": "Выбрали поставщика с доставкой в тот же день"}, pipeline="0",
-                      outcome="lost", triggers=("deal.stage_changed",), expect=[]),
-                 id="lost-with-a-detailed-reason-stays-lost"),
-    pytest.param(Case("b2b-after-payment", "EXECUTING", pipeline="0", triggers=("deal.stage_changed",), expect=[
-        ("task", "Передать клиента в отдел заботы: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
-        ("update", {"UF_CRM_CARE_MANAGER": "21"}),
-        ("task", "Новый клиент отдела заботы: Заявка Иванова", "21", "2026-11-26 10:00", "normal")]),
-        id="after-payment-hand-off-to-customer-care"),
-    pytest.param(Case("b2b-reactivation-before-holidays", "WON", pipeline="0", outcome="won", kind=EventKind.SCHEDULE,
-                      triggers=("schedule",), data={"schedule": "b2b-reactivation-before-holidays"},
-                      now=msk(2027, 2, 17, 10, 0), expect=[
-        ("task", "Поздравить клиента и отправить подборку к празднику «День защитника Отечества»: Заявка Иванова",
-         "17", "2027-02-18 10:00", "normal")]), id="reactivation-a-week-before-a-holiday"),
-    pytest.param(Case("b2b-reactivation-before-holidays", "WON", pipeline="0", outcome="won", kind=EventKind.SCHEDULE,
-                      triggers=("schedule",), data={"schedule": "b2b-reactivation-before-holidays"},
-                      now=msk(2027, 2, 10, 10, 0), expect=[]), id="no-reactivation-without-a-holiday-near"),
+    pytest.param(
+        Case(
+            "b2b-new-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 17, 0),
+            created=msk(2026, 11, 27, 16, 55),
+            expect=[
+                ("deadline", "proposal", "2026-11-30 16:55"),
+                ("deadline", "first-response", "2026-11-30 09:55"),
+                # Friday evening: "the next day" is the next working day, Monday.
+                ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-30 17:00", "normal"),
+            ],
+        ),
+        id="new-lead-proposal-deadline-and-next-working-day-call",
+    ),
+    pytest.param(
+        Case(
+            "b2b-required-fields",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_POSITION": "", "UF_CRM_EMAIL": None},
+            pipeline="0",
+            triggers=("deal.created",),
+            expect=[("task", "Заполните карточку сделки: Заявка Иванова", "17", "2026-11-25 14:00", "normal")],
+        ),
+        id="required-fields-missing",
+    ),
+    pytest.param(
+        Case("b2b-required-fields", "NEW", B2B_FULL, pipeline="0", triggers=("deal.created",), expect=[]),
+        id="required-fields-complete",
+    ),
+    pytest.param(
+        Case(
+            "b2b-sla-escalation",
+            "NEW",
+            pipeline="0",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.breached",),
+            data={"deadline": "first-response", "phase": "breached", "due_at": "2026-11-25T11:30:00+03:00"},
+            expect=[
+                ("breach", "first-response", "17"),
+                ("task", "Нарушен срок (first-response): Заявка Иванова", "5", None, "high"),
+                ("comment", "Срок «first-response» истёк 2026-11-25 11:30."),
+            ],
+        ),
+        id="response-sla-escalated",
+    ),
+    pytest.param(
+        Case(
+            "b2b-lost-needs-detailed-reason",
+            "LOSE",
+            {"UF_CRM_LOST_REASON": "дорого"},
+            pipeline="0",
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPAYMENT_INVOICE", "LOSE")},
+            expect=[
+                ("update", {"stage": "PREPAYMENT_INVOICE"}),
+                ("task", "Подробно опишите причину отказа: Заявка Иванова", "17", "2026-11-25 14:00", "normal"),
+            ],
+        ),
+        id="lost-with-a-vague-reason-reopened",
+    ),
+    pytest.param(
+        Case(
+            "b2b-lost-needs-detailed-reason",
+            "LOSE",
+            {"UF_CRM_LOST_REASON": "Выбрали поставщика с доставкой в тот же день"},
+            pipeline="0",
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="lost-with-a-detailed-reason-stays-lost",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-payment",
+            "EXECUTING",
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            expect=[
+                ("task", "Передать клиента в отдел заботы: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
+                ("update", {"UF_CRM_CARE_MANAGER": "21"}),
+                ("task", "Новый клиент отдела заботы: Заявка Иванова", "21", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="after-payment-hand-off-to-customer-care",
+    ),
+    pytest.param(
+        Case(
+            "b2b-reactivation-before-holidays",
+            "WON",
+            pipeline="0",
+            outcome="won",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-reactivation-before-holidays"},
+            now=msk(2027, 2, 17, 10, 0),
+            expect=[
+                (
+                    "task",
+                    "Поздравить клиента и отправить подборку к празднику «День защитника Отечества»: Заявка Иванова",
+                    "17",
+                    "2027-02-18 10:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="reactivation-a-week-before-a-holiday",
+    ),
+    pytest.param(
+        Case(
+            "b2b-reactivation-before-holidays",
+            "WON",
+            pipeline="0",
+            outcome="won",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-reactivation-before-holidays"},
+            now=msk(2027, 2, 10, 10, 0),
+            expect=[],
+        ),
+        id="no-reactivation-without-a-holiday-near",
+    ),
 ]
 
 
@@ -223,60 +476,178 @@ def test_b2b_sales(case: Case) -> None:
     assert run(cfg, case) == case.expect
 
 
-PAYMENT = {"document": "payment", "number": "0000-000002", "amount": 70000.0, "currency": "RUB",
-           "invoice_number": "0000-000001", "invoice_amount": 120000.0}
+PAYMENT = {
+    "document": "payment",
+    "number": "0000-000002",
+    "amount": 70000.0,
+    "currency": "RUB",
+    "invoice_number": "0000-000001",
+    "invoice_amount": 120000.0,
+}
 MONEY = [
-    pytest.param(Case("money-invoice-on-deal", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.INVOICE_ISSUED,
-                      triggers=("invoice.issued",), data={"document": "invoice", "number": "0000-000001",
-                                                           "amount": 120000.0, "currency": "RUB"},
-                      now=msk(2026, 11, 25, 10, 0), expect=[
-        ("update", {"UF_CRM_INVOICE": "0000-000001", "UF_CRM_INVOICE_AMOUNT": "120000.0"}),
-        ("comment", "1С: выставлен счёт № 0000-000001 на 120000.0 RUB"),
-        ("deadline", "invoice-payment", "2026-11-30 18:00")]), id="invoice-written-on-the-deal"),
-    pytest.param(Case("money-payment-on-deal", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.PAYMENT_RECEIVED,
-                      triggers=("payment.received",), data={**PAYMENT, "paid_total": 120000.0, "paid_in_full": True},
-                      expect=[
-        ("update", {"UF_CRM_PAID_TOTAL": "120000.0"}),
-        ("comment", "1С: оплата № 0000-000002 на 70000.0 RUB по счёту 0000-000001; оплачено 120000.0 из 120000.0"
-                    " — полностью")]), id="payment-written-on-the-deal"),
-    pytest.param(Case("money-paid-in-full", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.PAYMENT_RECEIVED,
-                      triggers=("payment.received",), data={**PAYMENT, "paid_in_full": True}, expect=[
-        ("update", {"UF_CRM_PAID_IN_FULL": "Y"}), ("update", {"stage": "EXECUTING"})]),
-        id="full-payment-moves-the-stage"),
-    pytest.param(Case("money-paid-in-full", "PREPAYMENT_INVOICE", pipeline="0", kind=EventKind.PAYMENT_RECEIVED,
-                      triggers=("payment.received",), data={**PAYMENT, "paid_in_full": False}, expect=[]),
-                 id="partial-payment-keeps-the-stage"),
-    pytest.param(Case("money-first-payment-hand-off", "PREPAYMENT_INVOICE", pipeline="0",
-                      kind=EventKind.PAYMENT_RECEIVED, triggers=("payment.received",),
-                      data={**PAYMENT, "amount": 50000.0, "first_payment": True}, expect=[
-        ("update", {"UF_CRM_BONUS_AGENT": "40000.00", "UF_CRM_BONUS_SUPERVISOR": "10000.00"}),
-        ("task", "Первая оплата получена: передать клиента в работу (Заявка Иванова)", "17", "2026-11-26 10:00",
-         "normal")]), id="first-payment-hand-off-and-bonus-80-20"),
-    pytest.param(Case("money-unpaid-reminder", "PREPAYMENT_INVOICE", {"UF_CRM_INVOICE": "0000-000001"}, pipeline="0",
-                      kind=EventKind.TIMER_DUE, triggers=("deadline.reminder",),
-                      data={"deadline": "invoice-payment", "phase": "reminder",
-                            "due_at": "2026-11-30T18:00:00+03:00"}, expect=[
-        ("task", "Счёт 0000-000001 не оплачен: напомнить клиенту до конца месяца", "17", "2026-11-30 18:00",
-         "normal")]), id="unpaid-invoice-reminder-before-month-end"),
-    pytest.param(Case("money-do-not-ship-unpaid", "EXECUTING", pipeline="0", kind=EventKind.ORDER_STATUS_CHANGED,
-                      triggers=("order.status_changed",), data={"document": "order", "number": "0000-000007",
-                                                                 "status": "КОтгрузке", "shipment_requested": True,
-                                                                 "paid": False}, expect=[
-        ("task", "Не отгружать: заказ 0000-000007 не оплачен", "17", "2026-11-25 12:00", "high"),
-        ("comment", "Заказ 0000-000007 помечен к отгрузке без оплаты — отгрузка остановлена.")]),
-        id="unpaid-order-not-shipped"),
-    pytest.param(Case("money-do-not-ship-unpaid", "EXECUTING", pipeline="0", kind=EventKind.ORDER_STATUS_CHANGED,
-                      triggers=("order.status_changed",), data={"document": "order", "number": "0000-000008",
-                                                                 "status": "КОтгрузке", "shipment_requested": True,
-                                                                 "paid": True}, expect=[]),
-                 id="paid-order-ships"),
-    pytest.param(Case("money-counterparty-from-card", "PREPAYMENT_INVOICE",
-                      {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543", "UF_CRM_PHONE": "+7 812 000"},
-                      pipeline="0", triggers=("deal.stage_changed",), expect=[
-        ("counterparty", "onec", "Лютик ООО", "7809876543", "+7 812 000")]), id="counterparty-created-in-1c"),
-    pytest.param(Case("money-counterparty-from-card", "PREPAYMENT_INVOICE",
-                      {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_1C_REF": "5f1e…"}, pipeline="0",
-                      triggers=("deal.stage_changed",), expect=[]), id="counterparty-already-in-1c"),
+    pytest.param(
+        Case(
+            "money-invoice-on-deal",
+            "PREPAYMENT_INVOICE",
+            pipeline="0",
+            kind=EventKind.INVOICE_ISSUED,
+            triggers=("invoice.issued",),
+            data={"document": "invoice", "number": "0000-000001", "amount": 120000.0, "currency": "RUB"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[
+                ("update", {"UF_CRM_INVOICE": "0000-000001", "UF_CRM_INVOICE_AMOUNT": "120000.0"}),
+                ("comment", "1С: выставлен счёт № 0000-000001 на 120000.0 RUB"),
+                ("deadline", "invoice-payment", "2026-11-30 18:00"),
+            ],
+        ),
+        id="invoice-written-on-the-deal",
+    ),
+    pytest.param(
+        Case(
+            "money-payment-on-deal",
+            "PREPAYMENT_INVOICE",
+            pipeline="0",
+            kind=EventKind.PAYMENT_RECEIVED,
+            triggers=("payment.received",),
+            data={**PAYMENT, "paid_total": 120000.0, "paid_in_full": True},
+            expect=[
+                ("update", {"UF_CRM_PAID_TOTAL": "120000.0"}),
+                (
+                    "comment",
+                    "1С: оплата № 0000-000002 на 70000.0 RUB по счёту 0000-000001; оплачено 120000.0 из 120000.0"
+                    " — полностью",
+                ),
+            ],
+        ),
+        id="payment-written-on-the-deal",
+    ),
+    pytest.param(
+        Case(
+            "money-paid-in-full",
+            "PREPAYMENT_INVOICE",
+            pipeline="0",
+            kind=EventKind.PAYMENT_RECEIVED,
+            triggers=("payment.received",),
+            data={**PAYMENT, "paid_in_full": True},
+            expect=[("update", {"UF_CRM_PAID_IN_FULL": "Y"}), ("update", {"stage": "EXECUTING"})],
+        ),
+        id="full-payment-moves-the-stage",
+    ),
+    pytest.param(
+        Case(
+            "money-paid-in-full",
+            "PREPAYMENT_INVOICE",
+            pipeline="0",
+            kind=EventKind.PAYMENT_RECEIVED,
+            triggers=("payment.received",),
+            data={**PAYMENT, "paid_in_full": False},
+            expect=[],
+        ),
+        id="partial-payment-keeps-the-stage",
+    ),
+    pytest.param(
+        Case(
+            "money-first-payment-hand-off",
+            "PREPAYMENT_INVOICE",
+            pipeline="0",
+            kind=EventKind.PAYMENT_RECEIVED,
+            triggers=("payment.received",),
+            data={**PAYMENT, "amount": 50000.0, "first_payment": True},
+            expect=[
+                ("update", {"UF_CRM_BONUS_AGENT": "40000.00", "UF_CRM_BONUS_SUPERVISOR": "10000.00"}),
+                (
+                    "task",
+                    "Первая оплата получена: передать клиента в работу (Заявка Иванова)",
+                    "17",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="first-payment-hand-off-and-bonus-80-20",
+    ),
+    pytest.param(
+        Case(
+            "money-unpaid-reminder",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_INVOICE": "0000-000001"},
+            pipeline="0",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.reminder",),
+            data={"deadline": "invoice-payment", "phase": "reminder", "due_at": "2026-11-30T18:00:00+03:00"},
+            expect=[
+                (
+                    "task",
+                    "Счёт 0000-000001 не оплачен: напомнить клиенту до конца месяца",
+                    "17",
+                    "2026-11-30 18:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="unpaid-invoice-reminder-before-month-end",
+    ),
+    pytest.param(
+        Case(
+            "money-do-not-ship-unpaid",
+            "EXECUTING",
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={
+                "document": "order",
+                "number": "0000-000007",
+                "status": "КОтгрузке",
+                "shipment_requested": True,
+                "paid": False,
+            },
+            expect=[
+                ("task", "Не отгружать: заказ 0000-000007 не оплачен", "17", "2026-11-25 12:00", "high"),
+                ("comment", "Заказ 0000-000007 помечен к отгрузке без оплаты — отгрузка остановлена."),
+            ],
+        ),
+        id="unpaid-order-not-shipped",
+    ),
+    pytest.param(
+        Case(
+            "money-do-not-ship-unpaid",
+            "EXECUTING",
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={
+                "document": "order",
+                "number": "0000-000008",
+                "status": "КОтгрузке",
+                "shipment_requested": True,
+                "paid": True,
+            },
+            expect=[],
+        ),
+        id="paid-order-ships",
+    ),
+    pytest.param(
+        Case(
+            "money-counterparty-from-card",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543", "UF_CRM_PHONE": "+7 812 000"},
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            expect=[("counterparty", "onec", "Лютик ООО", "7809876543", "+7 812 000")],
+        ),
+        id="counterparty-created-in-1c",
+    ),
+    pytest.param(
+        Case(
+            "money-counterparty-from-card",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_1C_REF": "5f1e…"},
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="counterparty-already-in-1c",
+    ),
 ]
 
 
@@ -287,12 +658,19 @@ def test_money_in_1c(case: Case) -> None:
 
 
 def test_every_example_rule_has_a_case() -> None:
-    covered = {p.values[0].rule for p in ISP + B2B + MONEY}
+    covered = {cast(Case, p.values[0]).rule for p in ISP + B2B + MONEY}
     for name in ("isp-field-service.yaml", "b2b-sales.yaml", "money-in-1c.yaml"):
         cfg = load_config(EXAMPLES / name, ENV)
         # Breach / reminder rules of the same shape are proven once (escalate, create_task on a deadline).
-        shared = {"isp-supervisor-control", "isp-visit-update-breached", "isp-payment-reminder",
-                  "isp-payment-breached", "isp-connect", "b2b-proposal-reminder", "money-unpaid-at-month-end"}
+        shared = {
+            "isp-supervisor-control",
+            "isp-visit-update-breached",
+            "isp-payment-reminder",
+            "isp-payment-breached",
+            "isp-connect",
+            "b2b-proposal-reminder",
+            "money-unpaid-at-month-end",
+        }
         missing = {r.name for r in cfg.rules} - covered - shared
         assert not missing, f"{name}: rules without a table case: {sorted(missing)}"
 

@@ -11,7 +11,10 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and gunicorn are POSIX")
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and gunicorn are POSIX"),
+]
 
 BENCH = Path(__file__).resolve().parent.parent / "bench" / "chaos.py"
 
@@ -36,7 +39,8 @@ def test_several_processes_on_postgresql_lose_and_duplicate_nothing() -> None:
     if not url:
         pytest.skip("CONNECTOR_TEST_PG_URL is not set: no PostgreSQL server to test against")
     pytest.importorskip("gunicorn", reason="the production shape runs the intake under gunicorn")
-    figures = _chaos().run_chaos(200, db=url, shape="multi", min_kills=4, kill_every=(1.0, 3.0), settle=150,
-                                 verbose=False)
+    figures = _chaos().run_chaos(
+        200, db=url, shape="multi", min_kills=4, kill_every=(1.0, 3.0), settle=150, verbose=False
+    )
     assert figures.kills >= 4 and sum(figures.faults.values()) > 0
     assert (figures.lost, figures.missing, figures.duplicated, figures.wrong_captain) == (0, 0, 0, 0), figures

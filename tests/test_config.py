@@ -38,8 +38,11 @@ def test_missing_env_var_is_named() -> None:
 
 
 def test_every_problem_reported_with_path_and_line() -> None:
-    bad = GOOD.replace("deal.created", "deal.bogus").replace("captain: 17", "captain: [1]") \
+    bad = (
+        GOOD.replace("deal.created", "deal.bogus")
+        .replace("captain: 17", "captain: [1]")
         .replace("due: 3 working days", "due: soon")
+    )
     with pytest.raises(ConfigError) as err:
         load_config_text(bad, ENV, source="c.yaml")
     text = str(err.value)
@@ -60,7 +63,9 @@ def test_unknown_crm_type_and_rule_crm() -> None:
 def test_cross_checks_still_run_when_another_key_is_wrong() -> None:
     # A wrong value elsewhere must not hide that a valid rule names an unknown CRM:
     # the admin gets every problem in one run, not one stage at a time.
-    bad = GOOD.replace("captain: 17", "captain: [1]") + """
+    bad = (
+        GOOD.replace("captain: 17", "captain: [1]")
+        + """
   - name: r1
     crm: nope
     on: [deal.created]
@@ -70,6 +75,7 @@ def test_cross_checks_still_run_when_another_key_is_wrong() -> None:
     on: [deal.created]
     do: [{start_deadline: missing}]
 """
+    )
     with pytest.raises(ConfigError) as err:
         load_config_text(bad, ENV, source="c.yaml")
     text = str(err.value)
@@ -81,7 +87,7 @@ def test_cross_checks_still_run_when_another_key_is_wrong() -> None:
 
 def test_check_command_exits_nonzero_and_prints_no_secret(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     path = tmp_path / "c.yaml"
-    path.write_text(GOOD.replace("webhook_url: \"${B24_URL}\"", "webhook_url: \"${B24_TOKEN}\""), encoding="utf-8")
+    path.write_text(GOOD.replace('webhook_url: "${B24_URL}"', 'webhook_url: "${B24_TOKEN}"'), encoding="utf-8")
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     result = CliRunner().invoke(main, ["check", str(path)])

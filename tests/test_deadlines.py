@@ -75,8 +75,9 @@ def world(db_url, monkeypatch) -> Iterator[tuple[Bitrix24Simulator, Runtime, Clo
     server = simulator.serve()
     monkeypatch.setenv("B24_TOKEN", TOKEN)
     clock = Clock()
-    rt = Runtime(load_config_text(CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base)),
-                 clock=clock)
+    rt = Runtime(
+        load_config_text(CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base)), clock=clock
+    )
     yield simulator, rt, clock
     rt.stop()
     server.stop()
@@ -141,7 +142,8 @@ def test_started_reminded_breached_escalated_and_met(world) -> None:  # type: ig
     with rt.store.sessions() as s:
         breaches = s.scalars(select(BreachRow)).all()
         assert [(b.deal_id, b.deadline, b.responsible_id, b.due_at) for b in breaches] == [
-            (late, "connection", "2", due)]
+            (late, "connection", "2", due)
+        ]
         actions = [a.action for a in s.scalars(select(AuditRow).where(AuditRow.deal_id == late).order_by(AuditRow.id))]
     assert actions.count("start_deadline") == 1 and actions.count("record_breach") == 1
     assert simulator.tasks_for_deal(met) == []
@@ -166,9 +168,21 @@ def test_one_scan_whatever_the_number_of_open_deadlines(world) -> None:  # type:
     now = clock.now
     with rt.store.sessions() as s, s.begin():
         for i in range(1000):
-            s.add(TimerRow(key=f"b24|{i}|connection", crm="b24", deal_id=str(i), rule="r", name="connection",
-                           due_at=now + timedelta(days=3), fire_at=now + timedelta(days=2), status="open",
-                           payload={}, created_at=now, updated_at=now))
+            s.add(
+                TimerRow(
+                    key=f"b24|{i}|connection",
+                    crm="b24",
+                    deal_id=str(i),
+                    rule="r",
+                    name="connection",
+                    due_at=now + timedelta(days=3),
+                    fire_at=now + timedelta(days=2),
+                    status="open",
+                    payload={},
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
     statements: list[str] = []
     event.listen(rt.store.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     assert rt.fire_timers() == 0

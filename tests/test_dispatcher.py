@@ -68,9 +68,22 @@ def _setup(status: str = "pending", attempts: int = 0) -> tuple[Dispatcher, Reco
     store, adapter, clock = Store("sqlite://"), Recording(), Clock()
     task = CreateTask("7", title="t", responsible_id="2")
     with store.sessions() as s, s.begin():
-        s.add(OutboxRow(idempotency_key="k", crm="b24", deal_id="7", rule="r", command=task.kind,
-                        payload=task.to_payload(), status=status, attempts=attempts, next_try_at=clock.now,
-                        correlation_id="c", created_at=clock.now, updated_at=clock.now))
+        s.add(
+            OutboxRow(
+                idempotency_key="k",
+                crm="b24",
+                deal_id="7",
+                rule="r",
+                command=task.kind,
+                payload=task.to_payload(),
+                status=status,
+                attempts=attempts,
+                next_try_at=clock.now,
+                correlation_id="c",
+                created_at=clock.now,
+                updated_at=clock.now,
+            )
+        )
     return Dispatcher(cfg, store, {"b24": adapter}, clock=clock), adapter, store, clock
 
 
@@ -140,9 +153,22 @@ def test_lanes_overlap_different_deals_and_keep_one_deals_order(tmp_path) -> Non
         for n in range(9):
             deal = str(n % 3)
             task = CreateTask(deal, title=f"{deal}-{n // 3}", responsible_id="2")
-            s.add(OutboxRow(idempotency_key=f"k{n}", crm="b24", deal_id=deal, rule="r", command=task.kind,
-                            payload=task.to_payload(), status="pending", attempts=0, next_try_at=clock.now,
-                            correlation_id="c", created_at=clock.now, updated_at=clock.now))
+            s.add(
+                OutboxRow(
+                    idempotency_key=f"k{n}",
+                    crm="b24",
+                    deal_id=deal,
+                    rule="r",
+                    command=task.kind,
+                    payload=task.to_payload(),
+                    status="pending",
+                    attempts=0,
+                    next_try_at=clock.now,
+                    correlation_id="c",
+                    created_at=clock.now,
+                    updated_at=clock.now,
+                )
+            )
     dispatcher = Dispatcher(cfg, store, {"b24": Slow()}, clock=clock)
     try:
         assert dispatcher.tick() == 9

@@ -20,17 +20,32 @@ def test_committed_reference_matches_the_schemas() -> None:
     assert PAGE.exists(), f"docs/configuration.md is missing: run `{REGENERATE}` from the repository root"
     actual = PAGE.read_text(encoding="utf-8")
     if actual != expected:
-        diff = "".join(list(difflib.unified_diff(actual.splitlines(True), expected.splitlines(True),
-                                                 "docs/configuration.md", "render_reference()"))[:60])
-        pytest.fail(f"docs/configuration.md is out of date with the schemas; regenerate it with\n"
-                    f"    {REGENERATE}\nfrom the repository root and commit it.\n{diff}")
+        diff = "".join(
+            list(
+                difflib.unified_diff(
+                    actual.splitlines(True), expected.splitlines(True), "docs/configuration.md", "render_reference()"
+                )
+            )[:60]
+        )
+        pytest.fail(
+            f"docs/configuration.md is out of date with the schemas; regenerate it with\n"
+            f"    {REGENERATE}\nfrom the repository root and commit it.\n{diff}"
+        )
 
 
 def test_reference_names_known_keys() -> None:
     page = render_reference()
-    for key in ("`storage.url`", "`server.max_body_bytes`", "`crms.<name>.application_token`",
-                "`crms.<name>.webhook_url`", "`rules[].on`", "`deadlines.<name>.due`", "`reports[].schedule`",
-                "`territories[].captain`", "`dispatcher.max_attempts`"):
+    for key in (
+        "`storage.url`",
+        "`server.max_body_bytes`",
+        "`crms.<name>.application_token`",
+        "`crms.<name>.webhook_url`",
+        "`rules[].on`",
+        "`deadlines.<name>.due`",
+        "`reports[].schedule`",
+        "`territories[].captain`",
+        "`dispatcher.max_attempts`",
+    ):
         assert key in page, key
     bitrix = page.split("### `crms.<name>` with `type: bitrix24`", 1)[1].split("\n### ", 1)[0]
     assert "| `crms.<name>.application_token` | string | **required** | at least 8 characters |" in bitrix
@@ -63,6 +78,13 @@ def test_main_writes_the_page(tmp_path: Path) -> None:
 
 def test_helpers() -> None:
     assert [format_span(s) for s in (0.5, 1.0, 30.0, 120.0, 3600.0, 259200.0, 90.0)] == [
-        "500ms", "1s", "30s", "2m", "1h", "3d", "90s"]
+        "500ms",
+        "1s",
+        "30s",
+        "2m",
+        "1h",
+        "3d",
+        "90s",
+    ]
     assert anchor("`crms.<name>` with `type: bitrix24`") == "crmsname-with-type-bitrix24"
     assert anchor("`deadlines.<name>`") == "deadlinesname"

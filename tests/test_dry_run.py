@@ -22,11 +22,22 @@ ENV = {"B24_WEBHOOK_URL": "https://portal.bitrix24.ru/rest/1/code/", "B24_APP_TO
 
 def _history(tmp_path: Path) -> Path:
     created = datetime(2026, 11, 23, 10, 0, tzinfo=MSK)  # Monday
-    new = Deal(crm="b24", id="5", title="Заявка", stage="C1:NEW", pipeline="1", responsible_id="1",
-               created_at=created, updated_at=created, location=Location(city="Казань", district="Советский"))
+    new = Deal(
+        crm="b24",
+        id="5",
+        title="Заявка",
+        stage="C1:NEW",
+        pipeline="1",
+        responsible_id="1",
+        created_at=created,
+        updated_at=created,
+        location=Location(city="Казань", district="Советский"),
+    )
     routed = replace(new, stage="C1:ROUTE", responsible_id="17", updated_at=datetime(2026, 11, 23, 15, 0, tzinfo=MSK))
-    items = [HistoryItem(created, EventKind.DEAL_CREATED, new),
-             HistoryItem(routed.updated_at, EventKind.DEAL_UPDATED, routed)]  # type: ignore[arg-type]
+    items = [
+        HistoryItem(created, EventKind.DEAL_CREATED, new),
+        HistoryItem(routed.updated_at or created, EventKind.DEAL_UPDATED, routed),
+    ]
     path = tmp_path / "history.jsonl"
     write_jsonl(items, path)
     return path
@@ -36,9 +47,22 @@ def test_replay_fires_rules_and_deadlines_at_their_moments(tmp_path: Path, monke
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
     out = tmp_path / "actions.csv"
-    result = CliRunner().invoke(main, ["dry-run", "--config", str(EXAMPLE), "--since", "2026-11-01",
-                                       "--until", "2026-12-31", "--source", str(_history(tmp_path)),
-                                       "--csv", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "dry-run",
+            "--config",
+            str(EXAMPLE),
+            "--since",
+            "2026-11-01",
+            "--until",
+            "2026-12-31",
+            "--source",
+            str(_history(tmp_path)),
+            "--csv",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "replayed 2 events" in result.output
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
@@ -66,8 +90,9 @@ def test_bad_history_line_is_named(tmp_path: Path, monkeypatch) -> None:  # type
         monkeypatch.setenv(k, v)
     path = tmp_path / "bad.jsonl"
     path.write_text('{"at": "2026-11-01T10:00:00+03:00", "kind": "deal.created"}\n', encoding="utf-8")
-    result = CliRunner().invoke(main, ["dry-run", "--config", str(EXAMPLE), "--since", "2026-11-01",
-                                       "--source", str(path)])
+    result = CliRunner().invoke(
+        main, ["dry-run", "--config", str(EXAMPLE), "--since", "2026-11-01", "--source", str(path)]
+    )
     assert result.exit_code != 0 and "bad.jsonl:1" in result.output
 
 
@@ -76,15 +101,26 @@ def test_why_prints_the_audit_of_a_deal(tmp_path: Path) -> None:
 
     url = f"sqlite:///{tmp_path / 'c.db'}"
     config = tmp_path / "c.yaml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 storage: {{url: "{url}"}}
 crms: {{b24: {{type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", application_token: "tok-12345"}}}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     store = Store(url)
     at = datetime(2026, 11, 25, 7, 0, tzinfo=ZoneInfo("UTC"))
     with store.sessions() as session, session.begin():
-        Store.audit(session, at=at, crm="b24", deal_id="9", rule="isp-captain-and-feasibility",
-                    trigger="deal.created", action="decided:create_task", message="task 'Проверить' for user 17")
+        Store.audit(
+            session,
+            at=at,
+            crm="b24",
+            deal_id="9",
+            rule="isp-captain-and-feasibility",
+            trigger="deal.created",
+            action="decided:create_task",
+            message="task 'Проверить' for user 17",
+        )
     store.close()
     result = CliRunner().invoke(main, ["why", "9", "--config", str(config)])
     assert result.exit_code == 0, result.output

@@ -15,10 +15,15 @@ from connector.runtime import Runtime
 from connector.storage.models import TimerRow
 from tests.helpers import wait_for
 
+# End to end against the simulators in real threads: the full suite runs them, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "b2b-sales-pipedrive.yaml"
 API_TOKEN, HOOK_USER, HOOK_PASSWORD = "pd-b2b-token-0123456789", "hooks", "hook-password-b2b"
-KEYS = {name: "a" * 36 + suffix for name, suffix in
-        (("position", "0001"), ("phone", "0002"), ("email", "0003"), ("city", "0004"), ("care", "0005"))}
+KEYS = {
+    name: "a" * 36 + suffix
+    for name, suffix in (("position", "0001"), ("phone", "0002"), ("email", "0003"), ("city", "0004"), ("care", "0005"))
+}
 
 
 @pytest.fixture
@@ -30,17 +35,29 @@ def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]: 
         simulator.add_deal_field(name, "varchar", key=key)
     server = simulator.serve()
     text = EXAMPLE.read_text(encoding="utf-8")
-    text = text.replace('storage: {url: "sqlite:///data/b2b-pipedrive.db"}',
-                        f'storage: {{url: "{db_url}"}}\nserver: {{host: 127.0.0.1, port: 0}}\n'
-                        "worker: {every: 0.1s}\ndispatcher: {every: 0.1s, backoff: 0.2s, reconcile_after: 0.5s}")
+    text = text.replace(
+        'storage: {url: "sqlite:///data/b2b-pipedrive.db"}',
+        f'storage: {{url: "{db_url}"}}\nserver: {{host: 127.0.0.1, port: 0}}\n'
+        "worker: {every: 0.1s}\ndispatcher: {every: 0.1s, backoff: 0.2s, reconcile_after: 0.5s}",
+    )
     # The simulator numbers users from 10001; the example's 20/21/22 become real ids.
     text = text.replace("to: 20,", "to: 10020,").replace("group: [21, 22]", "group: [10021, 10022]")
-    environ = {"PD_BASE_URL": server.base_url, "PD_API_TOKEN": API_TOKEN, "PD_WEBHOOK_USER": HOOK_USER,
-               "PD_WEBHOOK_PASSWORD": HOOK_PASSWORD}
+    environ = {
+        "PD_BASE_URL": server.base_url,
+        "PD_API_TOKEN": API_TOKEN,
+        "PD_WEBHOOK_USER": HOOK_USER,
+        "PD_WEBHOOK_PASSWORD": HOOK_PASSWORD,
+    }
     rt = Runtime(load_config_text(text, environ))
     rt.start()
-    simulator.add_webhook(f"{rt.intake_url}/hooks/pipedrive/pd", event_action="*", event_object="deal",
-                          version="2.0", http_auth_user=HOOK_USER, http_auth_password=HOOK_PASSWORD)
+    simulator.add_webhook(
+        f"{rt.intake_url}/hooks/pipedrive/pd",
+        event_action="*",
+        event_object="deal",
+        version="2.0",
+        http_auth_user=HOOK_USER,
+        http_auth_password=HOOK_PASSWORD,
+    )
     yield simulator, rt
     rt.stop()
     server.stop()
@@ -48,10 +65,22 @@ def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]: 
 
 
 def _complete(extra: dict[str, object] | None = None) -> dict[str, object]:
-    return {"title": "Кружки с логотипом", "stage_id": 1, "owner_id": 10002, "value": 50000, "currency": "RUB",
-            "org_id": 1, "person_id": 1,
-            "custom_fields": {KEYS["position"]: "закупщик", KEYS["phone"]: "+7 900 000-00-00",
-                              KEYS["email"]: "p@romashka.ru", KEYS["city"]: "Казань"}, **(extra or {})}
+    return {
+        "title": "Кружки с логотипом",
+        "stage_id": 1,
+        "owner_id": 10002,
+        "value": 50000,
+        "currency": "RUB",
+        "org_id": 1,
+        "person_id": 1,
+        "custom_fields": {
+            KEYS["position"]: "закупщик",
+            KEYS["phone"]: "+7 900 000-00-00",
+            KEYS["email"]: "p@romashka.ru",
+            KEYS["city"]: "Казань",
+        },
+        **(extra or {}),
+    }
 
 
 def _subjects(simulator: PipedriveSimulator, deal: int) -> list[tuple[str, str, int]]:
@@ -69,8 +98,9 @@ def test_new_lead_gets_a_call_and_a_proposal_deadline(world) -> None:  # type: i
 def test_missing_card_fields_ask_for_them(world) -> None:  # type: ignore[no-untyped-def]
     simulator, _ = world
     deal = simulator.add_deal({**_complete(), "custom_fields": {}})
-    assert wait_for(lambda: ("Заполните карточку сделки: Кружки с логотипом", "task", 10002)
-                    in _subjects(simulator, deal))
+    assert wait_for(
+        lambda: ("Заполните карточку сделки: Кружки с логотипом", "task", 10002) in _subjects(simulator, deal)
+    )
 
 
 def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type: ignore[no-untyped-def]
@@ -80,9 +110,12 @@ def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type:
     assert wait_for(lambda: all(simulator.activities_for_deal(d) == [] for d in (vague, detailed)), timeout=2)
     simulator.update_deal(vague, {"status": "lost", "lost_reason": "дорого"})
     simulator.update_deal(detailed, {"status": "lost", "lost_reason": "Выбрали поставщика с доставкой завтра"})
-    assert wait_for(lambda: simulator.deals[vague]["status"] == "open"
-                    and ("Подробно опишите причину проигрыша: Кружки с логотипом", "task", 10002)
-                    in _subjects(simulator, vague))
+    assert wait_for(
+        lambda: (
+            simulator.deals[vague]["status"] == "open"
+            and ("Подробно опишите причину проигрыша: Кружки с логотипом", "task", 10002) in _subjects(simulator, vague)
+        )
+    )
     assert simulator.deals[detailed]["status"] == "lost" and _subjects(simulator, detailed) == []
 
 
@@ -102,8 +135,12 @@ def test_daily_report_lands_as_an_activity_per_manager(world) -> None:  # type: 
     deal = simulator.add_deal(_complete())
     assert wait_for(lambda: len(simulator.activities_for_deal(deal)) == 1)
     assert rt.run_report("pd-daily-per-manager") == 1
-    assert wait_for(lambda: any(a["subject"].startswith("Итоги дня") and a.get("deal_id") in (None, 0)
-                                for a in simulator.activities.values()))
+    assert wait_for(
+        lambda: any(
+            a["subject"].startswith("Итоги дня") and a.get("deal_id") in (None, 0)
+            for a in simulator.activities.values()
+        )
+    )
     report = next(a for a in simulator.activities.values() if a["subject"].startswith("Итоги дня"))
     assert report["owner_id"] == 10002
     assert "Новых сделок: 1" in report["note"] and "Звонков назначено: 1" in report["note"]

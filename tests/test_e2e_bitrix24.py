@@ -20,6 +20,9 @@ from connector.storage.models import InboxRow, OutboxRow
 from connector.worker import utcnow
 from tests.helpers import CONFIG, TOKEN, wait_for
 
+# End to end against the simulators in real threads: the full suite runs them, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 
 class Crash(BaseException):
     """Stands for the process dying between the CRM call and its commit."""
@@ -55,10 +58,18 @@ def test_captain_assigned_and_one_task(sim, runtime: Runtime) -> None:  # type: 
     simulator, _ = sim
     runtime.start()
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
-    deal_id = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                                  "ASSIGNED_BY_ID": "1", "UF_CRM_ADDRESS": "Казань, Советский район, ул. Мира, 1"})
-    assert wait_for(lambda: len(simulator.tasks_for_deal(deal_id)) == 1
-                    and simulator.deals[deal_id]["ASSIGNED_BY_ID"] == "2")
+    deal_id = simulator.add_deal(
+        {
+            "TITLE": "Заявка",
+            "CATEGORY_ID": "1",
+            "STAGE_ID": "C1:NEW",
+            "ASSIGNED_BY_ID": "1",
+            "UF_CRM_ADDRESS": "Казань, Советский район, ул. Мира, 1",
+        }
+    )
+    assert wait_for(
+        lambda: len(simulator.tasks_for_deal(deal_id)) == 1 and simulator.deals[deal_id]["ASSIGNED_BY_ID"] == "2"
+    )
     task = simulator.tasks_for_deal(deal_id)[0]
     assert task["TITLE"] == "Проверить техническую возможность: Заявка"
     assert task["RESPONSIBLE_ID"] == "2"
@@ -90,8 +101,15 @@ def test_triple_delivery_and_crash_between_call_and_commit_leave_one_task(sim, r
     runtime.dispatcher.tick = tick  # type: ignore[method-assign]
     runtime.start()
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
-    deal_id = simulator.add_deal({"TITLE": "Дубль", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                                  "ASSIGNED_BY_ID": "1", "UF_CRM_ADDRESS": "Казань, ул. Гвардейская, 8, 420111"})
+    deal_id = simulator.add_deal(
+        {
+            "TITLE": "Дубль",
+            "CATEGORY_ID": "1",
+            "STAGE_ID": "C1:NEW",
+            "ASSIGNED_BY_ID": "1",
+            "UF_CRM_ADDRESS": "Казань, ул. Гвардейская, 8, 420111",
+        }
+    )
     assert wait_for(lambda: bool(crashed))
     assert len(simulator.tasks_for_deal(deal_id)) == 1  # the call went through before the "crash"
     # A new dispatcher, after the crashed one's lease ran out, must find the task, not add another.
@@ -112,27 +130,38 @@ def _outbox_states(rt: Runtime) -> set[str]:
 def test_forged_token_403_and_nothing_stored(runtime: Runtime) -> None:
     runtime.start(serve=True)
     url = f"{runtime.intake_url}/hooks/bitrix24/b24"
-    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": str(int(time.time())),
-            "auth[application_token]": "forged-token-xxxxxx"}
+    body = {
+        "event": "ONCRMDEALUPDATE",
+        "data[FIELDS][ID]": "5",
+        "ts": str(int(time.time())),
+        "auth[application_token]": "forged-token-xxxxxx",
+    }
     resp = requests.post(url, data=body, timeout=5)
     assert resp.status_code == 403
     assert _inbox_count(runtime) == 0
 
 
-@pytest.mark.parametrize("body, content_type", [
-    ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=abc&auth[application_token]=" + TOKEN, None),
-    ("event=ONCRMDEALUPDATE&auth[application_token]=" + TOKEN, None),
-    ("data[FIELDS][ID]=5&auth[application_token]=" + TOKEN, None),
-    ("a]]]=1&auth[application_token]=" + TOKEN, None),
-    ('{"event": "ONCRMDEALUPDATE"}', "application/json"),
-    ("\xff\xfe garbage", None),
-    ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=5&x=\udcff\udcfe&auth[application_token]=" + TOKEN, None),  # not UTF-8
-])
+@pytest.mark.parametrize(
+    "body, content_type",
+    [
+        ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=abc&auth[application_token]=" + TOKEN, None),
+        ("event=ONCRMDEALUPDATE&auth[application_token]=" + TOKEN, None),
+        ("data[FIELDS][ID]=5&auth[application_token]=" + TOKEN, None),
+        ("a]]]=1&auth[application_token]=" + TOKEN, None),
+        ('{"event": "ONCRMDEALUPDATE"}', "application/json"),
+        ("\xff\xfe garbage", None),
+        ("event=ONCRMDEALUPDATE&data[FIELDS][ID]=5&x=\udcff\udcfe&auth[application_token]=" + TOKEN, None),  # not UTF-8
+    ],
+)
 def test_malformed_body_is_4xx_never_500(runtime: Runtime, body: str, content_type: str | None) -> None:
     runtime.start()
     headers = {"Content-Type": content_type or "application/x-www-form-urlencoded"}
-    resp = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body.encode("utf-8", "surrogateescape")
-                         if isinstance(body, str) else body, headers=headers, timeout=5)
+    resp = requests.post(
+        f"{runtime.intake_url}/hooks/bitrix24/b24",
+        data=body.encode("utf-8", "surrogateescape") if isinstance(body, str) else body,
+        headers=headers,
+        timeout=5,
+    )
     assert 400 <= resp.status_code < 500, resp.text
     assert _inbox_count(runtime) == 0
 
@@ -140,8 +169,9 @@ def test_malformed_body_is_4xx_never_500(runtime: Runtime, body: str, content_ty
 def test_body_that_is_not_utf8_is_a_warning_not_a_traceback(runtime: Runtime, caplog) -> None:  # type: ignore[no-untyped-def]
     body = b"event=ONCRMDEALUPDATE&data[FIELDS][ID]=5&x=\xff&auth[application_token]=" + TOKEN.encode()
     with caplog.at_level("WARNING"):
-        resp = runtime.app.test_client().post("/hooks/bitrix24/b24", data=body,
-                                              content_type="application/x-www-form-urlencoded")
+        resp = runtime.app.test_client().post(
+            "/hooks/bitrix24/b24", data=body, content_type="application/x-www-form-urlencoded"
+        )
     assert resp.status_code == 400
     refused = [r for r in caplog.records if "webhook refused" in r.getMessage()]
     assert refused and not any(r.exc_info for r in caplog.records)
@@ -151,8 +181,12 @@ def test_body_that_is_not_utf8_is_a_warning_not_a_traceback(runtime: Runtime, ca
 def test_unknown_crm_404_and_duplicate_acknowledged(runtime: Runtime) -> None:
     runtime.start()
     assert requests.post(f"{runtime.intake_url}/hooks/bitrix24/other", data={"a": "1"}, timeout=5).status_code == 404
-    body = {"event": "ONCRMDEALUPDATE", "data[FIELDS][ID]": "5", "ts": str(int(time.time())),
-            "auth[application_token]": TOKEN}
+    body = {
+        "event": "ONCRMDEALUPDATE",
+        "data[FIELDS][ID]": "5",
+        "ts": str(int(time.time())),
+        "auth[application_token]": TOKEN,
+    }
     first = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body, timeout=5)
     second = requests.post(f"{runtime.intake_url}/hooks/bitrix24/b24", data=body, timeout=5)
     assert (first.status_code, second.status_code) == (200, 200)
@@ -166,8 +200,17 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     runtime.start()
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
     runtime.scheduler.pause()  # polls below run before the connector's own writes touch DATE_MODIFY
-    ids = [simulator.add_deal({"TITLE": f"Потерянная {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                               "UF_CRM_ADDRESS": "Казань, Советский район"}) for i in range(60)]
+    ids = [
+        simulator.add_deal(
+            {
+                "TITLE": f"Потерянная {i}",
+                "CATEGORY_ID": "1",
+                "STAGE_ID": "C1:NEW",
+                "UF_CRM_ADDRESS": "Казань, Советский район",
+            }
+        )
+        for i in range(60)
+    ]
     simulator.webhooks.wait_idle()
     assert _inbox_count(runtime) == 0
     assert runtime.poll("b24") == 60  # more than one page of 50
@@ -182,10 +225,20 @@ def test_lost_answers_after_effect_still_one_task_per_deal(sim, runtime: Runtime
     simulator.faults._rng.seed(7)
     runtime.start()
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
-    ids = [simulator.add_deal({"TITLE": f"Сбой {i}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                               "UF_CRM_ADDRESS": "Казань, Советский район"}) for i in range(6)]
-    assert wait_for(lambda: _outbox_states(runtime) == {"done"} and all(simulator.tasks_for_deal(d) for d in ids),
-                    timeout=40)
+    ids = [
+        simulator.add_deal(
+            {
+                "TITLE": f"Сбой {i}",
+                "CATEGORY_ID": "1",
+                "STAGE_ID": "C1:NEW",
+                "UF_CRM_ADDRESS": "Казань, Советский район",
+            }
+        )
+        for i in range(6)
+    ]
+    assert wait_for(
+        lambda: _outbox_states(runtime) == {"done"} and all(simulator.tasks_for_deal(d) for d in ids), timeout=40
+    )
     assert [len(simulator.tasks_for_deal(d)) for d in ids] == [1] * 6
     assert all(simulator.deals[d]["ASSIGNED_BY_ID"] == "2" for d in ids)
 
@@ -196,8 +249,9 @@ def test_fatal_error_becomes_dead_letter(sim, runtime: Runtime) -> None:  # type
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
     # The captain (user 2) is deleted from the portal: tasks.task.add refuses the responsible.
     simulator.users.pop("2")
-    deal_id = simulator.add_deal({"TITLE": "Нет капитана", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                                  "UF_CRM_ADDRESS": "Казань, Советский район"})
+    deal_id = simulator.add_deal(
+        {"TITLE": "Нет капитана", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": "Казань, Советский район"}
+    )
     assert wait_for(lambda: "dead" in _outbox_states(runtime))
     with runtime.store.sessions() as s:
         dead = s.scalars(select(OutboxRow).where(OutboxRow.status == "dead")).one()
@@ -223,11 +277,16 @@ def test_stop_cuts_crm_waits_short_and_leaves_work_claimable(sim, db_url, monkey
     text = text.replace("backoff_initial: 0.05s", "backoff_initial: 30s").replace("max_attempts: 3", "max_attempts: 5")
     rt = Runtime(load_config_text(text))
     rt.start()
-    deal_id = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                                  "UF_CRM_ADDRESS": "Казань, Советский район"})
+    deal_id = simulator.add_deal(
+        {"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": "Казань, Советский район"}
+    )
     simulator.faults.limit_rate = 1.0  # every call refused: the client sits in a 30 s backoff
-    body = {"event": "ONCRMDEALADD", "data[FIELDS][ID]": deal_id, "ts": str(int(time.time())),
-            "auth[application_token]": TOKEN}
+    body = {
+        "event": "ONCRMDEALADD",
+        "data[FIELDS][ID]": deal_id,
+        "ts": str(int(time.time())),
+        "auth[application_token]": TOKEN,
+    }
     assert requests.post(f"{rt.intake_url}/hooks/bitrix24/b24", data=body, timeout=5).status_code == 200
     assert wait_for(lambda: simulator.refusals > 0)
     started = time.monotonic()

@@ -26,6 +26,9 @@ from connector.storage.store import Store
 from jobs.poll_documents import poll_documents
 from tests.helpers import TOKEN, wait_for
 
+# End to end against the simulators in real threads: the full suite runs them, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 MSK = ZoneInfo("Europe/Moscow")
 LOGIN, PASSWORD = "Интеграция", "secret"
 INVOICES = "Document_СчетНаОплатуКлиенту"
@@ -119,8 +122,9 @@ def runtime(onec, b24, db_url, monkeypatch) -> Iterator[Runtime]:  # type: ignor
     monkeypatch.setenv("B24_TOKEN", TOKEN)
     monkeypatch.setenv("ONEC_USER", LOGIN)  # Cyrillic: the client must send UTF-8 Basic credentials
     monkeypatch.setenv("ONEC_PASSWORD", PASSWORD)
-    cfg = load_config_text(CONFIG.format(db_url=db_url, b24_url=server.base_url + sim.webhook_base,
-                                         onec_url=onec_url(onec)))
+    cfg = load_config_text(
+        CONFIG.format(db_url=db_url, b24_url=server.base_url + sim.webhook_base, onec_url=onec_url(onec))
+    )
     rt = Runtime(cfg)
     yield rt
     rt.stop()
@@ -143,28 +147,51 @@ def _posted(sim: OneCSimulator, entity_set: str, fields: dict[str, Any]) -> dict
 def test_invoice_partial_and_full_payment_reach_the_deal(onec, b24, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
     sim1c, _ = onec
     sim24, _ = b24
-    deal_id = sim24.add_deal({"TITLE": "Кружки с логотипом", "CATEGORY_ID": "0", "STAGE_ID": "NEW",
-                              "ASSIGNED_BY_ID": "2"})
+    deal_id = sim24.add_deal(
+        {"TITLE": "Кружки с логотипом", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "2"}
+    )
     other = sim24.add_deal({"TITLE": "Другая сделка", "ASSIGNED_BY_ID": "2"})
     runtime.start()
     party = sim1c.insert(PARTIES, {"Description": "Ромашка ООО", "ИНН": "7701234567", "КПП": "770101001"})
-    invoice = _posted(sim1c, INVOICES, {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 120000,
-                                        "Комментарий": f"Сделка #{deal_id}, макет согласован"})
-    draft = sim1c.insert(INVOICES, {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 5,
-                                    "Комментарий": f"сделка {other}"})  # never posted: counts for nothing
+    invoice = _posted(
+        sim1c,
+        INVOICES,
+        {
+            "Контрагент_Key": party["Ref_Key"],
+            "СуммаДокумента": 120000,
+            "Комментарий": f"Сделка #{deal_id}, макет согласован",
+        },
+    )
+    draft = sim1c.insert(
+        INVOICES, {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 5, "Комментарий": f"сделка {other}"}
+    )  # never posted: counts for nothing
 
     assert runtime.poll("onec") == 1
     assert wait_for(lambda: len(comments_for(sim24, deal_id)) == 1)
 
-    _posted(sim1c, PAYMENTS, {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 60000,
-                              "НазначениеПлатежа": "Оплата по счету, часть 1",
-                              "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 60000}]})
+    _posted(
+        sim1c,
+        PAYMENTS,
+        {
+            "Контрагент_Key": party["Ref_Key"],
+            "СуммаДокумента": 60000,
+            "НазначениеПлатежа": "Оплата по счету, часть 1",
+            "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 60000}],
+        },
+    )
     assert runtime.poll("onec") == 1
     assert wait_for(lambda: len(comments_for(sim24, deal_id)) == 2)
     assert sim24.tasks_for_deal(deal_id) == []  # a part payment is no hand-off
 
-    _posted(sim1c, PAYMENTS, {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 60000,
-                              "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 60000}]})
+    _posted(
+        sim1c,
+        PAYMENTS,
+        {
+            "Контрагент_Key": party["Ref_Key"],
+            "СуммаДокумента": 60000,
+            "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 60000}],
+        },
+    )
     assert runtime.poll("onec") == 1
     ok = wait_for(lambda: len(comments_for(sim24, deal_id)) == 3 and len(sim24.tasks_for_deal(deal_id)) == 1)
     assert ok, _debug(runtime)
@@ -182,7 +209,9 @@ def test_invoice_partial_and_full_payment_reach_the_deal(onec, b24, runtime: Run
         events = list(s.scalars(select(InboxRow).where(InboxRow.kind == "payment.received").order_by(InboxRow.id)))
     data = [e.payload["data"] for e in events]
     assert [(d["paid_total"], d["partial"], d["paid_in_full"], d["first_payment"]) for d in data] == [
-        (60000.0, True, False, True), (120000.0, False, True, False)]
+        (60000.0, True, False, True),
+        (120000.0, False, True, False),
+    ]
     assert all(e.crm == "b24" and e.deal_id == deal_id and e.source == "document" for e in events)
     assert data[0]["counterparty"] == "Ромашка ООО" and data[0]["inn"] == "7701234567"
     assert data[0]["invoice_amount"] == 120000.0 and data[0]["linked_by"] == "comment"
@@ -193,8 +222,9 @@ def test_invoice_partial_and_full_payment_reach_the_deal(onec, b24, runtime: Run
 
 def _debug(rt: Runtime) -> str:
     with rt.store.sessions() as s:
-        inbox = [(r.kind, r.status, r.last_error, r.payload["data"].get("paid_in_full"))
-                 for r in s.scalars(select(InboxRow))]
+        inbox = [
+            (r.kind, r.status, r.last_error, r.payload["data"].get("paid_in_full")) for r in s.scalars(select(InboxRow))
+        ]
         outbox = [(r.command, r.status, r.last_error) for r in s.scalars(select(OutboxRow))]
         audit = [(r.action, r.rule, r.message) for r in s.scalars(select(AuditRow))]
     return f"inbox={inbox} outbox={outbox} audit={audit}"
@@ -215,8 +245,9 @@ def test_unlinkable_documents_are_audited_and_nothing_is_written(onec, b24, runt
     nobody = sim1c.insert(PARTIES, {"Description": "Незнакомец", "ИНН": "5001112223"})
     ambiguous = _posted(sim1c, INVOICES, {"Контрагент_Key": twice["Ref_Key"], "СуммаДокумента": 700})
     unknown = _posted(sim1c, INVOICES, {"Контрагент_Key": nobody["Ref_Key"], "СуммаДокумента": 800})
-    missing = _posted(sim1c, INVOICES, {"Контрагент_Key": nobody["Ref_Key"], "СуммаДокумента": 900,
-                                        "Комментарий": "сделка 999"})  # a deal that does not exist
+    missing = _posted(
+        sim1c, INVOICES, {"Контрагент_Key": nobody["Ref_Key"], "СуммаДокумента": 900, "Комментарий": "сделка 999"}
+    )  # a deal that does not exist
 
     assert runtime.poll("onec") == 0
     assert runtime.poll("onec") == 0  # re-read: the audit line is not repeated
@@ -240,7 +271,8 @@ def test_unlinkable_documents_are_audited_and_nothing_is_written(onec, b24, runt
     assert wait_for(lambda: len(comments_for(sim24, deals[1])) == 1)
     state = gather(runtime.store, runtime.config, datetime.now(UTC))
     assert sorted(u["what"].split(":")[0] for u in state.unlinked) == sorted(
-        [f"invoice {ambiguous['Number']}", f"invoice {missing['Number']}"])  # the linked one is off the list
+        [f"invoice {ambiguous['Number']}", f"invoice {missing['Number']}"]
+    )  # the linked one is off the list
 
 
 # --- the poller driven directly -------------------------------------------------------------------
@@ -254,11 +286,21 @@ class Boom(Exception):
 def direct(onec, b24, db_url) -> Iterator[tuple[Store, OneCAdapter, Bitrix24Adapter]]:  # type: ignore[no-untyped-def]
     sim24, server24 = b24
     store = Store(db_url)
-    settings = OneCSettings().load({"type": "onec", "base_url": onec_url(onec), "username": LOGIN,
-                                    "password": PASSWORD, "deal_crm": "b24", "backoff_initial": "0.05s"})
+    settings = OneCSettings().load(
+        {
+            "type": "onec",
+            "base_url": onec_url(onec),
+            "username": LOGIN,
+            "password": PASSWORD,
+            "deal_crm": "b24",
+            "backoff_initial": "0.05s",
+        }
+    )
     src = OneCAdapter("onec", settings)
-    deal_crm = Bitrix24Adapter("b24", {"webhook_url": server24.base_url + sim24.webhook_base, "rate": 50,
-                                       "burst": 50, "application_token": TOKEN})
+    deal_crm = Bitrix24Adapter(
+        "b24",
+        {"webhook_url": server24.base_url + sim24.webhook_base, "rate": 50, "burst": 50, "application_token": TOKEN},
+    )
     yield store, src, deal_crm
     src.close()
     deal_crm.close()
@@ -272,8 +314,14 @@ def _dedup_keys(store: Store) -> list[str]:
 
 @pytest.mark.parametrize("crash", ["between_pages", "mid_page", "after_event"])
 @pytest.mark.parametrize("same_date", [True, False])
-def test_restart_in_the_middle_neither_loses_nor_repeats(onec, b24, direct, monkeypatch,  # type: ignore[no-untyped-def]
-                                                         crash: str, same_date: bool) -> None:
+def test_restart_in_the_middle_neither_loses_nor_repeats(
+    onec,
+    b24,
+    direct,
+    monkeypatch,  # type: ignore[no-untyped-def]
+    crash: str,
+    same_date: bool,
+) -> None:
     sim1c, _ = onec
     sim24, _ = b24
     store, src, deal_crm = direct
@@ -282,8 +330,11 @@ def test_restart_in_the_middle_neither_loses_nor_repeats(onec, b24, direct, monk
     refs = []
     for i in range(5):  # five invoices, pages of two; same_date: all stamped within one second
         date = start if same_date else start + timedelta(minutes=i)
-        refs.append(_posted(sim1c, INVOICES, {"Date": date, "СуммаДокумента": 100 + i,
-                                              "Комментарий": f"deal {deal_id}"})["Ref_Key"])
+        refs.append(
+            _posted(sim1c, INVOICES, {"Date": date, "СуммаДокумента": 100 + i, "Комментарий": f"deal {deal_id}"})[
+                "Ref_Key"
+            ]
+        )
     now = datetime.now(UTC)
     if crash == "between_pages":
         real_page = src.documents_page
@@ -324,13 +375,16 @@ def test_restart_in_the_middle_neither_loses_nor_repeats(onec, b24, direct, monk
     filed = _dedup_keys(store)
     assert len(filed) == (2 if crash == "between_pages" else 3)  # after_event: the third is in the inbox
     monkeypatch.undo()
-    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=1), overlap=timedelta(minutes=10),
-                          page_size=2) == 5 - len(filed)
+    assert poll_documents(
+        store, src, deal_crm, now=now + timedelta(minutes=1), overlap=timedelta(minutes=10), page_size=2
+    ) == 5 - len(filed)
     keys = _dedup_keys(store)
     assert len(keys) == len(set(keys)) == 5
     assert {k.split(":")[3] for k in keys} == set(refs)
-    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2), overlap=timedelta(minutes=10),
-                          page_size=2) == 0
+    assert (
+        poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2), overlap=timedelta(minutes=10), page_size=2)
+        == 0
+    )
 
 
 def test_order_status_flow_and_drafts(onec, b24, direct) -> None:  # type: ignore[no-untyped-def]
@@ -343,8 +397,7 @@ def test_order_status_flow_and_drafts(onec, b24, direct) -> None:  # type: ignor
     def poll(minutes: int) -> int:
         return poll_documents(store, src, deal_crm, now=now + timedelta(minutes=minutes), overlap=timedelta(minutes=10))
 
-    order = sim1c.insert(ORDERS, {"Статус": "КОбеспечению", "СуммаДокумента": 5000,
-                                  "Комментарий": f"сделка {deal_id}"})
+    order = sim1c.insert(ORDERS, {"Статус": "КОбеспечению", "СуммаДокумента": 5000, "Комментарий": f"сделка {deal_id}"})
     assert poll(0) == 0  # a draft is nothing yet
     sim1c.set_posted(ORDERS, order["Ref_Key"])
     assert poll(1) == 1
@@ -360,9 +413,17 @@ def test_order_status_flow_and_drafts(onec, b24, direct) -> None:  # type: ignor
     assert [r.kind for r in rows] == ["order.status_changed"] * 2
     first, second = (r.payload["data"] for r in rows)
     assert (first["status"], first["previous_status"], first["shipment_requested"], first["paid"]) == (
-        "КОбеспечению", None, False, False)
+        "КОбеспечению",
+        None,
+        False,
+        False,
+    )
     assert (second["status"], second["previous_status"], second["shipment_requested"], second["paid"]) == (
-        "КОтгрузке", "КОбеспечению", True, True)
+        "КОтгрузке",
+        "КОбеспечению",
+        True,
+        True,
+    )
     assert rows[0].deal_id == rows[1].deal_id == deal_id and rows[0].crm == "b24"
 
 
@@ -378,8 +439,11 @@ def test_late_posted_and_back_dated_documents_inside_the_recheck_window(onec, b2
     draft = sim1c.insert(INVOICES, {"Date": two_days_ago, "СуммаДокумента": 10, "Комментарий": f"deal {deal_id}"})
     assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=1), overlap=timedelta(minutes=10)) == 0
     sim1c.set_posted(INVOICES, draft["Ref_Key"])  # posted today, dated two days ago
-    _posted(sim1c, INVOICES, {"Date": msk_wall() - timedelta(days=1), "СуммаДокумента": 20,
-                              "Комментарий": f"deal {deal_id}"})  # a bank statement loaded a day late
+    _posted(
+        sim1c,
+        INVOICES,
+        {"Date": msk_wall() - timedelta(days=1), "СуммаДокумента": 20, "Комментарий": f"deal {deal_id}"},
+    )  # a bank statement loaded a day late
     assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2), overlap=timedelta(minutes=10)) == 2
     # Outside the window (default recheck: 3 days) nothing is re-read.
     old = _posted(sim1c, INVOICES, {"Date": msk_wall() - timedelta(days=5), "Комментарий": f"deal {deal_id}"})
@@ -393,19 +457,39 @@ def test_a_set_the_base_does_not_publish_does_not_stop_the_others(b24, db_url) -
     server = sim1c.serve()
     try:
         store = Store(db_url)
-        src = OneCAdapter("onec", OneCSettings().load({
-            "type": "onec", "base_url": f"{server.base_url}{sim1c.base_path}/", "username": LOGIN,
-            "password": PASSWORD, "deal_crm": "b24"}))
-        deal_crm = Bitrix24Adapter("b24", {"webhook_url": server24.base_url + sim24.webhook_base, "rate": 50,
-                                           "burst": 50, "application_token": TOKEN})
+        src = OneCAdapter(
+            "onec",
+            OneCSettings().load(
+                {
+                    "type": "onec",
+                    "base_url": f"{server.base_url}{sim1c.base_path}/",
+                    "username": LOGIN,
+                    "password": PASSWORD,
+                    "deal_crm": "b24",
+                }
+            ),
+        )
+        deal_crm = Bitrix24Adapter(
+            "b24",
+            {
+                "webhook_url": server24.base_url + sim24.webhook_base,
+                "rate": 50,
+                "burst": 50,
+                "application_token": TOKEN,
+            },
+        )
         deal_id = sim24.add_deal({"TITLE": "Без кассы"})
         invoice = _posted(sim1c, INVOICES, {"СуммаДокумента": 100, "Комментарий": f"сделка {deal_id}"})
-        _posted(sim1c, PAYMENTS, {"СуммаДокумента": 100,
-                                  "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 100}]})
+        _posted(
+            sim1c,
+            PAYMENTS,
+            {"СуммаДокумента": 100, "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 100}]},
+        )
         assert poll_documents(store, src, deal_crm, now=datetime.now(UTC), overlap=timedelta(minutes=10)) == 2
         with store.sessions() as s:
-            paid = [r.payload["data"]["paid_in_full"] for r in s.scalars(select(InboxRow))
-                    if r.kind == "payment.received"]
+            paid = [
+                r.payload["data"]["paid_in_full"] for r in s.scalars(select(InboxRow)) if r.kind == "payment.received"
+            ]
         assert paid == [True]
         store.close()
     finally:
@@ -444,15 +528,22 @@ def test_deal_without_a_counterparty_creates_one_in_1c_once(onec, b24, db_url, m
           inn: "{{{{ deal.fields.UF_CRM_INN }}}}"
           phone: "{{{{ deal.fields.UF_CRM_PHONE }}}}"
 """
-    cfg = load_config_text((CONFIG + rule).format(db_url=db_url, b24_url=server24.base_url + sim24.webhook_base,
-                                                  onec_url=onec_url(onec)))
+    cfg = load_config_text(
+        (CONFIG + rule).format(db_url=db_url, b24_url=server24.base_url + sim24.webhook_base, onec_url=onec_url(onec))
+    )
     rt = Runtime(cfg)
     try:
         rt.start()
         sim24.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
         sim24.faults.duplicate_webhooks = 3  # the same event three times: still one counterparty
-        sim24.add_deal({"TITLE": "Кружки", "UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543",
-                        "UF_CRM_PHONE": "+7 812 000-00-00"})
+        sim24.add_deal(
+            {
+                "TITLE": "Кружки",
+                "UF_CRM_COMPANY": "Лютик ООО",
+                "UF_CRM_INN": "7809876543",
+                "UF_CRM_PHONE": "+7 812 000-00-00",
+            }
+        )
         sim24.add_deal({"TITLE": "Уже в 1С", "UF_CRM_COMPANY": "Ромашка", "UF_CRM_1C_REF": "known-ref"})
 
         def created() -> list[dict[str, Any]]:
@@ -483,5 +574,10 @@ def test_create_counterparty_must_name_a_1c_base(monkeypatch) -> None:  # type: 
     do: [{{create_counterparty: {{in: b24, name: "x"}}}}]
 """
     with pytest.raises(ConfigError, match="not a configured 1C base"):
-        load_config_text((CONFIG + rule).format(db_url="sqlite://", b24_url="https://p.bitrix24.ru/rest/1/c/",
-                                                onec_url="http://1c.local/base/odata/standard.odata/"))
+        load_config_text(
+            (CONFIG + rule).format(
+                db_url="sqlite://",
+                b24_url="https://p.bitrix24.ru/rest/1/c/",
+                onec_url="http://1c.local/base/odata/standard.odata/",
+            )
+        )

@@ -19,6 +19,9 @@ from connector.runtime import Runtime
 from connector.storage.models import InboxRow, OutboxRow
 from tests.helpers import wait_for
 
+# End to end against the simulators in real threads: the full suite runs them, the fast tier does not.
+pytestmark = pytest.mark.slow
+
 API_TOKEN = "pd-test-token-0123456789"
 HOOK_USER = "hooks"
 HOOK_PASSWORD = "hook-password-123"
@@ -72,8 +75,13 @@ rules:
 
 def config_text(db_url: str, pd_url: str) -> str:
     """The test config for a database and a simulator URL."""
-    values = {"@DB_URL@": db_url, "@PD_URL@": pd_url, "@RATE@": str(RATE), "@BURST@": str(BURST),
-              "@ADDRESS_KEY@": ADDRESS_KEY}
+    values = {
+        "@DB_URL@": db_url,
+        "@PD_URL@": pd_url,
+        "@RATE@": str(RATE),
+        "@BURST@": str(BURST),
+        "@ADDRESS_KEY@": ADDRESS_KEY,
+    }
     text = PD_CONFIG
     for key, value in values.items():
         text = text.replace(key, value)
@@ -102,10 +110,15 @@ def runtime(sim, db_url, monkeypatch) -> Iterator[Runtime]:  # type: ignore[no-u
     rt.stop()
 
 
-def _subscribe(simulator: PipedriveSimulator, rt: Runtime, password: str = HOOK_PASSWORD,
-               version: str = "2.0") -> int:
-    return simulator.add_webhook(f"{rt.intake_url}/hooks/pipedrive/pd", event_action="*", event_object="deal",
-                                 version=version, http_auth_user=HOOK_USER, http_auth_password=password)
+def _subscribe(simulator: PipedriveSimulator, rt: Runtime, password: str = HOOK_PASSWORD, version: str = "2.0") -> int:
+    return simulator.add_webhook(
+        f"{rt.intake_url}/hooks/pipedrive/pd",
+        event_action="*",
+        event_object="deal",
+        version=version,
+        http_auth_user=HOOK_USER,
+        http_auth_password=password,
+    )
 
 
 def _inbox_count(rt: Runtime) -> int:
@@ -118,10 +131,10 @@ def _outbox_states(rt: Runtime) -> set[str]:
         return set(s.scalars(select(OutboxRow.status)))
 
 
-def _new_deal(simulator: PipedriveSimulator, title: str, address: str | None, stage: int = 1,
-              owner: int = 10001) -> int:
-    fields: dict[str, object] = {"title": title, "stage_id": stage, "owner_id": owner, "value": 1200,
-                                 "currency": "EUR"}
+def _new_deal(
+    simulator: PipedriveSimulator, title: str, address: str | None, stage: int = 1, owner: int = 10001
+) -> int:
+    fields: dict[str, object] = {"title": title, "stage_id": stage, "owner_id": owner, "value": 1200, "currency": "EUR"}
     if address is not None:
         fields["custom_fields"] = {ADDRESS_KEY: address}
     return simulator.add_deal(fields)
@@ -133,8 +146,13 @@ def test_captain_assigned_and_one_activity(sim, runtime: Runtime, version: str) 
     runtime.start()
     _subscribe(simulator, runtime, version=version)
     deal_id = _new_deal(simulator, "Fibre to the office", "Tallinn, Kesklinn district, Narva mnt 5")
-    assert wait_for(lambda: len(simulator.activities_for_deal(deal_id)) == 1
-                    and simulator.deals[deal_id]["owner_id"] == 10002 and _outbox_states(runtime) == {"done"})
+    assert wait_for(
+        lambda: (
+            len(simulator.activities_for_deal(deal_id)) == 1
+            and simulator.deals[deal_id]["owner_id"] == 10002
+            and _outbox_states(runtime) == {"done"}
+        )
+    )
     activity = simulator.activities_for_deal(deal_id)[0]
     assert activity["subject"] == "Check technical feasibility: Fibre to the office"
     assert activity["owner_id"] == 10002 and activity["type"] == "task" and activity["done"] is False
@@ -174,16 +192,27 @@ def test_wrong_basic_auth_is_401_and_nothing_stored(sim, runtime: Runtime) -> No
     assert simulator.wait_webhooks()  # the refused delivery and its three retries
     assert wait_for(lambda: any(d.status == 401 for d in simulator.sender.log))
     url = f"{runtime.intake_url}/hooks/pipedrive/pd"
-    body = {"meta": {"action": "change", "entity": "deal", "entity_id": "1", "id": "x-1", "version": "2.0"},
-            "data": {"id": 1}, "previous": {"stage_id": 2}}
+    body = {
+        "meta": {"action": "change", "entity": "deal", "entity_id": "1", "id": "x-1", "version": "2.0"},
+        "data": {"id": 1},
+        "previous": {"stage_id": 2},
+    }
     assert requests.post(url, json=body, timeout=5).status_code == 401
     assert requests.post(url, json=body, auth=(HOOK_USER, "wrong"), timeout=5).status_code == 401
     assert requests.post(url, json=body, auth=("intruder", HOOK_PASSWORD), timeout=5).status_code == 401
     assert all(d.status == 401 for d in simulator.sender.log if d.status is not None)
     assert _inbox_count(runtime) == 0
     # Right credentials, broken body: 400, still nothing stored.
-    assert requests.post(url, data=b"{not json", auth=(HOOK_USER, HOOK_PASSWORD),
-                         headers={"Content-Type": "application/json"}, timeout=5).status_code == 400
+    assert (
+        requests.post(
+            url,
+            data=b"{not json",
+            auth=(HOOK_USER, HOOK_PASSWORD),
+            headers={"Content-Type": "application/json"},
+            timeout=5,
+        ).status_code
+        == 400
+    )
     assert _inbox_count(runtime) == 0
 
 
@@ -211,7 +240,7 @@ def test_lost_without_reason_asks_owner_for_it(sim, runtime: Runtime) -> None:  
     assert len(simulator.activities_for_deal(no_reason)) == 1
 
 
-def _storm(simulator: PipedriveSimulator, runtime: Runtime) -> list[str]:
+def _storm(simulator: PipedriveSimulator, runtime: Runtime) -> list[int]:
     """Five new deals through a 429 storm: each gets exactly one activity, after refusals."""
     simulator.faults.limit_rate = 0.3  # calls refused with 429 and the rate headers, on top of the burst limit
     simulator.faults._rng.seed(11)
@@ -219,8 +248,9 @@ def _storm(simulator: PipedriveSimulator, runtime: Runtime) -> list[str]:
     runtime.start()
     _subscribe(simulator, runtime)
     ids = [_new_deal(simulator, f"Storm {i}", "Tallinn, Kesklinn district") for i in range(5)]
-    assert wait_for(lambda: _outbox_states(runtime) == {"done"}
-                    and all(simulator.activities_for_deal(d) for d in ids), timeout=45)
+    assert wait_for(
+        lambda: _outbox_states(runtime) == {"done"} and all(simulator.activities_for_deal(d) for d in ids), timeout=45
+    )
     assert simulator.refusals > 0
     assert [len(simulator.activities_for_deal(d)) for d in ids] == [1] * 5
     return ids
@@ -258,8 +288,16 @@ def test_429_storm_with_the_window_alone_every_write_once(sim, db_url, monkeypat
 def test_throttle_keeps_under_the_burst_window(sim) -> None:  # type: ignore[no-untyped-def]
     """Many concurrent reads through one adapter: Pipedrive's rolling 2 s window is never overrun."""
     simulator, server = sim
-    settings = {"type": "pipedrive", "base_url": server.base_url, "api_token": API_TOKEN, "webhook_user": HOOK_USER,
-                "webhook_password": HOOK_PASSWORD, "rate": RATE, "burst": BURST, "backoff_initial": 0.05}
+    settings = {
+        "type": "pipedrive",
+        "base_url": server.base_url,
+        "api_token": API_TOKEN,
+        "webhook_user": HOOK_USER,
+        "webhook_password": HOOK_PASSWORD,
+        "rate": RATE,
+        "burst": BURST,
+        "backoff_initial": 0.05,
+    }
     adapter = PipedriveAdapter("pd", settings)
     deal_id = str(_new_deal(simulator, "Read often", None))
     calls, threads = 30, 3
@@ -290,8 +328,10 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     assert runtime.poll("pd") == 6
     assert runtime.poll("pd") == 0  # the overlap re-reads, the dedup key drops
     runtime.scheduler.resume()
-    assert wait_for(lambda: all(len(simulator.activities_for_deal(d)) == 1 for d in ids)
-                    and _outbox_states(runtime) == {"done"}, timeout=30)
+    assert wait_for(
+        lambda: all(len(simulator.activities_for_deal(d)) == 1 for d in ids) and _outbox_states(runtime) == {"done"},
+        timeout=30,
+    )
     assert all(simulator.deals[d]["owner_id"] == 10002 for d in ids)
 
 
@@ -303,12 +343,14 @@ def test_lost_answers_after_effect_still_one_activity_per_deal(sim, runtime: Run
     runtime.start()
     _subscribe(simulator, runtime)
     ids = [_new_deal(simulator, f"Lost answer {i}", "Tallinn, Kesklinn district") for i in range(5)]
-    assert wait_for(lambda: _outbox_states(runtime) == {"done"}
-                    and all(simulator.activities_for_deal(d) for d in ids), timeout=30)
+    assert wait_for(
+        lambda: _outbox_states(runtime) == {"done"} and all(simulator.activities_for_deal(d) for d in ids), timeout=30
+    )
     assert [len(simulator.activities_for_deal(d)) for d in ids] == [1] * 5
     assert all(simulator.deals[d]["owner_id"] == 10002 for d in ids)
-    reconciled = [a for d in ids for a in runtime.store.audit_for_deal("pd", str(d))
-                  if a.detail and a.detail.get("reconciled")]
+    reconciled = [
+        a for d in ids for a in runtime.store.audit_for_deal("pd", str(d)) if a.detail and a.detail.get("reconciled")
+    ]
     assert reconciled  # at least one activity was found again rather than created twice
 
 

@@ -17,11 +17,17 @@ def test_example_config_is_valid() -> None:
 
 
 def test_examples_are_valid() -> None:
-    env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token",
-           "ONEC_URL": "http://1c.local/trade/odata/standard.odata/", "ONEC_USER": "Интеграция",
-           "ONEC_PASSWORD": "example-password", "PD_API_TOKEN": "example-pd-token",
-           "PD_BASE_URL": "https://acme.pipedrive.com",
-           "PD_WEBHOOK_USER": "connector", "PD_WEBHOOK_PASSWORD": "example-hook-password"}
+    env = {
+        "B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/",
+        "B24_APP_TOKEN": "example-token",
+        "ONEC_URL": "http://1c.local/trade/odata/standard.odata/",
+        "ONEC_USER": "Интеграция",
+        "ONEC_PASSWORD": "example-password",
+        "PD_API_TOKEN": "example-pd-token",
+        "PD_BASE_URL": "https://acme.pipedrive.com",
+        "PD_WEBHOOK_USER": "connector",
+        "PD_WEBHOOK_PASSWORD": "example-hook-password",
+    }
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         assert load_config(path, env).rules, path
 

@@ -46,8 +46,10 @@ territories:"""
 def fuzz_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runtime]:
     mp = pytest.MonkeyPatch()
     mp.setenv("B24_TOKEN", TOKEN)
-    text = CONFIG.format(db_url=f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'c.db'}",
-                         b24_url=f"http://127.0.0.1:9/rest/1/{WEBHOOK_SECRET}/").replace("\nterritories:", PD_BLOCK, 1)
+    text = CONFIG.format(
+        db_url=f"sqlite:///{tmp_path_factory.mktemp('fuzz') / 'c.db'}",
+        b24_url=f"http://127.0.0.1:9/rest/1/{WEBHOOK_SECRET}/",
+    ).replace("\nterritories:", PD_BLOCK, 1)
     rt = Runtime(load_config_text(text))
     assert "pd" in rt.adapters
     yield rt
@@ -63,15 +65,25 @@ def _rows(rt: Runtime) -> int:
 
 def _valid(deal: str = "5", ts: int | None = None, token: str = TOKEN) -> str:
     stamp = int(time.time()) if ts is None else ts
-    return (f"event=ONCRMDEALUPDATE&data[FIELDS][ID]={deal}&ts={stamp}"
-            f"&auth[application_token]={quote(token)}")
+    return f"event=ONCRMDEALUPDATE&data[FIELDS][ID]={deal}&ts={stamp}&auth[application_token]={quote(token)}"
 
 
 keys = st.text(alphabet=st.characters(codec="utf-8"), max_size=30) | st.sampled_from(
-    ["auth[application_token]", "data[FIELDS][ID]", "event", "a[", "a]]", "[]", "data[][][]", "a" * 5000,
-     "x" + "[y]" * 300])
+    [
+        "auth[application_token]",
+        "data[FIELDS][ID]",
+        "event",
+        "a[",
+        "a]]",
+        "[]",
+        "data[][][]",
+        "a" * 5000,
+        "x" + "[y]" * 300,
+    ]
+)
 form_bodies = st.lists(st.tuples(keys, st.text(max_size=50)), max_size=12).map(
-    lambda pairs: "&".join(f"{quote(k, safe='[]')}={quote(v)}" for k, v in pairs).encode())
+    lambda pairs: "&".join(f"{quote(k, safe='[]')}={quote(v)}" for k, v in pairs).encode()
+)
 bodies = st.one_of(
     st.binary(max_size=3000),
     form_bodies,
@@ -80,28 +92,41 @@ bodies = st.one_of(
     st.just(b'{"event": "ONCRMDEALUPDATE", "data": {"FIELDS": {"ID": "5"}}}'),
     st.just(("a=" + "1" * 300_000).encode()),  # larger than max_body_bytes
 )
-content_types = st.sampled_from([
-    "application/x-www-form-urlencoded", "application/x-www-form-urlencoded; charset=koi8-r",
-    "multipart/form-data; boundary=xyz", "multipart/form-data", "application/json", "text/plain", "",
-    "application/x-www-form-urlencoded; charset=utf-16",
-])
-routes = st.sampled_from(["/hooks/bitrix24/b24", "/hooks/pipedrive/pd", "/hooks/bitrix24/other",
-                          "/hooks/pipedrive/b24", "/hooks/x/y"])
-auths = st.sampled_from([None, ("hooks", "pd-hook-password-1x"), ("hooks", ""), ("", "pd-hook-password-1"),
-                         ("хуки", "пароль")])
+content_types = st.sampled_from(
+    [
+        "application/x-www-form-urlencoded",
+        "application/x-www-form-urlencoded; charset=koi8-r",
+        "multipart/form-data; boundary=xyz",
+        "multipart/form-data",
+        "application/json",
+        "text/plain",
+        "",
+        "application/x-www-form-urlencoded; charset=utf-16",
+    ]
+)
+routes = st.sampled_from(
+    ["/hooks/bitrix24/b24", "/hooks/pipedrive/pd", "/hooks/bitrix24/other", "/hooks/pipedrive/b24", "/hooks/x/y"]
+)
+auths = st.sampled_from(
+    [None, ("hooks", "pd-hook-password-1x"), ("hooks", ""), ("", "pd-hook-password-1"), ("хуки", "пароль")]
+)
 pd_bodies = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
     max_leaves=20,
-).map(lambda v: json.dumps({"meta": {"action": "change", "entity": "deal", "id": v}, "data": v,
-                            "previous": v}).encode())
+).map(
+    lambda v: json.dumps({"meta": {"action": "change", "entity": "deal", "id": v}, "data": v, "previous": v}).encode()
+)
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                    HealthCheck.too_slow])
+@settings(
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(route=routes, body=bodies | pd_bodies, content_type=content_types, auth=auths)
-def test_fuzzed_deliveries_never_500_never_stored(fuzz_app: Runtime, route: str, body: bytes,
-                                                  content_type: str, auth: tuple[str, str] | None) -> None:
+@pytest.mark.slow
+def test_fuzzed_deliveries_never_500_never_stored(
+    fuzz_app: Runtime, route: str, body: bytes, content_type: str, auth: tuple[str, str] | None
+) -> None:
     client = fuzz_app.app.test_client()
     before = _rows(fuzz_app)
     headers = {"Content-Type": content_type} if content_type else {}
@@ -121,24 +146,31 @@ def test_allow_list_refuses_other_sources(db_url, monkeypatch) -> None:  # type:
     try:
         client = rt.app.test_client()
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        refused = client.post("/hooks/bitrix24/b24", data=_valid(), headers=headers,
-                              environ_base={"REMOTE_ADDR": "192.0.2.7"})
+        refused = client.post(
+            "/hooks/bitrix24/b24", data=_valid(), headers=headers, environ_base={"REMOTE_ADDR": "192.0.2.7"}
+        )
         assert refused.status_code == 403 and _rows(rt) == 0
-        allowed = client.post("/hooks/bitrix24/b24", data=_valid(), headers=headers,
-                              environ_base={"REMOTE_ADDR": "10.1.4.2"})
+        allowed = client.post(
+            "/hooks/bitrix24/b24", data=_valid(), headers=headers, environ_base={"REMOTE_ADDR": "10.1.4.2"}
+        )
         assert allowed.status_code == 200 and _rows(rt) == 1
     finally:
         rt.stop()
 
 
 def test_allow_list_behind_a_proxy_uses_the_forwarded_address(db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    rt = _runtime(db_url, monkeypatch,
-                  'server: {host: 127.0.0.1, port: 0, allow_from: ["10.1.0.0/16"], behind_proxy: true}')
+    rt = _runtime(
+        db_url, monkeypatch, 'server: {host: 127.0.0.1, port: 0, allow_from: ["10.1.0.0/16"], behind_proxy: true}'
+    )
     try:
         client = rt.app.test_client()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": "10.1.4.2"}
-        assert client.post("/hooks/bitrix24/b24", data=_valid(), headers=headers,
-                           environ_base={"REMOTE_ADDR": "127.0.0.1"}).status_code == 200
+        assert (
+            client.post(
+                "/hooks/bitrix24/b24", data=_valid(), headers=headers, environ_base={"REMOTE_ADDR": "127.0.0.1"}
+            ).status_code
+            == 200
+        )
     finally:
         rt.stop()
 

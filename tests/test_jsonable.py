@@ -80,23 +80,62 @@ class Items(list[int]):
 MSK = timezone(timedelta(hours=3))
 
 REPRESENTATIVE: list[Any] = [
-    None, True, False, 0, -7, 2**70, 1.5, -0.0, 1e16, float("nan"), float("inf"), float("-inf"),
-    "", "Подключение №1 — «ёлка»", "\ud800 lone surrogate", "tab\tand\nnewline \x00",
-    Decimal("10.50"), Decimal("-0"), Decimal("1E+3"), Decimal("NaN"),
-    datetime(2026, 3, 1, 9, 30, tzinfo=MSK), datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC),
+    None,
+    True,
+    False,
+    0,
+    -7,
+    2**70,
+    1.5,
+    -0.0,
+    1e16,
+    float("nan"),
+    float("inf"),
+    float("-inf"),
+    "",
+    "Подключение №1 — «ёлка»",
+    "\ud800 lone surrogate",
+    "tab\tand\nnewline \x00",
+    Decimal("10.50"),
+    Decimal("-0"),
+    Decimal("1E+3"),
+    Decimal("NaN"),
+    datetime(2026, 3, 1, 9, 30, tzinfo=MSK),
+    datetime(2026, 3, 1, 9, 30, 0, 123456, tzinfo=UTC),
     datetime(2026, 3, 1, 9, 30),
-    (1, "a", (2, 3)), [1, [2, [3]]], {3, 1, 2}, frozenset({"x"}), [], {}, (),
+    (1, "a", (2, 3)),
+    [1, [2, [3]]],
+    {3, 1, 2},
+    frozenset({"x"}),
+    [],
+    {},
+    (),
     {"a": 1, "b": {"c": [Decimal("1.1"), datetime(2026, 1, 2, tzinfo=UTC)]}},
-    {1: "int key", 2.5: "float key", False: "bool key", None: "none key", "s": "str key"}, {True: "bool key"},
-    {1: "first", "1": "second"}, {float("nan"): 1, float("inf"): 2, float("-inf"): 3},
-    Colour.RED, {Colour.RED: Colour.RED}, Level.HIGH, {Level.HIGH: Level.HIGH}, Text("text"),
-    {Text("key"): 1}, Number(2.5), Items([1, 2]),
+    {1: "int key", 2.5: "float key", False: "bool key", None: "none key", "s": "str key"},
+    {True: "bool key"},
+    {1: "first", "1": "second"},
+    {float("nan"): 1, float("inf"): 2, float("-inf"): 3},
+    Colour.RED,
+    {Colour.RED: Colour.RED},
+    Level.HIGH,
+    {Level.HIGH: Level.HIGH},
+    Text("text"),
+    {Text("key"): 1},
+    Number(2.5),
+    Items([1, 2]),
     {"UF_CRM_SOURCE": "agent", "UF_CRM_AGREED_TIME": "2026-03-02T10:00:00+03:00", "UF_CRM_PAID": "Y"},
 ]
 
 REFUSED: list[Any] = [
-    date(2026, 1, 1), Plain.A, object(), {"nested": [date(2026, 1, 1)]}, {(1, 2): "tuple key"},
-    {date(2026, 1, 1): 1}, {Decimal("1"): 1}, 10**5000, {10**5000: 1},
+    date(2026, 1, 1),
+    Plain.A,
+    object(),
+    {"nested": [date(2026, 1, 1)]},
+    {(1, 2): "tuple key"},
+    {date(2026, 1, 1): 1},
+    {Decimal("1"): 1},
+    10**5000,
+    {10**5000: 1},
 ]
 
 
@@ -123,10 +162,18 @@ def test_a_cycle_is_refused_as_json_refuses_it() -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text()
-    | st.decimals() | st.datetimes(timezones=st.just(UTC)),
-    lambda children: st.lists(children, max_size=4) | st.tuples(children, children)
-    | st.dictionaries(st.text() | st.integers() | st.floats() | st.booleans(), children, max_size=4),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text()
+    | st.decimals()
+    | st.datetimes(timezones=st.just(UTC)),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)
+        | st.dictionaries(st.text() | st.integers() | st.floats() | st.booleans(), children, max_size=4)
+    ),
     max_leaves=20,
 )
 
@@ -138,8 +185,13 @@ def test_direct_conversion_matches_the_round_trip_on_generated_values(value: Any
 
 
 def test_deal_snapshot_is_json_ready_and_unchanged() -> None:
-    fields: dict[Any, Any] = {"UF_CRM_SOURCE": "agent", "UF_CRM_AMOUNT": Decimal("1500.00"), "UF_CRM_TAGS": ("a", "b"),
-              "UF_CRM_VISIT": datetime(2026, 3, 2, 10, tzinfo=MSK), 5: None}
+    fields: dict[Any, Any] = {
+        "UF_CRM_SOURCE": "agent",
+        "UF_CRM_AMOUNT": Decimal("1500.00"),
+        "UF_CRM_TAGS": ("a", "b"),
+        "UF_CRM_VISIT": datetime(2026, 3, 2, 10, tzinfo=MSK),
+        5: None,
+    }
     deal = Deal(crm="b24", id="1", title="Подключение №1", fields=fields)
     snapshot = deal.snapshot()
     assert same(snapshot["fields"], round_trip(fields))
@@ -164,15 +216,30 @@ def describe_from_payload(action: Command) -> str:
 
 
 COMMANDS: list[Command] = [
-    CreateTask("1", title="Выезд к клиенту «Иванов»", responsible_id="17",
-               deadline=datetime(2026, 3, 2, 18, tzinfo=MSK), auditors=("5", "6"), priority="high"),
+    CreateTask(
+        "1",
+        title="Выезд к клиенту «Иванов»",
+        responsible_id="17",
+        deadline=datetime(2026, 3, 2, 18, tzinfo=MSK),
+        auditors=("5", "6"),
+        priority="high",
+    ),
     CreateTask("1", title="no deadline", responsible_id="17"),
     CreateTask("1", title=Colour.RED, responsible_id=Level.HIGH),  # type: ignore[arg-type]
     CreateTask("1", title="t", responsible_id="1", deadline="2026-03-02T18:00:00+03:00"),  # type: ignore[arg-type]
     UpdateDeal("1", values={"responsible_id": "17", "stage": "C1:ROUTE"}),
-    UpdateDeal("1", values={"UF_CRM_AMOUNT": Decimal("10.5"), "UF_CRM_WHEN": datetime(2026, 1, 1, tzinfo=UTC),
-                            "UF_CRM_TAGS": ("a", "b"), 7: Colour.RED, "f": 1.5, "n": None,  # type: ignore[dict-item]
-                            "b": True}),
+    UpdateDeal(
+        "1",
+        values={
+            "UF_CRM_AMOUNT": Decimal("10.5"),
+            "UF_CRM_WHEN": datetime(2026, 1, 1, tzinfo=UTC),
+            "UF_CRM_TAGS": ("a", "b"),
+            7: Colour.RED,  # type: ignore[dict-item]
+            "f": 1.5,
+            "n": None,
+            "b": True,
+        },
+    ),
     UpdateDeal("1", values={}),
     CloseDeal("1", outcome="lost", reason="Нет технической возможности (нет опор)", reason_field="UF_CRM_LOST"),
     AddComment("1", text="Клиент не дома; новое время согласовано. " * 5),

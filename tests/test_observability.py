@@ -28,8 +28,9 @@ def test_one_delivery_one_correlation_from_webhook_to_task(db_url, monkeypatch, 
     try:
         rt.start()
         simulator.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
-        deal = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                                   "UF_CRM_ADDRESS": "Казань, Советский район"})
+        deal = simulator.add_deal(
+            {"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": "Казань, Советский район"}
+        )
         assert wait_for(lambda: len(simulator.tasks_for_deal(deal)) == 1)
         accepted = next(r for r in caplog.records if r.getMessage().startswith("webhook accepted"))
         cid = accepted.getMessage().split("correlation=")[1]
@@ -57,6 +58,11 @@ def test_json_and_text_lines_carry_the_correlation() -> None:
     with correlation("abc123"):
         CorrelationFilter().filter(record)
     line = json.loads(JsonFormatter().format(record))
-    assert line == {**line, "level": "INFO", "logger": "x", "message": "crm call method=crm.deal.get",
-                    "correlation": "abc123"}
+    assert line == {
+        **line,
+        "level": "INFO",
+        "logger": "x",
+        "message": "crm call method=crm.deal.get",
+        "correlation": "abc123",
+    }
     assert TextFormatter().format(record).endswith("crm call method=crm.deal.get correlation=abc123")

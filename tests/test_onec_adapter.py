@@ -55,8 +55,18 @@ def query_of(call: Any) -> str:
 
 
 def settings(**extra: Any) -> dict[str, Any]:
-    return OneCSettings().load({"type": "onec", "base_url": BASE, "username": LOGIN, "password": PASSWORD,
-                                "deal_crm": "b24", "backoff_initial": "1ms", "max_attempts": 3, **extra})
+    return OneCSettings().load(
+        {
+            "type": "onec",
+            "base_url": BASE,
+            "username": LOGIN,
+            "password": PASSWORD,
+            "deal_crm": "b24",
+            "backoff_initial": "1ms",
+            "max_attempts": 3,
+            **extra,
+        }
+    )
 
 
 def adapter(**extra: Any) -> OneCAdapter:
@@ -77,7 +87,7 @@ def test_cyrillic_login_is_sent_as_utf8_basic_and_query_uses_literals_and_percen
     req = responses.calls[0].request
     expected = "Basic " + base64.b64encode(f"{LOGIN}:{PASSWORD}".encode()).decode()
     assert req.headers["Authorization"] == expected == basic_auth_utf8(LOGIN, PASSWORD)
-    raw_query = req.url.split("?", 1)[1]
+    raw_query = str(req.url).split("?", 1)[1]
     assert "+" not in raw_query and "%20" in raw_query  # 1C reads '+' as a plus sign
     query = query_of(responses.calls[0])
     assert "$format=json" in query
@@ -99,7 +109,12 @@ def test_documents_are_parsed_from_1c_entities() -> None:
     a = adapter()
     first, deleted = a.documents_page(a.entities["invoice"], datetime(2024, 5, 1))
     assert (first.document, first.number, first.amount, first.posted, first.counts) == (
-        "invoice", "ТД00-000123", 120000.5, True, True)
+        "invoice",
+        "ТД00-000123",
+        120000.5,
+        True,
+        True,
+    )
     assert first.date == datetime(2024, 5, 14, 10, 15) and first.version == "AAAAAAAAB9I="
     assert first.counterparty_ref == "8a3d2f10-0b99-11ef-8b8e-00155d010a01"
     assert first.basis_ref == "c2e0a1b4-0c20-11ef-8b8e-00155d010a01"
@@ -178,8 +193,11 @@ def test_counterparty_read_and_cached_for_the_run() -> None:
 
 @responses.activate
 def test_not_found_envelope_is_typed_with_1c_code_and_message() -> None:
-    responses.get(url_of(f"{INVOICES}(guid'11111111-1111-1111-1111-111111111111')"),
-                  json=payload("error_not_found.json"), status=404)
+    responses.get(
+        url_of(f"{INVOICES}(guid'11111111-1111-1111-1111-111111111111')"),
+        json=payload("error_not_found.json"),
+        status=404,
+    )
     with pytest.raises(NotFoundError) as err:
         client().get(f"{INVOICES}(guid'11111111-1111-1111-1111-111111111111')")
     assert err.value.code == "9" and err.value.description == "Объект не найден" and err.value.status == 404
@@ -189,8 +207,9 @@ def test_not_found_envelope_is_typed_with_1c_code_and_message() -> None:
 
 @responses.activate
 def test_xml_auth_error_is_auth_error_without_the_password() -> None:
-    responses.get(url_of(INVOICES), body=payload("error_auth.xml"), status=401,
-                  content_type="application/xml;charset=utf-8")
+    responses.get(
+        url_of(INVOICES), body=payload("error_auth.xml"), status=401, content_type="application/xml;charset=utf-8"
+    )
     with pytest.raises(AuthError) as err:
         client().collection(INVOICES)
     assert err.value.code == "0" and "аутентификации" in (err.value.description or "")
@@ -203,18 +222,28 @@ def test_bad_filter_is_fatal_and_version_conflict_is_its_own_type() -> None:
     with pytest.raises(FatalError) as err:
         client().collection(INVOICES, filter="Контрагент_Key eq 'x'")
     assert err.value.code == "14" and not isinstance(err.value, RetriableError)
-    responses.patch(url_of(f"{PARTIES}(guid'8a3d2f10-0b99-11ef-8b8e-00155d010a01')"),
-                    json=payload("error_version.json"), status=412)
+    responses.patch(
+        url_of(f"{PARTIES}(guid'8a3d2f10-0b99-11ef-8b8e-00155d010a01')"), json=payload("error_version.json"), status=412
+    )
     with pytest.raises(VersionConflict):
-        client().request("PATCH", f"{PARTIES}(guid'8a3d2f10-0b99-11ef-8b8e-00155d010a01')", json_body={},
-                         headers={"If-Match": "AAAAAAAACBA="}, idempotent=False)
+        client().request(
+            "PATCH",
+            f"{PARTIES}(guid'8a3d2f10-0b99-11ef-8b8e-00155d010a01')",
+            json_body={},
+            headers={"If-Match": "AAAAAAAACBA="},
+            idempotent=False,
+        )
 
 
 @responses.activate
 def test_internal_error_and_html_503_are_retried_then_succeed() -> None:
     responses.get(url_of(INVOICES), json=payload("error_internal.json"), status=500)
-    responses.get(url_of(INVOICES), body="<html><body><h1>503 Service Unavailable</h1></body></html>", status=503,
-                  content_type="text/html")
+    responses.get(
+        url_of(INVOICES),
+        body="<html><body><h1>503 Service Unavailable</h1></body></html>",
+        status=503,
+        content_type="text/html",
+    )
     responses.get(url_of(INVOICES), json=payload("invoices_page2.json"))
     assert len(client().collection(INVOICES)) == 1
     assert len(responses.calls) == 3
@@ -260,11 +289,18 @@ def test_interrupt_cuts_retry_waits_short() -> None:
 @responses.activate
 def test_create_counterparty_posts_fields_and_marker() -> None:
     responses.post(url_of(PARTIES), json=payload("counterparty_created.json"), status=201)
-    cmd = CreateCounterparty(deal_id="42", name="Лютик", full_name="ООО «Лютик»", inn="7809876543",
-                             kpp="780901001", phone="+7 812 555-01-02", email="info@lutik.ru")
+    cmd = CreateCounterparty(
+        deal_id="42",
+        name="Лютик",
+        full_name="ООО «Лютик»",
+        inn="7809876543",
+        kpp="780901001",
+        phone="+7 812 555-01-02",
+        email="info@lutik.ru",
+    )
     result = adapter().execute(cmd, "crmc:0123456789abcdef")
     assert result.remote_id == "0f1e2d3c-0c30-11ef-8b8e-00155d010a01"
-    body = json.loads(responses.calls[0].request.body)
+    body = json.loads(responses.calls[0].request.body or b"")
     assert body["Description"] == "Лютик" and body["НаименованиеПолное"] == "ООО «Лютик»"
     assert body["ИНН"] == "7809876543" and body["КПП"] == "780901001"
     assert "Телефон: +7 812 555-01-02" in body["Комментарий"] and "E-mail: info@lutik.ru" in body["Комментарий"]
@@ -277,9 +313,10 @@ def test_create_counterparty_with_configured_contact_kinds() -> None:
     responses.post(url_of(PARTIES), json=payload("counterparty_created.json"), status=201)
     kind = "e1f2a3b4-0b99-11ef-8b8e-00155d010a01"
     adapter(contact_kinds={"phone": kind}).execute(CreateCounterparty(deal_id="1", name="X", phone="+7 1"), "crmc:x")
-    body = json.loads(responses.calls[0].request.body)
-    assert body["КонтактнаяИнформация"] == [{"LineNumber": "1", "Тип": "Телефон", "Вид_Key": kind,
-                                              "Представление": "+7 1"}]
+    body = json.loads(responses.calls[0].request.body or b"")
+    assert body["КонтактнаяИнформация"] == [
+        {"LineNumber": "1", "Тип": "Телефон", "Вид_Key": kind, "Представление": "+7 1"}
+    ]
 
 
 @responses.activate
@@ -318,8 +355,9 @@ def test_profiles_and_overrides() -> None:
     acc = build_entities("accounting_3", {})
     assert acc["invoice"].set == "Document_СчетНаОплатуПокупателю" and "order" not in acc
     assert acc["payment"].counterparty == "Контрагент"  # composite in Accounting
-    custom = build_entities("trade_11", {"cash": None, "invoice": {"amount": "СуммаСНДС"},
-                                         "order": {"set": "Document_ЗаказПокупателя"}})
+    custom = build_entities(
+        "trade_11", {"cash": None, "invoice": {"amount": "СуммаСНДС"}, "order": {"set": "Document_ЗаказПокупателя"}}
+    )
     assert "cash" not in custom and custom["invoice"].amount == "СуммаСНДС"
     assert custom["order"].set == "Document_ЗаказПокупателя" and custom["order"].status == "Статус"
     with pytest.raises(ValueError):
@@ -328,16 +366,19 @@ def test_profiles_and_overrides() -> None:
         build_entities("accounting_3", {"order": {"status": "Статус"}})  # no set to start from
 
 
-@pytest.mark.parametrize("bad, where", [
-    ({"profile": "unf"}, "profile"),
-    ({"timezone": "Mars/Olympus"}, "timezone"),
-    ({"link": [{"by": "telepathy"}]}, "link.0"),
-    ({"link": [{"by": "comment", "pattern": "сделка \\d+"}]}, "link.0"),
-    ({"link": [{"by": "inn"}]}, "link.0"),
-    ({"link": [{"by": "deal_field", "field": "UF_X", "match": "maybe"}]}, "link.0"),
-    ({"entities": {"invoice": {"bogus": 1}}}, "entities"),
-    ({"deal_crm": "Not A Name"}, "deal_crm"),
-])
+@pytest.mark.parametrize(
+    "bad, where",
+    [
+        ({"profile": "unf"}, "profile"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"link": [{"by": "telepathy"}]}, "link.0"),
+        ({"link": [{"by": "comment", "pattern": "сделка \\d+"}]}, "link.0"),
+        ({"link": [{"by": "inn"}]}, "link.0"),
+        ({"link": [{"by": "deal_field", "field": "UF_X", "match": "maybe"}]}, "link.0"),
+        ({"entities": {"invoice": {"bogus": 1}}}, "entities"),
+        ({"deal_crm": "Not A Name"}, "deal_crm"),
+    ],
+)
 def test_settings_refuse_bad_blocks(bad: dict[str, Any], where: str) -> None:
     with pytest.raises(ValidationError) as err:
         settings(**bad)

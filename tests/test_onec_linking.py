@@ -12,8 +12,11 @@ from adapters.base import CrmAdapter, WriteResult
 from adapters.onec.linking import Linker, LinkSubject
 from connector.domain import Command, Deal, User
 
-DOC, INV, PARTY = ("aaaaaaaa-0000-0000-0000-000000000001", "aaaaaaaa-0000-0000-0000-000000000002",
-                   "aaaaaaaa-0000-0000-0000-000000000003")
+DOC, INV, PARTY = (
+    "aaaaaaaa-0000-0000-0000-000000000001",
+    "aaaaaaaa-0000-0000-0000-000000000002",
+    "aaaaaaaa-0000-0000-0000-000000000003",
+)
 
 
 class FakeDeals(CrmAdapter):

@@ -108,14 +108,16 @@ class Client:
         self.root = root
         self.session = requests.Session()
 
-    def get(self, path: str, fmt: str | None = "json", headers: dict[str, str] | None = None,
-            **options: Any) -> requests.Response:
+    def get(
+        self, path: str, fmt: str | None = "json", headers: dict[str, str] | None = None, **options: Any
+    ) -> requests.Response:
         params = {f"${k}": v for k, v in options.items()}
         if fmt:
             params["$format"] = fmt
         query = build_query(params)
-        return self.session.get(self.root + path + (f"?{query}" if query else ""),
-                                headers={**AUTH, **(headers or {})}, timeout=5)
+        return self.session.get(
+            self.root + path + (f"?{query}" if query else ""), headers={**AUTH, **(headers or {})}, timeout=5
+        )
 
     def raw(self, method: str, path_and_query: str, **kwargs: Any) -> requests.Response:
         headers = {**AUTH, **kwargs.pop("headers", {})}
@@ -154,20 +156,53 @@ def book(sim: OneCSimulator, clock: FakeClock) -> dict[str, Any]:
     romashka = sim.insert(PARTIES, {"Description": "Ромашка", "ИНН": "7701234567", "КПП": "770101001"})
     lutik = sim.insert(PARTIES, {"Description": "O'Brien & Co", "ИНН": "7809876543"})
     inv = [
-        sim.insert(INVOICES, {"Date": datetime(2024, 1, 10, 9, 30), "Контрагент_Key": romashka["Ref_Key"],
-                              "СуммаДокумента": Decimal("1500.50"), "Комментарий": "first"}),
-        sim.insert(INVOICES, {"Date": "2024-01-31T23:59:59", "Контрагент_Key": lutik["Ref_Key"],
-                              "СуммаДокумента": 7000, "Комментарий": "it's second"}),
-        sim.insert(INVOICES, {"Date": "2024-02-01T00:00:00", "Контрагент_Key": romashka["Ref_Key"],
-                              "СуммаДокумента": 7000, "DeletionMark": True}),
+        sim.insert(
+            INVOICES,
+            {
+                "Date": datetime(2024, 1, 10, 9, 30),
+                "Контрагент_Key": romashka["Ref_Key"],
+                "СуммаДокумента": Decimal("1500.50"),
+                "Комментарий": "first",
+            },
+        ),
+        sim.insert(
+            INVOICES,
+            {
+                "Date": "2024-01-31T23:59:59",
+                "Контрагент_Key": lutik["Ref_Key"],
+                "СуммаДокумента": 7000,
+                "Комментарий": "it's second",
+            },
+        ),
+        sim.insert(
+            INVOICES,
+            {
+                "Date": "2024-02-01T00:00:00",
+                "Контрагент_Key": romashka["Ref_Key"],
+                "СуммаДокумента": 7000,
+                "DeletionMark": True,
+            },
+        ),
     ]
-    order = sim.insert(ORDERS, {"Контрагент_Key": romashka["Ref_Key"], "Статус": "КОтгрузке",
-                                "Товары": [{"Количество": 2, "Цена": 750.25, "Сумма": 1500.5}]})
-    payment = sim.insert(PAYMENTS, {
-        "Контрагент_Key": romashka["Ref_Key"], "СуммаДокумента": 1000,
-        "РасшифровкаПлатежа": [
-            {"ОснованиеПлатежа": inv[0]["Ref_Key"], "Сумма": 600},
-            {"ОснованиеПлатежа": inv[2]["Ref_Key"], "Заказ": order["Ref_Key"], "Сумма": 400}]})
+    order = sim.insert(
+        ORDERS,
+        {
+            "Контрагент_Key": romashka["Ref_Key"],
+            "Статус": "КОтгрузке",
+            "Товары": [{"Количество": 2, "Цена": 750.25, "Сумма": 1500.5}],
+        },
+    )
+    payment = sim.insert(
+        PAYMENTS,
+        {
+            "Контрагент_Key": romashka["Ref_Key"],
+            "СуммаДокумента": 1000,
+            "РасшифровкаПлатежа": [
+                {"ОснованиеПлатежа": inv[0]["Ref_Key"], "Сумма": 600},
+                {"ОснованиеПлатежа": inv[2]["Ref_Key"], "Заказ": order["Ref_Key"], "Сумма": 400},
+            ],
+        },
+    )
     return {"romashka": romashka, "lutik": lutik, "invoices": inv, "order": order, "payment": payment}
 
 
@@ -181,13 +216,16 @@ def test_cyrillic_login_in_utf8_is_accepted(client: Client) -> None:
     assert resp.headers["Content-Type"].startswith("application/json")
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    utf8_basic(LOGIN, "wrong"),
-    utf8_basic("Чужой", PASSWORD),
-    {"Authorization": "Basic !!!notbase64"},
-    {"Authorization": "Bearer abc"},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        utf8_basic(LOGIN, "wrong"),
+        utf8_basic("Чужой", PASSWORD),
+        {"Authorization": "Basic !!!notbase64"},
+        {"Authorization": "Bearer abc"},
+    ],
+)
 def test_bad_or_missing_credentials_are_401_with_challenge(root: str, headers: dict[str, str]) -> None:
     resp = requests.get(f"{root}{PARTIES}?$format=json", headers=headers, timeout=5)
     assert resp.status_code == 401
@@ -195,8 +233,7 @@ def test_bad_or_missing_credentials_are_401_with_challenge(root: str, headers: d
     assert "odata.error" in resp.json()
 
 
-def test_latin1_credentials_from_requests_default_auth_work(
-        _shared: tuple[_CurrentApp, SimulatorServer]) -> None:
+def test_latin1_credentials_from_requests_default_auth_work(_shared: tuple[_CurrentApp, SimulatorServer]) -> None:
     sim = OneCSimulator(users={"Jürgen": "pässwort"})
     current, srv = _shared
     current.app = sim.app
@@ -214,8 +251,16 @@ def test_metadata_is_valid_edmx_listing_published_sets(client: Client) -> None:
     container = doc.find(f".//{EDMX}EntityContainer")
     assert container is not None and container.get("Name") == "EnterpriseV8"
     sets = {s.get("Name") for s in container.findall(f"{EDMX}EntitySet")}
-    assert {PARTIES, INVOICES, PAYMENTS, ORDERS, STATES, "Document_СчетНаОплатуПокупателю",
-            "Document_ПоступлениеНаРасчетныйСчет", "Document_ПриходныйКассовыйОрдер"} <= sets
+    assert {
+        PARTIES,
+        INVOICES,
+        PAYMENTS,
+        ORDERS,
+        STATES,
+        "Document_СчетНаОплатуПокупателю",
+        "Document_ПоступлениеНаРасчетныйСчет",
+        "Document_ПриходныйКассовыйОрдер",
+    } <= sets
     assert f"{PAYMENTS}_РасшифровкаПлатежа" in sets and f"{ORDERS}_Товары" in sets
     types = {t.get("Name"): t for t in doc.iter(f"{EDMX}EntityType")}
     for name in sets:  # every set points at a declared type
@@ -308,7 +353,7 @@ def test_atom_feed_without_format_and_json_by_accept_header(client: Client, book
 
 def test_filter_by_date_window(client: Client, book: dict[str, Any]) -> None:
     inv = book["invoices"]
-    january = ("Date ge datetime'2024-01-01T00:00:00' and Date lt datetime'2024-02-01T00:00:00'")
+    january = "Date ge datetime'2024-01-01T00:00:00' and Date lt datetime'2024-02-01T00:00:00'"
     assert sorted(refs(client.values(INVOICES, filter=january))) == sorted(refs(inv[:2]))
     later = client.values(INVOICES, filter="Date gt datetime'2024-01-31T23:59:59'")
     assert refs(later) == [inv[2]["Ref_Key"]]
@@ -354,8 +399,10 @@ def test_filter_numbers_booleans_and_navigation(client: Client, book: dict[str, 
 
 def test_filter_on_tabular_rows(client: Client, book: dict[str, Any]) -> None:
     inv, payment = book["invoices"], book["payment"]["Ref_Key"]
-    rows = client.values(f"{PAYMENTS}_РасшифровкаПлатежа",
-                         filter=f"ОснованиеПлатежа eq cast({guid_literal(inv[2]['Ref_Key'])}, '{INVOICES}')")
+    rows = client.values(
+        f"{PAYMENTS}_РасшифровкаПлатежа",
+        filter=f"ОснованиеПлатежа eq cast({guid_literal(inv[2]['Ref_Key'])}, '{INVOICES}')",
+    )
     assert [(r["Ref_Key"], r["LineNumber"], r["Сумма"]) for r in rows] == [(payment, "2", 400)]
     as_order = f"ОснованиеПлатежа eq cast({guid_literal(inv[2]['Ref_Key'])}, '{ORDERS}')"
     wrong_type = client.values(f"{PAYMENTS}_РасшифровкаПлатежа", filter=as_order)
@@ -366,21 +413,24 @@ def test_filter_on_tabular_rows(client: Client, book: dict[str, Any]) -> None:
     assert row["Сумма"] == 600
 
 
-@pytest.mark.parametrize("expression", [
-    "Контрагент_Key eq '00000000-0000-0000-0000-000000000000'",  # a guid needs guid'…'
-    "Date ge '2024-01-01T00:00:00'",  # a date needs datetime'…'
-    "Date ge datetime'2024-01-01T00:00:00Z'",  # 1C dates carry no zone
-    "Date ge datetime'2024-13-01T00:00:00'",
-    "НетТакогоПоля eq 1",
-    "Description eq 'unterminated",
-    "Description",
-    "СуммаДокумента eq true",
-    "Description eq 'x' and",
-    "contains(Description, 'x')",
-    "Description eq 'x')",
-    "((Posted)",
-    "",
-])
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "Контрагент_Key eq '00000000-0000-0000-0000-000000000000'",  # a guid needs guid'…'
+        "Date ge '2024-01-01T00:00:00'",  # a date needs datetime'…'
+        "Date ge datetime'2024-01-01T00:00:00Z'",  # 1C dates carry no zone
+        "Date ge datetime'2024-13-01T00:00:00'",
+        "НетТакогоПоля eq 1",
+        "Description eq 'unterminated",
+        "Description",
+        "СуммаДокумента eq true",
+        "Description eq 'x' and",
+        "contains(Description, 'x')",
+        "Description eq 'x')",
+        "((Posted)",
+        "",
+    ],
+)
 def test_bad_filters_are_400_with_envelope(client: Client, book: dict[str, Any], expression: str) -> None:
     resp = client.get(INVOICES if "Description" not in expression else PARTIES, filter=expression)
     assert resp.status_code == 400, expression
@@ -392,8 +442,9 @@ def test_plus_in_query_is_a_plus_not_a_space(client: Client, book: dict[str, Any
     # What requests' params= or urlencode() produce: spaces as '+'. 1C reads them as pluses.
     plus = client.raw("GET", f"{INVOICES}?$format=json&$filter=Date+ge+datetime'2024-01-01T00:00:00'")
     assert plus.status_code == 400 and error_of(plus)[0] == "14"
-    via_params = requests.get(client.root + INVOICES, headers=AUTH, timeout=5,
-                              params={"$format": "json", "$filter": "DeletionMark eq false"})
+    via_params = requests.get(
+        client.root + INVOICES, headers=AUTH, timeout=5, params={"$format": "json", "$filter": "DeletionMark eq false"}
+    )
     assert "+" in via_params.url and via_params.status_code == 400
     ok = client.raw("GET", f"{INVOICES}?$format=json&$filter=Date%20ge%20datetime'2024-01-01T00:00:00'")
     assert ok.status_code == 200 and len(ok.json()["value"]) == 3
@@ -414,8 +465,14 @@ def test_encoded_plus_in_string_literal_matches(client: Client, sim: OneCSimulat
 
 def test_select_top_skip_orderby_inlinecount(client: Client, book: dict[str, Any]) -> None:
     inv = book["invoices"]
-    page = client.get(INVOICES, select="Ref_Key, Date,СуммаДокумента", orderby="СуммаДокумента desc,Date asc",
-                      top=2, skip=0, inlinecount="allpages").json()
+    page = client.get(
+        INVOICES,
+        select="Ref_Key, Date,СуммаДокумента",
+        orderby="СуммаДокумента desc,Date asc",
+        top=2,
+        skip=0,
+        inlinecount="allpages",
+    ).json()
     assert page["odata.count"] == "3"
     assert [list(r) for r in page["value"]] == [["Ref_Key", "Date", "СуммаДокумента"]] * 2
     assert refs(page["value"]) == [inv[1]["Ref_Key"], inv[2]["Ref_Key"]]
@@ -428,11 +485,21 @@ def test_select_top_skip_orderby_inlinecount(client: Client, book: dict[str, Any
     assert count.text == "2"
 
 
-@pytest.mark.parametrize("options", [
-    {"top": "-1"}, {"top": "ten"}, {"skip": "1.5"}, {"orderby": "НетПоля"}, {"orderby": "Date sideways"},
-    {"select": "Ref_Key,НетПоля"}, {"select": "Ref_Key,,Date"}, {"inlinecount": "sometimes"},
-    {"expand": "Date"}, {"search": "x"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"top": "-1"},
+        {"top": "ten"},
+        {"skip": "1.5"},
+        {"orderby": "НетПоля"},
+        {"orderby": "Date sideways"},
+        {"select": "Ref_Key,НетПоля"},
+        {"select": "Ref_Key,,Date"},
+        {"inlinecount": "sometimes"},
+        {"expand": "Date"},
+        {"search": "x"},
+    ],
+)
 def test_bad_query_options_are_400(client: Client, options: dict[str, Any]) -> None:
     resp = client.get(INVOICES, **options)
     assert resp.status_code == 400 and error_of(resp)
@@ -454,10 +521,15 @@ def test_expand_reference(client: Client, book: dict[str, Any]) -> None:
 
 
 def test_create_returns_201_with_the_entity(client: Client, sim: OneCSimulator, book: dict[str, Any]) -> None:
-    body = {"Date": "2024-03-05T10:00:00", "Контрагент_Key": book["romashka"]["Ref_Key"],
-            "СуммаДокумента": 42, "Комментарий": "из CRM", "Posted": True, "DataVersion": "ignored",
-            "ЭтапыГрафикаОплаты": [{"LineNumber": "1", "ДатаПлатежа": "2024-03-10T00:00:00",
-                                    "СуммаПлатежа": 42}]}
+    body = {
+        "Date": "2024-03-05T10:00:00",
+        "Контрагент_Key": book["romashka"]["Ref_Key"],
+        "СуммаДокумента": 42,
+        "Комментарий": "из CRM",
+        "Posted": True,
+        "DataVersion": "ignored",
+        "ЭтапыГрафикаОплаты": [{"LineNumber": "1", "ДатаПлатежа": "2024-03-10T00:00:00", "СуммаПлатежа": 42}],
+    }
     resp = client.post(INVOICES, body)
     assert resp.status_code == 201, resp.text
     created = resp.json()
@@ -480,16 +552,19 @@ def test_create_fills_number_date_and_accepts_given_ref(client: Client, clock: F
     assert client.post(PARTIES, {"Ref_Key": ref, "Description": "Дубль"}).status_code == 400
 
 
-@pytest.mark.parametrize("body", [
-    {"НетТакогоРеквизита": 1},
-    {"Контрагент_Key": "not-a-guid"},
-    {"Date": "01.03.2024"},
-    {"СуммаДокумента": "1000"},
-    {"DeletionMark": "false"},
-    {"ДокументОснование": "6f1c2b1e-0000-4000-8000-000000000001"},  # composite without _Type
-    {"ЭтапыГрафикаОплаты": {"LineNumber": "1"}},
-    {"ЭтапыГрафикаОплаты": [{"LineNumber": "1", "НетПоля": 1}]},
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"НетТакогоРеквизита": 1},
+        {"Контрагент_Key": "not-a-guid"},
+        {"Date": "01.03.2024"},
+        {"СуммаДокумента": "1000"},
+        {"DeletionMark": "false"},
+        {"ДокументОснование": "6f1c2b1e-0000-4000-8000-000000000001"},  # composite without _Type
+        {"ЭтапыГрафикаОплаты": {"LineNumber": "1"}},
+        {"ЭтапыГрафикаОплаты": [{"LineNumber": "1", "НетПоля": 1}]},
+    ],
+)
 def test_invalid_bodies_are_400(client: Client, sim: OneCSimulator, body: dict[str, Any]) -> None:
     resp = client.post(INVOICES, body)
     assert resp.status_code == 400 and error_of(resp)
@@ -497,8 +572,9 @@ def test_invalid_bodies_are_400(client: Client, sim: OneCSimulator, body: dict[s
 
 
 def test_malformed_json_is_400(client: Client) -> None:
-    resp = client.raw("POST", f"{INVOICES}?$format=json", data=b"{not json",
-                      headers={"Content-Type": "application/json"})
+    resp = client.raw(
+        "POST", f"{INVOICES}?$format=json", data=b"{not json", headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 400
 
 
@@ -529,8 +605,14 @@ def test_patch_with_if_match(client: Client, book: dict[str, Any]) -> None:
 
 def test_patch_replaces_tabular_sections_whole(client: Client, book: dict[str, Any]) -> None:
     url = f"{PAYMENTS}(guid'{book['payment']['Ref_Key']}')"
-    rows = [{"LineNumber": "1", "ОснованиеПлатежа": book["invoices"][1]["Ref_Key"],
-             "ОснованиеПлатежа_Type": f"StandardODATA.{INVOICES}", "Сумма": 1000}]
+    rows = [
+        {
+            "LineNumber": "1",
+            "ОснованиеПлатежа": book["invoices"][1]["Ref_Key"],
+            "ОснованиеПлатежа_Type": f"StandardODATA.{INVOICES}",
+            "Сумма": 1000,
+        }
+    ]
     patched = client.patch(url, {"РасшифровкаПлатежа": rows}).json()
     assert len(patched["РасшифровкаПлатежа"]) == 1
     assert patched["РасшифровкаПлатежа"][0]["ОснованиеПлатежа"] == book["invoices"][1]["Ref_Key"]
@@ -572,8 +654,7 @@ def test_delete(client: Client, sim: OneCSimulator, book: dict[str, Any]) -> Non
 
 def test_information_register_records(client: Client, sim: OneCSimulator, book: dict[str, Any]) -> None:
     order = book["order"]["Ref_Key"]
-    sim.insert(STATES, {"Заказ": order, "Состояние": "ОжидаетсяОплата", "СуммаОплаты": 500,
-                        "СуммаДолга": 1000.5})
+    sim.insert(STATES, {"Заказ": order, "Состояние": "ОжидаетсяОплата", "СуммаОплаты": 500, "СуммаДолга": 1000.5})
     rows = client.values(STATES, filter=f"Заказ eq cast(guid'{order}', '{ORDERS}')")
     assert rows[0]["СуммаДолга"] == 1000.5 and rows[0]["Заказ_Type"] == f"StandardODATA.{ORDERS}"
     assert "Ref_Key" not in rows[0] and "DataVersion" not in rows[0]
@@ -695,18 +776,84 @@ def test_literal_helpers() -> None:
 
 # --- fuzzing the filter parser --------------------------------------------------------------------
 
-_FIELDS = {"Description": "string", "Ref_Key": "guid", "Date": "datetime", "Posted": "bool",
-           "Сумма": "number", "Заказ": "composite", "Заказ_Type": "type", "Статус": "enum",
-           "Строки": {"LineNumber": "int64", "Сумма": "number", "Основание": "composite"}}
-_ENTITY = {"Description": "Ромашка", "Ref_Key": EMPTY_GUID, "Date": "2024-01-01T00:00:00", "Posted": True,
-           "Сумма": 5, "Заказ": "", "Заказ_Type": "StandardODATA.Undefined", "Статус": "Закрыт",
-           "Строки": [{"LineNumber": "1", "Сумма": 1, "Основание": "x"}]}
-_TOKENS = ["Description", "Ref_Key", "Date", "Posted", "Сумма", "Заказ", "Статус", "Строки", "Строки/any(",
-           "Строки/all(", "d:", "d/Сумма", "d/Основание", "eq", "ne", "gt", "ge", "lt", "le", "and", "or",
-           "not", "(", ")", ",", "'x'", "'o''k'", "''", "1", "-2.5", "1e3", "true", "false", "null",
-           f"guid'{EMPTY_GUID}'", "guid'bad'", "datetime'2024-01-01T00:00:00'", "datetime'2024-99-01T00:00'",
-           "substringof(", "startswith(", "tolower(", "year(", "cast(", "like(", "length(", "+", "/", "'",
-           "Нет", "any", "all", "$it", "%20", "eq eq"]
+_FIELDS = {
+    "Description": "string",
+    "Ref_Key": "guid",
+    "Date": "datetime",
+    "Posted": "bool",
+    "Сумма": "number",
+    "Заказ": "composite",
+    "Заказ_Type": "type",
+    "Статус": "enum",
+    "Строки": {"LineNumber": "int64", "Сумма": "number", "Основание": "composite"},
+}
+_ENTITY = {
+    "Description": "Ромашка",
+    "Ref_Key": EMPTY_GUID,
+    "Date": "2024-01-01T00:00:00",
+    "Posted": True,
+    "Сумма": 5,
+    "Заказ": "",
+    "Заказ_Type": "StandardODATA.Undefined",
+    "Статус": "Закрыт",
+    "Строки": [{"LineNumber": "1", "Сумма": 1, "Основание": "x"}],
+}
+_TOKENS = [
+    "Description",
+    "Ref_Key",
+    "Date",
+    "Posted",
+    "Сумма",
+    "Заказ",
+    "Статус",
+    "Строки",
+    "Строки/any(",
+    "Строки/all(",
+    "d:",
+    "d/Сумма",
+    "d/Основание",
+    "eq",
+    "ne",
+    "gt",
+    "ge",
+    "lt",
+    "le",
+    "and",
+    "or",
+    "not",
+    "(",
+    ")",
+    ",",
+    "'x'",
+    "'o''k'",
+    "''",
+    "1",
+    "-2.5",
+    "1e3",
+    "true",
+    "false",
+    "null",
+    f"guid'{EMPTY_GUID}'",
+    "guid'bad'",
+    "datetime'2024-01-01T00:00:00'",
+    "datetime'2024-99-01T00:00'",
+    "substringof(",
+    "startswith(",
+    "tolower(",
+    "year(",
+    "cast(",
+    "like(",
+    "length(",
+    "+",
+    "/",
+    "'",
+    "Нет",
+    "any",
+    "all",
+    "$it",
+    "%20",
+    "eq eq",
+]
 
 
 def _check_compile(text: str) -> None:
@@ -746,13 +893,19 @@ def test_fuzz_over_http_never_500(sim: OneCSimulator, tokens: list[str]) -> None
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(st.text(alphabet="guid'()=,/ 0123456789abcdef-LineNumberRef_KeyPostЗаказ$", max_size=60),
-       st.sampled_from(["GET", "POST", "PATCH", "DELETE"]))
+@given(
+    st.text(alphabet="guid'()=,/ 0123456789abcdef-LineNumberRef_KeyPostЗаказ$", max_size=60),
+    st.sampled_from(["GET", "POST", "PATCH", "DELETE"]),
+)
 def test_fuzz_resource_paths_never_500(sim: OneCSimulator, tail: str, method: str) -> None:
     app = sim.app.test_client()
     for base in (INVOICES, f"{PAYMENTS}_РасшифровкаПлатежа", STATES):
-        resp = app.open(f"{sim.base_path}/{base}{quote(tail, safe=chr(39) + '()=,/$')}?$format=json",
-                        method=method, headers=AUTH, json={})
+        resp = app.open(
+            f"{sim.base_path}/{base}{quote(tail, safe=chr(39) + '()=,/$')}?$format=json",
+            method=method,
+            headers=AUTH,
+            json={},
+        )
         assert resp.status_code < 500, resp.get_data(as_text=True)
 
 
@@ -763,15 +916,20 @@ def test_main_serves_demo_data() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "adapters.onec.simulator", "--port", str(port), "--demo"],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "adapters.onec.simulator", "--port", str(port), "--demo"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
         assert "standard.odata" in line
-        resp = requests.get(f"http://127.0.0.1:{port}/trade/odata/standard.odata/{INVOICES}?$format=json",
-                            headers=AUTH, timeout=5)
+        resp = requests.get(
+            f"http://127.0.0.1:{port}/trade/odata/standard.odata/{INVOICES}?$format=json", headers=AUTH, timeout=5
+        )
         assert resp.status_code == 200 and resp.json()["value"][0]["Posted"] is True
     finally:
         proc.terminate()

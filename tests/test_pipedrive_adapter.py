@@ -39,8 +39,7 @@ PAYLOADS = Path(__file__).parent / "payloads" / "pipedrive"
 ADDRESS = "5f2b6d2ad1e0c0f3b1f1d8b7a3e2c1d0f9e8d7c6"
 INVOICE = "9a1c2e3f4b5d6e7f8091a2b3c4d5e6f708192a3b"
 RECEIVED = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
-RATE_HEADERS = {"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2",
-                "retry-after": "2"}
+RATE_HEADERS = {"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2", "retry-after": "2"}
 
 
 def payload(name: str) -> Any:
@@ -51,13 +50,19 @@ def client(**kw: Any) -> PipedriveClient:
     c = PipedriveClient(BASE, TOKEN, rate=1000, burst=1000, backoff_initial=0.001, backoff_max=5, **kw)
     c.waits = []  # type: ignore[attr-defined]
     c._interruptible_sleep = c.waits.append  # type: ignore[method-assign, attr-defined]
-    c.retry.sleep = c.waits.append  # type: ignore[method-assign]  # the retry waits, not the throttle's
+    c.retry.sleep = c.waits.append  # type: ignore[method-assign, attr-defined]  # the retry waits, not the throttle's
     return c
 
 
 def adapter(**settings: Any) -> PipedriveAdapter:
-    base = {"type": "pipedrive", "base_url": BASE, "api_token": TOKEN, "webhook_user": "hooks",
-            "webhook_password": "hook-password", "location_fields": {"address": ADDRESS}}
+    base = {
+        "type": "pipedrive",
+        "base_url": BASE,
+        "api_token": TOKEN,
+        "webhook_user": "hooks",
+        "webhook_password": "hook-password",
+        "location_fields": {"address": ADDRESS},
+    }
     return PipedriveAdapter("pd", {**base, **settings}, client=client())
 
 
@@ -127,14 +132,17 @@ def test_own_api_changes_and_other_objects_are_acknowledged_without_events() -> 
     assert PARSER.parse(hook(body), received_at=RECEIVED) == []
 
 
-@pytest.mark.parametrize("headers", [
-    {},
-    {"authorization": "Bearer abc"},
-    {"authorization": "Basic !!!not-base64"},
-    {"authorization": "Basic " + base64.b64encode(b"hooks:wrong-password").decode()},
-    {"authorization": "Basic " + base64.b64encode(b"intruder:hook-password").decode()},
-    {"authorization": "Basic " + base64.b64encode(b"hooks").decode()},
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"authorization": "Bearer abc"},
+        {"authorization": "Basic !!!not-base64"},
+        {"authorization": "Basic " + base64.b64encode(b"hooks:wrong-password").decode()},
+        {"authorization": "Basic " + base64.b64encode(b"intruder:hook-password").decode()},
+        {"authorization": "Basic " + base64.b64encode(b"hooks").decode()},
+    ],
+)
 def test_bad_basic_auth_is_401_before_the_body_is_read(headers: dict[str, str]) -> None:
     request = IncomingRequest(body=b"not even json", content_type="application/json", headers=headers)
     with pytest.raises(WebhookUnauthorized) as err:
@@ -142,18 +150,21 @@ def test_bad_basic_auth_is_401_before_the_body_is_read(headers: dict[str, str]) 
     assert err.value.status == 401
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda b: b"{broken",
-    lambda b: b"[1, 2]",
-    lambda b: json.dumps({"data": {}}).encode(),
-    lambda b: json.dumps({**b, "meta": {**b["meta"], "entity_id": "8; DROP"}}).encode(),
-    lambda b: json.dumps({**b, "meta": {**b["meta"], "action": "explode"}}).encode(),
-    lambda b: json.dumps({**b, "meta": {**b["meta"], "id": ""}}).encode(),
-    lambda b: json.dumps({**b, "meta": {**b["meta"], "timestamp": "yesterday"}}).encode(),
-    lambda b: json.dumps({**b, "data": None}).encode(),
-    lambda b: json.dumps({**b, "previous": [1]}).encode(),
-    lambda b: json.dumps({"meta": {"foo": 1}}).encode(),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b"{broken",
+        lambda b: b"[1, 2]",
+        lambda b: json.dumps({"data": {}}).encode(),
+        lambda b: json.dumps({**b, "meta": {**b["meta"], "entity_id": "8; DROP"}}).encode(),
+        lambda b: json.dumps({**b, "meta": {**b["meta"], "action": "explode"}}).encode(),
+        lambda b: json.dumps({**b, "meta": {**b["meta"], "id": ""}}).encode(),
+        lambda b: json.dumps({**b, "meta": {**b["meta"], "timestamp": "yesterday"}}).encode(),
+        lambda b: json.dumps({**b, "data": None}).encode(),
+        lambda b: json.dumps({**b, "previous": [1]}).encode(),
+        lambda b: json.dumps({"meta": {"foo": 1}}).encode(),
+    ],
+)
 def test_malformed_bodies_are_400(mutate: Any) -> None:
     raw = mutate(payload("webhook_v2_deal_change.json"))
     with pytest.raises(MalformedWebhook) as err:
@@ -200,16 +211,19 @@ def test_5xx_and_timeouts_are_retried_on_reads() -> None:
     assert len(responses.calls) == 3
 
 
-@pytest.mark.parametrize("status, body, error", [
-    (400, {"success": False, "error": "title is required", "error_info": "Please check", "data": None}, FatalError),
-    (401, {"success": False, "error": "unauthorized access", "data": None}, AuthError),
-    (402, {"success": False, "error": "Payment required", "data": None}, AuthError),
-    (403, {"success": False, "error": "You do not have permission", "data": None}, AuthError),
-    (404, None, NotFoundError),
-    (410, {"success": False, "error": "Deal is deleted", "data": None}, NotFoundError),
-    (422, {"success": False, "error": "Unprocessable", "data": None}, FatalError),
-    (200, {"success": False, "error": "Something odd", "data": None}, FatalError),
-])
+@pytest.mark.parametrize(
+    "status, body, error",
+    [
+        (400, {"success": False, "error": "title is required", "error_info": "Please check", "data": None}, FatalError),
+        (401, {"success": False, "error": "unauthorized access", "data": None}, AuthError),
+        (402, {"success": False, "error": "Payment required", "data": None}, AuthError),
+        (403, {"success": False, "error": "You do not have permission", "data": None}, AuthError),
+        (404, None, NotFoundError),
+        (410, {"success": False, "error": "Deal is deleted", "data": None}, NotFoundError),
+        (422, {"success": False, "error": "Unprocessable", "data": None}, FatalError),
+        (200, {"success": False, "error": "Something odd", "data": None}, FatalError),
+    ],
+)
 @responses.activate
 def test_error_envelopes_become_typed_errors(status: int, body: Any, error: type[Exception]) -> None:
     responses.patch(f"{BASE}/api/v2/deals/8", json=body or payload("error_404.json"), status=status)
@@ -223,8 +237,7 @@ def test_error_envelopes_become_typed_errors(status: int, body: Any, error: type
 
 @responses.activate
 def test_cdn_403_page_backs_off_as_a_rate_limit() -> None:
-    responses.get(f"{BASE}/v1/users", body="<html><h1>403 Forbidden</h1></html>", status=403,
-                  content_type="text/html")
+    responses.get(f"{BASE}/v1/users", body="<html><h1>403 Forbidden</h1></html>", status=403, content_type="text/html")
     c = client(max_attempts=1)
     with pytest.raises(RateLimited) as err:
         c.get("/v1/users")
@@ -261,13 +274,24 @@ def test_v2_cursor_paging_and_changed_deals() -> None:
 @responses.activate
 def test_v1_offset_paging_stops_at_the_last_page() -> None:
     url = f"{BASE}/v1/notes"
-    responses.get(url, json={"success": True, "data": [{"id": 90001, "content": "a"}],
-                             "additional_data": {"pagination": {"start": 0, "limit": 1,
-                                                                "more_items_in_collection": True,
-                                                                "next_start": 1}}})
-    responses.get(url, json={"success": True, "data": [{"id": 90002, "content": "b"}],
-                             "additional_data": {"pagination": {"start": 1, "limit": 1,
-                                                                "more_items_in_collection": False}}})
+    responses.get(
+        url,
+        json={
+            "success": True,
+            "data": [{"id": 90001, "content": "a"}],
+            "additional_data": {
+                "pagination": {"start": 0, "limit": 1, "more_items_in_collection": True, "next_start": 1}
+            },
+        },
+    )
+    responses.get(
+        url,
+        json={
+            "success": True,
+            "data": [{"id": 90002, "content": "b"}],
+            "additional_data": {"pagination": {"start": 1, "limit": 1, "more_items_in_collection": False}},
+        },
+    )
     rows = list(client().iter_v1("/v1/notes", {"deal_id": 8}, limit=1))
     assert [r["id"] for r in rows] == [90001, 90002]
     assert parse_qs(urlparse(responses.calls[1].request.url or "").query)["start"] == ["1"]
@@ -275,8 +299,14 @@ def test_v1_offset_paging_stops_at_the_last_page() -> None:
 
 @responses.activate
 def test_v1_empty_page_is_data_null() -> None:
-    responses.get(f"{BASE}/v1/notes", json={"success": True, "data": None, "additional_data": {
-        "pagination": {"start": 0, "limit": 500, "more_items_in_collection": False}}})
+    responses.get(
+        f"{BASE}/v1/notes",
+        json={
+            "success": True,
+            "data": None,
+            "additional_data": {"pagination": {"start": 0, "limit": 500, "more_items_in_collection": False}},
+        },
+    )
     assert list(client().iter_v1("/v1/notes")) == []
 
 
@@ -308,8 +338,9 @@ def test_deal_mapping() -> None:
 @responses.activate
 def test_single_deal_read_missing_and_deleted() -> None:
     responses.get(f"{BASE}/api/v2/deals/5", json=payload("error_404.json"), status=404)
-    responses.get(f"{BASE}/api/v2/deals/6", json={"success": True, "data": {"id": 6, "status": "deleted",
-                                                                            "is_deleted": True}})
+    responses.get(
+        f"{BASE}/api/v2/deals/6", json={"success": True, "data": {"id": 6, "status": "deleted", "is_deleted": True}}
+    )
     a = adapter()
     assert a.get_deal("5") is None and a.get_deal("6") is None
 
@@ -317,9 +348,20 @@ def test_single_deal_read_missing_and_deleted() -> None:
 def test_structured_address_and_time_formats() -> None:
     from adapters.pipedrive.mapping import deal_from_pd
 
-    raw = {"id": 3, "status": "won", "custom_fields": {ADDRESS: {
-        "value": "Narva mnt 5, Tallinn", "formatted_address": "Narva mnt 5, 10117 Tallinn, Estonia",
-        "locality": "Tallinn", "sublocality": "Kesklinn", "route": "Narva mnt", "postal_code": "10117"}}}
+    raw = {
+        "id": 3,
+        "status": "won",
+        "custom_fields": {
+            ADDRESS: {
+                "value": "Narva mnt 5, Tallinn",
+                "formatted_address": "Narva mnt 5, 10117 Tallinn, Estonia",
+                "locality": "Tallinn",
+                "sublocality": "Kesklinn",
+                "route": "Narva mnt",
+                "postal_code": "10117",
+            }
+        },
+    }
     deal = deal_from_pd("pd", raw, {"address": ADDRESS})
     assert deal.stage_semantic == "won"
     assert deal.location is not None
@@ -341,8 +383,14 @@ def test_users() -> None:
 def test_create_task_is_an_activity_with_the_marker_and_is_found_again() -> None:
     marker = marker_for("rule|pd|8|once|create_task")
     responses.post(f"{BASE}/api/v2/activities", json={"success": True, "data": {"id": 70001}})
-    cmd = CreateTask("8", title="Call the client", description="Ask <why>\nand when", responsible_id="10002",
-                     deadline=datetime(2026, 11, 26, 12, 30, tzinfo=UTC), task_type="call")
+    cmd = CreateTask(
+        "8",
+        title="Call the client",
+        description="Ask <why>\nand when",
+        responsible_id="10002",
+        deadline=datetime(2026, 11, 26, 12, 30, tzinfo=UTC),
+        task_type="call",
+    )
     a = adapter()
     assert a.execute(cmd, marker).remote_id == "70001"
     sent = json.loads(responses.calls[0].request.body or b"{}")
@@ -350,9 +398,14 @@ def test_create_task_is_an_activity_with_the_marker_and_is_found_again() -> None
     assert (sent["deal_id"], sent["owner_id"]) == (8, 10002)
     assert (sent["due_date"], sent["due_time"]) == ("2026-11-26", "12:30")
     assert marker in sent["note"] and "Ask &lt;why&gt;<br>and when" in sent["note"]
-    responses.get(f"{BASE}/api/v2/activities", json={"success": True, "data": [
-        {"id": 70000, "note": "someone else's"}, {"id": 70001, "note": sent["note"]}],
-        "additional_data": {"next_cursor": None}})
+    responses.get(
+        f"{BASE}/api/v2/activities",
+        json={
+            "success": True,
+            "data": [{"id": 70000, "note": "someone else's"}, {"id": 70001, "note": sent["note"]}],
+            "additional_data": {"next_cursor": None},
+        },
+    )
     found = a.find_written(cmd, marker)
     assert found is not None and found.remote_id == "70001" and found.reconciled
     assert parse_qs(urlparse(responses.calls[1].request.url or "").query)["deal_id"] == ["8"]
@@ -367,8 +420,14 @@ def test_comment_is_a_note_found_by_marker() -> None:
     assert a.execute(AddComment("8", text="Hello"), marker).remote_id == "90001"
     sent = json.loads(responses.calls[0].request.body or b"{}")
     assert sent["deal_id"] == 8 and marker in sent["content"]
-    responses.get(f"{BASE}/v1/notes", json={"success": True, "data": [{"id": 90001, "content": sent["content"]}],
-                                            "additional_data": {"pagination": {"more_items_in_collection": False}}})
+    responses.get(
+        f"{BASE}/v1/notes",
+        json={
+            "success": True,
+            "data": [{"id": 90001, "content": sent["content"]}],
+            "additional_data": {"pagination": {"more_items_in_collection": False}},
+        },
+    )
     found = a.find_written(AddComment("8", text="Hello"), marker)
     assert found is not None and found.remote_id == "90001"
 
@@ -401,12 +460,22 @@ def test_settings() -> None:
 
 @responses.activate
 def test_find_deal_ids_by_custom_field() -> None:
-    responses.get(f"{BASE}/v1/itemSearch/field", json={"success": True, "data": [
-        {"id": 8, INVOICE: "INV-2022-0042"}, {"id": 11, INVOICE: "inv-2022-0042"}],
-        "additional_data": {"pagination": {"start": 0, "limit": 100, "more_items_in_collection": False}}})
-    responses.get(f"{BASE}/api/v2/deals", json={"success": True, "data": [
-        payload("deals_v2_page1.json")["data"][0], payload("deals_v2_page2.json")["data"][0]],
-        "additional_data": {"next_cursor": None}})
+    responses.get(
+        f"{BASE}/v1/itemSearch/field",
+        json={
+            "success": True,
+            "data": [{"id": 8, INVOICE: "INV-2022-0042"}, {"id": 11, INVOICE: "inv-2022-0042"}],
+            "additional_data": {"pagination": {"start": 0, "limit": 100, "more_items_in_collection": False}},
+        },
+    )
+    responses.get(
+        f"{BASE}/api/v2/deals",
+        json={
+            "success": True,
+            "data": [payload("deals_v2_page1.json")["data"][0], payload("deals_v2_page2.json")["data"][0]],
+            "additional_data": {"next_cursor": None},
+        },
+    )
     assert adapter().find_deal_ids(INVOICE, "INV-2022-0042") == ["8"]  # 11 differs in case only
     query = parse_qs(urlparse(responses.calls[0].request.url or "").query)
     assert query["field_key"] == [INVOICE] and query["exact_match"] == ["true"]
@@ -416,10 +485,16 @@ def test_find_deal_ids_by_custom_field() -> None:
 @responses.activate
 def test_empty_window_holds_the_next_call_until_reset() -> None:
     url = f"{BASE}/api/v2/deals/8"
-    responses.get(url, json={"success": True, "data": {"id": 8}},
-                  headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"})
-    responses.get(url, json={"success": True, "data": {"id": 8}},
-                  headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "19", "x-ratelimit-reset": "2"})
+    responses.get(
+        url,
+        json={"success": True, "data": {"id": 8}},
+        headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2"},
+    )
+    responses.get(
+        url,
+        json={"success": True, "data": {"id": 8}},
+        headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "19", "x-ratelimit-reset": "2"},
+    )
     c = client()
     c.get("/api/v2/deals/8")
     assert c.waits == []  # type: ignore[attr-defined]

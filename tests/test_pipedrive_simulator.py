@@ -63,8 +63,7 @@ class Receiver:
         def hook() -> tuple[str, int]:
             auth = request.authorization
             with self.lock:
-                self.hits.append({"auth": (auth.username, auth.password) if auth else None,
-                                  "json": request.get_json()})
+                self.hits.append({"auth": (auth.username, auth.password) if auth else None, "json": request.get_json()})
                 status = self.statuses.pop(0) if self.statuses else 200
             return "", status
 
@@ -98,8 +97,13 @@ def clock() -> FakeClock:
 
 
 def _make(clock: FakeClock, **kwargs: Any) -> PipedriveSimulator:
-    options: dict[str, Any] = {"burst_limit": 10_000, "clock": clock, "monotonic": clock.monotonic,
-                               "faults": FaultKnobs(seed=7), "webhook_retry_delays": (0.05, 0.05, 0.05)}
+    options: dict[str, Any] = {
+        "burst_limit": 10_000,
+        "clock": clock,
+        "monotonic": clock.monotonic,
+        "faults": FaultKnobs(seed=7),
+        "webhook_retry_delays": (0.05, 0.05, 0.05),
+    }
     options.update(kwargs)
     return PipedriveSimulator(**options)
 
@@ -169,8 +173,12 @@ def test_auth_by_header_or_query_and_401_envelope(sim: PipedriveSimulator, base:
 
 
 def test_deal_create_get_and_error_envelopes(sim: PipedriveSimulator, base: str) -> None:
-    resp = api(base, "POST", "/api/v2/deals", json={"title": "Boiler", "value": 1200, "currency": "usd",
-                                                     "stage_id": 2, "expected_close_date": "2026-04-01"})
+    resp = api(
+        base,
+        "POST",
+        "/api/v2/deals",
+        json={"title": "Boiler", "value": 1200, "currency": "usd", "stage_id": 2, "expected_close_date": "2026-04-01"},
+    )
     assert resp.status_code == 200
     body = resp.json()
     assert body["success"] is True
@@ -235,8 +243,7 @@ def test_v1_deals_start_limit_paging(sim: PipedriveSimulator, base: str) -> None
     assert first["active"] is True and first["deleted"] is False
     beyond = api(base, "GET", "/v1/deals", params={"start": 300}).json()
     assert beyond["data"] is None  # v1 answers an empty page with null
-    assert api(base, "GET", "/v1/deals", params={"limit": 900}).json()["additional_data"]["pagination"][
-        "limit"] == 500
+    assert api(base, "GET", "/v1/deals", params={"limit": 900}).json()["additional_data"]["pagination"]["limit"] == 500
 
 
 def test_updated_since_filter_and_sort(sim: PipedriveSimulator, clock: FakeClock, base: str) -> None:
@@ -282,16 +289,14 @@ def test_list_filters(sim: PipedriveSimulator, base: str) -> None:
 # --- updates -------------------------------------------------------------------------------
 
 
-def test_patch_lost_reason_rules_and_status_times(sim: PipedriveSimulator, clock: FakeClock,
-                                                   base: str) -> None:
+def test_patch_lost_reason_rules_and_status_times(sim: PipedriveSimulator, clock: FakeClock, base: str) -> None:
     deal_id = sim.add_deal({"title": "Heat pump"})
     clock.advance(60)
     refused = api(base, "PATCH", f"/api/v2/deals/{deal_id}", json={"lost_reason": "Too expensive"})
     assert refused.status_code == 400 and refused.json()["success"] is False
     assert sim.deals[deal_id]["lost_reason"] is None and sim.deals[deal_id]["update_time"].endswith("00:00Z")
 
-    lost = api(base, "PATCH", f"/api/v2/deals/{deal_id}",
-               json={"status": "lost", "lost_reason": "Too expensive"})
+    lost = api(base, "PATCH", f"/api/v2/deals/{deal_id}", json={"status": "lost", "lost_reason": "Too expensive"})
     assert lost.status_code == 200
     data = lost.json()["data"]
     assert data["status"] == "lost" and data["lost_reason"] == "Too expensive"
@@ -346,9 +351,17 @@ def test_activities_create_list_and_done(sim: PipedriveSimulator, clock: FakeClo
     assert [t["key_string"] for t in types] == ["call", "meeting", "task", "deadline", "email", "lunch"]
     deal_id = sim.add_deal({"title": "Install"})
     other_deal = sim.add_deal({"title": "Other"})
-    body = {"subject": "Call the customer", "type": "call", "owner_id": sim.user_id, "deal_id": deal_id,
-            "due_date": "2026-03-03", "due_time": "09:30", "duration": "00:30", "note": "<b>ask</b>",
-            "done": False}
+    body = {
+        "subject": "Call the customer",
+        "type": "call",
+        "owner_id": sim.user_id,
+        "deal_id": deal_id,
+        "due_date": "2026-03-03",
+        "due_time": "09:30",
+        "duration": "00:30",
+        "note": "<b>ask</b>",
+        "done": False,
+    }
     created = api(base, "POST", "/api/v2/activities", json=body)
     assert created.status_code == 200
     act = created.json()["data"]
@@ -359,9 +372,13 @@ def test_activities_create_list_and_done(sim: PipedriveSimulator, clock: FakeClo
     assert task["subject"] == "Task"  # the web app names an untitled activity by its type
     api(base, "POST", "/api/v2/activities", json={"type": "task", "deal_id": other_deal})
 
-    for bad in ({"type": "visit"}, {"type": "call", "due_time": "9.30"},
-                {"type": "call", "due_date": "03.03.2026"}, {"type": "call", "deal_id": 999},
-                {"type": "call", "done": "maybe"}):
+    for bad in (
+        {"type": "visit"},
+        {"type": "call", "due_time": "9.30"},
+        {"type": "call", "due_date": "03.03.2026"},
+        {"type": "call", "deal_id": 999},
+        {"type": "call", "done": "maybe"},
+    ):
         assert api(base, "POST", "/api/v2/activities", json=bad).status_code == 400, bad
 
     for_deal = api(base, "GET", "/api/v2/activities", params={"deal_id": deal_id}).json()["data"]
@@ -370,8 +387,7 @@ def test_activities_create_list_and_done(sim: PipedriveSimulator, clock: FakeClo
     done = api(base, "PATCH", f"/api/v2/activities/{act['id']}", json={"done": True}).json()["data"]
     assert done["done"] is True and done["marked_as_done_time"] == "2026-03-02T10:00:30Z"
     assert done["update_time"] == "2026-03-02T10:00:30Z"
-    undone = api(base, "GET", "/api/v2/activities",
-                 params={"deal_id": deal_id, "done": "false"}).json()["data"]
+    undone = api(base, "GET", "/api/v2/activities", params={"deal_id": deal_id, "done": "false"}).json()["data"]
     assert [a["id"] for a in undone] == [task["id"]]
     finished = api(base, "GET", "/api/v2/activities", params={"done": "true"}).json()["data"]
     assert [a["id"] for a in finished] == [act["id"]]
@@ -390,7 +406,9 @@ def test_notes_users_and_stages(sim: PipedriveSimulator, base: str) -> None:
     sim.add_user("Former", active=False)
     users = api(base, "GET", "/v1/users").json()["data"]
     assert [(u["id"], u["name"], u["active_flag"]) for u in users][1:] == [
-        (mari, "Mari Maasikas", True), (mari + 1, "Former", False)]
+        (mari, "Mari Maasikas", True),
+        (mari + 1, "Former", False),
+    ]
     assert {"id", "name", "email", "active_flag", "timezone_name"} <= set(users[0])
     assert api(base, "GET", "/v1/users/me").json()["data"]["id"] == sim.user_id
 
@@ -412,9 +430,9 @@ def test_notes_users_and_stages(sim: PipedriveSimulator, base: str) -> None:
 # --- limits --------------------------------------------------------------------------------
 
 
-def test_burst_window_429_headers_and_recovery(clock: FakeClock,
-                                               _shared: tuple[_CurrentApp, SimulatorServer, Receiver,
-                                                              SimulatorServer]) -> None:
+def test_burst_window_429_headers_and_recovery(
+    clock: FakeClock, _shared: tuple[_CurrentApp, SimulatorServer, Receiver, SimulatorServer]
+) -> None:
     sim = _make(clock, burst_limit=5)
     _shared[0].app = sim.app
     base = _shared[1].base_url
@@ -457,8 +475,9 @@ def test_hammering_after_429_gets_the_cdn_403(sim: PipedriveSimulator, clock: Fa
     assert api(base, "GET", "/api/v2/deals").status_code == 200
 
 
-def test_max_window_count_stays_under_limit_for_a_paced_client(sim: PipedriveSimulator, clock: FakeClock,
-                                                                base: str) -> None:
+def test_max_window_count_stays_under_limit_for_a_paced_client(
+    sim: PipedriveSimulator, clock: FakeClock, base: str
+) -> None:
     sim.burst_limit = 4
     for _ in range(6):
         assert api(base, "GET", "/api/v2/deals").status_code == 200
@@ -467,9 +486,9 @@ def test_max_window_count_stays_under_limit_for_a_paced_client(sim: PipedriveSim
     assert sim.max_window_count == 4 and sim.refusals == 0
 
 
-def test_daily_budget_costs_headers_and_reset(clock: FakeClock,
-                                              _shared: tuple[_CurrentApp, SimulatorServer, Receiver,
-                                                             SimulatorServer]) -> None:
+def test_daily_budget_costs_headers_and_reset(
+    clock: FakeClock, _shared: tuple[_CurrentApp, SimulatorServer, Receiver, SimulatorServer]
+) -> None:
     sim = _make(clock, daily_budget=25)
     _shared[0].app = sim.app
     base = _shared[1].base_url
@@ -480,8 +499,9 @@ def test_daily_budget_costs_headers_and_reset(clock: FakeClock,
         assert listed.headers["x-daily-ratelimit-token-remaining"] == "15"
         assert listed.headers["x-daily-ratelimit-token-limit"] == "25"
         assert api(base, "GET", f"/api/v2/deals/{deal_id}").headers["x-daily-requests-left"] == "14"  # get: 1
-        assert api(base, "PATCH", f"/api/v2/deals/{deal_id}", json={"value": 3}).headers[
-            "x-daily-requests-left"] == "9"  # update: 5
+        assert (
+            api(base, "PATCH", f"/api/v2/deals/{deal_id}", json={"value": 3}).headers["x-daily-requests-left"] == "9"
+        )  # update: 5
         refused = api(base, "GET", "/v1/deals")  # v1 list: 20 > 9
         assert refused.status_code == 429
         assert int(refused.headers["retry-after"]) == 14 * 3600  # until midnight UTC
@@ -517,15 +537,23 @@ def test_fault_knobs(sim: PipedriveSimulator, base: str) -> None:
 
 
 def _subscribe(base: str, url: str, **extra: Any) -> int:
-    body = {"subscription_url": url, "event_action": "*", "event_object": "deal", "version": "2.0",
-            "http_auth_user": HOOK_USER, "http_auth_password": HOOK_PASSWORD, **extra}
+    body = {
+        "subscription_url": url,
+        "event_action": "*",
+        "event_object": "deal",
+        "version": "2.0",
+        "http_auth_user": HOOK_USER,
+        "http_auth_password": HOOK_PASSWORD,
+        **extra,
+    }
     resp = api(base, "POST", "/v1/webhooks", json=body)
     assert resp.status_code == 201, resp.text
     return int(resp.json()["data"]["id"])
 
 
-def test_webhook_v2_create_change_delete_shapes(sim: PipedriveSimulator, base: str, receiver: Receiver,
-                                               hook_url: str, clock: FakeClock) -> None:
+def test_webhook_v2_create_change_delete_shapes(
+    sim: PipedriveSimulator, base: str, receiver: Receiver, hook_url: str, clock: FakeClock
+) -> None:
     hook_id = _subscribe(base, hook_url)
     key = sim.add_deal_field("Visit address", "address")
     deal_id = sim.add_deal({"title": "Solar roof", "value": 900})  # in the UI
@@ -567,11 +595,13 @@ def test_webhook_v2_create_change_delete_shapes(sim: PipedriveSimulator, base: s
     assert len({b["meta"]["id"] for b in receiver.bodies()}) == 5
 
 
-def test_webhook_matching_by_action_and_object(sim: PipedriveSimulator, base: str, receiver: Receiver,
-                                               hook_url: str) -> None:
+def test_webhook_matching_by_action_and_object(
+    sim: PipedriveSimulator, base: str, receiver: Receiver, hook_url: str
+) -> None:
     _subscribe(base, hook_url, event_action="change")
-    _subscribe(base, hook_url, event_object="activity", event_action="create", http_auth_user=None,
-               http_auth_password=None)
+    _subscribe(
+        base, hook_url, event_object="activity", event_action="create", http_auth_user=None, http_auth_password=None
+    )
     deal_id = sim.add_deal({"title": "Only changes"})
     sim.update_deal(deal_id, {"title": "Renamed"})
     api(base, "POST", "/api/v2/activities", json={"type": "call", "deal_id": deal_id, "subject": "Ring"})
@@ -582,8 +612,9 @@ def test_webhook_matching_by_action_and_object(sim: PipedriveSimulator, base: st
     assert activity["subject"] == "Ring" and activity["deal_id"] == deal_id and activity["type"] == "call"
 
 
-def test_webhook_retries_keep_meta_id_and_count_attempts(sim: PipedriveSimulator, base: str,
-                                                         receiver: Receiver, hook_url: str) -> None:
+def test_webhook_retries_keep_meta_id_and_count_attempts(
+    sim: PipedriveSimulator, base: str, receiver: Receiver, hook_url: str
+) -> None:
     _subscribe(base, hook_url)
     receiver.statuses = [500, 503]
     sim.add_deal({"title": "Retry me"})
@@ -600,8 +631,9 @@ def test_webhook_retries_keep_meta_id_and_count_attempts(sim: PipedriveSimulator
     assert [b["meta"]["attempt"] for b in receiver.bodies()] == [1, 2, 3, 4]  # then Pipedrive gives up
 
 
-def test_webhook_v1_body_and_retry_counter(sim: PipedriveSimulator, base: str, receiver: Receiver,
-                                           hook_url: str) -> None:
+def test_webhook_v1_body_and_retry_counter(
+    sim: PipedriveSimulator, base: str, receiver: Receiver, hook_url: str
+) -> None:
     hook_id = _subscribe(base, hook_url, version="1.0", event_action="updated")
     assert api(base, "GET", "/v1/webhooks").json()["data"][0]["event_action"] == "change"
     deal_id = sim.add_deal({"title": "Old style"})
@@ -620,16 +652,19 @@ def test_webhook_v1_body_and_retry_counter(sim: PipedriveSimulator, base: str, r
     assert first["current"]["update_time"] == "2026-03-02 10:00:00"
 
 
-def test_webhooks_api_and_ban(clock: FakeClock, receiver: Receiver, hook_url: str,
-                              _shared: Shared) -> None:
+def test_webhooks_api_and_ban(clock: FakeClock, receiver: Receiver, hook_url: str, _shared: Shared) -> None:
     sim = _make(clock, webhook_retry_delays=())
     _shared[0].app = sim.app
     base = _shared[1].base_url
     try:
         bad = {"subscription_url": hook_url, "event_action": "moved", "event_object": "deal"}
         assert api(base, "POST", "/v1/webhooks", json=bad).status_code == 400
-        assert api(base, "POST", "/v1/webhooks", json={**bad, "event_action": "*",
-                                                     "subscription_url": "not a url"}).status_code == 400
+        assert (
+            api(
+                base, "POST", "/v1/webhooks", json={**bad, "event_action": "*", "subscription_url": "not a url"}
+            ).status_code
+            == 400
+        )
         hook_id = _subscribe(base, hook_url)
         listed = api(base, "GET", "/v1/webhooks").json()
         assert listed["success"] is True and [h["id"] for h in listed["data"]] == [hook_id]
@@ -653,9 +688,22 @@ def test_webhooks_api_and_ban(clock: FakeClock, receiver: Receiver, hook_url: st
 
 def test_main_serves_a_seeded_company() -> None:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.pipedrive.simulator", "--port", "0", "--token", "cli-token",
-         "--seed-deals", "3", "--burst-limit", "50"],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-m",
+            "adapters.pipedrive.simulator",
+            "--port",
+            "0",
+            "--token",
+            "cli-token",
+            "--seed-deals",
+            "3",
+            "--burst-limit",
+            "50",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()

@@ -219,9 +219,12 @@ def _client(**kw: object) -> tuple[PipedriveClient, list[float]]:
 
 def test_a_429_holds_the_clients_other_threads_until_the_reset(mocked: responses.RequestsMock) -> None:
     url = f"{BASE}/api/v2/deals/8"
-    mocked.get(url, json={"success": False, "error": "Request over limit", "data": None}, status=429,
-               headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2",
-                        "retry-after": "2"})
+    mocked.get(
+        url,
+        json={"success": False, "error": "Request over limit", "data": None},
+        status=429,
+        headers={"x-ratelimit-limit": "20", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "2", "retry-after": "2"},
+    )
     mocked.get(url, json={"success": True, "data": {"id": 8}})
     c, waits = _client()
     assert c.get("/api/v2/deals/8") == {"id": 8}
@@ -234,8 +237,13 @@ def test_a_429_holds_the_clients_other_threads_until_the_reset(mocked: responses
 
 
 def test_defaults_are_the_window_alone_and_old_configs_keep_their_bucket() -> None:
-    base = {"type": "pipedrive", "api_token": TOKEN, "webhook_user": "hooks", "webhook_password": "hook-password",
-            "base_url": BASE}
+    base = {
+        "type": "pipedrive",
+        "api_token": TOKEN,
+        "webhook_user": "hooks",
+        "webhook_password": "hook-password",
+        "base_url": BASE,
+    }
     loaded = PipedriveSettings().load(base)
     assert (loaded["burst_limit"], loaded["window"], loaded["rate"], loaded["burst"]) == (20, 2.0, None, None)
     client = PipedriveAdapter("pd", loaded).client

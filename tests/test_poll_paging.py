@@ -15,8 +15,9 @@ def test_deals_changing_during_the_read_skip_no_deal() -> None:
     try:
         ids = [simulator.add_deal({"TITLE": f"Сделка {i}", "STAGE_ID": "NEW"}) for i in range(130)]
         time.sleep(1.1)  # edits below land in a later second than the creations (Bitrix24 stamps to the second)
-        adapter = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 1000,
-                                          "burst": 1000})
+        adapter = Bitrix24Adapter(
+            "b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 1000, "burst": 1000}
+        )
         real_call = adapter.client.call_full  # every request goes through it, batches too
         touched = iter(ids)
 

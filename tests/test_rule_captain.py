@@ -37,18 +37,28 @@ def run(location: Location | None, users: dict[str, User] | None = None, stage: 
     cfg = load_config_text(CONFIG)
     deal = Deal(crm="b24", id="7", title="Заявка", stage=stage, responsible_id="1", location=location)
     event = Event("b24", EventKind.DEAL_CREATED, "7", NOW, "k")
-    ctx = RuleContext(deal=deal, event=event, now=NOW, triggers=frozenset({"deal.created"}), users=users or {},
-                      territories=cfg.territories, calendar=WorkCalendar())
+    ctx = RuleContext(
+        deal=deal,
+        event=event,
+        now=NOW,
+        triggers=frozenset({"deal.created"}),
+        users=users or {},
+        territories=cfg.territories,
+        calendar=WorkCalendar(),
+    )
     return evaluate(cfg.rules, ctx)
 
 
-@pytest.mark.parametrize("location, captain", [
-    (Location(city="Казань"), "10"),
-    (Location(city="г. Казань", district="Советский район"), "17"),
-    (Location(city="Казань", district="Советский р-н", street="ул. Пушкина, 5"), "40"),
-    (Location(city="Москва", postcode="420100"), "31"),
-    (Location(city="Москва", postcode="420111"), "32"),  # the longer prefix is more specific
-])
+@pytest.mark.parametrize(
+    "location, captain",
+    [
+        (Location(city="Казань"), "10"),
+        (Location(city="г. Казань", district="Советский район"), "17"),
+        (Location(city="Казань", district="Советский р-н", street="ул. Пушкина, 5"), "40"),
+        (Location(city="Москва", postcode="420100"), "31"),
+        (Location(city="Москва", postcode="420111"), "32"),  # the longer prefix is more specific
+    ],
+)
 def test_most_specific_territory_wins(location: Location, captain: str) -> None:
     decisions = run(location)
     update = next(d.action for d in decisions if isinstance(d.action, UpdateDeal))

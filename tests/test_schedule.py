@@ -47,8 +47,9 @@ def world(db_url, monkeypatch) -> Iterator[tuple[Bitrix24Simulator, Runtime, Clo
     server = simulator.serve()
     monkeypatch.setenv("B24_TOKEN", TOKEN)
     clock = Clock()
-    rt = Runtime(load_config_text(CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base)),
-                 clock=clock)
+    rt = Runtime(
+        load_config_text(CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base)), clock=clock
+    )
     yield simulator, rt, clock
     rt.stop()
     server.stop()
@@ -91,7 +92,8 @@ def test_schedule_needs_a_valid_cron(monkeypatch) -> None:  # type: ignore[no-un
 
     monkeypatch.setenv("B24_TOKEN", TOKEN)
     bad = CONFIG.format(db_url="sqlite://", b24_url="https://p.bitrix24.ru/rest/1/c/").replace(
-        '"0 10 * * mon-fri"', '"every morning"')
+        '"0 10 * * mon-fri"', '"every morning"'
+    )
     with pytest.raises(ConfigError, match="schedule: not a cron expression"):
         load_config_text(bad)
 

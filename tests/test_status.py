@@ -16,11 +16,14 @@ from connector.worker import utcnow
 def _setup(tmp_path: Path) -> tuple[Path, Store]:
     url = f"sqlite:///{tmp_path / 'c.db'}"
     config = tmp_path / "c.yaml"
-    config.write_text(f"""
+    config.write_text(
+        f"""
 storage: {{url: "{url}"}}
 crms: {{b24: {{type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/secret-code/",
               application_token: "tok-12345678", poll_every: 5m}}}}
-""", encoding="utf-8")
+""",
+        encoding="utf-8",
+    )
     return config, Store(url)
 
 
@@ -29,9 +32,23 @@ def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) 
     now = utcnow()
     with store.sessions() as s, s.begin():
         s.add(CursorRow(crm="b24", stream="deals", value=now.isoformat(), updated_at=now))
-        s.add(OutboxRow(idempotency_key="k1", crm="b24", deal_id="7", rule="r", command="create_task", payload={},
-                        status="dead", attempts=8, next_try_at=now, last_error="FatalError: RESPONSIBLE_ID unknown",
-                        correlation_id="c1", created_at=now - timedelta(hours=1), updated_at=now))
+        s.add(
+            OutboxRow(
+                idempotency_key="k1",
+                crm="b24",
+                deal_id="7",
+                rule="r",
+                command="create_task",
+                payload={},
+                status="dead",
+                attempts=8,
+                next_try_at=now,
+                last_error="FatalError: RESPONSIBLE_ID unknown",
+                correlation_id="c1",
+                created_at=now - timedelta(hours=1),
+                updated_at=now,
+            )
+        )
     runner = CliRunner()
     result = runner.invoke(main, ["status", "--config", str(config)])
     assert result.exit_code == 1, result.output

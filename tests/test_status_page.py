@@ -30,12 +30,14 @@ def running(db_url, monkeypatch) -> Iterator[tuple[Runtime, Bitrix24Simulator, s
     server = simulator.serve()
     monkeypatch.setenv("B24_TOKEN", TOKEN)
     text = CONFIG.format(db_url=db_url, b24_url=server.base_url + simulator.webhook_base).replace(
-        "server: {host: 127.0.0.1, port: 0}", f"server: {{host: 127.0.0.1, port: 0, status_token: {STATUS_TOKEN}}}")
+        "server: {host: 127.0.0.1, port: 0}", f"server: {{host: 127.0.0.1, port: 0, status_token: {STATUS_TOKEN}}}"
+    )
     rt = Runtime(load_config_text(text))
     rt.start()
     simulator.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
-    deal = simulator.add_deal({"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                               "UF_CRM_ADDRESS": "Казань, Советский район"})
+    deal = simulator.add_deal(
+        {"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": "Казань, Советский район"}
+    )
     assert wait_for(lambda: len(simulator.tasks_for_deal(deal)) == 1)
     yield rt, simulator, deal
     rt.stop()
@@ -82,8 +84,15 @@ def test_page_renders_in_headless_chromium(running, tmp_path: Path) -> None:  # 
         pytest.skip("no chromium on this machine (Debian package `chromium`); .ci/run installs it")
     rt, _, deal = running
     url = f"{rt.intake_url}/status?token={STATUS_TOKEN}&deal={deal}"
-    flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900"]
+    flags = [
+        browser,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,900",
+    ]
     dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True).stdout
     assert "crm-connector status" in dom and ("All well" in dom or "Needs attention" in dom)
     assert "captain-by-location" in dom

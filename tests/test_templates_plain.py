@@ -28,48 +28,109 @@ def jinja(source: str, context: dict[str, Any]) -> str:
 
 
 def context() -> dict[str, Any]:
-    deal = {"id": "42", "title": "Подключение №42 «ёлка»", "stage": "C1:NEW", "pipeline": "1",
-            "responsible_id": "17", "amount": Decimal("1500.50"), "currency": None,
-            "created_at": datetime(2026, 3, 2, 9, 30, tzinfo=UTC), "updated_at": None,
-            "address": "Казань, Советский", "city": "Казань", "district": "Советский",
-            "fields": {"UF_CRM_AGREED_TIME": "2026-03-03T10:00:00+03:00", "UF_CRM_PAID": "", "0": "zero",
-                       "items": "a field named items", "UF_LIST": ["a", "b"]}}
-    return {"deal": deal, "event": {"kind": "timer.due", "data": {"due_at": "2026-03-05T18:00:00+03:00"}},
-            "changes": {"stage": {"before": "C1:NEW", "after": "C1:ROUTE"}}, "now": datetime(2026, 3, 2, tzinfo=UTC),
-            "holiday": {"date": None, "name": ""}, "reason": "Нет опор", "captain": "19", "range": "shadowed global",
-            "count": 3, "items": [10, 20],
-            # A key shaped like a filter step must not stand in for calling the filter.
-            "odd": {("date", ("%Y",)): "not the filter"}}
+    deal = {
+        "id": "42",
+        "title": "Подключение №42 «ёлка»",
+        "stage": "C1:NEW",
+        "pipeline": "1",
+        "responsible_id": "17",
+        "amount": Decimal("1500.50"),
+        "currency": None,
+        "created_at": datetime(2026, 3, 2, 9, 30, tzinfo=UTC),
+        "updated_at": None,
+        "address": "Казань, Советский",
+        "city": "Казань",
+        "district": "Советский",
+        "fields": {
+            "UF_CRM_AGREED_TIME": "2026-03-03T10:00:00+03:00",
+            "UF_CRM_PAID": "",
+            "0": "zero",
+            "items": "a field named items",
+            "UF_LIST": ["a", "b"],
+        },
+    }
+    return {
+        "deal": deal,
+        "event": {"kind": "timer.due", "data": {"due_at": "2026-03-05T18:00:00+03:00"}},
+        "changes": {"stage": {"before": "C1:NEW", "after": "C1:ROUTE"}},
+        "now": datetime(2026, 3, 2, tzinfo=UTC),
+        "holiday": {"date": None, "name": ""},
+        "reason": "Нет опор",
+        "captain": "19",
+        "range": "shadowed global",
+        "count": 3,
+        "items": [10, 20],
+        # A key shaped like a filter step must not stand in for calling the filter.
+        "odd": {("date", ("%Y",)): "not the filter"},
+    }
 
 
 PLAIN = [
     "Проверить техническую возможность: {{ deal.title }}",
     "Адрес: {{ deal.address }}. Срок — 24 часа с передачи заявки.",
-    "{{ event.data.due_at }}", "{{ deal.fields.UF_CRM_AGREED_TIME }}", "{{ deal['fields']['UF_CRM_PAID'] }}x",
-    "Сделка закрыта без подключения. Причина: {{ reason }}", "{{ deal.amount }} {{ deal.currency }} {{ count }}",
-    "{{ deal.created_at }}", "{{ deal.updated_at }}", "{{ changes.stage.before }}", "{{ holiday }}",
-    "{{ deal.fields.items }}", "{{ deal.fields['items'] }}", "{{ deal.fields.UF_LIST }}", "{{ items[1] }}",
-    "{{ deal.title.upper }}", "{{ range }}", "{{ lipsum }}",
-    "  padded {{ deal.id }}  \n", "line one\nline two {{ deal.id }}\n\n", "a\r\nb {{ deal.id }}\r\n",
-    "{{- deal.id -}}  after", "text only, no substitution", "", "{{ deal.id }}{{ deal.id }}",
-    "{#- a comment -#} {{ deal.id }}", "{% raw %}{{ deal.id }}{% endraw %} {{ deal.id }}",
-    "Заявка от {{ deal.created_at | date('%d.%m.%Y') }}. Адрес: {{ deal.address }}.", "{{ deal.created_at | date }}",
-    "{{ deal.updated_at | date }}", "{{ deal.amount | date('%Y') }}", "{{ deal.fields.UF_CRM_PAID | date }}",
-    "{{ now|date('%H:%M')|date }}", "{{ odd | date('%Y') }}",
+    "{{ event.data.due_at }}",
+    "{{ deal.fields.UF_CRM_AGREED_TIME }}",
+    "{{ deal['fields']['UF_CRM_PAID'] }}x",
+    "Сделка закрыта без подключения. Причина: {{ reason }}",
+    "{{ deal.amount }} {{ deal.currency }} {{ count }}",
+    "{{ deal.created_at }}",
+    "{{ deal.updated_at }}",
+    "{{ changes.stage.before }}",
+    "{{ holiday }}",
+    "{{ deal.fields.items }}",
+    "{{ deal.fields['items'] }}",
+    "{{ deal.fields.UF_LIST }}",
+    "{{ items[1] }}",
+    "{{ deal.title.upper }}",
+    "{{ range }}",
+    "{{ lipsum }}",
+    "  padded {{ deal.id }}  \n",
+    "line one\nline two {{ deal.id }}\n\n",
+    "a\r\nb {{ deal.id }}\r\n",
+    "{{- deal.id -}}  after",
+    "text only, no substitution",
+    "",
+    "{{ deal.id }}{{ deal.id }}",
+    "{#- a comment -#} {{ deal.id }}",
+    "{% raw %}{{ deal.id }}{% endraw %} {{ deal.id }}",
+    "Заявка от {{ deal.created_at | date('%d.%m.%Y') }}. Адрес: {{ deal.address }}.",
+    "{{ deal.created_at | date }}",
+    "{{ deal.updated_at | date }}",
+    "{{ deal.amount | date('%Y') }}",
+    "{{ deal.fields.UF_CRM_PAID | date }}",
+    "{{ now|date('%H:%M')|date }}",
+    "{{ odd | date('%Y') }}",
 ]
 
 FAILING = [
-    "{{ missing_name }}", "{{ deal.no_such_key }}", "{{ deal.fields.NOPE }}", "{{ deal.title.__class__ }}",
-    "{{ deal.__class__ }}", "{{ deal.id.__class__.__mro__ }}", "{{ deal.updated_at.year }}", "{{ items[5] }}",
-    "ok {{ deal.id }} then {{ nope.x }}", "{{ nope | date }}", "{{ deal.nope | date('%Y') }}",
+    "{{ missing_name }}",
+    "{{ deal.no_such_key }}",
+    "{{ deal.fields.NOPE }}",
+    "{{ deal.title.__class__ }}",
+    "{{ deal.__class__ }}",
+    "{{ deal.id.__class__.__mro__ }}",
+    "{{ deal.updated_at.year }}",
+    "{{ items[5] }}",
+    "ok {{ deal.id }} then {{ nope.x }}",
+    "{{ nope | date }}",
+    "{{ deal.nope | date('%Y') }}",
     "{{ deal.created_at | date('%d', '%m') }}",
 ]
 
 JINJA_ONLY = [
-    "{{ deal.created_at | date(fmt='%d.%m.%Y') }}", "{{ deal.created_at | date(1) }}", "{{ deal.id | upper }}",
-    "{{ deal.created_at | date(deal.id) }}", "{{ deal.fields.UF_CRM_AGREED_TIME or 'не указано' }}",
-    "{{ event.data.due_at[:16] | replace('T', ' ') }}", "{% if deal.id %}x{% endif %}", "{{ 'const' }}",
-    "{{ deal.id ~ 'x' }}", "{{ self }}", "{{ loop }}", "{{ deal.title.upper() }}", "{% set x = 1 %}{{ x }}",
+    "{{ deal.created_at | date(fmt='%d.%m.%Y') }}",
+    "{{ deal.created_at | date(1) }}",
+    "{{ deal.id | upper }}",
+    "{{ deal.created_at | date(deal.id) }}",
+    "{{ deal.fields.UF_CRM_AGREED_TIME or 'не указано' }}",
+    "{{ event.data.due_at[:16] | replace('T', ' ') }}",
+    "{% if deal.id %}x{% endif %}",
+    "{{ 'const' }}",
+    "{{ deal.id ~ 'x' }}",
+    "{{ self }}",
+    "{{ loop }}",
+    "{{ deal.title.upper() }}",
+    "{% set x = 1 %}{{ x }}",
 ]
 
 
@@ -131,10 +192,26 @@ def test_every_example_template_renders_the_same() -> None:
     sources = example_templates()
     assert len(sources) > 20
     ctx = context()
-    ctx["stats"] = {"new": 1, "won": 2, "won_amount": Decimal("3.5"), "open": 4, "open_amount": 5, "calls": 6,
-                    "lost": 7, "tasks": 8}
-    ctx["event"]["data"].update(number="С-1", amount=100.5, currency="RUB", paid_total="50",
-                                invoice_number="С-0", invoice_amount="100", paid_in_full=False, deadline="connection")
+    ctx["stats"] = {
+        "new": 1,
+        "won": 2,
+        "won_amount": Decimal("3.5"),
+        "open": 4,
+        "open_amount": 5,
+        "calls": 6,
+        "lost": 7,
+        "tasks": 8,
+    }
+    ctx["event"]["data"].update(
+        number="С-1",
+        amount=100.5,
+        currency="RUB",
+        paid_total="50",
+        invoice_number="С-0",
+        invoice_amount="100",
+        paid_in_full=False,
+        deadline="connection",
+    )
     plain = 0
     for source in sources:
         try:

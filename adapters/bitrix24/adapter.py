@@ -97,23 +97,32 @@ class Bitrix24Adapter(CrmAdapter):
                 answers = {key: (list(body["result"] or []), body.get("total"), None)}
             else:
                 batch = self.client.batch(commands)
-                answers = {key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
-                           for key in commands}
+                answers = {
+                    key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
+                    for key in commands
+                }
             for raw in reader.consume(steps, answers):
                 yield deal_from_b24(self.name, raw, self.location_fields)
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
-        rows = self.client.call("crm.deal.list", {"filter": {field: value}, "order": {"ID": "ASC"},
-                                                  "select": ["ID"]}) or []
+        rows = (
+            self.client.call("crm.deal.list", {"filter": {field: value}, "order": {"ID": "ASC"}, "select": ["ID"]})
+            or []
+        )
         return [str(r["ID"]) for r in rows[:limit]]
 
     def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
         """One batch: ``crm.deal.list`` per user over open deals, reading only ``total``."""
         counts: dict[str, int] = {}
         size = self.client.batch_size
-        for chunk in (user_ids[i:i + size] for i in range(0, len(user_ids), size)):
-            commands = {f"u{u}": ("crm.deal.list", {"filter": {"ASSIGNED_BY_ID": u, "STAGE_SEMANTIC_ID": "P"},
-                                                    "select": ["ID"]}) for u in chunk}
+        for chunk in (user_ids[i : i + size] for i in range(0, len(user_ids), size)):
+            commands = {
+                f"u{u}": (
+                    "crm.deal.list",
+                    {"filter": {"ASSIGNED_BY_ID": u, "STAGE_SEMANTIC_ID": "P"}, "select": ["ID"]},
+                )
+                for u in chunk
+            }
             answer = self.client.batch(commands)
             if answer.errors:
                 raise next(iter(answer.errors.values()))
@@ -145,8 +154,13 @@ class Bitrix24Adapter(CrmAdapter):
         if isinstance(command, AddComment):
             comment_id = self.client.call(
                 "crm.timeline.comment.add",
-                {"fields": {"ENTITY_ID": command.deal_id, "ENTITY_TYPE": "deal",
-                            "COMMENT": f"{command.text}\n[{marker}]"}},
+                {
+                    "fields": {
+                        "ENTITY_ID": command.deal_id,
+                        "ENTITY_TYPE": "deal",
+                        "COMMENT": f"{command.text}\n[{marker}]",
+                    }
+                },
                 idempotent=False,
             )
             return WriteResult(remote_id=str(comment_id))
@@ -157,10 +171,14 @@ class Bitrix24Adapter(CrmAdapter):
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find an earlier try's task or comment by its marker; updates are idempotent."""
         if isinstance(command, CreateTask):
-            flt = ({"UF_CRM_TASK": f"D_{command.deal_id}"} if command.deal_id
-                   else {"RESPONSIBLE_ID": command.responsible_id, "TITLE": command.title})
+            flt = (
+                {"UF_CRM_TASK": f"D_{command.deal_id}"}
+                if command.deal_id
+                else {"RESPONSIBLE_ID": command.responsible_id, "TITLE": command.title}
+            )
             tasks = self.client.list_all(
-                "tasks.task.list", {"filter": flt, "select": ["ID", "DESCRIPTION", "TITLE"]}, items_key="tasks")
+                "tasks.task.list", {"filter": flt, "select": ["ID", "DESCRIPTION", "TITLE"]}, items_key="tasks"
+            )
             for task in tasks:
                 if marker in str(task.get("description") or task.get("DESCRIPTION") or ""):
                     return WriteResult(remote_id=str(task.get("id") or task.get("ID")), reconciled=True)
@@ -215,5 +233,3 @@ class Bitrix24Adapter(CrmAdapter):
             fields[command.reason_field] = command.reason
         self._update_deal(command.deal_id, fields)
         return WriteResult(remote_id=command.deal_id)
-
-

@@ -67,8 +67,9 @@ class Bitrix24Client:
         self.base = webhook_url.rstrip("/") + "/"
         self.crm = crm
         self.timeout = timeout
-        self.retry = RetryPolicy(crm, "bitrix24", max_attempts=max_attempts, backoff_initial=backoff_initial,
-                                 backoff_max=backoff_max)
+        self.retry = RetryPolicy(
+            crm, "bitrix24", max_attempts=max_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max
+        )
         self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self.retry.sleep)
         self.session = session or requests.Session()
         self.requests_sent = 0  # HTTP requests, for call-economy figures
@@ -96,8 +97,9 @@ class Bitrix24Client:
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True, units: int = 1
     ) -> dict[str, Any]:
         """Like ``call`` but return the whole envelope (``result``, ``total``, ``next``, ``time``)."""
-        return self.retry.run(lambda: self._send(method, dict(params or {}), idempotent=idempotent, units=units),
-                              idempotent=idempotent)
+        return self.retry.run(
+            lambda: self._send(method, dict(params or {}), idempotent=idempotent, units=units), idempotent=idempotent
+        )
 
     def _send(self, method: str, params: dict[str, Any], *, idempotent: bool, units: int) -> dict[str, Any]:
         waited = self.throttle.acquire(units)
@@ -218,8 +220,6 @@ def _section(inner: Any, key: str) -> dict[str, Any]:
     # Bitrix24 sends empty sections as [] instead of {}.
     value = inner.get(key) if isinstance(inner, dict) else None
     return value if isinstance(value, dict) else {}
-
-
 
 
 def encode_query(params: Mapping[str, Any], prefix: str = "") -> str:

@@ -14,14 +14,40 @@ _SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}
 _POSTCODE = re.compile(r"\b(\d{6})\b")
 _COORDS = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*;\s*(-?\d+(?:\.\d+)?)\s*$")
 _DISTRICT_HINTS = ("р-н", "район", "мкр", "микрорайон", "district")
-_STREET_HINTS = ("ул.", "улица", "пр-т", "проспект", "пер.", "переулок", "ш.", "шоссе", "наб.", "бульвар",
-                 "б-р", "пр.", "street", "st.")
+_STREET_HINTS = (
+    "ул.",
+    "улица",
+    "пр-т",
+    "проспект",
+    "пер.",
+    "переулок",
+    "ш.",
+    "шоссе",
+    "наб.",
+    "бульвар",
+    "б-р",
+    "пр.",
+    "street",
+    "st.",
+)
 _CITY_PREFIX = re.compile(r"^(г\.|город|гор\.)\s*", re.IGNORECASE)
 
 # Fields every deal read selects, besides the custom ones ("UF_*").
 DEAL_SELECT = [
-    "ID", "TITLE", "CATEGORY_ID", "STAGE_ID", "STAGE_SEMANTIC_ID", "CLOSED", "ASSIGNED_BY_ID",
-    "OPPORTUNITY", "CURRENCY_ID", "DATE_CREATE", "DATE_MODIFY", "SOURCE_ID", "COMMENTS", "UF_*",
+    "ID",
+    "TITLE",
+    "CATEGORY_ID",
+    "STAGE_ID",
+    "STAGE_SEMANTIC_ID",
+    "CLOSED",
+    "ASSIGNED_BY_ID",
+    "OPPORTUNITY",
+    "CURRENCY_ID",
+    "DATE_CREATE",
+    "DATE_MODIFY",
+    "SOURCE_ID",
+    "COMMENTS",
+    "UF_*",
 ]
 
 
@@ -70,8 +96,7 @@ def parse_address(value: Any) -> Location:
             street = part
         elif not city and not any(ch.isdigit() for ch in part):
             city = _CITY_PREFIX.sub("", part)
-    return Location(text=text.strip(), city=city, district=district, street=street, postcode=postcode,
-                    lat=lat, lon=lon)
+    return Location(text=text.strip(), city=city, district=district, street=street, postcode=postcode, lat=lat, lon=lon)
 
 
 def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str, str]) -> Deal:

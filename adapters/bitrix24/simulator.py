@@ -47,24 +47,68 @@ BATCH_MAX = 50
 OPERATING_WINDOW = 600  # seconds: Bitrix24 sums a method's running time per 10 minutes
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
-KNOWN_EVENTS = frozenset({*DEAL_EVENTS, "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE",
-                          "ONCRMTIMELINECOMMENTADD"})
-WRITE_METHODS = frozenset({
-    "crm.deal.add", "crm.deal.update", "crm.deal.delete", "tasks.task.add", "tasks.task.update",
-    "tasks.task.complete", "crm.timeline.comment.add", "event.bind", "event.unbind",
-})
+KNOWN_EVENTS = frozenset({*DEAL_EVENTS, "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE", "ONCRMTIMELINECOMMENTADD"})
+WRITE_METHODS = frozenset(
+    {
+        "crm.deal.add",
+        "crm.deal.update",
+        "crm.deal.delete",
+        "tasks.task.add",
+        "tasks.task.update",
+        "tasks.task.complete",
+        "crm.timeline.comment.add",
+        "event.bind",
+        "event.unbind",
+    }
+)
 
 # Standard deal fields in the order crm.deal.get returns them.
 DEAL_FIELDS = (
-    "ID", "TITLE", "TYPE_ID", "STAGE_ID", "PROBABILITY", "CURRENCY_ID", "OPPORTUNITY",
-    "IS_MANUAL_OPPORTUNITY", "TAX_VALUE", "LEAD_ID", "COMPANY_ID", "CONTACT_ID", "BEGINDATE",
-    "CLOSEDATE", "ASSIGNED_BY_ID", "CREATED_BY_ID", "MODIFY_BY_ID", "DATE_CREATE", "DATE_MODIFY",
-    "OPENED", "CLOSED", "COMMENTS", "CATEGORY_ID", "STAGE_SEMANTIC_ID", "IS_NEW", "SOURCE_ID",
-    "SOURCE_DESCRIPTION", "MOVED_BY_ID", "MOVED_TIME",
+    "ID",
+    "TITLE",
+    "TYPE_ID",
+    "STAGE_ID",
+    "PROBABILITY",
+    "CURRENCY_ID",
+    "OPPORTUNITY",
+    "IS_MANUAL_OPPORTUNITY",
+    "TAX_VALUE",
+    "LEAD_ID",
+    "COMPANY_ID",
+    "CONTACT_ID",
+    "BEGINDATE",
+    "CLOSEDATE",
+    "ASSIGNED_BY_ID",
+    "CREATED_BY_ID",
+    "MODIFY_BY_ID",
+    "DATE_CREATE",
+    "DATE_MODIFY",
+    "OPENED",
+    "CLOSED",
+    "COMMENTS",
+    "CATEGORY_ID",
+    "STAGE_SEMANTIC_ID",
+    "IS_NEW",
+    "SOURCE_ID",
+    "SOURCE_DESCRIPTION",
+    "MOVED_BY_ID",
+    "MOVED_TIME",
 )
 # Computed by the portal; a client sending them is silently ignored, like the real API does.
-_DEAL_READ_ONLY = frozenset({"ID", "DATE_CREATE", "DATE_MODIFY", "CREATED_BY_ID", "MODIFY_BY_ID",
-                             "STAGE_SEMANTIC_ID", "CLOSED", "IS_NEW", "MOVED_BY_ID", "MOVED_TIME"})
+_DEAL_READ_ONLY = frozenset(
+    {
+        "ID",
+        "DATE_CREATE",
+        "DATE_MODIFY",
+        "CREATED_BY_ID",
+        "MODIFY_BY_ID",
+        "STAGE_SEMANTIC_ID",
+        "CLOSED",
+        "IS_NEW",
+        "MOVED_BY_ID",
+        "MOVED_TIME",
+    }
+)
 _DEAL_DATES = frozenset({"BEGINDATE", "CLOSEDATE"})
 
 # (CATEGORY_ID, STATUS_ID, NAME, SORT, SEMANTICS, EXTRA.SEMANTICS, COLOR), as crm.status.list has them.
@@ -88,8 +132,7 @@ _FIRST_STAGE = {"0": "NEW", "1": "C1:NEW"}
 
 _TASK_STATUSES = frozenset({"1", "2", "3", "4", "5", "6", "7"})
 _FILTER_KEY = re.compile(r"^(!=%|!%=|!@|!%|!=|>=|<=|=%|%=|>|<|@|%|=|!)?(.+)$")
-_SUBST = re.compile(
-    r"\$(result|result_error|result_total|result_next|result_time)\[([^\]]*)\]((?:\[[^\]]*\])*)")
+_SUBST = re.compile(r"\$(result|result_error|result_total|result_next|result_time)\[([^\]]*)\]((?:\[[^\]]*\])*)")
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
@@ -284,8 +327,9 @@ def _test(op: str, actual: Any, wanted: Any, tz: tzinfo) -> bool:
     return any(checks[op](_cmp(v, wanted, tz)) for v in present)
 
 
-def _filter_rows(rows: Iterable[dict[str, Any]], flt: Mapping[str, Any], tz: tzinfo,
-                 aliases: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def _filter_rows(
+    rows: Iterable[dict[str, Any]], flt: Mapping[str, Any], tz: tzinfo, aliases: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
     """Rows matching every ``[op]FIELD: value`` condition of a Bitrix24 filter."""
     conditions = _conditions(flt, aliases)
     return [r for r in rows if all(_test(op, r.get(f), w, tz) for op, f, w in conditions)]
@@ -310,10 +354,12 @@ def _order_keys(order: Mapping[str, Any], default: tuple[str, str] = ("ID", "ASC
     return keys
 
 
-def _order_rows(rows: list[dict[str, Any]], order: Mapping[str, Any], tz: tzinfo,
-                default: tuple[str, str] = ("ID", "ASC")) -> list[dict[str, Any]]:
+def _order_rows(
+    rows: list[dict[str, Any]], order: Mapping[str, Any], tz: tzinfo, default: tuple[str, str] = ("ID", "ASC")
+) -> list[dict[str, Any]]:
     keys = _order_keys(order, default)
     for field, direction in reversed(keys):
+
         def sort_key(row: dict[str, Any], f: str = field) -> Any:
             return _key(row.get(f), tz)
 
@@ -335,7 +381,7 @@ def _page(rows: list[Any], start: Any) -> tuple[list[Any], int | None, int | Non
     offset = _offset(start)
     if offset == -1:
         return rows[:PAGE_SIZE], None, None
-    chunk = rows[offset:offset + PAGE_SIZE]
+    chunk = rows[offset : offset + PAGE_SIZE]
     nxt = offset + PAGE_SIZE if offset + PAGE_SIZE < len(rows) else None
     return chunk, len(rows), nxt
 
@@ -383,7 +429,7 @@ class _SortedView:
                 prefix = self.keys[lo][:i] if lo < hi else ()
 
                 def key_of(k: tuple[Any, ...], n: int = i) -> tuple[Any, ...]:
-                    return k[:n + 1]
+                    return k[: n + 1]
 
                 if op in ("", "=", ">="):
                     lo = max(lo, bisect.bisect_left(self.keys, (*prefix, bound), lo, hi, key=key_of))
@@ -424,10 +470,19 @@ class Bitrix24Simulator:
     ``faults`` tuned, ``handler_url`` changed at run time.
     """
 
-    def __init__(self, *, webhook_user_id: int = 1, webhook_code: str = "simcode",
-                 application_token: str = "simtoken", domain: str = "sim.bitrix24.ru",
-                 rate: float = 2.0, burst: float = 50, faults: FaultKnobs | None = None,
-                 clock: Callable[[], datetime] | None = None, handler_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        webhook_user_id: int = 1,
+        webhook_code: str = "simcode",
+        application_token: str = "simtoken",
+        domain: str = "sim.bitrix24.ru",
+        rate: float = 2.0,
+        burst: float = 50,
+        faults: FaultKnobs | None = None,
+        clock: Callable[[], datetime] | None = None,
+        handler_url: str | None = None,
+    ) -> None:
         self.webhook_user_id = webhook_user_id
         self.webhook_code = webhook_code
         self.application_token = application_token
@@ -456,15 +511,24 @@ class Bitrix24Simulator:
         # Sorted deal lists by (order, time zone), valid while no deal is added, changed or deleted.
         self._views: dict[tuple[Any, ...], _SortedView] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], _Answer]] = {
-            "crm.deal.add": self._deal_add, "crm.deal.get": self._deal_get,
-            "crm.deal.list": self._deal_list, "crm.deal.update": self._deal_update,
-            "crm.deal.delete": self._deal_delete, "crm.status.list": self._status_list,
-            "tasks.task.add": self._task_add, "tasks.task.get": self._task_get,
-            "tasks.task.list": self._task_list, "tasks.task.update": self._task_update,
-            "tasks.task.complete": self._task_complete, "user.get": self._user_get,
-            "user.current": self._user_current, "crm.timeline.comment.add": self._comment_add,
-            "crm.timeline.comment.list": self._comment_list, "event.bind": self._event_bind,
-            "event.unbind": self._event_unbind, "event.get": self._event_get,
+            "crm.deal.add": self._deal_add,
+            "crm.deal.get": self._deal_get,
+            "crm.deal.list": self._deal_list,
+            "crm.deal.update": self._deal_update,
+            "crm.deal.delete": self._deal_delete,
+            "crm.status.list": self._status_list,
+            "tasks.task.add": self._task_add,
+            "tasks.task.get": self._task_get,
+            "tasks.task.list": self._task_list,
+            "tasks.task.update": self._task_update,
+            "tasks.task.complete": self._task_complete,
+            "user.get": self._user_get,
+            "user.current": self._user_current,
+            "crm.timeline.comment.add": self._comment_add,
+            "crm.timeline.comment.list": self._comment_list,
+            "event.bind": self._event_bind,
+            "event.unbind": self._event_unbind,
+            "event.get": self._event_get,
         }
         self.add_user("Admin", "Simulator", user_id=str(webhook_user_id), position="Administrator")
         self.app = self._build_app()
@@ -476,18 +540,33 @@ class Bitrix24Simulator:
         """The inbound webhook's path prefix, ``/rest/{user_id}/{code}/``."""
         return f"/rest/{self.webhook_user_id}/{self.webhook_code}/"
 
-    def add_user(self, name: str, last_name: str = "", active: bool = True,
-                 department: list[int] | None = None, position: str = "", *,
-                 user_id: str | None = None, email: str = "") -> str:
+    def add_user(
+        self,
+        name: str,
+        last_name: str = "",
+        active: bool = True,
+        department: list[int] | None = None,
+        position: str = "",
+        *,
+        user_id: str | None = None,
+        email: str = "",
+    ) -> str:
         """Add an employee; ``user_id`` pins the id (e.g. to match ids in a config)."""
         with self._lock:
             uid = str(user_id) if user_id is not None else str(self._next_id("user"))
             if uid.isdigit():
                 self._ids["user"] = max(self._ids["user"], int(uid) + 1)
             self.users[uid] = {
-                "ID": uid, "ACTIVE": bool(active), "NAME": name, "LAST_NAME": last_name, "SECOND_NAME": "",
-                "EMAIL": email or f"user{uid}@{self.domain}", "WORK_POSITION": position,
-                "UF_DEPARTMENT": list(department or [1]), "USER_TYPE": "employee", "IS_ONLINE": "N",
+                "ID": uid,
+                "ACTIVE": bool(active),
+                "NAME": name,
+                "LAST_NAME": last_name,
+                "SECOND_NAME": "",
+                "EMAIL": email or f"user{uid}@{self.domain}",
+                "WORK_POSITION": position,
+                "UF_DEPARTMENT": list(department or [1]),
+                "USER_TYPE": "employee",
+                "IS_ONLINE": "N",
                 "DATE_REGISTER": self._iso(self.clock()),
             }
             return uid
@@ -619,7 +698,12 @@ class Bitrix24Simulator:
         halt = _truthy(p.get("HALT", 0))
         self._admit(len(cmd), None)  # the batch is free; each of its commands costs one unit
         sections: dict[str, dict[str, Any]] = {
-            "result": {}, "result_error": {}, "result_total": {}, "result_next": {}, "result_time": {}}
+            "result": {},
+            "result_error": {},
+            "result_total": {},
+            "result_next": {},
+            "result_time": {},
+        }
         wrote = False
         with self._lock:
             self.calls["batch"] += 1
@@ -629,8 +713,7 @@ class Bitrix24Simulator:
                 name = name.strip().lower().removesuffix(".json")
                 try:
                     if name == "batch":
-                        raise RestError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED",
-                                        "Method is not allowed for batch usage")
+                        raise RestError(405, "ERROR_BATCH_METHOD_NOT_ALLOWED", "Method is not allowed for batch usage")
                     handler = self._methods.get(name)
                     if handler is None:
                         raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
@@ -666,9 +749,14 @@ class Bitrix24Simulator:
             used += spent
             self._operating[method] = (reset_at, used)
         return {
-            "start": start, "finish": start + spent, "duration": spent, "processing": spent,
-            "date_start": self._iso(started), "date_finish": self._iso(started + timedelta(seconds=spent)),
-            "operating_reset_at": reset_at, "operating": used,
+            "start": start,
+            "finish": start + spent,
+            "duration": spent,
+            "processing": spent,
+            "date_start": self._iso(started),
+            "date_finish": self._iso(started + timedelta(seconds=spent)),
+            "operating_reset_at": reset_at,
+            "operating": used,
         }
 
     @staticmethod
@@ -727,18 +815,38 @@ class Bitrix24Simulator:
         category = str(given.get("CATEGORY_ID") or "0")
         stage = str(given.get("STAGE_ID") or "")
         if stage.startswith("C") and ":" in stage and "CATEGORY_ID" not in given:
-            category = stage[1:stage.index(":")]
+            category = stage[1 : stage.index(":")]
         user = str(self.webhook_user_id)
         deal: dict[str, Any] = {
-            "ID": deal_id, "TITLE": "", "TYPE_ID": "SALE",
+            "ID": deal_id,
+            "TITLE": "",
+            "TYPE_ID": "SALE",
             "STAGE_ID": _FIRST_STAGE.get(category, f"C{category}:NEW"),
-            "PROBABILITY": None, "CURRENCY_ID": "RUB", "OPPORTUNITY": "0.00", "IS_MANUAL_OPPORTUNITY": "N",
-            "TAX_VALUE": "0.00", "LEAD_ID": None, "COMPANY_ID": "0", "CONTACT_ID": None,
-            "BEGINDATE": self._iso(today), "CLOSEDATE": self._iso(today + timedelta(days=7)),
-            "ASSIGNED_BY_ID": user, "CREATED_BY_ID": user, "MODIFY_BY_ID": user,
-            "DATE_CREATE": now, "DATE_MODIFY": now, "OPENED": "Y", "CLOSED": "N", "COMMENTS": None,
-            "CATEGORY_ID": category, "STAGE_SEMANTIC_ID": "P", "IS_NEW": "Y", "SOURCE_ID": None,
-            "SOURCE_DESCRIPTION": None, "MOVED_BY_ID": user, "MOVED_TIME": now,
+            "PROBABILITY": None,
+            "CURRENCY_ID": "RUB",
+            "OPPORTUNITY": "0.00",
+            "IS_MANUAL_OPPORTUNITY": "N",
+            "TAX_VALUE": "0.00",
+            "LEAD_ID": None,
+            "COMPANY_ID": "0",
+            "CONTACT_ID": None,
+            "BEGINDATE": self._iso(today),
+            "CLOSEDATE": self._iso(today + timedelta(days=7)),
+            "ASSIGNED_BY_ID": user,
+            "CREATED_BY_ID": user,
+            "MODIFY_BY_ID": user,
+            "DATE_CREATE": now,
+            "DATE_MODIFY": now,
+            "OPENED": "Y",
+            "CLOSED": "N",
+            "COMMENTS": None,
+            "CATEGORY_ID": category,
+            "STAGE_SEMANTIC_ID": "P",
+            "IS_NEW": "Y",
+            "SOURCE_ID": None,
+            "SOURCE_DESCRIPTION": None,
+            "MOVED_BY_ID": user,
+            "MOVED_TIME": now,
         }
         self._apply_deal_fields(deal, given, creating=True)
         deal["IS_NEW"] = "Y" if deal["STAGE_ID"] == _FIRST_STAGE.get(category) else "N"
@@ -818,8 +926,9 @@ class Bitrix24Simulator:
         chunk, total, nxt = self._query_deals(_as_map(p.get("FILTER")), _as_map(p.get("ORDER")), p.get("START"))
         return _Answer([self._render_deal(r, select) for r in chunk], total, nxt)
 
-    def _query_deals(self, flt: Mapping[str, Any], order: Mapping[str, Any],
-                     start: Any) -> tuple[list[dict[str, Any]], int | None, int | None]:
+    def _query_deals(
+        self, flt: Mapping[str, Any], order: Mapping[str, Any], start: Any
+    ) -> tuple[list[dict[str, Any]], int | None, int | None]:
         """One page of deals, ``total`` and ``next``, as filtering and sorting them all would give.
 
         Stored deals hold the same values a rendered row does (absent user fields read as
@@ -838,7 +947,7 @@ class Bitrix24Simulator:
         if not residual:  # the range is the answer: no row to test
             rows = view.rows
             first = span.start + max(offset, 0)
-            chunk = rows[first:min(first + PAGE_SIZE, span.stop)]
+            chunk = rows[first : min(first + PAGE_SIZE, span.stop)]
             if offset == -1:
                 return chunk, None, None
             count = len(span)
@@ -877,14 +986,21 @@ class Bitrix24Simulator:
         rows = []
         for n, (category, status_id, name, sort, sem, extra, color) in enumerate(_STAGES):
             system = sort == 10 or extra in ("success", "failure")  # the stages a pipeline cannot lose
-            rows.append({
-                "ID": str(101 + 2 * n),
-                "ENTITY_ID": "DEAL_STAGE" if category == "0" else f"DEAL_STAGE_{category}",
-                "STATUS_ID": status_id, "NAME": name, "NAME_INIT": name if system else "",
-                "SORT": str(sort), "SYSTEM": "Y" if system else "N",
-                "CATEGORY_ID": None if category == "0" else category, "COLOR": color, "SEMANTICS": sem,
-                "EXTRA": {"SEMANTICS": extra, "COLOR": color},
-            })
+            rows.append(
+                {
+                    "ID": str(101 + 2 * n),
+                    "ENTITY_ID": "DEAL_STAGE" if category == "0" else f"DEAL_STAGE_{category}",
+                    "STATUS_ID": status_id,
+                    "NAME": name,
+                    "NAME_INIT": name if system else "",
+                    "SORT": str(sort),
+                    "SYSTEM": "Y" if system else "N",
+                    "CATEGORY_ID": None if category == "0" else category,
+                    "COLOR": color,
+                    "SEMANTICS": sem,
+                    "EXTRA": {"SEMANTICS": extra, "COLOR": color},
+                }
+            )
         rows = _filter_rows(rows, _as_map(p.get("FILTER")), self._tz)
         rows = _order_rows(rows, _as_map(p.get("ORDER")) or {"ENTITY_ID": "ASC", "SORT": "ASC"}, self._tz)
         chunk, total, nxt = _page(rows, p.get("START"))
@@ -892,8 +1008,9 @@ class Bitrix24Simulator:
 
     # --- tasks -------------------------------------------------------------------------------
 
-    def _render_task(self, task: Mapping[str, Any], select: list[str] | None = None,
-                     with_uf: bool = True) -> dict[str, Any]:
+    def _render_task(
+        self, task: Mapping[str, Any], select: list[str] | None = None, with_uf: bool = True
+    ) -> dict[str, Any]:
         wanted = {s.upper() for s in select or []}
         out: dict[str, Any] = {}
         for name, value in task.items():
@@ -910,9 +1027,13 @@ class Bitrix24Simulator:
             for key, uid in (("creator", task["CREATED_BY"]), ("responsible", task["RESPONSIBLE_ID"])):
                 user = self.users.get(str(uid), {})
                 full_name = f"{user.get('NAME', '')} {user.get('LAST_NAME', '')}".strip()
-                out[key] = {"id": str(uid), "name": full_name, "link": f"/company/personal/user/{uid}/",
-                            "icon": "/bitrix/images/tasks/default_avatar.png",
-                            "workPosition": user.get("WORK_POSITION", "")}
+                out[key] = {
+                    "id": str(uid),
+                    "name": full_name,
+                    "link": f"/company/personal/user/{uid}/",
+                    "icon": "/bitrix/images/tasks/default_avatar.png",
+                    "workPosition": user.get("WORK_POSITION", ""),
+                }
         return out
 
     def _task_fields(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -946,13 +1067,12 @@ class Bitrix24Simulator:
 
     def _check_task(self, task: Mapping[str, Any]) -> None:
         if not str(task.get("TITLE") or "").strip():
-            raise RestError(400, "ERROR_CORE", "The \"Name\" field is not specified<br>")
+            raise RestError(400, "ERROR_CORE", 'The "Name" field is not specified<br>')
         responsible = str(task.get("RESPONSIBLE_ID") or "")
         if not responsible or responsible == "0":
-            raise RestError(400, "ERROR_CORE", "The \"Assignee\" field is not specified<br>")
+            raise RestError(400, "ERROR_CORE", 'The "Assignee" field is not specified<br>')
         if responsible not in self.users:
-            raise RestError(400, "ERROR_CORE",
-                            "The user specified in the \"Assignee\" field is not found<br>")
+            raise RestError(400, "ERROR_CORE", 'The user specified in the "Assignee" field is not found<br>')
         if str(task.get("STATUS")) not in _TASK_STATUSES:
             raise RestError(400, "ERROR_CORE", "Invalid status<br>")
 
@@ -960,11 +1080,28 @@ class Bitrix24Simulator:
         given = self._task_fields(params)
         now, user = self._iso(self.clock()), str(self.webhook_user_id)
         task: dict[str, Any] = {
-            "ID": "", "PARENT_ID": None, "TITLE": "", "DESCRIPTION": "", "PRIORITY": "1", "STATUS": "2",
-            "RESPONSIBLE_ID": None, "CREATED_BY": user, "CREATED_DATE": now, "CHANGED_BY": user,
-            "CHANGED_DATE": now, "STATUS_CHANGED_BY": user, "STATUS_CHANGED_DATE": now, "CLOSED_BY": None,
-            "CLOSED_DATE": None, "DEADLINE": None, "GROUP_ID": "0", "DESCRIPTION_IN_BBCODE": "Y",
-            "TASK_CONTROL": "N", "AUDITORS": [], "ACCOMPLICES": [], "UF_CRM_TASK": [],
+            "ID": "",
+            "PARENT_ID": None,
+            "TITLE": "",
+            "DESCRIPTION": "",
+            "PRIORITY": "1",
+            "STATUS": "2",
+            "RESPONSIBLE_ID": None,
+            "CREATED_BY": user,
+            "CREATED_DATE": now,
+            "CHANGED_BY": user,
+            "CHANGED_DATE": now,
+            "STATUS_CHANGED_BY": user,
+            "STATUS_CHANGED_DATE": now,
+            "CLOSED_BY": None,
+            "CLOSED_DATE": None,
+            "DEADLINE": None,
+            "GROUP_ID": "0",
+            "DESCRIPTION_IN_BBCODE": "Y",
+            "TASK_CONTROL": "N",
+            "AUDITORS": [],
+            "ACCOMPLICES": [],
+            "UF_CRM_TASK": [],
         }
         self._apply_task_fields(task, given)
         self._check_task(task)
@@ -983,8 +1120,9 @@ class Bitrix24Simulator:
 
     def _task_list(self, params: dict[str, Any]) -> _Answer:
         select = [str(s) for s in _as_list(params.get("select"))] or None
-        rows = _filter_rows(self.tasks.values(), _as_map(params.get("filter")), self._tz,
-                            aliases={"REAL_STATUS": "STATUS"})
+        rows = _filter_rows(
+            self.tasks.values(), _as_map(params.get("filter")), self._tz, aliases={"REAL_STATUS": "STATUS"}
+        )
         rows = _order_rows(rows, _as_map(params.get("order")), self._tz, default=("ID", "DESC"))
         chunk, total, nxt = _page(rows, params.get("start"))
         return _Answer({"tasks": [self._render_task(t, select, with_uf=False) for t in chunk]}, total, nxt)
@@ -1000,8 +1138,7 @@ class Bitrix24Simulator:
 
     def _task_complete(self, params: dict[str, Any]) -> _Answer:
         task = self._task_id(params)
-        candidate = dict(task, STATUS="5", CLOSED_BY=str(self.webhook_user_id),
-                         CLOSED_DATE=self._iso(self.clock()))
+        candidate = dict(task, STATUS="5", CLOSED_BY=str(self.webhook_user_id), CLOSED_DATE=self._iso(self.clock()))
         self._save_task(task, candidate)
         return _Answer({"task": self._render_task(task)})
 
@@ -1017,8 +1154,11 @@ class Bitrix24Simulator:
 
     def _user_get(self, params: dict[str, Any]) -> _Answer:
         p = _upper_keys(params)
-        flt = dict(_as_map(p.get("FILTER"))) if "FILTER" in p else {
-            k: v for k, v in p.items() if k not in ("SORT", "ORDER", "START", "ADMIN_MODE")}
+        flt = (
+            dict(_as_map(p.get("FILTER")))
+            if "FILTER" in p
+            else {k: v for k, v in p.items() if k not in ("SORT", "ORDER", "START", "ADMIN_MODE")}
+        )
         rows = list(self.users.values())
         active_key = next((k for k in flt if str(k).upper() == "ACTIVE"), None)
         if active_key is not None:
@@ -1047,9 +1187,13 @@ class Bitrix24Simulator:
             raise RestError(400, "OWNER_NOT_FOUND", "Owner of the element not found")
         comment_id = self._next_id("comment")
         self.comments[str(comment_id)] = {
-            "ID": str(comment_id), "ENTITY_ID": entity_id, "ENTITY_TYPE": "deal",
-            "CREATED": self._iso(self.clock()), "COMMENT": str(f["COMMENT"]),
-            "AUTHOR_ID": str(f.get("AUTHOR_ID") or self.webhook_user_id), "FILES": {},
+            "ID": str(comment_id),
+            "ENTITY_ID": entity_id,
+            "ENTITY_TYPE": "deal",
+            "CREATED": self._iso(self.clock()),
+            "COMMENT": str(f["COMMENT"]),
+            "AUTHOR_ID": str(f.get("AUTHOR_ID") or self.webhook_user_id),
+            "FILES": {},
         }
         return _Answer(comment_id)
 
@@ -1081,8 +1225,9 @@ class Bitrix24Simulator:
         return _Answer({"count": 1 if removed else 0})
 
     def _event_get(self, params: dict[str, Any]) -> _Answer:
-        return _Answer([{"event": ev, "handler": url, "auth_type": "0", "offline": 0}
-                        for ev, (_, url) in self.bindings.items()])
+        return _Answer(
+            [{"event": ev, "handler": url, "auth_type": "0", "offline": 0} for ev, (_, url) in self.bindings.items()]
+        )
 
 
 def _flatten(prefix: str, value: Any) -> list[tuple[str, str]]:
@@ -1128,8 +1273,9 @@ def _substitute(value: Any, sections: Mapping[str, Mapping[str, Any]]) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a simulator until interrupted: ``python -m adapters.bitrix24.simulator --port 8081``."""
-    parser = argparse.ArgumentParser(prog="python -m adapters.bitrix24.simulator",
-                                     description="Simulated Bitrix24 portal behind an inbound webhook.")
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.bitrix24.simulator", description="Simulated Bitrix24 portal behind an inbound webhook."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--token", default="simtoken", help="application token sent with outbound events")
@@ -1140,9 +1286,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--burst", type=float, default=50)
     args = parser.parse_args(argv)
-    sim = Bitrix24Simulator(webhook_user_id=args.user_id, webhook_code=args.code,
-                            application_token=args.token, domain=args.domain, rate=args.rate,
-                            burst=args.burst, handler_url=args.handler_url)
+    sim = Bitrix24Simulator(
+        webhook_user_id=args.user_id,
+        webhook_code=args.code,
+        application_token=args.token,
+        domain=args.domain,
+        rate=args.rate,
+        burst=args.burst,
+        handler_url=args.handler_url,
+    )
     server = sim.serve(args.host, args.port)
     print(f"Bitrix24 simulator: webhook_url={server.base_url}{sim.webhook_base}", flush=True)
     try:

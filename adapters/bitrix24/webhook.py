@@ -92,6 +92,7 @@ def _without_secrets(body: dict[str, Any]) -> dict[str, Any]:
     clean = dict(body)
     auth = clean.get("auth")
     if isinstance(auth, dict):
-        clean["auth"] = {k: v for k, v in auth.items() if k not in {"application_token", "access_token",
-                                                                       "refresh_token"}}
+        clean["auth"] = {
+            k: v for k, v in auth.items() if k not in {"application_token", "access_token", "refresh_token"}
+        }
     return clean

@@ -47,18 +47,24 @@ class OneCAdapter(CrmAdapter):
     def __init__(self, name: str, settings: Mapping[str, Any], client: OneCClient | None = None) -> None:
         super().__init__(name, settings)
         self.client = client or OneCClient(
-            settings["base_url"], settings["username"], settings["password"], crm=name,
-            timeout=settings.get("timeout", 30.0), max_attempts=settings.get("max_attempts", 5),
+            settings["base_url"],
+            settings["username"],
+            settings["password"],
+            crm=name,
+            timeout=settings.get("timeout", 30.0),
+            max_attempts=settings.get("max_attempts", 5),
             backoff_initial=settings.get("backoff_initial", 0.5),
         )
-        self.entities: dict[str, EntityMap] = build_entities(settings.get("profile", "trade_11"),
-                                                             settings.get("entities") or {})
+        self.entities: dict[str, EntityMap] = build_entities(
+            settings.get("profile", "trade_11"), settings.get("entities") or {}
+        )
         self.tz = ZoneInfo(settings.get("timezone", "Europe/Moscow"))
         self.deal_crm: str = str(settings.get("deal_crm", ""))
         self.page_size: int = int(settings.get("page_size", 100))
         self.currency: str = str(settings.get("currency", "RUB"))
-        self.currencies: dict[str, str] = {str(k).lower(): str(v) for k, v in
-                                           (settings.get("currencies") or {}).items()}
+        self.currencies: dict[str, str] = {
+            str(k).lower(): str(v) for k, v in (settings.get("currencies") or {}).items()
+        }
         self.shipment_statuses = frozenset(settings.get("shipment_statuses") or ["КОтгрузке"])
         self.contact_kinds: dict[str, str] = dict(settings.get("contact_kinds") or {})
         self._cache: dict[tuple[str, str], Any] = {}
@@ -100,15 +106,22 @@ class OneCAdapter(CrmAdapter):
         """Forget cached counterparties and invoices: a poll run reads them fresh once."""
         self._cache.clear()
 
-    def documents_page(self, emap: EntityMap, since: datetime, *, skip: int = 0,
-                       top: int | None = None) -> list[Document]:
+    def documents_page(
+        self, emap: EntityMap, since: datetime, *, skip: int = 0, top: int | None = None
+    ) -> list[Document]:
         """Documents dated at or after ``since`` (wall time), by ``Date, Ref_Key``, one page.
 
         The poller pages by date and uses ``$skip`` only within the documents sharing the last
         date it saw, so a document inserted or deleted meanwhile cannot shift a page over another.
         """
-        rows = self.client.collection(emap.set, filter=f"Date ge {datetime_literal(since)}", select=emap.select(),
-                                      orderby="Date,Ref_Key", top=top or self.page_size, skip=skip)
+        rows = self.client.collection(
+            emap.set,
+            filter=f"Date ge {datetime_literal(since)}",
+            select=emap.select(),
+            orderby="Date,Ref_Key",
+            top=top or self.page_size,
+            skip=skip,
+        )
         return [document_from_odata(emap, row) for row in rows]
 
     def get_document(self, entity: str, ref: str) -> Document | None:
@@ -153,13 +166,20 @@ class OneCAdapter(CrmAdapter):
         for emap in self.document_entities():
             if emap.document != "payment" or not emap.rows or not emap.row_invoice:
                 continue
-            literal = (format_literal(TypedRef(invoice_ref.lower(), invoice.set)) if is_composite(emap.row_invoice)
-                       else guid_literal(invoice_ref))
+            literal = (
+                format_literal(TypedRef(invoice_ref.lower(), invoice.set))
+                if is_composite(emap.row_invoice)
+                else guid_literal(invoice_ref)
+            )
             sums: dict[str, float] = {}
             try:
-                for row in self.client.iterate(f"{emap.set}_{emap.rows}", filter=f"{emap.row_invoice} eq {literal}",
-                                               select=["Ref_Key", "LineNumber", emap.row_amount],
-                                               orderby="Ref_Key,LineNumber", page_size=self.page_size):
+                for row in self.client.iterate(
+                    f"{emap.set}_{emap.rows}",
+                    filter=f"{emap.row_invoice} eq {literal}",
+                    select=["Ref_Key", "LineNumber", emap.row_amount],
+                    orderby="Ref_Key,LineNumber",
+                    page_size=self.page_size,
+                ):
                     parent = str(row.get("Ref_Key") or "").lower()
                     sums[parent] = sums.get(parent, 0.0) + float(row.get(emap.row_amount) or 0)
             except NotFoundError:  # this payment set is not published in the base: it holds no payments
@@ -176,8 +196,11 @@ class OneCAdapter(CrmAdapter):
         order = self.entities.get("order")
         if emap is None or order is None or is_empty_ref(order_ref):
             return None
-        literal = (format_literal(TypedRef(order_ref.lower(), order.set)) if is_composite(emap.order_key)
-                   else guid_literal(order_ref))
+        literal = (
+            format_literal(TypedRef(order_ref.lower(), order.set))
+            if is_composite(emap.order_key)
+            else guid_literal(order_ref)
+        )
         try:
             rows = self.client.collection(emap.set, filter=f"{emap.order_key} eq {literal}", top=1)
         except NotFoundError:  # the register is not published in this base
@@ -206,8 +229,9 @@ class OneCAdapter(CrmAdapter):
         if not isinstance(command, CreateCounterparty):
             return None
         emap = self.entities["counterparty"]
-        mine = self.client.collection(emap.set, filter=f"substringof({string_literal(marker)}, {emap.comment})",
-                                      select=["Ref_Key"], top=1)
+        mine = self.client.collection(
+            emap.set, filter=f"substringof({string_literal(marker)}, {emap.comment})", select=["Ref_Key"], top=1
+        )
         if mine:
             return WriteResult(remote_id=str(mine[0]["Ref_Key"]), reconciled=True)
         if command.inn:
@@ -224,20 +248,30 @@ class OneCAdapter(CrmAdapter):
         if not command.name.strip():
             raise FatalError("a counterparty needs a name", crm=self.name, method=f"POST {emap.set}")
         notes = [command.comment.strip()] if command.comment.strip() else []
-        body: dict[str, Any] = {emap.name: command.name.strip()[:100],
-                                emap.full_name: (command.full_name or command.name).strip()}
+        body: dict[str, Any] = {
+            emap.name: command.name.strip()[:100],
+            emap.full_name: (command.full_name or command.name).strip(),
+        }
         if command.inn:
             body[emap.inn] = command.inn.strip()
         if command.kpp:
             body[emap.kpp] = command.kpp.strip()
         rows: list[dict[str, str]] = []
-        for kind, value, contact_type in (("phone", command.phone, "Телефон"), ("email", command.email,
-                                                                                 "АдресЭлектроннойПочты")):
+        for kind, value, contact_type in (
+            ("phone", command.phone, "Телефон"),
+            ("email", command.email, "АдресЭлектроннойПочты"),
+        ):
             if not value:
                 continue
             if is_guid(self.contact_kinds.get(kind, "")):
-                rows.append({"LineNumber": str(len(rows) + 1), "Тип": contact_type,
-                             "Вид_Key": self.contact_kinds[kind], "Представление": value})
+                rows.append(
+                    {
+                        "LineNumber": str(len(rows) + 1),
+                        "Тип": contact_type,
+                        "Вид_Key": self.contact_kinds[kind],
+                        "Представление": value,
+                    }
+                )
             else:  # the base's contact kinds are not configured: keep the value readable in the comment
                 notes.append(f"{'Телефон' if kind == 'phone' else 'E-mail'}: {value}")
         if rows:

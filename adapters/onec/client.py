@@ -67,8 +67,9 @@ class OneCClient:
         self.timeout = timeout
         self.session = session or requests.Session()
         self._auth = basic_auth_utf8(username, password)  # kept out of repr and logs
-        self.retry = RetryPolicy(crm, "1c", max_attempts=max_attempts, backoff_initial=backoff_initial,
-                                 backoff_max=backoff_max)
+        self.retry = RetryPolicy(
+            crm, "1c", max_attempts=max_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max
+        )
         self.requests_sent = 0
 
     def __repr__(self) -> str:
@@ -95,24 +96,43 @@ class OneCClient:
         """GET one resource (a set with options, or ``Set(guid'…')``); the decoded JSON body."""
         return self.request("GET", resource, options=options)
 
-    def collection(self, entity_set: str, *, filter: str | None = None, select: list[str] | None = None,
-                   orderby: str | None = None, top: int | None = None, skip: int | None = None) -> list[Any]:
+    def collection(
+        self,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        select: list[str] | None = None,
+        orderby: str | None = None,
+        top: int | None = None,
+        skip: int | None = None,
+    ) -> list[Any]:
         """One page of a set: the ``value`` list."""
-        options = {"$filter": filter, "$select": ",".join(select) if select else None, "$orderby": orderby,
-                   "$top": top, "$skip": skip or None}
+        options = {
+            "$filter": filter,
+            "$select": ",".join(select) if select else None,
+            "$orderby": orderby,
+            "$top": top,
+            "$skip": skip or None,
+        }
         body = self.get(entity_set, options)
         value = body.get("value") if isinstance(body, dict) else None
         if not isinstance(value, list):
             raise FatalError("answer without value", crm=self.crm, method=f"GET {entity_set}", status=200)
         return value
 
-    def iterate(self, entity_set: str, *, filter: str | None = None, select: list[str] | None = None,
-                orderby: str = "Ref_Key", page_size: int = 100) -> Iterator[Any]:
+    def iterate(
+        self,
+        entity_set: str,
+        *,
+        filter: str | None = None,
+        select: list[str] | None = None,
+        orderby: str = "Ref_Key",
+        page_size: int = 100,
+    ) -> Iterator[Any]:
         """Every entity of a filtered set, paged with ``$top``/``$skip`` (1C sends no next link)."""
         skip = 0
         while True:
-            page = self.collection(entity_set, filter=filter, select=select, orderby=orderby, top=page_size,
-                                   skip=skip)
+            page = self.collection(entity_set, filter=filter, select=select, orderby=orderby, top=page_size, skip=skip)
             yield from page
             if len(page) < page_size:
                 return
@@ -125,14 +145,30 @@ class OneCClient:
             raise FatalError("create answered without the object", crm=self.crm, method=f"POST {entity_set}")
         return result
 
-    def request(self, method: str, resource: str, *, options: Mapping[str, Any] | None = None,
-                json_body: Any = None, headers: Mapping[str, str] | None = None, idempotent: bool = True) -> Any:
+    def request(
+        self,
+        method: str,
+        resource: str,
+        *,
+        options: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+    ) -> Any:
         """Send with retries; ``idempotent=False`` never resends a request that may have taken effect."""
-        return self.retry.run(lambda: self._send(method, resource, options, json_body, headers, idempotent),
-                              idempotent=idempotent)
+        return self.retry.run(
+            lambda: self._send(method, resource, options, json_body, headers, idempotent), idempotent=idempotent
+        )
 
-    def _send(self, method: str, resource: str, options: Mapping[str, Any] | None, json_body: Any,
-              headers: Mapping[str, str] | None, idempotent: bool) -> Any:
+    def _send(
+        self,
+        method: str,
+        resource: str,
+        options: Mapping[str, Any] | None,
+        json_body: Any,
+        headers: Mapping[str, str] | None,
+        idempotent: bool,
+    ) -> Any:
         label = f"{method} {resource.split('(')[0]}"
         if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
             raise RetriableError("connector stopping; call not sent", crm=self.crm, method=label)
@@ -140,8 +176,9 @@ class OneCClient:
         self.requests_sent += 1
         with crm_call(self.crm, label) as call:
             try:
-                resp = self.session.request(method, self.url(resource, options), json=json_body,
-                                            headers=all_headers, timeout=self.timeout)
+                resp = self.session.request(
+                    method, self.url(resource, options), json=json_body, headers=all_headers, timeout=self.timeout
+                )
             except (requests.ConnectionError, requests.Timeout) as exc:
                 cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
                 raise cls(f"{type(exc).__name__} calling 1C", crm=self.crm, method=label) from exc
@@ -152,16 +189,14 @@ class OneCClient:
                 try:
                     return resp.json()
                 except ValueError as exc:
-                    raise FatalError("answer is not JSON", crm=self.crm, method=label,
-                                     status=resp.status_code) from exc
+                    raise FatalError("answer is not JSON", crm=self.crm, method=label, status=resp.status_code) from exc
             raise self.error_for(label, resp, idempotent=idempotent)
 
     def error_for(self, label: str, resp: requests.Response, *, idempotent: bool) -> AdapterError:
         """Map an error answer (JSON envelope, XML ``<m:error>`` or an HTML page) to a typed error."""
         code, message = parse_error(resp)
         status = resp.status_code
-        kw: dict[str, Any] = {"crm": self.crm, "method": label, "status": status, "code": code,
-                              "description": message}
+        kw: dict[str, Any] = {"crm": self.crm, "method": label, "status": status, "code": code, "description": message}
         if status in (401, 403):
             return AuthError("1C refused the credentials or the OData role", **kw)
         if status == 404:
@@ -170,8 +205,11 @@ class OneCClient:
             return VersionConflict("1C object changed since it was read (DataVersion)", **kw)
         if status == 429:
             retry_after = resp.headers.get("Retry-After")
-            return RateLimited("1C web server limit", retry_after=float(retry_after) if retry_after
-                               and retry_after.isdigit() else None, **kw)
+            return RateLimited(
+                "1C web server limit",
+                retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+                **kw,
+            )
         if status >= 500:
             cls = RetriableError if idempotent else AmbiguousWriteError
             return cls("1C server error", **kw)
@@ -198,4 +236,3 @@ def parse_error(resp: requests.Response) -> tuple[str | None, str]:
         except ET.ParseError:
             pass
     return None, text[:200]
-

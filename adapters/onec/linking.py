@@ -47,8 +47,11 @@ class Linker:
     def __init__(self, strategies: Sequence[Mapping[str, Any]] | None, deal_adapter: CrmAdapter) -> None:
         self.strategies = list(strategies) if strategies else [{"by": "comment", "pattern": DEFAULT_PATTERN}]
         self.deal_adapter = deal_adapter
-        self._patterns = {i: re.compile(str(s.get("pattern") or DEFAULT_PATTERN), re.IGNORECASE)
-                          for i, s in enumerate(self.strategies) if s.get("by") == "comment"}
+        self._patterns = {
+            i: re.compile(str(s.get("pattern") or DEFAULT_PATTERN), re.IGNORECASE)
+            for i, s in enumerate(self.strategies)
+            if s.get("by") == "comment"
+        }
 
     def link(self, subject: LinkSubject) -> LinkResult:
         """The one deal ``subject`` belongs to, or None and why."""
@@ -68,8 +71,9 @@ class Linker:
             return LinkResult(None, f"ambiguous by {name}: deals {', '.join(ids)} ({why})", name)
         return LinkResult(None, "no deal found (" + "; ".join(tried) + ")")
 
-    def _candidates(self, index: int, strategy: Mapping[str, Any],
-                    subject: LinkSubject) -> tuple[tuple[list[str], str] | None, str]:
+    def _candidates(
+        self, index: int, strategy: Mapping[str, Any], subject: LinkSubject
+    ) -> tuple[tuple[list[str], str] | None, str]:
         """(deal ids, explanation) when the strategy found anything, else None; and what was tried."""
         by = strategy.get("by")
         if by == "comment":

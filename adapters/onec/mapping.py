@@ -54,8 +54,16 @@ class EntityMap:
     def select(self) -> list[str]:
         """``$select`` for a document read: only what the connector uses."""
         names = ["Ref_Key", "DataVersion", "DeletionMark", "Number", "Date", "Posted", self.amount]
-        for name in (self.counterparty, self.currency, self.comment, self.status, self.annulled, self.basis,
-                     self.rows, *self.texts):
+        for name in (
+            self.counterparty,
+            self.currency,
+            self.comment,
+            self.status,
+            self.annulled,
+            self.basis,
+            self.rows,
+            *self.texts,
+        ):
             if name:
                 names.append(name)
         for name in (self.counterparty, self.basis):
@@ -64,16 +72,25 @@ class EntityMap:
         return list(dict.fromkeys(names))
 
 
-_TRADE_ROWS = {"rows": "РасшифровкаПлатежа", "row_invoice": "ОснованиеПлатежа", "row_amount": "Сумма",
-               "row_order": "Заказ"}
+_TRADE_ROWS = {
+    "rows": "РасшифровкаПлатежа",
+    "row_invoice": "ОснованиеПлатежа",
+    "row_amount": "Сумма",
+    "row_order": "Заказ",
+}
 PROFILES: dict[str, dict[str, EntityMap | None]] = {
     "trade_11": {
-        "invoice": EntityMap("invoice", "Document_СчетНаОплатуКлиенту", "invoice", annulled="Аннулирован",
-                             basis="ДокументОснование"),
-        "payment": EntityMap("payment", "Document_ПоступлениеБезналичныхДенежныхСредств", "payment",
-                             texts=("НазначениеПлатежа",), **_TRADE_ROWS),
-        "cash": EntityMap("cash", "Document_ПриходныйКассовыйОрдер", "payment", texts=("Основание",),
-                          **_TRADE_ROWS),
+        "invoice": EntityMap(
+            "invoice", "Document_СчетНаОплатуКлиенту", "invoice", annulled="Аннулирован", basis="ДокументОснование"
+        ),
+        "payment": EntityMap(
+            "payment",
+            "Document_ПоступлениеБезналичныхДенежныхСредств",
+            "payment",
+            texts=("НазначениеПлатежа",),
+            **_TRADE_ROWS,
+        ),
+        "cash": EntityMap("cash", "Document_ПриходныйКассовыйОрдер", "payment", texts=("Основание",), **_TRADE_ROWS),
         "order": EntityMap("order", "Document_ЗаказКлиента", "order", status="Статус"),
         "counterparty": EntityMap("counterparty", "Catalog_Контрагенты"),
         "order_state": EntityMap("order_state", "InformationRegister_СостоянияЗаказовКлиентов"),
@@ -81,9 +98,17 @@ PROFILES: dict[str, dict[str, EntityMap | None]] = {
     "accounting_3": {
         "invoice": EntityMap("invoice", "Document_СчетНаОплатуПокупателю", "invoice", currency="ВалютаДокумента_Key"),
         # In Accounting the bank receipt's counterparty is composite and its rows point at the invoice.
-        "payment": EntityMap("payment", "Document_ПоступлениеНаРасчетныйСчет", "payment", counterparty="Контрагент",
-                             currency="ВалютаДокумента_Key", texts=("НазначениеПлатежа",),
-                             rows="РасшифровкаПлатежа", row_invoice="СчетНаОплату_Key", row_amount="СуммаПлатежа"),
+        "payment": EntityMap(
+            "payment",
+            "Document_ПоступлениеНаРасчетныйСчет",
+            "payment",
+            counterparty="Контрагент",
+            currency="ВалютаДокумента_Key",
+            texts=("НазначениеПлатежа",),
+            rows="РасшифровкаПлатежа",
+            row_invoice="СчетНаОплату_Key",
+            row_amount="СуммаПлатежа",
+        ),
         "cash": None,  # Accounting's ПКО has its own shape: enable it under entities: when needed
         "order": None,  # Accounting 3.0 has no customer order
         "counterparty": EntityMap("counterparty", "Catalog_Контрагенты"),
@@ -186,17 +211,25 @@ def document_from_odata(emap: EntityMap, raw: Mapping[str, Any]) -> Document:
     basis = str(raw.get(emap.basis) or "") if emap.basis else ""
     counterparty = str(raw.get(emap.counterparty) or "") if emap.counterparty else ""
     return Document(
-        entity=emap.key, document=emap.document, ref=str(raw.get("Ref_Key") or "").lower(),
-        version=str(raw.get("DataVersion") or ""), number=str(raw.get("Number") or "").strip(), date=date,
-        posted=bool(raw.get("Posted")), deleted=bool(raw.get("DeletionMark")),
+        entity=emap.key,
+        document=emap.document,
+        ref=str(raw.get("Ref_Key") or "").lower(),
+        version=str(raw.get("DataVersion") or ""),
+        number=str(raw.get("Number") or "").strip(),
+        date=date,
+        posted=bool(raw.get("Posted")),
+        deleted=bool(raw.get("DeletionMark")),
         amount=_number(raw.get(emap.amount)),
         currency_ref=str(raw.get(emap.currency) or "") if emap.currency else "",
         counterparty_ref="" if is_empty_ref(counterparty) else counterparty.lower(),
-        comment=str(raw.get(emap.comment) or "") if emap.comment else "", texts=texts,
+        comment=str(raw.get(emap.comment) or "") if emap.comment else "",
+        texts=texts,
         status=str(raw.get(emap.status) or "") if emap.status else "",
         annulled=bool(raw.get(emap.annulled)) if emap.annulled else False,
         basis_ref="" if is_empty_ref(basis) else basis.lower(),
-        invoices=tuple(invoices), orders=tuple(dict.fromkeys(orders)), raw=dict(raw),
+        invoices=tuple(invoices),
+        orders=tuple(dict.fromkeys(orders)),
+        raw=dict(raw),
     )
 
 
@@ -212,6 +245,10 @@ class Counterparty:
 
 
 def counterparty_from_odata(emap: EntityMap, raw: Mapping[str, Any]) -> Counterparty:
-    return Counterparty(ref=str(raw.get("Ref_Key") or "").lower(), name=str(raw.get(emap.name) or "").strip(),
-                        full_name=str(raw.get(emap.full_name) or "").strip(),
-                        inn=str(raw.get(emap.inn) or "").strip(), kpp=str(raw.get(emap.kpp) or "").strip())
+    return Counterparty(
+        ref=str(raw.get("Ref_Key") or "").lower(),
+        name=str(raw.get(emap.name) or "").strip(),
+        full_name=str(raw.get(emap.full_name) or "").strip(),
+        inn=str(raw.get(emap.inn) or "").strip(),
+        kpp=str(raw.get(emap.kpp) or "").strip(),
+    )

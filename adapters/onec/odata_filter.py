@@ -39,13 +39,13 @@ MAX_DEPTH = 60  # nesting limit: a hostile filter must not exhaust the interpret
 _SAFE_QUERY = "$'(),:/*;"  # left alone by build_query; space, '+', '&', '=', '#', '%' are encoded
 
 _GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_DT_RE = re.compile(
-    r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,7}))?)?")
+_DT_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,7}))?)?")
 _NUMBER_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?[mMdDfFlL]?")
 _IDENT_RE = re.compile(r"[^\W\d]\w*")
 _TYPED_LITERALS = frozenset({"guid", "datetime", "datetimeoffset", "time", "binary", "X"})
-_KEYWORDS = frozenset({"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "add", "sub", "mul",
-                       "div", "mod", "isof"})
+_KEYWORDS = frozenset(
+    {"and", "or", "not", "eq", "ne", "gt", "ge", "lt", "le", "add", "sub", "mul", "div", "mod", "isof"}
+)
 _CMP_OPS = frozenset({"eq", "ne", "gt", "ge", "lt", "le"})
 
 
@@ -406,8 +406,7 @@ class _Lambda(_Node):
         rows = [r for r in rows if isinstance(r, Mapping)] if isinstance(rows, list) else []
         if self.body is None or self.var is None:  # any() without a predicate: "not empty"
             return bool(rows)
-        results = (_truthy(self.body.eval(_Ctx(ctx.entity, ctx.deref, {**ctx.scope, self.var: r})))
-                   for r in rows)
+        results = (_truthy(self.body.eval(_Ctx(ctx.entity, ctx.deref, {**ctx.scope, self.var: r}))) for r in rows)
         return any(results) if self.kind == "any" else all(results)
 
 
@@ -466,14 +465,16 @@ def _date_part(attr: str) -> Callable[[Any], Any]:
     def part(value: Any) -> Any:
         parsed = value if isinstance(value, datetime) else parse_datetime(str(value or ""))
         return None if parsed is None else Decimal(getattr(parsed, attr))
+
     return part
 
 
 def _cast(value: Any, type_name: Any) -> Any:
     if value is None:
         return None
-    return TypedRef(value.value if isinstance(value, Guid) else str(value).lower(),
-                    str(type_name).removeprefix("StandardODATA."))
+    return TypedRef(
+        value.value if isinstance(value, Guid) else str(value).lower(), str(type_name).removeprefix("StandardODATA.")
+    )
 
 
 _TEXT = (STRING,)
@@ -488,8 +489,7 @@ _FUNCTIONS: dict[str, tuple[tuple[str, ...], str, Callable[..., Any]]] = {
     "trim": (_TEXT, STRING, lambda a: None if a is None else str(a).strip()),
     "length": (_TEXT, NUMBER, lambda a: None if a is None else Decimal(len(str(a)))),
     "concat": (_TEXT * 2, STRING, lambda a, b: None if a is None or b is None else f"{a}{b}"),
-    **{name: ((DATETIME,), NUMBER, _date_part(name)) for name in ("year", "month", "day", "hour", "minute",
-                                                                   "second")},
+    **{name: ((DATETIME,), NUMBER, _date_part(name)) for name in ("year", "month", "day", "hour", "minute", "second")},
     "cast": ((GUID, STRING), "ref", _cast),
 }
 
@@ -626,8 +626,14 @@ class _Parser:
             self.depth -= 1
             self.expect_op(")")
             return node
-        literal_types = {"string": STRING, "guid": GUID, "datetime": DATETIME, "number": NUMBER,
-                         "bool": BOOL, "null": "null"}
+        literal_types = {
+            "string": STRING,
+            "guid": GUID,
+            "datetime": DATETIME,
+            "number": NUMBER,
+            "bool": BOOL,
+            "null": "null",
+        }
         if tok.kind in literal_types:
             self.take()
             value = Guid(tok.value) if tok.kind == "guid" else tok.value
@@ -773,8 +779,9 @@ class CompiledFilter:
         return _truthy(self._root.eval(_Ctx(entity, self._deref, {})))
 
 
-def compile_filter(text: str, fields: FieldMap, *, schema_of: SchemaOf | None = None,
-                   deref: Deref | None = None) -> CompiledFilter:
+def compile_filter(
+    text: str, fields: FieldMap, *, schema_of: SchemaOf | None = None, deref: Deref | None = None
+) -> CompiledFilter:
     """Parse ``text`` against ``fields`` (name -> type | row FieldMap | Nav); FilterError if bad.
 
     ``schema_of(set)`` gives a navigation target's fields, ``deref(set, guid)`` its entity.

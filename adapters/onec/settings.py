@@ -18,35 +18,68 @@ DEFAULT_LINK = [{"by": "comment", "pattern": r"(?:сделка|deal)\s*#?(\d+)"}
 class OneCSettings(Schema):
     type = fields.String(required=True)
     base_url = HttpUrl(required=True, metadata={"doc": "http://HOST/BASE/odata/standard.odata/"})
-    username = fields.String(required=True, validate=validate.Length(min=1),
-                             metadata={"doc": "infobase user with the OData role (Cyrillic is fine)"})
+    username = fields.String(
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"doc": "infobase user with the OData role (Cyrillic is fine)"},
+    )
     password = fields.String(required=True, metadata={"doc": "infobase password", "secret": True})
-    deal_crm = fields.String(required=True, validate=validate.Regexp(r"^[a-z0-9_-]+$"),
-                             metadata={"doc": "the configured CRM whose deals the documents belong to"})
-    profile = fields.String(load_default="trade_11", validate=validate.OneOf(tuple(PROFILES)),
-                            metadata={"doc": "default entity sets and fields: trade_11 or accounting_3"})
-    entities = fields.Dict(keys=fields.String(validate=validate.OneOf(ENTITY_KEYS)), values=fields.Raw(allow_none=True),
-                           load_default=dict,
-                           metadata={"doc": "overrides per entity (invoice, payment, cash, order, "
-                                            "counterparty, order_state); null switches one off"})
-    link = fields.List(fields.Dict(), load_default=lambda: [dict(d) for d in DEFAULT_LINK],
-                       metadata={"doc": "ordered linking strategies: comment, deal_field, inn"})
+    deal_crm = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[a-z0-9_-]+$"),
+        metadata={"doc": "the configured CRM whose deals the documents belong to"},
+    )
+    profile = fields.String(
+        load_default="trade_11",
+        validate=validate.OneOf(tuple(PROFILES)),
+        metadata={"doc": "default entity sets and fields: trade_11 or accounting_3"},
+    )
+    entities = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(ENTITY_KEYS)),
+        values=fields.Raw(allow_none=True),
+        load_default=dict,
+        metadata={
+            "doc": "overrides per entity (invoice, payment, cash, order, "
+            "counterparty, order_state); null switches one off"
+        },
+    )
+    link = fields.List(
+        fields.Dict(),
+        load_default=lambda: [dict(d) for d in DEFAULT_LINK],
+        metadata={"doc": "ordered linking strategies: comment, deal_field, inn"},
+    )
     poll_every = Span(load_default=60.0, metadata={"doc": "how often to read new and changed documents"})
     poll_overlap = Span(load_default=600.0, metadata={"doc": "re-read this far behind the cursor"})
-    recheck = Span(load_default=3 * 86400.0,
-                   metadata={"doc": "always re-read documents dated this far back: 1C's Date is editable and "
-                                    "documents are often posted (or bank statements loaded) days later"})
+    recheck = Span(
+        load_default=3 * 86400.0,
+        metadata={
+            "doc": "always re-read documents dated this far back: 1C's Date is editable and "
+            "documents are often posted (or bank statements loaded) days later"
+        },
+    )
     page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=5000))
     timezone = fields.String(load_default="Europe/Moscow", metadata={"doc": "the base's wall-clock zone"})
     currency = fields.String(load_default="RUB", metadata={"doc": "currency of documents in the base currency"})
-    currencies = fields.Dict(keys=fields.String(), values=fields.String(), load_default=dict,
-                             metadata={"doc": "Catalog_Валюты Ref_Key -> ISO code, for other currencies"})
-    shipment_statuses = fields.List(fields.String(), load_default=lambda: ["КОтгрузке"],
-                                    metadata={"doc": "order statuses meaning 'ready for shipment'"})
-    contact_kinds = fields.Dict(keys=fields.String(validate=validate.OneOf(("phone", "email"))),
-                                values=fields.String(), load_default=dict,
-                                metadata={"doc": "Вид_Key of the base's phone/e-mail contact kinds; without "
-                                                 "them a new counterparty's phone and e-mail go to its comment"})
+    currencies = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        load_default=dict,
+        metadata={"doc": "Catalog_Валюты Ref_Key -> ISO code, for other currencies"},
+    )
+    shipment_statuses = fields.List(
+        fields.String(),
+        load_default=lambda: ["КОтгрузке"],
+        metadata={"doc": "order statuses meaning 'ready for shipment'"},
+    )
+    contact_kinds = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(("phone", "email"))),
+        values=fields.String(),
+        load_default=dict,
+        metadata={
+            "doc": "Вид_Key of the base's phone/e-mail contact kinds; without "
+            "them a new counterparty's phone and e-mail go to its comment"
+        },
+    )
     timeout = Span(load_default=30.0)
     max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20))
     backoff_initial = Span(load_default=0.5)

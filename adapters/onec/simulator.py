@@ -97,16 +97,36 @@ E_FILTER = "14"
 E_BAD_VALUE = "15"
 E_VERSION = "19"
 _ROWS_DIRECTLY = "{} строк табличной части напрямую не поддерживается"
-INTERNAL_MESSAGE = ("Произошла внутренняя ошибка OData сервиса. Дополнительные сведения можно найти "
-                    "в технологическом журнале.")
+INTERNAL_MESSAGE = (
+    "Произошла внутренняя ошибка OData сервиса. Дополнительные сведения можно найти в технологическом журнале."
+)
 
-_EDM = {GUID: "Edm.Guid", DATETIME: "Edm.DateTime", STRING: "Edm.String", ENUM: "Edm.String",
-        TYPE_NAME: "Edm.String", COMPOSITE: "Edm.String", NUMBER: "Edm.Double", BOOL: "Edm.Boolean",
-        INT64: "Edm.Int64"}
-_EMPTY = {GUID: EMPTY_GUID, DATETIME: EMPTY_DATE, STRING: "", ENUM: "", TYPE_NAME: UNDEFINED_TYPE,
-          COMPOSITE: "", NUMBER: 0, BOOL: False, INT64: "0"}
-_XML_NS = ('xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" '
-           'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"')
+_EDM = {
+    GUID: "Edm.Guid",
+    DATETIME: "Edm.DateTime",
+    STRING: "Edm.String",
+    ENUM: "Edm.String",
+    TYPE_NAME: "Edm.String",
+    COMPOSITE: "Edm.String",
+    NUMBER: "Edm.Double",
+    BOOL: "Edm.Boolean",
+    INT64: "Edm.Int64",
+}
+_EMPTY = {
+    GUID: EMPTY_GUID,
+    DATETIME: EMPTY_DATE,
+    STRING: "",
+    ENUM: "",
+    TYPE_NAME: UNDEFINED_TYPE,
+    COMPOSITE: "",
+    NUMBER: 0,
+    BOOL: False,
+    INT64: "0",
+}
+_XML_NS = (
+    'xmlns:d="http://schemas.microsoft.com/ado/2007/08/dataservices" '
+    'xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata"'
+)
 
 # Reference attributes ``X_Key`` -> the set a ``$expand``/``X/Field`` navigation leads to.
 REFERENCE_TARGETS = {
@@ -147,79 +167,229 @@ class SetSpec:
         return self.kind in ("Catalog", "Document")
 
 
-_CATALOG_HEAD = {"Ref_Key": GUID, "DataVersion": STRING, "DeletionMark": BOOL, "Parent_Key": GUID,
-                 "IsFolder": BOOL, "Code": STRING, "Description": STRING}
+_CATALOG_HEAD = {
+    "Ref_Key": GUID,
+    "DataVersion": STRING,
+    "DeletionMark": BOOL,
+    "Parent_Key": GUID,
+    "IsFolder": BOOL,
+    "Code": STRING,
+    "Description": STRING,
+}
 _CATALOG_TAIL = {"Predefined": BOOL, "PredefinedDataName": STRING}
-_DOCUMENT_HEAD = {"Ref_Key": GUID, "DataVersion": STRING, "DeletionMark": BOOL, "Number": STRING,
-                  "Date": DATETIME, "Posted": BOOL}
-_SETTLEMENT_ROW = {"Партнер_Key": GUID, "ОснованиеПлатежа": COMPOSITE, "Заказ": COMPOSITE,
-                   "Сумма": NUMBER, "СуммаВзаиморасчетов": NUMBER, "ВалютаВзаиморасчетов_Key": GUID,
-                   "СтатьяДвиженияДенежныхСредств_Key": GUID}
+_DOCUMENT_HEAD = {
+    "Ref_Key": GUID,
+    "DataVersion": STRING,
+    "DeletionMark": BOOL,
+    "Number": STRING,
+    "Date": DATETIME,
+    "Posted": BOOL,
+}
+_SETTLEMENT_ROW = {
+    "Партнер_Key": GUID,
+    "ОснованиеПлатежа": COMPOSITE,
+    "Заказ": COMPOSITE,
+    "Сумма": NUMBER,
+    "СуммаВзаиморасчетов": NUMBER,
+    "ВалютаВзаиморасчетов_Key": GUID,
+    "СтатьяДвиженияДенежныхСредств_Key": GUID,
+}
 
 
-def _doc(name: str, attrs: dict[str, str], tabular: dict[str, dict[str, str]] | None = None,
-         **defaults: Any) -> SetSpec:
+def _doc(
+    name: str, attrs: dict[str, str], tabular: dict[str, dict[str, str]] | None = None, **defaults: Any
+) -> SetSpec:
     return SetSpec(name, "Document", {**_DOCUMENT_HEAD, **attrs}, tabular or {}, (), defaults)
 
 
-SPECS: dict[str, SetSpec] = {spec.name: spec for spec in (
-    SetSpec("Catalog_Контрагенты", "Catalog", {
-        **_CATALOG_HEAD, "НаименованиеПолное": STRING, "ИНН": STRING, "КПП": STRING, "ЮрФизЛицо": ENUM,
-        "Партнер_Key": GUID, "Комментарий": STRING, **_CATALOG_TAIL,
-    }, defaults={"ЮрФизЛицо": "ЮрЛицо"}),
-    # Trade Management 11
-    _doc("Document_СчетНаОплатуКлиенту", {
-        "Организация_Key": GUID, "Партнер_Key": GUID, "Контрагент_Key": GUID, "Договор_Key": GUID,
-        "Соглашение_Key": GUID, "Валюта_Key": GUID, "СуммаДокумента": NUMBER, "ДокументОснование": COMPOSITE,
-        "Аннулирован": BOOL, "Ответственный_Key": GUID, "Комментарий": STRING,
-    }, {"ЭтапыГрафикаОплаты": {"ДатаПлатежа": DATETIME, "ПроцентПлатежа": NUMBER, "СуммаПлатежа": NUMBER}}),
-    _doc("Document_ПоступлениеБезналичныхДенежныхСредств", {
-        "Организация_Key": GUID, "ХозяйственнаяОперация": ENUM, "Контрагент_Key": GUID,
-        "БанковскийСчет_Key": GUID, "Валюта_Key": GUID, "СуммаДокумента": NUMBER,
-        "НомерВходящегоДокумента": STRING, "ДатаВходящегоДокумента": DATETIME, "НазначениеПлатежа": STRING,
-        "Ответственный_Key": GUID, "Комментарий": STRING,
-    }, {"РасшифровкаПлатежа": _SETTLEMENT_ROW}, ХозяйственнаяОперация="ПоступлениеОплатыОтКлиента"),
-    _doc("Document_ПриходныйКассовыйОрдер", {
-        "Организация_Key": GUID, "Касса_Key": GUID, "ХозяйственнаяОперация": ENUM, "Контрагент_Key": GUID,
-        "Валюта_Key": GUID, "СуммаДокумента": NUMBER, "ПринятоОт": STRING, "Основание": STRING,
-        "Ответственный_Key": GUID, "Комментарий": STRING,
-    }, {"РасшифровкаПлатежа": _SETTLEMENT_ROW}, ХозяйственнаяОперация="ПоступлениеОплатыОтКлиента"),
-    _doc("Document_ЗаказКлиента", {
-        "Организация_Key": GUID, "Партнер_Key": GUID, "Контрагент_Key": GUID, "Соглашение_Key": GUID,
-        "Договор_Key": GUID, "Валюта_Key": GUID, "СуммаДокумента": NUMBER, "Статус": ENUM,
-        "ХозяйственнаяОперация": ENUM, "ЖелаемаяДатаОтгрузки": DATETIME, "Склад_Key": GUID,
-        "Менеджер_Key": GUID, "Комментарий": STRING,
-    }, {"Товары": {"Номенклатура_Key": GUID, "Характеристика_Key": GUID, "Количество": NUMBER,
-                   "Цена": NUMBER, "Сумма": NUMBER, "СтавкаНДС_Key": GUID, "СуммаНДС": NUMBER,
-                   "СуммаСНДС": NUMBER, "Отменено": BOOL}},
-        Статус="НеСогласован", ХозяйственнаяОперация="РеализацияКлиенту"),
-    SetSpec("InformationRegister_СостоянияЗаказовКлиентов", "InformationRegister", {
-        "Заказ": COMPOSITE, "Состояние": ENUM, "ДатаСобытия": DATETIME, "СуммаОплаты": NUMBER,
-        "ПроцентОплаты": NUMBER, "СуммаОтгрузки": NUMBER, "ПроцентОтгрузки": NUMBER, "СуммаДолга": NUMBER,
-        "ПроцентДолга": NUMBER,
-    }, dimensions=("Заказ",)),
-    # Accounting 3.0
-    _doc("Document_СчетНаОплатуПокупателю", {
-        "Организация_Key": GUID, "Контрагент_Key": GUID, "ДоговорКонтрагента_Key": GUID,
-        "ВалютаДокумента_Key": GUID, "СуммаДокумента": NUMBER, "СуммаВключаетНДС": BOOL,
-        "Ответственный_Key": GUID, "Комментарий": STRING,
-    }, {"Товары": {"Номенклатура_Key": GUID, "Содержание": STRING, "Количество": NUMBER, "Цена": NUMBER,
-                   "Сумма": NUMBER, "СтавкаНДС": ENUM, "СуммаНДС": NUMBER}}, СуммаВключаетНДС=True),
-    _doc("Document_ПоступлениеНаРасчетныйСчет", {
-        "Организация_Key": GUID, "ВидОперации": ENUM, "Контрагент": COMPOSITE,
-        "ДоговорКонтрагента_Key": GUID, "СчетОрганизации_Key": GUID, "ВалютаДокумента_Key": GUID,
-        "СуммаДокумента": NUMBER, "НомерВходящегоДокумента": STRING, "ДатаВходящегоДокумента": DATETIME,
-        "НазначениеПлатежа": STRING, "ДокументОснование": COMPOSITE, "Ответственный_Key": GUID,
-        "Комментарий": STRING,
-    }, {"РасшифровкаПлатежа": {"ДоговорКонтрагента_Key": GUID, "СуммаПлатежа": NUMBER,
-                               "СуммаВзаиморасчетов": NUMBER, "Сделка": COMPOSITE, "СчетНаОплату_Key": GUID,
-                               "СпособПогашенияЗадолженности": ENUM,
-                               "СтатьяДвиженияДенежныхСредств_Key": GUID}},
-        ВидОперации="ОплатаПокупателя"),
-    SetSpec("InformationRegister_СтатусыДокументов", "InformationRegister", {
-        "Документ": COMPOSITE, "Организация_Key": GUID, "Статус": ENUM,
-    }, dimensions=("Документ",)),
-)}
+SPECS: dict[str, SetSpec] = {
+    spec.name: spec
+    for spec in (
+        SetSpec(
+            "Catalog_Контрагенты",
+            "Catalog",
+            {
+                **_CATALOG_HEAD,
+                "НаименованиеПолное": STRING,
+                "ИНН": STRING,
+                "КПП": STRING,
+                "ЮрФизЛицо": ENUM,
+                "Партнер_Key": GUID,
+                "Комментарий": STRING,
+                **_CATALOG_TAIL,
+            },
+            defaults={"ЮрФизЛицо": "ЮрЛицо"},
+        ),
+        # Trade Management 11
+        _doc(
+            "Document_СчетНаОплатуКлиенту",
+            {
+                "Организация_Key": GUID,
+                "Партнер_Key": GUID,
+                "Контрагент_Key": GUID,
+                "Договор_Key": GUID,
+                "Соглашение_Key": GUID,
+                "Валюта_Key": GUID,
+                "СуммаДокумента": NUMBER,
+                "ДокументОснование": COMPOSITE,
+                "Аннулирован": BOOL,
+                "Ответственный_Key": GUID,
+                "Комментарий": STRING,
+            },
+            {"ЭтапыГрафикаОплаты": {"ДатаПлатежа": DATETIME, "ПроцентПлатежа": NUMBER, "СуммаПлатежа": NUMBER}},
+        ),
+        _doc(
+            "Document_ПоступлениеБезналичныхДенежныхСредств",
+            {
+                "Организация_Key": GUID,
+                "ХозяйственнаяОперация": ENUM,
+                "Контрагент_Key": GUID,
+                "БанковскийСчет_Key": GUID,
+                "Валюта_Key": GUID,
+                "СуммаДокумента": NUMBER,
+                "НомерВходящегоДокумента": STRING,
+                "ДатаВходящегоДокумента": DATETIME,
+                "НазначениеПлатежа": STRING,
+                "Ответственный_Key": GUID,
+                "Комментарий": STRING,
+            },
+            {"РасшифровкаПлатежа": _SETTLEMENT_ROW},
+            ХозяйственнаяОперация="ПоступлениеОплатыОтКлиента",
+        ),
+        _doc(
+            "Document_ПриходныйКассовыйОрдер",
+            {
+                "Организация_Key": GUID,
+                "Касса_Key": GUID,
+                "ХозяйственнаяОперация": ENUM,
+                "Контрагент_Key": GUID,
+                "Валюта_Key": GUID,
+                "СуммаДокумента": NUMBER,
+                "ПринятоОт": STRING,
+                "Основание": STRING,
+                "Ответственный_Key": GUID,
+                "Комментарий": STRING,
+            },
+            {"РасшифровкаПлатежа": _SETTLEMENT_ROW},
+            ХозяйственнаяОперация="ПоступлениеОплатыОтКлиента",
+        ),
+        _doc(
+            "Document_ЗаказКлиента",
+            {
+                "Организация_Key": GUID,
+                "Партнер_Key": GUID,
+                "Контрагент_Key": GUID,
+                "Соглашение_Key": GUID,
+                "Договор_Key": GUID,
+                "Валюта_Key": GUID,
+                "СуммаДокумента": NUMBER,
+                "Статус": ENUM,
+                "ХозяйственнаяОперация": ENUM,
+                "ЖелаемаяДатаОтгрузки": DATETIME,
+                "Склад_Key": GUID,
+                "Менеджер_Key": GUID,
+                "Комментарий": STRING,
+            },
+            {
+                "Товары": {
+                    "Номенклатура_Key": GUID,
+                    "Характеристика_Key": GUID,
+                    "Количество": NUMBER,
+                    "Цена": NUMBER,
+                    "Сумма": NUMBER,
+                    "СтавкаНДС_Key": GUID,
+                    "СуммаНДС": NUMBER,
+                    "СуммаСНДС": NUMBER,
+                    "Отменено": BOOL,
+                }
+            },
+            Статус="НеСогласован",
+            ХозяйственнаяОперация="РеализацияКлиенту",
+        ),
+        SetSpec(
+            "InformationRegister_СостоянияЗаказовКлиентов",
+            "InformationRegister",
+            {
+                "Заказ": COMPOSITE,
+                "Состояние": ENUM,
+                "ДатаСобытия": DATETIME,
+                "СуммаОплаты": NUMBER,
+                "ПроцентОплаты": NUMBER,
+                "СуммаОтгрузки": NUMBER,
+                "ПроцентОтгрузки": NUMBER,
+                "СуммаДолга": NUMBER,
+                "ПроцентДолга": NUMBER,
+            },
+            dimensions=("Заказ",),
+        ),
+        # Accounting 3.0
+        _doc(
+            "Document_СчетНаОплатуПокупателю",
+            {
+                "Организация_Key": GUID,
+                "Контрагент_Key": GUID,
+                "ДоговорКонтрагента_Key": GUID,
+                "ВалютаДокумента_Key": GUID,
+                "СуммаДокумента": NUMBER,
+                "СуммаВключаетНДС": BOOL,
+                "Ответственный_Key": GUID,
+                "Комментарий": STRING,
+            },
+            {
+                "Товары": {
+                    "Номенклатура_Key": GUID,
+                    "Содержание": STRING,
+                    "Количество": NUMBER,
+                    "Цена": NUMBER,
+                    "Сумма": NUMBER,
+                    "СтавкаНДС": ENUM,
+                    "СуммаНДС": NUMBER,
+                }
+            },
+            СуммаВключаетНДС=True,
+        ),
+        _doc(
+            "Document_ПоступлениеНаРасчетныйСчет",
+            {
+                "Организация_Key": GUID,
+                "ВидОперации": ENUM,
+                "Контрагент": COMPOSITE,
+                "ДоговорКонтрагента_Key": GUID,
+                "СчетОрганизации_Key": GUID,
+                "ВалютаДокумента_Key": GUID,
+                "СуммаДокумента": NUMBER,
+                "НомерВходящегоДокумента": STRING,
+                "ДатаВходящегоДокумента": DATETIME,
+                "НазначениеПлатежа": STRING,
+                "ДокументОснование": COMPOSITE,
+                "Ответственный_Key": GUID,
+                "Комментарий": STRING,
+            },
+            {
+                "РасшифровкаПлатежа": {
+                    "ДоговорКонтрагента_Key": GUID,
+                    "СуммаПлатежа": NUMBER,
+                    "СуммаВзаиморасчетов": NUMBER,
+                    "Сделка": COMPOSITE,
+                    "СчетНаОплату_Key": GUID,
+                    "СпособПогашенияЗадолженности": ENUM,
+                    "СтатьяДвиженияДенежныхСредств_Key": GUID,
+                }
+            },
+            ВидОперации="ОплатаПокупателя",
+        ),
+        SetSpec(
+            "InformationRegister_СтатусыДокументов",
+            "InformationRegister",
+            {
+                "Документ": COMPOSITE,
+                "Организация_Key": GUID,
+                "Статус": ENUM,
+            },
+            dimensions=("Документ",),
+        ),
+    )
+}
 
 
 def spec_for(name: str) -> SetSpec:
@@ -273,9 +443,15 @@ class OneCSimulator:
     Everything goes through one lock, so tests may call ``insert``/``update`` while a client polls.
     """
 
-    def __init__(self, *, base_path: str = "/trade/odata/standard.odata", users: dict[str, str] | None = None,
-                 entity_sets: Iterable[str] | None = None, faults: FaultKnobs | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        base_path: str = "/trade/odata/standard.odata",
+        users: dict[str, str] | None = None,
+        entity_sets: Iterable[str] | None = None,
+        faults: FaultKnobs | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.base_path = "/" + base_path.strip("/")
         self.users = dict(DEFAULT_USERS if users is None else users)
         self.faults = faults or FaultKnobs()
@@ -541,8 +717,11 @@ class OneCSimulator:
                 self.calls[self._label(method, target)] += 1
             if self.faults.roll(self.faults.error_rate):
                 if self.faults.roll(0.5):  # the web server in front of 1C answering for it
-                    return Response("<html><body><h1>503 Service Unavailable</h1></body></html>", 503,
-                                    content_type="text/html; charset=iso-8859-1")
+                    return Response(
+                        "<html><body><h1>503 Service Unavailable</h1></body></html>",
+                        503,
+                        content_type="text/html; charset=iso-8859-1",
+                    )
                 raise ODataError(500, E_INTERNAL, INTERNAL_MESSAGE)
             response, wrote = self._dispatch(method, target, options, params, as_json)
             if wrote and self.faults.roll(self.faults.error_after_effect_rate):
@@ -593,7 +772,7 @@ class OneCSimulator:
             close = _closing_paren(rest)
             if close < 0:
                 raise ODataError(400, E_BAD_URL, f"Неверный URL: {resource}")
-            key_text, tail = rest[:close], rest[close + 1:]
+            key_text, tail = rest[:close], rest[close + 1 :]
             if tail:
                 if not tail.startswith("/") or "/" in tail[1:]:
                     raise ODataError(400, E_BAD_URL, f"Неверный URL: {resource}")
@@ -626,8 +805,13 @@ class OneCSimulator:
         named = {name: value for name, value in parts if name is not None}
         if target.tabular is not None:
             ref, line = named.get("Ref_Key"), named.get("LineNumber")
-            if (not isinstance(ref, Guid) or not isinstance(line, Decimal) or len(parts) != 2
-                    or line != line.to_integral_value() or not 0 < line < 10**9):
+            if (
+                not isinstance(ref, Guid)
+                or not isinstance(line, Decimal)
+                or len(parts) != 2
+                or line != line.to_integral_value()
+                or not 0 < line < 10**9
+            ):
                 raise ODataError(400, E_BAD_URL, "Ключ строки табличной части: Ref_Key=guid'…', LineNumber=N")
             return f"{ref.value}|{int(line)}"
         if target.spec.keyed_by_ref:
@@ -645,8 +829,9 @@ class OneCSimulator:
 
     # --- dispatch ------------------------------------------------------------------------------
 
-    def _dispatch(self, method: str, target: _Target, options: dict[str, str], params: dict[str, str],
-                  as_json: bool) -> tuple[Response, bool]:
+    def _dispatch(
+        self, method: str, target: _Target, options: dict[str, str], params: dict[str, str], as_json: bool
+    ) -> tuple[Response, bool]:
         if target.set_name == "":
             if method != "GET":
                 raise ODataError(405, E_BAD_METHOD, "Метод не поддерживается")
@@ -723,7 +908,7 @@ class OneCSimulator:
             for name, desc in reversed(_parse_orderby(options["$orderby"], fields)):
                 rows.sort(key=_sorter(name, fields[name]), reverse=desc)
         skip, top = _non_negative(options, "$skip"), _non_negative(options, "$top")
-        rows = rows[skip or 0:]
+        rows = rows[skip or 0 :]
         if top is not None:
             rows = rows[:top]
         return rows, count
@@ -842,8 +1027,7 @@ class OneCSimulator:
             wanted = wanted[2:]
         wanted = wanted.strip('"')
         if wanted != "*" and wanted != entity.get("DataVersion"):
-            raise ODataError(412, E_VERSION,
-                             "Версия данных объекта изменилась (If-Match не совпадает с DataVersion)")
+            raise ODataError(412, E_VERSION, "Версия данных объекта изменилась (If-Match не совпадает с DataVersion)")
 
     def _wire_values(self, spec: SetSpec, body: Mapping[str, Any], creating: bool) -> dict[str, Any]:
         """Validate a request body against the set's attributes, as 1C's deserializer would."""
@@ -912,41 +1096,55 @@ class OneCSimulator:
     def _entity_response(self, target: _Target, body: dict[str, Any], status: int, as_json: bool) -> Response:
         if not as_json:
             return self._xml_response(self._atom_entry(target, body, standalone=True), status)
-        return self._json({"odata.metadata": f"{self._root_url()}$metadata#{target.set_name}/@Element",
-                           **body}, status)
+        return self._json({"odata.metadata": f"{self._root_url()}$metadata#{target.set_name}/@Element", **body}, status)
 
     @staticmethod
     def _json(body: Any, status: int) -> Response:
-        return Response(json.dumps(body, ensure_ascii=False), status,
-                        content_type="application/json;charset=utf-8", headers={"DataServiceVersion": "3.0"})
+        return Response(
+            json.dumps(body, ensure_ascii=False),
+            status,
+            content_type="application/json;charset=utf-8",
+            headers={"DataServiceVersion": "3.0"},
+        )
 
     @staticmethod
     def _xml_response(text: str, status: int) -> Response:
-        return Response(text, status, content_type="application/atom+xml;charset=utf-8",
-                        headers={"DataServiceVersion": "3.0"})
+        return Response(
+            text, status, content_type="application/atom+xml;charset=utf-8", headers={"DataServiceVersion": "3.0"}
+        )
 
     def _error(self, exc: ODataError, as_json: bool) -> Response:
         headers = {"WWW-Authenticate": 'Basic realm="1C:Enterprise"'} if exc.status == 401 else {}
         if as_json:
             body = {"odata.error": {"code": exc.code, "message": {"lang": "ru", "value": exc.message}}}
-            return Response(json.dumps(body, ensure_ascii=False), exc.status,
-                            content_type="application/json;charset=utf-8", headers=headers)
-        xml = ('<?xml version="1.0" encoding="utf-8"?>\n<m:error xmlns:m='
-               '"http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">'
-               f"<m:code>{escape(exc.code)}</m:code><m:message xml:lang=\"ru\">{escape(exc.message)}"
-               "</m:message></m:error>")
+            return Response(
+                json.dumps(body, ensure_ascii=False),
+                exc.status,
+                content_type="application/json;charset=utf-8",
+                headers=headers,
+            )
+        xml = (
+            '<?xml version="1.0" encoding="utf-8"?>\n<m:error xmlns:m='
+            '"http://schemas.microsoft.com/ado/2007/08/dataservices/metadata">'
+            f'<m:code>{escape(exc.code)}</m:code><m:message xml:lang="ru">{escape(exc.message)}'
+            "</m:message></m:error>"
+        )
         return Response(xml, exc.status, content_type="application/xml;charset=utf-8", headers=headers)
 
     def _service_document(self, as_json: bool) -> Response:
         names = self.entity_sets
         if as_json:
-            return self._json({"odata.metadata": f"{self._root_url()}$metadata",
-                               "value": [{"name": n, "url": n} for n in names]}, 200)
-        collections_xml = "".join(f"<collection href={quoteattr(n)}><atom:title>{escape(n)}</atom:title>"
-                                  "</collection>" for n in names)
-        xml = ('<?xml version="1.0" encoding="utf-8"?>\n<service xmlns="http://www.w3.org/2007/app" '
-               f'xmlns:atom="http://www.w3.org/2005/Atom" xml:base={quoteattr(self._root_url())}>'
-               f"<workspace><atom:title>Default</atom:title>{collections_xml}</workspace></service>")
+            return self._json(
+                {"odata.metadata": f"{self._root_url()}$metadata", "value": [{"name": n, "url": n} for n in names]}, 200
+            )
+        collections_xml = "".join(
+            f"<collection href={quoteattr(n)}><atom:title>{escape(n)}</atom:title></collection>" for n in names
+        )
+        xml = (
+            '<?xml version="1.0" encoding="utf-8"?>\n<service xmlns="http://www.w3.org/2007/app" '
+            f'xmlns:atom="http://www.w3.org/2005/Atom" xml:base={quoteattr(self._root_url())}>'
+            f"<workspace><atom:title>Default</atom:title>{collections_xml}</workspace></service>"
+        )
         return Response(xml, 200, content_type="application/xml;charset=utf-8")
 
     def _metadata_xml(self) -> str:
@@ -955,24 +1153,33 @@ class OneCSimulator:
         sets: list[str] = []
         functions: list[str] = []
         for name, spec in self.specs.items():
-            keys = ["Ref_Key"] if spec.keyed_by_ref else [
-                k for d in spec.dimensions for k in (d, f"{d}_Type") if k in self._field_map(spec)]
-            props = [_edm_property(n, t) for n, t in self._field_map(spec).items()
-                     if isinstance(t, str) and n not in spec.tabular]
+            keys = (
+                ["Ref_Key"]
+                if spec.keyed_by_ref
+                else [k for d in spec.dimensions for k in (d, f"{d}_Type") if k in self._field_map(spec)]
+            )
+            props = [
+                _edm_property(n, t)
+                for n, t in self._field_map(spec).items()
+                if isinstance(t, str) and n not in spec.tabular
+            ]
             for section in spec.tabular:
                 row_type = f"{name}_{section}_RowType"
                 row_props = self._row_map(spec.tabular[section], with_parent=True)
                 scalar = {n: t for n, t in row_props.items() if isinstance(t, str)}
-                types.append(f'<ComplexType Name="{row_type}">'
-                             + "".join(_edm_property(n, t) for n, t in scalar.items()) + "</ComplexType>")
-                props.append(f'<Property Name="{section}" Type="Collection({NAMESPACE}.{row_type})" '
-                             'Nullable="false"/>')
+                types.append(
+                    f'<ComplexType Name="{row_type}">'
+                    + "".join(_edm_property(n, t) for n, t in scalar.items())
+                    + "</ComplexType>"
+                )
+                props.append(f'<Property Name="{section}" Type="Collection({NAMESPACE}.{row_type})" Nullable="false"/>')
                 row_set = f"{name}_{section}"
-                types.append(f'<EntityType Name="{row_set}"><Key><PropertyRef Name="Ref_Key"/>'
-                             '<PropertyRef Name="LineNumber"/></Key>'
-                             + "".join(_edm_property(n, t, n in ("Ref_Key", "LineNumber"))
-                                       for n, t in scalar.items())
-                             + "</EntityType>")
+                types.append(
+                    f'<EntityType Name="{row_set}"><Key><PropertyRef Name="Ref_Key"/>'
+                    '<PropertyRef Name="LineNumber"/></Key>'
+                    + "".join(_edm_property(n, t, n in ("Ref_Key", "LineNumber")) for n, t in scalar.items())
+                    + "</EntityType>"
+                )
                 sets.append(f'<EntitySet Name="{row_set}" EntityType="{NAMESPACE}.{row_set}"/>')
             key_xml = "".join(f'<PropertyRef Name="{k}"/>' for k in keys)
             types.append(f'<EntityType Name="{name}"><Key>{key_xml}</Key>{"".join(props)}</EntityType>')
@@ -981,27 +1188,34 @@ class OneCSimulator:
                 binding = f'<Parameter Name="bindingParameter" Type="{NAMESPACE}.{name}"/>'
                 mode = '<Parameter Name="PostingModeOperational" Type="Edm.Boolean"/>'
                 for action in ("Post", "Unpost"):
-                    functions.append(f'<FunctionImport Name="{action}" IsBindable="true" '
-                                     f'IsSideEffecting="true">{binding}{mode}</FunctionImport>')
-        return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                '<edmx:Edmx xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx" Version="1.0">'
-                '<edmx:DataServices xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata" '
-                'm:DataServiceVersion="3.0" m:MaxDataServiceVersion="3.0">'
-                f'<Schema xmlns="http://schemas.microsoft.com/ado/2009/11/edm" Namespace="{NAMESPACE}">'
-                + "".join(types)
-                + '<EntityContainer Name="EnterpriseV8" m:IsDefaultEntityContainer="true">'
-                + "".join(sets) + "".join(functions)
-                + "</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>")
+                    functions.append(
+                        f'<FunctionImport Name="{action}" IsBindable="true" '
+                        f'IsSideEffecting="true">{binding}{mode}</FunctionImport>'
+                    )
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<edmx:Edmx xmlns:edmx="http://schemas.microsoft.com/ado/2007/06/edmx" Version="1.0">'
+            '<edmx:DataServices xmlns:m="http://schemas.microsoft.com/ado/2007/08/dataservices/metadata" '
+            'm:DataServiceVersion="3.0" m:MaxDataServiceVersion="3.0">'
+            f'<Schema xmlns="http://schemas.microsoft.com/ado/2009/11/edm" Namespace="{NAMESPACE}">'
+            + "".join(types)
+            + '<EntityContainer Name="EnterpriseV8" m:IsDefaultEntityContainer="true">'
+            + "".join(sets)
+            + "".join(functions)
+            + "</EntityContainer></Schema></edmx:DataServices></edmx:Edmx>"
+        )
 
     def _atom_feed(self, target: _Target, rows: list[dict[str, Any]], count: int | None) -> str:
         root = self._root_url()
         count_xml = f"<m:count>{count}</m:count>" if count is not None else ""
         entries = "".join(self._atom_entry(target, row, standalone=False) for row in rows)
-        return ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<feed xmlns="http://www.w3.org/2005/Atom" {_XML_NS} xml:base={quoteattr(root)}>'
-                f"<id>{escape(root + target.set_name)}</id>"
-                f'<title type="text">{escape(target.set_name)}</title>'
-                f"<updated>{self._now()}Z</updated>{count_xml}{entries}</feed>")
+        return (
+            '<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<feed xmlns="http://www.w3.org/2005/Atom" {_XML_NS} xml:base={quoteattr(root)}>'
+            f"<id>{escape(root + target.set_name)}</id>"
+            f'<title type="text">{escape(target.set_name)}</title>'
+            f"<updated>{self._now()}Z</updated>{count_xml}{entries}</feed>"
+        )
 
     def _atom_entry(self, target: _Target, row: dict[str, Any], standalone: bool) -> str:
         assert target.spec is not None
@@ -1015,14 +1229,18 @@ class OneCSimulator:
         base = quoteattr(self._root_url())
         head = "<entry>"
         if standalone:
-            head = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                    f'<entry xmlns="http://www.w3.org/2005/Atom" {_XML_NS} xml:base={base}>')
-        return (f"{head}<id>{escape(self._root_url() + target.set_name)}({escape(key)})</id>"
-                f'<category term="{NAMESPACE}.{escape(target.set_name)}" '
-                'scheme="http://schemas.microsoft.com/ado/2007/08/dataservices/scheme"/>'
-                f'<title type="text"/><updated>{self._now()}Z</updated><author/>'
-                f'<content type="application/xml"><m:properties>{_xml_props(row, fields)}</m:properties>'
-                "</content></entry>")
+            head = (
+                '<?xml version="1.0" encoding="UTF-8"?>\n'
+                f'<entry xmlns="http://www.w3.org/2005/Atom" {_XML_NS} xml:base={base}>'
+            )
+        return (
+            f"{head}<id>{escape(self._root_url() + target.set_name)}({escape(key)})</id>"
+            f'<category term="{NAMESPACE}.{escape(target.set_name)}" '
+            'scheme="http://schemas.microsoft.com/ado/2007/08/dataservices/scheme"/>'
+            f'<title type="text"/><updated>{self._now()}Z</updated><author/>'
+            f'<content type="application/xml"><m:properties>{_xml_props(row, fields)}</m:properties>'
+            "</content></entry>"
+        )
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -1044,8 +1262,7 @@ def _read_query() -> tuple[dict[str, str], dict[str, str]]:
         name = unquote_to_bytes(name_b).decode("utf-8", errors="replace")
         value = unquote_to_bytes(value_b).decode("utf-8", errors="replace")
         if name.startswith("$"):
-            if name not in ("$filter", "$select", "$orderby", "$top", "$skip", "$inlinecount", "$expand",
-                            "$format"):
+            if name not in ("$filter", "$select", "$orderby", "$top", "$skip", "$inlinecount", "$expand", "$format"):
                 raise ODataError(400, E_UNSUPPORTED_OPTION, f"Параметр {name} не поддерживается")
             if name in options:
                 raise ODataError(400, E_BAD_OPTION, f"Параметр {name} указан дважды")
@@ -1121,6 +1338,7 @@ def _parse_orderby(text: str, fields: Mapping[str, Any]) -> list[tuple[str, bool
 def _sorter(name: str, ftype: str) -> Callable[[Mapping[str, Any]], tuple[int, Any]]:
     def key(row: Mapping[str, Any]) -> tuple[int, Any]:
         return sort_key(row.get(name), ftype)
+
     return key
 
 
@@ -1223,41 +1441,91 @@ def _xml_props(row: Mapping[str, Any], fields: Mapping[str, Any]) -> str:
 
 def seed_demo(sim: OneCSimulator) -> dict[str, str]:
     """A counterparty, an order, an invoice and a part payment for the demo; returns their keys."""
-    counterparty = sim.insert("Catalog_Контрагенты", {
-        "Description": "Ромашка ООО",
-        "НаименованиеПолное": "Общество с ограниченной ответственностью «Ромашка»",
-        "ИНН": "7701234567", "КПП": "770101001"})
-    order = sim.insert("Document_ЗаказКлиента", {
-        "Контрагент_Key": counterparty["Ref_Key"], "СуммаДокумента": 120000, "Статус": "КОтгрузке",
-        "Товары": [{"Количество": 10, "Цена": 12000, "Сумма": 120000}]})
-    invoice = sim.insert("Document_СчетНаОплатуКлиенту", {
-        "Контрагент_Key": counterparty["Ref_Key"], "СуммаДокумента": 120000,
-        "ДокументОснование": order["Ref_Key"],
-        "ДокументОснование_Type": f"{NAMESPACE}.Document_ЗаказКлиента"})
+    counterparty = sim.insert(
+        "Catalog_Контрагенты",
+        {
+            "Description": "Ромашка ООО",
+            "НаименованиеПолное": "Общество с ограниченной ответственностью «Ромашка»",
+            "ИНН": "7701234567",
+            "КПП": "770101001",
+        },
+    )
+    order = sim.insert(
+        "Document_ЗаказКлиента",
+        {
+            "Контрагент_Key": counterparty["Ref_Key"],
+            "СуммаДокумента": 120000,
+            "Статус": "КОтгрузке",
+            "Товары": [{"Количество": 10, "Цена": 12000, "Сумма": 120000}],
+        },
+    )
+    invoice = sim.insert(
+        "Document_СчетНаОплатуКлиенту",
+        {
+            "Контрагент_Key": counterparty["Ref_Key"],
+            "СуммаДокумента": 120000,
+            "ДокументОснование": order["Ref_Key"],
+            "ДокументОснование_Type": f"{NAMESPACE}.Document_ЗаказКлиента",
+        },
+    )
     sim.set_posted("Document_СчетНаОплатуКлиенту", invoice["Ref_Key"])
-    payment = sim.insert("Document_ПоступлениеБезналичныхДенежныхСредств", {
-        "Контрагент_Key": counterparty["Ref_Key"], "СуммаДокумента": 60000,
-        "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Заказ": order["Ref_Key"],
-                                "Сумма": 60000, "СуммаВзаиморасчетов": 60000}]})
+    payment = sim.insert(
+        "Document_ПоступлениеБезналичныхДенежныхСредств",
+        {
+            "Контрагент_Key": counterparty["Ref_Key"],
+            "СуммаДокумента": 60000,
+            "РасшифровкаПлатежа": [
+                {
+                    "ОснованиеПлатежа": invoice["Ref_Key"],
+                    "Заказ": order["Ref_Key"],
+                    "Сумма": 60000,
+                    "СуммаВзаиморасчетов": 60000,
+                }
+            ],
+        },
+    )
     sim.set_posted("Document_ПоступлениеБезналичныхДенежныхСредств", payment["Ref_Key"])
-    sim.insert("InformationRegister_СостоянияЗаказовКлиентов", {
-        "Заказ": order["Ref_Key"], "Состояние": "ОжидаетсяОплатаДоОтгрузки", "СуммаОплаты": 60000,
-        "ПроцентОплаты": 50, "СуммаДолга": 60000, "ПроцентДолга": 50})
-    return {"counterparty": counterparty["Ref_Key"], "order": order["Ref_Key"], "invoice": invoice["Ref_Key"],
-            "payment": payment["Ref_Key"]}
+    sim.insert(
+        "InformationRegister_СостоянияЗаказовКлиентов",
+        {
+            "Заказ": order["Ref_Key"],
+            "Состояние": "ОжидаетсяОплатаДоОтгрузки",
+            "СуммаОплаты": 60000,
+            "ПроцентОплаты": 50,
+            "СуммаДолга": 60000,
+            "ПроцентДолга": 50,
+        },
+    )
+    return {
+        "counterparty": counterparty["Ref_Key"],
+        "order": order["Ref_Key"],
+        "invoice": invoice["Ref_Key"],
+        "payment": payment["Ref_Key"],
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a simulator until interrupted: ``python -m adapters.onec.simulator --port 8083``."""
-    parser = argparse.ArgumentParser(prog="python -m adapters.onec.simulator",
-                                     description="Simulated 1C:Enterprise standard OData interface.")
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.onec.simulator", description="Simulated 1C:Enterprise standard OData interface."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8083)
     parser.add_argument("--base-path", default="/trade/odata/standard.odata")
-    parser.add_argument("--user", action="append", default=None, metavar="LOGIN:PASSWORD",
-                        help="an infobase user (repeatable); default Интеграция:secret")
-    parser.add_argument("--set", action="append", default=None, metavar="ENTITY_SET",
-                        help="a published entity set (repeatable); default: the standard eight")
+    parser.add_argument(
+        "--user",
+        action="append",
+        default=None,
+        metavar="LOGIN:PASSWORD",
+        help="an infobase user (repeatable); default Интеграция:secret",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=None,
+        metavar="ENTITY_SET",
+        help="a published entity set (repeatable); default: the standard eight",
+    )
     parser.add_argument("--demo", action="store_true", help="seed a counterparty, order, invoice and payment")
     parser.add_argument("--error-rate", type=float, default=0.0)
     parser.add_argument("--error-after-effect-rate", type=float, default=0.0)
@@ -1265,14 +1533,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     users = dict(u.split(":", 1) for u in args.user) if args.user else None
-    faults = FaultKnobs(error_rate=args.error_rate, error_after_effect_rate=args.error_after_effect_rate,
-                        latency=(0.0, args.latency), seed=args.seed)
+    faults = FaultKnobs(
+        error_rate=args.error_rate,
+        error_after_effect_rate=args.error_after_effect_rate,
+        latency=(0.0, args.latency),
+        seed=args.seed,
+    )
     sim = OneCSimulator(base_path=args.base_path, users=users, entity_sets=args.set, faults=faults)
     if args.demo:
         seed_demo(sim)
     server = sim.serve(args.host, args.port)
-    print(f"1C OData simulator: {server.base_url}{sim.base_path}/ (users: {', '.join(sim.users)})",
-          flush=True)
+    print(f"1C OData simulator: {server.base_url}{sim.base_path}/ (users: {', '.join(sim.users)})", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

@@ -47,9 +47,13 @@ class PipedriveAdapter(CrmAdapter):
 
     def webhook_parser(self) -> WebhookParser:
         """Parser checking the HTTP Basic credentials the webhooks were registered with."""
-        return PipedriveWebhookParser(self.name, self.settings["webhook_user"], self.settings["webhook_password"],
-                                      skip_own_changes=self.settings.get("skip_own_changes", True),
-                                      own_user_id=self.settings.get("own_user_id"))
+        return PipedriveWebhookParser(
+            self.name,
+            self.settings["webhook_user"],
+            self.settings["webhook_password"],
+            skip_own_changes=self.settings.get("skip_own_changes", True),
+            own_user_id=self.settings.get("own_user_id"),
+        )
 
     def interrupt(self) -> None:
         """Cut retry and throttle waits short."""
@@ -77,7 +81,7 @@ class PipedriveAdapter(CrmAdapter):
                 found[ids[0]] = deal_from_pd(self.name, raw, self.location_fields)
             return found
         for start in range(0, len(ids), IDS_PER_CALL):
-            chunk = ids[start:start + IDS_PER_CALL]
+            chunk = ids[start : start + IDS_PER_CALL]
             for raw in self.client.iter_v2("/api/v2/deals", {"ids": ",".join(chunk)}):
                 if not _deleted(raw):
                     deal = deal_from_pd(self.name, raw, self.location_fields)
@@ -100,8 +104,13 @@ class PipedriveAdapter(CrmAdapter):
         """
         if not value:
             return []
-        params = {"term": value, "field_type": "dealField", "field_key": field, "exact_match": "true",
-                  "return_item_ids": "true"}
+        params = {
+            "term": value,
+            "field_type": "dealField",
+            "field_key": field,
+            "exact_match": "true",
+            "return_item_ids": "true",
+        }
         candidates: list[str] = []
         for row in self.client.iter_v1("/v1/itemSearch/field", params, limit=100):
             if isinstance(row, Mapping) and row.get("id") is not None and str(row["id"]) not in candidates:
@@ -147,8 +156,12 @@ class PipedriveAdapter(CrmAdapter):
             return WriteResult(remote_id=command.deal_id)
         if isinstance(command, AddComment):
             content = f"{_html_text(command.text)}<br><br>[{marker}]"
-            data = self.client.request("POST", "/v1/notes", json={"content": content, "deal_id": int(command.deal_id)},
-                                       idempotent=False).get("data") or {}
+            data = (
+                self.client.request(
+                    "POST", "/v1/notes", json={"content": content, "deal_id": int(command.deal_id)}, idempotent=False
+                ).get("data")
+                or {}
+            )
             return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
         if isinstance(command, CloseDeal):
             return self._close(command)
@@ -157,8 +170,9 @@ class PipedriveAdapter(CrmAdapter):
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find an earlier try's activity or note by its marker; deal updates are idempotent."""
         if isinstance(command, CreateTask):
-            params: dict[str, Any] = ({"deal_id": command.deal_id} if command.deal_id
-                                      else {"owner_id": command.responsible_id})
+            params: dict[str, Any] = (
+                {"deal_id": command.deal_id} if command.deal_id else {"owner_id": command.responsible_id}
+            )
             for activity in self.client.iter_v2("/api/v2/activities", params):
                 if marker in str(activity.get("note") or ""):
                     return WriteResult(remote_id=str(activity.get("id")), reconciled=True)
@@ -174,8 +188,12 @@ class PipedriveAdapter(CrmAdapter):
         description = command.description.strip()
         # The note is HTML; the marker lets a retried dispatch find this activity instead of adding another.
         note = f"{_html_text(description)}<br><br>[{marker}]" if description else f"[{marker}]"
-        body: dict[str, Any] = {"subject": command.title, "type": command.task_type or "task", "note": note,
-                                "done": False}
+        body: dict[str, Any] = {
+            "subject": command.title,
+            "type": command.task_type or "task",
+            "note": note,
+            "done": False,
+        }
         if command.deal_id:  # a report's task belongs to no deal
             body["deal_id"] = int(command.deal_id)
         if command.responsible_id:
@@ -212,4 +230,3 @@ def _deleted(raw: Mapping[str, Any]) -> bool:
 
 def _html_text(text: str) -> str:
     return html.escape(text).replace("\n", "<br>")
-

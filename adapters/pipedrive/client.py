@@ -69,11 +69,18 @@ class PipedriveClient:
         self.crm = crm
         self.timeout = timeout
         # Jitter as large as the first wait: many clients refused at once must not retry in step.
-        self.retry = RetryPolicy(crm, "pipedrive", max_attempts=max_attempts, backoff_initial=backoff_initial,
-                                 backoff_max=backoff_max, jitter=backoff_initial)
+        self.retry = RetryPolicy(
+            crm,
+            "pipedrive",
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            jitter=backoff_initial,
+        )
         # Looked up at each wait, not bound now: one method decides how the client sleeps.
-        self.window = RollingWindow(burst_limit, window, sleep=lambda s: self._interruptible_sleep(s),
-                                    stopping=self.retry.interrupted)
+        self.window = RollingWindow(
+            burst_limit, window, sleep=lambda s: self._interruptible_sleep(s), stopping=self.retry.interrupted
+        )
         self.throttle: Throttle | None = None
         if rate is not None and burst is not None:
             self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
@@ -113,15 +120,23 @@ class PipedriveClient:
         failures only when ``idempotent``; a non-idempotent write whose answer was lost
         raises ``AmbiguousWriteError`` for the caller to reconcile.
         """
-        return self.retry.run(lambda: self._send(method, path, params, json, idempotent=idempotent),
-                              idempotent=idempotent)
+        return self.retry.run(
+            lambda: self._send(method, path, params, json, idempotent=idempotent), idempotent=idempotent
+        )
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET and return ``data``."""
         return self.request("GET", path, params=params).get("data")
 
-    def _send(self, method: str, path: str, params: Mapping[str, Any] | None, body: Mapping[str, Any] | None,
-              *, idempotent: bool) -> dict[str, Any]:
+    def _send(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+        *,
+        idempotent: bool,
+    ) -> dict[str, Any]:
         waited = self.throttle.acquire() if self.throttle is not None else 0.0
         # After the bucket: the window books the moment the call really goes out.
         ticket = self.window.acquire()
@@ -134,8 +149,7 @@ class PipedriveClient:
         self.requests_sent += 1
         with crm_call(self.crm, f"{method} {path}") as call:
             try:
-                resp = self.session.request(method, self.base + path, params=params, json=body,
-                                            timeout=self.timeout)
+                resp = self.session.request(method, self.base + path, params=params, json=body, timeout=self.timeout)
             except (requests.ConnectionError, requests.Timeout) as exc:
                 self.window.release(ticket)  # it may have arrived: it occupies the window all the same
                 cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
@@ -157,14 +171,29 @@ class PipedriveClient:
             return body
         error = str(body.get("error") or "") if isinstance(body, dict) else ""
         info = str(body.get("error_info") or "") if isinstance(body, dict) else resp.text[:200]
-        raise self.error_for(method, resp.status_code, error, info, resp.headers, json_body=isinstance(body, dict),
-                             idempotent=idempotent)
+        raise self.error_for(
+            method, resp.status_code, error, info, resp.headers, json_body=isinstance(body, dict), idempotent=idempotent
+        )
 
-    def error_for(self, method: str, status: int, error: str, info: str, headers: Mapping[str, str], *,
-                  json_body: bool = True, idempotent: bool = True) -> AdapterError:
+    def error_for(
+        self,
+        method: str,
+        status: int,
+        error: str,
+        info: str,
+        headers: Mapping[str, str],
+        *,
+        json_body: bool = True,
+        idempotent: bool = True,
+    ) -> AdapterError:
         """Map Pipedrive's error envelope (``success: false, error, error_info``) to a typed error."""
-        kw: dict[str, Any] = {"crm": self.crm, "method": method, "status": status, "code": str(status),
-                              "description": error or info}
+        kw: dict[str, Any] = {
+            "crm": self.crm,
+            "method": method,
+            "status": status,
+            "code": str(status),
+            "description": error or info,
+        }
         if status == 429:
             self.rate_limited += 1
             retry_after = _retry_after(headers)
@@ -229,4 +258,3 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         if value >= 0:
             return max(value, 0.1)
     return None
-

@@ -14,11 +14,21 @@ from connector.domain import Deal, Location, StageSemantic, User
 CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
 _SEMANTICS: dict[str, StageSemantic] = {"open": "open", "won": "won", "lost": "lost"}
 # Parts of Pipedrive's structured address custom field, by our Location names.
-_ADDRESS_PARTS = {"city": "locality", "district": "sublocality", "street": "route", "postcode": "postal_code",
-                  "region": "admin_area_level_1"}
+_ADDRESS_PARTS = {
+    "city": "locality",
+    "district": "sublocality",
+    "street": "route",
+    "postcode": "postal_code",
+    "region": "admin_area_level_1",
+}
 # Normalised UpdateDeal keys and the Pipedrive deal fields they land in.
-FIELD_NAMES = {"responsible_id": "owner_id", "stage": "stage_id", "title": "title", "amount": "value",
-               "pipeline": "pipeline_id"}
+FIELD_NAMES = {
+    "responsible_id": "owner_id",
+    "stage": "stage_id",
+    "title": "title",
+    "amount": "value",
+    "pipeline": "pipeline_id",
+}
 # Deal fields that hold ids: the API wants integers.
 _INT_FIELDS = {"owner_id", "stage_id", "pipeline_id", "person_id", "org_id"}
 
@@ -81,8 +91,9 @@ def flatten(raw: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def location_from(fields: Mapping[str, Any], raw_custom: Mapping[str, Any], location_fields: Mapping[str, str]
-                  ) -> Location | None:
+def location_from(
+    fields: Mapping[str, Any], raw_custom: Mapping[str, Any], location_fields: Mapping[str, str]
+) -> Location | None:
     """The deal's location from the configured custom fields: an address field (text or
     Pipedrive's structured address) and/or separate part fields."""
     if not location_fields:
@@ -144,8 +155,13 @@ def normalised_previous(previous: Mapping[str, Any]) -> dict[str, Any]:
     out = flatten(previous)
     if "user_id" in previous and "owner_id" not in previous:
         out.pop("user_id", None)
-    aliases = {"stage_id": "stage", "owner_id": "responsible_id", "title": "title", "value": "amount",
-               "pipeline_id": "pipeline"}
+    aliases = {
+        "stage_id": "stage",
+        "owner_id": "responsible_id",
+        "title": "title",
+        "value": "amount",
+        "pipeline_id": "pipeline",
+    }
     for raw_key, name in aliases.items():
         if raw_key in out:
             value = out[raw_key]

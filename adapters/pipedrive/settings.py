@@ -30,37 +30,69 @@ class PipedriveSettings(Schema):
 
     type = fields.String(required=True)
     base_url = HttpUrl(load_default=None, metadata={"doc": "https://COMPANY.pipedrive.com (or company_domain)"})
-    company_domain = fields.String(load_default=None, validate=validate.Regexp(r"^[a-z0-9-]+$"),
-                                   metadata={"doc": "COMPANY of COMPANY.pipedrive.com, instead of base_url"})
-    api_token = fields.String(required=True, validate=validate.Length(min=8),
-                              metadata={"doc": "personal API token (x-api-token)", "secret": True})
-    webhook_user = fields.String(required=True, validate=validate.Length(min=1),
-                                 metadata={"doc": "HTTP Basic user the webhooks are registered with"})
-    webhook_password = fields.String(required=True, validate=validate.Length(min=8),
-                                     metadata={"doc": "HTTP Basic password of the webhooks", "secret": True})
-    skip_own_changes = fields.Boolean(load_default=True,
-                                      metadata={"doc": "ignore change webhooks with change_source 'api' (our writes)"})
-    own_user_id = Id(load_default=None, allow_none=True,
-                     metadata={"doc": "the API token's user: only its API changes are skipped"})
+    company_domain = fields.String(
+        load_default=None,
+        validate=validate.Regexp(r"^[a-z0-9-]+$"),
+        metadata={"doc": "COMPANY of COMPANY.pipedrive.com, instead of base_url"},
+    )
+    api_token = fields.String(
+        required=True,
+        validate=validate.Length(min=8),
+        metadata={"doc": "personal API token (x-api-token)", "secret": True},
+    )
+    webhook_user = fields.String(
+        required=True,
+        validate=validate.Length(min=1),
+        metadata={"doc": "HTTP Basic user the webhooks are registered with"},
+    )
+    webhook_password = fields.String(
+        required=True,
+        validate=validate.Length(min=8),
+        metadata={"doc": "HTTP Basic password of the webhooks", "secret": True},
+    )
+    skip_own_changes = fields.Boolean(
+        load_default=True, metadata={"doc": "ignore change webhooks with change_source 'api' (our writes)"}
+    )
+    own_user_id = Id(
+        load_default=None, allow_none=True, metadata={"doc": "the API token's user: only its API changes are skipped"}
+    )
     poll_every = Span(load_default=300.0, metadata={"doc": "how often to poll changed deals"})
     poll_overlap = Span(load_default=120.0, metadata={"doc": "re-read this far behind the cursor"})
-    burst_limit = fields.Integer(load_default=20, validate=validate.Range(min=1),
-                                 metadata={"doc": "at most this many requests in any `window` (the plan's burst "
-                                                  "limit per API token: Lite 20, Growth 40, Premium 100, "
-                                                  "Ultimate 120)"})
+    burst_limit = fields.Integer(
+        load_default=20,
+        validate=validate.Range(min=1),
+        metadata={
+            "doc": "at most this many requests in any `window` (the plan's burst "
+            "limit per API token: Lite 20, Growth 40, Premium 100, "
+            "Ultimate 120)"
+        },
+    )
     window = Span(load_default=2.0, metadata={"doc": "the rolling window the burst limit is counted over"})
-    rate = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=0.1),
-                        metadata={"doc": f"deprecated: also pace calls with a leaky bucket of this many requests "
-                                         f"per second (given rate or burst, the other defaults to "
-                                         f"{LEGACY_RATE:g}/s or {LEGACY_BURST:g})"})
-    burst = fields.Float(load_default=None, allow_none=True, validate=validate.Range(min=1),
-                         metadata={"doc": "deprecated: that bucket's size"})
+    rate = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=0.1),
+        metadata={
+            "doc": f"deprecated: also pace calls with a leaky bucket of this many requests "
+            f"per second (given rate or burst, the other defaults to "
+            f"{LEGACY_RATE:g}/s or {LEGACY_BURST:g})"
+        },
+    )
+    burst = fields.Float(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1),
+        metadata={"doc": "deprecated: that bucket's size"},
+    )
     timeout = Span(load_default=30.0)
     max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20))
     backoff_initial = Span(load_default=0.5)
-    location_fields = fields.Dict(keys=fields.String(validate=validate.OneOf(LOCATION_KEYS)),
-                                  values=fields.String(validate=_CUSTOM_KEY), load_default=dict,
-                                  metadata={"doc": "custom fields (hash keys) holding the address or its parts"})
+    location_fields = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(LOCATION_KEYS)),
+        values=fields.String(validate=_CUSTOM_KEY),
+        load_default=dict,
+        metadata={"doc": "custom fields (hash keys) holding the address or its parts"},
+    )
 
     @post_load
     def _base_url(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:

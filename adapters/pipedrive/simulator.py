@@ -67,14 +67,21 @@ PIPELINE_ID = 1
 PIPELINE_NAME = "Pipeline"
 # (id, name): the stages of a new company's default pipeline, in order.
 STAGES: tuple[tuple[int, str], ...] = (
-    (1, "Qualified"), (2, "Contact Made"), (3, "Demo Scheduled"), (4, "Proposal Made"),
+    (1, "Qualified"),
+    (2, "Contact Made"),
+    (3, "Demo Scheduled"),
+    (4, "Proposal Made"),
     (5, "Negotiations Started"),
 )
 _STAGE_IDS = frozenset(sid for sid, _ in STAGES)
 # (key_string, name, icon_key): the activity types every company starts with.
 ACTIVITY_TYPES: tuple[tuple[str, str, str], ...] = (
-    ("call", "Call", "call"), ("meeting", "Meeting", "meeting"), ("task", "Task", "task"),
-    ("deadline", "Deadline", "deadline"), ("email", "Email", "email"), ("lunch", "Lunch", "lunch"),
+    ("call", "Call", "call"),
+    ("meeting", "Meeting", "meeting"),
+    ("task", "Task", "task"),
+    ("deadline", "Deadline", "deadline"),
+    ("email", "Email", "email"),
+    ("lunch", "Lunch", "lunch"),
 )
 _ACTIVITY_TYPE_NAMES = {key: name for key, name, _ in ACTIVITY_TYPES}
 
@@ -82,21 +89,63 @@ DEAL_SORTS = ("id", "update_time", "add_time")
 ACTIVITY_SORTS = ("id", "update_time", "add_time", "due_date")
 _DEAL_STATUSES = frozenset({"open", "won", "lost", "deleted"})
 # Webhook actions: v2 names, plus the v1 names the same endpoint still accepts.
-_WEBHOOK_ACTIONS = {"create": "create", "change": "change", "delete": "delete", "*": "*",
-                    "added": "create", "updated": "change", "deleted": "delete", "merged": "change"}
-_WEBHOOK_OBJECTS = frozenset({"activity", "deal", "lead", "note", "organization", "person", "pipeline",
-                              "product", "stage", "user", "*"})
+_WEBHOOK_ACTIONS = {
+    "create": "create",
+    "change": "change",
+    "delete": "delete",
+    "*": "*",
+    "added": "create",
+    "updated": "change",
+    "deleted": "delete",
+    "merged": "change",
+}
+_WEBHOOK_OBJECTS = frozenset(
+    {"activity", "deal", "lead", "note", "organization", "person", "pipeline", "product", "stage", "user", "*"}
+)
 _V1_ACTION = {"create": "added", "change": "updated", "delete": "deleted"}
 
-_DEAL_WRITABLE = frozenset({
-    "title", "value", "currency", "owner_id", "person_id", "org_id", "pipeline_id", "stage_id", "status",
-    "lost_reason", "expected_close_date", "probability", "visible_to", "label_ids", "custom_fields",
-})
-_ACTIVITY_WRITABLE = frozenset({
-    "subject", "type", "owner_id", "deal_id", "lead_id", "person_id", "org_id", "project_id", "due_date",
-    "due_time", "duration", "busy", "done", "location", "participants", "attendees",
-    "public_description", "priority", "note",
-})
+_DEAL_WRITABLE = frozenset(
+    {
+        "title",
+        "value",
+        "currency",
+        "owner_id",
+        "person_id",
+        "org_id",
+        "pipeline_id",
+        "stage_id",
+        "status",
+        "lost_reason",
+        "expected_close_date",
+        "probability",
+        "visible_to",
+        "label_ids",
+        "custom_fields",
+    }
+)
+_ACTIVITY_WRITABLE = frozenset(
+    {
+        "subject",
+        "type",
+        "owner_id",
+        "deal_id",
+        "lead_id",
+        "person_id",
+        "org_id",
+        "project_id",
+        "due_date",
+        "due_time",
+        "duration",
+        "busy",
+        "done",
+        "location",
+        "participants",
+        "attendees",
+        "public_description",
+        "priority",
+        "note",
+    }
+)
 # Server-maintained times a deal's v2 ``previous`` leaves out: a real stage move carries only
 # ``{"stage_id": old}`` although update_time and stage_change_time changed too.
 _DEAL_PREVIOUS_SKIP = frozenset({"update_time", "stage_change_time"})
@@ -113,16 +162,22 @@ _Render = Callable[[Mapping[str, Any]], dict[str, Any]]
 class ApiError(Exception):
     """An error answer: HTTP status, ``error`` text and ``error_info``."""
 
-    def __init__(self, status: int, error: str, error_info: str = ERROR_INFO,
-                 headers: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, error_info: str = ERROR_INFO, headers: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(f"{status}: {error}")
         self.status, self.error, self.error_info = status, error, error_info
         self.headers = dict(headers or {})
 
     def body(self) -> dict[str, Any]:
         """The JSON error envelope."""
-        return {"success": False, "error": self.error, "errorCode": self.status,
-                "error_info": self.error_info, "data": None}
+        return {
+            "success": False,
+            "error": self.error,
+            "errorCode": self.status,
+            "error_info": self.error_info,
+            "data": None,
+        }
 
 
 # --- value helpers ----------------------------------------------------------------------------
@@ -245,8 +300,9 @@ def _field_key(name: str) -> Callable[[Mapping[str, Any]], tuple[Any, int]]:
     return key
 
 
-def _keyset_page(rows: Iterable[dict[str, Any]], sort_by: str, direction: str, limit: int,
-                 cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+def _keyset_page(
+    rows: Iterable[dict[str, Any]], sort_by: str, direction: str, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
     """One page of ``rows`` in (sort_by, id) order from the cursor's row on, and the next cursor.
 
     Keyset paging, as Pipedrive's opaque cursors behave: a row changed mid-walk may move past
@@ -256,16 +312,19 @@ def _keyset_page(rows: Iterable[dict[str, Any]], sort_by: str, direction: str, l
     ordered = sorted(rows, key=lambda r: _sort_key(r.get(sort_by), r["id"]), reverse=desc)
     if cursor:
         mark = _sort_key(*_decode_cursor(cursor, sort_by, direction))
-        ordered = [r for r in ordered
-                   if (_sort_key(r.get(sort_by), r["id"]) <= mark if desc
-                       else _sort_key(r.get(sort_by), r["id"]) >= mark)]
+        ordered = [
+            r
+            for r in ordered
+            if (_sort_key(r.get(sort_by), r["id"]) <= mark if desc else _sort_key(r.get(sort_by), r["id"]) >= mark)
+        ]
     page = ordered[:limit]
     nxt = _encode_cursor(sort_by, direction, ordered[limit]) if len(ordered) > limit else None
     return page, nxt
 
 
-def _diff_previous(before: Mapping[str, Any], after: Mapping[str, Any],
-                   skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+def _diff_previous(
+    before: Mapping[str, Any], after: Mapping[str, Any], skip: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     """v2 ``previous``: the old values of the fields that changed, custom fields key by key."""
     previous: dict[str, Any] = {}
     for key, old in before.items():
@@ -301,10 +360,18 @@ class PipedriveSimulator:
     ``default_currency`` and ``ui_user_id`` (who the UI changes are made by).
     """
 
-    def __init__(self, *, api_token: str = "simtoken", company_domain: str = "sim",
-                 burst_limit: int = 20, daily_budget: int | None = None, faults: FaultKnobs | None = None,
-                 clock: Callable[[], datetime] | None = None, monotonic: Callable[[], float] = time.monotonic,
-                 webhook_retry_delays: tuple[float, ...] = (3, 30, 150)) -> None:
+    def __init__(
+        self,
+        *,
+        api_token: str = "simtoken",
+        company_domain: str = "sim",
+        burst_limit: int = 20,
+        daily_budget: int | None = None,
+        faults: FaultKnobs | None = None,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        webhook_retry_delays: tuple[float, ...] = (3, 30, 150),
+    ) -> None:
         self.api_token = api_token
         self.company_domain = company_domain
         self.host = f"{company_domain}.pipedrive.com"
@@ -356,11 +423,22 @@ class PipedriveSimulator:
             uid = self._next_id("user")
             now = _v1_time(_ts(self._now()))
             self.users[uid] = {
-                "id": uid, "name": name, "email": email or f"user{uid}@{self.company_domain}.example",
-                "active_flag": bool(active), "timezone_name": "Europe/Tallinn", "timezone_offset": "+02:00",
+                "id": uid,
+                "name": name,
+                "email": email or f"user{uid}@{self.company_domain}.example",
+                "active_flag": bool(active),
+                "timezone_name": "Europe/Tallinn",
+                "timezone_offset": "+02:00",
                 "default_currency": self.default_currency,
-                "locale": "en_US", "lang": 1, "is_admin": 0, "role_id": 1, "icon_url": None,
-                "has_created_company": uid == 10001, "created": now, "modified": now, "last_login": now,
+                "locale": "en_US",
+                "lang": 1,
+                "is_admin": 0,
+                "role_id": 1,
+                "icon_url": None,
+                "has_created_company": uid == 10001,
+                "created": now,
+                "modified": now,
+                "last_login": now,
             }
             return uid
 
@@ -403,25 +481,39 @@ class PipedriveSimulator:
                 raise KeyError(deal_id)
             self._delete_deal(deal_id, "app")
 
-    def add_webhook(self, subscription_url: str, event_action: str = "*", event_object: str = "deal",
-                    version: str = "2.0", http_auth_user: str | None = None,
-                    http_auth_password: str | None = None) -> int:
+    def add_webhook(
+        self,
+        subscription_url: str,
+        event_action: str = "*",
+        event_object: str = "deal",
+        version: str = "2.0",
+        http_auth_user: str | None = None,
+        http_auth_password: str | None = None,
+    ) -> int:
         """Subscribe a webhook as Settings > Webhooks would; answers its id."""
         with self._lock:
             try:
-                return self._create_webhook({
-                    "subscription_url": subscription_url, "event_action": event_action,
-                    "event_object": event_object, "version": version, "http_auth_user": http_auth_user,
-                    "http_auth_password": http_auth_password,
-                })["id"]
+                return self._create_webhook(
+                    {
+                        "subscription_url": subscription_url,
+                        "event_action": event_action,
+                        "event_object": event_object,
+                        "version": version,
+                        "http_auth_user": http_auth_user,
+                        "http_auth_password": http_auth_password,
+                    }
+                )["id"]
             except ApiError as exc:
                 raise ValueError(exc.error) from exc
 
     def activities_for_deal(self, deal_id: int) -> list[dict[str, Any]]:
         """The deal's activities that are not deleted, oldest first (copies, v2 shape)."""
         with self._lock:
-            return [copy.deepcopy(a) for a in sorted(self.activities.values(), key=lambda a: a["id"])
-                    if a["deal_id"] == deal_id and not a["is_deleted"]]
+            return [
+                copy.deepcopy(a)
+                for a in sorted(self.activities.values(), key=lambda a: a["id"])
+                if a["deal_id"] == deal_id and not a["is_deleted"]
+            ]
 
     @property
     def daily_budget_left(self) -> int | None:
@@ -489,8 +581,12 @@ class PipedriveSimulator:
         for method, template, handler in routes:
             rule = template.replace("{id}", "<int:item_id>")
 
-            def view(item_id: int | None = None, _m: str = method, _t: str = template,
-                     _h: Callable[[int | None], tuple[int, dict[str, Any]]] = handler) -> Response:
+            def view(
+                item_id: int | None = None,
+                _m: str = method,
+                _t: str = template,
+                _h: Callable[[int | None], tuple[int, dict[str, Any]]] = handler,
+            ) -> Response:
                 return self._handle(_m, _t, _h, item_id)
 
             app.add_url_rule(rule, endpoint=f"{method} {template}", view_func=view, methods=[method])
@@ -504,16 +600,22 @@ class PipedriveSimulator:
 
         return app
 
-    def _handle(self, method: str, template: str, handler: Callable[[int | None], tuple[int, dict[str, Any]]],
-                item_id: int | None) -> Response:
+    def _handle(
+        self,
+        method: str,
+        template: str,
+        handler: Callable[[int | None], tuple[int, dict[str, Any]]],
+        item_id: int | None,
+    ) -> Response:
         self.faults.delay()
         token = request.headers.get("x-api-token") or request.args.get("api_token") or ""
         if not token or not hmac.compare_digest(token.encode(), self.api_token.encode()):
             return self._json(ApiError(401, "unauthorized access").body(), 401)
         if self._blocked():
             # Pipedrive's CDN answers a client that keeps hammering after 429s with HTML.
-            return Response("<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>",
-                            status=403, mimetype="text/html")
+            return Response(
+                "<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>", status=403, mimetype="text/html"
+            )
         write = method in ("POST", "PATCH", "PUT", "DELETE")
         try:
             headers = self._admit(_cost(method, template))
@@ -662,8 +764,10 @@ class PipedriveSimulator:
     @staticmethod
     def _updated_window() -> tuple[datetime | None, datetime | None]:
         since, until = request.args.get("updated_since"), request.args.get("updated_until")
-        return (_parse_rfc3339(since, "updated_since") if since else None,
-                _parse_rfc3339(until, "updated_until") if until else None)
+        return (
+            _parse_rfc3339(since, "updated_since") if since else None,
+            _parse_rfc3339(until, "updated_until") if until else None,
+        )
 
     @staticmethod
     def _in_window(update_time: str | None, since: datetime | None, until: datetime | None) -> bool:
@@ -693,16 +797,33 @@ class PipedriveSimulator:
         user = self.users.get(uid) if uid is not None else None
         if user is None:
             return None if uid is None else {"id": uid, "value": uid}
-        return {"id": uid, "name": user["name"], "email": user["email"], "has_pic": 0, "pic_hash": None,
-                "active_flag": user["active_flag"], "value": uid}
+        return {
+            "id": uid,
+            "name": user["name"],
+            "email": user["email"],
+            "has_pic": 0,
+            "pic_hash": None,
+            "active_flag": user["active_flag"],
+            "value": uid,
+        }
 
     # --- webhooks ----------------------------------------------------------------------------
 
-    def _fire(self, entity: str, action: str, entity_id: int, before: Mapping[str, Any] | None,
-              after: Mapping[str, Any] | None, source: str) -> None:
+    def _fire(
+        self,
+        entity: str,
+        action: str,
+        entity_id: int,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        source: str,
+    ) -> None:
         """Send one event to every matching webhook (called with the lock held)."""
-        hooks = [h for h in self.webhooks.values() if h["is_active"]
-                 and h["event_object"] in (entity, "*") and h["event_action"] in (action, "*")]
+        hooks = [
+            h
+            for h in self.webhooks.values()
+            if h["is_active"] and h["event_object"] in (entity, "*") and h["event_action"] in (action, "*")
+        ]
         if not hooks:
             return
         v2_render, v1_render, skip = self._renderers(entity)
@@ -725,31 +846,58 @@ class PipedriveSimulator:
             if hook["version"] == "1.0":
                 v1_action = _V1_ACTION[action]
                 meta1 = {
-                    "v": 1, "action": v1_action, "object": entity, "change_source": source, "id": entity_id,
-                    "company_id": self.company_id, "user_id": actor, "host": self.host,
-                    "timestamp": int(now.timestamp()), "timestamp_micro": int(now.timestamp() * 1_000_000),
-                    "permitted_user_ids": permitted, "trans_pending": False, "is_bulk_update": False,
-                    "pipedrive_service_name": False, "matches_filters": {"current": [], "previous": []},
+                    "v": 1,
+                    "action": v1_action,
+                    "object": entity,
+                    "change_source": source,
+                    "id": entity_id,
+                    "company_id": self.company_id,
+                    "user_id": actor,
+                    "host": self.host,
+                    "timestamp": int(now.timestamp()),
+                    "timestamp_micro": int(now.timestamp() * 1_000_000),
+                    "permitted_user_ids": permitted,
+                    "trans_pending": False,
+                    "is_bulk_update": False,
+                    "pipedrive_service_name": False,
+                    "matches_filters": {"current": [], "previous": []},
                     "webhook_id": hook["id"],
                 }
                 body: dict[str, Any] = {
-                    "v": 1, "matches_filters": {"current": [], "previous": []}, "meta": meta1, "retry": 0,
-                    "current": copy.deepcopy(a1), "previous": copy.deepcopy(b1),
+                    "v": 1,
+                    "matches_filters": {"current": [], "previous": []},
+                    "meta": meta1,
+                    "retry": 0,
+                    "current": copy.deepcopy(a1),
+                    "previous": copy.deepcopy(b1),
                     "event": f"{v1_action}.{entity}",
                 }
             else:
                 meta = {
-                    "action": action, "entity": entity, "company_id": str(self.company_id),
-                    "correlation_id": correlation, "entity_id": str(entity_id), "id": str(uuid.uuid4()),
-                    "is_bulk_edit": False, "timestamp": _ts_ms(now), "type": "general",
-                    "user_id": str(actor), "version": "2.0", "webhook_id": str(hook["id"]),
-                    "webhook_owner_id": str(hook["owner_id"]), "change_source": source, "attempt": 1,
+                    "action": action,
+                    "entity": entity,
+                    "company_id": str(self.company_id),
+                    "correlation_id": correlation,
+                    "entity_id": str(entity_id),
+                    "id": str(uuid.uuid4()),
+                    "is_bulk_edit": False,
+                    "timestamp": _ts_ms(now),
+                    "type": "general",
+                    "user_id": str(actor),
+                    "version": "2.0",
+                    "webhook_id": str(hook["id"]),
+                    "webhook_owner_id": str(hook["owner_id"]),
+                    "change_source": source,
+                    "attempt": 1,
                     "host": self.host,
                 }
                 if entity != "user":
                     meta["permitted_user_ids"] = [str(uid) for uid in permitted]
-                body = {"meta": meta, "data": None if action == "delete" else copy.deepcopy(a2),
-                        "previous": copy.deepcopy(previous2)}
+                body = {
+                    "meta": meta,
+                    "data": None if action == "delete" else copy.deepcopy(a2),
+                    "previous": copy.deepcopy(previous2),
+                }
             self._deliver(hook["id"], body, 1)
 
     def _renderers(self, entity: str) -> tuple[_Render, _Render, frozenset[str]]:
@@ -768,8 +916,7 @@ class PipedriveSimulator:
             state = self._hook_state.setdefault(hook_id, _HookState())
             if time.monotonic() < state.banned_until:
                 # A banned webhook's events are lost, retries included.
-                self.sender.log.append(Delivery(hook["subscription_url"], body, None, error="banned",
-                                                dropped=True))
+                self.sender.log.append(Delivery(hook["subscription_url"], body, None, error="banned", dropped=True))
                 return
             stamped = copy.deepcopy(body)
             if "meta" in stamped and stamped["meta"].get("version") == "2.0":
@@ -843,13 +990,26 @@ class PipedriveSimulator:
             raise ApiError(400, f"The limit of {MAX_WEBHOOKS_PER_USER} webhooks per user is reached")
         hook_id = self._next_id("webhook")
         self.webhooks[hook_id] = {
-            "id": hook_id, "company_id": self.company_id, "owner_id": self.user_id, "user_id": user_id,
-            "event_action": action, "event_object": obj, "subscription_url": url, "version": version,
-            "is_active": 1, "add_time": _v1_time(_ts(self._now())), "remove_time": None, "type": "general",
+            "id": hook_id,
+            "company_id": self.company_id,
+            "owner_id": self.user_id,
+            "user_id": user_id,
+            "event_action": action,
+            "event_object": obj,
+            "subscription_url": url,
+            "version": version,
+            "is_active": 1,
+            "add_time": _v1_time(_ts(self._now())),
+            "remove_time": None,
+            "type": "general",
             "http_auth_user": _opt_text(given.get("http_auth_user"), "http_auth_user"),
             "http_auth_password": _opt_text(given.get("http_auth_password"), "http_auth_password"),
-            "additional_data": {}, "remove_reason": None, "last_delivery_time": None,
-            "last_http_status": None, "admin_id": self.user_id, "name": given.get("name"),
+            "additional_data": {},
+            "remove_reason": None,
+            "last_delivery_time": None,
+            "last_http_status": None,
+            "admin_id": self.user_id,
+            "name": given.get("name"),
         }
         self._hook_state[hook_id] = _HookState()
         return self.webhooks[hook_id]
@@ -960,15 +1120,38 @@ class PipedriveSimulator:
         actor = self.user_id if source == "api" else self.ui_user_id
         deal_id = self._next_id("deal")
         deal: dict[str, Any] = {
-            "id": deal_id, "title": "", "creator_user_id": actor, "owner_id": actor, "person_id": None,
-            "org_id": None, "pipeline_id": PIPELINE_ID, "stage_id": STAGES[0][0], "value": 0,
-            "currency": self.default_currency, "add_time": now, "update_time": now,
+            "id": deal_id,
+            "title": "",
+            "creator_user_id": actor,
+            "owner_id": actor,
+            "person_id": None,
+            "org_id": None,
+            "pipeline_id": PIPELINE_ID,
+            "stage_id": STAGES[0][0],
+            "value": 0,
+            "currency": self.default_currency,
+            "add_time": now,
+            "update_time": now,
             # A new deal has not changed stage yet: null, as in Pipedrive's create webhooks.
-            "stage_change_time": None, "is_deleted": False, "status": "open", "probability": None,
-            "lost_reason": None, "visible_to": 3, "close_time": None, "won_time": None, "lost_time": None,
-            "first_won_time": None, "expected_close_date": None, "label_ids": [],
-            "origin": "API" if source == "api" else "ManuallyCreated", "origin_id": None, "channel": None,
-            "channel_id": None, "is_archived": False, "archive_time": None, "custom_fields": {},
+            "stage_change_time": None,
+            "is_deleted": False,
+            "status": "open",
+            "probability": None,
+            "lost_reason": None,
+            "visible_to": 3,
+            "close_time": None,
+            "won_time": None,
+            "lost_time": None,
+            "first_won_time": None,
+            "expected_close_date": None,
+            "label_ids": [],
+            "origin": "API" if source == "api" else "ManuallyCreated",
+            "origin_id": None,
+            "channel": None,
+            "channel_id": None,
+            "is_archived": False,
+            "archive_time": None,
+            "custom_fields": {},
         }
         self._apply_deal(deal, changes, now, creating=True)
         self.deals[deal_id] = deal
@@ -1020,13 +1203,14 @@ class PipedriveSimulator:
             return None
         field_type = self.deal_fields.get(key, {}).get("field_type")
         if isinstance(value, Mapping):
-            return {**copy.deepcopy(dict(value)),
-                    "type": field_type or ("monetary" if "currency" in value else "varchar")}
+            return {
+                **copy.deepcopy(dict(value)),
+                "type": field_type or ("monetary" if "currency" in value else "varchar"),
+            }
         if field_type in ("enum", "user", "people", "org"):
             return {"id": value, "type": field_type}
         if field_type == "set" or isinstance(value, list):
-            return {"values": [{"id": v} for v in (value if isinstance(value, list) else [value])],
-                    "type": "set"}
+            return {"values": [{"id": v} for v in (value if isinstance(value, list) else [value])], "type": "set"}
         if field_type is None:
             numeric = isinstance(value, int | float) and not isinstance(value, bool)
             field_type = "double" if numeric else "varchar"
@@ -1034,11 +1218,36 @@ class PipedriveSimulator:
 
     def _deal_hook_v2(self, deal: Mapping[str, Any]) -> dict[str, Any]:
         """A deal as webhooks v2 carry it in ``data``/``previous``."""
-        keys = ("add_time", "channel", "channel_id", "close_time", "creator_user_id", "currency",
-                "expected_close_date", "first_won_time", "id", "label_ids", "lost_reason", "lost_time",
-                "org_id", "origin", "origin_id", "owner_id", "person_id", "pipeline_id", "probability",
-                "stage_change_time", "stage_id", "status", "title", "update_time", "value", "won_time",
-                "is_archived", "archive_time")
+        keys = (
+            "add_time",
+            "channel",
+            "channel_id",
+            "close_time",
+            "creator_user_id",
+            "currency",
+            "expected_close_date",
+            "first_won_time",
+            "id",
+            "label_ids",
+            "lost_reason",
+            "lost_time",
+            "org_id",
+            "origin",
+            "origin_id",
+            "owner_id",
+            "person_id",
+            "pipeline_id",
+            "probability",
+            "stage_change_time",
+            "stage_id",
+            "status",
+            "title",
+            "update_time",
+            "value",
+            "won_time",
+            "is_archived",
+            "archive_time",
+        )
         out: dict[str, Any] = {key: copy.deepcopy(deal[key]) for key in keys}
         out["custom_fields"] = {k: self._typed_custom(k, v) for k, v in sorted(deal["custom_fields"].items())}
         out["visible_to"] = str(deal["visible_to"])
@@ -1052,26 +1261,44 @@ class PipedriveSimulator:
             "id": deal["id"],
             "creator_user_id": self._user_ref(deal["creator_user_id"]) if expand else deal["creator_user_id"],
             "user_id": self._user_ref(deal["owner_id"]) if expand else deal["owner_id"],
-            "person_id": ({"value": deal["person_id"]} if expand and deal["person_id"] is not None
-                          else deal["person_id"]),
-            "org_id": ({"value": deal["org_id"]} if expand and deal["org_id"] is not None
-                       else deal["org_id"]),
-            "stage_id": deal["stage_id"], "title": deal["title"], "value": deal["value"],
-            "currency": deal["currency"], "add_time": _v1_time(deal["add_time"]),
+            "person_id": (
+                {"value": deal["person_id"]} if expand and deal["person_id"] is not None else deal["person_id"]
+            ),
+            "org_id": ({"value": deal["org_id"]} if expand and deal["org_id"] is not None else deal["org_id"]),
+            "stage_id": deal["stage_id"],
+            "title": deal["title"],
+            "value": deal["value"],
+            "currency": deal["currency"],
+            "add_time": _v1_time(deal["add_time"]),
             "update_time": _v1_time(deal["update_time"]),
             "stage_change_time": _v1_time(deal["stage_change_time"]),
-            "active": deal["status"] == "open", "deleted": deal["is_deleted"], "status": deal["status"],
-            "probability": deal["probability"], "next_activity_date": None, "next_activity_time": None,
-            "next_activity_id": None, "last_activity_id": None, "last_activity_date": None,
-            "lost_reason": deal["lost_reason"], "visible_to": str(deal["visible_to"]),
-            "close_time": _v1_time(deal["close_time"]), "pipeline_id": deal["pipeline_id"],
-            "won_time": _v1_time(deal["won_time"]), "first_won_time": _v1_time(deal["first_won_time"]),
-            "lost_time": _v1_time(deal["lost_time"]), "expected_close_date": deal["expected_close_date"],
-            "label": ",".join(str(x) for x in deal["label_ids"]) or None, "stage_order_nr": stage_order,
-            "person_name": None, "org_name": None, "formatted_value": f"{deal['value']} {deal['currency']}",
-            "weighted_value": deal["value"], "owner_name": owner["name"] if owner else None,
+            "active": deal["status"] == "open",
+            "deleted": deal["is_deleted"],
+            "status": deal["status"],
+            "probability": deal["probability"],
+            "next_activity_date": None,
+            "next_activity_time": None,
+            "next_activity_id": None,
+            "last_activity_id": None,
+            "last_activity_date": None,
+            "lost_reason": deal["lost_reason"],
+            "visible_to": str(deal["visible_to"]),
+            "close_time": _v1_time(deal["close_time"]),
+            "pipeline_id": deal["pipeline_id"],
+            "won_time": _v1_time(deal["won_time"]),
+            "first_won_time": _v1_time(deal["first_won_time"]),
+            "lost_time": _v1_time(deal["lost_time"]),
+            "expected_close_date": deal["expected_close_date"],
+            "label": ",".join(str(x) for x in deal["label_ids"]) or None,
+            "stage_order_nr": stage_order,
+            "person_name": None,
+            "org_name": None,
+            "formatted_value": f"{deal['value']} {deal['currency']}",
+            "weighted_value": deal["value"],
+            "owner_name": owner["name"] if owner else None,
             "cc_email": f"{self.company_domain}+deal{deal['id']}@pipedrivemail.com",
-            "org_hidden": False, "person_hidden": False,
+            "org_hidden": False,
+            "person_hidden": False,
         }
         out.update(self._custom_fields_view(deal))
         return out
@@ -1088,14 +1315,16 @@ class PipedriveSimulator:
         statuses = {s.strip() for s in raw_status.split(",")} if raw_status else {"open", "won", "lost"}
         if not statuses <= _DEAL_STATUSES:
             raise ApiError(400, "status must be one of: open, won, lost, deleted")
-        rows = [d for d in self.deals.values()
-                if ("deleted" if d["is_deleted"] else d["status"]) in statuses
-                and (ids is None or d["id"] in ids)
-                and all(v is None or d[k] == v for k, v in wanted.items())
-                and self._in_window(d["update_time"], since, until)]
+        rows = [
+            d
+            for d in self.deals.values()
+            if ("deleted" if d["is_deleted"] else d["status"]) in statuses
+            and (ids is None or d["id"] in ids)
+            and all(v is None or d[k] == v for k, v in wanted.items())
+            and self._in_window(d["update_time"], since, until)
+        ]
         page, nxt = _keyset_page(rows, sort_by, direction, limit, request.args.get("cursor"))
-        return 200, {"success": True, "data": [self._deal_v2(d) for d in page],
-                     "additional_data": {"next_cursor": nxt}}
+        return 200, {"success": True, "data": [self._deal_v2(d) for d in page], "additional_data": {"next_cursor": nxt}}
 
     def _deals_add(self, _: int | None) -> tuple[int, dict[str, Any]]:
         deal = self._create_deal(self._body(v2=True), "api")
@@ -1124,16 +1353,25 @@ class PipedriveSimulator:
         if status not in ("open", "won", "lost", "deleted", "all_not_deleted"):
             raise ApiError(400, "status must be one of: open, won, lost, deleted, all_not_deleted")
         user_id, stage_id = self._arg_int("user_id"), self._arg_int("stage_id")
-        rows = [d for d in self.deals.values()
-                if (not d["is_deleted"] if status == "all_not_deleted"
-                    else d["is_deleted"] if status == "deleted"
-                    else d["status"] == status and not d["is_deleted"])
-                and (user_id is None or d["owner_id"] == user_id)
-                and (stage_id is None or d["stage_id"] == stage_id)]
-        rows = self._v1_sorted(rows, request.args.get("sort") or "id ASC", ("id", "update_time", "add_time",
-                                                                            "title", "value"))
-        return 200, self._v1_page([self._deal_v1(d, expand=True) for d in rows[start:start + limit]],
-                                  start, limit, len(rows))
+        rows = [
+            d
+            for d in self.deals.values()
+            if (
+                not d["is_deleted"]
+                if status == "all_not_deleted"
+                else d["is_deleted"]
+                if status == "deleted"
+                else d["status"] == status and not d["is_deleted"]
+            )
+            and (user_id is None or d["owner_id"] == user_id)
+            and (stage_id is None or d["stage_id"] == stage_id)
+        ]
+        rows = self._v1_sorted(
+            rows, request.args.get("sort") or "id ASC", ("id", "update_time", "add_time", "title", "value")
+        )
+        return 200, self._v1_page(
+            [self._deal_v1(d, expand=True) for d in rows[start : start + limit]], start, limit, len(rows)
+        )
 
     def _v1_deals_get(self, deal_id: int | None) -> tuple[int, dict[str, Any]]:
         deal = self.deals.get(deal_id or 0)
@@ -1175,8 +1413,11 @@ class PipedriveSimulator:
         if "type" in given or activity is None:
             kind = given.get("type") or "task"  # the company's default type
             if kind not in _ACTIVITY_TYPE_NAMES:
-                raise ApiError(400, f"Invalid activity type: {kind}",
-                               f"Use a key_string from /v1/activityTypes: {', '.join(_ACTIVITY_TYPE_NAMES)}")
+                raise ApiError(
+                    400,
+                    f"Invalid activity type: {kind}",
+                    f"Use a key_string from /v1/activityTypes: {', '.join(_ACTIVITY_TYPE_NAMES)}",
+                )
             c["type"] = kind
         if "owner_id" in given:
             owner = _int(given["owner_id"], "owner_id")
@@ -1212,12 +1453,31 @@ class PipedriveSimulator:
         now = _ts(self._now())
         act_id = self._next_id("activity")
         activity: dict[str, Any] = {
-            "id": act_id, "subject": None, "type": "task", "owner_id": self.user_id,
-            "creator_user_id": self.user_id, "is_deleted": False, "add_time": now, "update_time": now,
-            "deal_id": None, "lead_id": None, "person_id": None, "org_id": None, "project_id": None,
-            "due_date": None, "due_time": None, "duration": None, "busy": False, "done": False,
-            "marked_as_done_time": None, "location": None, "participants": [], "attendees": [],
-            "public_description": None, "priority": None, "note": None,
+            "id": act_id,
+            "subject": None,
+            "type": "task",
+            "owner_id": self.user_id,
+            "creator_user_id": self.user_id,
+            "is_deleted": False,
+            "add_time": now,
+            "update_time": now,
+            "deal_id": None,
+            "lead_id": None,
+            "person_id": None,
+            "org_id": None,
+            "project_id": None,
+            "due_date": None,
+            "due_time": None,
+            "duration": None,
+            "busy": False,
+            "done": False,
+            "marked_as_done_time": None,
+            "location": None,
+            "participants": [],
+            "attendees": [],
+            "public_description": None,
+            "priority": None,
+            "note": None,
         }
         activity.update(changes)
         if not activity["subject"]:
@@ -1269,49 +1529,92 @@ class PipedriveSimulator:
         wanted = {k: self._arg_int(k) for k in ("owner_id", "deal_id", "person_id", "org_id")}
         raw_done = request.args.get("done")
         done = None if raw_done in (None, "") else _bool(raw_done, "done")
-        rows = [a for a in self.activities.values()
-                if not a["is_deleted"] and (ids is None or a["id"] in ids)
-                and all(v is None or a[k] == v for k, v in wanted.items())
-                and (done is None or a["done"] == done)
-                and self._in_window(a["update_time"], since, until)]
+        rows = [
+            a
+            for a in self.activities.values()
+            if not a["is_deleted"]
+            and (ids is None or a["id"] in ids)
+            and all(v is None or a[k] == v for k, v in wanted.items())
+            and (done is None or a["done"] == done)
+            and self._in_window(a["update_time"], since, until)
+        ]
         page, nxt = _keyset_page(rows, sort_by, direction, limit, request.args.get("cursor"))
-        return 200, {"success": True, "data": [copy.deepcopy(a) for a in page],
-                     "additional_data": {"next_cursor": nxt}}
+        return 200, {"success": True, "data": [copy.deepcopy(a) for a in page], "additional_data": {"next_cursor": nxt}}
 
     def _activity_hook_v2(self, activity: Mapping[str, Any]) -> dict[str, Any]:
-        keys = ("add_time", "deal_id", "done", "due_date", "due_time", "duration", "id", "lead_id",
-                "location", "org_id", "owner_id", "person_id", "public_description", "subject", "type",
-                "update_time")
+        keys = (
+            "add_time",
+            "deal_id",
+            "done",
+            "due_date",
+            "due_time",
+            "duration",
+            "id",
+            "lead_id",
+            "location",
+            "org_id",
+            "owner_id",
+            "person_id",
+            "public_description",
+            "subject",
+            "type",
+            "update_time",
+        )
         out: dict[str, Any] = {key: copy.deepcopy(activity[key]) for key in keys}
-        out.update(active_flag=not activity["is_deleted"], busy_flag=activity["busy"], custom_fields={},
-                   update_user_id=None)
+        out.update(
+            active_flag=not activity["is_deleted"], busy_flag=activity["busy"], custom_fields={}, update_user_id=None
+        )
         return dict(sorted(out.items()))
 
     def _activity_v1(self, activity: Mapping[str, Any]) -> dict[str, Any]:
         deal = self.deals.get(activity["deal_id"]) if activity["deal_id"] is not None else None
         owner = self.users.get(activity["owner_id"])
         return {
-            "id": activity["id"], "company_id": self.company_id, "user_id": activity["owner_id"],
-            "done": activity["done"], "type": activity["type"], "reference_type": None, "reference_id": None,
-            "due_date": activity["due_date"], "due_time": activity["due_time"] or "",
-            "duration": activity["duration"] or "", "busy_flag": activity["busy"],
+            "id": activity["id"],
+            "company_id": self.company_id,
+            "user_id": activity["owner_id"],
+            "done": activity["done"],
+            "type": activity["type"],
+            "reference_type": None,
+            "reference_id": None,
+            "due_date": activity["due_date"],
+            "due_time": activity["due_time"] or "",
+            "duration": activity["duration"] or "",
+            "busy_flag": activity["busy"],
             "add_time": _v1_time(activity["add_time"]),
             "marked_as_done_time": _v1_time(activity["marked_as_done_time"]) or "",
-            "subject": activity["subject"], "public_description": activity["public_description"],
-            "deal_id": activity["deal_id"], "org_id": activity["org_id"], "person_id": activity["person_id"],
-            "lead_id": activity["lead_id"], "active_flag": not activity["is_deleted"],
-            "update_time": _v1_time(activity["update_time"]), "update_user_id": None,
+            "subject": activity["subject"],
+            "public_description": activity["public_description"],
+            "deal_id": activity["deal_id"],
+            "org_id": activity["org_id"],
+            "person_id": activity["person_id"],
+            "lead_id": activity["lead_id"],
+            "active_flag": not activity["is_deleted"],
+            "update_time": _v1_time(activity["update_time"]),
+            "update_user_id": None,
             "note": activity["note"],
-            "created_by_user_id": activity["creator_user_id"], "deal_title": deal["title"] if deal else None,
+            "created_by_user_id": activity["creator_user_id"],
+            "deal_title": deal["title"] if deal else None,
             "owner_name": owner["name"] if owner else None,
         }
 
     def _activity_types(self, _: int | None) -> tuple[int, dict[str, Any]]:
         created = "2019-01-01 00:00:00"
-        data = [{"id": i, "order_nr": i, "name": name, "key_string": key, "icon_key": icon,
-                 "active_flag": True, "color": None, "is_custom_flag": False, "add_time": created,
-                 "update_time": None}
-                for i, (key, name, icon) in enumerate(ACTIVITY_TYPES, 1)]
+        data = [
+            {
+                "id": i,
+                "order_nr": i,
+                "name": name,
+                "key_string": key,
+                "icon_key": icon,
+                "active_flag": True,
+                "color": None,
+                "is_custom_flag": False,
+                "add_time": created,
+                "update_time": None,
+            }
+            for i, (key, name, icon) in enumerate(ACTIVITY_TYPES, 1)
+        ]
         return 200, {"success": True, "data": data}
 
     # --- users, stages, fields ---------------------------------------------------------------
@@ -1323,8 +1626,11 @@ class PipedriveSimulator:
         return 200, {"success": True, "data": [self._user_v1(u) for _, u in sorted(self.users.items())]}
 
     def _users_me(self, _: int | None) -> tuple[int, dict[str, Any]]:
-        me = {**self._user_v1(self.users[self.user_id]), "company_id": self.company_id,
-              "company_domain": self.company_domain}
+        me = {
+            **self._user_v1(self.users[self.user_id]),
+            "company_id": self.company_id,
+            "company_domain": self.company_domain,
+        }
         return 200, {"success": True, "data": me}
 
     def _users_get(self, uid: int | None) -> tuple[int, dict[str, Any]]:
@@ -1336,35 +1642,79 @@ class PipedriveSimulator:
     def _v1_stages(self, _: int | None) -> tuple[int, dict[str, Any]]:
         pipeline = self._arg_int("pipeline_id")
         created = "2019-01-01 00:00:00"
-        data = [{"id": sid, "order_nr": i, "name": name, "active_flag": True, "deal_probability": 100,
-                 "pipeline_id": PIPELINE_ID, "rotten_flag": False, "rotten_days": None, "add_time": created,
-                 "update_time": None, "pipeline_name": PIPELINE_NAME, "pipeline_deal_probability": False}
-                for i, (sid, name) in enumerate(STAGES, 1)]
+        data = [
+            {
+                "id": sid,
+                "order_nr": i,
+                "name": name,
+                "active_flag": True,
+                "deal_probability": 100,
+                "pipeline_id": PIPELINE_ID,
+                "rotten_flag": False,
+                "rotten_days": None,
+                "add_time": created,
+                "update_time": None,
+                "pipeline_name": PIPELINE_NAME,
+                "pipeline_deal_probability": False,
+            }
+            for i, (sid, name) in enumerate(STAGES, 1)
+        ]
         return 200, {"success": True, "data": data if pipeline in (None, PIPELINE_ID) else []}
 
     def _stages(self, _: int | None) -> tuple[int, dict[str, Any]]:
         pipeline = self._arg_int("pipeline_id")
         created = "2019-01-01T00:00:00Z"
-        data = [{"id": sid, "order_nr": i, "name": name, "is_deleted": False, "deal_probability": 100,
-                 "pipeline_id": PIPELINE_ID, "is_deal_rot_enabled": False, "days_to_rotten": None,
-                 "add_time": created, "update_time": None}
-                for i, (sid, name) in enumerate(STAGES, 1)]
-        return 200, {"success": True, "data": data if pipeline in (None, PIPELINE_ID) else [],
-                     "additional_data": {"next_cursor": None}}
+        data = [
+            {
+                "id": sid,
+                "order_nr": i,
+                "name": name,
+                "is_deleted": False,
+                "deal_probability": 100,
+                "pipeline_id": PIPELINE_ID,
+                "is_deal_rot_enabled": False,
+                "days_to_rotten": None,
+                "add_time": created,
+                "update_time": None,
+            }
+            for i, (sid, name) in enumerate(STAGES, 1)
+        ]
+        return 200, {
+            "success": True,
+            "data": data if pipeline in (None, PIPELINE_ID) else [],
+            "additional_data": {"next_cursor": None},
+        }
 
     def _deal_fields(self, _: int | None) -> tuple[int, dict[str, Any]]:
-        standard = (("title", "Title", "varchar"), ("value", "Value", "monetary"),
-                    ("stage_id", "Stage", "stage"), ("status", "Status", "status"),
-                    ("lost_reason", "Lost reason", "varchar_options"),
-                    ("expected_close_date", "Expected close date", "date"), ("user_id", "Owner", "user"))
-        data = [{"id": i, "key": key, "name": name, "field_type": kind, "edit_flag": False,
-                 "active_flag": True} for i, (key, name, kind) in enumerate(standard, 1)]
-        data += [{"id": 100 + i, "key": key, "name": f["name"], "field_type": f["field_type"],
-                  "edit_flag": True, "active_flag": True}
-                 for i, (key, f) in enumerate(self.deal_fields.items())]
-        return 200, {"success": True, "data": data,
-                     "additional_data": {"pagination": {"start": 0, "limit": len(data),
-                                                        "more_items_in_collection": False}}}
+        standard = (
+            ("title", "Title", "varchar"),
+            ("value", "Value", "monetary"),
+            ("stage_id", "Stage", "stage"),
+            ("status", "Status", "status"),
+            ("lost_reason", "Lost reason", "varchar_options"),
+            ("expected_close_date", "Expected close date", "date"),
+            ("user_id", "Owner", "user"),
+        )
+        data = [
+            {"id": i, "key": key, "name": name, "field_type": kind, "edit_flag": False, "active_flag": True}
+            for i, (key, name, kind) in enumerate(standard, 1)
+        ]
+        data += [
+            {
+                "id": 100 + i,
+                "key": key,
+                "name": f["name"],
+                "field_type": f["field_type"],
+                "edit_flag": True,
+                "active_flag": True,
+            }
+            for i, (key, f) in enumerate(self.deal_fields.items())
+        ]
+        return 200, {
+            "success": True,
+            "data": data,
+            "additional_data": {"pagination": {"start": 0, "limit": len(data), "more_items_in_collection": False}},
+        }
 
     # --- notes -------------------------------------------------------------------------------
 
@@ -1377,19 +1727,30 @@ class PipedriveSimulator:
         lead_id = _opt_text(given.get("lead_id"), "lead_id")
         if all(v is None for v in refs.values()) and not lead_id:
             raise ApiError(400, "A note needs a deal_id, person_id, org_id, lead_id or project_id")
-        if refs["deal_id"] is not None and (refs["deal_id"] not in self.deals
-                                            or self.deals[refs["deal_id"]]["is_deleted"]):
+        if refs["deal_id"] is not None and (
+            refs["deal_id"] not in self.deals or self.deals[refs["deal_id"]]["is_deleted"]
+        ):
             raise ApiError(400, "Deal not found")
         user_id = _opt_int(given.get("user_id"), "user_id") or self.user_id
         if user_id not in self.users:
             raise ApiError(400, "User not found")
         now = _ts(self._now())
         note_id = self._next_id("note")
-        note = {"id": note_id, "user_id": user_id, **refs, "lead_id": lead_id, "content": content,
-                "add_time": now, "update_time": now, "active_flag": True,
-                "pinned_to_deal_flag": _bool(given.get("pinned_to_deal_flag", False), "pinned_to_deal_flag"),
-                "pinned_to_person_flag": False, "pinned_to_organization_flag": False,
-                "pinned_to_lead_flag": False, "last_update_user_id": None}
+        note = {
+            "id": note_id,
+            "user_id": user_id,
+            **refs,
+            "lead_id": lead_id,
+            "content": content,
+            "add_time": now,
+            "update_time": now,
+            "active_flag": True,
+            "pinned_to_deal_flag": _bool(given.get("pinned_to_deal_flag", False), "pinned_to_deal_flag"),
+            "pinned_to_person_flag": False,
+            "pinned_to_organization_flag": False,
+            "pinned_to_lead_flag": False,
+            "last_update_user_id": None,
+        }
         self.notes[note_id] = note
         self._fire("note", "create", note_id, None, note, "api")
         return 201, {"success": True, "data": self._note_v1(note)}
@@ -1398,28 +1759,49 @@ class PipedriveSimulator:
         start = self._arg_int("start") or 0
         limit = self._limit(cap=True)
         wanted = {k: self._arg_int(k) for k in ("deal_id", "person_id", "org_id", "user_id")}
-        rows = [n for n in self.notes.values()
-                if n["active_flag"] and all(v is None or n[k] == v for k, v in wanted.items())]
+        rows = [
+            n
+            for n in self.notes.values()
+            if n["active_flag"] and all(v is None or n[k] == v for k, v in wanted.items())
+        ]
         rows = self._v1_sorted(rows, request.args.get("sort") or "id ASC", ("id", "add_time", "update_time"))
-        page = [self._note_v1(n) for n in rows[start:start + limit]]
+        page = [self._note_v1(n) for n in rows[start : start + limit]]
         return 200, self._v1_page(page, start, limit, len(rows))
 
     def _note_v1(self, note: Mapping[str, Any]) -> dict[str, Any]:
         deal = self.deals.get(note["deal_id"]) if note["deal_id"] is not None else None
         user = self.users.get(note["user_id"])
         out = {k: v for k, v in note.items()}
-        out.update(add_time=_v1_time(note["add_time"]), update_time=_v1_time(note["update_time"]),
-                   deal={"title": deal["title"]} if deal else None, organization=None, person=None,
-                   user={"email": user["email"], "name": user["name"], "icon_url": None,
-                         "is_you": user["id"] == self.user_id}
-                   if user else None)
+        out.update(
+            add_time=_v1_time(note["add_time"]),
+            update_time=_v1_time(note["update_time"]),
+            deal={"title": deal["title"]} if deal else None,
+            organization=None,
+            person=None,
+            user={"email": user["email"], "name": user["name"], "icon_url": None, "is_you": user["id"] == self.user_id}
+            if user
+            else None,
+        )
         return out
 
     @staticmethod
     def _note_hook_v2(note: Mapping[str, Any]) -> dict[str, Any]:
-        keys = ("id", "user_id", "deal_id", "person_id", "org_id", "lead_id", "project_id", "active_flag",
-                "content", "add_time", "update_time", "pinned_to_deal_flag", "pinned_to_person_flag",
-                "pinned_to_organization_flag")
+        keys = (
+            "id",
+            "user_id",
+            "deal_id",
+            "person_id",
+            "org_id",
+            "lead_id",
+            "project_id",
+            "active_flag",
+            "content",
+            "add_time",
+            "update_time",
+            "pinned_to_deal_flag",
+            "pinned_to_person_flag",
+            "pinned_to_organization_flag",
+        )
         return {key: note[key] for key in keys}
 
     # --- webhooks over HTTP ------------------------------------------------------------------
@@ -1429,8 +1811,11 @@ class PipedriveSimulator:
         return 201, {"status": "ok", "success": True, "data": copy.deepcopy(hook)}
 
     def _webhooks_list(self, _: int | None) -> tuple[int, dict[str, Any]]:
-        return 200, {"status": "ok", "success": True,
-                     "data": [copy.deepcopy(h) for _, h in sorted(self.webhooks.items())]}
+        return 200, {
+            "status": "ok",
+            "success": True,
+            "data": [copy.deepcopy(h) for _, h in sorted(self.webhooks.items())],
+        }
 
     def _webhooks_delete(self, hook_id: int | None) -> tuple[int, dict[str, Any]]:
         if self.webhooks.pop(hook_id or 0, None) is None:
@@ -1455,8 +1840,9 @@ def _cost(method: str, template: str) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Serve a simulator until interrupted: ``python -m adapters.pipedrive.simulator --port 8082``."""
-    parser = argparse.ArgumentParser(prog="python -m adapters.pipedrive.simulator",
-                                     description="Simulated Pipedrive company behind an API token.")
+    parser = argparse.ArgumentParser(
+        prog="python -m adapters.pipedrive.simulator", description="Simulated Pipedrive company behind an API token."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)
     parser.add_argument("--token", default="simtoken", help="the API token clients must send")
@@ -1470,11 +1856,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed-deals", type=int, default=0, help="create this many deals at start")
     args = parser.parse_args(argv)
     delays = tuple(float(x) for x in args.retry_delays.split(",") if x.strip())
-    sim = PipedriveSimulator(api_token=args.token, company_domain=args.domain, burst_limit=args.burst_limit,
-                             daily_budget=args.daily_budget, webhook_retry_delays=delays)
+    sim = PipedriveSimulator(
+        api_token=args.token,
+        company_domain=args.domain,
+        burst_limit=args.burst_limit,
+        daily_budget=args.daily_budget,
+        webhook_retry_delays=delays,
+    )
     if args.webhook:
-        sim.add_webhook(args.webhook, http_auth_user=args.webhook_user,
-                        http_auth_password=args.webhook_password)
+        sim.add_webhook(args.webhook, http_auth_user=args.webhook_user, http_auth_password=args.webhook_password)
     for i in range(1, args.seed_deals + 1):
         sim.add_deal({"title": f"Seed deal {i}", "value": 100 * i, "stage_id": STAGES[i % len(STAGES)][0]})
     server = sim.serve(args.host, args.port)

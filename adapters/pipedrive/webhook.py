@@ -24,17 +24,22 @@ from connector.domain import Event, EventKind
 
 # v2 actions, and the v1 names of the same.
 ACTIONS = {
-    "create": EventKind.DEAL_CREATED, "added": EventKind.DEAL_CREATED,
-    "change": EventKind.DEAL_UPDATED, "updated": EventKind.DEAL_UPDATED, "merged": EventKind.DEAL_UPDATED,
-    "delete": EventKind.DEAL_DELETED, "deleted": EventKind.DEAL_DELETED,
+    "create": EventKind.DEAL_CREATED,
+    "added": EventKind.DEAL_CREATED,
+    "change": EventKind.DEAL_UPDATED,
+    "updated": EventKind.DEAL_UPDATED,
+    "merged": EventKind.DEAL_UPDATED,
+    "delete": EventKind.DEAL_DELETED,
+    "deleted": EventKind.DEAL_DELETED,
 }
 
 
 class PipedriveWebhookParser(WebhookParser):
     """Parses deliveries for one configured Pipedrive company."""
 
-    def __init__(self, crm: str, user: str, password: str, *, skip_own_changes: bool = True,
-                 own_user_id: str | None = None) -> None:
+    def __init__(
+        self, crm: str, user: str, password: str, *, skip_own_changes: bool = True, own_user_id: str | None = None
+    ) -> None:
         self.crm = crm
         self._user = user.encode()
         self._password = password.encode()
@@ -94,8 +99,18 @@ class PipedriveWebhookParser(WebhookParser):
         occurred = _occurred(meta.get("timestamp"), received_at)
         # v2 previous holds only the fields that changed; a delete's previous is the last state.
         changed = normalised_previous(previous) if previous and kind == EventKind.DEAL_UPDATED else None
-        return [Event(crm=self.crm, kind=kind, deal_id=deal_id, occurred_at=occurred,
-                      dedup_key=f"pd:{delivery.strip()[:100]}", source="webhook", previous=changed, raw=body)]
+        return [
+            Event(
+                crm=self.crm,
+                kind=kind,
+                deal_id=deal_id,
+                occurred_at=occurred,
+                dedup_key=f"pd:{delivery.strip()[:100]}",
+                source="webhook",
+                previous=changed,
+                raw=body,
+            )
+        ]
 
     def _v1(self, body: dict[str, Any], meta: dict[str, Any], received_at: datetime) -> list[Event]:
         if meta.get("object") != "deal":
@@ -118,15 +133,35 @@ class PipedriveWebhookParser(WebhookParser):
         if kind == EventKind.DEAL_UPDATED and isinstance(current, dict) and isinstance(previous, dict):
             # v1 sends the whole previous object: keep only what differs.
             now, before = flatten(current), flatten(previous)
-            diff = {k: before.get(k) for k in set(now) | set(before)
-                    if k not in ("update_time",) and now.get(k) != before.get(k)}
+            diff = {
+                k: before.get(k)
+                for k in set(now) | set(before)
+                if k not in ("update_time",) and now.get(k) != before.get(k)
+            }
             changed = normalised_previous(diff) if diff else None
         # v1 has no delivery id: the event, object, change time and stamp identify it; retries repeat them.
-        ident = "|".join(str(x) for x in (action, deal_id, meta.get("timestamp_micro"), meta.get("timestamp"),
-                                          (current or {}).get("update_time")))
-        return [Event(crm=self.crm, kind=kind, deal_id=deal_id, occurred_at=occurred,
-                      dedup_key="pd1:" + hashlib.sha256(ident.encode()).hexdigest()[:32], source="webhook",
-                      previous=changed, raw=body)]
+        ident = "|".join(
+            str(x)
+            for x in (
+                action,
+                deal_id,
+                meta.get("timestamp_micro"),
+                meta.get("timestamp"),
+                (current or {}).get("update_time"),
+            )
+        )
+        return [
+            Event(
+                crm=self.crm,
+                kind=kind,
+                deal_id=deal_id,
+                occurred_at=occurred,
+                dedup_key="pd1:" + hashlib.sha256(ident.encode()).hexdigest()[:32],
+                source="webhook",
+                previous=changed,
+                raw=body,
+            )
+        ]
 
     def _own_change(self, meta: Mapping[str, Any], kind: EventKind) -> bool:
         """Our writes come back as change_source "api"; the rules already saw their cause.

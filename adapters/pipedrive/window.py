@@ -156,23 +156,31 @@ class RollingWindow:
         if remaining is None or ticket.answered is None:
             return
         if limit is not None and 1 <= limit < self._cap:
-            log.warning("pipedrive burst limit is %d per window, not the configured %d: using %d",
-                        limit, self._cap, limit)
+            log.warning(
+                "pipedrive burst limit is %d per window, not the configured %d: using %d", limit, self._cap, limit
+            )
             self._cap = limit
         counted = (limit if limit is not None else self.limit) - remaining
-        ours = sum(1 for t in self._records
-                   if t.sent <= ticket.answered
-                   and (t.answered is None or t.answered > ticket.sent - self.window))
+        ours = sum(
+            1
+            for t in self._records
+            if t.sent <= ticket.answered and (t.answered is None or t.answered > ticket.sent - self.window)
+        )
         foreign = counted - ours
         if foreign <= 0:
             return
         self.foreign_seen = max(self.foreign_seen, foreign)
         until = ticket.answered + self.window
         # Foreign requests an earlier answer revealed may be the same ones: hold max, not sum.
-        held = sorted((i for i in range(self._cap) if self._foreign[i] and self._free_at[i] != _IN_FLIGHT),
-                      key=lambda i: self._free_at[i], reverse=True)
-        others = sorted((i for i in range(self._cap) if not self._foreign[i] and self._free_at[i] != _IN_FLIGHT),
-                        key=lambda i: self._free_at[i])
+        held = sorted(
+            (i for i in range(self._cap) if self._foreign[i] and self._free_at[i] != _IN_FLIGHT),
+            key=lambda i: self._free_at[i],
+            reverse=True,
+        )
+        others = sorted(
+            (i for i in range(self._cap) if not self._foreign[i] and self._free_at[i] != _IN_FLIGHT),
+            key=lambda i: self._free_at[i],
+        )
         for slot in (held + others)[:foreign]:
             self._free_at[slot] = max(self._free_at[slot], until)
             self._foreign[slot] = True

@@ -31,24 +31,23 @@ REGENERATE = "python -m connector.config.reference > docs/configuration.md"
 # Short introductions of the top-level sections (the schemas say what each key means).
 SECTION_INTRO: dict[str, str] = {
     "storage": "Where the connector keeps its inbox, outbox, deadlines, cursors and audit. SQLite (WAL mode) "
-               "is the embedded default; PostgreSQL needs `pip install -e '.[postgres]'`. "
-               "`connector init-db --config FILE` applies the Alembic migrations too.",
+    "is the embedded default; PostgreSQL needs `pip install -e '.[postgres]'`. "
+    "`connector init-db --config FILE` applies the Alembic migrations too.",
     "server": "The HTTP intake (waitress): `POST /hooks/<type>/<name>` for webhooks, `GET /healthz`, "
-              "`GET /readyz` (checks the database) and `GET /metrics` (Prometheus).",
+    "`GET /readyz` (checks the database) and `GET /metrics` (Prometheus).",
     "calendar": "The working-time calendar used by durations in working days or hours "
-                "(see [Working time](rules.md#working-time)).",
+    "(see [Working time](rules.md#working-time)).",
     "worker": "The worker turns stored events into rule decisions and outbox rows.",
     "dispatcher": "The dispatcher carries out outbox rows against the CRMs, with retries and dead letters.",
     "logging": "Logs go to standard error, one line per record.",
     "timers": "The scan that turns due deadline reminders and breaches into events.",
     "crms": "One block per CRM the connector talks to. The block's key is the CRM's *name*: rules refer to it "
-            "(`crm: NAME`) and its webhook URL is `/hooks/<type>/<name>`. `type` chooses the settings below.",
+    "(`crm: NAME`) and its webhook URL is `/hooks/<type>/<name>`. `type` chooses the settings below.",
     "territories": "The location → captain table used by `assign_captain` "
-                   "(see [rules.md](rules.md#steps-do)). The most specific match wins.",
-    "rules": "The regulations: triggers, a condition and steps. The language is described in "
-             "[rules.md](rules.md).",
+    "(see [rules.md](rules.md#steps-do)). The most specific match wins.",
+    "rules": "The regulations: triggers, a condition and steps. The language is described in [rules.md](rules.md).",
     "deadlines": "Named deadlines that rules start with `start_deadline` "
-                 "(see [Deadlines](rules.md#deadlines)). The key is the deadline's name.",
+    "(see [Deadlines](rules.md#deadlines)). The key is the deadline's name.",
     "reports": "Periodic reports written as tasks (see [Reports](rules.md#reports)).",
 }
 
@@ -59,6 +58,7 @@ _RULES_LINKS: dict[type[fields.Field], str] = {
 
 
 # --- values ------------------------------------------------------------------------------------
+
 
 def format_span(seconds: float) -> str:
     """Seconds as the shortest exact span: ``300.0`` → ``5m``, ``0.5`` → ``500ms``."""
@@ -105,6 +105,7 @@ def _default(field: fields.Field) -> str:
 
 # --- types -------------------------------------------------------------------------------------
 
+
 def _nested_schema(field: fields.Field) -> type[Schema] | None:
     """The schema class of a Nested field (a class or an instance), else None."""
     if not isinstance(field, fields.Nested):
@@ -120,10 +121,19 @@ def _nested_schema(field: fields.Field) -> type[Schema] | None:
 def type_name(field: fields.Field) -> str:
     """A reader's name for the field's type."""
     named: list[tuple[type[fields.Field], str]] = [
-        (Span, "time span"), (Id, "id"), (HttpUrl, "http(s) URL"), (ConditionField, "condition"),
-        (ActionsField, "list of steps"), (fields.Nested, "mapping"), (fields.Boolean, "boolean"),
-        (fields.Integer, "integer"), (fields.Float, "number"), (fields.DateTime, "date-time"),
-        (fields.Date, "date (YYYY-MM-DD)"), (fields.String, "string"), (fields.Raw, "any"),
+        (Span, "time span"),
+        (Id, "id"),
+        (HttpUrl, "http(s) URL"),
+        (ConditionField, "condition"),
+        (ActionsField, "list of steps"),
+        (fields.Nested, "mapping"),
+        (fields.Boolean, "boolean"),
+        (fields.Integer, "integer"),
+        (fields.Float, "number"),
+        (fields.DateTime, "date-time"),
+        (fields.Date, "date (YYYY-MM-DD)"),
+        (fields.String, "string"),
+        (fields.Raw, "any"),
     ]
     if isinstance(field, fields.List):
         return f"list of {_plural(type_name(field.inner))}"
@@ -144,6 +154,7 @@ def _plural(name: str) -> str:
 
 
 # --- validators --------------------------------------------------------------------------------
+
 
 def _validator_text(v: Any, unit: str) -> str:
     if isinstance(v, validate.OneOf):
@@ -199,6 +210,7 @@ def allowed(field: fields.Field) -> str:
 
 # --- tables ------------------------------------------------------------------------------------
 
+
 def _cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|") or " "
 
@@ -237,14 +249,18 @@ def _children(name: str, field: fields.Field, prefix: str) -> Child | None:
         return path, schema
     if isinstance(field, fields.List) and (schema := _nested_schema(field.inner)) is not None:
         return f"{path}[]", schema
-    if (isinstance(field, fields.Dict) and field.value_field is not None
-            and (schema := _nested_schema(field.value_field)) is not None):
+    if (
+        isinstance(field, fields.Dict)
+        and field.value_field is not None
+        and (schema := _nested_schema(field.value_field)) is not None
+    ):
         return f"{path}.<name>", schema
     return None
 
 
-def _table(schema: type[Schema], prefix: str, fixed: dict[str, str] | None = None,
-           notes: dict[str, str] | None = None) -> tuple[list[str], list[Child]]:
+def _table(
+    schema: type[Schema], prefix: str, fixed: dict[str, str] | None = None, notes: dict[str, str] | None = None
+) -> tuple[list[str], list[Child]]:
     """The Markdown table of one schema's keys, and the nested schemas found under them.
 
     ``fixed`` replaces a key's allowed values; ``notes`` stands in for a missing doc.
@@ -255,17 +271,35 @@ def _table(schema: type[Schema], prefix: str, fixed: dict[str, str] | None = Non
         key = field.data_key or name
         path = f"{prefix}.{key}" if prefix else key
         allowed_text = (fixed or {}).get(key) or allowed(field)
-        lines.append("| " + " | ".join(_cell(t) for t in (
-            _code(path), type_name(field), _default(field), allowed_text,
-            _description(field) or (notes or {}).get(key, ""))) + " |")
+        lines.append(
+            "| "
+            + " | ".join(
+                _cell(t)
+                for t in (
+                    _code(path),
+                    type_name(field),
+                    _default(field),
+                    allowed_text,
+                    _description(field) or (notes or {}).get(key, ""),
+                )
+            )
+            + " |"
+        )
         child = _children(key, field, prefix)
         if child is not None:
             children.append(child)
     return lines, children
 
 
-def _section(out: list[str], level: int, title: str, schema: type[Schema], prefix: str, intro: str = "",
-             fixed: dict[str, str] | None = None) -> None:
+def _section(
+    out: list[str],
+    level: int,
+    title: str,
+    schema: type[Schema],
+    prefix: str,
+    intro: str = "",
+    fixed: dict[str, str] | None = None,
+) -> None:
     out += [f"{'#' * level} {title}", ""]
     for text in (intro, _schema_doc(schema)):
         if text:
@@ -286,9 +320,13 @@ def _crm_sections(out: list[str]) -> None:
         try:
             settings = crm_type.settings()
         except Exception as exc:  # a settings module being written, or broken: note it, go on
-            out += [f"### {title}", "",
-                    f"_Not listed: the settings schema of `{type_key}` could not be imported "
-                    f"({type(exc).__name__}). It appears here once it can; then regenerate this page._", ""]
+            out += [
+                f"### {title}",
+                "",
+                f"_Not listed: the settings schema of `{type_key}` could not be imported "
+                f"({type(exc).__name__}). It appears here once it can; then regenerate this page._",
+                "",
+            ]
             continue
         _section(out, 3, title, settings, "crms.<name>", fixed={"type": _code(type_key)})
 
@@ -318,7 +356,7 @@ def render_reference() -> str:
         "",
         "<!-- Generated from the marshmallow schemas; do not edit by hand. -->",
         f"This page is generated from the schemas in the code: regenerate it with `{REGENERATE}` "
-        "after changing a schema (edit the field's `metadata={\"doc\": ...}`, not this page). "
+        'after changing a schema (edit the field\'s `metadata={"doc": ...}`, not this page). '
         "`connector check CONFIG` validates a file against the same schemas and names the key "
         "path and line of every problem. [config.example.yaml](../config.example.yaml) is a "
         "working example.",
@@ -342,8 +380,7 @@ def render_reference() -> str:
             key_field = field.key_field if isinstance(field, fields.Dict) else None
             if key_field is not None and key_field.validators:
                 out += [f"CRM names: {allowed(key_field)}.", ""]
-            out += ["Known types: " + ", ".join(f"[{_code(t)}](#{anchor(_crm_title(t))})" for t in CRM_TYPES)
-                    + ".", ""]
+            out += ["Known types: " + ", ".join(f"[{_code(t)}](#{anchor(_crm_title(t))})" for t in CRM_TYPES) + ".", ""]
             _crm_sections(out)
             continue
         child = _children(name, field, "")

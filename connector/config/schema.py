@@ -20,29 +20,53 @@ from rules.territories import Territory
 
 
 class StorageSchema(Schema):
-    url = fields.String(load_default="sqlite:///connector.db",
-                        metadata={"doc": "SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://…"})
+    url = fields.String(
+        load_default="sqlite:///connector.db",
+        metadata={"doc": "SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://…"},
+    )
     apply_migrations = fields.Boolean(load_default=True, metadata={"doc": "migrate the schema on start"})
 
 
 class ServerSchema(Schema):
-    host = fields.String(load_default="127.0.0.1", metadata={
-        "doc": "address to listen on: 127.0.0.1 behind a local proxy, 0.0.0.0 for all interfaces"})
-    port = fields.Integer(load_default=8080, validate=validate.Range(min=0, max=65535),
-                          metadata={"doc": "TCP port of the intake; 0 picks a free one"})
-    max_body_bytes = fields.Integer(load_default=256 * 1024, validate=validate.Range(min=1024),
-                                    metadata={"doc": "larger webhook bodies are refused with 413"})
-    threads = fields.Integer(load_default=8, validate=validate.Range(min=1, max=64),
-                             metadata={"doc": "waitress threads serving requests (embedded mode)"})
-    allow_from = fields.List(fields.String(), load_default=list,
-                             metadata={"doc": "addresses or networks (CIDR) allowed to post webhooks; empty: any"})
-    behind_proxy = fields.Boolean(load_default=False,
-                                  metadata={"doc": "take the client address from one X-Forwarded-For hop"})
-    replay_window = Span(load_default=86400.0,
-                         metadata={"doc": "deliveries stamped older than this (or from the future) are refused"})
-    status_token = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=16),
-                                 metadata={"doc": "enables the read-only status page at /status; give it as "
-                                                  "the basic-auth password, a Bearer token or ?token="})
+    host = fields.String(
+        load_default="127.0.0.1",
+        metadata={"doc": "address to listen on: 127.0.0.1 behind a local proxy, 0.0.0.0 for all interfaces"},
+    )
+    port = fields.Integer(
+        load_default=8080,
+        validate=validate.Range(min=0, max=65535),
+        metadata={"doc": "TCP port of the intake; 0 picks a free one"},
+    )
+    max_body_bytes = fields.Integer(
+        load_default=256 * 1024,
+        validate=validate.Range(min=1024),
+        metadata={"doc": "larger webhook bodies are refused with 413"},
+    )
+    threads = fields.Integer(
+        load_default=8,
+        validate=validate.Range(min=1, max=64),
+        metadata={"doc": "waitress threads serving requests (embedded mode)"},
+    )
+    allow_from = fields.List(
+        fields.String(),
+        load_default=list,
+        metadata={"doc": "addresses or networks (CIDR) allowed to post webhooks; empty: any"},
+    )
+    behind_proxy = fields.Boolean(
+        load_default=False, metadata={"doc": "take the client address from one X-Forwarded-For hop"}
+    )
+    replay_window = Span(
+        load_default=86400.0, metadata={"doc": "deliveries stamped older than this (or from the future) are refused"}
+    )
+    status_token = fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Length(min=16),
+        metadata={
+            "doc": "enables the read-only status page at /status; give it as "
+            "the basic-auth password, a Bearer token or ?token="
+        },
+    )
 
     @validates_schema
     def check_networks(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -61,15 +85,20 @@ def _check_networks(values: list[str]) -> None:
 
 class CalendarSchema(Schema):
     country = fields.String(load_default="RU", metadata={"doc": "country of the production calendar"})
-    timezone = fields.String(load_default="Europe/Moscow",
-                             metadata={"doc": "IANA zone for working time, cron schedules and displayed times"})
-    work_hours = fields.String(load_default="09:00-18:00",
-                               validate=validate.Regexp(r"^\d\d:\d\d-\d\d:\d\d$", error="like 09:00-18:00"),
-                               metadata={"doc": "working hours of a working day"})
-    extra_days_off = fields.List(fields.Date(), load_default=list,
-                                 metadata={"doc": "dates to treat as days off, on top of the calendar"})
-    extra_working_days = fields.List(fields.Date(), load_default=list,
-                                     metadata={"doc": "dates to treat as working days"})
+    timezone = fields.String(
+        load_default="Europe/Moscow", metadata={"doc": "IANA zone for working time, cron schedules and displayed times"}
+    )
+    work_hours = fields.String(
+        load_default="09:00-18:00",
+        validate=validate.Regexp(r"^\d\d:\d\d-\d\d:\d\d$", error="like 09:00-18:00"),
+        metadata={"doc": "working hours of a working day"},
+    )
+    extra_days_off = fields.List(
+        fields.Date(), load_default=list, metadata={"doc": "dates to treat as days off, on top of the calendar"}
+    )
+    extra_working_days = fields.List(
+        fields.Date(), load_default=list, metadata={"doc": "dates to treat as working days"}
+    )
 
     @validates_schema
     def check_timezone(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -83,41 +112,61 @@ class CalendarSchema(Schema):
 
 class WorkerSchema(Schema):
     every = Span(load_default=1.0, metadata={"doc": "how often the worker looks at the inbox"})
-    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000),
-                           metadata={"doc": "inbox rows claimed per tick"})
-    max_attempts = fields.Integer(load_default=10, validate=validate.Range(min=1),
-                                  metadata={"doc": "tries before an inbox row is marked failed"})
+    batch = fields.Integer(
+        load_default=50, validate=validate.Range(min=1, max=1000), metadata={"doc": "inbox rows claimed per tick"}
+    )
+    max_attempts = fields.Integer(
+        load_default=10, validate=validate.Range(min=1), metadata={"doc": "tries before an inbox row is marked failed"}
+    )
     lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
 
 
 class DispatcherSchema(Schema):
     every = Span(load_default=1.0, metadata={"doc": "how often the dispatcher looks at the outbox"})
-    batch = fields.Integer(load_default=50, validate=validate.Range(min=1, max=1000),
-                           metadata={"doc": "outbox rows claimed per tick"})
-    max_attempts = fields.Integer(load_default=8, validate=validate.Range(min=1),
-                                  metadata={"doc": "tries before a write becomes a dead letter"})
-    concurrency = fields.Integer(load_default=4, validate=validate.Range(min=1, max=32), metadata={
-        "doc": "writes to different deals carried out at once (one deal's writes stay in order); "
-               "the CRM's rate limit still holds for all of them together"})
+    batch = fields.Integer(
+        load_default=50, validate=validate.Range(min=1, max=1000), metadata={"doc": "outbox rows claimed per tick"}
+    )
+    max_attempts = fields.Integer(
+        load_default=8, validate=validate.Range(min=1), metadata={"doc": "tries before a write becomes a dead letter"}
+    )
+    concurrency = fields.Integer(
+        load_default=4,
+        validate=validate.Range(min=1, max=32),
+        metadata={
+            "doc": "writes to different deals carried out at once (one deal's writes stay in order); "
+            "the CRM's rate limit still holds for all of them together"
+        },
+    )
     backoff = Span(load_default=10.0, metadata={"doc": "first retry delay; doubles each try"})
     backoff_max = Span(load_default=3600.0, metadata={"doc": "longest retry delay"})
     lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
-    reconcile_after = Span(load_default=30.0, metadata={
-        "doc": "after a write whose answer was lost, wait this long before looking for it in the CRM "
-               "(longer than the CRM may take to finish a request)"})
+    reconcile_after = Span(
+        load_default=30.0,
+        metadata={
+            "doc": "after a write whose answer was lost, wait this long before looking for it in the CRM "
+            "(longer than the CRM may take to finish a request)"
+        },
+    )
 
 
 class TimersSchema(Schema):
     every = Span(load_default=30.0, metadata={"doc": "how often due deadlines are looked for (one indexed query)"})
-    batch = fields.Integer(load_default=500, validate=validate.Range(min=1),
-                           metadata={"doc": "due deadlines handled per scan"})
+    batch = fields.Integer(
+        load_default=500, validate=validate.Range(min=1), metadata={"doc": "due deadlines handled per scan"}
+    )
 
 
 class LoggingSchema(Schema):
-    level = fields.String(load_default="INFO", validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")),
-                          metadata={"doc": "least severe level written"})
-    format = fields.String(load_default="text", validate=validate.OneOf(("text", "json")),
-                           metadata={"doc": "text lines, or one JSON object per line"})
+    level = fields.String(
+        load_default="INFO",
+        validate=validate.OneOf(("DEBUG", "INFO", "WARNING", "ERROR")),
+        metadata={"doc": "least severe level written"},
+    )
+    format = fields.String(
+        load_default="text",
+        validate=validate.OneOf(("text", "json")),
+        metadata={"doc": "text lines, or one JSON object per line"},
+    )
 
 
 class ConfigSchema(Schema):
@@ -128,13 +177,18 @@ class ConfigSchema(Schema):
     dispatcher = fields.Nested(DispatcherSchema, load_default=lambda: DispatcherSchema().load({}))
     logging = fields.Nested(LoggingSchema, load_default=lambda: LoggingSchema().load({}))
     timers = fields.Nested(TimersSchema, load_default=lambda: TimersSchema().load({}))
-    crms = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_-]+$",
-                                                                   error="lower-case letters, digits, - and _")),
-                       values=fields.Raw(), required=True)
+    crms = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_-]+$", error="lower-case letters, digits, - and _")),
+        values=fields.Raw(),
+        required=True,
+    )
     territories = fields.List(fields.Nested(TerritorySchema), load_default=list)
     rules = fields.List(fields.Nested(RuleSchema), load_default=list)
-    deadlines = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$")),
-                            values=fields.Nested(DeadlineSchema), load_default=dict)
+    deadlines = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$")),
+        values=fields.Nested(DeadlineSchema),
+        load_default=dict,
+    )
     reports = fields.List(fields.Nested(ReportSchema), load_default=list)
 
 
@@ -239,8 +293,9 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     for i, rule in rules:
         for j, step in enumerate(rule.actions):
             if isinstance(step, CreateCounterpartySpec) and crms.get(step.target, {}).get("type") != "onec":
-                add({step.name: [f"in: {step.target!r} is not a configured 1C base (type onec)"]},
-                    ("rules", i, "do", j))
+                add(
+                    {step.name: [f"in: {step.target!r} is not a configured 1C base (type onec)"]}, ("rules", i, "do", j)
+                )
     # Named in the file, even where a deadline's own keys are wrong (those are reported above).
     raw_deadlines = raw.data.get("deadlines")
     deadline_names = set(raw_deadlines) if isinstance(raw_deadlines, dict) else set()
@@ -257,10 +312,20 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     if problems:
         raise ConfigError(source, problems)
     return Config(
-        storage=data["storage"], server=data["server"], calendar=data["calendar"], worker=data["worker"],
-        dispatcher=data["dispatcher"], logging=data["logging"], crms=crms, territories=data["territories"],
-        rules=data["rules"], deadlines={n: build_deadline(n, d) for n, d in data["deadlines"].items()},
-        timers=data["timers"], reports=data["reports"], secrets=raw.secrets, source=source,
+        storage=data["storage"],
+        server=data["server"],
+        calendar=data["calendar"],
+        worker=data["worker"],
+        dispatcher=data["dispatcher"],
+        logging=data["logging"],
+        crms=crms,
+        territories=data["territories"],
+        rules=data["rules"],
+        deadlines={n: build_deadline(n, d) for n, d in data["deadlines"].items()},
+        timers=data["timers"],
+        reports=data["reports"],
+        secrets=raw.secrets,
+        source=source,
     )
 
 

@@ -51,34 +51,58 @@ def run_onec_scenario(console: Console, timeout: float = 60.0) -> bool:
         b24.add_user(name, last, position="Менеджер")
     b24_server = b24.serve()
     workdir = Path(tempfile.mkdtemp(prefix="connector-demo-1c-"))
-    environ = {**os.environ, "SIM_URL": f"{b24_server.base_url}{b24.webhook_base}", "SIM_TOKEN": TOKEN,
-               "ONEC_URL": f"{onec_server.base_url}{onec.base_path}/", "ONEC_USER": LOGIN,
-               "ONEC_PASSWORD": PASSWORD, "DEMO_ONEC_DB_URL": f"sqlite:///{workdir / 'demo.db'}"}
+    environ = {
+        **os.environ,
+        "SIM_URL": f"{b24_server.base_url}{b24.webhook_base}",
+        "SIM_TOKEN": TOKEN,
+        "ONEC_URL": f"{onec_server.base_url}{onec.base_path}/",
+        "ONEC_USER": LOGIN,
+        "ONEC_PASSWORD": PASSWORD,
+        "DEMO_ONEC_DB_URL": f"sqlite:///{workdir / 'demo.db'}",
+    }
     runtime = Runtime(load_config(Path(__file__).with_name("onec.yaml"), environ))
     deadline = time.monotonic() + timeout
     steps: list[tuple[str, dict[str, Any]]] = []
     try:
         runtime.start()
-        console.print(f"1C simulator at {onec_server.base_url}{onec.base_path}/, Bitrix24 simulator at "
-                      f"{b24_server.base_url}, intake at {runtime.intake_url}")
-        deal_id = b24.add_deal({"TITLE": "Кружки с логотипом, 500 шт.", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "2",
-                                "UF_CRM_INN": "7701234567"})
-        party = onec.insert("Catalog_Контрагенты", {"Description": "Ромашка ООО", "ИНН": "7701234567",
-                                                     "КПП": "770101001"})
+        console.print(
+            f"1C simulator at {onec_server.base_url}{onec.base_path}/, Bitrix24 simulator at "
+            f"{b24_server.base_url}, intake at {runtime.intake_url}"
+        )
+        deal_id = b24.add_deal(
+            {
+                "TITLE": "Кружки с логотипом, 500 шт.",
+                "STAGE_ID": "NEW",
+                "ASSIGNED_BY_ID": "2",
+                "UF_CRM_INN": "7701234567",
+            }
+        )
+        party = onec.insert(
+            "Catalog_Контрагенты", {"Description": "Ромашка ООО", "ИНН": "7701234567", "КПП": "770101001"}
+        )
 
         def comments() -> list[dict[str, Any]]:
             return sorted((c for c in b24.comments.values() if c["ENTITY_ID"] == deal_id), key=lambda c: int(c["ID"]))
 
         # The assistant raises the invoice in 1C (seed 001: "Счёт и проект в 1С заводит Ассистент").
-        invoice = _posted(onec, INVOICES, {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 120000,
-                                           "Комментарий": f"Сделка #{deal_id}"})
+        invoice = _posted(
+            onec,
+            INVOICES,
+            {"Контрагент_Key": party["Ref_Key"], "СуммаДокумента": 120000, "Комментарий": f"Сделка #{deal_id}"},
+        )
         steps.append(("счёт", invoice))
         _wait(lambda: len(comments()) >= 1, deadline)
         for part in (50000, 70000):  # the client pays in two parts
-            payment = _posted(onec, PAYMENTS, {
-                "Контрагент_Key": party["Ref_Key"], "СуммаДокумента": part,
-                "НазначениеПлатежа": f"Оплата по счету № {invoice['Number']}",
-                "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": part}]})
+            payment = _posted(
+                onec,
+                PAYMENTS,
+                {
+                    "Контрагент_Key": party["Ref_Key"],
+                    "СуммаДокумента": part,
+                    "НазначениеПлатежа": f"Оплата по счету № {invoice['Number']}",
+                    "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": part}],
+                },
+            )
             steps.append(("оплата", payment))
             wanted = len(steps)
             _wait(lambda: len(comments()) >= wanted, deadline)  # noqa: B023 - called before the loop moves on
@@ -100,12 +124,21 @@ def run_onec_scenario(console: Console, timeout: float = 60.0) -> bool:
     for i, (label, doc) in enumerate(steps):
         comment = found[i] if i < len(found) else {}
         text = str(comment.get("COMMENT", "-")).split("\n[")[0]  # hide the connector's marker
-        table.add_row(label, doc["Number"], str(doc["СуммаДокумента"]), doc["Date"], str(comment.get("ID", "-")),
-                      text, task_text if i == len(steps) - 1 else "")
+        table.add_row(
+            label,
+            doc["Number"],
+            str(doc["СуммаДокумента"]),
+            doc["Date"],
+            str(comment.get("ID", "-")),
+            text,
+            task_text if i == len(steps) - 1 else "",
+        )
     console.print(table)
     ok = len(found) == len(steps) and len(tasks) == 1
-    console.print(f"comments: {len(found)} of {len(steps)}, hand-off tasks: {len(tasks)} (expected 1) -> "
-                  f"{'OK' if ok else 'FAILED'}")
+    console.print(
+        f"comments: {len(found)} of {len(steps)}, hand-off tasks: {len(tasks)} (expected 1) -> "
+        f"{'OK' if ok else 'FAILED'}"
+    )
     return ok
 
 

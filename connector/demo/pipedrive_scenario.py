@@ -44,21 +44,29 @@ def run_pipedrive_scenario(console: Console, timeout: float = 60.0) -> bool:
     sim.add_deal_field("Адрес объекта", "address", key=ADDRESS_KEY)
     sim_server = sim.serve()
     workdir = Path(tempfile.mkdtemp(prefix="connector-pd-demo-"))
-    os.environ.update({
-        "PD_SIM_URL": sim_server.base_url,
-        "PD_SIM_TOKEN": api_token,
-        "PD_HOOK_PASSWORD": hook_password,
-        "PD_DEMO_DB_URL": f"sqlite:///{workdir / 'demo.db'}",
-    })
+    os.environ.update(
+        {
+            "PD_SIM_URL": sim_server.base_url,
+            "PD_SIM_TOKEN": api_token,
+            "PD_HOOK_PASSWORD": hook_password,
+            "PD_DEMO_DB_URL": f"sqlite:///{workdir / 'demo.db'}",
+        }
+    )
     runtime = Runtime(load_config(Path(__file__).with_name("pipedrive.yaml")))
     try:
         runtime.start()
-        sim.add_webhook(f"{runtime.intake_url}/hooks/pipedrive/pd", event_action="*", event_object="deal",
-                        http_auth_user="connector", http_auth_password=hook_password)
+        sim.add_webhook(
+            f"{runtime.intake_url}/hooks/pipedrive/pd",
+            event_action="*",
+            event_object="deal",
+            http_auth_user="connector",
+            http_auth_password=hook_password,
+        )
         console.print(f"Pipedrive simulator at {sim_server.base_url}, intake at {runtime.intake_url}")
-        deal_ids = [sim.add_deal({"title": title, "stage_id": 1, "owner_id": 10001,
-                                  "custom_fields": {ADDRESS_KEY: address}})
-                    for title, address in APPLICATIONS]
+        deal_ids = [
+            sim.add_deal({"title": title, "stage_id": 1, "owner_id": 10001, "custom_fields": {ADDRESS_KEY: address}})
+            for title, address in APPLICATIONS
+        ]
         lost_id = sim.add_deal({"title": LOST_TITLE, "stage_id": 3, "owner_id": 10003})
         sim.update_deal(lost_id, {"status": "lost"})  # lost, and nobody said why
         all_ids = [*deal_ids, lost_id]
@@ -81,10 +89,16 @@ def _row(sim: PipedriveSimulator, deal_id: int) -> dict[str, Any]:
     activity = activities[0] if activities else {}
     owner = sim.users.get(deal["owner_id"], {})
     due = f"{activity.get('due_date') or ''} {activity.get('due_time') or ''} UTC".strip() if activity else "-"
-    return {"deal": str(deal_id), "title": deal["title"], "status": deal["status"],
-            "owner": f"{deal['owner_id']} {owner.get('name', '')}".strip(),
-            "activity": str(activity.get("id", "-")), "subject": str(activity.get("subject", "-")),
-            "due": due, "activities": len(activities)}
+    return {
+        "deal": str(deal_id),
+        "title": deal["title"],
+        "status": deal["status"],
+        "owner": f"{deal['owner_id']} {owner.get('name', '')}".strip(),
+        "activity": str(activity.get("id", "-")),
+        "subject": str(activity.get("subject", "-")),
+        "due": due,
+        "activities": len(activities),
+    }
 
 
 def _print(console: Console, rows: list[dict[str, Any]]) -> None:
@@ -92,6 +106,7 @@ def _print(console: Console, rows: list[dict[str, Any]]) -> None:
     for col in ("deal", "title", "status", "owner", "activity", "subject", "due", "activities"):
         table.add_column(col)
     for r in rows:
-        table.add_row(*(str(r[c]) for c in ("deal", "title", "status", "owner", "activity", "subject", "due",
-                                           "activities")))
+        table.add_row(
+            *(str(r[c]) for c in ("deal", "title", "status", "owner", "activity", "subject", "due", "activities"))
+        )
     console.print(table)

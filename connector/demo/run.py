@@ -56,20 +56,25 @@ def run_bitrix24(timeout: float = 60.0) -> int:
         sim.add_user(name, last, position="Сервис-инженер")
     sim_server = sim.serve()
     workdir = Path(tempfile.mkdtemp(prefix="connector-demo-"))
-    os.environ.update({
-        "SIM_URL": f"{sim_server.base_url}{sim.webhook_base}",
-        "SIM_TOKEN": "demo-app-token-1",
-        "DEMO_DB_URL": f"sqlite:///{workdir / 'demo.db'}",
-    })
+    os.environ.update(
+        {
+            "SIM_URL": f"{sim_server.base_url}{sim.webhook_base}",
+            "SIM_TOKEN": "demo-app-token-1",
+            "DEMO_DB_URL": f"sqlite:///{workdir / 'demo.db'}",
+        }
+    )
     config = load_config(Path(__file__).with_name("bitrix24.yaml"))
     runtime = Runtime(config)
     runtime.start()
     runtime.poll("b24")  # the safety net's first run, as `connector run` would do within poll_every
     sim.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
     click.echo(f"Bitrix24 simulator at {sim_server.base_url}, intake at {runtime.intake_url}")
-    deal_ids = [sim.add_deal({"TITLE": title, "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW",
-                              "ASSIGNED_BY_ID": "1", "UF_CRM_ADDRESS": address})
-                for title, address in APPLICATIONS]
+    deal_ids = [
+        sim.add_deal(
+            {"TITLE": title, "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1", "UF_CRM_ADDRESS": address}
+        )
+        for title, address in APPLICATIONS
+    ]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not all(sim.tasks_for_deal(d) for d in deal_ids):
         time.sleep(0.2)
@@ -81,9 +86,17 @@ def run_bitrix24(timeout: float = 60.0) -> int:
         tasks = sim.tasks_for_deal(deal_id)
         captain = deal.get("ASSIGNED_BY_ID", "")
         task = tasks[0] if tasks else {}
-        rows.append((deal_id, deal.get("TITLE", ""), f"{captain} {users.get(captain, '')}",
-                     str(task.get("ID") or task.get("id") or "-"), str(task.get("TITLE") or task.get("title") or "-"),
-                     str(task.get("DEADLINE") or task.get("deadline") or "-"), len(tasks)))
+        rows.append(
+            (
+                deal_id,
+                deal.get("TITLE", ""),
+                f"{captain} {users.get(captain, '')}",
+                str(task.get("ID") or task.get("id") or "-"),
+                str(task.get("TITLE") or task.get("title") or "-"),
+                str(task.get("DEADLINE") or task.get("deadline") or "-"),
+                len(tasks),
+            )
+        )
     state = gather(runtime.store, runtime.config, utcnow())
     runtime.stop()
     sim_server.stop()

@@ -23,8 +23,9 @@ from rules.calendar import WorkCalendar
 PLACES = [("Казань", "Советский"), ("Казань", "Вахитовский"), ("Казань", "Приволжский"), ("Зеленодольск", "")]
 
 
-def isp_year(year: int = 2026, deals: int = 5000, seed: int = 1, calendar: WorkCalendar | None = None,
-             crm: str = "b24") -> Iterator[HistoryItem]:
+def isp_year(
+    year: int = 2026, deals: int = 5000, seed: int = 1, calendar: WorkCalendar | None = None, crm: str = "b24"
+) -> Iterator[HistoryItem]:
     """``deals`` applications spread over ``year``, each with its stage history, in time order."""
     rng = random.Random(seed)
     cal = calendar or WorkCalendar(country="RU", timezone="Europe/Moscow", work_hours="09:00-18:00")
@@ -38,14 +39,21 @@ def isp_year(year: int = 2026, deals: int = 5000, seed: int = 1, calendar: WorkC
     yield from items
 
 
-def _application(rng: random.Random, cal: WorkCalendar, deal_id: str, created: datetime,
-                 crm: str) -> list[HistoryItem]:
+def _application(rng: random.Random, cal: WorkCalendar, deal_id: str, created: datetime, crm: str) -> list[HistoryItem]:
     city, district = rng.choice(PLACES)
     fields: dict[str, Any] = {"UF_CRM_SOURCE": "agent" if rng.random() < 0.33 else rng.choice(["site", "call"])}
-    deal = Deal(crm=crm, id=deal_id, title=f"Подключение №{deal_id}", stage="C1:NEW", pipeline="1",
-                responsible_id="1", created_at=created, updated_at=created,
-                location=Location(text=f"{city}, {district}".strip(", "), city=city, district=district),
-                fields=fields)
+    deal = Deal(
+        crm=crm,
+        id=deal_id,
+        title=f"Подключение №{deal_id}",
+        stage="C1:NEW",
+        pipeline="1",
+        responsible_id="1",
+        created_at=created,
+        updated_at=created,
+        location=Location(text=f"{city}, {district}".strip(", "), city=city, district=district),
+        fields=fields,
+    )
     out = [HistoryItem(created, EventKind.DEAL_CREATED, deal)]
     at = created
 
@@ -60,8 +68,12 @@ def _application(rng: random.Random, cal: WorkCalendar, deal_id: str, created: d
     roll = rng.random()
     if roll < 0.10:  # no poles
         step(rng.uniform(1, 8), fields={"UF_CRM_TECH_RESULT": "Нет опор"})
-        step(0.2, stage="C1:LOSE", stage_semantic="lost",
-             fields={"UF_CRM_LOST_REASON": "Нет технической возможности (нет опор)"})
+        step(
+            0.2,
+            stage="C1:LOSE",
+            stage_semantic="lost",
+            fields={"UF_CRM_LOST_REASON": "Нет технической возможности (нет опор)"},
+        )
         return out
     step(rng.uniform(0.5, 8), stage="C1:ROUTE", fields={"UF_CRM_TECH_RESULT": "Есть"})
     step(rng.uniform(0.5, 6), stage="C1:ENGINEERS")
@@ -78,8 +90,12 @@ def _application(rng: random.Random, cal: WorkCalendar, deal_id: str, created: d
         step(rng.uniform(1, 30), stage="C1:LOSE", stage_semantic="lost")
         return out
     late = rng.random() < 0.15
-    step(rng.uniform(20, 40) if late else rng.uniform(0.5, 3),
-         stage="C1:WON", stage_semantic="won", fields={"UF_CRM_VISIT_RESULT": "Подключено"})
+    step(
+        rng.uniform(20, 40) if late else rng.uniform(0.5, 3),
+        stage="C1:WON",
+        stage_semantic="won",
+        fields={"UF_CRM_VISIT_RESULT": "Подключено"},
+    )
     if rng.random() < 0.8:
         step(rng.uniform(8, 120), fields={"UF_CRM_PAID": "Y"})
     return out

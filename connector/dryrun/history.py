@@ -34,8 +34,12 @@ def deal_from_dict(data: dict[str, Any]) -> Deal:
     """The inverse of :func:`deal_to_dict`."""
     location = data.get("location")
     return Deal(
-        crm=str(data["crm"]), id=str(data["id"]), title=data.get("title", ""), stage=data.get("stage", ""),
-        stage_semantic=data.get("stage_semantic", "open"), pipeline=str(data.get("pipeline", "")),
+        crm=str(data["crm"]),
+        id=str(data["id"]),
+        title=data.get("title", ""),
+        stage=data.get("stage", ""),
+        stage_semantic=data.get("stage_semantic", "open"),
+        pipeline=str(data.get("pipeline", "")),
         responsible_id=data.get("responsible_id"),
         amount=Decimal(data["amount"]) if data.get("amount") not in (None, "") else None,
         currency=data.get("currency"),
@@ -51,8 +55,13 @@ def write_jsonl(items: Iterable[HistoryItem], path: Path) -> int:
     count = 0
     with path.open("w", encoding="utf-8") as out:
         for item in items:
-            out.write(json.dumps({"at": item.at.isoformat(), "kind": str(item.kind), "deal": deal_to_dict(item.deal)},
-                                 ensure_ascii=False) + "\n")
+            out.write(
+                json.dumps(
+                    {"at": item.at.isoformat(), "kind": str(item.kind), "deal": deal_to_dict(item.deal)},
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
             count += 1
     return count
 
@@ -65,8 +74,9 @@ def read_jsonl(path: Path, since: datetime | None = None, until: datetime | None
                 continue
             try:
                 raw = json.loads(line)
-                item = HistoryItem(datetime.fromisoformat(raw["at"]), EventKind(raw["kind"]),
-                                   deal_from_dict(raw["deal"]))
+                item = HistoryItem(
+                    datetime.fromisoformat(raw["at"]), EventKind(raw["kind"]), deal_from_dict(raw["deal"])
+                )
             except (KeyError, ValueError, TypeError) as exc:
                 raise ValueError(f"{path}:{number}: not a history line ({exc})") from exc
             if item.at.tzinfo is None:
@@ -92,13 +102,21 @@ def from_inbox(store: Store, adapters: dict[str, CrmAdapter], since: datetime) -
     """The inbox's deal events since ``since``, at the moments they happened, with each deal
     as its CRM shows it now (one batched read per CRM)."""
     with store.sessions() as session:
-        rows = [(r.crm, r.deal_id, r.kind, r.occurred_at) for r in session.scalars(
-            select(InboxRow).where(InboxRow.occurred_at >= since, InboxRow.kind.in_([str(k) for k in HISTORY_KINDS]))
-            .order_by(InboxRow.occurred_at))]
+        rows = [
+            (r.crm, r.deal_id, r.kind, r.occurred_at)
+            for r in session.scalars(
+                select(InboxRow)
+                .where(InboxRow.occurred_at >= since, InboxRow.kind.in_([str(k) for k in HISTORY_KINDS]))
+                .order_by(InboxRow.occurred_at)
+            )
+        ]
     deals: dict[tuple[str, str], Deal] = {}
     for crm, adapter in adapters.items():
         wanted = sorted({d for c, d, _, _ in rows if c == crm and d})
         if wanted:
             deals.update({(crm, i): deal for i, deal in adapter.get_deals(wanted).items()})
-    return [HistoryItem(at, EventKind(kind), deals[(crm, deal_id)])
-            for crm, deal_id, kind, at in rows if deal_id and (crm, deal_id) in deals]
+    return [
+        HistoryItem(at, EventKind(kind), deals[(crm, deal_id)])
+        for crm, deal_id, kind, at in rows
+        if deal_id and (crm, deal_id) in deals
+    ]

@@ -87,8 +87,13 @@ class Replay:
         self._rule_index: dict[tuple[str, frozenset[str]], list[Rule]] = {}
         self.result = ReplayResult()
 
-    def run(self, items: Iterable[HistoryItem], *, until: datetime | None = None,
-            progress: Callable[[int], None] | None = None) -> ReplayResult:
+    def run(
+        self,
+        items: Iterable[HistoryItem],
+        *,
+        until: datetime | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ReplayResult:
         """Replay ``items`` (sorted by time) and the deadlines they start, up to ``until``."""
         last: datetime | None = None
         with _fewer_collections():
@@ -119,8 +124,13 @@ class Replay:
                 self._schedule(key, timer)
             else:
                 timer.status = "breached"
-            data = {"deadline": name, "phase": phase, "due_at": timer.due_at.isoformat(),
-                    "responsible_id": timer.responsible_id, "rule": timer.rule}
+            data = {
+                "deadline": name,
+                "phase": phase,
+                "due_at": timer.due_at.isoformat(),
+                "responsible_id": timer.responsible_id,
+                "rule": timer.rule,
+            }
             self.result.deadline_events += 1
             self._process(self._deals[key], EventKind.TIMER_DUE, fire_at, data=data)
 
@@ -137,19 +147,35 @@ class Replay:
         # (deals are frozen and nothing here changes their fields).
         current = before if before is not None and self._deals.get(key) is deal else deal.snapshot()
         changes = diff(before, current) if kind != EventKind.TIMER_DUE else {}
-        event = Event(crm=deal.crm, kind=kind, deal_id=deal.id, occurred_at=at,
-                      dedup_key=f"replay:{deal.id}:{at.isoformat()}:{kind}:{data.get('deadline', '')}",
-                      source="replay", data=data)
-        ctx = RuleContext(deal=deal, event=event, now=at, triggers=triggers_for(kind, deal, before, changes, data),
-                          changes=changes, territories=self.config.territories, calendar=self.calendar,
-                          deadlines=self.config.deadlines, assigned=self._assigned)
+        event = Event(
+            crm=deal.crm,
+            kind=kind,
+            deal_id=deal.id,
+            occurred_at=at,
+            dedup_key=f"replay:{deal.id}:{at.isoformat()}:{kind}:{data.get('deadline', '')}",
+            source="replay",
+            data=data,
+        )
+        ctx = RuleContext(
+            deal=deal,
+            event=event,
+            now=at,
+            triggers=triggers_for(kind, deal, before, changes, data),
+            changes=changes,
+            territories=self.config.territories,
+            calendar=self.calendar,
+            deadlines=self.config.deadlines,
+            assigned=self._assigned,
+        )
         timers = self._timers[key]
-        running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values()
-                   if t.status in ("open", "reminded")]
+        running = [
+            OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in ("open", "reminded")
+        ]
         reviewed = review_deadlines(self.config.deadlines, running, ctx)
         for action in reviewed:
-            self._apply(Decision("deadline", f"deadline|{key}|{action.name}|{event.dedup_key}", action,
-                                 ctx.triggers), deal, at)
+            self._apply(
+                Decision("deadline", f"deadline|{key}|{action.name}|{event.dedup_key}", action, ctx.triggers), deal, at
+            )
         stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
         if kind != EventKind.TIMER_DUE or data.get("deadline") not in stopped:
             for decision in evaluate(self._rules_for(deal.crm, ctx.triggers), ctx):

@@ -25,8 +25,10 @@ def write_csv(result: ReplayResult, path: Path) -> None:
 def print_summary(result: ReplayResult, console: Console, seconds: float) -> None:
     """Counts per rule and action, and breaches per deadline."""
     deals = len({(o.crm, o.deal_id) for o in result.outcomes})
-    console.print(f"replayed {result.events} events and {result.deadline_events} deadline moments in "
-                  f"{seconds:.1f} s; {len(result.outcomes)} actions on {deals} deals (nothing written)")
+    console.print(
+        f"replayed {result.events} events and {result.deadline_events} deadline moments in "
+        f"{seconds:.1f} s; {len(result.outcomes)} actions on {deals} deals (nothing written)"
+    )
     table = Table(title="What the rules would have done")
     table.add_column("rule")
     table.add_column("action")

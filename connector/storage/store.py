@@ -49,13 +49,13 @@ class Store:
         # Inbox inserts go through their own engine where the database allows it (PostgreSQL:
         # autocommit, no ping per checkout); on SQLite it is the same engine, since a second
         # one would open a second in-memory database.
-        self.intake_engine: Engine = make_intake_engine(url) if self.engine.dialect.name != "sqlite" \
-            else self.engine
+        self.intake_engine: Engine = make_intake_engine(url) if self.engine.dialect.name != "sqlite" else self.engine
         # SQLite has one writer at a time and its busy handler sleeps 1, 2, 5, 10… ms when a
         # writer waits: queueing this process's inbox writes on a lock hands the write lock
         # over at once instead. PostgreSQL takes concurrent inserts, so no lock there.
-        self._insert_lock: threading.Lock | nullcontext[None] = \
+        self._insert_lock: threading.Lock | nullcontext[None] = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else nullcontext()
+        )
         self._insert_event: Insert = _insert_event_statement(self.engine.dialect.name)
         if apply_migrations:
             migrate(self.engine)
@@ -186,8 +186,20 @@ class Store:
         """Add an audit line inside the caller's transaction; a ``key`` seen before is skipped."""
         if key is not None and session.scalar(select(AuditRow.id).where(AuditRow.key == key)) is not None:
             return
-        session.add(AuditRow(at=at, crm=crm, deal_id=deal_id, rule=rule, trigger=trigger, action=action,
-                             message=message, detail=detail, correlation_id=correlation_id, key=key))
+        session.add(
+            AuditRow(
+                at=at,
+                crm=crm,
+                deal_id=deal_id,
+                rule=rule,
+                trigger=trigger,
+                action=action,
+                message=message,
+                detail=detail,
+                correlation_id=correlation_id,
+                key=key,
+            )
+        )
 
     def audit_for_deal(self, crm: str | None, deal_id: str) -> list[AuditRow]:
         with self.sessions() as session:

@@ -38,8 +38,7 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
     @page.before_request
     def guard() -> Response | None:
         if not _authorised(token):
-            return Response("authorisation required", 401,
-                            {"WWW-Authenticate": 'Basic realm="crm-connector status"'})
+            return Response("authorisation required", 401, {"WWW-Authenticate": 'Basic realm="crm-connector status"'})
         return None
 
     @page.get("/status")
@@ -48,8 +47,14 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
         state = gather(store, config, now)
         deal = (request.args.get("deal") or "").strip()[:64]
         trail = store.audit_for_deal(request.args.get("crm") or None, deal) if deal else []
-        return render_template("status.html", state=state, deal=deal, trail=trail, crms=list(config.crms),
-                               local=lambda m: m.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if m else "—",
-                               token=request.args.get("token", ""))
+        return render_template(
+            "status.html",
+            state=state,
+            deal=deal,
+            trail=trail,
+            crms=list(config.crms),
+            local=lambda m: m.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if m else "—",
+            token=request.args.get("token", ""),
+        )
 
     return page

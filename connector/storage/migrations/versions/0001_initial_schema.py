@@ -18,9 +18,7 @@ def upgrade() -> None:
 
     op.create_table(
         "audit",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("crm", sa.String(length=64), nullable=False),
         sa.Column("deal_id", sa.String(length=64), nullable=True),
@@ -57,9 +55,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "inbox",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("crm", sa.String(length=64), nullable=False),
         sa.Column("dedup_key", sa.String(length=160), nullable=False),
         sa.Column("kind", sa.String(length=40), nullable=False),
@@ -85,9 +81,7 @@ def upgrade() -> None:
 
     op.create_table(
         "outbox",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("idempotency_key", sa.String(length=400), nullable=False),
         sa.Column("crm", sa.String(length=64), nullable=False),
         sa.Column("deal_id", sa.String(length=64), nullable=True),
@@ -115,9 +109,7 @@ def upgrade() -> None:
 
     op.create_table(
         "timers",
-        sa.Column(
-            "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False
-        ),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), autoincrement=True, nullable=False),
         sa.Column("key", sa.String(length=400), nullable=False),
         sa.Column("crm", sa.String(length=64), nullable=False),
         sa.Column("deal_id", sa.String(length=64), nullable=False),

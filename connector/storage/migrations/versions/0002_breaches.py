@@ -26,12 +26,12 @@ def upgrade() -> None:
         sa.Column("breached_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("rule", sa.String(length=128), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_breaches")),
-        sa.UniqueConstraint("crm", "deal_id", "deadline", "due_at",
-                            name=op.f("uq_breaches_crm_deal_id_deadline_due_at")),
+        sa.UniqueConstraint(
+            "crm", "deal_id", "deadline", "due_at", name=op.f("uq_breaches_crm_deal_id_deadline_due_at")
+        ),
     )
     with op.batch_alter_table("breaches", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_breaches_breached_at"), ["breached_at"], unique=False)
-
 
     op.create_table(
         "assignment_counts",
