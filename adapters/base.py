@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from connector.domain import Command, Deal, Event, User
+from domain import Command, Deal, Event, User
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from adapters.errors import RateLimited, RetriableError
 from adapters.throttle import Throttle
+from domain.errors import RateLimited, RetriableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

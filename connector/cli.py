@@ -164,7 +164,7 @@ def backfill(config_path: str, crm: str, since: str) -> None:
 
     from adapters.registry import build_adapter
     from connector.storage.store import Store
-    from connector.worker import utcnow
+    from domain.clock import utcnow
     from jobs.poll import poll_deals
 
     cfg = _load(config_path)
@@ -257,7 +257,7 @@ def status(config_path: str) -> None:
     """
     from connector.status import gather, render
     from connector.storage.store import Store
-    from connector.worker import utcnow
+    from domain.clock import utcnow
 
     cfg = _load(config_path)
     store = Store(cfg.storage["url"], apply_migrations=False)
@@ -282,7 +282,7 @@ def replay(
     """Queue chosen dead letters again; the running connector resends them (reconciling first)."""
     from connector.status import replay_dead
     from connector.storage.store import Store
-    from connector.worker import utcnow
+    from domain.clock import utcnow
 
     if not (ids or crm or rule or everything):
         raise click.UsageError("choose dead letters with --id, --crm, --rule or --all")

@@ -22,14 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from adapters.base import CrmAdapter, WriteResult
-from adapters.errors import AdapterError, AmbiguousWriteError, FatalError, RateLimited
 from connector.config import Config
-from connector.domain import command_from_payload, marker_for
 from connector.metrics import WRITES
 from connector.observability import correlation
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
-from connector.worker import describe, utcnow
+from connector.worker import describe
+from domain import command_from_payload, marker_for
+from domain.clock import utcnow
+from domain.errors import AdapterError, AmbiguousWriteError, FatalError, RateLimited
 
 log = logging.getLogger(__name__)
 OUTBOX_LOCK = 727102  # first key of the per-row advisory locks (the second is the row id)

@@ -24,12 +24,12 @@ from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
-from adapters.errors import WebhookError
 from connector import observability
 from connector.leader import leader_seen
 from connector.metrics import DELIVERIES, exposition
 from connector.storage.store import Store, new_correlation_id
-from connector.worker import utcnow
+from domain.clock import utcnow
+from domain.errors import WebhookError
 
 log = logging.getLogger(__name__)
 # A leader's heartbeat older than this means no process leads the scheduled jobs.

@@ -23,7 +23,8 @@ from connector.intake import create_app
 from connector.leader import Leadership
 from connector.storage.store import Store
 from connector.web.status_page import status_blueprint
-from connector.worker import Worker, utcnow
+from connector.worker import Worker
+from domain.clock import utcnow
 from jobs.poll import poll_deals
 from jobs.report import run_report
 from jobs.schedule import run_scheduled_rule

@@ -13,7 +13,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -21,9 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from adapters.base import CrmAdapter
-from adapters.errors import AdapterError, FatalError
 from connector.config import Config
-from connector.domain import Command, Deal, Event, EventKind, User
 from connector.metrics import PROCESSING
 from connector.observability import correlation
 from connector.storage.models import (
@@ -36,6 +34,9 @@ from connector.storage.models import (
     TimerRow,
 )
 from connector.storage.store import Store
+from domain import Command, Deal, Event, EventKind, User
+from domain.clock import utcnow
+from domain.errors import AdapterError, FatalError
 from rules.actions import AssignSpec
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
@@ -71,10 +72,6 @@ BOOKKEEPING_FIELDS = frozenset(
 )
 # A deal first seen this soon after its creation counts as newly created.
 CREATED_GRACE = timedelta(minutes=2)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:

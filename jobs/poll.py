@@ -15,8 +15,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from adapters.base import CrmAdapter
-from connector.domain import Event, EventKind
 from connector.storage.store import Store
+from domain import Event, EventKind
 
 log = logging.getLogger(__name__)
 STREAM = "deals"

@@ -25,13 +25,13 @@ from typing import Any
 from sqlalchemy import select
 
 from adapters.base import CrmAdapter
-from adapters.errors import NotFoundError
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.linking import Linker, LinkSubject
 from adapters.onec.mapping import Document, EntityMap
-from connector.domain import Event, EventKind
 from connector.storage.models import CursorRow
 from connector.storage.store import Store
+from domain import Event, EventKind
+from domain.errors import NotFoundError
 
 log = logging.getLogger(__name__)
 

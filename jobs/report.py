@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
-from connector.domain import CreateTask, Deal, Event, EventKind
 from connector.storage.models import DealSnapshotRow, OutboxRow
 from connector.storage.store import Store, new_correlation_id
+from domain import CreateTask, Deal, Event, EventKind
 from rules.calendar import WorkCalendar
 from rules.model import RuleContext
 from rules.reports import Figures, ReportDef, day_figures

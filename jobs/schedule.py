@@ -14,9 +14,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from connector.domain import Deal, Event, EventKind
 from connector.storage.models import DealSnapshotRow, InboxRow
 from connector.storage.store import Store, new_correlation_id
+from domain import Deal, Event, EventKind
 from rules.calendar import WorkCalendar
 from rules.model import Rule, RuleContext
 

@@ -13,9 +13,9 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from connector.domain import EventKind
 from connector.storage.models import InboxRow, TimerRow
 from connector.storage.store import Store, new_correlation_id
+from domain import EventKind
 
 log = logging.getLogger(__name__)
 

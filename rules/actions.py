@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from connector.domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
+from domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
 from rules.model import ActionSpec, CancelDeadline, CountAssignment, Note, Planned, RecordBreach, RuleContext
 from rules.templates import Template
 from rules.territories import choose_captain

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from connector.domain import Command, Deal, Event, User
+from domain import Command, Deal, Event, User
 from rules.territories import Territory
 
 if TYPE_CHECKING:

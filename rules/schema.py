@@ -7,7 +7,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
-from adapters.fields import Id
+from domain.fields import Id
 from rules.actions import (
     END_OF_MONTH,
     ORIGINS,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from connector.domain import Location, User
+from domain import Location, User
 
 _NOISE = re.compile(
     r"\b(г|гор|город|р-н|район|мкр|микрорайон|ул|улица|пр-т|проспект|пер|переулок|ш|шоссе|наб|набережная|"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.simulator import Bitrix24Simulator
-from connector.domain import Deal, Event, EventKind, UpdateDeal, User
+from domain import Deal, Event, EventKind, UpdateDeal, User
 from rules.actions import AssignSpec
 from rules.model import CountAssignment, RuleContext
 

@@ -14,8 +14,8 @@ from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client, encode_query
 from adapters.bitrix24.mapping import parse_address
 from adapters.bitrix24.webhook import Bitrix24WebhookParser
-from adapters.errors import AmbiguousWriteError, AuthError, FatalError, NotFoundError, WebhookForbidden
-from connector.domain import CreateTask
+from domain import CreateTask
+from domain.errors import AmbiguousWriteError, AuthError, FatalError, NotFoundError, WebhookForbidden
 
 BASE = "https://x.bitrix24.ru/rest/1/code/"
 PAYLOADS = Path(__file__).parent / "payloads" / "bitrix24"

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from connector.config import Config, load_config
-from connector.domain import (
+from domain import (
     AddComment,
     CloseDeal,
     CreateCounterparty,

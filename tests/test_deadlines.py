@@ -13,7 +13,7 @@ from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import AuditRow, BreachRow, TimerRow
-from connector.worker import utcnow
+from domain.clock import utcnow
 from tests.helpers import TOKEN
 
 CONFIG = """

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from adapters.base import CrmAdapter, WriteResult
-from adapters.errors import AmbiguousWriteError, RateLimited
 from connector.config import load_config_text
 from connector.dispatcher import Dispatcher
-from connector.domain import Command, CreateTask, Deal, User
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
-from connector.worker import utcnow
+from domain import Command, CreateTask, Deal, User
+from domain.clock import utcnow
+from domain.errors import AmbiguousWriteError, RateLimited
 
 CONFIG = """
 storage: {url: "sqlite://"}

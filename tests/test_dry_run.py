@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.domain import Deal, EventKind, Location
 from connector.dryrun.generate import isp_year
 from connector.dryrun.history import HistoryItem, deal_from_dict, deal_to_dict, read_jsonl, write_jsonl
+from domain import Deal, EventKind, Location
 
 MSK = ZoneInfo("Europe/Moscow")
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "isp-field-service.yaml"

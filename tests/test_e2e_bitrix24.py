@@ -17,7 +17,7 @@ from connector.dispatcher import Dispatcher
 from connector.runtime import Runtime
 from connector.status import gather, replay_dead
 from connector.storage.models import InboxRow, OutboxRow
-from connector.worker import utcnow
+from domain.clock import utcnow
 from tests.helpers import CONFIG, TOKEN, wait_for
 
 # End to end against the simulators in real threads: the full suite runs them, the fast tier does not.

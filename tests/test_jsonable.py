@@ -19,7 +19,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.domain import (
+from connector.worker import describe
+from domain import (
     AddComment,
     CloseDeal,
     Command,
@@ -27,10 +28,9 @@ from connector.domain import (
     CreateTask,
     Deal,
     UpdateDeal,
-    _default,
-    _jsonable,
 )
-from connector.worker import describe
+from domain.jsonable import _default
+from domain.jsonable import jsonable as _jsonable
 
 
 def round_trip(value: Any) -> Any:

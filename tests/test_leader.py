@@ -8,7 +8,7 @@ from connector.config import load_config_text
 from connector.leader import Leadership, leader_seen
 from connector.runtime import Runtime
 from connector.storage.store import Store
-from connector.worker import utcnow
+from domain.clock import utcnow
 from tests.helpers import CONFIG, TOKEN
 
 

@@ -18,19 +18,19 @@ import requests
 import responses
 from marshmallow import ValidationError
 
-from adapters.errors import (
+from adapters.onec.adapter import OneCAdapter
+from adapters.onec.client import OneCClient, VersionConflict, basic_auth_utf8
+from adapters.onec.commands import CreateCounterparty
+from adapters.onec.mapping import build_entities
+from adapters.onec.settings import OneCSettings
+from domain import CreateTask, command_from_payload
+from domain.errors import (
     AmbiguousWriteError,
     AuthError,
     FatalError,
     NotFoundError,
     RetriableError,
 )
-from adapters.onec.adapter import OneCAdapter
-from adapters.onec.client import OneCClient, VersionConflict, basic_auth_utf8
-from adapters.onec.commands import CreateCounterparty
-from adapters.onec.mapping import build_entities
-from adapters.onec.settings import OneCSettings
-from connector.domain import CreateTask, command_from_payload
 
 BASE = "http://1c.local/trade/odata/standard.odata/"
 PAYLOADS = Path(__file__).parent / "payloads" / "onec"

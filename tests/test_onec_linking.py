@@ -10,7 +10,7 @@ import pytest
 
 from adapters.base import CrmAdapter, WriteResult
 from adapters.onec.linking import Linker, LinkSubject
-from connector.domain import Command, Deal, User
+from domain import Command, Deal, User
 
 DOC, INV, PARTY = (
     "aaaaaaaa-0000-0000-0000-000000000001",

@@ -16,7 +16,13 @@ import responses
 from marshmallow import ValidationError
 
 from adapters.base import IncomingRequest
-from adapters.errors import (
+from adapters.pipedrive.adapter import PipedriveAdapter
+from adapters.pipedrive.client import PipedriveClient
+from adapters.pipedrive.mapping import parse_time
+from adapters.pipedrive.settings import PipedriveSettings
+from adapters.pipedrive.webhook import PipedriveWebhookParser
+from domain import AddComment, CloseDeal, CreateTask, EventKind, UpdateDeal, marker_for
+from domain.errors import (
     AmbiguousWriteError,
     AuthError,
     FatalError,
@@ -26,12 +32,6 @@ from adapters.errors import (
     RetriableError,
     WebhookUnauthorized,
 )
-from adapters.pipedrive.adapter import PipedriveAdapter
-from adapters.pipedrive.client import PipedriveClient
-from adapters.pipedrive.mapping import parse_time
-from adapters.pipedrive.settings import PipedriveSettings
-from adapters.pipedrive.webhook import PipedriveWebhookParser
-from connector.domain import AddComment, CloseDeal, CreateTask, EventKind, UpdateDeal, marker_for
 
 BASE = "https://acme.pipedrive.com"
 TOKEN = "secret-api-token-42"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connector.config import load_config_text
-from connector.domain import CreateTask, Deal, Event, EventKind, Location, UpdateDeal, User
+from domain import CreateTask, Deal, Event, EventKind, Location, UpdateDeal, User
 from rules.calendar import WorkCalendar
 from rules.engine import evaluate
 from rules.model import Note, RuleContext

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.storage.models import CursorRow, OutboxRow
 from connector.storage.store import Store
-from connector.worker import utcnow
+from domain.clock import utcnow
 
 
 def _setup(tmp_path: Path) -> tuple[Path, Store]:

@@ -7,10 +7,11 @@ from datetime import timedelta
 from sqlalchemy.exc import IntegrityError
 
 from connector.config import load_config_text
-from connector.domain import Event, EventKind
 from connector.storage.models import InboxRow
 from connector.storage.store import Store
-from connector.worker import Worker, utcnow
+from connector.worker import Worker
+from domain import Event, EventKind
+from domain.clock import utcnow
 from tests.test_dispatcher import CONFIG, Recording
 
 

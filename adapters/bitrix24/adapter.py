@@ -16,8 +16,8 @@ from adapters.bitrix24.mapping import (
     user_from_b24,
 )
 from adapters.bitrix24.webhook import Bitrix24WebhookParser
-from adapters.errors import FatalError, NotFoundError
-from connector.domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
+from domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
+from domain.errors import FatalError, NotFoundError
 
 _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 

@@ -15,7 +15,10 @@ from typing import Any
 
 import requests
 
-from adapters.errors import (
+from adapters.metrics import RATE_LIMIT_WAIT, crm_call
+from adapters.retrying import RetryPolicy, never_sent
+from adapters.throttle import Throttle
+from domain.errors import (
     AdapterError,
     AmbiguousWriteError,
     AuthError,
@@ -24,9 +27,6 @@ from adapters.errors import (
     RateLimited,
     RetriableError,
 )
-from adapters.retrying import RetryPolicy, never_sent
-from adapters.throttle import Throttle
-from connector.metrics import RATE_LIMIT_WAIT, crm_call
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from adapters.bitrix24.client import PAGE_SIZE
 from adapters.bitrix24.mapping import DEAL_SELECT
-from adapters.errors import AdapterError
+from domain.errors import AdapterError
 
 ORDER = {"DATE_MODIFY": "ASC", "ID": "ASC"}
 # A second with this many deals read already is counted before its rest is planned: a

@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from connector.domain import Deal, Location, StageSemantic, User
+from domain import Deal, Location, StageSemantic, User
 
 _SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}
 _POSTCODE = re.compile(r"\b(\d{6})\b")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
-from adapters.fields import HttpUrl, Id, Span
+from domain.fields import HttpUrl, Id, Span
 
 LOCATION_KEYS = ("address", "region", "city", "district", "street", "postcode")
 

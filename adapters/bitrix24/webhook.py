@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.base import IncomingRequest, WebhookParser
-from adapters.errors import MalformedWebhook, UnsupportedMediaType, WebhookForbidden
 from adapters.phpform import FormKeyError, parse_php_form
-from connector.domain import Event, EventKind
+from domain import Event, EventKind
+from domain.errors import MalformedWebhook, UnsupportedMediaType, WebhookForbidden
 
 DEAL_EVENTS = {
     "ONCRMDEALADD": EventKind.DEAL_CREATED,

@@ -14,7 +14,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from adapters.base import CrmAdapter, WriteResult
-from adapters.errors import FatalError, NotFoundError
 from adapters.onec.client import OneCClient
 from adapters.onec.commands import CreateCounterparty
 from adapters.onec.mapping import (
@@ -36,7 +35,8 @@ from adapters.onec.odata_filter import (
     is_guid,
     string_literal,
 )
-from connector.domain import Command, Deal, User
+from domain import Command, Deal, User
+from domain.errors import FatalError, NotFoundError
 
 
 class OneCAdapter(CrmAdapter):

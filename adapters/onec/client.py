@@ -19,7 +19,10 @@ from urllib.parse import quote
 
 import requests
 
-from adapters.errors import (
+from adapters.metrics import crm_call
+from adapters.onec.odata_filter import build_query
+from adapters.retrying import RetryPolicy, never_sent
+from domain.errors import (
     AdapterError,
     AmbiguousWriteError,
     AuthError,
@@ -28,9 +31,6 @@ from adapters.errors import (
     RateLimited,
     RetriableError,
 )
-from adapters.onec.odata_filter import build_query
-from adapters.retrying import RetryPolicy, never_sent
-from connector.metrics import crm_call
 
 log = logging.getLogger(__name__)
 

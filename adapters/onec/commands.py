@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from connector.domain import CreateCounterparty
+from domain import CreateCounterparty
 
 __all__ = ["CreateCounterparty"]

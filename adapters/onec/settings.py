@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.fields import HttpUrl, Span
 from adapters.onec.mapping import ENTITY_KEYS, PROFILES, build_entities
+from domain.fields import HttpUrl, Span
 
 LINK_KINDS = ("comment", "deal_field", "inn")
 DEFAULT_LINK = [{"by": "comment", "pattern": r"(?:сделка|deal)\s*#?(\d+)"}]

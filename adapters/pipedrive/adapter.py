@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from adapters.base import CrmAdapter, WebhookParser, WriteResult
-from adapters.errors import FatalError, NotFoundError
 from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import (
     CUSTOM_KEY,
@@ -19,7 +18,8 @@ from adapters.pipedrive.mapping import (
     user_from_pd,
 )
 from adapters.pipedrive.webhook import PipedriveWebhookParser
-from connector.domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
+from domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
+from domain.errors import FatalError, NotFoundError
 
 IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
 

@@ -9,7 +9,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from adapters.bitrix24.mapping import parse_address
-from connector.domain import Deal, Location, StageSemantic, User
+from domain import Deal, Location, StageSemantic, User
 
 CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
 _SEMANTICS: dict[str, StageSemantic] = {"open": "open", "won": "won", "lost": "lost"}

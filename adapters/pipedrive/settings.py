@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate
 
-from adapters.fields import HttpUrl, Id, Span
+from domain.fields import HttpUrl, Id, Span
 
 LOCATION_KEYS = ("address", "region", "city", "district", "street", "postcode")
 # The former leaky bucket's defaults (burst + 2 * rate = Lite's 20 per 2 s), for configs that still

@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import Any
 
 from adapters.base import IncomingRequest, WebhookParser
-from adapters.errors import MalformedWebhook, WebhookUnauthorized
 from adapters.pipedrive.mapping import flatten, normalised_previous, parse_time
-from connector.domain import Event, EventKind
+from domain import Event, EventKind
+from domain.errors import MalformedWebhook, WebhookUnauthorized
 
 # v2 actions, and the v1 names of the same.
 ACTIONS = {

@@ -21,9 +21,9 @@ from typing import Any
 
 from marshmallow import Schema, fields, missing, validate
 
-from adapters.fields import HttpUrl, Id, Span
 from adapters.registry import CRM_TYPES
 from connector.config.schema import ConfigSchema
+from domain.fields import HttpUrl, Id, Span
 from rules.schema import ACTIONS, ActionsField, ConditionField
 
 REGENERATE = "python -m connector.config.reference > docs/configuration.md"

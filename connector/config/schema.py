@@ -8,9 +8,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.fields import Span
 from adapters.registry import CRM_TYPES
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
+from domain.fields import Span
 from rules.actions import CancelDeadlineSpec, CreateCounterpartySpec, StartDeadlineSpec
 from rules.deadlines import DeadlineDef
 from rules.model import Rule

@@ -19,7 +19,7 @@ from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config
 from connector.runtime import Runtime
 from connector.status import gather, render
-from connector.worker import utcnow
+from domain.clock import utcnow
 
 ENGINEERS = [("Иван", "Петров"), ("Олег", "Смирнов"), ("Анна", "Кузнецова"), ("Рустам", "Галиев")]
 APPLICATIONS = [

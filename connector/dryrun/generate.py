@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from connector.domain import Deal, EventKind, Location
 from connector.dryrun.replay import HistoryItem
+from domain import Deal, EventKind, Location
 from rules.calendar import WorkCalendar
 
 PLACES = [("Казань", "Советский"), ("Казань", "Вахитовский"), ("Казань", "Приволжский"), ("Зеленодольск", "")]

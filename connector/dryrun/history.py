@@ -13,10 +13,10 @@ from typing import Any
 from sqlalchemy import select
 
 from adapters.base import CrmAdapter
-from connector.domain import Deal, EventKind, Location
 from connector.dryrun.replay import HistoryItem
 from connector.storage.models import InboxRow
 from connector.storage.store import Store
+from domain import Deal, EventKind, Location
 
 HISTORY_KINDS = (EventKind.DEAL_CREATED, EventKind.DEAL_UPDATED)
 

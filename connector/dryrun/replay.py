@@ -18,8 +18,8 @@ from datetime import datetime
 from typing import Any
 
 from connector.config import Config
-from connector.domain import Command, Deal, Event, EventKind
 from connector.worker import describe, describe_local, diff, triggers_for
+from domain import Command, Deal, Event, EventKind
 from rules.calendar import WorkCalendar
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines

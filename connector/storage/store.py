@@ -14,9 +14,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
-from connector.domain import Event
 from connector.storage.engine import make_engine, make_intake_engine, make_sessionmaker, migrate
 from connector.storage.models import AuditRow, CursorRow, InboxRow, OutboxRow
+from domain import Event
 
 Row = TypeVar("Row", InboxRow, OutboxRow)
 

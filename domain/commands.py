@@ -1,0 +1,103 @@
+"""Commands: the writes rules ask a CRM (or another system) to carry out."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+from domain.jsonable import jsonable
+
+
+@dataclass(frozen=True)
+class Command:
+    """A write to carry out in a CRM; subclasses are stored in the outbox as JSON."""
+
+    kind: ClassVar[str] = "command"
+    deal_id: str
+
+    def to_payload(self) -> dict[str, Any]:
+        """JSON-ready fields of this command."""
+        return jsonable(asdict(self))
+
+
+@dataclass(frozen=True)
+class CreateTask(Command):
+    """Create a task bound to the deal (a Bitrix24 task, a Pipedrive activity)."""
+
+    kind: ClassVar[str] = "create_task"
+    title: str = ""
+    description: str = ""
+    responsible_id: str = ""
+    deadline: datetime | None = None
+    auditors: tuple[str, ...] = ()
+    priority: Literal["low", "normal", "high"] = "normal"
+    task_type: str = "task"
+
+
+@dataclass(frozen=True)
+class UpdateDeal(Command):
+    """Set deal fields. Keys ``responsible_id``, ``stage`` and ``title`` are normalised
+    names the adapter maps; any other key is a CRM field name taken from the config."""
+
+    kind: ClassVar[str] = "update_deal"
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AddComment(Command):
+    """Add a comment to the deal's timeline (a Pipedrive note)."""
+
+    kind: ClassVar[str] = "add_comment"
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class CloseDeal(Command):
+    """Close the deal as won or lost, writing the reason where the CRM keeps it."""
+
+    kind: ClassVar[str] = "close_deal"
+    outcome: Literal["won", "lost"] = "lost"
+    reason: str = ""
+    reason_field: str | None = None
+
+
+@dataclass(frozen=True)
+class CreateCounterparty(Command):
+    """Create a counterparty (a client record) in an accounting system from a CRM card.
+
+    ``target`` names the configured system that keeps counterparties (a 1C base); the
+    deal stays in its own CRM. ``deal_id`` is the deal the card came from (for the audit).
+    """
+
+    kind: ClassVar[str] = "create_counterparty"
+    target: str = ""
+    name: str = ""
+    full_name: str = ""
+    inn: str = ""
+    kpp: str = ""
+    phone: str = ""
+    email: str = ""
+    comment: str = ""
+
+
+COMMANDS: dict[str, type[Command]] = {
+    c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal, CreateCounterparty)
+}
+
+
+def command_from_payload(kind: str, payload: dict[str, Any]) -> Command:
+    """Rebuild a command stored in the outbox."""
+    cls = COMMANDS[kind]
+    data = dict(payload)
+    if cls is CreateTask:
+        if data.get("deadline"):
+            data["deadline"] = datetime.fromisoformat(data["deadline"])
+        data["auditors"] = tuple(data.get("auditors") or ())
+    return cls(**data)
+
+
+def marker_for(idempotency_key: str) -> str:
+    """A short, stable tag written into a CRM object so a later try can find it."""
+    return "crmc:" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
