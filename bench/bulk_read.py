@@ -49,9 +49,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.bitrix24 import simulator as b24sim  # noqa: E402
 from adapters.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
 from adapters.bitrix24.mapping import DEAL_SELECT  # noqa: E402
+from simulators import bitrix24 as b24sim  # noqa: E402
 
 
 class BenchSimulator(b24sim.Bitrix24Simulator):

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from adapters.bitrix24.simulator import Bitrix24Simulator  # noqa: E402
+from simulators.bitrix24 import Bitrix24Simulator  # noqa: E402
 
 TOKEN = "chaos-app-token-123"
 TERRITORIES = [("Советский", "2"), ("Вахитовский", "3"), ("Приволжский", "4")]

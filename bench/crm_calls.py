@@ -45,12 +45,12 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
-from adapters.bitrix24.simulator import Bitrix24Simulator  # noqa: E402
-from adapters.pipedrive.simulator import PipedriveSimulator  # noqa: E402
 from connector.config import load_config  # noqa: E402
 from connector.runtime import Runtime  # noqa: E402
 from connector.storage.models import InboxRow, OutboxRow  # noqa: E402
 from domain import Event, EventKind  # noqa: E402
+from simulators.bitrix24 import Bitrix24Simulator  # noqa: E402
+from simulators.pipedrive import PipedriveSimulator  # noqa: E402
 
 CONFIG = """
 storage: {{url: "sqlite:///{db}"}}

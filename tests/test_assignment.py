@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from domain import Deal, Event, EventKind, UpdateDeal, User
 from rules.actions import AssignSpec
 from rules.model import CountAssignment, RuleContext
+from simulators.bitrix24 import Bitrix24Simulator
 
 NOW = datetime(2026, 11, 25, 10, 0, tzinfo=UTC)
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from click.testing import CliRunner
 from sqlalchemy import func, select
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.cli import main
 from connector.storage.models import InboxRow
 from connector.storage.store import Store
+from simulators.bitrix24 import Bitrix24Simulator
 
 
 def test_backfill_queues_each_change_once(tmp_path: Path) -> None:

@@ -219,7 +219,7 @@ def test_deal_reads_are_batched_to_fit_the_default_bucket() -> None:
     # 50-command batch would be booked as 49 and the next full one refused, so batches hold at
     # most 49 commands. (Refusals are not asserted: at 50/s the margin is 20 ms, which a busy
     # machine's request timing can eat; the sizes are what this code decides.)
-    from adapters.bitrix24.simulator import Bitrix24Simulator
+    from simulators.bitrix24 import Bitrix24Simulator
 
     simulator = Bitrix24Simulator(rate=50, burst=50)
     server = simulator.serve()

@@ -11,7 +11,7 @@ import responses
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client
-from adapters.bitrix24.simulator import Bitrix24Simulator
+from simulators.bitrix24 import Bitrix24Simulator
 
 BASE = "https://x.bitrix24.ru/rest/1/code/"
 MSK = timezone(timedelta(hours=3))

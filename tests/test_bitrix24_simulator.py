@@ -11,8 +11,8 @@ import pytest
 import requests
 from flask import Flask, request
 
-from adapters.bitrix24.simulator import Bitrix24Simulator, main, parse_php_params
-from adapters.simkit import FaultKnobs, LeakyBucket, SimulatorServer
+from simulators import FaultKnobs, LeakyBucket, SimulatorServer
+from simulators.bitrix24 import Bitrix24Simulator, main, parse_php_params
 
 MSK = timezone(timedelta(hours=3))
 TIME_KEYS = {
@@ -583,7 +583,7 @@ def test_concurrent_writes_get_distinct_ids(sim: Bitrix24Simulator, url: str) ->
 
 def _scan(sim: Bitrix24Simulator, flt: dict[str, Any], order: dict[str, Any], start: Any) -> Any:
     """The list answer as the simulator used to compute it: render all, filter, sort, page."""
-    from adapters.bitrix24 import simulator as mod
+    import simulators.bitrix24 as mod
 
     rows = [sim._render_deal(d) for d in sim.deals.values()]
     rows = mod._filter_rows(rows, flt, sim._tz)

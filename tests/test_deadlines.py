@@ -9,11 +9,11 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import AuditRow, BreachRow, TimerRow
 from domain.clock import utcnow
+from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import TOKEN
 
 CONFIG = """

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from adapters.pipedrive.simulator import PipedriveSimulator
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import TimerRow
+from simulators.pipedrive import PipedriveSimulator
 from tests.helpers import wait_for
 
 # End to end against the simulators in real threads: the full suite runs them, the fast tier does not.

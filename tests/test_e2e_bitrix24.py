@@ -10,14 +10,14 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
-from adapters.simkit import SimulatorServer
 from connector.config import load_config_text
 from connector.dispatcher import Dispatcher
 from connector.runtime import Runtime
 from connector.status import gather, replay_dead
 from connector.storage.models import InboxRow, OutboxRow
 from domain.clock import utcnow
+from simulators import SimulatorServer
+from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import CONFIG, TOKEN, wait_for
 
 # End to end against the simulators in real threads: the full suite runs them, the fast tier does not.

@@ -13,17 +13,17 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.settings import OneCSettings
-from adapters.onec.simulator import OneCSimulator
-from adapters.simkit import SimulatorServer
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.status import gather
 from connector.storage.models import AuditRow, InboxRow, OutboxRow
 from connector.storage.store import Store
 from jobs.poll_documents import poll_documents
+from simulators import SimulatorServer
+from simulators.bitrix24 import Bitrix24Simulator
+from simulators.onec import OneCSimulator
 from tests.helpers import TOKEN, wait_for
 
 # End to end against the simulators in real threads: the full suite runs them, the fast tier does not.

@@ -12,11 +12,11 @@ import requests
 from sqlalchemy import func, select
 
 from adapters.pipedrive.adapter import PipedriveAdapter
-from adapters.pipedrive.simulator import PipedriveSimulator
-from adapters.simkit import SimulatorServer
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import InboxRow, OutboxRow
+from simulators import SimulatorServer
+from simulators.pipedrive import PipedriveSimulator
 from tests.helpers import wait_for
 
 # End to end against the simulators in real threads: the full suite runs them, the fast tier does not.

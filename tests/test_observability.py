@@ -8,10 +8,10 @@ import logging
 
 import requests
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config_text
 from connector.observability import CorrelationFilter, JsonFormatter, TextFormatter, correlation
 from connector.runtime import Runtime
+from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import CONFIG, TOKEN, wait_for
 
 

@@ -22,20 +22,19 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from adapters.onec.odata_filter import (
+from adapters.onec.odata import (
     EMPTY_GUID,
-    FilterError,
     Guid,
     TypedRef,
     build_query,
-    compile_filter,
     datetime_literal,
     format_literal,
     guid_literal,
     string_literal,
 )
-from adapters.onec.simulator import OneCSimulator, main
-from adapters.simkit import FaultKnobs, SimulatorServer
+from simulators import FaultKnobs, SimulatorServer
+from simulators.onec import OneCSimulator, main
+from simulators.onec.odata_filter import FilterError, compile_filter
 
 LOGIN, PASSWORD = "Интеграция", "secret"
 INVOICES = "Document_СчетНаОплатуКлиенту"
@@ -917,7 +916,7 @@ def test_main_serves_demo_data() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "adapters.onec.simulator", "--port", str(port), "--demo"],
+        [sys.executable, "-m", "simulators.onec", "--port", str(port), "--demo"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

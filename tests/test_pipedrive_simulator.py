@@ -14,8 +14,8 @@ import pytest
 import requests
 from flask import Flask, request
 
-from adapters.pipedrive.simulator import PipedriveSimulator
-from adapters.simkit import FaultKnobs, SimulatorServer
+from simulators import FaultKnobs, SimulatorServer
+from simulators.pipedrive import PipedriveSimulator
 
 TOKEN = "simtoken"
 HOOK_USER, HOOK_PASSWORD = "hook-user", "s3cret"
@@ -691,7 +691,7 @@ def test_main_serves_a_seeded_company() -> None:
         [
             sys.executable,
             "-m",
-            "adapters.pipedrive.simulator",
+            "simulators.pipedrive",
             "--port",
             "0",
             "--token",

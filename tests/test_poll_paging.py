@@ -6,7 +6,7 @@ import time
 from datetime import datetime, timedelta
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
-from adapters.bitrix24.simulator import Bitrix24Simulator
+from simulators.bitrix24 import Bitrix24Simulator
 
 
 def test_deals_changing_during_the_read_skip_no_deal() -> None:

@@ -8,9 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config_text
 from connector.runtime import Runtime
+from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import TOKEN
 
 MSK = ZoneInfo("Europe/Moscow")

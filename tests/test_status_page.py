@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config_text
 from connector.runtime import Runtime
+from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import CONFIG, TOKEN, wait_for
 
 STATUS_TOKEN = "status-token-0123456789"

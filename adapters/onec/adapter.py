@@ -27,7 +27,7 @@ from adapters.onec.mapping import (
     is_composite,
     is_empty_ref,
 )
-from adapters.onec.odata_filter import (
+from adapters.onec.odata import (
     TypedRef,
     datetime_literal,
     format_literal,

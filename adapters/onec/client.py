@@ -20,7 +20,7 @@ from urllib.parse import quote
 import requests
 
 from adapters.metrics import crm_call
-from adapters.onec.odata_filter import build_query
+from adapters.onec.odata import build_query
 from adapters.retrying import RetryPolicy, never_sent
 from domain.errors import (
     AdapterError,

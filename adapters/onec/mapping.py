@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from adapters.onec.odata_filter import EMPTY_GUID, is_guid, parse_datetime
+from adapters.onec.odata import EMPTY_GUID, is_guid, parse_datetime
 
 ENTITY_KEYS = ("invoice", "payment", "cash", "order", "counterparty", "order_state")
 DOCUMENT_KEYS = ("invoice", "payment", "cash", "order")  # read in this order: payments need invoices

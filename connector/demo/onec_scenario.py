@@ -20,10 +20,10 @@ from zoneinfo import ZoneInfo
 from rich.console import Console
 from rich.table import Table
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
-from adapters.onec.simulator import OneCSimulator
 from connector.config import load_config
 from connector.runtime import Runtime
+from simulators.bitrix24 import Bitrix24Simulator
+from simulators.onec import OneCSimulator
 
 LOGIN, PASSWORD = "Интеграция", "demo-1c-password"
 TOKEN = "demo-app-token-1c"

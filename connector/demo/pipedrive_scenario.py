@@ -13,9 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from adapters.pipedrive.simulator import PipedriveSimulator
 from connector.config import load_config
 from connector.runtime import Runtime
+from simulators.pipedrive import PipedriveSimulator
 
 ADDRESS_KEY = "3c1f2a8e9b7d6c5a4f3e2d1c0b9a8f7e6d5c4b3a"  # the custom field named in pipedrive.yaml
 ENGINEERS = ["Иван Петров", "Олег Смирнов", "Анна Кузнецова", "Рустам Галиев"]  # users 10002..10005

@@ -15,11 +15,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from adapters.bitrix24.simulator import Bitrix24Simulator
 from connector.config import load_config
 from connector.runtime import Runtime
 from connector.status import gather, render
 from domain.clock import utcnow
+from simulators.bitrix24 import Bitrix24Simulator
 
 ENGINEERS = [("Иван", "Петров"), ("Олег", "Смирнов"), ("Анна", "Кузнецова"), ("Рустам", "Галиев")]
 APPLICATIONS = [

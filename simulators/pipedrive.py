@@ -23,7 +23,7 @@ It behaves like ``https://COMPANY.pipedrive.com`` reached with an API token (see
 Ids come from separate ranges (deals from 1, activities from 70001, notes from 90001, users from
 10001, webhooks from 501) so a client that mixes them up is caught.
 
-Run it on its own with ``python -m adapters.pipedrive.simulator --port 8082 [--seed-deals N]``.
+Run it on its own with ``python -m simulators.pipedrive --port 8082 [--seed-deals N]``.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from adapters.simkit import Delivery, FaultKnobs, SimulatorServer, WebhookSender
+from simulators import Delivery, FaultKnobs, SimulatorServer, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -1839,9 +1839,9 @@ def _cost(method: str, template: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a simulator until interrupted: ``python -m adapters.pipedrive.simulator --port 8082``."""
+    """Serve a simulator until interrupted: ``python -m simulators.pipedrive --port 8082``."""
     parser = argparse.ArgumentParser(
-        prog="python -m adapters.pipedrive.simulator", description="Simulated Pipedrive company behind an API token."
+        prog="python -m simulators.pipedrive", description="Simulated Pipedrive company behind an API token."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8082)

@@ -1,8 +1,8 @@
-"""OData 3.0 ``$filter`` as 1C:Enterprise's standard interface reads it, plus literal formatting.
+"""OData 3.0 ``$filter`` as 1C:Enterprise's standard interface reads it, and entity keys.
 
-The simulator compiles a filter against an entity set's field types and evaluates it per entity;
-the adapter reuses the literal helpers (``guid_literal``, ``datetime_literal``, ``format_literal``,
-``build_query``) so both sides agree on the wire form.
+The simulator compiles a filter against an entity set's field types and evaluates it per entity.
+Clients build their filters on their own (the 1C adapter has ``adapters.onec.odata``); this
+module only reads them, as the real server would.
 
 Supported: ``eq ne gt ge lt le and or not``, parentheses, field paths (``Контрагент/ИНН`` through
 a reference, ``d/Сумма`` inside a lambda), ``any``/``all`` over tabular sections, the literals
@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
-from urllib.parse import quote
 
 EMPTY_GUID = "00000000-0000-0000-0000-000000000000"
 DATETIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -36,7 +35,6 @@ GUID, DATETIME, STRING, NUMBER, BOOL = "guid", "datetime", "string", "number", "
 ENUM, COMPOSITE, TYPE_NAME, INT64 = "enum", "composite", "type", "int64"
 
 MAX_DEPTH = 60  # nesting limit: a hostile filter must not exhaust the interpreter's stack
-_SAFE_QUERY = "$'(),:/*;"  # left alone by build_query; space, '+', '&', '=', '#', '%' are encoded
 
 _GUID_RE = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _DT_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2})(?::([0-9]{2})(?:\.([0-9]{1,7}))?)?")
@@ -81,7 +79,7 @@ SchemaOf = Callable[[str], FieldMap | None]
 Deref = Callable[[str, str], Mapping[str, Any] | None]
 
 
-# --- literals for clients ---------------------------------------------------------------------
+# --- literals -----------------------------------------------------------------------------------
 
 
 def is_guid(text: Any) -> bool:
@@ -97,45 +95,9 @@ def guid_literal(value: str | uuid.UUID | Guid) -> str:
     return f"guid'{text.lower()}'"
 
 
-def datetime_literal(value: datetime | date) -> str:
-    """``datetime'2024-01-01T00:00:00'``: 1C dates are naive wall time, so aware values are refused."""
-    if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            raise ValueError("1C dates carry no time zone: convert to the base's local time first")
-        return f"datetime'{value.strftime(DATETIME_FORMAT)}'"
-    return f"datetime'{value.isoformat()}T00:00:00'"
-
-
 def string_literal(value: str) -> str:
     """``'…'`` with every quote doubled."""
     return "'" + value.replace("'", "''") + "'"
-
-
-def format_literal(value: Any) -> str:
-    """The OData 3.0 literal for a Python value (a plain ``str`` is a string: wrap guids in ``Guid``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (Guid, uuid.UUID)):
-        return guid_literal(value)
-    if isinstance(value, TypedRef):
-        return f"cast({guid_literal(value.guid)}, {string_literal(value.type_name)})"
-    if isinstance(value, (datetime, date)):
-        return datetime_literal(value)
-    if isinstance(value, (int, Decimal)):
-        return str(value)
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, str):
-        return string_literal(value)
-    raise TypeError(f"no OData literal for {type(value).__name__}")
-
-
-def build_query(params: Mapping[str, Any] | Iterable[tuple[str, Any]]) -> str:
-    """A query string 1C reads right: UTF-8 percent-encoding, spaces as ``%20`` (never ``+``)."""
-    pairs = params.items() if isinstance(params, Mapping) else params
-    return "&".join(f"{quote(str(k), safe='$')}={quote(str(v), safe=_SAFE_QUERY)}" for k, v in pairs)
 
 
 def parse_datetime(text: str) -> datetime | None:

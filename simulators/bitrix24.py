@@ -11,7 +11,7 @@ Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901)
 client that mixes them up is caught. Users start with the webhook's own user (the portal
 administrator), as on a real portal.
 
-Run it on its own with ``python -m adapters.bitrix24.simulator --port 8081 --token T
+Run it on its own with ``python -m simulators.bitrix24 --port 8081 --token T
 --handler-url URL``.
 """
 
@@ -37,7 +37,7 @@ from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
 
-from adapters.simkit import FaultKnobs, LeakyBucket, SimulatorServer, WebhookSender
+from simulators import FaultKnobs, LeakyBucket, SimulatorServer, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -1272,9 +1272,9 @@ def _substitute(value: Any, sections: Mapping[str, Mapping[str, Any]]) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a simulator until interrupted: ``python -m adapters.bitrix24.simulator --port 8081``."""
+    """Serve a simulator until interrupted: ``python -m simulators.bitrix24 --port 8081``."""
     parser = argparse.ArgumentParser(
-        prog="python -m adapters.bitrix24.simulator", description="Simulated Bitrix24 portal behind an inbound webhook."
+        prog="python -m simulators.bitrix24", description="Simulated Bitrix24 portal behind an inbound webhook."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)

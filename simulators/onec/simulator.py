@@ -11,7 +11,7 @@ Answers are JSON with ``$format=json`` (or ``Accept: application/json``) and Ato
 ``$metadata`` is always EDMX. There is no change feed, exactly as in 1C: pollers must compare
 ``DataVersion`` per ``Ref_Key``.
 
-Run it on its own with ``python -m adapters.onec.simulator --port 8083 [--demo]``.
+Run it on its own with ``python -m simulators.onec --port 8083 [--demo]``.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from flask import Flask, Response, request
 
-from adapters.onec.odata_filter import (
+from simulators import FaultKnobs, SimulatorServer
+from simulators.onec.odata_filter import (
     BOOL,
     COMPOSITE,
     DATETIME,
@@ -61,7 +62,6 @@ from adapters.onec.odata_filter import (
     sort_key,
     string_literal,
 )
-from adapters.simkit import FaultKnobs, SimulatorServer
 
 log = logging.getLogger(__name__)
 
@@ -1505,9 +1505,9 @@ def seed_demo(sim: OneCSimulator) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve a simulator until interrupted: ``python -m adapters.onec.simulator --port 8083``."""
+    """Serve a simulator until interrupted: ``python -m simulators.onec --port 8083``."""
     parser = argparse.ArgumentParser(
-        prog="python -m adapters.onec.simulator", description="Simulated 1C:Enterprise standard OData interface."
+        prog="python -m simulators.onec", description="Simulated 1C:Enterprise standard OData interface."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8083)
@@ -1550,7 +1550,3 @@ def main(argv: list[str] | None = None) -> None:
         pass
     finally:
         server.stop()
-
-
-if __name__ == "__main__":
-    main()
