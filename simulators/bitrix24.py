@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import bisect
-import collections
+import dataclasses
 import functools
 import hashlib
 import hmac
 import json
 import logging
 import re
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -37,7 +36,8 @@ from urllib.parse import parse_qsl
 
 from flask import Flask, Response, request
 
-from simulators import FaultKnobs, LeakyBucket, SimulatorServer, WebhookSender
+from simulators import FaultKnobs, LeakyBucket, WebhookSender
+from simulators.base import ApiSimulator, Call, ErrorAnswer
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ _SUBST = re.compile(r"\$(result|result_error|result_total|result_next|result_tim
 _NUMBER = re.compile(r"^-?\d+(?:\.\d+)?$")
 
 
-class RestError(Exception):
+class RestError(ErrorAnswer):
     """An error answer: HTTP status, Bitrix24 error code and description."""
 
     def __init__(self, status: int, code: str, description: str) -> None:
@@ -157,6 +157,19 @@ class _Answer:
     result: Any
     total: int | None = None
     next: int | None = None
+
+
+@dataclass
+class _Call(Call):
+    """One REST call: the webhook path it came on, and what ``resolve`` reads from it."""
+
+    user_id: str
+    code: str
+    method: str
+    t0: float  # perf_counter() when it arrived: the answer's duration counts from here
+    started: datetime
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    units: int = 1  # leaky-bucket units: one per call, one per command of a batch
 
 
 # --- PHP-style parameters -------------------------------------------------------------------
@@ -462,7 +475,7 @@ def _camel(name: str) -> str:
 # --- the simulator --------------------------------------------------------------------------
 
 
-class Bitrix24Simulator:
+class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
     """One simulated portal reached through one inbound webhook.
 
     State lives in plain dicts of strings (``deals``, ``tasks``, ``users``, ``comments``)
@@ -483,16 +496,15 @@ class Bitrix24Simulator:
         clock: Callable[[], datetime] | None = None,
         handler_url: str | None = None,
     ) -> None:
+        super().__init__(faults)
         self.webhook_user_id = webhook_user_id
         self.webhook_code = webhook_code
         self.application_token = application_token
         self.domain = domain
-        self.faults = faults or FaultKnobs()
         self.bucket = LeakyBucket(rate, burst)
         self.webhooks = WebhookSender(self.faults)
         self.handler_url = handler_url
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(MSK))
-        self.calls: collections.Counter[str] = collections.Counter()
         self.refusals = 0
         self.overloaded = False  # True: every call answers 503 OVERLOAD_LIMIT (a manual block)
         self.deals: dict[str, dict[str, Any]] = {}
@@ -501,7 +513,6 @@ class Bitrix24Simulator:
         self.comments: dict[str, dict[str, Any]] = {}
         self.deal_user_fields: set[str] = set()
         self.member_id = hashlib.md5(domain.encode()).hexdigest()
-        self._lock = threading.RLock()
         self._ids = {"deal": 1, "task": 3701, "comment": 901, "user": 1, "handler": 1}
         # The outgoing webhook configured in the portal's UI: one handler id per event.
         self.outgoing_events: dict[str, int] = {ev: self._next_id("handler") for ev in DEAL_EVENTS}
@@ -600,10 +611,6 @@ class Bitrix24Simulator:
         """Make ``method`` answer 429 OPERATION_TIME_LIMIT for a while (its time budget is spent)."""
         self._blocked[method.lower()] = time.monotonic() + seconds
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """Start serving on loopback; the answer's ``base_url`` tells where."""
-        return SimulatorServer(self.app, host, port).start()
-
     def close(self) -> None:
         """Stop the webhook sender's thread."""
         self.webhooks.close()
@@ -620,60 +627,69 @@ class Bitrix24Simulator:
         return app
 
     def _handle(self, user_id: str, code: str, method: str) -> Response:
-        t0, started = time.perf_counter(), self.clock()
-        if user_id != str(self.webhook_user_id) or not hmac.compare_digest(code, self.webhook_code):
-            return self._error(RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials"))
-        method = method.lower().removesuffix(".json")
-        params = self._read_params()
-        try:
-            if self.overloaded:
-                raise RestError(503, "OVERLOAD_LIMIT", "REST API is blocked due to overload")
-            if method == "batch":
-                return self._handle_batch(params, t0, started)
-            handler = self._methods.get(method)
-            if handler is None:
-                raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
-            self._admit(1, method)
-            with self._lock:
-                self.calls[method] += 1
-                answer = handler(params)
-            self._after_effect(method in WRITE_METHODS)
-        except RestError as exc:
-            return self._error(exc)
-        except Exception:  # a simulator bug or odd input: answer like the portal, keep the trace
-            log.exception("bitrix24 simulator failed on %s", method)
-            return self._error(RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error"))
-        body: dict[str, Any] = {"result": answer.result}
-        if answer.total is not None:
-            body["total"] = answer.total
-        if answer.next is not None:
-            body["next"] = answer.next
-        body["time"] = self._time(method, t0, started)
-        return self._json(body, 200)
+        call = _Call(user_id=user_id, code=code, method=method, t0=time.perf_counter(), started=self.clock())
+        return self.answer(call)
 
-    def _admit(self, units: int, method: str | None) -> None:
-        """The checks every accepted call passes: latency, bucket, operating time, faults."""
-        self.faults.delay()
-        if not self.bucket.try_take(units):
+    def authenticate(self, call: _Call) -> None:
+        if call.user_id != str(self.webhook_user_id) or not hmac.compare_digest(call.code, self.webhook_code):
+            raise RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials")
+
+    def resolve(self, call: _Call) -> None:
+        call.method = call.method.lower().removesuffix(".json")
+        call.params = self._read_params()
+        if self.overloaded:  # a blocked portal answers every call alike, known method or not
+            raise RestError(503, "OVERLOAD_LIMIT", "REST API is blocked due to overload")
+        if call.method == "batch":
+            cmd = _as_map(_upper_keys(call.params).get("CMD"))
+            if len(cmd) > BATCH_MAX:
+                raise RestError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
+            call.units = len(cmd)  # the batch is free; each of its commands costs one unit
+        elif call.method not in self._methods:
+            raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
+
+    def admit(self, call: _Call) -> None:
+        """The leaky bucket, then the method's operating-time block, then the ``limit_rate`` knob."""
+        if not self.bucket.try_take(call.units):
             raise self._refuse()
-        if method is not None:
-            self._check_blocked(method)
+        if call.method != "batch":
+            self._check_blocked(call.method)
         if self.faults.roll(self.faults.limit_rate, "rate_limited"):
             raise self._refuse()  # refused although the bucket had room
-        if self.faults.roll(self.faults.error_rate, "server_error"):
-            if self.faults.roll(0.5):
-                raise self._refuse()
-            raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+    def transient_error(self, call: _Call) -> Exception:
+        if self.faults.roll(0.5):
+            return self._refuse()
+        return self.internal_error(call)
+
+    def handle(self, call: _Call) -> _Answer:
+        if call.method == "batch":
+            return self._run_batch(call)
+        with self._lock:
+            self.calls[call.method] += 1
+            answer = self._methods[call.method](call.params)
+        call.wrote = call.method in WRITE_METHODS
+        return answer
+
+    def internal_error(self, call: _Call) -> RestError:
+        return RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
+
+    def success(self, call: _Call, result: _Answer) -> Response:
+        body: dict[str, Any] = {"result": result.result}
+        if result.total is not None:
+            body["total"] = result.total
+        if result.next is not None:
+            body["next"] = result.next
+        body["time"] = self._time(call.method, call.t0, call.started)
+        return self._json(body, 200)
+
+    def error(self, call: _Call, exc: ErrorAnswer) -> Response:
+        assert isinstance(exc, RestError)  # the only error answer this simulator raises
+        return self._json(exc.body(), exc.status)
 
     def _refuse(self) -> RestError:
         with self._lock:
             self.refusals += 1
         return RestError(503, "QUERY_LIMIT_EXCEEDED", "Too many requests")
-
-    def _after_effect(self, wrote: bool) -> None:
-        # The write happened; the answer is lost, so the client cannot know it worked.
-        if wrote and self.faults.roll(self.faults.error_after_effect_rate, "answer_lost_after_write"):
-            raise RestError(500, "INTERNAL_SERVER_ERROR", "Internal server error")
 
     def _check_blocked(self, method: str) -> None:
         until = self._blocked.get(method)
@@ -690,13 +706,11 @@ class Bitrix24Simulator:
             params.update(parse_php_params(request.form.items(multi=True)))
         return params
 
-    def _handle_batch(self, params: dict[str, Any], t0: float, started: datetime) -> Response:
-        p = _upper_keys(params)
+    def _run_batch(self, call: _Call) -> _Answer:
+        """Every command in order, each answered in its own section; ``$result[…]`` refers back."""
+        p = _upper_keys(call.params)
         cmd = _as_map(p.get("CMD"))
-        if len(cmd) > BATCH_MAX:
-            raise RestError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
         halt = _truthy(p.get("HALT", 0))
-        self._admit(len(cmd), None)  # the batch is free; each of its commands costs one unit
         sections: dict[str, dict[str, Any]] = {
             "result": {},
             "result_error": {},
@@ -704,7 +718,6 @@ class Bitrix24Simulator:
             "result_next": {},
             "result_time": {},
         }
-        wrote = False
         with self._lock:
             self.calls["batch"] += 1
             for key, query in cmd.items():
@@ -726,7 +739,7 @@ class Bitrix24Simulator:
                     if halt:
                         break
                     continue
-                wrote = wrote or name in WRITE_METHODS
+                call.wrote = call.wrote or name in WRITE_METHODS
                 sections["result"][key] = answer.result
                 if answer.total is not None:
                     sections["result_total"][key] = answer.total
@@ -735,9 +748,7 @@ class Bitrix24Simulator:
                 timing = self._time(name, c0, c_started)
                 # Per-command times carry no operating figures, as in the documented answer.
                 sections["result_time"][key] = {k: v for k, v in timing.items() if "operating" not in k}
-        self._after_effect(wrote)
-        result = {name: _php_json(section) for name, section in sections.items()}
-        return self._json({"result": result, "time": self._time("batch", t0, started)}, 200)
+        return _Answer({name: _php_json(section) for name, section in sections.items()})
 
     def _time(self, method: str, t0: float, started: datetime) -> dict[str, Any]:
         spent = time.perf_counter() - t0
@@ -762,9 +773,6 @@ class Bitrix24Simulator:
     @staticmethod
     def _json(body: Any, status: int) -> Response:
         return Response(json.dumps(body), status=status, mimetype="application/json")
-
-    def _error(self, exc: RestError) -> Response:
-        return self._json(exc.body(), exc.status)
 
     # --- helpers -----------------------------------------------------------------------------
 
@@ -1295,15 +1303,9 @@ def main(argv: list[str] | None = None) -> None:
         burst=args.burst,
         handler_url=args.handler_url,
     )
-    server = sim.serve(args.host, args.port)
-    print(f"Bitrix24 simulator: webhook_url={server.base_url}{sim.webhook_base}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        sim.close()
+    sim.serve_until_interrupted(
+        args.host, args.port, lambda url: f"Bitrix24 simulator: webhook_url={url}{sim.webhook_base}"
+    )
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import base64
 import binascii
 import collections
 import copy
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -51,7 +52,8 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from simulators import Delivery, FaultKnobs, SimulatorServer, WebhookSender
+from simulators import Delivery, FaultKnobs, WebhookSender
+from simulators.base import ApiSimulator, Call, ErrorAnswer, ForeignAnswer
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,7 @@ _TS_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _Render = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
-class ApiError(Exception):
+class ApiError(ErrorAnswer):
     """An error answer: HTTP status, ``error`` text and ``error_info``."""
 
     def __init__(
@@ -340,6 +342,20 @@ def _diff_previous(
     return previous
 
 
+_Handler = Callable[[int | None], tuple[int, dict[str, Any]]]  # item id -> (status, body)
+
+
+@dataclass
+class _Call(Call):
+    """One API request: the route it matched, and the rate headers its admission answered."""
+
+    method: str
+    template: str
+    handler: _Handler
+    item_id: int | None
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
 @dataclass
 class _HookState:
     """Delivery bookkeeping of one webhook: Pipedrive's ban counter."""
@@ -348,7 +364,7 @@ class _HookState:
     banned_until: float = 0.0
 
 
-class PipedriveSimulator:
+class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
     """One simulated Pipedrive company reached with one API token.
 
     State lives in plain dicts (``deals``, ``activities``, ``users``, ``notes``, ``webhooks``) in
@@ -372,18 +388,17 @@ class PipedriveSimulator:
         monotonic: Callable[[], float] = time.monotonic,
         webhook_retry_delays: tuple[float, ...] = (3, 30, 150),
     ) -> None:
+        super().__init__(faults)
         self.api_token = api_token
         self.company_domain = company_domain
         self.host = f"{company_domain}.pipedrive.com"
         self.company_id = 1_000_000 + zlib.crc32(company_domain.encode()) % 9_000_000
         self.burst_limit = burst_limit
         self.daily_budget = daily_budget
-        self.faults = faults or FaultKnobs()
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         self.monotonic = monotonic
         self.webhook_retry_delays = tuple(webhook_retry_delays)
         self.sender = WebhookSender(self.faults, timeout=DELIVERY_TIMEOUT)
-        self.calls: collections.Counter[str] = collections.Counter()
         self.refusals = 0
         self.max_window_count = 0
         self.daily_spent = 0
@@ -399,7 +414,6 @@ class PipedriveSimulator:
         self.block_after_refusals: int | None = None
         self.block_seconds = 60.0
         self.default_currency = "EUR"
-        self._lock = threading.RLock()
         self._ids = {"deal": 1, "activity": 70001, "note": 90001, "user": 10001, "webhook": 501}
         self._window: collections.deque[float] = collections.deque()  # admitted requests
         self._arrivals: collections.deque[float] = collections.deque()  # every request, for max_window_count
@@ -522,10 +536,6 @@ class PipedriveSimulator:
             self._roll_day()
             return None if self.daily_budget is None else max(0, self.daily_budget - self.daily_spent)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """Start serving on loopback; the answer's ``base_url`` tells where."""
-        return SimulatorServer(self.app, host, port).start()
-
     def wait_webhooks(self, timeout: float = 10.0) -> bool:
         """Block until no delivery is queued and no retry is scheduled; False on timeout."""
         deadline = time.monotonic() + timeout
@@ -552,7 +562,7 @@ class PipedriveSimulator:
 
     def _build_app(self) -> Flask:
         app = Flask(f"pipedrive-sim-{id(self)}")
-        routes: tuple[tuple[str, str, Callable[[int | None], tuple[int, dict[str, Any]]]], ...] = (
+        routes: tuple[tuple[str, str, _Handler], ...] = (
             ("GET", "/api/v2/deals", self._deals_list),
             ("POST", "/api/v2/deals", self._deals_add),
             ("GET", "/api/v2/deals/{id}", self._deals_get),
@@ -585,7 +595,7 @@ class PipedriveSimulator:
                 item_id: int | None = None,
                 _m: str = method,
                 _t: str = template,
-                _h: Callable[[int | None], tuple[int, dict[str, Any]]] = handler,
+                _h: _Handler = handler,
             ) -> Response:
                 return self._handle(_m, _t, _h, item_id)
 
@@ -600,44 +610,44 @@ class PipedriveSimulator:
 
         return app
 
-    def _handle(
-        self,
-        method: str,
-        template: str,
-        handler: Callable[[int | None], tuple[int, dict[str, Any]]],
-        item_id: int | None,
-    ) -> Response:
-        self.faults.delay()
+    def _handle(self, method: str, template: str, handler: _Handler, item_id: int | None) -> Response:
+        return self.answer(_Call(method=method, template=template, handler=handler, item_id=item_id))
+
+    def authenticate(self, call: _Call) -> None:
         token = request.headers.get("x-api-token") or request.args.get("api_token") or ""
         if not token or not hmac.compare_digest(token.encode(), self.api_token.encode()):
-            return self._json(ApiError(401, "unauthorized access").body(), 401)
+            raise ApiError(401, "unauthorized access")
+
+    def admit(self, call: _Call) -> None:
         if self._blocked():
             # Pipedrive's CDN answers a client that keeps hammering after 429s with HTML.
-            return Response(
-                "<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>", status=403, mimetype="text/html"
-            )
-        write = method in ("POST", "PATCH", "PUT", "DELETE")
-        try:
-            headers = self._admit(_cost(method, template))
-        except ApiError as exc:
-            return self._json(exc.body(), exc.status, exc.headers)
-        try:
-            if self.faults.roll(self.faults.error_rate):
-                if self.faults.roll(0.5):
-                    raise ApiError(503, "Service unavailable")
-                raise ApiError(500, "Internal server error")
-            with self._lock:
-                self.calls[f"{method} {template}"] += 1
-                status, body = handler(item_id)
-            if write and self.faults.roll(self.faults.error_after_effect_rate):
-                # The write happened; the answer is lost, so the client cannot know it worked.
-                raise ApiError(500, "Internal server error")
-        except ApiError as exc:
-            return self._json(exc.body(), exc.status, headers)
-        except Exception:  # a simulator bug or odd input: answer like the API, keep the trace
-            log.exception("pipedrive simulator failed on %s %s", method, request.path)
-            return self._json(ApiError(500, "Internal server error").body(), 500, headers)
-        return self._json(body, status, headers)
+            page = "<html><body><h1>403 Forbidden</h1>Request blocked.</body></html>"
+            raise ForeignAnswer(Response(page, status=403, mimetype="text/html"))
+        call.headers = self._admit(_cost(call.method, call.template))
+
+    def transient_error(self, call: _Call) -> Exception:
+        if self.faults.roll(0.5):
+            return ApiError(503, "Service unavailable")
+        return self.internal_error(call)
+
+    def handle(self, call: _Call) -> tuple[int, dict[str, Any]]:
+        with self._lock:
+            self.calls[f"{call.method} {call.template}"] += 1
+            answer = call.handler(call.item_id)
+        call.wrote = call.method in ("POST", "PATCH", "PUT", "DELETE")
+        return answer
+
+    def internal_error(self, call: _Call) -> ApiError:
+        return ApiError(500, "Internal server error")
+
+    def success(self, call: _Call, result: tuple[int, dict[str, Any]]) -> Response:
+        status, body = result
+        return self._json(body, status, call.headers)
+
+    def error(self, call: _Call, exc: ErrorAnswer) -> Response:
+        assert isinstance(exc, ApiError)  # the only error answer this simulator raises
+        # A refusal carries its own rate headers; any later error those of its admission.
+        return self._json(exc.body(), exc.status, {**call.headers, **exc.headers})
 
     @staticmethod
     def _json(body: Any, status: int, headers: Mapping[str, str] | None = None) -> Response:
@@ -666,7 +676,7 @@ class PipedriveSimulator:
             self._arrivals.append(now)
             self.max_window_count = max(self.max_window_count, len(self._arrivals))
             self._roll_day()
-            if self.faults.roll(self.faults.limit_rate) or len(self._window) >= self.burst_limit:
+            if self.faults.roll(self.faults.limit_rate, "rate_limited") or len(self._window) >= self.burst_limit:
                 raise self._refuse(now, daily=False)
             if self.daily_budget is not None and self.daily_spent + cost > self.daily_budget:
                 raise self._refuse(now, daily=True)
@@ -1867,15 +1877,9 @@ def main(argv: list[str] | None = None) -> None:
         sim.add_webhook(args.webhook, http_auth_user=args.webhook_user, http_auth_password=args.webhook_password)
     for i in range(1, args.seed_deals + 1):
         sim.add_deal({"title": f"Seed deal {i}", "value": 100 * i, "stage_id": STAGES[i % len(STAGES)][0]})
-    server = sim.serve(args.host, args.port)
-    print(f"Pipedrive simulator: base_url={server.base_url} api_token={args.token}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-        sim.close()
+    sim.serve_until_interrupted(
+        args.host, args.port, lambda url: f"Pipedrive simulator: base_url={url} api_token={args.token}"
+    )
 
 
 if __name__ == "__main__":

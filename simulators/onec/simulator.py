@@ -25,7 +25,6 @@ import hmac
 import json
 import logging
 import math
-import threading
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -37,7 +36,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 from flask import Flask, Response, request
 
-from simulators import FaultKnobs, SimulatorServer
+from simulators import FaultKnobs
+from simulators.base import ApiSimulator, Call, ErrorAnswer, ForeignAnswer
 from simulators.onec.odata_filter import (
     BOOL,
     COMPOSITE,
@@ -405,7 +405,7 @@ def spec_for(name: str) -> SetSpec:
     raise ValueError(f"unsupported entity set {name!r} (Catalog_, Document_ or InformationRegister_)")
 
 
-class ODataError(Exception):
+class ODataError(ErrorAnswer):
     """An error answer: HTTP status, 1C's error code and a Russian message."""
 
     def __init__(self, status: int, code: str, message: str) -> None:
@@ -424,6 +424,19 @@ class _Target:
     operation: str | None = None  # Post | Unpost | $count | a navigation property
 
 
+@dataclass
+class _Call(Call):
+    """One request: the resource path, its query (read first: ``$format`` picks every envelope)."""
+
+    resource: str
+    as_json: bool = True
+    options: dict[str, str] = field(default_factory=dict)  # the $-options
+    params: dict[str, str] = field(default_factory=dict)  # the other query parameters
+    malformed: ODataError | None = None  # a bad query, answered once the credentials are checked
+    method: str = ""
+    target: _Target = field(default_factory=_Target)
+
+
 def _version_string(n: int) -> str:
     # Opaque like 1C's (base64 of an 8-byte counter); clients must only compare it for equality.
     return base64.b64encode(n.to_bytes(8, "big")).decode("ascii")
@@ -435,12 +448,13 @@ def _json_number(value: Any) -> int | float:
     return value
 
 
-class OneCSimulator:
+class OneCSimulator(ApiSimulator[_Call, Response]):
     """One simulated infobase published through the standard OData interface.
 
     ``data`` maps entity set -> key -> entity (JSON-ready dicts, as the interface answers them);
     the key is ``Ref_Key`` for catalogs and documents and the dimension value for registers.
     Everything goes through one lock, so tests may call ``insert``/``update`` while a client polls.
+    Once served, ``base_url + base_path`` is the service root.
     """
 
     def __init__(
@@ -452,17 +466,15 @@ class OneCSimulator:
         faults: FaultKnobs | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:
+        super().__init__(faults)
         self.base_path = "/" + base_path.strip("/")
         self.users = dict(DEFAULT_USERS if users is None else users)
-        self.faults = faults or FaultKnobs()
         self.clock: Callable[[], datetime] = clock or datetime.now
-        self.calls: collections.Counter[str] = collections.Counter()
         self.specs: dict[str, SetSpec] = {}
         for name in entity_sets if entity_sets is not None else DEFAULT_ENTITY_SETS:
             self.specs[name] = spec_for(name)
         self.data: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in self.specs}
         self._extra: dict[str, dict[str, str]] = {name: {} for name in self.specs}  # ad-hoc attributes
-        self._lock = threading.RLock()
         self._version = 0
         self._numbers: collections.Counter[str] = collections.Counter()
         self.app = self._build_app()
@@ -526,10 +538,6 @@ class OneCSimulator:
             spec = self._spec(entity_set)
             found = self.data[entity_set].get(self._norm_key(spec, ref_key))
             return copy.deepcopy(found) if found is not None else None
-
-    def serve(self, host: str = "127.0.0.1", port: int = 0) -> SimulatorServer:
-        """Start serving on loopback; ``base_url + base_path`` is the service root."""
-        return SimulatorServer(self.app, host, port).start()
 
     # --- object model --------------------------------------------------------------------------
 
@@ -698,40 +706,44 @@ class OneCSimulator:
         return app
 
     def _handle(self, resource: str) -> Response:
-        self.faults.delay()
-        as_json = True
+        return self.answer(_Call(resource=resource))
+
+    def authenticate(self, call: _Call) -> None:
         try:
-            deferred: ODataError | None = None
-            try:
-                options, params = _read_query()
-                as_json = _wants_json(options.get("$format"))
-            except ODataError as exc:  # a bad query still answers 401 first to a stranger
-                options, params, deferred = {}, {}, exc
-            if not self._authorized():
-                raise ODataError(401, E_AUTH, "Ошибка аутентификации: неверное имя пользователя или пароль")
-            if deferred is not None:
-                raise deferred
-            target = self._resolve(resource)
-            method = request.method.upper()
-            with self._lock:
-                self.calls[self._label(method, target)] += 1
-            if self.faults.roll(self.faults.error_rate):
-                if self.faults.roll(0.5):  # the web server in front of 1C answering for it
-                    return Response(
-                        "<html><body><h1>503 Service Unavailable</h1></body></html>",
-                        503,
-                        content_type="text/html; charset=iso-8859-1",
-                    )
-                raise ODataError(500, E_INTERNAL, INTERNAL_MESSAGE)
-            response, wrote = self._dispatch(method, target, options, params, as_json)
-            if wrote and self.faults.roll(self.faults.error_after_effect_rate):
-                raise ODataError(500, E_INTERNAL, INTERNAL_MESSAGE)  # done, but the answer is lost
-            return response
-        except ODataError as exc:
-            return self._error(exc, as_json)
-        except Exception:  # a simulator bug or odd input: answer like 1C, keep the trace in the log
-            log.exception("1C simulator failed on %s %s", request.method, resource)
-            return self._error(ODataError(500, E_INTERNAL, INTERNAL_MESSAGE), as_json)
+            call.options, call.params = _read_query()
+            call.as_json = _wants_json(call.options.get("$format"))
+        except ODataError as exc:  # a bad query still answers 401 first to a stranger
+            call.malformed = exc
+        if not self._authorized():
+            raise ODataError(401, E_AUTH, "Ошибка аутентификации: неверное имя пользователя или пароль")
+
+    def resolve(self, call: _Call) -> None:
+        if call.malformed is not None:
+            raise call.malformed
+        call.target = self._resolve(call.resource)
+        call.method = request.method.upper()
+        with self._lock:
+            self.calls[self._label(call.method, call.target)] += 1
+
+    def transient_error(self, call: _Call) -> Exception:
+        if self.faults.roll(0.5):  # the web server in front of 1C answering for it
+            page = "<html><body><h1>503 Service Unavailable</h1></body></html>"
+            return ForeignAnswer(Response(page, 503, content_type="text/html; charset=iso-8859-1"))
+        return self.internal_error(call)
+
+    def handle(self, call: _Call) -> Response:
+        response, call.wrote = self._dispatch(call.method, call.target, call.options, call.params, call.as_json)
+        return response
+
+    def internal_error(self, call: _Call) -> ODataError:
+        return ODataError(500, E_INTERNAL, INTERNAL_MESSAGE)
+
+    def success(self, call: _Call, result: Response) -> Response:
+        return result  # built by the handler: 1C answers JSON, Atom, EDMX or plain text
+
+    def error(self, call: _Call, exc: ErrorAnswer) -> Response:
+        assert isinstance(exc, ODataError)  # the only error answer this simulator raises
+        return self._error(exc, call.as_json)
 
     def _authorized(self) -> bool:
         header = request.headers.get("Authorization", "")
@@ -1542,11 +1554,7 @@ def main(argv: list[str] | None = None) -> None:
     sim = OneCSimulator(base_path=args.base_path, users=users, entity_sets=args.set, faults=faults)
     if args.demo:
         seed_demo(sim)
-    server = sim.serve(args.host, args.port)
-    print(f"1C OData simulator: {server.base_url}{sim.base_path}/ (users: {', '.join(sim.users)})", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
+    logins = ", ".join(sim.users)
+    sim.serve_until_interrupted(
+        args.host, args.port, lambda url: f"1C OData simulator: {url}{sim.base_path}/ (users: {logins})"
+    )
