@@ -479,8 +479,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
     """One simulated portal reached through one inbound webhook.
 
     State lives in plain dicts of strings (``deals``, ``tasks``, ``users``, ``comments``)
-    behind one lock. ``bucket`` may be replaced (e.g. by a ``LeakyBucket`` on a fake clock),
-    ``faults`` tuned, ``handler_url`` changed at run time.
+    behind one lock. ``clock`` is the portal's wall time (dates, ``time`` figures, the
+    operating-time window); ``monotonic`` drains the leaky bucket and ends method blocks. A test
+    passes fakes of both instead of sleeping. ``bucket`` may be replaced, ``faults`` tuned,
+    ``handler_url`` changed at run time.
     """
 
     def __init__(
@@ -494,6 +496,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         burst: float = 50,
         faults: FaultKnobs | None = None,
         clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
         handler_url: str | None = None,
     ) -> None:
         super().__init__(faults)
@@ -501,7 +504,8 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.webhook_code = webhook_code
         self.application_token = application_token
         self.domain = domain
-        self.bucket = LeakyBucket(rate, burst)
+        self.monotonic = monotonic
+        self.bucket = LeakyBucket(rate, burst, clock=monotonic)
         self.webhooks = WebhookSender(self.faults)
         self.handler_url = handler_url
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(MSK))
@@ -609,7 +613,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
 
     def block_method(self, method: str, seconds: float) -> None:
         """Make ``method`` answer 429 OPERATION_TIME_LIMIT for a while (its time budget is spent)."""
-        self._blocked[method.lower()] = time.monotonic() + seconds
+        self._blocked[method.lower()] = self.monotonic() + seconds
 
     def close(self) -> None:
         """Stop the webhook sender's thread."""
@@ -693,7 +697,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
 
     def _check_blocked(self, method: str) -> None:
         until = self._blocked.get(method)
-        if until is not None and time.monotonic() < until:
+        if until is not None and self.monotonic() < until:
             raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
 
     def _read_params(self) -> dict[str, Any]:

@@ -50,7 +50,9 @@ def clock() -> FakeClock:
 @pytest.fixture
 def sim(clock: FakeClock) -> Iterator[Bitrix24Simulator]:
     # A generous bucket so tests that are not about the limit never meet it.
-    simulator = Bitrix24Simulator(rate=1000.0, burst=1000, clock=clock, faults=FaultKnobs(seed=7))
+    simulator = Bitrix24Simulator(
+        rate=1000.0, burst=1000, clock=clock, monotonic=lambda: clock.mono, faults=FaultKnobs(seed=7)
+    )
     yield simulator
     simulator.close()
 
@@ -408,13 +410,34 @@ def test_error_and_limit_rates_have_no_effect(sim: Bitrix24Simulator, url: str) 
     assert sim.refusals == before + 1
 
 
-def test_operation_time_limit_and_overload(sim: Bitrix24Simulator, url: str) -> None:
+def test_operation_time_limit_and_overload(sim: Bitrix24Simulator, clock: FakeClock, url: str) -> None:
     sim.block_method("crm.deal.list", 30)
     blocked = call(url, "crm.deal.list")
     assert blocked.status_code == 429 and blocked.json()["error"] == "OPERATION_TIME_LIMIT"
     assert call(url, "user.get").status_code == 200
+    clock.advance(29.5)
+    assert call(url, "crm.deal.list").status_code == 429
+    clock.advance(0.5)  # the block lasts its 30 seconds on the simulator's clock, no longer
+    assert call(url, "crm.deal.list").status_code == 200
     sim.overloaded = True
     assert call(url, "user.get").json()["error"] == "OVERLOAD_LIMIT"
+
+
+def test_operating_time_adds_up_per_method_and_resets_every_ten_minutes(
+    sim: Bitrix24Simulator, clock: FakeClock, url: str
+) -> None:
+    first = call(url, "user.get").json()["time"]
+    window_end = first["operating_reset_at"]
+    assert window_end == int(first["start"]) + 600 and first["operating"] == first["duration"]
+    clock.advance(599)
+    second = call(url, "user.get").json()["time"]
+    assert second["operating_reset_at"] == window_end
+    assert second["operating"] == first["operating"] + second["duration"]
+    other = call(url, "crm.deal.list").json()["time"]
+    assert other["operating"] == other["duration"]  # counted per method
+    clock.advance(1)
+    third = call(url, "user.get").json()["time"]
+    assert third["operating_reset_at"] == window_end + 600 and third["operating"] == third["duration"]
 
 
 # --- tasks, users, comments ---------------------------------------------------------------------

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import time
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from simulators.bitrix24 import Bitrix24Simulator
 
+MSK = timezone(timedelta(hours=3))
+
 
 def test_deals_changing_during_the_read_skip_no_deal() -> None:
-    simulator = Bitrix24Simulator(application_token="token-12345678", rate=1000, burst=1000)
+    now = [datetime(2026, 3, 2, 10, 0, 0, tzinfo=MSK)]
+    simulator = Bitrix24Simulator(application_token="token-12345678", rate=1000, burst=1000, clock=lambda: now[0])
     server = simulator.serve()
     try:
         ids = [simulator.add_deal({"TITLE": f"Сделка {i}", "STAGE_ID": "NEW"}) for i in range(130)]
-        time.sleep(1.1)  # edits below land in a later second than the creations (Bitrix24 stamps to the second)
+        now[0] += timedelta(seconds=1)  # edits land a second after the creations (Bitrix24 stamps to the second)
         adapter = Bitrix24Adapter(
             "b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 1000, "burst": 1000}
         )
@@ -29,7 +31,7 @@ def test_deals_changing_during_the_read_skip_no_deal() -> None:
             return answer
 
         adapter.client.call_full = call_and_touch  # type: ignore[method-assign]
-        since = datetime.now().astimezone() - timedelta(hours=1)
+        since = now[0] - timedelta(hours=1)
         seen = {d.id for d in adapter.changed_deals(since)}
         assert seen == set(ids)  # offset paging missed 2 of 130 here
     finally:
