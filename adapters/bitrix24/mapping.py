@@ -2,36 +2,14 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from adapters.values import parse_address, strip_city_prefix, to_decimal
 from domain import Deal, Location, StageSemantic, User
 
 _SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}
-_POSTCODE = re.compile(r"\b(\d{6})\b")
-_COORDS = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*;\s*(-?\d+(?:\.\d+)?)\s*$")
-_DISTRICT_HINTS = ("р-н", "район", "мкр", "микрорайон", "district")
-_STREET_HINTS = (
-    "ул.",
-    "улица",
-    "пр-т",
-    "проспект",
-    "пер.",
-    "переулок",
-    "ш.",
-    "шоссе",
-    "наб.",
-    "бульвар",
-    "б-р",
-    "пр.",
-    "street",
-    "st.",
-)
-_CITY_PREFIX = re.compile(r"^(г\.|город|гор\.)\s*", re.IGNORECASE)
-
 # Fields every deal read selects, besides the custom ones ("UF_*").
 DEAL_SELECT = [
     "ID",
@@ -66,39 +44,6 @@ def format_datetime(value: datetime) -> str:
     return value.isoformat(timespec="seconds")
 
 
-def parse_address(value: Any) -> Location:
-    """Parse an ``address`` user field (``"text|lat;lon|id"``) or plain address text.
-
-    The text is split on commas: a six-digit part is the postcode, a part with a district
-    or street word is that, the first remaining part is the city.
-    """
-    text = value if isinstance(value, str) else ""
-    lat = lon = None
-    if "|" in text:
-        pieces = text.split("|")
-        text = pieces[0]
-        if len(pieces) > 1 and (m := _COORDS.match(pieces[1])):
-            lat, lon = float(m.group(1)), float(m.group(2))
-    postcode = ""
-    city = district = street = ""
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        low = part.lower()
-        if m := _POSTCODE.search(part):
-            if part == m.group(1):
-                postcode = m.group(1)
-                continue
-            postcode = postcode or m.group(1)
-        if not district and any(h in low for h in _DISTRICT_HINTS):
-            district = part
-        elif not street and any(low.startswith(h) or f" {h}" in low for h in _STREET_HINTS):
-            street = part
-        elif not city and not any(ch.isdigit() for ch in part):
-            city = _CITY_PREFIX.sub("", part)
-    return Location(text=text.strip(), city=city, district=district, street=street, postcode=postcode, lat=lat, lon=lon)
-
-
 def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str, str]) -> Deal:
     """Build the normalised deal from ``crm.deal.get``/``list`` fields.
 
@@ -113,7 +58,7 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
         location = Location(
             text=base.text,
             region=parts.get("region") or base.region,
-            city=_CITY_PREFIX.sub("", parts.get("city") or base.city),
+            city=strip_city_prefix(parts.get("city") or base.city),
             district=parts.get("district") or base.district,
             street=parts.get("street") or base.street,
             postcode=parts.get("postcode") or base.postcode,
@@ -129,7 +74,7 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
         stage_semantic=semantic,
         pipeline=str(raw.get("CATEGORY_ID") or "0"),
         responsible_id=str(raw["ASSIGNED_BY_ID"]) if raw.get("ASSIGNED_BY_ID") else None,
-        amount=_decimal(raw.get("OPPORTUNITY")),
+        amount=to_decimal(raw.get("OPPORTUNITY")),
         currency=raw.get("CURRENCY_ID") or None,
         created_at=parse_datetime(raw.get("DATE_CREATE")),
         updated_at=parse_datetime(raw.get("DATE_MODIFY")),
@@ -152,12 +97,3 @@ FIELD_NAMES = {"responsible_id": "ASSIGNED_BY_ID", "stage": "STAGE_ID", "title":
 def deal_fields_to_b24(values: Mapping[str, Any]) -> dict[str, Any]:
     """Translate normalised UpdateDeal keys; any other key is already a Bitrix24 field name."""
     return {FIELD_NAMES.get(k, k): v for k, v in values.items()}
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value in (None, ""):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None

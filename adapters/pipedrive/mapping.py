@@ -5,10 +5,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from adapters.bitrix24.mapping import parse_address
+from adapters.values import parse_address, to_decimal
 from domain import Deal, Location, StageSemantic, User
 
 CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
@@ -140,7 +139,7 @@ def deal_from_pd(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str,
         stage_semantic=_SEMANTICS.get(status, "open"),
         pipeline=_id_text(fields.get("pipeline_id")),
         responsible_id=_id_text(owner) or None,
-        amount=_decimal(fields.get("value")),
+        amount=to_decimal(fields.get("value")),
         currency=fields.get("currency") or None,
         created_at=parse_time(fields.get("add_time")),
         updated_at=parse_time(fields.get("update_time")),
@@ -200,12 +199,3 @@ def _id_text(value: Any) -> str:
     if isinstance(value, Mapping):  # v1 expands ids into objects
         value = value.get("id", value.get("value"))
     return "" if value is None or value == "" else str(value)
-
-
-def _decimal(value: Any) -> Decimal | None:
-    if value in (None, "") or isinstance(value, bool):
-        return None
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return None
