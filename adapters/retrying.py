@@ -1,5 +1,5 @@
-"""What every CRM client shares: tenacity retries with backoff, rate-limit waits, and waits
-that a stopping process can cut short.
+"""The retries of the HTTP client base (``adapters.http``): tenacity with backoff, rate-limit
+waits, and waits that a stopping process can cut short.
 
 Each client decides what is retriable by the errors it raises (``RetriableError`` and its
 kinds); this runs the attempts. A non-idempotent write is retried only on ``RateLimited``
@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
-import requests
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -92,10 +91,3 @@ class RetryPolicy:
     def _log(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         log.warning("%s retry crm=%s attempt=%s error=%s", self.label, self.crm, state.attempt_number, exc)
-
-
-def never_sent(exc: requests.RequestException) -> bool:
-    """True when the request certainly never reached the server (refused connection)."""
-    return isinstance(exc, requests.ConnectTimeout) or (
-        isinstance(exc, requests.ConnectionError) and "refused" in str(exc).lower()
-    )

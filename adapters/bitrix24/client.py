@@ -15,17 +15,14 @@ from typing import Any
 
 import requests
 
-from adapters.metrics import RATE_LIMIT_WAIT, crm_call
-from adapters.retrying import RetryPolicy, never_sent
+from adapters.http import ApiRequest, ErrorAnswer, HttpClient
 from adapters.throttle import Throttle
 from domain.errors import (
     AdapterError,
-    AmbiguousWriteError,
     AuthError,
     FatalError,
     NotFoundError,
     RateLimited,
-    RetriableError,
 )
 
 log = logging.getLogger(__name__)
@@ -48,8 +45,13 @@ class BatchResult:
     next: dict[str, int]
 
 
-class Bitrix24Client:
-    """Calls REST methods through an inbound webhook URL (``https://portal/rest/1/code/``)."""
+class Bitrix24Client(HttpClient):
+    """Calls REST methods through an inbound webhook URL (``https://portal/rest/1/code/``); the
+    secret is the URL's path, so no header authenticates."""
+
+    vendor = "Bitrix24"
+    log_label = "bitrix24"
+    throttle: Throttle
 
     def __init__(
         self,
@@ -64,24 +66,16 @@ class Bitrix24Client:
         backoff_max: float = 30.0,
         session: requests.Session | None = None,
     ) -> None:
-        self.base = webhook_url.rstrip("/") + "/"
-        self.crm = crm
-        self.timeout = timeout
-        self.retry = RetryPolicy(
-            crm, "bitrix24", max_attempts=max_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max
+        super().__init__(
+            crm=crm,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            session=session,
         )
-        self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self.retry.sleep)
-        self.session = session or requests.Session()
-        self.requests_sent = 0  # HTTP requests, for call-economy figures
-        self.commands_sent = 0  # REST commands (a batch counts each of its commands)
-
-    def interrupt(self) -> None:
-        """Wake every retry or throttle wait and give up further retries (process stopping)."""
-        self.retry.interrupt()
-
-    def close(self) -> None:
-        self.interrupt()
-        self.session.close()
+        self.base = webhook_url.rstrip("/") + "/"
+        self.use_throttle(rate, burst)
 
     # --- single calls ---------------------------------------------------------------
 
@@ -97,44 +91,28 @@ class Bitrix24Client:
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True, units: int = 1
     ) -> dict[str, Any]:
         """Like ``call`` but return the whole envelope (``result``, ``total``, ``next``, ``time``)."""
-        return self.retry.run(
-            lambda: self._send(method, dict(params or {}), idempotent=idempotent, units=units), idempotent=idempotent
-        )
+        request = ApiRequest("POST", f"{self.base}{method}.json", method, json=dict(params or {}), units=units)
+        body: dict[str, Any] = self.send(request, idempotent=idempotent)
+        return body
 
-    def _send(self, method: str, params: dict[str, Any], *, idempotent: bool, units: int) -> dict[str, Any]:
-        waited = self.throttle.acquire(units)
-        if waited:
-            RATE_LIMIT_WAIT.labels(self.crm).inc(waited)
-        if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
-            raise RetriableError("connector stopping; call not sent", crm=self.crm, method=method)
-        url = f"{self.base}{method}.json"
-        self.requests_sent += 1
-        self.commands_sent += units
-        with crm_call(self.crm, method) as call:
-            try:
-                resp = self.session.post(url, json=params, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
-                raise cls(f"{type(exc).__name__} calling Bitrix24", crm=self.crm, method=method) from exc
-            call["status"] = resp.status_code
-            return self._decode(method, resp, idempotent=idempotent)
-
-    def _decode(self, method: str, resp: requests.Response, *, idempotent: bool) -> dict[str, Any]:
+    def decode(self, request: ApiRequest, response: requests.Response, *, idempotent: bool) -> dict[str, Any]:
+        """The envelope of a successful answer; an ``error`` answer becomes a typed error."""
         try:
-            body = resp.json()
+            body = response.json()
         except ValueError:
             body = None
-        if resp.status_code == 200 and isinstance(body, dict) and "error" not in body:
+        if response.status_code == 200 and isinstance(body, dict) and "error" not in body:
             if "result" not in body:
-                raise FatalError("answer without result", crm=self.crm, method=method, status=200)
+                raise FatalError("answer without result", crm=self.crm, method=request.label, status=200)
             return body
         code = str(body.get("error", "")) if isinstance(body, dict) else ""
-        desc = str(body.get("error_description", "")) if isinstance(body, dict) else resp.text[:200]
-        raise self.error_for(method, resp.status_code, code, desc, idempotent=idempotent)
+        desc = str(body.get("error_description", "")) if isinstance(body, dict) else response.text[:200]
+        raise self.classify(request.label, ErrorAnswer(response.status_code, code, desc), idempotent=idempotent)
 
-    def error_for(self, method: str, status: int, code: str, desc: str, *, idempotent: bool) -> AdapterError:
+    def classify(self, label: str, answer: ErrorAnswer, *, idempotent: bool) -> AdapterError:
         """Map a Bitrix24 error answer to a typed error (keyed on the code, not the HTTP status)."""
-        kw: dict[str, Any] = {"crm": self.crm, "method": method, "status": status, "code": code, "description": desc}
+        kw = self.error_details(label, answer)
+        code, desc, status = answer.code or "", answer.description, answer.status
         if code in _REFUSED_CODES:
             return RateLimited("Bitrix24 rate limit", **kw)
         if code == "OVERLOAD_LIMIT":
@@ -145,8 +123,7 @@ class Bitrix24Client:
         if desc.strip().lower() == "not found" or code == "ERROR_NOT_FOUND":
             return NotFoundError("not found", **kw)
         if status >= 500 or code == "INTERNAL_SERVER_ERROR":
-            cls = RetriableError if idempotent else AmbiguousWriteError
-            return cls("Bitrix24 server error", **kw)
+            return self.lost_answer(idempotent)("Bitrix24 server error", **kw)
         return FatalError("Bitrix24 error", **kw)
 
     # --- batch and paging -------------------------------------------------------------
@@ -165,7 +142,7 @@ class Bitrix24Client:
                 code, desc = str(err.get("error", "")), str(err.get("error_description", ""))
             else:
                 code, desc = "", str(err)
-            errors[key] = self.error_for(commands[key][0], 400, code, desc, idempotent=idempotent)
+            errors[key] = self.classify(commands[key][0], ErrorAnswer(400, code, desc), idempotent=idempotent)
         return BatchResult(results, errors, _section(inner, "result_total"), _section(inner, "result_next"))
 
     @property

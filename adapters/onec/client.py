@@ -10,7 +10,6 @@ to reconcile (look for its own earlier write) instead of being resent blindly.
 
 from __future__ import annotations
 
-import base64
 import logging
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping
@@ -19,35 +18,30 @@ from urllib.parse import quote
 
 import requests
 
-from adapters.metrics import crm_call
+from adapters.http import ApiRequest, BasicAuth, ErrorAnswer, HttpClient, basic_auth_utf8
 from adapters.onec.odata import build_query
-from adapters.retrying import RetryPolicy, never_sent
 from domain.errors import (
     AdapterError,
-    AmbiguousWriteError,
     AuthError,
     FatalError,
     NotFoundError,
     RateLimited,
-    RetriableError,
 )
 
+__all__ = ["OneCClient", "VersionConflict", "basic_auth_utf8", "parse_error"]
+
 log = logging.getLogger(__name__)
-
-
-def basic_auth_utf8(username: str, password: str) -> str:
-    """``Basic …`` with the credentials encoded as UTF-8 (``requests`` would use latin-1 and fail
-    on a Cyrillic login such as «Интеграция»)."""
-    token = base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
-    return f"Basic {token}"
 
 
 class VersionConflict(FatalError):
     """``If-Match`` did not match the object's ``DataVersion`` (HTTP 412): re-read, then decide."""
 
 
-class OneCClient:
-    """Calls one base's ``…/odata/standard.odata/`` service."""
+class OneCClient(HttpClient):
+    """Calls one base's ``…/odata/standard.odata/``; no rate limit of its own to mirror."""
+
+    vendor = "1C"
+    log_label = "1c"
 
     def __init__(
         self,
@@ -62,26 +56,20 @@ class OneCClient:
         backoff_max: float = 30.0,
         session: requests.Session | None = None,
     ) -> None:
-        self.base = base_url.rstrip("/") + "/"
-        self.crm = crm
-        self.timeout = timeout
-        self.session = session or requests.Session()
-        self._auth = basic_auth_utf8(username, password)  # kept out of repr and logs
-        self.retry = RetryPolicy(
-            crm, "1c", max_attempts=max_attempts, backoff_initial=backoff_initial, backoff_max=backoff_max
+        super().__init__(
+            crm=crm,
+            timeout=timeout,
+            max_attempts=max_attempts,
+            backoff_initial=backoff_initial,
+            backoff_max=backoff_max,
+            auth=BasicAuth(username, password),
+            headers={"Accept": "application/json"},
+            session=session,
         )
-        self.requests_sent = 0
+        self.base = base_url.rstrip("/") + "/"
 
     def __repr__(self) -> str:
         return f"OneCClient({self.base!r}, crm={self.crm!r})"
-
-    def interrupt(self) -> None:
-        """Wake every retry wait and give up further retries (the process is stopping)."""
-        self.retry.interrupt()
-
-    def close(self) -> None:
-        self.interrupt()
-        self.session.close()
 
     # --- requests -------------------------------------------------------------------------
 
@@ -156,47 +144,31 @@ class OneCClient:
         idempotent: bool = True,
     ) -> Any:
         """Send with retries; ``idempotent=False`` never resends a request that may have taken effect."""
-        return self.retry.run(
-            lambda: self._send(method, resource, options, json_body, headers, idempotent), idempotent=idempotent
-        )
-
-    def _send(
-        self,
-        method: str,
-        resource: str,
-        options: Mapping[str, Any] | None,
-        json_body: Any,
-        headers: Mapping[str, str] | None,
-        idempotent: bool,
-    ) -> Any:
         label = f"{method} {resource.split('(')[0]}"
-        if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
-            raise RetriableError("connector stopping; call not sent", crm=self.crm, method=label)
-        all_headers = {"Authorization": self._auth, "Accept": "application/json", **(headers or {})}
-        self.requests_sent += 1
-        with crm_call(self.crm, label) as call:
-            try:
-                resp = self.session.request(
-                    method, self.url(resource, options), json=json_body, headers=all_headers, timeout=self.timeout
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
-                raise cls(f"{type(exc).__name__} calling 1C", crm=self.crm, method=label) from exc
-            call["status"] = resp.status_code
-            if resp.status_code in (200, 201, 204):
-                if not resp.content:
-                    return None
-                try:
-                    return resp.json()
-                except ValueError as exc:
-                    raise FatalError("answer is not JSON", crm=self.crm, method=label, status=resp.status_code) from exc
-            raise self.error_for(label, resp, idempotent=idempotent)
+        request = ApiRequest(method, self.url(resource, options), label, json=json_body, headers=headers)
+        return self.send(request, idempotent=idempotent)
 
-    def error_for(self, label: str, resp: requests.Response, *, idempotent: bool) -> AdapterError:
-        """Map an error answer (JSON envelope, XML ``<m:error>`` or an HTML page) to a typed error."""
-        code, message = parse_error(resp)
-        status = resp.status_code
-        kw: dict[str, Any] = {"crm": self.crm, "method": label, "status": status, "code": code, "description": message}
+    # --- hooks ----------------------------------------------------------------------------
+
+    def decode(self, request: ApiRequest, response: requests.Response, *, idempotent: bool) -> Any:
+        """The JSON body of a 200/201/204 (None when empty); an error answer becomes a typed error."""
+        if response.status_code in (200, 201, 204):
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError as exc:
+                raise FatalError(
+                    "answer is not JSON", crm=self.crm, method=request.label, status=response.status_code
+                ) from exc
+        code, message = parse_error(response)
+        answer = ErrorAnswer(response.status_code, code, message, response.headers)
+        raise self.classify(request.label, answer, idempotent=idempotent)
+
+    def classify(self, label: str, answer: ErrorAnswer, *, idempotent: bool) -> AdapterError:
+        """1C's codes are sparse and undocumented: the HTTP status decides the error type."""
+        kw = self.error_details(label, answer)
+        status = answer.status
         if status in (401, 403):
             return AuthError("1C refused the credentials or the OData role", **kw)
         if status == 404:
@@ -204,15 +176,14 @@ class OneCClient:
         if status == 412:
             return VersionConflict("1C object changed since it was read (DataVersion)", **kw)
         if status == 429:
-            retry_after = resp.headers.get("Retry-After")
+            retry_after = answer.headers.get("Retry-After")
             return RateLimited(
                 "1C web server limit",
                 retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
                 **kw,
             )
         if status >= 500:
-            cls = RetriableError if idempotent else AmbiguousWriteError
-            return cls("1C server error", **kw)
+            return self.lost_answer(idempotent)("1C server error", **kw)
         return FatalError("1C refused the request", **kw)
 
 

@@ -18,18 +18,14 @@ from typing import Any
 
 import requests
 
-from adapters.metrics import RATE_LIMIT_WAIT, crm_call
-from adapters.pipedrive.window import RollingWindow
-from adapters.retrying import RetryPolicy, never_sent
-from adapters.throttle import Throttle
+from adapters.http import Admission, ApiRequest, ErrorAnswer, HttpClient, TokenHeader
+from adapters.pipedrive.window import RollingWindow, Ticket
 from domain.errors import (
     AdapterError,
-    AmbiguousWriteError,
     AuthError,
     FatalError,
     NotFoundError,
     RateLimited,
-    RetriableError,
 )
 
 log = logging.getLogger(__name__)
@@ -41,13 +37,16 @@ BURST_LIMIT = 20  # requests per rolling window per API token on the Lite plan
 WINDOW = 2.0  # seconds
 
 
-class PipedriveClient:
+class PipedriveClient(HttpClient):
     """Calls ``{base_url}/api/v2/...`` and ``{base_url}/v1/...`` with an API token.
 
     ``burst_limit`` and ``window``: the plan's rolling burst limit. ``rate`` and ``burst``
     (deprecated, off unless both are given; the settings fill in the other): a leaky bucket
     pacing the calls further, as the client did before it mirrored the window.
     """
+
+    vendor = "Pipedrive"
+    log_label = "pipedrive"
 
     def __init__(
         self,
@@ -65,43 +64,26 @@ class PipedriveClient:
         backoff_max: float = 30.0,
         session: requests.Session | None = None,
     ) -> None:
-        self.base = base_url.rstrip("/")
-        self.crm = crm
-        self.timeout = timeout
-        # Jitter as large as the first wait: many clients refused at once must not retry in step.
-        self.retry = RetryPolicy(
-            crm,
-            "pipedrive",
+        super().__init__(
+            crm=crm,
+            timeout=timeout,
             max_attempts=max_attempts,
             backoff_initial=backoff_initial,
             backoff_max=backoff_max,
+            # Jitter as large as the first wait: many clients refused at once must not retry in step.
             jitter=backoff_initial,
+            auth=TokenHeader("x-api-token", api_token),
+            headers={"Accept": "application/json"},
+            session=session,
         )
+        self.base = base_url.rstrip("/")
         # Looked up at each wait, not bound now: one method decides how the client sleeps.
         self.window = RollingWindow(
             burst_limit, window, sleep=lambda s: self._interruptible_sleep(s), stopping=self.retry.interrupted
         )
-        self.throttle: Throttle | None = None
         if rate is not None and burst is not None:
-            self.throttle = self.retry.throttle = Throttle(rate, burst, sleep=self._interruptible_sleep)
-        self.session = session or requests.Session()
-        # The token goes in a header, never in the URL, so it cannot end up in access logs.
-        self.session.headers["x-api-token"] = api_token
-        self.session.headers["Accept"] = "application/json"
-        self.requests_sent = 0  # HTTP requests, for call-economy figures
+            self.use_throttle(rate, burst)
         self.rate_limited = 0  # 429 answers seen
-
-    def interrupt(self) -> None:
-        """Wake every retry or throttle wait and give up further retries (process stopping)."""
-        self.retry.interrupt()
-
-    def _interruptible_sleep(self, seconds: float) -> None:
-        self.retry.interrupted.wait(seconds)
-
-    def close(self) -> None:
-        """Stop waiting and close the connection pool."""
-        self.interrupt()
-        self.session.close()
 
     # --- single calls ---------------------------------------------------------------
 
@@ -120,86 +102,64 @@ class PipedriveClient:
         failures only when ``idempotent``; a non-idempotent write whose answer was lost
         raises ``AmbiguousWriteError`` for the caller to reconcile.
         """
-        return self.retry.run(
-            lambda: self._send(method, path, params, json, idempotent=idempotent), idempotent=idempotent
-        )
+        request = ApiRequest(method, self.base + path, f"{method} {path}", params=params, json=json)
+        body: dict[str, Any] = self.send(request, idempotent=idempotent)
+        return body
 
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
         """GET and return ``data``."""
         return self.request("GET", path, params=params).get("data")
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        params: Mapping[str, Any] | None,
-        body: Mapping[str, Any] | None,
-        *,
-        idempotent: bool,
-    ) -> dict[str, Any]:
-        waited = self.throttle.acquire() if self.throttle is not None else 0.0
-        # After the bucket: the window books the moment the call really goes out.
-        ticket = self.window.acquire()
-        waited += ticket.waited
-        if waited:
-            RATE_LIMIT_WAIT.labels(self.crm).inc(waited)
-        if self.retry.interrupted.is_set():  # never sent: safe to retry later, even for a write
-            self.window.release(ticket, sent=False)
-            raise RetriableError("connector stopping; call not sent", crm=self.crm, method=f"{method} {path}")
-        self.requests_sent += 1
-        with crm_call(self.crm, f"{method} {path}") as call:
-            try:
-                resp = self.session.request(method, self.base + path, params=params, json=body, timeout=self.timeout)
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self.window.release(ticket)  # it may have arrived: it occupies the window all the same
-                cls = RetriableError if idempotent or never_sent(exc) else AmbiguousWriteError
-                raise cls(f"{type(exc).__name__} calling Pipedrive", crm=self.crm, method=f"{method} {path}") from exc
-            except BaseException:
-                self.window.release(ticket)
-                raise
-            # A 429 holds every call until the reset instead (``_hold``): no count to learn from it.
-            self.window.release(ticket, headers=resp.headers if resp.status_code != 429 else None)
-            call["status"] = resp.status_code
-            return self._decode(f"{method} {path}", resp, idempotent=idempotent)
+    # --- hooks ------------------------------------------------------------------------
 
-    def _decode(self, method: str, resp: requests.Response, *, idempotent: bool) -> dict[str, Any]:
+    def admit(self, request: ApiRequest) -> Admission:
+        """The deprecated bucket if configured, then the rolling window, which books the moment
+        the call really goes out."""
+        waited = self.throttle.acquire() if self.throttle is not None else 0.0
+        ticket = self.window.acquire()
+        return Admission(waited + ticket.waited, ticket)
+
+    def release(self, admission: Admission, response: requests.Response | None, *, sent: bool = True) -> None:
+        """Give the window slot back: a call never sent frees it at once; a call answered or
+        failed occupies the window a while after (it may have arrived). A 429 holds every call
+        until the reset instead (``_hold``), so its count teaches nothing."""
+        ticket: Ticket = admission.ticket
+        if not sent:
+            self.window.release(ticket, sent=False)
+        elif response is None:
+            self.window.release(ticket)
+        else:
+            self.window.release(ticket, headers=response.headers if response.status_code != 429 else None)
+
+    def decode(self, request: ApiRequest, response: requests.Response, *, idempotent: bool) -> dict[str, Any]:
+        """The envelope of a 2xx answer with ``success`` not false; any other becomes a typed error."""
         try:
-            body = resp.json()
+            body = response.json()
         except ValueError:
             body = None
-        if 200 <= resp.status_code < 300 and isinstance(body, dict) and body.get("success") is not False:
+        if 200 <= response.status_code < 300 and isinstance(body, dict) and body.get("success") is not False:
             return body
         error = str(body.get("error") or "") if isinstance(body, dict) else ""
-        info = str(body.get("error_info") or "") if isinstance(body, dict) else resp.text[:200]
-        raise self.error_for(
-            method, resp.status_code, error, info, resp.headers, json_body=isinstance(body, dict), idempotent=idempotent
+        info = str(body.get("error_info") or "") if isinstance(body, dict) else response.text[:200]
+        answer = ErrorAnswer(
+            response.status_code,
+            str(response.status_code),
+            error or info,
+            response.headers,
+            enveloped=isinstance(body, dict),
         )
+        raise self.classify(request.label, answer, idempotent=idempotent)
 
-    def error_for(
-        self,
-        method: str,
-        status: int,
-        error: str,
-        info: str,
-        headers: Mapping[str, str],
-        *,
-        json_body: bool = True,
-        idempotent: bool = True,
-    ) -> AdapterError:
+    def classify(self, label: str, answer: ErrorAnswer, *, idempotent: bool) -> AdapterError:
         """Map Pipedrive's error envelope (``success: false, error, error_info``) to a typed error."""
-        kw: dict[str, Any] = {
-            "crm": self.crm,
-            "method": method,
-            "status": status,
-            "code": str(status),
-            "description": error or info,
-        }
+        kw = self.error_details(label, answer)
+        status = answer.status
         if status == 429:
             self.rate_limited += 1
-            retry_after = _retry_after(headers)
+            retry_after = _retry_after(answer.headers)
             self._hold(retry_after or 1.0)
             return RateLimited("Pipedrive rate limit", retry_after=retry_after, **kw)
-        if status == 403 and not json_body:
+        if status == 403 and not answer.enveloped:
             # Not Pipedrive but its CDN: we kept calling after 429s. Back off hard.
             self._hold(CDN_BLOCK_WAIT)
             return RateLimited("Pipedrive CDN block", retry_after=CDN_BLOCK_WAIT, **kw)
@@ -208,8 +168,7 @@ class PipedriveClient:
         if status in (404, 410):
             return NotFoundError("not found", **kw)
         if status >= 500 or status in (408,):
-            cls = RetriableError if idempotent else AmbiguousWriteError
-            return cls("Pipedrive server error", **kw)
+            return self.lost_answer(idempotent)("Pipedrive server error", **kw)
         if 200 <= status < 300:
             return FatalError("Pipedrive answered without a success envelope", **kw)
         return FatalError("Pipedrive refused the request", **kw)
