@@ -8,9 +8,10 @@ fingerprint of the document's content (orders: their status), and by the inbox's
 ``onec:<name>:<entity>:<Ref_Key>:<DataVersion>``: a restart anywhere re-reads a little and files
 nothing twice.
 
-Paging is by date: ``Date ge D`` ordered by ``Date, Ref_Key`` with ``$skip`` counting only the
-documents already seen *at* date D, so an insert or delete elsewhere cannot shift a page. The
-cursor (``documents:<entity>``) is saved after every page: the last date fully behind us.
+Paging is by date (``adapters.paging.DateSkipPaginator``): ``Date ge D`` ordered by ``Date,
+Ref_Key`` with ``$skip`` counting only the documents already seen *at* date D, so an insert or
+delete elsewhere cannot shift a page. The cursor (``documents:<entity>``) is saved after every
+page: the last date fully behind us.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from adapters.base import CrmAdapter
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.linking import Linker, LinkSubject
 from adapters.onec.mapping import Document, EntityMap
+from adapters.paging import DateSkipPaginator
 from connector.storage.models import CursorRow
 from connector.storage.store import Store
 from domain import Event, EventKind
@@ -105,23 +107,20 @@ class _Run:
         raw = self.store.get_cursor(self.src.name, stream)
         cursor = datetime.fromisoformat(json.loads(raw)["date"]) if raw else None
         since = min(cursor - overlap, self.local_now - recheck) if cursor else self.local_now - lookback
-        position, same, seen, queued = since, 0, 0, 0
-        while True:
-            page = self.src.documents_page(emap, position, skip=same, top=page_size)
+        pager = DateSkipPaginator(since, page_size, crm=self.src.name, method=f"GET {emap.set}")
+        seen, queued = 0, 0
+        while not pager.finished:
+            page = self.src.documents_page(emap, pager.moment, skip=pager.skip, top=page_size)
             memory = self._memory(emap.key, [d.ref for d in page])
             for doc in page:
                 seen += 1
                 queued += self.document(emap, doc, memory.get(doc.ref))
-                if doc.date == position:
-                    same += 1
-                else:
-                    position, same = doc.date, 1
-            if len(page) < page_size:
-                break
-            # Checkpoint: every document dated before `position` is behind us.
-            self._save(stream, position, complete=False)
+            pager.advance([(d.date, d.ref) for d in page])
+            if not pager.finished:
+                # Checkpoint: every document dated before the pager's moment is behind us.
+                self._save(stream, pager.moment, complete=False)
         # A whole run read everything up to the moment it asked: the cursor can move to now.
-        self._save(stream, max(position, self.local_now), complete=True)
+        self._save(stream, max(pager.moment, self.local_now), complete=True)
         log.info(
             "polled 1c crm=%s entity=%s since=%s seen=%d queued=%d",
             self.src.name,

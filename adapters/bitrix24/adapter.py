@@ -8,7 +8,7 @@ from typing import Any
 
 from adapters.base import CrmAdapter, WebhookParser, WriteResult
 from adapters.bitrix24.client import Bitrix24Client
-from adapters.bitrix24.keyset import Answer, DealReader
+from adapters.bitrix24.keyset import DealReader
 from adapters.bitrix24.mapping import (
     deal_fields_to_b24,
     deal_from_b24,
@@ -86,23 +86,8 @@ class Bitrix24Adapter(CrmAdapter):
         (up to ``batch_size`` each), every page starting from the last row of the one before
         it through ``$result[key][49][...]`` (see ``adapters.bitrix24.keyset``).
         """
-        reader = DealReader(format_datetime(since) if since is not None else None)
-        while not reader.finished:
-            steps = reader.plan(self.client.batch_size)
-            commands = reader.commands(steps)
-            answers: dict[str, Answer]
-            if len(steps) == 1:  # one page: a plain call, no batch envelope
-                key, (method, params) = next(iter(commands.items()))
-                body = self.client.call_full(method, params)
-                answers = {key: (list(body["result"] or []), body.get("total"), None)}
-            else:
-                batch = self.client.batch(commands)
-                answers = {
-                    key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
-                    for key in commands
-                }
-            for raw in reader.consume(steps, answers):
-                yield deal_from_b24(self.name, raw, self.location_fields)
+        for raw in DealReader(format_datetime(since) if since is not None else None, crm=self.name).read(self.client):
+            yield deal_from_b24(self.name, raw, self.location_fields)
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         rows = (

@@ -16,6 +16,7 @@ from typing import Any
 import requests
 
 from adapters.http import ApiRequest, ErrorAnswer, HttpClient
+from adapters.paging import OffsetPaginator
 from adapters.throttle import Throttle
 from domain.errors import (
     AdapterError,
@@ -161,30 +162,28 @@ class Bitrix24Client(HttpClient):
         ``batch_size`` ``start`` offsets per ``batch`` request, so a long list costs one round
         trip per 50 pages instead of one per page (the units are the same: one per page).
         """
+        pager = OffsetPaginator(PAGE_SIZE, crm=self.crm, method=method)
         body = self.call_full(method, {**params, "start": 0})
         rows = _rows(body["result"], items_key)
         yield from rows
-        nxt, total = body.get("next"), body.get("total")
-        while nxt is not None and rows:
-            start = int(nxt)
-            last = max(start + PAGE_SIZE, int(total)) if total is not None else start + PAGE_SIZE
-            starts = list(range(start, last, PAGE_SIZE))[: self.batch_size]
+        pager.advance(len(rows), body.get("next"), total=body.get("total"))
+        while not pager.finished:
+            starts = pager.upcoming(self.batch_size)
             if len(starts) == 1:
-                body = self.call_full(method, {**params, "start": start})
+                body = self.call_full(method, {**params, "start": pager.start})
                 rows = _rows(body["result"], items_key)
                 yield from rows
-                nxt, total = body.get("next"), body.get("total", total)
+                pager.advance(len(rows), body.get("next"), total=body.get("total"))
                 continue
             answer = self.batch({f"p{s}": (method, {**params, "start": s}) for s in starts})
-            nxt = None
             for s in starts:
                 key = f"p{s}"
                 if key in answer.errors:
                     raise answer.errors[key]
                 rows = _rows(answer.result.get(key), items_key)
                 yield from rows
-                nxt, total = answer.next.get(key), answer.total.get(key, total)
-                if nxt is None or not rows:
+                pager.advance(len(rows), answer.next.get(key), total=answer.total.get(key), page_start=s)
+                if pager.finished:
                     break  # the list ended here (it may have shrunk since the first page)
 
 

@@ -26,6 +26,9 @@ The first page of a read asks for ``total`` (once per read, not per page: a poll
 pages are planned than it says remain, so a read's end costs no pages past it. Every other
 page is ``start=-1`` (no count) except the counting ones above. The order is the same for
 every page (``DATE_MODIFY``, ``ID``), which is also the order rows are yielded in, each once.
+
+A request whose pages leave the cursor where it was (a portal ignoring the filter) would be
+planned again the same forever: the reader raises ``PagingLoop`` instead.
 """
 
 from __future__ import annotations
@@ -34,8 +37,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.bitrix24.client import PAGE_SIZE
+from adapters.bitrix24.client import PAGE_SIZE, Bitrix24Client
 from adapters.bitrix24.mapping import DEAL_SELECT
+from adapters.paging import KeysetPaginator
 from domain.errors import AdapterError
 
 ORDER = {"DATE_MODIFY": "ASC", "ID": "ASC"}
@@ -75,17 +79,44 @@ class Step:
         return {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": 0 if self.count else -1}
 
 
-class DealReader:
+class DealReader(KeysetPaginator):
     """The cursor of one ``DATE_MODIFY``-ordered read and the planning of its next requests."""
 
-    def __init__(self, since: str | None) -> None:
+    def __init__(self, since: str | None, *, crm: str = "") -> None:
+        super().__init__(crm=crm, method="crm.deal.list")
         self.moment = since  # DATE_MODIFY of the last deal read (or ``since``); None: nothing yet
         self.after_id = 0  # within ``moment``, deals up to this ID are read
         self.in_second = 0  # deals read within ``moment``
         self.rest: int | None = None  # deals known left in ``moment`` after ``after_id``; 0: done
         self.left: int | None = None  # deals left after the cursor, by the first page's count
-        self.finished = False
         self.crowded = False  # the last second finished was crowded: the next one likely is too
+
+    @property
+    def position(self) -> tuple[str | None, int, int, int | None, bool]:
+        """The cursor and what the next plan depends on (but the count of deals left, which
+        every row read lowers, repeated or not)."""
+        return self.moment, self.after_id, self.in_second, self.rest, self.crowded
+
+    def read(self, client: Bitrix24Client) -> Iterator[dict[str, Any]]:
+        """Every deal row of the read, in order, each once: one plain call for a single page,
+        else the planned pages in one ``batch``."""
+        while not self.finished:
+            before = self.position
+            steps = self.plan(client.batch_size)
+            commands = self.commands(steps)
+            answers: dict[str, Answer]
+            if len(steps) == 1:  # one page: a plain call, no batch envelope
+                key, (method, params) = next(iter(commands.items()))
+                body = client.call_full(method, params)
+                answers = {key: (list(body["result"] or []), body.get("total"), None)}
+            else:
+                batch = client.batch(commands)
+                answers = {
+                    key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
+                    for key in commands
+                }
+            yield from self.consume(steps, answers)
+            self.check_moved(before)
 
     # --- planning ---------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import requests
 
 from adapters.http import ApiRequest, BasicAuth, ErrorAnswer, HttpClient, basic_auth_utf8
 from adapters.onec.odata import build_query
+from adapters.paging import OffsetPaginator
 from domain.errors import (
     AdapterError,
     AuthError,
@@ -118,13 +119,13 @@ class OneCClient(HttpClient):
         page_size: int = 100,
     ) -> Iterator[Any]:
         """Every entity of a filtered set, paged with ``$top``/``$skip`` (1C sends no next link)."""
-        skip = 0
-        while True:
-            page = self.collection(entity_set, filter=filter, select=select, orderby=orderby, top=page_size, skip=skip)
+        pager = OffsetPaginator(page_size, crm=self.crm, method=f"GET {entity_set}")
+        while not pager.finished:
+            page = self.collection(
+                entity_set, filter=filter, select=select, orderby=orderby, top=page_size, skip=pager.start
+            )
             yield from page
-            if len(page) < page_size:
-                return
-            skip += len(page)
+            pager.advance(len(page), pager.start + len(page) if len(page) >= page_size else None)
 
     def create(self, entity_set: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """POST a new object (201); a lost answer raises ``AmbiguousWriteError``."""

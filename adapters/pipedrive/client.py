@@ -19,6 +19,7 @@ from typing import Any
 import requests
 
 from adapters.http import Admission, ApiRequest, ErrorAnswer, HttpClient, TokenHeader
+from adapters.paging import CursorPaginator, OffsetPaginator
 from adapters.pipedrive.window import RollingWindow, Ticket
 from domain.errors import (
     AdapterError,
@@ -183,25 +184,25 @@ class PipedriveClient(HttpClient):
     def iter_v2(self, path: str, params: Mapping[str, Any] | None = None, *, limit: int = V2_PAGE) -> Iterator[Any]:
         """Yield every row of a v2 list, following ``additional_data.next_cursor``."""
         query = {**(params or {}), "limit": limit}
+        pager = CursorPaginator(crm=self.crm, method=f"GET {path}")
         while True:
             body = self.request("GET", path, params=query)
             yield from body.get("data") or []
-            cursor = (body.get("additional_data") or {}).get("next_cursor")
-            if not cursor:
+            pager.advance((body.get("additional_data") or {}).get("next_cursor"))
+            if pager.finished:
                 return
-            query = {**query, "cursor": cursor}
+            query = {**query, "cursor": pager.cursor}
 
     def iter_v1(self, path: str, params: Mapping[str, Any] | None = None, *, limit: int = V1_PAGE) -> Iterator[Any]:
         """Yield every row of a v1 list, following ``start`` while ``more_items_in_collection``."""
-        start = 0
-        while True:
-            body = self.request("GET", path, params={**(params or {}), "start": start, "limit": limit})
+        pager = OffsetPaginator(limit, crm=self.crm, method=f"GET {path}")
+        while not pager.finished:
+            body = self.request("GET", path, params={**(params or {}), "start": pager.start, "limit": limit})
             rows = body.get("data") or []  # v1 answers an empty page with data null
             yield from rows
             page = (body.get("additional_data") or {}).get("pagination") or {}
-            if not page.get("more_items_in_collection") or not rows:
-                return
-            start = int(page.get("next_start") or start + len(rows))
+            more = page.get("more_items_in_collection") and rows
+            pager.advance(len(rows), (page.get("next_start") or pager.start + len(rows)) if more else None)
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
