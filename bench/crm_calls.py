@@ -145,7 +145,6 @@ def _events(crm: str, deal_ids: list[str], per_deal: int, burst_deals: int, rng:
                         deal_id=deal,
                         occurred_at=now,
                         dedup_key=f"bench:{uuid.uuid4().hex}",
-                        source="webhook",
                     )
                 )
         first = [e for e in burst if e.kind == EventKind.DEAL_CREATED]

@@ -311,6 +311,7 @@ def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: i
     from sqlalchemy import func, select
 
     from connector.storage.models import OutboxRow
+    from domain.statuses import OutboxStatus
 
     console = _console()
     counts: dict[str, int] = {}
@@ -327,7 +328,7 @@ def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: i
                         .group_by(OutboxRow.status)
                     )
                 }
-            finished = counts.get("done", 0) + counts.get("dead", 0)
+            finished = counts.get(OutboxStatus.DONE, 0) + counts.get(OutboxStatus.DEAD, 0)
             progress.update(task, completed=finished)
             if finished >= len(ids) or time.monotonic() > deadline:
                 return counts

@@ -31,6 +31,8 @@ from connector.worker import describe
 from domain import command_from_payload, marker_for
 from domain.clock import utcnow
 from domain.errors import AdapterError, AmbiguousWriteError, FatalError, RateLimited
+from domain.keys import done_audit_key
+from domain.statuses import OUTBOX_DUE, OutboxStatus
 
 log = logging.getLogger(__name__)
 OUTBOX_LOCK = 727102  # first key of the per-row advisory locks (the second is the row id)
@@ -66,9 +68,7 @@ class Dispatcher:
         """Carry out one batch of due rows; returns how many reached done."""
         cfg = self.config.dispatcher
         now = self.clock()
-        rows = self.store.claim(
-            OutboxRow, ["pending", "sending"], now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner
-        )
+        rows = self.store.claim(OutboxRow, OUTBOX_DUE, now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
         lanes = by_deal(rows)
         if self._pool is None or len(lanes) < 2:
             return sum(self._lane(lane) for lane in lanes)
@@ -125,7 +125,7 @@ class Dispatcher:
         """The row as stored now, if it is still this dispatcher's to carry out."""
         with self.store.sessions() as session:
             live = session.get(OutboxRow, row.id)
-            if live is None or live.status not in ("pending", "sending") or live.claimed_by != self.owner:
+            if live is None or live.status not in OUTBOX_DUE or live.claimed_by != self.owner:
                 return None
             session.expunge(live)
             return live
@@ -138,13 +138,13 @@ class Dispatcher:
         command = command_from_payload(row.command, row.payload)
         marker = marker_for(row.idempotency_key)
         settle = timedelta(seconds=self.config.dispatcher["reconcile_after"])
-        if row.status == "sending" and row.updated_at + settle > self.clock():
+        if row.status == OutboxStatus.SENDING and row.updated_at + settle > self.clock():
             # A try that was under way when its process died may still be landing in the CRM:
             # look for it only once it has surely finished.
             self._postpone(row, row.updated_at + settle)
             return False
         try:
-            if row.status == "sending" or row.attempts > 0:
+            if row.status == OutboxStatus.SENDING or row.attempts > 0:
                 # An earlier try may have reached the CRM before its answer (or we) died.
                 found = adapter.find_written(command, marker)
                 if found is not None:
@@ -171,15 +171,15 @@ class Dispatcher:
         with self.store.sessions() as session, session.begin():
             live = session.get(OutboxRow, row.id)
             assert live is not None
-            live.status, live.attempts, live.updated_at = "sending", live.attempts + 1, now
-        row.status, row.attempts = "sending", row.attempts + 1
+            live.status, live.attempts, live.updated_at = OutboxStatus.SENDING, live.attempts + 1, now
+        row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
 
     def _done(self, row: OutboxRow, result: WriteResult) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
             live = session.get(OutboxRow, row.id)
             assert live is not None
-            live.status, live.remote_id, live.done_at, live.updated_at = "done", result.remote_id, now, now
+            live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, result.remote_id, now, now
             live.claimed_until, live.last_error = None, None
             how = "found earlier write" if result.reconciled else "written"
             Store.audit(
@@ -193,7 +193,7 @@ class Dispatcher:
                 f" (remote id {result.remote_id})",
                 detail={"remote_id": result.remote_id, "outbox_id": row.id, "reconciled": result.reconciled},
                 correlation_id=row.correlation_id,
-                key=f"{row.idempotency_key}|done",
+                key=done_audit_key(row.idempotency_key),
             )
         log.info(
             "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
@@ -212,15 +212,15 @@ class Dispatcher:
         with self.store.sessions() as session, session.begin():
             live = session.get(OutboxRow, row.id)
             assert live is not None
-            if live.status == "pending" and live.attempts == row.attempts:
+            if live.status == OutboxStatus.PENDING and live.attempts == row.attempts:
                 live.attempts += 1  # failed before the write was attempted (e.g. reconciling)
-            if live.status == "sending" and not isinstance(exc, AmbiguousWriteError):
-                live.status = "pending"  # refused or never sent: it did not land, nothing to wait for
+            if live.status == OutboxStatus.SENDING and not isinstance(exc, AmbiguousWriteError):
+                live.status = OutboxStatus.PENDING  # refused or never sent: it did not land, nothing to wait for
             live.last_error = str(exc)[:2000]
             live.claimed_until = None
             live.updated_at = now
             if isinstance(exc, FatalError) or live.attempts >= cfg["max_attempts"]:
-                live.status = "dead"
+                live.status = OutboxStatus.DEAD
                 Store.audit(
                     session,
                     at=now,

@@ -12,6 +12,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
+from domain.statuses import TIMER_RUNNING, InboxStatus
+
 if TYPE_CHECKING:
     from connector.storage.store import Store
 
@@ -49,12 +51,12 @@ class DatabaseCollector(Collector):
                 outbox.add_metric([crm, status], count)
             for crm, status, count in s.execute(
                 select(InboxRow.crm, InboxRow.status, func.count(InboxRow.id))
-                .where(InboxRow.status != "done")
+                .where(InboxRow.status != InboxStatus.DONE)
                 .group_by(InboxRow.crm, InboxRow.status)
             ):
                 inbox.add_metric([crm, status], count)
             timers.add_metric(
-                [], s.scalar(select(func.count(TimerRow.id)).where(TimerRow.status.in_(("open", "reminded")))) or 0
+                [], s.scalar(select(func.count(TimerRow.id)).where(TimerRow.status.in_(TIMER_RUNNING))) or 0
             )
             for deadline, count in s.execute(
                 select(BreachRow.deadline, func.count(BreachRow.id)).group_by(BreachRow.deadline)

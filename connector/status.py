@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session
 from connector.config import Config
 from connector.storage.models import AuditRow, BreachRow, CursorRow, InboxRow, OutboxRow, TimerRow
 from connector.storage.store import Store
+from domain.keys import DOCUMENT_MEMORY_PREFIX, document_key_pattern
+from domain.statuses import TIMER_RUNNING, EventSource, InboxStatus, OutboxStatus
 
 # An inbox row waiting longer than this, or a poll older than this many poll periods, needs a look.
 BACKLOG_AGE = timedelta(minutes=15)
@@ -66,24 +68,26 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
         for name, settings in config.crms.items():
             c = CrmStatus(name=name, type=settings["type"])
             c.last_webhook = s.scalar(
-                select(func.max(InboxRow.received_at)).where(InboxRow.crm == name, InboxRow.source == "webhook")
+                select(func.max(InboxRow.received_at)).where(
+                    InboxRow.crm == name, InboxRow.source == EventSource.WEBHOOK
+                )
             )
-            # "doc:" rows are a document source's per-document memory, not a poll cursor.
+            # A document source's per-document memory shares the table; it is not a poll cursor.
             cursor = s.scalar(
                 select(CursorRow)
-                .where(CursorRow.crm == name, ~CursorRow.stream.startswith("doc:"))
+                .where(CursorRow.crm == name, ~CursorRow.stream.startswith(DOCUMENT_MEMORY_PREFIX))
                 .order_by(CursorRow.updated_at.desc())
             )
             if cursor is not None:
                 c.last_poll, c.cursor = cursor.updated_at, cursor.value
             c.inbox_new = _count(
-                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == "new")
+                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.NEW)
             )
             c.inbox_failed = _count(
-                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == "failed")
+                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.FAILED)
             )
             c.oldest_new = s.scalar(
-                select(func.min(InboxRow.received_at)).where(InboxRow.crm == name, InboxRow.status == "new")
+                select(func.min(InboxRow.received_at)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.NEW)
             )
             retried = func.sum(case((OutboxRow.attempts > 0, 1), else_=0))
             for status, count, attempted in s.execute(
@@ -91,13 +95,13 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 .where(OutboxRow.crm == name)
                 .group_by(OutboxRow.status)
             ):
-                if status == "pending" and attempted:
+                if status == OutboxStatus.PENDING and attempted:
                     c.outbox["retrying"] = int(attempted)
-                c.outbox[status] = int(count) - (int(attempted) if status == "pending" else 0)
+                c.outbox[status] = int(count) - (int(attempted) if status == OutboxStatus.PENDING else 0)
             c.unlinked = len(_still_unlinked(s, name))
             crms.append(c)
-            if c.outbox.get("dead"):
-                attention.append(f"{name}: {c.outbox['dead']} dead letter(s) — see `connector replay`")
+            if c.outbox.get(OutboxStatus.DEAD):
+                attention.append(f"{name}: {c.outbox[OutboxStatus.DEAD]} dead letter(s) — see `connector replay`")
             if c.inbox_failed:
                 attention.append(f"{name}: {c.inbox_failed} inbox row(s) failed")
             if c.oldest_new is not None and now - c.oldest_new > BACKLOG_AGE:
@@ -109,7 +113,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 )
             if c.unlinked:
                 attention.append(f"{name}: {c.unlinked} unlinked document(s)")
-        open_deadlines = _count(s, select(func.count(TimerRow.id)).where(TimerRow.status.in_(("open", "reminded"))))
+        open_deadlines = _count(s, select(func.count(TimerRow.id)).where(TimerRow.status.in_(TIMER_RUNNING)))
         from zoneinfo import ZoneInfo
 
         midnight = now.astimezone(ZoneInfo(tz)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -126,7 +130,10 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 "at": r.updated_at,
             }
             for r in s.scalars(
-                select(OutboxRow).where(OutboxRow.status == "dead").order_by(OutboxRow.updated_at.desc()).limit(listed)
+                select(OutboxRow)
+                .where(OutboxRow.status == OutboxStatus.DEAD)
+                .order_by(OutboxRow.updated_at.desc())
+                .limit(listed)
             )
         ]
         unlinked = [
@@ -144,11 +151,8 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
 
 
 def _still_unlinked(s: Session, crm: str, limit: int = 500) -> list[AuditRow]:
-    """Documents reported unlinked that have not been linked since (newest report per document).
-
-    The report's key is ``unlinked:<source>:<ref>:<version>``; a document linked later has
-    an inbox event keyed ``onec:<source>:<entity>:<ref>:<version>``.
-    """
+    """Documents reported unlinked that have not been linked since (newest report per document):
+    a document linked later has an inbox event under its document key."""
     newest: dict[str, AuditRow] = {}
     for row in s.scalars(
         select(AuditRow)
@@ -156,14 +160,13 @@ def _still_unlinked(s: Session, crm: str, limit: int = 500) -> list[AuditRow]:
         .order_by(AuditRow.at.desc())
         .limit(limit)
     ):
-        parts = (row.key or "").split(":")
-        ref = parts[2] if len(parts) >= 4 else (row.key or str(row.id))
-        newest.setdefault(ref, row)
+        ref = (row.detail or {}).get("ref") or row.key or str(row.id)
+        newest.setdefault(str(ref), row)
     still = []
     for ref, row in newest.items():
         linked = s.scalar(
             select(InboxRow.id)
-            .where(InboxRow.dedup_key.like(f"onec:{crm}:%:{ref}:%"), InboxRow.received_at >= row.at)
+            .where(InboxRow.dedup_key.like(document_key_pattern(crm, ref)), InboxRow.received_at >= row.at)
             .limit(1)
         )
         if linked is None:
@@ -209,11 +212,11 @@ def render(status: Status, console: Any, tz: str) -> None:
             c.cursor or "—",
             str(c.inbox_new),
             str(c.inbox_failed),
-            str(o.get("pending", 0)),
+            str(o.get(OutboxStatus.PENDING, 0)),
             str(o.get("retrying", 0)),
-            str(o.get("sending", 0)),
-            str(o.get("dead", 0)),
-            str(o.get("done", 0)),
+            str(o.get(OutboxStatus.SENDING, 0)),
+            str(o.get(OutboxStatus.DEAD, 0)),
+            str(o.get(OutboxStatus.DONE, 0)),
             str(c.unlinked),
         )
     console.print(table)
@@ -247,7 +250,7 @@ def replay_dead(
 ) -> list[int]:
     """Put chosen dead letters back in the queue (attempts reset); returns their ids."""
     with store.sessions() as s, s.begin():
-        query = select(OutboxRow).where(OutboxRow.status == "dead")
+        query = select(OutboxRow).where(OutboxRow.status == OutboxStatus.DEAD)
         if ids:
             query = query.where(OutboxRow.id.in_(ids))
         if crm:
@@ -258,7 +261,7 @@ def replay_dead(
         for row in chosen:
             # attempts = 1: a dead write may have landed after all, so the dispatcher looks for
             # it by its marker first; then the row has its retries again.
-            row.status, row.next_try_at, row.claimed_until, row.updated_at = "pending", now, None, now
+            row.status, row.next_try_at, row.claimed_until, row.updated_at = OutboxStatus.PENDING, now, None, now
             row.attempts = 1
             Store.audit(
                 s,

@@ -37,6 +37,8 @@ from connector.storage.store import Store
 from domain import Command, Deal, Event, EventKind, User
 from domain.clock import utcnow
 from domain.errors import AdapterError, FatalError
+from domain.keys import deadline_decision_key, deadline_timer_key, decided_audit_key
+from domain.statuses import TIMER_RUNNING, EventSource, InboxStatus, OutboxStatus, TimerStatus
 from rules.actions import AssignSpec
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
@@ -145,7 +147,9 @@ class Worker:
         """Process one batch of due inbox rows; returns how many were finished."""
         cfg = self.config.worker
         now = self.clock()
-        rows = self.store.claim(InboxRow, ["new"], now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
+        rows = self.store.claim(
+            InboxRow, [InboxStatus.NEW], now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner
+        )
         if not rows:
             return 0
         by_crm: dict[str, list[InboxRow]] = defaultdict(list)
@@ -190,7 +194,7 @@ class Worker:
 
     def _already_seen(self, crm: str, rows: list[InboxRow]) -> set[int]:
         """Polled changes already processed (a webhook got there first) need no read."""
-        polled = [r for r in rows if r.source == "poll" and r.deal_id]
+        polled = [r for r in rows if r.source == EventSource.POLL and r.deal_id]
         if not polled:
             return set()
         with self.store.sessions() as session:
@@ -247,7 +251,7 @@ class Worker:
         with self.store.sessions() as session, session.begin():
             # Locked: a row whose lease lapsed may be claimed by another worker meanwhile.
             live = session.get(InboxRow, row.id, with_for_update=True)
-            if live is None or live.status != "new":
+            if live is None or live.status != InboxStatus.NEW:
                 return
             if skipped:
                 self._finish(live, now, "already processed")
@@ -298,7 +302,7 @@ class Worker:
             deal_id=deal.id,
             occurred_at=row.occurred_at,
             dedup_key=row.dedup_key,
-            source=row.source,  # type: ignore[arg-type]  # stored from an Event's own source
+            source=EventSource(row.source),
             previous=previous,
             data=data,
         )
@@ -306,7 +310,7 @@ class Worker:
             t.name: t
             for t in session.scalars(
                 select(TimerRow).where(
-                    TimerRow.crm == row.crm, TimerRow.deal_id == deal.id, TimerRow.status.in_(("open", "reminded"))
+                    TimerRow.crm == row.crm, TimerRow.deal_id == deal.id, TimerRow.status.in_(TIMER_RUNNING)
                 )
             )
         }
@@ -331,7 +335,7 @@ class Worker:
                 row,
                 Decision(
                     "deadline",
-                    f"deadline|{row.crm}|{deal.id}|{action.name}|{action.kind}|{row.dedup_key}",
+                    deadline_decision_key(row.crm, deal.id, action.name, action.kind, row.dedup_key),
                     action,
                     ctx.triggers,
                 ),
@@ -367,8 +371,10 @@ class Worker:
     def _timer_still_due(session: Session, row: InboxRow, data: Mapping[str, Any], stopped: set[str]) -> bool:
         """A reminder or breach fires only for the deadline as it was when it fell due."""
         name = str(data.get("deadline", ""))
-        timer = session.scalar(select(TimerRow).where(TimerRow.key == f"{row.crm}|{row.deal_id}|{name}"))
-        if timer is None or name in stopped or timer.status in ("done", "cancelled"):
+        timer = session.scalar(
+            select(TimerRow).where(TimerRow.key == deadline_timer_key(row.crm, row.deal_id or "", name))
+        )
+        if timer is None or name in stopped or timer.status in (TimerStatus.DONE, TimerStatus.CANCELLED):
             return False
         return timer.due_at == datetime.fromisoformat(str(data.get("due_at")))
 
@@ -397,7 +403,7 @@ class Worker:
                 rule=decision.rule,
                 command=action.kind,
                 payload=action.to_payload(),
-                status="pending",
+                status=OutboxStatus.PENDING,
                 attempts=0,
                 next_try_at=now,
                 inbox_id=row.id,
@@ -417,7 +423,7 @@ class Worker:
             message=describe(action),
             detail=action.to_payload(),
             correlation_id=row.correlation_id,
-            key=f"{decision.key}|decided",
+            key=decided_audit_key(decision.key),
         )
 
     def _record_local(
@@ -429,9 +435,9 @@ class Worker:
         deal_id = row.deal_id or ""
         message = action.message if isinstance(action, Note) else describe_local(action)
         if isinstance(action, StartDeadline):
-            key = f"{row.crm}|{deal_id}|{action.name}"
+            key = deadline_timer_key(row.crm, deal_id, action.name)
             timer = session.scalar(select(TimerRow).where(TimerRow.key == key))
-            if timer is not None and timer.status in ("open", "reminded") and not action.rearm:
+            if timer is not None and timer.status in TIMER_RUNNING and not action.rearm:
                 message = f"deadline {action.name} already running: due {timer.due_at.isoformat()}"
             else:
                 if timer is None:
@@ -441,7 +447,7 @@ class Worker:
                     session.add(timer)
                 elif not action.rearm:
                     timer.rule = decision.rule  # a rule restarts it; a re-arm keeps the rule that started it
-                timer.due_at, timer.status, timer.updated_at = action.due_at, "open", now
+                timer.due_at, timer.status, timer.updated_at = action.due_at, TimerStatus.OPEN, now
                 timer.fire_at = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
                 timer.payload = {
                     "responsible_id": action.responsible_id,
@@ -450,8 +456,11 @@ class Worker:
         elif isinstance(action, CancelDeadline):
             session.execute(
                 update(TimerRow)
-                .where(TimerRow.key == f"{row.crm}|{deal_id}|{action.name}", TimerRow.status.in_(("open", "reminded")))
-                .values(status="done" if action.reason == "done" else "cancelled", updated_at=now)
+                .where(
+                    TimerRow.key == deadline_timer_key(row.crm, deal_id, action.name),
+                    TimerRow.status.in_(TIMER_RUNNING),
+                )
+                .values(status=TimerStatus.DONE if action.reason == "done" else TimerStatus.CANCELLED, updated_at=now)
             )
         elif isinstance(action, RecordBreach):
             exists = session.scalar(
@@ -495,20 +504,20 @@ class Worker:
 
     @staticmethod
     def _finish(row: InboxRow, now: datetime, note: str | None) -> None:
-        row.status, row.processed_at, row.claimed_until, row.last_error = "done", now, None, note
+        row.status, row.processed_at, row.claimed_until, row.last_error = InboxStatus.DONE, now, None, note
 
     def _fail(self, rows: list[InboxRow], error: str, *, final: bool) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
             for r in rows:
                 live = session.get(InboxRow, r.id)
-                if live is None or live.status != "new":
+                if live is None or live.status != InboxStatus.NEW:
                     continue
                 live.attempts += 1
                 live.last_error = error[:2000]
                 live.claimed_until = None
                 if final or live.attempts >= self.config.worker["max_attempts"]:
-                    live.status = "failed"
+                    live.status = InboxStatus.FAILED
                 else:
                     live.next_try_at = now + timedelta(seconds=min(600, 2**live.attempts))
         log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s", rows[0].crm, len(rows), final, error)

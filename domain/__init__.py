@@ -1,7 +1,8 @@
 """The bottom layer: the vocabulary every other layer shares.
 
 Deals, events and commands in CRM-neutral terms, the typed errors a CRM call can end in,
-the clock, and the value types of the config. It imports nothing of the project's own:
+the clock, the value types of the config, the statuses of stored rows and the keys that
+make deliveries and writes idempotent. It imports nothing of the project's own:
 rules, adapters and the runtime all build on it.
 """
 
@@ -19,6 +20,7 @@ from domain.commands import (
 )
 from domain.deals import Deal, Location, StageSemantic, User
 from domain.events import Event, EventKind
+from domain.statuses import EventSource, InboxStatus, OutboxStatus, TimerStatus
 
 __all__ = [
     "COMMANDS",
@@ -31,8 +33,12 @@ __all__ = [
     "Deal",
     "Event",
     "EventKind",
+    "EventSource",
+    "InboxStatus",
     "Location",
+    "OutboxStatus",
     "StageSemantic",
+    "TimerStatus",
     "UpdateDeal",
     "User",
     "command_from_payload",

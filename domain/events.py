@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
+
+from domain.statuses import EventSource
 
 
 class EventKind(StrEnum):
@@ -35,7 +37,7 @@ class Event:
     deal_id: str | None
     occurred_at: datetime
     dedup_key: str
-    source: Literal["webhook", "poll", "timer", "schedule", "replay", "document"] = "webhook"
+    source: EventSource = EventSource.WEBHOOK
     previous: dict[str, Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)

@@ -8,18 +8,16 @@ cursor to the newest modification seen.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from adapters.base import CrmAdapter
 from connector.storage.store import Store
-from domain import Event, EventKind
+from domain import Event, EventKind, EventSource
+from domain.keys import DEALS_STREAM, poll_key
 
 log = logging.getLogger(__name__)
-STREAM = "deals"
 
 
 def poll_deals(
@@ -38,7 +36,7 @@ def poll_deals(
     ``since`` reads from that moment instead of the cursor (a backfill); the cursor still
     only moves forward.
     """
-    cursor = store.get_cursor(adapter.name, STREAM)
+    cursor = store.get_cursor(adapter.name, DEALS_STREAM)
     newest = datetime.fromisoformat(cursor) if cursor else now - initial_lookback
     if since is None:
         since = newest - overlap
@@ -46,16 +44,13 @@ def poll_deals(
     for deal in adapter.changed_deals(since):
         seen += 1
         modified = deal.updated_at or now
-        # The content's hash joins the time: CRMs stamp modifications to the second, and two
-        # changes within one second must not collapse into one key.
-        fingerprint = hashlib.sha256(json.dumps(deal.snapshot(), sort_keys=True, default=str).encode()).hexdigest()
         event = Event(
             crm=adapter.name,
             kind=EventKind.DEAL_UPDATED,
             deal_id=deal.id,
             occurred_at=modified,
-            dedup_key=f"poll:{deal.id}:{modified.isoformat()}:{fingerprint[:12]}",
-            source="poll",
+            dedup_key=poll_key(deal.id, modified, deal.snapshot()),
+            source=EventSource.POLL,
         )
         if store.add_event(event, now):
             queued += 1
@@ -65,8 +60,8 @@ def poll_deals(
             newest = modified
         if seen % checkpoint_every == 0:
             # Saved as we go: a run cut short resumes near where it stopped.
-            store.set_cursor(adapter.name, STREAM, newest.isoformat(), now)
-    store.set_cursor(adapter.name, STREAM, newest.isoformat(), now)
+            store.set_cursor(adapter.name, DEALS_STREAM, newest.isoformat(), now)
+    store.set_cursor(adapter.name, DEALS_STREAM, newest.isoformat(), now)
     log.info(
         "polled crm=%s since=%s seen=%d queued=%d cursor=%s",
         adapter.name,

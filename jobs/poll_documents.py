@@ -5,7 +5,7 @@ morning carries yesterday's dates; a draft is posted days later), so each run re
 window: documents dated after ``min(cursor - overlap, now - recheck)``. What was already filed is
 recognised by a per-document memory (in the cursor table: ``doc:<entity>:<Ref_Key>``) holding a
 fingerprint of the document's content (orders: their status), and by the inbox's dedup key
-``onec:<name>:<entity>:<Ref_Key>:<DataVersion>``: a restart anywhere re-reads a little and files
+``document:<name>:<entity>:<Ref_Key>:<DataVersion>``: a restart anywhere re-reads a little and files
 nothing twice.
 
 Paging is by date (``adapters.paging.DateSkipPaginator``): ``Date ge D`` ordered by ``Date,
@@ -32,8 +32,9 @@ from adapters.onec.mapping import Document, EntityMap
 from adapters.paging import DateSkipPaginator
 from connector.storage.models import CursorRow
 from connector.storage.store import Store
-from domain import Event, EventKind
+from domain import Event, EventKind, EventSource
 from domain.errors import NotFoundError
+from domain.keys import document_key, document_memory, document_stream, unlinked_audit_key
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +44,6 @@ KINDS = {
     "order": EventKind.ORDER_STATUS_CHANGED,
 }
 _CENT = 0.005
-
-
-def stream_for(entity: str) -> str:
-    """The cursor row of one entity's polling position."""
-    return f"documents:{entity}"
-
-
-def memory_stream(entity: str, ref: str) -> str:
-    """The cursor row remembering what was filed for one document."""
-    return f"doc:{entity}:{ref}"
 
 
 def poll_documents(
@@ -103,7 +94,7 @@ class _Run:
     def entity(
         self, emap: EntityMap, *, overlap: timedelta, recheck: timedelta, lookback: timedelta, page_size: int
     ) -> int:
-        stream = stream_for(emap.key)
+        stream = document_stream(emap.key)
         raw = self.store.get_cursor(self.src.name, stream)
         cursor = datetime.fromisoformat(json.loads(raw)["date"]) if raw else None
         since = min(cursor - overlap, self.local_now - recheck) if cursor else self.local_now - lookback
@@ -140,7 +131,7 @@ class _Run:
         """What was filed for these documents, in one query per page."""
         if not refs:
             return {}
-        streams = {memory_stream(entity, r): r for r in refs}
+        streams = {document_memory(entity, r): r for r in refs}
         with self.store.sessions() as session:
             rows = session.scalars(
                 select(CursorRow).where(CursorRow.crm == self.src.name, CursorRow.stream.in_(list(streams)))
@@ -170,8 +161,8 @@ class _Run:
             kind=KINDS[doc.document],
             deal_id=link.deal_id,
             occurred_at=self.src.to_utc(doc.date),
-            dedup_key=f"onec:{self.src.name}:{emap.key}:{doc.ref}:{doc.version}",
-            source="document",
+            dedup_key=document_key(self.src.name, emap.key, doc.ref, doc.version),
+            source=EventSource.DOCUMENT,
             data=data,
         )
         added = self.store.add_event(event, self.now)
@@ -179,7 +170,7 @@ class _Run:
         # The cursor column holds 200 characters: short keys, Cyrillic unescaped, a status capped.
         self.store.set_cursor(
             self.src.name,
-            memory_stream(emap.key, doc.ref),
+            document_memory(emap.key, doc.ref),
             json.dumps(
                 {"v": doc.version[:40], "fp": fingerprint, "status": doc.status[:100], "deal": link.deal_id[:20]},
                 ensure_ascii=False,
@@ -200,7 +191,7 @@ class _Run:
                 action="unlinked",
                 message=f"{emap.key} {doc.number}: {reason}",
                 detail={"set": emap.set, "ref": doc.ref, "version": doc.version},
-                key=f"unlinked:{self.src.name}:{doc.ref}:{doc.version}",
+                key=unlinked_audit_key(self.src.name, doc.ref, doc.version),
             )
         log.info(
             "1c document not linked crm=%s entity=%s number=%s reason=%s", self.src.name, emap.key, doc.number, reason

@@ -9,7 +9,8 @@ from sqlalchemy import select
 
 from connector.storage.models import DealSnapshotRow, OutboxRow
 from connector.storage.store import Store, new_correlation_id
-from domain import CreateTask, Deal, Event, EventKind
+from domain import CreateTask, Deal, Event, EventKind, EventSource, OutboxStatus
+from domain.keys import decided_audit_key, report_rule, report_run_key, report_task_key
 from rules.calendar import WorkCalendar
 from rules.model import RuleContext
 from rules.reports import Figures, ReportDef, day_figures
@@ -27,8 +28,8 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
         kind=EventKind.SCHEDULE,
         deal_id=None,
         occurred_at=now,
-        dedup_key=f"report:{report.name}:{day}",
-        source="schedule",
+        dedup_key=report_run_key(report.name, day),
+        source=EventSource.SCHEDULE,
     )
     with store.sessions() as session, session.begin():
         snapshots = []
@@ -56,9 +57,9 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
             for row in session.scalars(
                 select(OutboxRow).where(
                     OutboxRow.crm == report.crm,
-                    OutboxRow.command == "create_task",
+                    OutboxRow.command == CreateTask.kind,
                     OutboxRow.created_at >= since,
-                    OutboxRow.rule != f"report:{report.name}",
+                    OutboxRow.rule != report_rule(report.name),
                 )
             )
         ]
@@ -72,7 +73,7 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
         queued = 0
         due = calendar.add(now, report.due) if report.due else None
         for user, f in sorted(figures.items()):
-            key = f"report|{report.name}|{report.crm}|{day}|{user}"
+            key = report_task_key(report.name, report.crm, day, user)
             if session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == key)) is not None:
                 continue
             variables = {"now": now, "day": day, "user": user, "stats": f.as_dict()}
@@ -88,10 +89,10 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
                     idempotency_key=key,
                     crm=report.crm,
                     deal_id=None,
-                    rule=f"report:{report.name}",
+                    rule=report_rule(report.name),
                     command=task.kind,
                     payload=task.to_payload(),
-                    status="pending",
+                    status=OutboxStatus.PENDING,
                     attempts=0,
                     next_try_at=now,
                     correlation_id=new_correlation_id(),
@@ -104,12 +105,12 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
                 at=now,
                 crm=report.crm,
                 deal_id=None,
-                rule=f"report:{report.name}",
+                rule=report_rule(report.name),
                 trigger="schedule",
                 action="decided:create_task",
                 message=f"report for user {user}",
                 detail=f.as_dict() | {"won_amount": str(f.won_amount), "open_amount": str(f.open_amount)},
-                key=f"{key}|decided",
+                key=decided_audit_key(key),
             )
             queued += 1
     log.info("report run name=%s day=%s queued=%d", report.name, day, queued)

@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from connector.storage.models import DealSnapshotRow, InboxRow
 from connector.storage.store import Store, new_correlation_id
-from domain import Deal, Event, EventKind
+from domain import Deal, Event, EventKind, EventSource, InboxStatus
+from domain.keys import schedule_key, schedule_run_key, schedule_slot
 from rules.calendar import WorkCalendar
 from rules.model import Rule, RuleContext
 
@@ -38,19 +39,19 @@ def _deal_from_snapshot(crm: str, deal_id: str, data: dict) -> Deal:  # type: ig
 
 def run_scheduled_rule(store: Store, rule: Rule, now: datetime, calendar: WorkCalendar) -> int:
     """Queue this run of ``rule`` for every candidate deal; returns how many were queued."""
-    slot = now.replace(second=0, microsecond=0).isoformat()
+    slot = schedule_slot(now)
     probe_event = Event(
         crm=rule.crm,
         kind=EventKind.SCHEDULE,
         deal_id=None,
         occurred_at=now,
-        dedup_key=f"schedule:{rule.name}:{slot}",
-        source="schedule",
+        dedup_key=schedule_run_key(rule.name, slot),
+        source=EventSource.SCHEDULE,
         data={"schedule": rule.name, "slot": slot},
     )
     queued = 0
     with store.sessions() as session, session.begin():
-        prefix = f"schedule:{rule.name}:{slot}:"
+        prefix = schedule_key(rule.name, slot, "")
         done = set(
             session.scalars(
                 select(InboxRow.deal_id).where(InboxRow.crm == rule.crm, InboxRow.dedup_key.startswith(prefix))
@@ -71,14 +72,14 @@ def run_scheduled_rule(store: Store, rule: Rule, now: datetime, calendar: WorkCa
             session.add(
                 InboxRow(
                     crm=rule.crm,
-                    dedup_key=f"{prefix}{snap.deal_id}",
+                    dedup_key=schedule_key(rule.name, slot, snap.deal_id),
                     kind=str(EventKind.SCHEDULE),
-                    source="schedule",
+                    source=EventSource.SCHEDULE,
                     deal_id=snap.deal_id,
                     occurred_at=now,
                     received_at=now,
                     payload={"raw": {}, "previous": None, "data": {"schedule": rule.name, "slot": slot}},
-                    status="new",
+                    status=InboxStatus.NEW,
                     attempts=0,
                     next_try_at=now,
                     correlation_id=new_correlation_id(),

@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from connector.storage.models import InboxRow, TimerRow
 from connector.storage.store import Store, new_correlation_id
-from domain import EventKind
+from domain import EventKind, EventSource, InboxStatus
+from domain.keys import timer_event_key
+from domain.statuses import TIMER_RUNNING, DeadlinePhase, TimerStatus
 
 log = logging.getLogger(__name__)
-
-OPEN_STATUSES = ("open", "reminded")
 
 
 def fire_due_timers(store: Store, now: datetime, *, limit: int = 500) -> int:
@@ -28,7 +28,7 @@ def fire_due_timers(store: Store, now: datetime, *, limit: int = 500) -> int:
     with store.sessions() as session, session.begin():
         query = (
             select(TimerRow)
-            .where(TimerRow.status.in_(OPEN_STATUSES), TimerRow.fire_at <= now)
+            .where(TimerRow.status.in_(TIMER_RUNNING), TimerRow.fire_at <= now)
             .order_by(TimerRow.fire_at)
             .limit(limit)
         )
@@ -36,8 +36,8 @@ def fire_due_timers(store: Store, now: datetime, *, limit: int = 500) -> int:
             query = query.with_for_update(skip_locked=True)  # several schedulers never fire one twice
         for timer in session.scalars(query):
             # A reminder found only after the due moment (the connector was down) is moot.
-            reminder = timer.status == "open" and timer.fire_at < timer.due_at and now < timer.due_at
-            phase = "reminder" if reminder else "breached"
+            reminder = timer.status == TimerStatus.OPEN and timer.fire_at < timer.due_at and now < timer.due_at
+            phase = DeadlinePhase.REMINDER if reminder else DeadlinePhase.BREACHED
             data = {
                 "deadline": timer.name,
                 "phase": phase,
@@ -48,23 +48,23 @@ def fire_due_timers(store: Store, now: datetime, *, limit: int = 500) -> int:
             session.add(
                 InboxRow(
                     crm=timer.crm,
-                    dedup_key=f"timer:{timer.key}:{phase}:{timer.due_at.isoformat()}",
+                    dedup_key=timer_event_key(timer.key, phase, timer.due_at),
                     kind=str(EventKind.TIMER_DUE),
-                    source="timer",
+                    source=EventSource.TIMER,
                     deal_id=timer.deal_id,
                     occurred_at=timer.fire_at,
                     received_at=now,
                     payload={"raw": {}, "previous": None, "data": data},
-                    status="new",
+                    status=InboxStatus.NEW,
                     attempts=0,
                     next_try_at=now,
                     correlation_id=new_correlation_id(),
                 )
             )
             if reminder:
-                timer.status, timer.fire_at = "reminded", timer.due_at
+                timer.status, timer.fire_at = TimerStatus.REMINDED, timer.due_at
             else:
-                timer.status = "breached"
+                timer.status = TimerStatus.BREACHED
             timer.updated_at = now
             fired += 1
     if fired:

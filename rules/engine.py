@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from domain.keys import rule_decision_key, rule_decision_prefix
 from rules.model import Decision, Rule, RuleContext
 
 
@@ -45,8 +46,10 @@ def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
         if not rule.condition(ctx):
             continue
         results: dict[str, object] = {}
-        prefix = f"{rule.name}|{ctx.deal.crm}|{ctx.deal.id}|{rule_version(rule, ctx)}"
+        prefix = rule_decision_prefix(rule.name, ctx.deal.crm, ctx.deal.id, rule_version(rule, ctx))
         for index, step in enumerate(rule.actions):
             for planned in step.plan(ctx, results, f"{index}:{step.name}"):
-                decisions.append(Decision(rule.name, f"{prefix}|{planned.slot}", planned.action, ctx.triggers))
+                decisions.append(
+                    Decision(rule.name, rule_decision_key(prefix, planned.slot), planned.action, ctx.triggers)
+                )
     return decisions

@@ -1,12 +1,19 @@
-"""The Alembic migrations build exactly the schema the models describe."""
+"""The Alembic migrations build exactly the schema the models describe, and carry stored keys
+and cursors over to the formats the code reads."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import Engine, insert, select
 
-from connector.storage.models import Base
+from connector.storage.engine import alembic_config, make_engine
+from connector.storage.models import Base, InboxRow
 from connector.storage.store import Store
+from domain.keys import document_key
 
 
 def test_migrations_match_models(db_url: str) -> None:
@@ -17,3 +24,44 @@ def test_migrations_match_models(db_url: str) -> None:
     finally:
         store.close()
     assert diffs == []
+
+
+def _upgrade(engine: Engine, revision: str) -> None:
+    with engine.connect() as conn:
+        cfg = alembic_config(engine)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+        conn.commit()
+
+
+def test_document_events_filed_before_the_upgrade_keep_their_identity(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        _upgrade(engine, "0002")
+        now = datetime(2026, 12, 1, tzinfo=UTC)
+        row = {
+            "crm": "b24",
+            "kind": "invoice.issued",
+            "deal_id": "7",
+            "occurred_at": now,
+            "received_at": now,
+            "payload": {},
+            "status": "done",
+            "attempts": 0,
+            "next_try_at": now,
+            "correlation_id": "c",
+        }
+        with engine.begin() as conn:
+            conn.execute(
+                insert(InboxRow),
+                [
+                    {**row, "source": "document", "dedup_key": "acc:acc:invoice:ref-1:v1"},
+                    {**row, "source": "webhook", "dedup_key": "b24:abc"},
+                ],
+            )
+        _upgrade(engine, "head")
+        with engine.connect() as conn:
+            keys = set(conn.scalars(select(InboxRow.__table__.c.dedup_key)))
+        assert keys == {document_key("acc", "invoice", "ref-1", "v1"), "b24:abc"}
+    finally:
+        engine.dispose()

@@ -6,15 +6,15 @@ auth[application_token]=…``. Only the deal id comes; the worker reads the deal
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from datetime import UTC, datetime
 from typing import Any
 
 from adapters.base import IncomingRequest, WebhookParser
 from adapters.phpform import FormKeyError, parse_php_form
-from domain import Event, EventKind
+from domain import Event, EventKind, EventSource
 from domain.errors import MalformedWebhook, UnsupportedMediaType, WebhookForbidden
+from domain.keys import hashed_webhook_key
 
 DEAL_EVENTS = {
     "ONCRMDEALADD": EventKind.DEAL_CREATED,
@@ -74,15 +74,15 @@ class Bitrix24WebhookParser(WebhookParser):
         # Without a stamp the second it arrived stands in, or every later update of the deal
         # would look like a duplicate of the first.
         second = str(int(occurred.timestamp()))
-        ident = "|".join([event_name.upper(), deal_id, second, str(body.get("event_handler_id") or "")])
+        ident = (event_name.upper(), deal_id, second, str(body.get("event_handler_id") or ""))
         return [
             Event(
                 crm=self.crm,
                 kind=kind,
                 deal_id=deal_id,
                 occurred_at=occurred,
-                dedup_key="b24:" + hashlib.sha256(ident.encode()).hexdigest()[:32],
-                source="webhook",
+                dedup_key=hashed_webhook_key("b24", ident),
+                source=EventSource.WEBHOOK,
                 raw=_without_secrets(body),
             )
         ]

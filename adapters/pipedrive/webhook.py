@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import json
 from collections.abc import Mapping
@@ -19,8 +18,9 @@ from typing import Any
 
 from adapters.base import IncomingRequest, WebhookParser
 from adapters.pipedrive.mapping import flatten, normalised_previous, parse_time
-from domain import Event, EventKind
+from domain import Event, EventKind, EventSource
 from domain.errors import MalformedWebhook, WebhookUnauthorized
+from domain.keys import hashed_webhook_key, webhook_key
 
 # v2 actions, and the v1 names of the same.
 ACTIONS = {
@@ -105,8 +105,8 @@ class PipedriveWebhookParser(WebhookParser):
                 kind=kind,
                 deal_id=deal_id,
                 occurred_at=occurred,
-                dedup_key=f"pd:{delivery.strip()[:100]}",
-                source="webhook",
+                dedup_key=webhook_key("pd", delivery),
+                source=EventSource.WEBHOOK,
                 previous=changed,
                 raw=body,
             )
@@ -140,7 +140,7 @@ class PipedriveWebhookParser(WebhookParser):
             }
             changed = normalised_previous(diff) if diff else None
         # v1 has no delivery id: the event, object, change time and stamp identify it; retries repeat them.
-        ident = "|".join(
+        ident = (
             str(x)
             for x in (
                 action,
@@ -156,8 +156,8 @@ class PipedriveWebhookParser(WebhookParser):
                 kind=kind,
                 deal_id=deal_id,
                 occurred_at=occurred,
-                dedup_key="pd1:" + hashlib.sha256(ident.encode()).hexdigest()[:32],
-                source="webhook",
+                dedup_key=hashed_webhook_key("pd1", ident),
+                source=EventSource.WEBHOOK,
                 previous=changed,
                 raw=body,
             )

@@ -19,7 +19,9 @@ from typing import Any
 
 from connector.config import Config
 from connector.worker import describe, describe_local, diff, triggers_for
-from domain import Command, Deal, Event, EventKind
+from domain import Command, Deal, Event, EventKind, EventSource
+from domain.keys import deadline_decision_key, replay_key
+from domain.statuses import TIMER_RUNNING, DeadlinePhase, TimerStatus
 from rules.calendar import WorkCalendar
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
@@ -115,15 +117,15 @@ class Replay:
         while self._due and self._due[0][0] <= now:
             fire_at, _, key, name = heapq.heappop(self._due)
             timer = self._timers[key].get(name)
-            if timer is None or timer.fire_at != fire_at or timer.status not in ("open", "reminded"):
+            if timer is None or timer.fire_at != fire_at or timer.status not in TIMER_RUNNING:
                 continue  # superseded: met, cancelled or re-armed since
-            reminder = timer.status == "open" and timer.fire_at < timer.due_at
-            phase = "reminder" if reminder else "breached"
+            reminder = timer.status == TimerStatus.OPEN and timer.fire_at < timer.due_at
+            phase = DeadlinePhase.REMINDER if reminder else DeadlinePhase.BREACHED
             if reminder:
-                timer.status, timer.fire_at = "reminded", timer.due_at
+                timer.status, timer.fire_at = TimerStatus.REMINDED, timer.due_at
                 self._schedule(key, timer)
             else:
-                timer.status = "breached"
+                timer.status = TimerStatus.BREACHED
             data = {
                 "deadline": name,
                 "phase": phase,
@@ -152,8 +154,8 @@ class Replay:
             kind=kind,
             deal_id=deal.id,
             occurred_at=at,
-            dedup_key=f"replay:{deal.id}:{at.isoformat()}:{kind}:{data.get('deadline', '')}",
-            source="replay",
+            dedup_key=replay_key(deal.id, at, kind, data.get("deadline", "")),
+            source=EventSource.REPLAY,
             data=data,
         )
         ctx = RuleContext(
@@ -168,13 +170,18 @@ class Replay:
             assigned=self._assigned,
         )
         timers = self._timers[key]
-        running = [
-            OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in ("open", "reminded")
-        ]
+        running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in TIMER_RUNNING]
         reviewed = review_deadlines(self.config.deadlines, running, ctx)
         for action in reviewed:
             self._apply(
-                Decision("deadline", f"deadline|{key}|{action.name}|{event.dedup_key}", action, ctx.triggers), deal, at
+                Decision(
+                    "deadline",
+                    deadline_decision_key(deal.crm, deal.id, action.name, action.kind, event.dedup_key),
+                    action,
+                    ctx.triggers,
+                ),
+                deal,
+                at,
             )
         stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
         if kind != EventKind.TIMER_DUE or data.get("deadline") not in stopped:
@@ -200,16 +207,16 @@ class Replay:
         key = (deal.crm, deal.id)
         if isinstance(action, StartDeadline):
             running = self._timers[key].get(action.name)
-            if running is not None and running.status in ("open", "reminded") and not action.rearm:
+            if running is not None and running.status in TIMER_RUNNING and not action.rearm:
                 return
             fire = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
-            timer = _Timer(action.name, action.due_at, fire, "open", action.responsible_id, decision.rule)
+            timer = _Timer(action.name, action.due_at, fire, TimerStatus.OPEN, action.responsible_id, decision.rule)
             self._timers[key][action.name] = timer
             self._schedule(key, timer)
         elif isinstance(action, CancelDeadline):
             stopping = self._timers[key].get(action.name)
-            if stopping is not None and stopping.status in ("open", "reminded"):
-                stopping.status = "done" if action.reason == "done" else "cancelled"
+            if stopping is not None and stopping.status in TIMER_RUNNING:
+                stopping.status = TimerStatus.DONE if action.reason == "done" else TimerStatus.CANCELLED
         elif isinstance(action, RecordBreach):
             self.result.breaches[action.deadline] += 1
         elif isinstance(action, CountAssignment):

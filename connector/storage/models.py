@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from domain.statuses import InboxStatus, OutboxStatus, TimerStatus
+
 # SQLite needs INTEGER PRIMARY KEY for autoincrement; PostgreSQL gets a BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -73,7 +75,7 @@ class InboxRow(Base):
     occurred_at: Mapped[datetime] = mapped_column(UtcDateTime())
     received_at: Mapped[datetime] = mapped_column(UtcDateTime())
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="new")  # new, done, failed
+    status: Mapped[str] = mapped_column(String(16), default=InboxStatus.NEW)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_try_at: Mapped[datetime] = mapped_column(UtcDateTime())
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -96,7 +98,7 @@ class OutboxRow(Base):
     rule: Mapped[str] = mapped_column(String(128))
     command: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending, sending, done, dead
+    status: Mapped[str] = mapped_column(String(16), default=OutboxStatus.PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_try_at: Mapped[datetime] = mapped_column(UtcDateTime())
     claimed_until: Mapped[datetime | None] = mapped_column(UtcDateTime())
@@ -124,7 +126,7 @@ class TimerRow(Base):
     name: Mapped[str] = mapped_column(String(128))
     due_at: Mapped[datetime] = mapped_column(UtcDateTime())
     fire_at: Mapped[datetime] = mapped_column(UtcDateTime())  # next moment the scan must act
-    status: Mapped[str] = mapped_column(String(16), default="open")  # open, reminded, breached, done, cancelled
+    status: Mapped[str] = mapped_column(String(16), default=TimerStatus.OPEN)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime())
     updated_at: Mapped[datetime] = mapped_column(UtcDateTime())

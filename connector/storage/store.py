@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from connector.storage.engine import make_engine, make_intake_engine, make_sessionmaker, migrate
 from connector.storage.models import AuditRow, CursorRow, InboxRow, OutboxRow
-from domain import Event
+from domain import Event, InboxStatus
 
 Row = TypeVar("Row", InboxRow, OutboxRow)
 
@@ -90,7 +90,7 @@ class Store:
             "occurred_at": event.occurred_at,
             "received_at": received_at,
             "payload": {"raw": event.raw, "previous": event.previous, "data": event.data},
-            "status": "new",
+            "status": InboxStatus.NEW,
             "attempts": 0,
             "next_try_at": received_at,
             "correlation_id": correlation_id or new_correlation_id(),
