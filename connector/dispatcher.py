@@ -27,7 +27,6 @@ from connector.metrics import WRITES
 from connector.observability import correlation
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
-from connector.worker import describe
 from domain import command_from_payload, marker_for
 from domain.clock import utcnow
 from domain.errors import AdapterError, AmbiguousWriteError, FatalError, RateLimited
@@ -189,7 +188,7 @@ class Dispatcher:
                 deal_id=row.deal_id,
                 rule=row.rule,
                 action=row.command,
-                message=f"{how}: {describe(command_from_payload(row.command, row.payload))}"
+                message=f"{how}: {command_from_payload(row.command, row.payload).describe()}"
                 f" (remote id {result.remote_id})",
                 detail={"remote_id": result.remote_id, "outbox_id": row.id, "reconciled": result.reconciled},
                 correlation_id=row.correlation_id,

@@ -40,6 +40,7 @@ from domain.errors import AdapterError, FatalError
 from domain.keys import deadline_decision_key, deadline_timer_key, decided_audit_key
 from domain.statuses import TIMER_RUNNING, EventSource, InboxStatus, OutboxStatus, TimerStatus
 from rules.actions import AssignSpec
+from rules.changes import diff, triggers_for
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
 from rules.engine import evaluate
@@ -48,7 +49,6 @@ from rules.model import (
     CountAssignment,
     Decision,
     LocalAction,
-    Note,
     RecordBreach,
     RuleContext,
     StartDeadline,
@@ -56,7 +56,6 @@ from rules.model import (
 
 log = logging.getLogger(__name__)
 
-DEAL_KINDS = {EventKind.DEAL_CREATED, EventKind.DEAL_UPDATED}
 USERS_TTL = 300.0
 # Fields the CRM stamps on every change: they change whenever anything does, so they are
 # not changes of their own (a `changed` condition on them would always hold).
@@ -72,51 +71,6 @@ BOOKKEEPING_FIELDS = frozenset(
         "first_won_time",
     }
 )
-# A deal first seen this soon after its creation counts as newly created.
-CREATED_GRACE = timedelta(minutes=2)
-
-
-def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Changed normalised attributes and raw fields between two snapshots."""
-    if before is None:
-        return {}
-    changes: dict[str, tuple[Any, Any]] = {}
-    for key in ("title", "stage", "stage_semantic", "pipeline", "responsible_id", "amount"):
-        if before.get(key) != after.get(key):
-            changes[key] = (before.get(key), after.get(key))
-    old_fields, new_fields = before.get("fields") or {}, after.get("fields") or {}
-    for key in set(old_fields) | set(new_fields):
-        if key in BOOKKEEPING_FIELDS:
-            continue
-        if old_fields.get(key) != new_fields.get(key):
-            changes[key] = (old_fields.get(key), new_fields.get(key))
-    return changes
-
-
-def triggers_for(
-    kind: EventKind,
-    deal: Deal,
-    snapshot: Mapping[str, Any] | None,
-    changes: Mapping[str, Any],
-    data: Mapping[str, Any] | None = None,
-) -> frozenset[str]:
-    """The triggers an event fires, given what the connector knew before."""
-    if kind == EventKind.TIMER_DUE:
-        return frozenset({f"deadline.{(data or {}).get('phase', 'breached')}"})
-    if kind == EventKind.SCHEDULE:
-        return frozenset({"schedule"})
-    found = {str(kind)}
-    if kind not in DEAL_KINDS:
-        return frozenset(found)  # a 1C document: its own trigger only
-    if snapshot is None:
-        # Never seen: a lost ONCRMDEALADD still counts as creation if the deal is young.
-        young = deal.created_at and deal.updated_at and deal.updated_at - deal.created_at <= CREATED_GRACE
-        if kind == EventKind.DEAL_CREATED or young:
-            found.add(str(EventKind.DEAL_CREATED))
-        found.add("deal.stage_changed")  # the deal entered its stage as far as we know
-    elif "stage" in changes or "stage_semantic" in changes:  # Pipedrive's won/lost keeps the stage
-        found.add("deal.stage_changed")
-    return frozenset(found)
 
 
 class Worker:
@@ -288,7 +242,7 @@ class Worker:
         snap = session.get(DealSnapshotRow, (row.crm, deal.id))
         current = deal.snapshot()
         before = snap.data if snap else None
-        changes = diff(before, current)
+        changes = diff(before, current, BOOKKEEPING_FIELDS)
         payload = row.payload or {}
         previous = payload.get("previous")
         if previous and before is None:
@@ -420,7 +374,7 @@ class Worker:
             rule=decision.rule,
             trigger=trigger,
             action=f"decided:{action.kind}",
-            message=describe(action),
+            message=action.describe(),
             detail=action.to_payload(),
             correlation_id=row.correlation_id,
             key=decided_audit_key(decision.key),
@@ -433,7 +387,7 @@ class Worker:
         if session.scalar(select(AuditRow.id).where(AuditRow.key == decision.key)) is not None:
             return  # decided and applied before (a redelivered event)
         deal_id = row.deal_id or ""
-        message = action.message if isinstance(action, Note) else describe_local(action)
+        message = action.describe()
         if isinstance(action, StartDeadline):
             key = deadline_timer_key(row.crm, deal_id, action.name)
             timer = session.scalar(select(TimerRow).where(TimerRow.key == key))
@@ -521,61 +475,3 @@ class Worker:
                 else:
                     live.next_try_at = now + timedelta(seconds=min(600, 2**live.attempts))
         log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s", rows[0].crm, len(rows), final, error)
-
-
-def describe_local(action: LocalAction) -> str:
-    """A one-line audit text for an effect kept in the connector's database."""
-    if isinstance(action, StartDeadline):
-        remind = f", reminder {action.remind_at.isoformat()}" if action.remind_at else ""
-        verb = "re-armed" if action.rearm else "started"
-        return f"deadline {action.name} {verb}: due {action.due_at.isoformat()}{remind}"
-    if isinstance(action, CancelDeadline):
-        return f"deadline {action.name} stopped: {action.reason}"
-    if isinstance(action, RecordBreach):
-        due = action.due_at.isoformat() if action.due_at else "?"
-        return f"deadline {action.deadline} breached (due {due}), responsible {action.responsible_id}"
-    if isinstance(action, CountAssignment):
-        return f"round-robin count +1 for user {action.user_id}"
-    return action.message
-
-
-def describe(action: Command) -> str:
-    """A one-line human description of a command for the audit and CLI.
-
-    Formats from the command's attributes: ``to_payload()`` (a deep copy and a JSON
-    conversion of every field) is only taken for a value that is not already plain JSON, so
-    the text is the same as formatting the payload.
-    """
-    if action.kind == "create_task":
-        deadline = getattr(action, "deadline", None)
-        due_text = deadline.isoformat() if isinstance(deadline, datetime) else _plain(action, "deadline")
-        due = str(due_text or "none")[:16].replace("T", " ")
-        return f"task {_plain(action, 'title')!r} for user {_plain(action, 'responsible_id')} due {due}"
-    if action.kind == "update_deal":
-        values = getattr(action, "values", None)
-        if not (type(values) is dict and all(type(k) is str and type(v) in _PLAIN_TYPES for k, v in values.items())):
-            values = action.to_payload()["values"]
-        return "set " + ", ".join(f"{k}={v}" for k, v in values.items())
-    if action.kind == "close_deal":
-        return f"close as {_plain(action, 'outcome')}: {_plain(action, 'reason')}"
-    if action.kind == "add_comment":
-        return f"comment {_plain(action, 'text')[:80]!r}"
-    if action.kind == "create_counterparty":
-        return (
-            f"counterparty {_plain(action, 'name')!r} (INN {_plain(action, 'inn') or '—'}) "
-            f"in {_plain(action, 'target')}"
-        )
-    return action.kind
-
-
-# Exact types whose JSON round trip gives them back unchanged (float: repr round-trips; a
-# subclass such as a StrEnum or a bool-like int does not, and goes through the payload).
-_PLAIN_TYPES = frozenset({str, int, float, bool, type(None)})
-
-
-def _plain(action: Command, name: str) -> Any:
-    """The attribute ``name`` as ``action.to_payload()`` would give it, without building the payload."""
-    value = getattr(action, name)
-    if type(value) in _PLAIN_TYPES:
-        return value
-    return action.to_payload()[name]

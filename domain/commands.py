@@ -21,6 +21,10 @@ class Command:
         """JSON-ready fields of this command."""
         return jsonable(asdict(self))
 
+    def describe(self) -> str:
+        """One line for the audit and the CLI, from the values as the outbox stores them."""
+        return self.kind
+
 
 @dataclass(frozen=True)
 class CreateTask(Command):
@@ -35,6 +39,10 @@ class CreateTask(Command):
     priority: Literal["low", "normal", "high"] = "normal"
     task_type: str = "task"
 
+    def describe(self) -> str:
+        due = str(jsonable(self.deadline) or "none")[:16].replace("T", " ")
+        return f"task {jsonable(self.title)!r} for user {jsonable(self.responsible_id)} due {due}"
+
 
 @dataclass(frozen=True)
 class UpdateDeal(Command):
@@ -44,6 +52,9 @@ class UpdateDeal(Command):
     kind: ClassVar[str] = "update_deal"
     values: dict[str, Any] = field(default_factory=dict)
 
+    def describe(self) -> str:
+        return "set " + ", ".join(f"{k}={v}" for k, v in jsonable(self.values).items())
+
 
 @dataclass(frozen=True)
 class AddComment(Command):
@@ -51,6 +62,9 @@ class AddComment(Command):
 
     kind: ClassVar[str] = "add_comment"
     text: str = ""
+
+    def describe(self) -> str:
+        return f"comment {jsonable(self.text)[:80]!r}"
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,9 @@ class CloseDeal(Command):
     outcome: Literal["won", "lost"] = "lost"
     reason: str = ""
     reason_field: str | None = None
+
+    def describe(self) -> str:
+        return f"close as {jsonable(self.outcome)}: {jsonable(self.reason)}"
 
 
 @dataclass(frozen=True)
@@ -80,6 +97,9 @@ class CreateCounterparty(Command):
     phone: str = ""
     email: str = ""
     comment: str = ""
+
+    def describe(self) -> str:
+        return f"counterparty {jsonable(self.name)!r} (INN {jsonable(self.inn) or '—'}) in {jsonable(self.target)}"
 
 
 COMMANDS: dict[str, type[Command]] = {

@@ -23,6 +23,10 @@ class Note:
     message: str
     kind = "note"
 
+    def describe(self) -> str:
+        """One line for the audit."""
+        return self.message
+
 
 @dataclass(frozen=True)
 class StartDeadline:
@@ -39,6 +43,11 @@ class StartDeadline:
     rearm: bool = False
     kind = "start_deadline"
 
+    def describe(self) -> str:
+        remind = f", reminder {self.remind_at.isoformat()}" if self.remind_at else ""
+        verb = "re-armed" if self.rearm else "started"
+        return f"deadline {self.name} {verb}: due {self.due_at.isoformat()}{remind}"
+
 
 @dataclass(frozen=True)
 class CancelDeadline:
@@ -47,6 +56,9 @@ class CancelDeadline:
     name: str
     reason: str = ""
     kind = "cancel_deadline"
+
+    def describe(self) -> str:
+        return f"deadline {self.name} stopped: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -58,6 +70,10 @@ class RecordBreach:
     responsible_id: str | None
     kind = "record_breach"
 
+    def describe(self) -> str:
+        due = self.due_at.isoformat() if self.due_at else "?"
+        return f"deadline {self.deadline} breached (due {due}), responsible {self.responsible_id}"
+
 
 @dataclass(frozen=True)
 class CountAssignment:
@@ -66,6 +82,9 @@ class CountAssignment:
     rule: str
     user_id: str
     kind = "count_assignment"
+
+    def describe(self) -> str:
+        return f"round-robin count +1 for user {self.user_id}"
 
 
 LocalAction = Note | StartDeadline | CancelDeadline | RecordBreach | CountAssignment

@@ -1,9 +1,9 @@
-"""The direct JSON conversion and describe() give exactly what the JSON round trip gave.
+"""``jsonable`` and ``Command.describe`` answer exactly as the JSON round trip does.
 
-``_jsonable`` used to be ``json.loads(json.dumps(value, default=_default, ensure_ascii=False))``
-and ``describe`` used to format ``to_payload()``; both were rewritten for the dry-run's speed,
-and these tests hold them to the old answers: same values, same types, same key order, same
-errors.
+``jsonable`` converts plain values directly and must equal
+``json.loads(json.dumps(value, default=_default, ensure_ascii=False))``; ``describe`` formats
+the command's values and must equal formatting its stored payload (``to_payload()``): same
+values, same types, same key order, same errors.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.worker import describe
 from domain import (
     AddComment,
     CloseDeal,
@@ -34,7 +33,7 @@ from domain.jsonable import jsonable as _jsonable
 
 
 def round_trip(value: Any) -> Any:
-    """What ``_jsonable`` was before it converted directly."""
+    """What ``jsonable`` must equal."""
     return json.loads(json.dumps(value, default=_default, ensure_ascii=False))
 
 
@@ -199,7 +198,7 @@ def test_deal_snapshot_is_json_ready_and_unchanged() -> None:
 
 
 def describe_from_payload(action: Command) -> str:
-    """describe() as it was: formatting ``to_payload()``."""
+    """What ``describe`` must equal: formatting the stored payload."""
     payload = action.to_payload()
     if action.kind == "create_task":
         due = str(payload.get("deadline") or "none")[:16].replace("T", " ")
@@ -251,4 +250,4 @@ COMMANDS: list[Command] = [
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.kind)
 def test_describe_matches_formatting_the_payload(command: Command) -> None:
-    assert describe(command) == describe_from_payload(command)
+    assert command.describe() == describe_from_payload(command)

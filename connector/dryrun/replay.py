@@ -18,11 +18,12 @@ from datetime import datetime
 from typing import Any
 
 from connector.config import Config
-from connector.worker import describe, describe_local, diff, triggers_for
-from domain import Command, Deal, Event, EventKind, EventSource
+from connector.worker import BOOKKEEPING_FIELDS
+from domain import Deal, Event, EventKind, EventSource
 from domain.keys import deadline_decision_key, replay_key
 from domain.statuses import TIMER_RUNNING, DeadlinePhase, TimerStatus
 from rules.calendar import WorkCalendar
+from rules.changes import diff, triggers_for
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
 from rules.engine import evaluate, may_fire
@@ -148,7 +149,7 @@ class Replay:
         # A deadline event replays the deal as last seen: its snapshot is the one taken then
         # (deals are frozen and nothing here changes their fields).
         current = before if before is not None and self._deals.get(key) is deal else deal.snapshot()
-        changes = diff(before, current) if kind != EventKind.TIMER_DUE else {}
+        changes = diff(before, current, BOOKKEEPING_FIELDS) if kind != EventKind.TIMER_DUE else {}
         event = Event(
             crm=deal.crm,
             kind=kind,
@@ -222,7 +223,7 @@ class Replay:
         elif isinstance(action, CountAssignment):
             counts = self._assigned[action.rule]
             counts[action.user_id] = counts.get(action.user_id, 0) + 1
-        text = describe(action) if isinstance(action, Command) else describe_local(action)
+        text = action.describe()
         self.result.by_rule[(decision.rule, action.kind)] += 1
         trigger = self._trigger_text.get(decision.triggers)
         if trigger is None:  # a handful of distinct trigger sets, each sorted and joined once
