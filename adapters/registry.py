@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import Schema
 
-from adapters.base import CrmAdapter
+from adapters.contracts import CrmAdapter
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,11 @@ CRM_TYPES: dict[str, CrmType] = {
 }
 
 
+def adapter_class(settings: Mapping[str, Any]) -> type[CrmAdapter]:
+    """The adapter class of a configured CRM, for what it can do, without connecting to it."""
+    return CRM_TYPES[settings["type"]].adapter()
+
+
 def build_adapter(name: str, settings: Mapping[str, Any]) -> CrmAdapter:
     """The adapter for one configured CRM."""
-    return CRM_TYPES[settings["type"]].adapter()(name, settings)
+    return adapter_class(settings)(name, settings)

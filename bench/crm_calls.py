@@ -160,7 +160,7 @@ def _instrument_reads(runtime: Runtime, name: str, count_reads: Any) -> list[tup
     """Wrap the adapter's ``get_deals``: per worker window, (distinct deals asked, reads sent)."""
     adapter = runtime.adapters[name]
     windows: list[tuple[int, int]] = []
-    original = adapter.get_deals
+    original = adapter.get_deals  # type: ignore[attr-defined]
     lock = threading.Lock()
 
     def get_deals(ids: Any) -> Any:
@@ -172,7 +172,7 @@ def _instrument_reads(runtime: Runtime, name: str, count_reads: Any) -> list[tup
             finally:
                 windows.append((len(wanted), count_reads() - before))
 
-    adapter.get_deals = get_deals  # type: ignore[method-assign, assignment]
+    adapter.get_deals = get_deals  # type: ignore[attr-defined]
     return windows
 
 

@@ -116,6 +116,7 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
 
     from rich.progress import Progress
 
+    from adapters.contracts import DealSource
     from adapters.registry import build_adapter
     from connector.dryrun.history import from_crm, from_inbox, read_jsonl
     from connector.dryrun.replay import HistoryItem, Replay
@@ -131,7 +132,7 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     if source in ("crm", "inbox"):
         adapters = {n: build_adapter(n, s) for n, s in cfg.crms.items()}
         if source == "crm":
-            items = [i for a in adapters.values() for i in from_crm(a, start)]
+            items = [i for a in adapters.values() if isinstance(a, DealSource) for i in from_crm(a, start)]
         else:
             from connector.storage.store import Store
 
@@ -162,6 +163,7 @@ def backfill(config_path: str, crm: str, since: str) -> None:
     apply new rules to recent deals); the running connector processes them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from adapters.contracts import DealSource
     from adapters.registry import build_adapter
     from connector.storage.store import Store
     from domain.clock import utcnow
@@ -172,8 +174,11 @@ def backfill(config_path: str, crm: str, since: str) -> None:
         raise click.UsageError(f"no CRM named {crm!r} in {config_path}; configured: {', '.join(cfg.crms)}")
     start = _moment(since, cfg.calendar["timezone"])
     assert start is not None
-    store = Store(cfg.storage["url"], apply_migrations=cfg.storage["apply_migrations"])
     adapter = build_adapter(crm, cfg.crms[crm])
+    if not isinstance(adapter, DealSource):
+        adapter.close()
+        raise click.UsageError(f"{crm!r} keeps no deals to backfill")
+    store = Store(cfg.storage["url"], apply_migrations=cfg.storage["apply_migrations"])
     console = _console()
     try:
         # No total is known in advance: the bar counts deals read (quiet off a terminal).

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from adapters.base import CrmAdapter, WriteResult
+from adapters.contracts import CommandSink, CrmAdapter, WriteResult
 from connector.config import Config
 from connector.metrics import WRITES
 from connector.observability import correlation
@@ -131,8 +131,9 @@ class Dispatcher:
 
     def _carry_out(self, row: OutboxRow) -> bool:
         adapter = self.adapters.get(row.crm)
-        if adapter is None:
-            self._failed(row, FatalError(f"no CRM named {row.crm!r} is configured"))
+        if not isinstance(adapter, CommandSink):
+            problem = "is configured" if adapter is None else "that carries out writes is configured"
+            self._failed(row, FatalError(f"no CRM named {row.crm!r} {problem}"))
             return False
         command = command_from_payload(row.command, row.payload)
         marker = marker_for(row.idempotency_key)

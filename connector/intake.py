@@ -1,6 +1,6 @@
 """The webhook intake: one route per configured CRM, acknowledging only what is stored.
 
-``POST /hooks/<type>/<name>`` verifies and parses the delivery with the CRM's parser,
+``POST /hooks/<type>/<name>`` validates, then parses the delivery with the CRM's receiver,
 stores each event in the inbox, and only then answers 200. A duplicate is acknowledged
 and dropped. Refusals are 4xx with a short reason and a log line; nothing is stored for
 them. A database failure answers 503 so the sender may retry; no request ends in a 500.
@@ -23,7 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import BadRequest, HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from adapters.base import CrmAdapter, IncomingRequest, WebhookParser
+from adapters.contracts import CrmAdapter, IncomingRequest, WebhookReceiver
 from connector import observability
 from connector.leader import leader_seen
 from connector.metrics import DELIVERIES, exposition
@@ -131,11 +131,9 @@ def create_app(
     window = timedelta(seconds=replay_window)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
     app.config["MAX_FORM_PARTS"] = 500
-    parsers: dict[tuple[str, str], WebhookParser] = {}
-    for name, adapter in adapters.items():
-        parser = adapter.webhook_parser()
-        if parser is not None:
-            parsers[(adapter.type, name)] = parser
+    receivers: dict[tuple[str, str], WebhookReceiver] = {
+        (adapter.type, name): adapter for name, adapter in adapters.items() if isinstance(adapter, WebhookReceiver)
+    }
 
     # Prometheus looks a labelled child up under a lock on every .labels(): keep them.
     counters: dict[tuple[str, str], Any] = {}
@@ -149,8 +147,8 @@ def create_app(
     @app.post("/hooks/<crm_type>/<name>")
     def hook(crm_type: str, name: str) -> tuple[Response, int]:
         correlation = new_correlation_id()
-        parser = parsers.get((crm_type, name))
-        if parser is None:
+        receiver = receivers.get((crm_type, name))
+        if receiver is None:
             log.warning("webhook refused crm=%s/%s status=404 reason=unknown CRM", crm_type, name[:40])
             count("unknown", "refused_404")
             return _answer(404, error="no such CRM is configured")
@@ -159,11 +157,11 @@ def create_app(
             count(name, "refused_403")
             return _answer(403, error="source address not allowed")
         with observability.correlation(correlation):
-            response, status, result = _hook(parser, name, correlation)
+            response, status, result = _hook(receiver, name, correlation)
         count(name, result)
         return response, status
 
-    def _hook(parser: WebhookParser, name: str, correlation: str) -> tuple[Response, int, str]:
+    def _hook(receiver: WebhookReceiver, name: str, correlation: str) -> tuple[Response, int, str]:
         """Parse, check and store one delivery: the answer, its status and the metric's result."""
         received = clock()
         try:
@@ -176,7 +174,8 @@ def create_app(
                 form=_form(body, mimetype),
                 remote_addr=request.remote_addr,
             )
-            events = parser.parse(incoming, received_at=received)
+            receiver.validate(incoming)
+            events = receiver.parse(incoming, received_at=received)
         except WebhookError as exc:
             log.warning(
                 "webhook refused crm=%s status=%d reason=%s correlation=%s", name, exc.status, exc.reason, correlation
@@ -188,7 +187,7 @@ def create_app(
                 "webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name, correlation
             )
             return *_answer(status, error=exc.name), f"refused_{status}"
-        except Exception:  # a parser bug must still not become a 500 or a stored row
+        except Exception:  # a receiver's bug must still not become a 500 or a stored row
             log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
             return *_answer(400, error="could not parse the delivery"), "refused_400"
         stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]

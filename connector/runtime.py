@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from waitress.server import create_server
 
-from adapters.base import CrmAdapter
+from adapters.contracts import CrmAdapter, DealSource
 from adapters.registry import build_adapter
 from connector.config import Config
 from connector.dispatcher import Dispatcher
@@ -103,16 +103,20 @@ class Runtime:
         if settings["type"] == "onec":  # a document source: its events belong to the deal CRM's deals
             from jobs.poll_documents import poll_documents
 
+            deals = self.adapters[settings["deal_crm"]]
+            assert isinstance(deals, DealSource)
             return poll_documents(
                 self.store,
                 self.adapters[crm],
-                self.adapters[settings["deal_crm"]],
+                deals,  # type: ignore[arg-type]
                 now=self.clock(),
                 overlap=timedelta(seconds=settings.get("poll_overlap", 600)),
             )
+        source = self.adapters[crm]
+        assert isinstance(source, DealSource)
         return poll_deals(
             self.store,
-            self.adapters[crm],
+            source,
             now=self.clock(),
             overlap=timedelta(seconds=settings.get("poll_overlap", 120)),
         )

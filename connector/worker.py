@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters.base import CrmAdapter
+from adapters.contracts import CrmAdapter, DealSource
 from connector.config import Config
 from connector.metrics import PROCESSING
 from connector.observability import correlation
@@ -57,20 +57,6 @@ from rules.model import (
 log = logging.getLogger(__name__)
 
 USERS_TTL = 300.0
-# Fields the CRM stamps on every change: they change whenever anything does, so they are
-# not changes of their own (a `changed` condition on them would always hold).
-BOOKKEEPING_FIELDS = frozenset(
-    {
-        "DATE_MODIFY",
-        "MOVED_TIME",
-        "update_time",
-        "stage_change_time",
-        "close_time",
-        "lost_time",
-        "won_time",
-        "first_won_time",
-    }
-)
 
 
 class Worker:
@@ -116,8 +102,9 @@ class Worker:
 
     def _process_crm(self, crm: str, rows: list[InboxRow]) -> int:
         adapter = self.adapters.get(crm)
-        if adapter is None:
-            self._fail(rows, f"no CRM named {crm!r} is configured", final=True)
+        if not isinstance(adapter, DealSource):
+            problem = "is configured" if adapter is None else "that keeps deals is configured"
+            self._fail(rows, f"no CRM named {crm!r} {problem}", final=True)
             return 0
         skip = self._already_seen(crm, rows)
         to_read = sorted(
@@ -134,7 +121,7 @@ class Worker:
         finished = 0
         for row in rows:
             try:
-                self._process_row(row, deals.get(row.deal_id or ""), users, workload, skipped=row.id in skip)
+                self._process_row(row, adapter, deals.get(row.deal_id or ""), users, workload, skipped=row.id in skip)
                 finished += 1
             except IntegrityError as exc:
                 # Another worker processed an event of the same deal at the same moment (both
@@ -167,7 +154,7 @@ class Worker:
                 seen.add(r.id)
         return seen
 
-    def _users_for(self, crm: str, adapter: CrmAdapter) -> dict[str, User]:
+    def _users_for(self, crm: str, adapter: DealSource) -> dict[str, User]:
         if not self._wanted_users:
             return {}
         cached = self._users.get(crm)
@@ -177,7 +164,7 @@ class Worker:
         self._users[crm] = (time.monotonic(), users)
         return users
 
-    def _workload_for(self, crm: str, adapter: CrmAdapter) -> dict[str, int]:
+    def _workload_for(self, crm: str, adapter: DealSource) -> dict[str, int]:
         """Open deals per user of the least-loaded groups: read once per batch, when used."""
         group = sorted(
             {
@@ -192,14 +179,28 @@ class Worker:
         return adapter.open_deal_counts(group) if group else {}
 
     def _process_row(
-        self, row: InboxRow, deal: Deal | None, users: Mapping[str, User], workload: Mapping[str, int], *, skipped: bool
+        self,
+        row: InboxRow,
+        source: DealSource,
+        deal: Deal | None,
+        users: Mapping[str, User],
+        workload: Mapping[str, int],
+        *,
+        skipped: bool,
     ) -> None:
         with correlation(row.correlation_id):
-            self._process_row_now(row, deal, users, workload, skipped=skipped)
+            self._process_row_now(row, source, deal, users, workload, skipped=skipped)
         PROCESSING.labels(row.crm).observe(max(0.0, (self.clock() - row.received_at).total_seconds()))
 
     def _process_row_now(
-        self, row: InboxRow, deal: Deal | None, users: Mapping[str, User], workload: Mapping[str, int], *, skipped: bool
+        self,
+        row: InboxRow,
+        source: DealSource,
+        deal: Deal | None,
+        users: Mapping[str, User],
+        workload: Mapping[str, int],
+        *,
+        skipped: bool,
     ) -> None:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
@@ -219,7 +220,7 @@ class Worker:
             if deal is None:
                 self._finish(live, now, "deal not found in the CRM")
                 return
-            self._apply_rules(session, live, deal, users, workload, now)
+            self._apply_rules(session, live, source, deal, users, workload, now)
             self._finish(live, now, None)
         log.info(
             "processed crm=%s deal=%s inbox=%s kind=%s correlation=%s",
@@ -234,6 +235,7 @@ class Worker:
         self,
         session: Session,
         row: InboxRow,
+        source: DealSource,
         deal: Deal,
         users: Mapping[str, User],
         workload: Mapping[str, int],
@@ -242,11 +244,11 @@ class Worker:
         snap = session.get(DealSnapshotRow, (row.crm, deal.id))
         current = deal.snapshot()
         before = snap.data if snap else None
-        changes = diff(before, current, BOOKKEEPING_FIELDS)
+        changes = diff(before, current, source.bookkeeping_fields)
         payload = row.payload or {}
         previous = payload.get("previous")
-        if previous and before is None:
-            # The CRM told us what changed (Pipedrive's `previous`): use it when we have no snapshot.
+        if previous and before is None and source.webhooks_carry_previous:
+            # The CRM told us what changed: use it when we have no snapshot.
             changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
         kind = EventKind(row.kind)
         data = payload.get("data") or {}

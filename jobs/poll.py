@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from adapters.base import CrmAdapter
+from adapters.contracts import DealSource
 from connector.storage.store import Store
 from domain import Event, EventKind, EventSource
 from domain.keys import DEALS_STREAM, poll_key
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def poll_deals(
     store: Store,
-    adapter: CrmAdapter,
+    adapter: DealSource,
     *,
     now: datetime,
     overlap: timedelta,

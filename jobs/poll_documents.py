@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from adapters.base import CrmAdapter
+from adapters.contracts import CrmAdapter, DealLookup
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.linking import Linker, LinkSubject
 from adapters.onec.mapping import Document, EntityMap
@@ -49,7 +49,7 @@ _CENT = 0.005
 def poll_documents(
     store: Store,
     source_adapter: CrmAdapter,
-    deal_adapter: CrmAdapter,
+    deal_adapter: DealLookup,
     *,
     now: datetime,
     overlap: timedelta,

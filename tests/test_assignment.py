@@ -57,7 +57,9 @@ def test_least_loaded_from_open_deals_in_the_crm() -> None:
     try:
         for user, stage in (("2", "NEW"), ("2", "NEW"), ("3", "NEW"), ("3", "WON"), ("3", "LOSE")):
             simulator.add_deal({"TITLE": "x", "STAGE_ID": stage, "ASSIGNED_BY_ID": user})
-        adapter = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 50})
+        adapter = Bitrix24Adapter(
+            "b24", {"webhook_url": server.base_url + simulator.webhook_base, "application_token": "t" * 8, "rate": 50}
+        )
         before = simulator.calls["batch"]
         load = adapter.open_deal_counts(["2", "3", "4"])
         assert load == {"2": 2, "3": 1, "4": 0}  # closed deals do not count

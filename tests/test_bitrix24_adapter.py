@@ -9,11 +9,10 @@ from urllib.parse import parse_qs
 import pytest
 import responses
 
-from adapters.base import IncomingRequest
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client, encode_query
 from adapters.bitrix24.mapping import parse_address
-from adapters.bitrix24.webhook import Bitrix24WebhookParser
+from adapters.contracts import IncomingRequest
 from domain import CreateTask
 from domain.errors import AmbiguousWriteError, AuthError, FatalError, NotFoundError, WebhookForbidden
 
@@ -103,6 +102,10 @@ def test_address_parsing() -> None:
     assert loc.street.startswith("ул. Академика") and loc.lat == 55.78
 
 
+def _receiver(token: str = "app-token-for-tests") -> Bitrix24Adapter:
+    return Bitrix24Adapter("b24", {"webhook_url": BASE, "application_token": token}, client=client())
+
+
 def _request(body: str) -> IncomingRequest:
     form: dict[str, list[str]] = parse_qs(body, keep_blank_values=True)
     return IncomingRequest(body.encode(), "application/x-www-form-urlencoded", {}, form)
@@ -110,7 +113,7 @@ def _request(body: str) -> IncomingRequest:
 
 def test_real_payload_parses_to_normalised_event() -> None:
     body = (PAYLOADS / "deal_update.txt").read_text().strip()
-    events = Bitrix24WebhookParser("b24", "app-token-for-tests").parse(_request(body), received_at=datetime.now(UTC))
+    events = _receiver().receive(_request(body), received_at=datetime.now(UTC))
     assert len(events) == 1
     ev = events[0]
     assert (ev.kind, ev.deal_id, ev.occurred_at.year) == ("deal.updated", "662", 2024)
@@ -120,20 +123,20 @@ def test_real_payload_parses_to_normalised_event() -> None:
 def test_delivery_without_stamp_is_not_a_duplicate_of_a_later_one() -> None:
     body = (PAYLOADS / "deal_update.txt").read_text().strip()
     unstamped = "&".join(p for p in body.split("&") if not p.startswith("ts="))
-    parser = Bitrix24WebhookParser("b24", "app-token-for-tests")
-    first = parser.parse(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC))[0]
-    again = parser.parse(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 0, 0, 400_000, tzinfo=UTC))[0]
-    later = parser.parse(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 5, 0, tzinfo=UTC))[0]
+    parser = _receiver()
+    first = parser.receive(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 0, 0, tzinfo=UTC))[0]
+    again = parser.receive(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 0, 0, 400_000, tzinfo=UTC))[0]
+    later = parser.receive(_request(unstamped), received_at=datetime(2026, 3, 2, 10, 5, 0, tzinfo=UTC))[0]
     assert first.dedup_key == again.dedup_key  # the same second: a resent twin
     assert first.dedup_key != later.dedup_key  # a later change of the same deal is new
-    stamped = parser.parse(_request(body), received_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC))[0]
+    stamped = parser.receive(_request(body), received_at=datetime(2026, 3, 2, 10, 0, tzinfo=UTC))[0]
     assert stamped.occurred_at.year == 2024 and stamped.dedup_key != first.dedup_key
 
 
 def test_wrong_token_refused() -> None:
     body = (PAYLOADS / "deal_update.txt").read_text().strip()
     with pytest.raises(WebhookForbidden):
-        Bitrix24WebhookParser("b24", "another-token").parse(_request(body), received_at=datetime.now(UTC))
+        _receiver("another-token").receive(_request(body), received_at=datetime.now(UTC))
 
 
 # --- batched paging ------------------------------------------------------------------------------

@@ -122,7 +122,15 @@ def test_changed_deals_in_order_complete_and_never_refused_while_deals_change() 
             ids.append(simulator.add_deal({"TITLE": f"B{i}"}))
         now[0] += timedelta(seconds=1)
         ids += [simulator.add_deal({"TITLE": f"C{i}"}) for i in range(100)]
-        b24 = Bitrix24Adapter("b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 50, "burst": 50})
+        b24 = Bitrix24Adapter(
+            "b24",
+            {
+                "webhook_url": server.base_url + simulator.webhook_base,
+                "application_token": "t" * 8,
+                "rate": 50,
+                "burst": 50,
+            },
+        )
         real = b24.client.call_full
         touched = iter(ids[::7])
 

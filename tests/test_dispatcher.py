@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
-from adapters.base import CrmAdapter, WriteResult
+from adapters.contracts import CommandSink, CrmAdapter, WriteResult
 from connector.config import load_config_text
 from connector.dispatcher import Dispatcher
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
-from domain import Command, CreateTask, Deal, User
+from domain import Command, CreateTask
 from domain.clock import utcnow
 from domain.errors import AmbiguousWriteError, RateLimited
 
@@ -22,7 +21,7 @@ crms: {b24: {type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", app
 """
 
 
-class Recording(CrmAdapter):
+class Recording(CrmAdapter, CommandSink):
     """Records the dispatcher's calls; ``landed`` is what the CRM holds."""
 
     type = "fake"
@@ -32,15 +31,6 @@ class Recording(CrmAdapter):
         self.calls: list[str] = []
         self.landed: dict[str, str] = {}
         self.fail_next: Exception | None = None
-
-    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
-        return {}
-
-    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
-        return iter(())
-
-    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
-        return {}
 
     def execute(self, command: Command, marker: str) -> WriteResult:
         self.calls.append("execute")

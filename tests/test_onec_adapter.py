@@ -18,12 +18,12 @@ import requests
 import responses
 from marshmallow import ValidationError
 
+from adapters.contracts import DealSource, WebhookReceiver
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.client import OneCClient, VersionConflict, basic_auth_utf8
-from adapters.onec.commands import CreateCounterparty
 from adapters.onec.mapping import build_entities
 from adapters.onec.settings import OneCSettings
-from domain import CreateTask, command_from_payload
+from domain import CreateCounterparty, CreateTask, command_from_payload
 from domain.errors import (
     AmbiguousWriteError,
     AuthError,
@@ -338,10 +338,10 @@ def test_counterparty_command_round_trips_through_the_outbox_payload() -> None:
     assert command_from_payload(cmd.kind, cmd.to_payload()) == cmd
 
 
-def test_deal_methods_are_empty_and_other_commands_refused() -> None:
+def test_a_base_keeps_no_deals_and_takes_only_counterparties() -> None:
     a = adapter()
-    assert a.get_deals(["1"]) == {} and list(a.changed_deals(None)) == [] and a.get_users(["1"]) == {}
-    assert a.webhook_parser() is None and a.get_deal("1") is None
+    assert not isinstance(a, DealSource) and not isinstance(a, WebhookReceiver)
+    assert OneCAdapter.accepts(CreateCounterparty) and not OneCAdapter.accepts(CreateTask)
     with pytest.raises(FatalError):
         a.execute(CreateTask(deal_id="1", title="x"), "m")
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from datetime import datetime
+from collections.abc import Iterable
 from typing import Any
 
 import pytest
 
-from adapters.base import CrmAdapter, WriteResult
 from adapters.onec.linking import Linker, LinkSubject
-from domain import Command, Deal, User
+from domain import Deal
 
 DOC, INV, PARTY = (
     "aaaaaaaa-0000-0000-0000-000000000001",
@@ -19,13 +17,11 @@ DOC, INV, PARTY = (
 )
 
 
-class FakeDeals(CrmAdapter):
+class FakeDeals:
     """Deals as field dicts; records every search."""
 
-    type = "fake"
-
     def __init__(self, deals: dict[str, dict[str, str]]) -> None:
-        super().__init__("b24", {})
+        self.name = "b24"
         self.deals = deals
         self.searches: list[tuple[str, str]] = []
 
@@ -35,18 +31,6 @@ class FakeDeals(CrmAdapter):
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         self.searches.append((field, value))
         return [d for d, f in self.deals.items() if f.get(field) == value][:limit]
-
-    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
-        return iter(())
-
-    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
-        return {}
-
-    def execute(self, command: Command, marker: str) -> WriteResult:
-        raise NotImplementedError
-
-    def find_written(self, command: Command, marker: str) -> WriteResult | None:
-        return None
 
 
 STRATEGIES: list[dict[str, Any]] = [

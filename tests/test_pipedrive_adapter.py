@@ -15,12 +15,11 @@ import requests
 import responses
 from marshmallow import ValidationError
 
-from adapters.base import IncomingRequest
+from adapters.contracts import IncomingRequest
 from adapters.pipedrive.adapter import PipedriveAdapter
 from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import parse_time
 from adapters.pipedrive.settings import PipedriveSettings
-from adapters.pipedrive.webhook import PipedriveWebhookParser
 from domain import AddComment, CloseDeal, CreateTask, EventKind, UpdateDeal, marker_for
 from domain.errors import (
     AmbiguousWriteError,
@@ -74,14 +73,14 @@ def hook(body: Any, user: str = "hooks", password: str = "hook-password", raw: b
     return IncomingRequest(body=data, content_type="application/json", headers=headers)
 
 
-PARSER = PipedriveWebhookParser("pd", "hooks", "hook-password")
+PARSER = adapter()
 
 
 # --- webhooks -----------------------------------------------------------------------------
 
 
 def test_v2_change_carries_previous_and_meta_id() -> None:
-    [event] = PARSER.parse(hook(payload("webhook_v2_deal_change.json")), received_at=RECEIVED)
+    [event] = PARSER.receive(hook(payload("webhook_v2_deal_change.json")), received_at=RECEIVED)
     assert event.kind == EventKind.DEAL_UPDATED and event.deal_id == "8" and event.crm == "pd"
     assert event.dedup_key == "pd:df47d877-7bd2-4b3c-9ef4-6c2b3c4a1d27"
     assert event.occurred_at == datetime(2022, 11, 24, 15, 11, 55, 724000, tzinfo=UTC)
@@ -91,45 +90,45 @@ def test_v2_change_carries_previous_and_meta_id() -> None:
 
 
 def test_v2_create_and_delete() -> None:
-    [created] = PARSER.parse(hook(payload("webhook_v2_deal_create.json")), received_at=RECEIVED)
+    [created] = PARSER.receive(hook(payload("webhook_v2_deal_create.json")), received_at=RECEIVED)
     assert created.kind == EventKind.DEAL_CREATED and created.previous is None and created.deal_id == "9"
     assert created.occurred_at == datetime(2022, 11, 24, 15, 11, 55, 724000, tzinfo=UTC)  # integer ms
-    [deleted] = PARSER.parse(hook(payload("webhook_v2_deal_delete.json")), received_at=RECEIVED)
+    [deleted] = PARSER.receive(hook(payload("webhook_v2_deal_delete.json")), received_at=RECEIVED)
     assert deleted.kind == EventKind.DEAL_DELETED and deleted.deal_id == "9" and deleted.previous is None
     assert deleted.dedup_key == "pd:e3b0c442-98fc-4c14-9afb-f4c8996fb924"
 
 
 def test_v2_retry_and_duplicate_share_the_dedup_key() -> None:
     body = payload("webhook_v2_deal_change.json")
-    first = PARSER.parse(hook(body), received_at=RECEIVED)[0]
+    first = PARSER.receive(hook(body), received_at=RECEIVED)[0]
     body["meta"]["attempt"] = 3
-    again = PARSER.parse(hook(body), received_at=RECEIVED)[0]
+    again = PARSER.receive(hook(body), received_at=RECEIVED)[0]
     assert first.dedup_key == again.dedup_key
 
 
 def test_v1_updated_keeps_only_changed_fields_and_retries_dedupe() -> None:
     body = payload("webhook_v1_deal_updated.json")
-    [event] = PARSER.parse(hook(body), received_at=RECEIVED)
+    [event] = PARSER.receive(hook(body), received_at=RECEIVED)
     assert event.kind == EventKind.DEAL_UPDATED and event.deal_id == "123"
     assert event.previous == {"status": "open", "stage_semantic": "open"}
     assert event.occurred_at == datetime.fromtimestamp(1523440213, tz=UTC)
     body["retry"] = 2
-    assert PARSER.parse(hook(body), received_at=RECEIVED)[0].dedup_key == event.dedup_key
+    assert PARSER.receive(hook(body), received_at=RECEIVED)[0].dedup_key == event.dedup_key
     assert event.dedup_key.startswith("pd1:")
 
 
 def test_own_api_changes_and_other_objects_are_acknowledged_without_events() -> None:
     body = payload("webhook_v2_deal_change.json")
     body["meta"]["change_source"] = "api"
-    assert PARSER.parse(hook(body), received_at=RECEIVED) == []
-    keep = PipedriveWebhookParser("pd", "hooks", "hook-password", skip_own_changes=False)
-    assert len(keep.parse(hook(body), received_at=RECEIVED)) == 1
+    assert PARSER.receive(hook(body), received_at=RECEIVED) == []
+    keep = adapter(skip_own_changes=False)
+    assert len(keep.receive(hook(body), received_at=RECEIVED)) == 1
     # A deal created through the API is another integration's (a web form): kept.
     created = payload("webhook_v2_deal_create.json")
     created["meta"]["change_source"] = "api"
-    assert len(PARSER.parse(hook(created), received_at=RECEIVED)) == 1
+    assert len(PARSER.receive(hook(created), received_at=RECEIVED)) == 1
     body["meta"].update(entity="activity", change_source="app")
-    assert PARSER.parse(hook(body), received_at=RECEIVED) == []
+    assert PARSER.receive(hook(body), received_at=RECEIVED) == []
 
 
 @pytest.mark.parametrize(
@@ -146,7 +145,7 @@ def test_own_api_changes_and_other_objects_are_acknowledged_without_events() -> 
 def test_bad_basic_auth_is_401_before_the_body_is_read(headers: dict[str, str]) -> None:
     request = IncomingRequest(body=b"not even json", content_type="application/json", headers=headers)
     with pytest.raises(WebhookUnauthorized) as err:
-        PARSER.parse(request, received_at=RECEIVED)
+        PARSER.receive(request, received_at=RECEIVED)
     assert err.value.status == 401
 
 
@@ -168,7 +167,7 @@ def test_bad_basic_auth_is_401_before_the_body_is_read(headers: dict[str, str]) 
 def test_malformed_bodies_are_400(mutate: Any) -> None:
     raw = mutate(payload("webhook_v2_deal_change.json"))
     with pytest.raises(MalformedWebhook) as err:
-        PARSER.parse(hook(None, raw=raw), received_at=RECEIVED)
+        PARSER.receive(hook(None, raw=raw), received_at=RECEIVED)
     assert err.value.status == 400
 
 

@@ -18,7 +18,13 @@ def test_deals_changing_during_the_read_skip_no_deal() -> None:
         ids = [simulator.add_deal({"TITLE": f"Сделка {i}", "STAGE_ID": "NEW"}) for i in range(130)]
         now[0] += timedelta(seconds=1)  # edits land a second after the creations (Bitrix24 stamps to the second)
         adapter = Bitrix24Adapter(
-            "b24", {"webhook_url": server.base_url + simulator.webhook_base, "rate": 1000, "burst": 1000}
+            "b24",
+            {
+                "webhook_url": server.base_url + simulator.webhook_base,
+                "application_token": "t" * 8,
+                "rate": 1000,
+                "burst": 1000,
+            },
         )
         real_call = adapter.client.call_full  # every request goes through it, batches too
         touched = iter(ids)

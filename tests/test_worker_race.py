@@ -2,17 +2,35 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from adapters.contracts import DealSource
 from connector.config import load_config_text
 from connector.storage.models import InboxRow
 from connector.storage.store import Store
 from connector.worker import Worker
-from domain import Event, EventKind
+from domain import Deal, Event, EventKind, User
 from domain.clock import utcnow
 from tests.test_dispatcher import CONFIG, Recording
+
+
+class Deals(Recording, DealSource):
+    """A CRM with no deals at all, recording its writes."""
+
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
+        return {}
+
+    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
+        return iter(())
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        return {}
+
+    def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
+        return {}
 
 
 def test_a_lost_race_is_retried_not_failed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -20,7 +38,7 @@ def test_a_lost_race_is_retried_not_failed(monkeypatch) -> None:  # type: ignore
     store = Store("sqlite://")
     now = utcnow()
     store.add_event(Event("b24", EventKind.DEAL_UPDATED, "7", now, "k1"), now)
-    worker = Worker(cfg, store, {"b24": Recording()}, clock=lambda: now)
+    worker = Worker(cfg, store, {"b24": Deals()}, clock=lambda: now)
 
     def raced(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         raise IntegrityError("INSERT INTO deal_snapshots", {}, Exception("duplicate key pk_deal_snapshots"))

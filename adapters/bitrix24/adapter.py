@@ -6,7 +6,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
-from adapters.base import CrmAdapter, WebhookParser, WriteResult
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.keyset import DealReader
 from adapters.bitrix24.mapping import (
@@ -15,17 +14,28 @@ from adapters.bitrix24.mapping import (
     format_datetime,
     user_from_b24,
 )
-from adapters.bitrix24.webhook import Bitrix24WebhookParser
-from domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
-from domain.errors import FatalError, NotFoundError
+from adapters.bitrix24.webhook import form_token, parse_delivery
+from adapters.contracts import (
+    CommandSink,
+    CrmAdapter,
+    DealSearch,
+    DealSource,
+    IncomingRequest,
+    WebhookReceiver,
+    WriteResult,
+)
+from adapters.webhooks import TokenValidator
+from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
+from domain.errors import NotFoundError
 
 _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 
 
-class Bitrix24Adapter(CrmAdapter):
+class Bitrix24Adapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookReceiver):
     """One Bitrix24 portal, reached through an inbound webhook URL."""
 
     type = "bitrix24"
+    bookkeeping_fields = frozenset({"DATE_MODIFY", "MOVED_TIME"})
 
     def __init__(self, name: str, settings: Mapping[str, Any], client: Bitrix24Client | None = None) -> None:
         super().__init__(name, settings)
@@ -41,9 +51,10 @@ class Bitrix24Adapter(CrmAdapter):
         self.location_fields: dict[str, str] = dict(settings.get("location_fields") or {})
         self.lost_stage: dict[str, str] = dict(settings.get("lost_stage") or {})
         self.won_stage: dict[str, str] = dict(settings.get("won_stage") or {})
+        self.validators = (TokenValidator(settings["application_token"], form_token, name="application token"),)
 
-    def webhook_parser(self) -> WebhookParser:
-        return Bitrix24WebhookParser(self.name, self.settings["application_token"])
+    def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
+        return parse_delivery(self.name, request, received_at=received_at)
 
     def interrupt(self) -> None:
         self.client.interrupt()
@@ -127,31 +138,29 @@ class Bitrix24Adapter(CrmAdapter):
 
     # --- writes --------------------------------------------------------------------
 
-    def execute(self, command: Command, marker: str) -> WriteResult:
-        if isinstance(command, CreateTask):
-            fields = self._task_fields(command, marker)
-            result = self.client.call("tasks.task.add", {"fields": fields}, idempotent=False)
-            task = (result or {}).get("task") or {}
-            return WriteResult(remote_id=str(task.get("id")) if task.get("id") else None)
-        if isinstance(command, UpdateDeal):
-            self._update_deal(command.deal_id, deal_fields_to_b24(command.values))
-            return WriteResult(remote_id=command.deal_id)
-        if isinstance(command, AddComment):
-            comment_id = self.client.call(
-                "crm.timeline.comment.add",
-                {
-                    "fields": {
-                        "ENTITY_ID": command.deal_id,
-                        "ENTITY_TYPE": "deal",
-                        "COMMENT": f"{command.text}\n[{marker}]",
-                    }
-                },
-                idempotent=False,
-            )
-            return WriteResult(remote_id=str(comment_id))
-        if isinstance(command, CloseDeal):
-            return self._close(command)
-        raise FatalError(f"Bitrix24 adapter cannot carry out {command.kind}", crm=self.name)
+    def _create_task(self, command: CreateTask, marker: str) -> WriteResult:
+        fields = self._task_fields(command, marker)
+        result = self.client.call("tasks.task.add", {"fields": fields}, idempotent=False)
+        task = (result or {}).get("task") or {}
+        return WriteResult(remote_id=str(task.get("id")) if task.get("id") else None)
+
+    def _update(self, command: UpdateDeal, marker: str) -> WriteResult:
+        self._update_deal(command.deal_id, deal_fields_to_b24(command.values))
+        return WriteResult(remote_id=command.deal_id)
+
+    def _add_comment(self, command: AddComment, marker: str) -> WriteResult:
+        comment_id = self.client.call(
+            "crm.timeline.comment.add",
+            {
+                "fields": {
+                    "ENTITY_ID": command.deal_id,
+                    "ENTITY_TYPE": "deal",
+                    "COMMENT": f"{command.text}\n[{marker}]",
+                }
+            },
+            idempotent=False,
+        )
+        return WriteResult(remote_id=str(comment_id))
 
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find an earlier try's task or comment by its marker; updates are idempotent."""
@@ -204,7 +213,7 @@ class Bitrix24Adapter(CrmAdapter):
             {"ID": deal_id, "FIELDS": fields, "PARAMS": {"REGISTER_SONET_EVENT": "N"}},
         )
 
-    def _close(self, command: CloseDeal) -> WriteResult:
+    def _close(self, command: CloseDeal, marker: str) -> WriteResult:
         deal = self.get_deal(command.deal_id)
         if deal is None:
             raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
@@ -218,3 +227,5 @@ class Bitrix24Adapter(CrmAdapter):
             fields[command.reason_field] = command.reason
         self._update_deal(command.deal_id, fields)
         return WriteResult(remote_id=command.deal_id)
+
+    handlers = {CreateTask: _create_task, UpdateDeal: _update, AddComment: _add_comment, CloseDeal: _close}

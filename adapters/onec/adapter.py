@@ -8,14 +8,13 @@ the deal CRM named by ``deal_crm``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from adapters.base import CrmAdapter, WriteResult
+from adapters.contracts import CommandSink, CrmAdapter, WriteResult
 from adapters.onec.client import OneCClient
-from adapters.onec.commands import CreateCounterparty
 from adapters.onec.mapping import (
     DOCUMENT_KEYS,
     Counterparty,
@@ -35,11 +34,11 @@ from adapters.onec.odata import (
     is_guid,
     string_literal,
 )
-from domain import Command, Deal, User
+from domain import Command, CreateCounterparty
 from domain.errors import FatalError, NotFoundError
 
 
-class OneCAdapter(CrmAdapter):
+class OneCAdapter(CrmAdapter, CommandSink):
     """One 1C base published through the standard OData interface."""
 
     type = "onec"
@@ -68,17 +67,6 @@ class OneCAdapter(CrmAdapter):
         self.shipment_statuses = frozenset(settings.get("shipment_statuses") or ["КОтгрузке"])
         self.contact_kinds: dict[str, str] = dict(settings.get("contact_kinds") or {})
         self._cache: dict[tuple[str, str], Any] = {}
-
-    # --- the CrmAdapter interface: 1C has no deals, users or webhooks ---------------------------
-
-    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
-        return {}
-
-    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
-        return iter(())
-
-    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
-        return {}
 
     def interrupt(self) -> None:
         self.client.interrupt()
@@ -217,11 +205,9 @@ class OneCAdapter(CrmAdapter):
 
     # --- writes ---------------------------------------------------------------------------------
 
-    def execute(self, command: Command, marker: str) -> WriteResult:
-        if isinstance(command, CreateCounterparty):
-            created = self.client.create(self.entities["counterparty"].set, self._counterparty_body(command, marker))
-            return WriteResult(remote_id=str(created.get("Ref_Key") or "") or None)
-        raise FatalError(f"1C adapter cannot carry out {command.kind}", crm=self.name)
+    def _create_counterparty(self, command: CreateCounterparty, marker: str) -> WriteResult:
+        created = self.client.create(self.entities["counterparty"].set, self._counterparty_body(command, marker))
+        return WriteResult(remote_id=str(created.get("Ref_Key") or "") or None)
 
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """An earlier try's counterparty by the marker in its comment, else one with the same INN/KPP
@@ -279,3 +265,5 @@ class OneCAdapter(CrmAdapter):
         notes.append(f"[{marker}]")  # lets a retried write find this counterparty
         body[emap.comment] = "\n".join(notes)
         return body
+
+    handlers = {CreateCounterparty: _create_counterparty}

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from adapters.base import CrmAdapter
+from adapters.contracts import DealLookup
 
 DEFAULT_PATTERN = r"(?:сделка|deal)\s*#?(\d+)"
 
@@ -44,7 +44,7 @@ class LinkResult:
 class Linker:
     """Applies the configured strategies against the deal CRM."""
 
-    def __init__(self, strategies: Sequence[Mapping[str, Any]] | None, deal_adapter: CrmAdapter) -> None:
+    def __init__(self, strategies: Sequence[Mapping[str, Any]] | None, deal_adapter: DealLookup) -> None:
         self.strategies = list(strategies) if strategies else [{"by": "comment", "pattern": DEFAULT_PATTERN}]
         self.deal_adapter = deal_adapter
         self._patterns = {

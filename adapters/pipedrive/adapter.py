@@ -8,7 +8,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.base import CrmAdapter, WebhookParser, WriteResult
+from adapters.contracts import (
+    CommandSink,
+    CrmAdapter,
+    DealSearch,
+    DealSource,
+    IncomingRequest,
+    WebhookReceiver,
+    WriteResult,
+)
 from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import (
     CUSTOM_KEY,
@@ -17,17 +25,22 @@ from adapters.pipedrive.mapping import (
     format_time,
     user_from_pd,
 )
-from adapters.pipedrive.webhook import PipedriveWebhookParser
-from domain import AddComment, CloseDeal, Command, CreateTask, Deal, UpdateDeal, User
-from domain.errors import FatalError, NotFoundError
+from adapters.pipedrive.webhook import DeliveryParser
+from adapters.webhooks import BasicAuthValidator
+from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
+from domain.errors import NotFoundError
 
 IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
 
 
-class PipedriveAdapter(CrmAdapter):
+class PipedriveAdapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookReceiver):
     """One Pipedrive company, reached with an API token."""
 
     type = "pipedrive"
+    bookkeeping_fields = frozenset(
+        {"update_time", "stage_change_time", "close_time", "lost_time", "won_time", "first_won_time"}
+    )
+    webhooks_carry_previous = True
 
     def __init__(self, name: str, settings: Mapping[str, Any], client: PipedriveClient | None = None) -> None:
         super().__init__(name, settings)
@@ -44,16 +57,16 @@ class PipedriveAdapter(CrmAdapter):
             backoff_initial=settings.get("backoff_initial", 0.5),
         )
         self.location_fields: dict[str, str] = dict(settings.get("location_fields") or {})
-
-    def webhook_parser(self) -> WebhookParser:
-        """Parser checking the HTTP Basic credentials the webhooks were registered with."""
-        return PipedriveWebhookParser(
-            self.name,
-            self.settings["webhook_user"],
-            self.settings["webhook_password"],
-            skip_own_changes=self.settings.get("skip_own_changes", True),
-            own_user_id=self.settings.get("own_user_id"),
+        # Pipedrive signs nothing: the Basic credentials the webhooks were registered with are the proof.
+        self.validators = (BasicAuthValidator(settings["webhook_user"], settings["webhook_password"]),)
+        self.deliveries = DeliveryParser(
+            name,
+            skip_own_changes=settings.get("skip_own_changes", True),
+            own_user_id=settings.get("own_user_id"),
         )
+
+    def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
+        return self.deliveries.parse(request, received_at=received_at)
 
     def interrupt(self) -> None:
         """Cut retry and throttle waits short."""
@@ -145,27 +158,24 @@ class PipedriveAdapter(CrmAdapter):
 
     # --- writes --------------------------------------------------------------------
 
-    def execute(self, command: Command, marker: str) -> WriteResult:
-        """Carry out one command; activities and notes carry ``marker`` in their text."""
-        if isinstance(command, CreateTask):
-            body = self._activity(command, marker)
-            data = self.client.request("POST", "/api/v2/activities", json=body, idempotent=False).get("data") or {}
-            return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
-        if isinstance(command, UpdateDeal):
-            self._patch_deal(command.deal_id, deal_fields_to_pd(command.values))
-            return WriteResult(remote_id=command.deal_id)
-        if isinstance(command, AddComment):
-            content = f"{_html_text(command.text)}<br><br>[{marker}]"
-            data = (
-                self.client.request(
-                    "POST", "/v1/notes", json={"content": content, "deal_id": int(command.deal_id)}, idempotent=False
-                ).get("data")
-                or {}
-            )
-            return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
-        if isinstance(command, CloseDeal):
-            return self._close(command)
-        raise FatalError(f"Pipedrive adapter cannot carry out {command.kind}", crm=self.name)
+    def _create_task(self, command: CreateTask, marker: str) -> WriteResult:
+        body = self._activity(command, marker)
+        data = self.client.request("POST", "/api/v2/activities", json=body, idempotent=False).get("data") or {}
+        return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
+
+    def _update(self, command: UpdateDeal, marker: str) -> WriteResult:
+        self._patch_deal(command.deal_id, deal_fields_to_pd(command.values))
+        return WriteResult(remote_id=command.deal_id)
+
+    def _add_note(self, command: AddComment, marker: str) -> WriteResult:
+        content = f"{_html_text(command.text)}<br><br>[{marker}]"
+        data = (
+            self.client.request(
+                "POST", "/v1/notes", json={"content": content, "deal_id": int(command.deal_id)}, idempotent=False
+            ).get("data")
+            or {}
+        )
+        return WriteResult(remote_id=str(data["id"]) if data.get("id") else None)
 
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find an earlier try's activity or note by its marker; deal updates are idempotent."""
@@ -210,7 +220,7 @@ class PipedriveAdapter(CrmAdapter):
             raise NotFoundError("deal ids are numeric", crm=self.name, method="PATCH /api/v2/deals")
         self.client.request("PATCH", f"/api/v2/deals/{deal_id}", json=body)
 
-    def _close(self, command: CloseDeal) -> WriteResult:
+    def _close(self, command: CloseDeal, marker: str) -> WriteResult:
         body: dict[str, Any] = {"status": command.outcome}
         if command.outcome == "lost" and command.reason:
             field = command.reason_field or "lost_reason"
@@ -222,6 +232,8 @@ class PipedriveAdapter(CrmAdapter):
                 body[field] = command.reason
         self._patch_deal(command.deal_id, body)
         return WriteResult(remote_id=command.deal_id)
+
+    handlers = {CreateTask: _create_task, UpdateDeal: _update, AddComment: _add_note, CloseDeal: _close}
 
 
 def _deleted(raw: Mapping[str, Any]) -> bool:

@@ -1,25 +1,23 @@
-"""Pipedrive webhook deliveries (v2 and v1 bodies), authenticated with HTTP Basic.
+"""Pipedrive webhook deliveries (v2 and v1 bodies).
 
 Pipedrive signs nothing: the only proof a delivery is genuine is the Basic credentials
-the webhook was registered with, compared here in constant time. A v2 delivery has its own
+the webhook was registered with (the adapter validates them with the shared
+``BasicAuthValidator`` before anything here runs). A v2 delivery has its own
 id (``meta.id``, kept across retries), which is the dedup key; v1 has none, so the event,
 object id and timestamp stand in for it.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hmac
 import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from adapters.base import IncomingRequest, WebhookParser
+from adapters.contracts import IncomingRequest
 from adapters.pipedrive.mapping import flatten, normalised_previous, parse_time
 from domain import Event, EventKind, EventSource
-from domain.errors import MalformedWebhook, WebhookUnauthorized
+from domain.errors import MalformedWebhook
 from domain.keys import hashed_webhook_key, webhook_key
 
 # v2 actions, and the v1 names of the same.
@@ -34,21 +32,16 @@ ACTIONS = {
 }
 
 
-class PipedriveWebhookParser(WebhookParser):
-    """Parses deliveries for one configured Pipedrive company."""
+class DeliveryParser:
+    """Parses the validated deliveries of one configured Pipedrive company."""
 
-    def __init__(
-        self, crm: str, user: str, password: str, *, skip_own_changes: bool = True, own_user_id: str | None = None
-    ) -> None:
+    def __init__(self, crm: str, *, skip_own_changes: bool = True, own_user_id: str | None = None) -> None:
         self.crm = crm
-        self._user = user.encode()
-        self._password = password.encode()
         self.skip_own_changes = skip_own_changes
         self.own_user_id = own_user_id
 
     def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
-        """Check the Basic credentials, then parse a v2 or v1 body into at most one deal event."""
-        self._check_auth(request.headers)
+        """A v2 or v1 body as at most one deal event."""
         try:
             body = json.loads(request.body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -61,21 +54,6 @@ class PipedriveWebhookParser(WebhookParser):
         if body.get("v") == 1 or "object" in meta:
             return self._v1(body, meta, received_at)
         raise MalformedWebhook("neither a v2 nor a v1 webhook body")
-
-    def _check_auth(self, headers: Mapping[str, str]) -> None:
-        value = headers.get("authorization") or headers.get("Authorization") or ""
-        scheme, _, encoded = value.partition(" ")
-        if scheme.lower() != "basic" or not encoded:
-            raise WebhookUnauthorized("HTTP Basic credentials required")
-        try:
-            user, sep, password = base64.b64decode(encoded.strip(), validate=True).partition(b":")
-        except (binascii.Error, ValueError) as exc:
-            raise WebhookUnauthorized("unreadable Basic credentials") from exc
-        # Both compared in constant time, and both always, so timing tells nothing.
-        user_ok = hmac.compare_digest(user, self._user)
-        password_ok = hmac.compare_digest(password, self._password)
-        if not (sep and user_ok and password_ok):
-            raise WebhookUnauthorized("wrong credentials")
 
     def _v2(self, body: dict[str, Any], meta: dict[str, Any], received_at: datetime) -> list[Event]:
         if meta.get("entity") != "deal":

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from adapters.base import CrmAdapter
+from adapters.contracts import CrmAdapter, DealSource
 from connector.dryrun.replay import HistoryItem
 from connector.storage.models import InboxRow
 from connector.storage.store import Store
@@ -85,7 +85,7 @@ def read_jsonl(path: Path, since: datetime | None = None, until: datetime | None
                 yield item
 
 
-def from_crm(adapter: CrmAdapter, since: datetime) -> list[HistoryItem]:
+def from_crm(adapter: DealSource, since: datetime) -> list[HistoryItem]:
     """Deals changed since ``since`` as the CRM shows them now: their creation (when after
     ``since``) and their last change. The CRM keeps no past states, so stage moves in
     between are not seen; record history as JSON lines for a faithful replay."""
@@ -112,6 +112,8 @@ def from_inbox(store: Store, adapters: dict[str, CrmAdapter], since: datetime) -
         ]
     deals: dict[tuple[str, str], Deal] = {}
     for crm, adapter in adapters.items():
+        if not isinstance(adapter, DealSource):
+            continue
         wanted = sorted({d for c, d, _, _ in rows if c == crm and d})
         if wanted:
             deals.update({(crm, i): deal for i, deal in adapter.get_deals(wanted).items()})

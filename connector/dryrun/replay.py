@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from adapters.contracts import DealSource
+from adapters.registry import adapter_class
 from connector.config import Config
-from connector.worker import BOOKKEEPING_FIELDS
 from domain import Deal, Event, EventKind, EventSource
 from domain.keys import deadline_decision_key, replay_key
 from domain.statuses import TIMER_RUNNING, DeadlinePhase, TimerStatus
@@ -79,6 +80,12 @@ class Replay:
     def __init__(self, config: Config, calendar: WorkCalendar) -> None:
         self.config = config
         self.calendar = calendar
+        # What each CRM stamps on every change: a change of its own to no rule.
+        self._bookkeeping: dict[str, frozenset[str]] = {}
+        for name, settings in config.crms.items():
+            cls = adapter_class(settings)
+            if issubclass(cls, DealSource):
+                self._bookkeeping[name] = cls.bookkeeping_fields
         self._snapshots: dict[tuple[str, str], dict[str, Any]] = {}
         self._deals: dict[tuple[str, str], Deal] = {}
         self._timers: dict[tuple[str, str], dict[str, _Timer]] = defaultdict(dict)
@@ -149,7 +156,9 @@ class Replay:
         # A deadline event replays the deal as last seen: its snapshot is the one taken then
         # (deals are frozen and nothing here changes their fields).
         current = before if before is not None and self._deals.get(key) is deal else deal.snapshot()
-        changes = diff(before, current, BOOKKEEPING_FIELDS) if kind != EventKind.TIMER_DUE else {}
+        changes = (
+            diff(before, current, self._bookkeeping.get(deal.crm, frozenset())) if kind != EventKind.TIMER_DUE else {}
+        )
         event = Event(
             crm=deal.crm,
             kind=kind,

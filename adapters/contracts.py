@@ -1,0 +1,224 @@
+"""What a CRM package offers the runtime: an adapter class with the capabilities its CRM has.
+
+The runtime never asks which CRM it talks to, only what the adapter can do: read deals
+(``DealSource``), find deals by a field (``DealSearch``), carry out writes (``CommandSink``),
+report documents for another CRM's deals (``DocumentSource``), receive webhooks
+(``WebhookReceiver``). An adapter class derives from ``CrmAdapter`` and from each capability
+it implements, like django-anymail's backends build on one base and mix in what a provider
+supports; a capability it lacks is absent, not a method that fails at run time.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from domain import Command, Deal, Event, User
+from domain.bookmarks import Bookmark
+from domain.errors import AdapterError, FatalError
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a write left in the CRM: the remote object's id, if it has one."""
+
+    remote_id: str | None = None
+    reconciled: bool = False
+
+
+@dataclass(frozen=True)
+class IncomingRequest:
+    """A webhook request reduced to what receivers need, free of any web framework."""
+
+    body: bytes
+    content_type: str
+    headers: Mapping[str, str]
+    form: Mapping[str, list[str]] | None = None  # parsed form fields, when form-encoded
+    remote_addr: str | None = None
+
+
+class CrmAdapter:
+    """One configured CRM; subclasses add the capabilities below."""
+
+    type: ClassVar[str]
+
+    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+        self.name = name
+        self.settings = settings
+
+    def interrupt(self) -> None:
+        """Cut short retry and throttle waits in flight: the process is stopping, and an
+        unfinished call is retried from the database by whoever runs next."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+class DealSource(ABC):
+    """A CRM that keeps deals: read them, list what changed, and read its users."""
+
+    name: str
+    # Fields the CRM stamps on every change of a deal: they change whenever anything does,
+    # so a change of theirs is no change of its own (a `changed` condition would always hold).
+    bookkeeping_fields: ClassVar[frozenset[str]] = frozenset()
+    # Whether the CRM's webhooks tell the values before a change; where they do not, the
+    # worker derives them from the deal's last snapshot.
+    webhooks_carry_previous: ClassVar[bool] = False
+
+    @abstractmethod
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
+        """Read deals by id, batched as the CRM allows; ids that do not exist are absent."""
+
+    def get_deal(self, deal_id: str) -> Deal | None:
+        """Read one deal, or None when it does not exist."""
+        return self.get_deals([deal_id]).get(deal_id)
+
+    @abstractmethod
+    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
+        """Deals modified at or after ``since`` (all when None), oldest change first."""
+
+    @abstractmethod
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        """Read users by id."""
+
+    @abstractmethod
+    def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
+        """How many open deals each user is responsible for (least-loaded assignment)."""
+
+
+class DealSearch(ABC):
+    """A CRM whose deals can be found by a field's value (linking documents to deals)."""
+
+    @abstractmethod
+    def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
+        """Ids of deals whose ``field`` (a CRM field name) equals ``value``, at most ``limit``.
+
+        Callers treat more than one match as ambiguous, so two is enough to know.
+        """
+
+
+class DealLookup(Protocol):
+    """What linking a document to a deal needs of the deals' CRM."""
+
+    name: str
+
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]: ...
+
+    def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]: ...
+
+
+# A handler carries out one command: (adapter, command, marker) -> what it wrote.
+Handler = Callable[[Any, Any, str], WriteResult]
+# One write of a batch: the command and the marker its created objects carry.
+Write = tuple[Command, str]
+
+
+class CommandSink(ABC):
+    """A CRM that carries out writes, each command type by its own handler.
+
+    ``handlers`` is the table the config is checked against: a rule step whose command has
+    no handler in its CRM's table is refused by ``connector check``, not at run time.
+    """
+
+    name: str
+    handlers: ClassVar[Mapping[type[Command], Handler]] = {}
+
+    @classmethod
+    def accepts(cls, command: type[Command]) -> bool:
+        """Whether this CRM can carry out ``command``."""
+        return command in cls.handlers
+
+    def execute(self, command: Command, marker: str) -> WriteResult:
+        """Carry out one write; objects it creates carry ``marker`` so they can be found."""
+        handler = self.handlers.get(type(command))
+        if handler is None:
+            raise FatalError(f"{type(self).__name__} cannot carry out {command.kind}", crm=self.name)
+        return handler(self, command, marker)
+
+    def execute_many(self, writes: Sequence[Write]) -> list[WriteResult | AdapterError]:
+        """Carry out several writes; each answer is its result or the error it ended in.
+
+        One call per write unless the CRM batches them; a failed write does not stop the others.
+        """
+        outcomes: list[WriteResult | AdapterError] = []
+        for command, marker in writes:
+            try:
+                outcomes.append(self.execute(command, marker))
+            except AdapterError as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    @abstractmethod
+    def find_written(self, command: Command, marker: str) -> WriteResult | None:
+        """Find the effect of an earlier try of ``command`` by its marker, if any (a write
+        whose repetition changes nothing, such as setting fields, needs no search: None)."""
+
+
+class DocumentFiling(Protocol):
+    """What a document poll gets from the runtime: its bookmarks, its memory of what it filed,
+    and the inbox. Streams and refs are the source's own names."""
+
+    now: datetime
+
+    def bookmark(self, stream: str) -> Bookmark | None:
+        """Where the last poll of ``stream`` stopped."""
+        ...
+
+    def save_bookmark(self, stream: str, bookmark: Bookmark) -> None:
+        """Move ``stream``'s bookmark (saved at once: a poll cut short resumes from it)."""
+        ...
+
+    def remembered(self, stream: str, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What was filed before for these documents, by ref."""
+        ...
+
+    def file(self, event: Event, stream: str, ref: str, memory: Mapping[str, Any]) -> bool:
+        """Store the event in the inbox, then remember ``memory`` for the document; False
+        when the inbox already held the event."""
+        ...
+
+    def unlinked(self, *, ref: str, version: str, message: str, detail: Mapping[str, Any]) -> None:
+        """Report a document no deal could be found for (once per version)."""
+        ...
+
+
+class DocumentSource(ABC):
+    """A system whose documents (invoices, payments, orders) are events of another CRM's deals."""
+
+    name: str
+    deal_crm: str  # the configured CRM whose deals the documents belong to
+
+    @abstractmethod
+    def poll_documents(self, filing: DocumentFiling, deals: DealLookup) -> int:
+        """Read what changed since the bookmarks and file it; returns how many events were queued."""
+
+
+# A validator checks one thing about a delivery and raises a ``WebhookError`` to refuse it.
+Validator = Callable[[IncomingRequest], None]
+
+
+class WebhookReceiver(ABC):
+    """A CRM that sends webhooks: ``validate`` the request, then ``parse`` it into events.
+
+    ``validators`` run in order before anything is parsed (django-anymail's shape): shared
+    ones live in ``adapters.webhooks``.
+    """
+
+    validators: Sequence[Validator] = ()
+
+    def validate(self, request: IncomingRequest) -> None:
+        """Refuse a delivery that is not genuine (a ``WebhookError`` says the HTTP answer)."""
+        for validator in self.validators:
+            validator(request)
+
+    @abstractmethod
+    def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
+        """The events of a validated delivery; a ``WebhookError`` refuses a malformed one."""
+
+    def receive(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
+        """Validate, then parse."""
+        self.validate(request)
+        return self.parse(request, received_at=received_at)
