@@ -10,11 +10,14 @@ supports; a capability it lacks is absent, not a method that fails at run time.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
+
+from marshmallow import Schema, missing
 
 from domain import Command, Deal, Event, User
 from domain.bookmarks import Bookmark
@@ -40,12 +43,66 @@ class IncomingRequest:
     remote_addr: str | None = None
 
 
-class CrmAdapter:
+@dataclass(frozen=True, kw_only=True)
+class CrmSettings:
+    """What every ``crms.<name>`` block holds; each CRM's settings class adds its own keys.
+
+    A CRM's settings class is the one place its defaults live: its schema takes them from
+    the class (``defaults_from``), and the adapter reads the loaded object.
+    """
+
+    type: str
+    poll_every: float | None = None  # seconds between polls; None: not polled
+    poll_overlap: float = 120.0  # seconds re-read behind the bookmark
+
+
+class SettingsSchema(Schema):
+    """The marshmallow schema of one CRM's block; it loads into its frozen settings class."""
+
+    settings_class: ClassVar[type[CrmSettings]] = CrmSettings
+
+    def load_settings(self, block: Mapping[str, Any]) -> CrmSettings:
+        """Validate ``block`` (a ``ValidationError`` says what is wrong) and freeze it."""
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in self.load(block).items()}
+        return self.settings_class(**values)
+
+
+SchemaT = TypeVar("SchemaT", bound=type[SettingsSchema])
+
+
+def defaults_from(settings_class: type[CrmSettings]) -> Callable[[SchemaT], SchemaT]:
+    """Bind a settings schema to its settings class and give its keys the class's defaults.
+
+    A schema field with a default of its own is refused: there would be two to keep in step.
+    """
+
+    def bind(schema: SchemaT) -> SchemaT:
+        defaults: dict[str, Any] = {}
+        for field in dataclasses.fields(settings_class):
+            if field.default is not dataclasses.MISSING:
+                defaults[field.name] = field.default
+            elif field.default_factory is not dataclasses.MISSING:
+                defaults[field.name] = field.default_factory
+        for name, declared in schema._declared_fields.items():
+            if declared.load_default is not missing:
+                raise TypeError(f"{schema.__name__}.{name}: its default belongs in {settings_class.__name__}")
+            if name in defaults and not declared.required:
+                declared.load_default = defaults[name]
+        schema.settings_class = settings_class
+        return schema
+
+    return bind
+
+
+SettingsT = TypeVar("SettingsT", bound=CrmSettings)
+
+
+class CrmAdapter(Generic[SettingsT]):
     """One configured CRM; subclasses add the capabilities below."""
 
     type: ClassVar[str]
 
-    def __init__(self, name: str, settings: Mapping[str, Any]) -> None:
+    def __init__(self, name: str, settings: SettingsT) -> None:
         self.name = name
         self.settings = settings
 

@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 
 from adapters.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
 from adapters.bitrix24.mapping import DEAL_SELECT  # noqa: E402
+from adapters.bitrix24.settings import Bitrix24Settings  # noqa: E402
 from simulators import bitrix24 as b24sim  # noqa: E402
 
 
@@ -89,7 +90,9 @@ def _drain(sim: BenchSimulator) -> None:
 def _ours_adapter(url: str, rate: float, burst: float) -> int:
     adapter = Bitrix24Adapter(
         "b24",
-        {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate, "burst": burst, "timeout": 60.0},
+        Bitrix24Settings(
+            webhook_url=url, application_token="bench-app-token-123", rate=rate, burst=burst, timeout=60.0
+        ),
     )
     try:
         deals = list(adapter.changed_deals(since=None))
@@ -101,7 +104,9 @@ def _ours_adapter(url: str, rate: float, burst: float) -> int:
 def _ours_list_all(url: str, rate: float, burst: float) -> int:
     adapter = Bitrix24Adapter(
         "b24",
-        {"webhook_url": url, "application_token": "bench-app-token-123", "rate": rate, "burst": burst, "timeout": 60.0},
+        Bitrix24Settings(
+            webhook_url=url, application_token="bench-app-token-123", rate=rate, burst=burst, timeout=60.0
+        ),
     )
     try:
         rows = list(adapter.client.list_all("crm.deal.list", {"order": {"ID": "ASC"}, "select": DEAL_SELECT}))

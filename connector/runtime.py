@@ -100,17 +100,17 @@ class Runtime:
 
     def poll(self, crm: str) -> int:
         settings = self.config.crms[crm]
-        if settings["type"] == "onec":  # a document source: its events belong to the deal CRM's deals
+        if settings.type == "onec":  # a document source: its events belong to the deal CRM's deals
             from jobs.poll_documents import poll_documents
 
-            deals = self.adapters[settings["deal_crm"]]
+            deals = self.adapters[settings.deal_crm]  # type: ignore[attr-defined]
             assert isinstance(deals, DealSource)
             return poll_documents(
                 self.store,
                 self.adapters[crm],
                 deals,  # type: ignore[arg-type]
                 now=self.clock(),
-                overlap=timedelta(seconds=settings.get("poll_overlap", 600)),
+                overlap=timedelta(seconds=settings.poll_overlap),
             )
         source = self.adapters[crm]
         assert isinstance(source, DealSource)
@@ -118,7 +118,7 @@ class Runtime:
             self.store,
             source,
             now=self.clock(),
-            overlap=timedelta(seconds=settings.get("poll_overlap", 120)),
+            overlap=timedelta(seconds=settings.poll_overlap),
         )
 
     def start(self, *, serve: bool = True, roles: Iterable[str] = ROLES) -> None:
@@ -189,9 +189,9 @@ class Runtime:
                 lead, "interval", args=[self.fire_timers], seconds=self.config.timers["every"], id="deadlines", **opts
             )
         for name, settings in self.config.crms.items():
-            if "poll_every" in settings:
+            if settings.poll_every:
                 self.scheduler.add_job(
-                    lead, "interval", args=[self.poll, name], seconds=settings["poll_every"], id=f"poll-{name}", **opts
+                    lead, "interval", args=[self.poll, name], seconds=settings.poll_every, id=f"poll-{name}", **opts
                 )
 
     def _as_leader(self, job: Callable[..., int], *args: Any) -> int:

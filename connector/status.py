@@ -66,7 +66,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
     attention: list[str] = []
     with store.sessions() as s:
         for name, settings in config.crms.items():
-            c = CrmStatus(name=name, type=settings["type"])
+            c = CrmStatus(name=name, type=settings.type)
             c.last_webhook = s.scalar(
                 select(func.max(InboxRow.received_at)).where(
                     InboxRow.crm == name, InboxRow.source == EventSource.WEBHOOK
@@ -106,7 +106,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 attention.append(f"{name}: {c.inbox_failed} inbox row(s) failed")
             if c.oldest_new is not None and now - c.oldest_new > BACKLOG_AGE:
                 attention.append(f"{name}: inbox backlog since {c.oldest_new.isoformat(timespec='seconds')}")
-            every = settings.get("poll_every")
+            every = settings.poll_every
             if every and (c.last_poll is None or now - c.last_poll > timedelta(seconds=every * STALE_POLLS)):
                 attention.append(
                     f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll else f"{name}: never polled"

@@ -65,10 +65,10 @@ def poll_documents(
     if not isinstance(source_adapter, OneCAdapter):
         raise TypeError(f"{source_adapter.name} is not a 1C adapter")
     src = source_adapter
-    recheck = recheck if recheck is not None else timedelta(seconds=float(src.settings.get("recheck", 3 * 86400)))
+    recheck = recheck if recheck is not None else timedelta(seconds=src.settings.recheck)
     lookback = initial_lookback if initial_lookback is not None else recheck
     src.begin_run()
-    poller = _Run(store, src, Linker(src.settings.get("link"), deal_adapter), deal_adapter.name, now)
+    poller = _Run(store, src, Linker(src.settings.link, deal_adapter), deal_adapter.name, now)
     queued = 0
     for emap in src.document_entities():
         try:

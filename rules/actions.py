@@ -8,7 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
-from rules.model import ActionSpec, CancelDeadline, CountAssignment, Note, Planned, RecordBreach, RuleContext
+from rules.model import (
+    ActionSpec,
+    CancelDeadline,
+    CountAssignment,
+    Note,
+    Planned,
+    RecordBreach,
+    RuleContext,
+    StepWrite,
+)
 from rules.templates import Template
 from rules.territories import choose_captain
 
@@ -69,6 +78,9 @@ class AssignCaptain(ActionSpec):
     fallback: str | None = None
     name: str = "assign_captain"
 
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(UpdateDeal)]
+
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         choice = choose_captain(ctx.territories, ctx.deal.location, ctx.users, self.fallback)
         out = [Planned(f"{slot}:note", Note(f"captain: {choice.reason}"))]
@@ -93,6 +105,9 @@ class CreateTaskSpec(ActionSpec):
     due_from: str = "now"
     due_at: Template | None = None  # a moment taken from the deal ("the agreed visit time")
     name: str = "create_task"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(CreateTask)]
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         variables = ctx.template_vars(results)
@@ -123,6 +138,9 @@ class UpdateFieldsSpec(ActionSpec):
     values: dict[str, Template]
     name: str = "update_fields"
 
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(UpdateDeal)]
+
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         variables = ctx.template_vars(results)
         values = {k: v.render(variables) for k, v in self.values.items()}
@@ -134,6 +152,9 @@ class UpdateFieldsSpec(ActionSpec):
 class AddCommentSpec(ActionSpec):
     text: Template
     name: str = "add_comment"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(AddComment)]
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         return [Planned(slot, AddComment(ctx.deal.id, text=self.text.render(ctx.template_vars(results))))]
@@ -150,6 +171,9 @@ class CloseDealSpec(ActionSpec):
     reason_field: str | None = None
     comment: Template | None = None  # written on the deal's timeline with the reason
     name: str = "close_deal"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(CloseDeal)] + ([StepWrite(AddComment)] if self.comment is not None else [])
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         reason = ""
@@ -184,6 +208,9 @@ class ReopenSpec(ActionSpec):
     default_stage: str
     name: str = "reopen"
 
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(UpdateDeal)]
+
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         before = ctx.changes.get("stage", (None, None))[0]
         stage = str(before) if before and before != ctx.deal.stage else self.default_stage
@@ -196,6 +223,9 @@ class MoveStageSpec(ActionSpec):
 
     stage: Template
     name: str = "move_stage"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(UpdateDeal)]
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         stage = self.stage.render(ctx.template_vars(results))
@@ -214,6 +244,9 @@ class AssignSpec(ActionSpec):
     rule: str = ""
     field: str = "responsible_id"
     name: str = "assign"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(UpdateDeal)]
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         members = [u for u in self.group if ctx.users.get(u) is None or ctx.users[u].active] or self.group
@@ -238,6 +271,9 @@ class StartDeadlineSpec(ActionSpec):
     deadline: str
     name: str = "start_deadline"
 
+    def writes(self) -> list[StepWrite]:
+        return []
+
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         from rules.deadlines import start
 
@@ -251,6 +287,9 @@ class StartDeadlineSpec(ActionSpec):
 class CancelDeadlineSpec(ActionSpec):
     deadline: str
     name: str = "cancel_deadline"
+
+    def writes(self) -> list[StepWrite]:
+        return []
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         return [Planned(slot, CancelDeadline(self.deadline, reason="cancelled by rule"))]
@@ -267,6 +306,9 @@ class EscalateSpec(ActionSpec):
     comment: Template | None = None
     due: str | None = None
     name: str = "escalate"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(CreateTask)] + ([StepWrite(AddComment)] if self.comment is not None else [])
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         out: list[Planned] = []
@@ -299,6 +341,9 @@ class CreateCounterpartySpec(ActionSpec):
     target: str
     fields: dict[str, Template]
     name: str = "create_counterparty"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(CreateCounterparty, crm=self.target, param="in")]
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         variables = ctx.template_vars(results)

@@ -159,6 +159,15 @@ class Planned:
     action: Action
 
 
+@dataclass(frozen=True)
+class StepWrite:
+    """A command a step may ask for: in the rule's own CRM, or in the one its ``param`` names."""
+
+    command: type[Command]
+    crm: str | None = None
+    param: str | None = None
+
+
 class ActionSpec(ABC):
     """One configured step of a rule's ``do`` list."""
 
@@ -167,6 +176,11 @@ class ActionSpec(ABC):
     @abstractmethod
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         """The actions this step takes; it may leave values in ``results`` for later steps."""
+
+    @abstractmethod
+    def writes(self) -> list[StepWrite]:
+        """Every command ``plan`` may return, so the config can be checked against what each
+        CRM carries out before anything runs."""
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
+from adapters.bitrix24.settings import Bitrix24Settings
 from domain import Deal, Event, EventKind, UpdateDeal, User
 from rules.actions import AssignSpec
 from rules.model import CountAssignment, RuleContext
@@ -58,7 +59,8 @@ def test_least_loaded_from_open_deals_in_the_crm() -> None:
         for user, stage in (("2", "NEW"), ("2", "NEW"), ("3", "NEW"), ("3", "WON"), ("3", "LOSE")):
             simulator.add_deal({"TITLE": "x", "STAGE_ID": stage, "ASSIGNED_BY_ID": user})
         adapter = Bitrix24Adapter(
-            "b24", {"webhook_url": server.base_url + simulator.webhook_base, "application_token": "t" * 8, "rate": 50}
+            "b24",
+            Bitrix24Settings(webhook_url=server.base_url + simulator.webhook_base, application_token="t" * 8, rate=50),
         )
         before = simulator.calls["batch"]
         load = adapter.open_deal_counts(["2", "3", "4"])

@@ -12,6 +12,7 @@ import responses
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client, encode_query
 from adapters.bitrix24.mapping import parse_address
+from adapters.bitrix24.settings import Bitrix24Settings
 from adapters.contracts import IncomingRequest
 from domain import CreateTask
 from domain.errors import AmbiguousWriteError, AuthError, FatalError, NotFoundError, WebhookForbidden
@@ -80,7 +81,7 @@ def test_batch_empty_sections_and_errors() -> None:
 @responses.activate
 def test_task_carries_marker_and_deal_binding() -> None:
     responses.post(BASE + "tasks.task.add.json", json={"result": {"task": {"id": "3711"}}})
-    adapter = Bitrix24Adapter("b24", {"webhook_url": BASE, "application_token": "t" * 8}, client=client())
+    adapter = Bitrix24Adapter("b24", Bitrix24Settings(webhook_url=BASE, application_token="t" * 8), client=client())
     deadline = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     res = adapter.execute(CreateTask("10", title="T", responsible_id="5", deadline=deadline), "crmc:abc")
     assert res.remote_id == "3711"
@@ -103,7 +104,7 @@ def test_address_parsing() -> None:
 
 
 def _receiver(token: str = "app-token-for-tests") -> Bitrix24Adapter:
-    return Bitrix24Adapter("b24", {"webhook_url": BASE, "application_token": token}, client=client())
+    return Bitrix24Adapter("b24", Bitrix24Settings(webhook_url=BASE, application_token=token), client=client())
 
 
 def _request(body: str) -> IncomingRequest:
@@ -230,12 +231,9 @@ def test_deal_reads_are_batched_to_fit_the_default_bucket() -> None:
         ids = [simulator.add_deal({"TITLE": f"D{i}"}) for i in range(100)]
         b24 = Bitrix24Adapter(
             "b24",
-            {
-                "webhook_url": server.base_url + simulator.webhook_base,
-                "application_token": "t" * 8,
-                "rate": 50,
-                "burst": 50,
-            },
+            Bitrix24Settings(
+                webhook_url=server.base_url + simulator.webhook_base, application_token="t" * 8, rate=50, burst=50
+            ),
         )
         sizes: list[int] = []
         real_batch = b24.client.batch

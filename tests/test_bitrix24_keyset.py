@@ -11,6 +11,7 @@ import responses
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.settings import Bitrix24Settings
 from simulators.bitrix24 import Bitrix24Simulator
 
 BASE = "https://x.bitrix24.ru/rest/1/code/"
@@ -20,7 +21,7 @@ SECOND = "2026-03-02T10:00:00+03:00"
 
 def adapter(**kw: Any) -> Bitrix24Adapter:
     c = Bitrix24Client(BASE, rate=1000, burst=1000, backoff_initial=0.001, backoff_max=0.01)
-    return Bitrix24Adapter("b24", {"webhook_url": BASE, "application_token": "t" * 8, **kw}, client=c)
+    return Bitrix24Adapter("b24", Bitrix24Settings(webhook_url=BASE, application_token="t" * 8, **kw), client=c)
 
 
 def deals(first: int, count: int, moment: str | None = None) -> list[dict[str, str]]:
@@ -124,12 +125,9 @@ def test_changed_deals_in_order_complete_and_never_refused_while_deals_change() 
         ids += [simulator.add_deal({"TITLE": f"C{i}"}) for i in range(100)]
         b24 = Bitrix24Adapter(
             "b24",
-            {
-                "webhook_url": server.base_url + simulator.webhook_base,
-                "application_token": "t" * 8,
-                "rate": 50,
-                "burst": 50,
-            },
+            Bitrix24Settings(
+                webhook_url=server.base_url + simulator.webhook_base, application_token="t" * 8, rate=50, burst=50
+            ),
         )
         real = b24.client.call_full
         touched = iter(ids[::7])

@@ -24,7 +24,7 @@ ENV = {"B24_URL": "https://x.bitrix24.ru/rest/1/secretcode/", "B24_TOKEN": "app-
 
 def test_good_config_loads_with_env_secrets() -> None:
     cfg = load_config_text(GOOD, ENV)
-    assert cfg.crms["b24"]["webhook_url"] == ENV["B24_URL"]
+    assert cfg.crms["b24"].webhook_url == ENV["B24_URL"]  # type: ignore[attr-defined]
     assert cfg.rules[0].triggers == frozenset({"deal.created"})  # `on:` is not YAML's True
     assert cfg.territories[0].captain == "17"
     assert ENV["B24_TOKEN"] in cfg.secrets

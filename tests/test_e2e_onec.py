@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
+from adapters.bitrix24.settings import Bitrix24Settings
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.settings import OneCSettings
 from connector.config import load_config_text
@@ -286,20 +287,15 @@ class Boom(Exception):
 def direct(onec, b24, db_url) -> Iterator[tuple[Store, OneCAdapter, Bitrix24Adapter]]:  # type: ignore[no-untyped-def]
     sim24, server24 = b24
     store = Store(db_url)
-    settings = OneCSettings().load(
-        {
-            "type": "onec",
-            "base_url": onec_url(onec),
-            "username": LOGIN,
-            "password": PASSWORD,
-            "deal_crm": "b24",
-            "backoff_initial": "0.05s",
-        }
+    settings = OneCSettings(
+        base_url=onec_url(onec), username=LOGIN, password=PASSWORD, deal_crm="b24", backoff_initial=0.05
     )
     src = OneCAdapter("onec", settings)
     deal_crm = Bitrix24Adapter(
         "b24",
-        {"webhook_url": server24.base_url + sim24.webhook_base, "rate": 50, "burst": 50, "application_token": TOKEN},
+        Bitrix24Settings(
+            webhook_url=server24.base_url + sim24.webhook_base, rate=50, burst=50, application_token=TOKEN
+        ),
     )
     yield store, src, deal_crm
     src.close()
@@ -459,24 +455,15 @@ def test_a_set_the_base_does_not_publish_does_not_stop_the_others(b24, db_url) -
         store = Store(db_url)
         src = OneCAdapter(
             "onec",
-            OneCSettings().load(
-                {
-                    "type": "onec",
-                    "base_url": f"{server.base_url}{sim1c.base_path}/",
-                    "username": LOGIN,
-                    "password": PASSWORD,
-                    "deal_crm": "b24",
-                }
+            OneCSettings(
+                base_url=f"{server.base_url}{sim1c.base_path}/", username=LOGIN, password=PASSWORD, deal_crm="b24"
             ),
         )
         deal_crm = Bitrix24Adapter(
             "b24",
-            {
-                "webhook_url": server24.base_url + sim24.webhook_base,
-                "rate": 50,
-                "burst": 50,
-                "application_token": TOKEN,
-            },
+            Bitrix24Settings(
+                webhook_url=server24.base_url + sim24.webhook_base, rate=50, burst=50, application_token=TOKEN
+            ),
         )
         deal_id = sim24.add_deal({"TITLE": "Без кассы"})
         invoice = _posted(sim1c, INVOICES, {"СуммаДокумента": 100, "Комментарий": f"сделка {deal_id}"})
@@ -573,7 +560,7 @@ def test_create_counterparty_must_name_a_1c_base(monkeypatch) -> None:  # type: 
     on: [deal.created]
     do: [{{create_counterparty: {{in: b24, name: "x"}}}}]
 """
-    with pytest.raises(ConfigError, match="not a configured 1C base"):
+    with pytest.raises(ConfigError, match="cannot carry out create_counterparty"):
         load_config_text(
             (CONFIG + rule).format(
                 db_url="sqlite://",

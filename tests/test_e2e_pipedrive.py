@@ -12,6 +12,7 @@ import requests
 from sqlalchemy import func, select
 
 from adapters.pipedrive.adapter import PipedriveAdapter
+from adapters.pipedrive.settings import PipedriveSettings
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import InboxRow, OutboxRow
@@ -288,16 +289,15 @@ def test_429_storm_with_the_window_alone_every_write_once(sim, db_url, monkeypat
 def test_throttle_keeps_under_the_burst_window(sim) -> None:  # type: ignore[no-untyped-def]
     """Many concurrent reads through one adapter: Pipedrive's rolling 2 s window is never overrun."""
     simulator, server = sim
-    settings = {
-        "type": "pipedrive",
-        "base_url": server.base_url,
-        "api_token": API_TOKEN,
-        "webhook_user": HOOK_USER,
-        "webhook_password": HOOK_PASSWORD,
-        "rate": RATE,
-        "burst": BURST,
-        "backoff_initial": 0.05,
-    }
+    settings = PipedriveSettings(
+        base_url=server.base_url,
+        api_token=API_TOKEN,
+        webhook_user=HOOK_USER,
+        webhook_password=HOOK_PASSWORD,
+        rate=RATE,
+        burst=BURST,
+        backoff_initial=0.05,
+    )
     adapter = PipedriveAdapter("pd", settings)
     deal_id = str(_new_deal(simulator, "Read often", None))
     calls, threads = 30, 3

@@ -22,7 +22,7 @@ from adapters.contracts import DealSource, WebhookReceiver
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.client import OneCClient, VersionConflict, basic_auth_utf8
 from adapters.onec.mapping import build_entities
-from adapters.onec.settings import OneCSettings
+from adapters.onec.settings import OneCSettings, OneCSettingsSchema
 from domain import CreateCounterparty, CreateTask, command_from_payload
 from domain.errors import (
     AmbiguousWriteError,
@@ -54,8 +54,8 @@ def query_of(call: Any) -> str:
     return unquote(call.request.url.split("?", 1)[1])
 
 
-def settings(**extra: Any) -> dict[str, Any]:
-    return OneCSettings().load(
+def settings(**extra: Any) -> OneCSettings:
+    loaded = OneCSettingsSchema().load_settings(
         {
             "type": "onec",
             "base_url": BASE,
@@ -67,6 +67,8 @@ def settings(**extra: Any) -> dict[str, Any]:
             **extra,
         }
     )
+    assert isinstance(loaded, OneCSettings)
+    return loaded
 
 
 def adapter(**extra: Any) -> OneCAdapter:
@@ -387,5 +389,5 @@ def test_settings_refuse_bad_blocks(bad: dict[str, Any], where: str) -> None:
 
 def test_settings_defaults() -> None:
     s = settings()
-    assert s["poll_every"] == 60 and s["poll_overlap"] == 600 and s["profile"] == "trade_11"
-    assert s["link"][0]["by"] == "comment" and s["shipment_statuses"] == ["КОтгрузке"]
+    assert s.poll_every == 60 and s.poll_overlap == 600 and s.profile == "trade_11"
+    assert s.link[0]["by"] == "comment" and s.shipment_statuses == ("КОтгрузке",)

@@ -19,7 +19,7 @@ from adapters.contracts import IncomingRequest
 from adapters.pipedrive.adapter import PipedriveAdapter
 from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import parse_time
-from adapters.pipedrive.settings import PipedriveSettings
+from adapters.pipedrive.settings import PipedriveSettings, PipedriveSettingsSchema
 from domain import AddComment, CloseDeal, CreateTask, EventKind, UpdateDeal, marker_for
 from domain.errors import (
     AmbiguousWriteError,
@@ -53,16 +53,13 @@ def client(**kw: Any) -> PipedriveClient:
     return c
 
 
+def base_hooks() -> dict[str, str]:
+    return {"webhook_user": "hooks", "webhook_password": "hook-password"}
+
+
 def adapter(**settings: Any) -> PipedriveAdapter:
-    base = {
-        "type": "pipedrive",
-        "base_url": BASE,
-        "api_token": TOKEN,
-        "webhook_user": "hooks",
-        "webhook_password": "hook-password",
-        "location_fields": {"address": ADDRESS},
-    }
-    return PipedriveAdapter("pd", {**base, **settings}, client=client())
+    chosen: dict[str, Any] = {"location_fields": {"address": ADDRESS}, **base_hooks(), **settings}
+    return PipedriveAdapter("pd", PipedriveSettings(base_url=BASE, api_token=TOKEN, **chosen), client=client())
 
 
 def hook(body: Any, user: str = "hooks", password: str = "hook-password", raw: bytes | None = None) -> IncomingRequest:
@@ -446,10 +443,12 @@ def test_update_and_close_deal_bodies() -> None:
 
 
 def test_settings() -> None:
-    schema = PipedriveSettings()
+    schema = PipedriveSettingsSchema()
     base = {"type": "pipedrive", "api_token": TOKEN, "webhook_user": "hooks", "webhook_password": "hook-password"}
-    loaded = schema.load({**base, "base_url": "http://127.0.0.1:8082/"})
-    assert loaded["base_url"] == "http://127.0.0.1:8082" and loaded["rate"] is None and loaded["burst_limit"] <= 20
+    loaded = schema.load_settings({**base, "base_url": "http://127.0.0.1:8082/"})
+    assert loaded == PipedriveSettings(
+        base_url="http://127.0.0.1:8082", api_token=TOKEN, webhook_user="hooks", webhook_password="hook-password"
+    )
     assert schema.load({**base, "company_domain": "acme"})["base_url"] == "https://acme.pipedrive.com"
     with pytest.raises(ValidationError):
         schema.load(base)

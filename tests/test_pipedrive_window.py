@@ -12,7 +12,7 @@ import responses
 
 from adapters.pipedrive.adapter import PipedriveAdapter
 from adapters.pipedrive.client import PipedriveClient
-from adapters.pipedrive.settings import PipedriveSettings
+from adapters.pipedrive.settings import PipedriveSettings, PipedriveSettingsSchema
 from adapters.pipedrive.window import RollingWindow, Ticket
 
 BASE = "https://acme.pipedrive.com"
@@ -244,15 +244,19 @@ def test_defaults_are_the_window_alone_and_old_configs_keep_their_bucket() -> No
         "webhook_password": "hook-password",
         "base_url": BASE,
     }
-    loaded = PipedriveSettings().load(base)
-    assert (loaded["burst_limit"], loaded["window"], loaded["rate"], loaded["burst"]) == (20, 2.0, None, None)
+    schema = PipedriveSettingsSchema()
+    loaded = schema.load_settings(base)
+    assert isinstance(loaded, PipedriveSettings)
+    assert (loaded.burst_limit, loaded.window, loaded.rate, loaded.burst) == (20, 2.0, None, None)
     client = PipedriveAdapter("pd", loaded).client
     assert client.throttle is None and (client.window.limit, client.window.window) == (20, 2.0)
 
-    old = PipedriveSettings().load({**base, "rate": 9})
-    assert (old["rate"], old["burst"]) == (9.0, 10.0)  # the old default bucket
+    old = schema.load_settings({**base, "rate": 9})
+    assert isinstance(old, PipedriveSettings)
+    assert (old.rate, old.burst) == (9.0, 10.0)  # the old default bucket
     client = PipedriveAdapter("pd", old).client
     assert client.throttle is not None and client.throttle.rate == 9.0 and client.window.limit == 20
 
-    growth = PipedriveSettings().load({**base, "burst_limit": 40, "window": "2s"})
+    growth = schema.load_settings({**base, "burst_limit": 40, "window": "2s"})
+    assert isinstance(growth, PipedriveSettings)
     assert PipedriveAdapter("pd", growth).client.window.limit == 40

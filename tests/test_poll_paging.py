@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
+from adapters.bitrix24.settings import Bitrix24Settings
 from simulators.bitrix24 import Bitrix24Simulator
 
 MSK = timezone(timedelta(hours=3))
@@ -19,12 +20,9 @@ def test_deals_changing_during_the_read_skip_no_deal() -> None:
         now[0] += timedelta(seconds=1)  # edits land a second after the creations (Bitrix24 stamps to the second)
         adapter = Bitrix24Adapter(
             "b24",
-            {
-                "webhook_url": server.base_url + simulator.webhook_base,
-                "application_token": "t" * 8,
-                "rate": 1000,
-                "burst": 1000,
-            },
+            Bitrix24Settings(
+                webhook_url=server.base_url + simulator.webhook_base, application_token="t" * 8, rate=1000, burst=1000
+            ),
         )
         real_call = adapter.client.call_full  # every request goes through it, batches too
         touched = iter(ids)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ from adapters.bitrix24.mapping import (
     format_datetime,
     user_from_b24,
 )
+from adapters.bitrix24.settings import Bitrix24Settings
 from adapters.bitrix24.webhook import form_token, parse_delivery
 from adapters.contracts import (
     CommandSink,
@@ -31,27 +32,25 @@ from domain.errors import NotFoundError
 _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 
 
-class Bitrix24Adapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookReceiver):
+class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, CommandSink, WebhookReceiver):
     """One Bitrix24 portal, reached through an inbound webhook URL."""
 
     type = "bitrix24"
     bookkeeping_fields = frozenset({"DATE_MODIFY", "MOVED_TIME"})
 
-    def __init__(self, name: str, settings: Mapping[str, Any], client: Bitrix24Client | None = None) -> None:
+    def __init__(self, name: str, settings: Bitrix24Settings, client: Bitrix24Client | None = None) -> None:
         super().__init__(name, settings)
         self.client = client or Bitrix24Client(
-            settings["webhook_url"],
+            settings.webhook_url,
             crm=name,
-            rate=settings.get("rate", 2.0),
-            burst=settings.get("burst", 50),
-            timeout=settings.get("timeout", 30.0),
-            max_attempts=settings.get("max_attempts", 5),
-            backoff_initial=settings.get("backoff_initial", 0.5),
+            rate=settings.rate,
+            burst=settings.burst,
+            timeout=settings.timeout,
+            max_attempts=settings.max_attempts,
+            backoff_initial=settings.backoff_initial,
         )
-        self.location_fields: dict[str, str] = dict(settings.get("location_fields") or {})
-        self.lost_stage: dict[str, str] = dict(settings.get("lost_stage") or {})
-        self.won_stage: dict[str, str] = dict(settings.get("won_stage") or {})
-        self.validators = (TokenValidator(settings["application_token"], form_token, name="application token"),)
+        self.location_fields = settings.location_fields
+        self.validators = (TokenValidator(settings.application_token, form_token, name="application token"),)
 
     def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
         return parse_delivery(self.name, request, received_at=received_at)
@@ -203,8 +202,8 @@ class Bitrix24Adapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookRe
             fields["DEADLINE"] = format_datetime(command.deadline)
         if command.auditors:
             fields["AUDITORS"] = list(command.auditors)
-        if self.settings.get("task_created_by"):
-            fields["CREATED_BY"] = self.settings["task_created_by"]
+        if self.settings.task_created_by:
+            fields["CREATED_BY"] = self.settings.task_created_by
         return fields
 
     def _update_deal(self, deal_id: str, fields: dict[str, Any]) -> None:
@@ -217,7 +216,7 @@ class Bitrix24Adapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookRe
         deal = self.get_deal(command.deal_id)
         if deal is None:
             raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
-        stages = self.won_stage if command.outcome == "won" else self.lost_stage
+        stages = self.settings.won_stage if command.outcome == "won" else self.settings.lost_stage
         # "Lost" is a stage semantics in Bitrix24, not one id: each pipeline names its own.
         stage = stages.get(deal.pipeline) or ("WON" if command.outcome == "won" else "LOSE")
         if deal.pipeline not in ("0", "") and deal.pipeline not in stages:

@@ -8,7 +8,6 @@ the deal CRM named by ``deal_crm``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -34,38 +33,35 @@ from adapters.onec.odata import (
     is_guid,
     string_literal,
 )
+from adapters.onec.settings import OneCSettings
 from domain import Command, CreateCounterparty
 from domain.errors import FatalError, NotFoundError
 
 
-class OneCAdapter(CrmAdapter, CommandSink):
+class OneCAdapter(CrmAdapter[OneCSettings], CommandSink):
     """One 1C base published through the standard OData interface."""
 
     type = "onec"
 
-    def __init__(self, name: str, settings: Mapping[str, Any], client: OneCClient | None = None) -> None:
+    def __init__(self, name: str, settings: OneCSettings, client: OneCClient | None = None) -> None:
         super().__init__(name, settings)
         self.client = client or OneCClient(
-            settings["base_url"],
-            settings["username"],
-            settings["password"],
+            settings.base_url,
+            settings.username,
+            settings.password,
             crm=name,
-            timeout=settings.get("timeout", 30.0),
-            max_attempts=settings.get("max_attempts", 5),
-            backoff_initial=settings.get("backoff_initial", 0.5),
+            timeout=settings.timeout,
+            max_attempts=settings.max_attempts,
+            backoff_initial=settings.backoff_initial,
         )
-        self.entities: dict[str, EntityMap] = build_entities(
-            settings.get("profile", "trade_11"), settings.get("entities") or {}
-        )
-        self.tz = ZoneInfo(settings.get("timezone", "Europe/Moscow"))
-        self.deal_crm: str = str(settings.get("deal_crm", ""))
-        self.page_size: int = int(settings.get("page_size", 100))
-        self.currency: str = str(settings.get("currency", "RUB"))
-        self.currencies: dict[str, str] = {
-            str(k).lower(): str(v) for k, v in (settings.get("currencies") or {}).items()
-        }
-        self.shipment_statuses = frozenset(settings.get("shipment_statuses") or ["КОтгрузке"])
-        self.contact_kinds: dict[str, str] = dict(settings.get("contact_kinds") or {})
+        self.entities: dict[str, EntityMap] = build_entities(settings.profile, settings.entities)
+        self.tz = ZoneInfo(settings.timezone)
+        self.deal_crm = settings.deal_crm
+        self.page_size = settings.page_size
+        self.currency = settings.currency
+        self.currencies = {str(k).lower(): str(v) for k, v in settings.currencies.items()}
+        self.shipment_statuses = frozenset(settings.shipment_statuses)
+        self.contact_kinds = settings.contact_kinds
         self._cache: dict[tuple[str, str], Any] = {}
 
     def interrupt(self) -> None:

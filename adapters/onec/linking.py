@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.contracts import DealLookup
-
-DEFAULT_PATTERN = r"(?:сделка|deal)\s*#?(\d+)"
+from adapters.onec.settings import DEFAULT_PATTERN
 
 
 @dataclass(frozen=True)

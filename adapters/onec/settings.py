@@ -1,21 +1,57 @@
-"""The ``crms.<name>`` block for a 1C:Enterprise base published through the standard OData interface."""
+"""The ``crms.<name>`` block for a 1C:Enterprise base published through the standard OData
+interface: its settings, the schema that loads them, and the check against the other CRMs."""
 
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import ValidationError, fields, validate, validates_schema
 
+from adapters.contracts import CrmSettings, DealSearch, DealSource, SettingsSchema, defaults_from
 from adapters.onec.mapping import ENTITY_KEYS, PROFILES, build_entities
 from domain.fields import HttpUrl, Span
 
+if TYPE_CHECKING:
+    from adapters.registry import ConfiguredCrm
+
 LINK_KINDS = ("comment", "deal_field", "inn")
-DEFAULT_LINK = [{"by": "comment", "pattern": r"(?:сделка|deal)\s*#?(\d+)"}]
+DEFAULT_PATTERN = r"(?:сделка|deal)\s*#?(\d+)"
 
 
-class OneCSettings(Schema):
+@dataclass(frozen=True, kw_only=True)
+class OneCSettings(CrmSettings):
+    """One 1C base: where its documents come from, and which CRM's deals they belong to."""
+
+    type: str = "onec"
+    base_url: str
+    username: str
+    password: str
+    deal_crm: str
+    profile: str = "trade_11"
+    entities: Mapping[str, Any] = field(default_factory=dict)
+    link: tuple[Mapping[str, Any], ...] = field(
+        default_factory=lambda: ({"by": "comment", "pattern": DEFAULT_PATTERN},)
+    )
+    poll_every: float | None = 60.0
+    poll_overlap: float = 600.0
+    recheck: float = 3 * 86400.0
+    page_size: int = 100
+    timezone: str = "Europe/Moscow"
+    currency: str = "RUB"
+    currencies: Mapping[str, str] = field(default_factory=dict)
+    shipment_statuses: tuple[str, ...] = ("КОтгрузке",)
+    contact_kinds: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 30.0
+    max_attempts: int = 5
+    backoff_initial: float = 0.5
+
+
+@defaults_from(OneCSettings)
+class OneCSettingsSchema(SettingsSchema):
     type = fields.String(required=True)
     base_url = HttpUrl(required=True, metadata={"doc": "http://HOST/BASE/odata/standard.odata/"})
     username = fields.String(
@@ -30,14 +66,12 @@ class OneCSettings(Schema):
         metadata={"doc": "the configured CRM whose deals the documents belong to"},
     )
     profile = fields.String(
-        load_default="trade_11",
         validate=validate.OneOf(tuple(PROFILES)),
         metadata={"doc": "default entity sets and fields: trade_11 or accounting_3"},
     )
     entities = fields.Dict(
         keys=fields.String(validate=validate.OneOf(ENTITY_KEYS)),
         values=fields.Raw(allow_none=True),
-        load_default=dict,
         metadata={
             "doc": "overrides per entity (invoice, payment, cash, order, "
             "counterparty, order_state); null switches one off"
@@ -45,58 +79,53 @@ class OneCSettings(Schema):
     )
     link = fields.List(
         fields.Dict(),
-        load_default=lambda: [dict(d) for d in DEFAULT_LINK],
         metadata={"doc": "ordered linking strategies: comment, deal_field, inn"},
     )
-    poll_every = Span(load_default=60.0, metadata={"doc": "how often to read new and changed documents"})
-    poll_overlap = Span(load_default=600.0, metadata={"doc": "re-read this far behind the cursor"})
+    poll_every = Span(metadata={"doc": "how often to read new and changed documents"})
+    poll_overlap = Span(metadata={"doc": "re-read this far behind the cursor"})
     recheck = Span(
-        load_default=3 * 86400.0,
         metadata={
             "doc": "always re-read documents dated this far back: 1C's Date is editable and "
             "documents are often posted (or bank statements loaded) days later"
         },
     )
-    page_size = fields.Integer(load_default=100, validate=validate.Range(min=1, max=5000))
-    timezone = fields.String(load_default="Europe/Moscow", metadata={"doc": "the base's wall-clock zone"})
-    currency = fields.String(load_default="RUB", metadata={"doc": "currency of documents in the base currency"})
+    page_size = fields.Integer(validate=validate.Range(min=1, max=5000))
+    timezone = fields.String(metadata={"doc": "the base's wall-clock zone"})
+    currency = fields.String(metadata={"doc": "currency of documents in the base currency"})
     currencies = fields.Dict(
         keys=fields.String(),
         values=fields.String(),
-        load_default=dict,
         metadata={"doc": "Catalog_Валюты Ref_Key -> ISO code, for other currencies"},
     )
     shipment_statuses = fields.List(
         fields.String(),
-        load_default=lambda: ["КОтгрузке"],
         metadata={"doc": "order statuses meaning 'ready for shipment'"},
     )
     contact_kinds = fields.Dict(
         keys=fields.String(validate=validate.OneOf(("phone", "email"))),
         values=fields.String(),
-        load_default=dict,
         metadata={
             "doc": "Вид_Key of the base's phone/e-mail contact kinds; without "
             "them a new counterparty's phone and e-mail go to its comment"
         },
     )
-    timeout = Span(load_default=30.0)
-    max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20))
-    backoff_initial = Span(load_default=0.5)
+    timeout = Span()
+    max_attempts = fields.Integer(validate=validate.Range(min=1, max=20))
+    backoff_initial = Span()
 
     @validates_schema
     def check(self, data: dict[str, Any], **kwargs: Any) -> None:
-        """Zone, entity overrides and link strategies are checked here; ``deal_crm`` naming another
-        configured CRM needs the whole config (connector/config/schema.py)."""
+        """Zone, entity overrides and link strategies; ``deal_crm`` needs the other CRMs (``cross_check``)."""
         errors: dict[str, list[str]] = {}
         try:
             ZoneInfo(str(data.get("timezone")))
         except (ZoneInfoNotFoundError, ValueError):
             errors["timezone"] = [f"unknown time zone {data.get('timezone')!r}"]
-        try:
-            build_entities(data.get("profile", "trade_11"), data.get("entities") or {})
-        except ValueError as exc:
-            errors["entities"] = [str(exc)]
+        if "profile" in data:
+            try:
+                build_entities(data["profile"], data.get("entities") or {})
+            except ValueError as exc:
+                errors["entities"] = [str(exc)]
         for i, strategy in enumerate(data.get("link") or []):
             problem = _link_problem(strategy)
             if problem:
@@ -115,7 +144,7 @@ def _link_problem(strategy: dict[str, Any]) -> str | None:
         return f"unknown keys {', '.join(sorted(extra))}; allowed: {', '.join(sorted(allowed))}"
     if by == "comment":
         try:
-            regex = re.compile(str(strategy.get("pattern") or DEFAULT_LINK[0]["pattern"]), re.IGNORECASE)
+            regex = re.compile(str(strategy.get("pattern") or DEFAULT_PATTERN), re.IGNORECASE)
         except re.error as exc:
             return f"bad pattern: {exc}"
         if regex.groups < 1:
@@ -125,3 +154,19 @@ def _link_problem(strategy: dict[str, Any]) -> str | None:
     if by == "deal_field" and strategy.get("match", "any") not in ("document", "counterparty", "any"):
         return "match: document, counterparty or any"
     return None
+
+
+def cross_check(name: str, settings: OneCSettings, crms: Mapping[str, ConfiguredCrm]) -> dict[str, list[str]]:
+    """The documents belong to the deals of ``deal_crm``: a configured CRM that keeps deals,
+    and that can search them by a field when a link strategy searches."""
+    target = crms.get(settings.deal_crm)
+    if target is None:
+        return {"deal_crm": [f"no CRM named {settings.deal_crm!r} under crms"]}
+    if not target.can(DealSource):
+        return {"deal_crm": [f"{settings.deal_crm!r} keeps no deals (type {target.settings.type})"]}
+    errors: dict[str, list[str]] = {}
+    if not target.can(DealSearch):
+        for i, strategy in enumerate(settings.link):
+            if strategy.get("by") in ("deal_field", "inn"):
+                errors[f"link.{i}"] = [f"{settings.deal_crm!r} cannot search deals by a field"]
+    return errors

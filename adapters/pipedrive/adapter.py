@@ -25,6 +25,7 @@ from adapters.pipedrive.mapping import (
     format_time,
     user_from_pd,
 )
+from adapters.pipedrive.settings import PipedriveSettings
 from adapters.pipedrive.webhook import DeliveryParser
 from adapters.webhooks import BasicAuthValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
@@ -33,7 +34,7 @@ from domain.errors import NotFoundError
 IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
 
 
-class PipedriveAdapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookReceiver):
+class PipedriveAdapter(CrmAdapter[PipedriveSettings], DealSource, DealSearch, CommandSink, WebhookReceiver):
     """One Pipedrive company, reached with an API token."""
 
     type = "pipedrive"
@@ -42,27 +43,25 @@ class PipedriveAdapter(CrmAdapter, DealSource, DealSearch, CommandSink, WebhookR
     )
     webhooks_carry_previous = True
 
-    def __init__(self, name: str, settings: Mapping[str, Any], client: PipedriveClient | None = None) -> None:
+    def __init__(self, name: str, settings: PipedriveSettings, client: PipedriveClient | None = None) -> None:
         super().__init__(name, settings)
         self.client = client or PipedriveClient(
-            settings["base_url"],
-            settings["api_token"],
+            settings.base_url,
+            settings.api_token,
             crm=name,
-            burst_limit=settings.get("burst_limit", 20),
-            window=settings.get("window", 2.0),
-            rate=settings.get("rate"),  # the deprecated leaky bucket, where the config names it
-            burst=settings.get("burst"),
-            timeout=settings.get("timeout", 30.0),
-            max_attempts=settings.get("max_attempts", 5),
-            backoff_initial=settings.get("backoff_initial", 0.5),
+            burst_limit=settings.burst_limit,
+            window=settings.window,
+            rate=settings.rate,  # the deprecated leaky bucket, where the config names it
+            burst=settings.burst,
+            timeout=settings.timeout,
+            max_attempts=settings.max_attempts,
+            backoff_initial=settings.backoff_initial,
         )
-        self.location_fields: dict[str, str] = dict(settings.get("location_fields") or {})
+        self.location_fields = settings.location_fields
         # Pipedrive signs nothing: the Basic credentials the webhooks were registered with are the proof.
-        self.validators = (BasicAuthValidator(settings["webhook_user"], settings["webhook_password"]),)
+        self.validators = (BasicAuthValidator(settings.webhook_user, settings.webhook_password),)
         self.deliveries = DeliveryParser(
-            name,
-            skip_own_changes=settings.get("skip_own_changes", True),
-            own_user_id=settings.get("own_user_id"),
+            name, skip_own_changes=settings.skip_own_changes, own_user_id=settings.own_user_id
         )
 
     def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:

@@ -1,11 +1,14 @@
-"""The ``crms.<name>`` block for a Pipedrive company."""
+"""The ``crms.<name>`` block for a Pipedrive company: its settings and the schema that loads them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, post_load, validate
+from marshmallow import ValidationError, fields, post_load, validate
 
+from adapters.contracts import CrmSettings, SettingsSchema, defaults_from
 from domain.fields import HttpUrl, Id, Span
 
 LOCATION_KEYS = ("address", "region", "city", "district", "street", "postcode")
@@ -16,7 +19,32 @@ LEGACY_BURST = 10.0
 _CUSTOM_KEY = validate.Regexp(r"^[0-9a-f]{40}$", error="a custom field key: 40 lowercase hex characters")
 
 
-class PipedriveSettings(Schema):
+@dataclass(frozen=True, kw_only=True)
+class PipedriveSettings(CrmSettings):
+    """One Pipedrive company reached with an API token."""
+
+    type: str = "pipedrive"
+    base_url: str
+    company_domain: str | None = None
+    api_token: str
+    webhook_user: str
+    webhook_password: str
+    skip_own_changes: bool = True
+    own_user_id: str | None = None
+    poll_every: float | None = 300.0
+    poll_overlap: float = 120.0
+    burst_limit: int = 20
+    window: float = 2.0
+    rate: float | None = None
+    burst: float | None = None
+    timeout: float = 30.0
+    max_attempts: int = 5
+    backoff_initial: float = 0.5
+    location_fields: Mapping[str, str] = field(default_factory=dict)
+
+
+@defaults_from(PipedriveSettings)
+class PipedriveSettingsSchema(SettingsSchema):
     """Settings of one Pipedrive company reached with an API token.
 
     The burst limit is counted per token over a rolling 2 s window (20/40/100/120 requests
@@ -29,9 +57,9 @@ class PipedriveSettings(Schema):
     """
 
     type = fields.String(required=True)
-    base_url = HttpUrl(load_default=None, metadata={"doc": "https://COMPANY.pipedrive.com (or company_domain)"})
+    base_url = HttpUrl(metadata={"doc": "https://COMPANY.pipedrive.com (or company_domain)"})
     company_domain = fields.String(
-        load_default=None,
+        allow_none=True,
         validate=validate.Regexp(r"^[a-z0-9-]+$"),
         metadata={"doc": "COMPANY of COMPANY.pipedrive.com, instead of base_url"},
     )
@@ -50,16 +78,11 @@ class PipedriveSettings(Schema):
         validate=validate.Length(min=8),
         metadata={"doc": "HTTP Basic password of the webhooks", "secret": True},
     )
-    skip_own_changes = fields.Boolean(
-        load_default=True, metadata={"doc": "ignore change webhooks with change_source 'api' (our writes)"}
-    )
-    own_user_id = Id(
-        load_default=None, allow_none=True, metadata={"doc": "the API token's user: only its API changes are skipped"}
-    )
-    poll_every = Span(load_default=300.0, metadata={"doc": "how often to poll changed deals"})
-    poll_overlap = Span(load_default=120.0, metadata={"doc": "re-read this far behind the cursor"})
+    skip_own_changes = fields.Boolean(metadata={"doc": "ignore change webhooks with change_source 'api' (our writes)"})
+    own_user_id = Id(allow_none=True, metadata={"doc": "the API token's user: only its API changes are skipped"})
+    poll_every = Span(metadata={"doc": "how often to poll changed deals"})
+    poll_overlap = Span(metadata={"doc": "re-read this far behind the cursor"})
     burst_limit = fields.Integer(
-        load_default=20,
         validate=validate.Range(min=1),
         metadata={
             "doc": "at most this many requests in any `window` (the plan's burst "
@@ -67,9 +90,8 @@ class PipedriveSettings(Schema):
             "Ultimate 120)"
         },
     )
-    window = Span(load_default=2.0, metadata={"doc": "the rolling window the burst limit is counted over"})
+    window = Span(metadata={"doc": "the rolling window the burst limit is counted over"})
     rate = fields.Float(
-        load_default=None,
         allow_none=True,
         validate=validate.Range(min=0.1),
         metadata={
@@ -79,18 +101,16 @@ class PipedriveSettings(Schema):
         },
     )
     burst = fields.Float(
-        load_default=None,
         allow_none=True,
         validate=validate.Range(min=1),
         metadata={"doc": "deprecated: that bucket's size"},
     )
-    timeout = Span(load_default=30.0)
-    max_attempts = fields.Integer(load_default=5, validate=validate.Range(min=1, max=20))
-    backoff_initial = Span(load_default=0.5)
+    timeout = Span()
+    max_attempts = fields.Integer(validate=validate.Range(min=1, max=20))
+    backoff_initial = Span()
     location_fields = fields.Dict(
         keys=fields.String(validate=validate.OneOf(LOCATION_KEYS)),
         values=fields.String(validate=_CUSTOM_KEY),
-        load_default=dict,
         metadata={"doc": "custom fields (hash keys) holding the address or its parts"},
     )
 

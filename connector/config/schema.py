@@ -8,10 +8,12 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.registry import CRM_TYPES
+from adapters.contracts import CommandSink, CrmSettings, DealSource
+from adapters.registry import ConfiguredCrm, configured, cross_check, load_settings
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
+from domain import Command, CreateTask
 from domain.fields import Span
-from rules.actions import CancelDeadlineSpec, CreateCounterpartySpec, StartDeadlineSpec
+from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
 from rules.deadlines import DeadlineDef
 from rules.model import Rule
 from rules.reports import ReportDef
@@ -202,7 +204,7 @@ class Config:
     worker: dict[str, Any]
     dispatcher: dict[str, Any]
     logging: dict[str, Any]
-    crms: dict[str, dict[str, Any]]
+    crms: dict[str, CrmSettings]
     territories: list[Territory]
     rules: list[Rule]
     deadlines: dict[str, DeadlineDef] = field(default_factory=dict)
@@ -261,41 +263,40 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     rules = [(i, r) for i, r in enumerate(data.get("rules") or []) if isinstance(r, Rule)]
     reports = [(i, r) for i, r in enumerate(data.get("reports") or []) if isinstance(r, ReportDef)]
 
-    crms: dict[str, dict[str, Any]] = {}
+    crms: dict[str, CrmSettings] = {}
     for name, block in (raw.data.get("crms") or {}).items() if isinstance(raw.data.get("crms"), dict) else []:
-        base = ("crms", name)
         if not isinstance(block, dict):
-            add(["must be a mapping"], base)
-            continue
-        kind = block.get("type")
-        if kind not in CRM_TYPES:
-            add({"type": [f"unknown CRM type {kind!r}; known: {', '.join(CRM_TYPES)}"]}, base)
+            add(["must be a mapping"], ("crms", name))
             continue
         try:
-            crms[name] = CRM_TYPES[kind].settings()().load(block)
+            crms[name] = load_settings(block)
         except ValidationError as exc:
-            add(exc.messages, base)
+            add(exc.messages, ("crms", name))
+    known = configured(crms)
+    for name, messages in cross_check(known).items():
+        add(messages, ("crms", name))
+    named = set(raw.data.get("crms") or {})  # a CRM whose block has errors is still named
 
     for i, rule in rules:
-        if rule.crm not in crms and rule.crm not in (raw.data.get("crms") or {}):
+        if rule.crm not in named:
             add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
-    for name, block in crms.items():
-        # A document source (1C) feeds the deals of another configured CRM.
-        target = block.get("deal_crm")
-        if block.get("type") == "onec" and target is not None:
-            if target not in crms:
-                add({"deal_crm": [f"no CRM named {target!r} under crms"]}, ("crms", name))
-            elif crms[target].get("type") == "onec":
-                add({"deal_crm": [f"{target!r} is a 1C base, not a CRM with deals"]}, ("crms", name))
-    for i, report in reports:
-        if report.crm not in (raw.data.get("crms") or {}):
-            add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))
-    for i, rule in rules:
+        elif rule.crm in known and not known[rule.crm].can(DealSource):
+            add({"crm": [f"{rule.crm!r} keeps no deals for a rule to act on ({_kind(known[rule.crm])})"]}, ("rules", i))
         for j, step in enumerate(rule.actions):
-            if isinstance(step, CreateCounterpartySpec) and crms.get(step.target, {}).get("type") != "onec":
-                add(
-                    {step.name: [f"in: {step.target!r} is not a configured 1C base (type onec)"]}, ("rules", i, "do", j)
-                )
+            for write in step.writes():
+                problem = _cannot_write(write.crm or rule.crm, write.command, known, named)
+                if problem:
+                    add({step.name: [f"{write.param}: {problem}" if write.param else problem]}, ("rules", i, "do", j))
+    for i, report in reports:
+        if report.crm not in named:
+            add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))
+        elif report.crm in known:
+            target = known[report.crm]
+            problem = _cannot_write(report.crm, CreateTask, known, named)
+            if not target.can(DealSource):
+                add({"crm": [f"{report.crm!r} keeps no deals to report on ({_kind(target)})"]}, ("reports", i))
+            elif problem:
+                add({"crm": [problem]}, ("reports", i))
     # Named in the file, even where a deadline's own keys are wrong (those are reported above).
     raw_deadlines = raw.data.get("deadlines")
     deadline_names = set(raw_deadlines) if isinstance(raw_deadlines, dict) else set()
@@ -327,6 +328,23 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         secrets=raw.secrets,
         source=source,
     )
+
+
+def _kind(crm: ConfiguredCrm) -> str:
+    return f"type {crm.settings.type}"
+
+
+def _cannot_write(crm: str, command: type[Command], known: dict[str, ConfiguredCrm], named: set[str]) -> str | None:
+    """Why ``crm`` cannot carry out ``command``, or None when it can (or its own block is wrong)."""
+    if crm not in named:
+        return f"no CRM named {crm!r} under crms"
+    target = known.get(crm)
+    if target is None:
+        return None  # its block is refused: reported above
+    sink = target.adapter_class
+    if not (issubclass(sink, CommandSink) and sink.accepts(command)):
+        return f"{crm!r} ({_kind(target)}) cannot carry out {command.kind}"
+    return None
 
 
 def load_config(path: str | Path, environ: dict[str, str] | None = None) -> Config:
