@@ -178,7 +178,7 @@ def _instrument_reads(runtime: Runtime, name: str, count_reads: Any) -> list[tup
 
 def _drive(runtime: Runtime, events: list[Event], deals: int, timeout: float) -> tuple[float, int]:
     for event in events:
-        runtime.store.add_event(event, datetime.now(UTC))
+        runtime.store.inbox.add(event, datetime.now(UTC))
     began = time.monotonic()
     runtime.start(serve=False, roles=["worker", "dispatcher"])
     processed = 0

@@ -234,7 +234,7 @@ def why(deal: str, config_path: str, crm: str | None) -> None:
 
     cfg = _load(config_path)
     store = Store(cfg.storage["url"], apply_migrations=False)
-    rows = store.audit_for_deal(crm, deal)
+    rows = store.audit.for_deal(crm, deal)
     if not rows:
         click.echo(f"nothing recorded for deal {deal}")
         sys.exit(1)
@@ -285,7 +285,6 @@ def replay(
     config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool, wait: float
 ) -> None:
     """Queue chosen dead letters again; the running connector resends them (reconciling first)."""
-    from connector.status import replay_dead
     from connector.storage.store import Store
     from domain.clock import utcnow
 
@@ -294,7 +293,7 @@ def replay(
     cfg = _load(config_path)
     store = Store(cfg.storage["url"], apply_migrations=False)
     try:
-        chosen = replay_dead(store, utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
+        chosen = store.outbox.replay_dead(utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
         click.echo(
             f"{len(chosen)} dead letter(s) queued again" + (f": {', '.join(map(str, chosen))}" if chosen else "")
         )

@@ -26,12 +26,11 @@ from connector.config import Config
 from connector.metrics import WRITES
 from connector.observability import correlation
 from connector.storage.models import OutboxRow
+from connector.storage.outbox import command_of
 from connector.storage.store import Store
-from domain import command_from_payload, marker_for
+from domain import OutboxStatus, marker_for
 from domain.clock import utcnow
 from domain.errors import AdapterError, AmbiguousWriteError, FatalError, RateLimited
-from domain.keys import done_audit_key
-from domain.statuses import OUTBOX_DUE, OutboxStatus
 
 log = logging.getLogger(__name__)
 OUTBOX_LOCK = 727102  # first key of the per-row advisory locks (the second is the row id)
@@ -67,7 +66,7 @@ class Dispatcher:
         """Carry out one batch of due rows; returns how many reached done."""
         cfg = self.config.dispatcher
         now = self.clock()
-        rows = self.store.claim(OutboxRow, OUTBOX_DUE, now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
+        rows = self.store.outbox.claim(now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
         lanes = by_deal(rows)
         if self._pool is None or len(lanes) < 2:
             return sum(self._lane(lane) for lane in lanes)
@@ -122,12 +121,7 @@ class Dispatcher:
 
     def _reload(self, row: OutboxRow) -> OutboxRow | None:
         """The row as stored now, if it is still this dispatcher's to carry out."""
-        with self.store.sessions() as session:
-            live = session.get(OutboxRow, row.id)
-            if live is None or live.status not in OUTBOX_DUE or live.claimed_by != self.owner:
-                return None
-            session.expunge(live)
-            return live
+        return self.store.outbox.reload(row.id, self.owner)
 
     def _carry_out(self, row: OutboxRow) -> bool:
         adapter = self.adapters.get(row.crm)
@@ -135,7 +129,7 @@ class Dispatcher:
             problem = "is configured" if adapter is None else "that carries out writes is configured"
             self._failed(row, FatalError(f"no CRM named {row.crm!r} {problem}"))
             return False
-        command = command_from_payload(row.command, row.payload)
+        command = command_of(row)
         marker = marker_for(row.idempotency_key)
         settle = timedelta(seconds=self.config.dispatcher["reconcile_after"])
         if row.status == OutboxStatus.SENDING and row.updated_at + settle > self.clock():
@@ -161,40 +155,13 @@ class Dispatcher:
         return True
 
     def _postpone(self, row: OutboxRow, until: datetime) -> None:
-        with self.store.sessions() as session, session.begin():
-            live = session.get(OutboxRow, row.id)
-            assert live is not None
-            live.next_try_at, live.claimed_until = until, None
+        self.store.outbox.postpone(row, until)
 
     def _mark_sending(self, row: OutboxRow) -> None:
-        now = self.clock()
-        with self.store.sessions() as session, session.begin():
-            live = session.get(OutboxRow, row.id)
-            assert live is not None
-            live.status, live.attempts, live.updated_at = OutboxStatus.SENDING, live.attempts + 1, now
-        row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
+        self.store.outbox.mark_sending(row, self.clock())
 
     def _done(self, row: OutboxRow, result: WriteResult) -> None:
-        now = self.clock()
-        with self.store.sessions() as session, session.begin():
-            live = session.get(OutboxRow, row.id)
-            assert live is not None
-            live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, result.remote_id, now, now
-            live.claimed_until, live.last_error = None, None
-            how = "found earlier write" if result.reconciled else "written"
-            Store.audit(
-                session,
-                at=now,
-                crm=row.crm,
-                deal_id=row.deal_id,
-                rule=row.rule,
-                action=row.command,
-                message=f"{how}: {command_from_payload(row.command, row.payload).describe()}"
-                f" (remote id {result.remote_id})",
-                detail={"remote_id": result.remote_id, "outbox_id": row.id, "reconciled": result.reconciled},
-                correlation_id=row.correlation_id,
-                key=done_audit_key(row.idempotency_key),
-            )
+        self.store.outbox.mark_done(row, remote_id=result.remote_id, reconciled=result.reconciled, now=self.clock())
         log.info(
             "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
             row.crm,
@@ -208,39 +175,27 @@ class Dispatcher:
 
     def _failed(self, row: OutboxRow, exc: AdapterError) -> None:
         cfg = self.config.dispatcher
-        now = self.clock()
-        with self.store.sessions() as session, session.begin():
-            live = session.get(OutboxRow, row.id)
-            assert live is not None
-            if live.status == OutboxStatus.PENDING and live.attempts == row.attempts:
-                live.attempts += 1  # failed before the write was attempted (e.g. reconciling)
-            if live.status == OutboxStatus.SENDING and not isinstance(exc, AmbiguousWriteError):
-                live.status = OutboxStatus.PENDING  # refused or never sent: it did not land, nothing to wait for
-            live.last_error = str(exc)[:2000]
-            live.claimed_until = None
-            live.updated_at = now
-            if isinstance(exc, FatalError) or live.attempts >= cfg["max_attempts"]:
-                live.status = OutboxStatus.DEAD
-                Store.audit(
-                    session,
-                    at=now,
-                    crm=row.crm,
-                    deal_id=row.deal_id,
-                    rule=row.rule,
-                    action="dead_letter",
-                    message=f"{row.command} gave up after {live.attempts} tries: {exc}",
-                    correlation_id=row.correlation_id,
-                )
-            else:
-                # An ambiguous write stays "sending": the next try reconciles first, and late.
-                delay = min(cfg["backoff_max"], cfg["backoff"] * 2 ** max(0, live.attempts - 1))
-                if isinstance(exc, RateLimited) and exc.retry_after:
-                    delay = max(delay, exc.retry_after)
-                if isinstance(exc, AmbiguousWriteError):
-                    # The CRM may still be carrying out the request we gave up on: look for
-                    # its result only once it has surely finished, or we would write twice.
-                    delay = max(delay, cfg["reconcile_after"])
-                live.next_try_at = now + timedelta(seconds=delay)
+
+        def retry_in(attempts: int) -> float:
+            delay = min(cfg["backoff_max"], cfg["backoff"] * 2 ** max(0, attempts - 1))
+            if isinstance(exc, RateLimited) and exc.retry_after:
+                delay = max(delay, exc.retry_after)
+            if isinstance(exc, AmbiguousWriteError):
+                # The CRM may still be carrying out the request we gave up on: look for its
+                # result only once it has surely finished, or we would write twice.
+                delay = max(delay, cfg["reconcile_after"])
+            return float(delay)
+
+        self.store.outbox.mark_failed(
+            row,
+            str(exc),
+            # An ambiguous write stays "sending": the next try reconciles first, and late.
+            may_have_landed=isinstance(exc, AmbiguousWriteError),
+            fatal=isinstance(exc, FatalError),
+            max_attempts=cfg["max_attempts"],
+            retry_in=retry_in,
+            now=self.clock(),
+        )
         log.warning(
             "dispatch failed crm=%s outbox=%s command=%s attempts=%s error=%s correlation=%s",
             row.crm,

@@ -27,7 +27,8 @@ from adapters.contracts import CrmAdapter, IncomingRequest, WebhookReceiver
 from connector import observability
 from connector.leader import leader_seen
 from connector.metrics import DELIVERIES, exposition
-from connector.storage.store import Store, new_correlation_id
+from connector.storage.inbox import new_correlation_id
+from connector.storage.store import Store
 from domain.clock import utcnow
 from domain.errors import WebhookError
 
@@ -202,7 +203,7 @@ def create_app(
         stored = duplicates = 0
         try:
             for event in events:
-                if store.add_event(event, received, correlation):
+                if store.inbox.add(event, received, correlation):
                     stored += 1
                 else:
                     duplicates += 1

@@ -16,16 +16,14 @@ import logging
 import threading
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from connector.storage.models import CursorRow
 from connector.storage.store import Store
 
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 727101
-HEARTBEAT = ("_connector", "leader")
 
 
 class Leadership:
@@ -44,7 +42,7 @@ class Leadership:
             leading = self._confirm() if self._postgres else True
         if leading:
             try:
-                self.store.set_cursor(HEARTBEAT[0], HEARTBEAT[1], self.owner, now)
+                self.store.cursors.beat(self.owner, now)
             except SQLAlchemyError:
                 log.warning("leader heartbeat not written")
         return leading
@@ -89,8 +87,7 @@ class Leadership:
 
 def leader_seen(store: Store, now: datetime, within: timedelta) -> tuple[str | None, datetime | None]:
     """The last leader's name and heartbeat, if it beat within ``within``."""
-    with store.sessions() as s:
-        row = s.scalar(select(CursorRow).where(CursorRow.crm == HEARTBEAT[0], CursorRow.stream == HEARTBEAT[1]))
-    if row is None or now - row.updated_at > within:
-        return None, row.updated_at if row else None
-    return row.value, row.updated_at
+    owner, beat = store.cursors.last_beat()
+    if beat is None or now - beat > within:
+        return None, beat
+    return owner, beat

@@ -12,9 +12,10 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from connector.config import Config
-from connector.storage.models import AuditRow, BreachRow, CursorRow, InboxRow, OutboxRow, TimerRow
+from connector.storage.audit import UNLINKED
+from connector.storage.models import AuditRow, BreachRow, InboxRow, OutboxRow, TimerRow
 from connector.storage.store import Store
-from domain.keys import DOCUMENT_MEMORY_PREFIX, document_key_pattern
+from domain.keys import document_key_pattern
 from domain.statuses import TIMER_RUNNING, EventSource, InboxStatus, OutboxStatus
 
 # An inbox row waiting longer than this, or a poll older than this many poll periods, needs a look.
@@ -72,14 +73,9 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                     InboxRow.crm == name, InboxRow.source == EventSource.WEBHOOK
                 )
             )
-            # A document source's per-document memory shares the table; it is not a poll cursor.
-            cursor = s.scalar(
-                select(CursorRow)
-                .where(CursorRow.crm == name, ~CursorRow.stream.startswith(DOCUMENT_MEMORY_PREFIX))
-                .order_by(CursorRow.updated_at.desc())
-            )
-            if cursor is not None:
-                c.last_poll, c.cursor = cursor.updated_at, cursor.value
+            latest = store.cursors.latest_bookmark(s, name)
+            if latest is not None:
+                c.last_poll, c.cursor = latest[0], latest[1].position.isoformat()
             c.inbox_new = _count(
                 s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.NEW)
             )
@@ -156,7 +152,7 @@ def _still_unlinked(s: Session, crm: str, limit: int = 500) -> list[AuditRow]:
     newest: dict[str, AuditRow] = {}
     for row in s.scalars(
         select(AuditRow)
-        .where(AuditRow.crm == crm, AuditRow.action == "unlinked")
+        .where(AuditRow.crm == crm, AuditRow.action == UNLINKED)
         .order_by(AuditRow.at.desc())
         .limit(limit)
     ):
@@ -243,35 +239,3 @@ def render(status: Status, console: Any, tz: str) -> None:
             console.print(f"  - {line}")
     else:
         console.print("[green]all well[/]")
-
-
-def replay_dead(
-    store: Store, now: datetime, *, ids: list[int] | None = None, crm: str | None = None, rule: str | None = None
-) -> list[int]:
-    """Put chosen dead letters back in the queue (attempts reset); returns their ids."""
-    with store.sessions() as s, s.begin():
-        query = select(OutboxRow).where(OutboxRow.status == OutboxStatus.DEAD)
-        if ids:
-            query = query.where(OutboxRow.id.in_(ids))
-        if crm:
-            query = query.where(OutboxRow.crm == crm)
-        if rule:
-            query = query.where(OutboxRow.rule == rule)
-        chosen = list(s.scalars(query.order_by(OutboxRow.id)))
-        for row in chosen:
-            # attempts = 1: a dead write may have landed after all, so the dispatcher looks for
-            # it by its marker first; then the row has its retries again.
-            row.status, row.next_try_at, row.claimed_until, row.updated_at = OutboxStatus.PENDING, now, None, now
-            row.attempts = 1
-            Store.audit(
-                s,
-                at=now,
-                crm=row.crm,
-                deal_id=row.deal_id,
-                rule=row.rule,
-                action="replayed",
-                message=f"dead letter {row.id} ({row.command}) queued again; last error: "
-                f"{(row.last_error or '')[:200]}",
-                correlation_id=row.correlation_id,
-            )
-        return [r.id for r in chosen]

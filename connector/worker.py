@@ -16,7 +16,6 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,21 +23,18 @@ from adapters.contracts import CrmAdapter, DealSource
 from connector.config import Config
 from connector.metrics import PROCESSING
 from connector.observability import correlation
-from connector.storage.models import (
-    AssignmentCountRow,
-    AuditRow,
-    BreachRow,
-    DealSnapshotRow,
-    InboxRow,
-    OutboxRow,
-    TimerRow,
-)
+from connector.storage.audit import NOTE, Audit
+from connector.storage.inbox import Inbox
+from connector.storage.models import InboxRow
+from connector.storage.outbox import Outbox
+from connector.storage.snapshots import Snapshots
 from connector.storage.store import Store
-from domain import Command, Deal, Event, EventKind, User
+from connector.storage.timers import Timers
+from domain import Command, CreateCounterparty, Deal, Event, EventKind, User
 from domain.clock import utcnow
 from domain.errors import AdapterError, FatalError
-from domain.keys import deadline_decision_key, deadline_timer_key, decided_audit_key
-from domain.statuses import TIMER_RUNNING, EventSource, InboxStatus, OutboxStatus, TimerStatus
+from domain.keys import deadline_decision_key
+from domain.statuses import EventSource, TimerStatus
 from rules.actions import AssignSpec
 from rules.changes import diff, triggers_for
 from rules.deadlines import OpenDeadline
@@ -87,9 +83,7 @@ class Worker:
         """Process one batch of due inbox rows; returns how many were finished."""
         cfg = self.config.worker
         now = self.clock()
-        rows = self.store.claim(
-            InboxRow, [InboxStatus.NEW], now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner
-        )
+        rows = self.store.inbox.claim(now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
         if not rows:
             return 0
         by_crm: dict[str, list[InboxRow]] = defaultdict(list)
@@ -138,18 +132,10 @@ class Worker:
         polled = [r for r in rows if r.source == EventSource.POLL and r.deal_id]
         if not polled:
             return set()
-        with self.store.sessions() as session:
-            snaps = {
-                s.deal_id: s.deal_updated_at
-                for s in session.scalars(
-                    select(DealSnapshotRow).where(
-                        DealSnapshotRow.crm == crm, DealSnapshotRow.deal_id.in_([r.deal_id for r in polled])
-                    )
-                )
-            }
+        last_seen = self.store.snapshots.updated_at(crm, [r.deal_id for r in polled if r.deal_id])
         seen: set[int] = set()
         for r in polled:
-            last = snaps.get(r.deal_id or "")
+            last = last_seen.get(r.deal_id or "")
             if last is not None and last > r.occurred_at:  # same second: maybe a newer change; read it
                 seen.add(r.id)
         return seen
@@ -205,23 +191,21 @@ class Worker:
         now = self.clock()
         with self.store.sessions() as session, session.begin():
             # Locked: a row whose lease lapsed may be claimed by another worker meanwhile.
-            live = session.get(InboxRow, row.id, with_for_update=True)
-            if live is None or live.status != InboxStatus.NEW:
+            live = Inbox.lock_new(session, row.id)
+            if live is None:
                 return
             if skipped:
-                self._finish(live, now, "already processed")
+                Inbox.finish(live, now, "already processed")
                 return
             if row.kind == str(EventKind.DEAL_DELETED):
-                snap = session.get(DealSnapshotRow, (row.crm, row.deal_id))
-                if snap is not None:
-                    session.delete(snap)
-                self._finish(live, now, "deal deleted")
+                Snapshots.forget(session, row.crm, row.deal_id or "")
+                Inbox.finish(live, now, "deal deleted")
                 return
             if deal is None:
-                self._finish(live, now, "deal not found in the CRM")
+                Inbox.finish(live, now, "deal not found in the CRM")
                 return
             self._apply_rules(session, live, source, deal, users, workload, now)
-            self._finish(live, now, None)
+            Inbox.finish(live, now, None)
         log.info(
             "processed crm=%s deal=%s inbox=%s kind=%s correlation=%s",
             row.crm,
@@ -241,7 +225,7 @@ class Worker:
         workload: Mapping[str, int],
         now: datetime,
     ) -> None:
-        snap = session.get(DealSnapshotRow, (row.crm, deal.id))
+        snap = Snapshots.get(session, row.crm, deal.id)
         current = deal.snapshot()
         before = snap.data if snap else None
         changes = diff(before, current, source.bookkeeping_fields)
@@ -262,14 +246,6 @@ class Worker:
             previous=previous,
             data=data,
         )
-        timers = {
-            t.name: t
-            for t in session.scalars(
-                select(TimerRow).where(
-                    TimerRow.crm == row.crm, TimerRow.deal_id == deal.id, TimerRow.status.in_(TIMER_RUNNING)
-                )
-            )
-        }
         ctx = RuleContext(
             deal=deal,
             event=event,
@@ -281,32 +257,23 @@ class Worker:
             calendar=self.calendar,
             workload=workload,
             deadlines=self.config.deadlines,
-            assigned=self._assigned(session),
+            assigned=Snapshots.assignments(session),
         )
-        running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values()]
+        running = [OpenDeadline(t.name, t.due_at, t.status) for t in Timers.running(session, row.crm, deal.id)]
         reviewed = review_deadlines(self.config.deadlines, running, ctx)
         for action in reviewed:
-            self._record(
-                session,
-                row,
-                Decision(
-                    "deadline",
-                    deadline_decision_key(row.crm, deal.id, action.name, action.kind, row.dedup_key),
-                    action,
-                    ctx.triggers,
-                ),
-                now,
-            )
+            key = deadline_decision_key(row.crm, deal.id, action.name, action.kind, row.dedup_key)
+            self._record(session, row, Decision("deadline", key, action, ctx.triggers), now)
         stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
         if kind == EventKind.TIMER_DUE and not self._timer_still_due(session, row, data, stopped):
-            Store.audit(
+            Audit.record(
                 session,
                 at=now,
                 crm=row.crm,
                 deal_id=deal.id,
                 rule=None,
                 trigger=row.kind,
-                action="note",
+                action=NOTE,
                 message=f"deadline {data.get('deadline')} {data.get('phase')} not acted on: "
                 "met, cancelled or re-armed since",
                 correlation_id=row.correlation_id,
@@ -314,32 +281,16 @@ class Worker:
         else:
             for decision in evaluate(self.config.rules, ctx):
                 self._record(session, row, decision, now)
-        if snap is None:
-            session.add(
-                DealSnapshotRow(
-                    crm=row.crm, deal_id=deal.id, data=current, deal_updated_at=deal.updated_at, seen_at=now
-                )
-            )
-        else:
-            snap.data, snap.deal_updated_at, snap.seen_at = current, deal.updated_at, now
+        Snapshots.save(session, row.crm, deal, current, now)
 
     @staticmethod
     def _timer_still_due(session: Session, row: InboxRow, data: Mapping[str, Any], stopped: set[str]) -> bool:
         """A reminder or breach fires only for the deadline as it was when it fell due."""
         name = str(data.get("deadline", ""))
-        timer = session.scalar(
-            select(TimerRow).where(TimerRow.key == deadline_timer_key(row.crm, row.deal_id or "", name))
-        )
+        timer = Timers.current(session, row.crm, row.deal_id or "", name)
         if timer is None or name in stopped or timer.status in (TimerStatus.DONE, TimerStatus.CANCELLED):
             return False
         return timer.due_at == datetime.fromisoformat(str(data.get("due_at")))
-
-    @staticmethod
-    def _assigned(session: Session) -> dict[str, dict[str, int]]:
-        counts: dict[str, dict[str, int]] = defaultdict(dict)
-        for r in session.scalars(select(AssignmentCountRow)):
-            counts[r.rule][r.user_id] = r.count
-        return counts
 
     def _record(self, session: Session, row: InboxRow, decision: Decision, now: datetime) -> None:
         action = decision.action
@@ -347,105 +298,61 @@ class Worker:
         if not isinstance(action, Command):
             self._record_local(session, row, decision, action, trigger, now)
             return
-        exists = session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == decision.key))
-        if exists is not None:
-            return  # decided before: the same write is never queued twice
-        session.add(
-            OutboxRow(
-                # A command for another system (a counterparty for 1C) goes to that system's adapter.
-                idempotency_key=decision.key,
-                crm=getattr(action, "target", "") or row.crm,
-                deal_id=action.deal_id,
-                rule=decision.rule,
-                command=action.kind,
-                payload=action.to_payload(),
-                status=OutboxStatus.PENDING,
-                attempts=0,
-                next_try_at=now,
-                inbox_id=row.id,
-                correlation_id=row.correlation_id,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        Store.audit(
+        Outbox.stage(
             session,
-            at=now,
-            crm=row.crm,
-            deal_id=row.deal_id,
+            key=decision.key,
+            # A counterparty goes to the system that keeps them; every other write to the deal's CRM.
+            crm=action.target if isinstance(action, CreateCounterparty) else row.crm,
+            command=action,
             rule=decision.rule,
+            now=now,
             trigger=trigger,
-            action=f"decided:{action.kind}",
-            message=action.describe(),
-            detail=action.to_payload(),
+            audit_crm=row.crm,
+            inbox_id=row.id,
             correlation_id=row.correlation_id,
-            key=decided_audit_key(decision.key),
         )
 
     def _record_local(
         self, session: Session, row: InboxRow, decision: Decision, action: LocalAction, trigger: str, now: datetime
     ) -> None:
         """Effects kept in the connector's own database, once per decision key."""
-        if session.scalar(select(AuditRow.id).where(AuditRow.key == decision.key)) is not None:
+        if Audit.has(session, decision.key):
             return  # decided and applied before (a redelivered event)
         deal_id = row.deal_id or ""
         message = action.describe()
         if isinstance(action, StartDeadline):
-            key = deadline_timer_key(row.crm, deal_id, action.name)
-            timer = session.scalar(select(TimerRow).where(TimerRow.key == key))
-            if timer is not None and timer.status in TIMER_RUNNING and not action.rearm:
-                message = f"deadline {action.name} already running: due {timer.due_at.isoformat()}"
-            else:
-                if timer is None:
-                    timer = TimerRow(
-                        key=key, crm=row.crm, deal_id=deal_id, name=action.name, rule=decision.rule, created_at=now
-                    )
-                    session.add(timer)
-                elif not action.rearm:
-                    timer.rule = decision.rule  # a rule restarts it; a re-arm keeps the rule that started it
-                timer.due_at, timer.status, timer.updated_at = action.due_at, TimerStatus.OPEN, now
-                timer.fire_at = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
-                timer.payload = {
-                    "responsible_id": action.responsible_id,
-                    "remind_at": action.remind_at.isoformat() if action.remind_at else None,
-                }
+            started = Timers.start(
+                session,
+                crm=row.crm,
+                deal_id=deal_id,
+                name=action.name,
+                rule=decision.rule,
+                due_at=action.due_at,
+                remind_at=action.remind_at,
+                responsible_id=action.responsible_id,
+                rearm=action.rearm,
+                now=now,
+            )
+            if started is None:
+                running = Timers.current(session, row.crm, deal_id, action.name)
+                due = running.due_at.isoformat() if running is not None else "?"
+                message = f"deadline {action.name} already running: due {due}"
         elif isinstance(action, CancelDeadline):
-            session.execute(
-                update(TimerRow)
-                .where(
-                    TimerRow.key == deadline_timer_key(row.crm, deal_id, action.name),
-                    TimerRow.status.in_(TIMER_RUNNING),
-                )
-                .values(status=TimerStatus.DONE if action.reason == "done" else TimerStatus.CANCELLED, updated_at=now)
-            )
+            Timers.stop(session, crm=row.crm, deal_id=deal_id, name=action.name, met=action.reason == "done", now=now)
         elif isinstance(action, RecordBreach):
-            exists = session.scalar(
-                select(BreachRow.id).where(
-                    BreachRow.crm == row.crm,
-                    BreachRow.deal_id == deal_id,
-                    BreachRow.deadline == action.deadline,
-                    BreachRow.due_at == action.due_at,
-                )
+            Timers.record_breach(
+                session,
+                crm=row.crm,
+                deal_id=deal_id,
+                deadline=action.deadline,
+                due_at=action.due_at,
+                responsible_id=action.responsible_id,
+                rule=decision.rule,
+                now=now,
             )
-            if exists is None:
-                session.add(
-                    BreachRow(
-                        crm=row.crm,
-                        deal_id=deal_id,
-                        deadline=action.deadline,
-                        responsible_id=action.responsible_id,
-                        due_at=action.due_at,
-                        breached_at=now,
-                        rule=decision.rule,
-                    )
-                )
         elif isinstance(action, CountAssignment):
-            counter = session.get(AssignmentCountRow, (action.rule, action.user_id))
-            if counter is None:
-                session.add(AssignmentCountRow(rule=action.rule, user_id=action.user_id, count=1))
-            else:
-                counter.count += 1
-        Store.audit(
+            Snapshots.count_assignment(session, action.rule, action.user_id)
+        Audit.record(
             session,
             at=now,
             crm=row.crm,
@@ -458,22 +365,8 @@ class Worker:
             key=decision.key,
         )
 
-    @staticmethod
-    def _finish(row: InboxRow, now: datetime, note: str | None) -> None:
-        row.status, row.processed_at, row.claimed_until, row.last_error = InboxStatus.DONE, now, None, note
-
     def _fail(self, rows: list[InboxRow], error: str, *, final: bool) -> None:
-        now = self.clock()
-        with self.store.sessions() as session, session.begin():
-            for r in rows:
-                live = session.get(InboxRow, r.id)
-                if live is None or live.status != InboxStatus.NEW:
-                    continue
-                live.attempts += 1
-                live.last_error = error[:2000]
-                live.claimed_until = None
-                if final or live.attempts >= self.config.worker["max_attempts"]:
-                    live.status = InboxStatus.FAILED
-                else:
-                    live.next_try_at = now + timedelta(seconds=min(600, 2**live.attempts))
+        self.store.inbox.fail(
+            rows, error, final=final, now=self.clock(), max_attempts=self.config.worker["max_attempts"]
+        )
         log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s", rows[0].crm, len(rows), final, error)

@@ -3,7 +3,7 @@
 Each run reads deals modified since the stored cursor minus an overlap (a change written
 late with an earlier timestamp is still seen), stores each as an inbox row keyed by
 deal, modification time and content (so re-reading the overlap adds nothing twice), and moves the
-cursor to the newest modification seen.
+bookmark to the newest modification seen.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from adapters.contracts import DealSource
 from connector.storage.store import Store
 from domain import Event, EventKind, EventSource
+from domain.bookmarks import Bookmark
 from domain.keys import DEALS_STREAM, poll_key
 
 log = logging.getLogger(__name__)
@@ -36,8 +37,8 @@ def poll_deals(
     ``since`` reads from that moment instead of the cursor (a backfill); the cursor still
     only moves forward.
     """
-    cursor = store.get_cursor(adapter.name, DEALS_STREAM)
-    newest = datetime.fromisoformat(cursor) if cursor else now - initial_lookback
+    bookmark = store.cursors.bookmark(adapter.name, DEALS_STREAM)
+    newest = bookmark.position if bookmark else now - initial_lookback
     if since is None:
         since = newest - overlap
     queued = seen = 0
@@ -52,7 +53,7 @@ def poll_deals(
             dedup_key=poll_key(deal.id, modified, deal.snapshot()),
             source=EventSource.POLL,
         )
-        if store.add_event(event, now):
+        if store.inbox.add(event, now):
             queued += 1
         if progress is not None:
             progress(1)
@@ -60,8 +61,8 @@ def poll_deals(
             newest = modified
         if seen % checkpoint_every == 0:
             # Saved as we go: a run cut short resumes near where it stopped.
-            store.set_cursor(adapter.name, DEALS_STREAM, newest.isoformat(), now)
-    store.set_cursor(adapter.name, DEALS_STREAM, newest.isoformat(), now)
+            store.cursors.save_bookmark(adapter.name, DEALS_STREAM, Bookmark(newest, complete=False), now)
+    store.cursors.save_bookmark(adapter.name, DEALS_STREAM, Bookmark(newest), now)
     log.info(
         "polled crm=%s since=%s seen=%d queued=%d cursor=%s",
         adapter.name,

@@ -23,16 +23,15 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
-
 from adapters.contracts import CrmAdapter, DealLookup
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.linking import Linker, LinkSubject
 from adapters.onec.mapping import Document, EntityMap
 from adapters.paging import DateSkipPaginator
-from connector.storage.models import CursorRow
+from connector.storage.audit import UNLINKED, Audit
 from connector.storage.store import Store
 from domain import Event, EventKind, EventSource
+from domain.bookmarks import Bookmark
 from domain.errors import NotFoundError
 from domain.keys import document_key, document_memory, document_stream, unlinked_audit_key
 
@@ -95,8 +94,8 @@ class _Run:
         self, emap: EntityMap, *, overlap: timedelta, recheck: timedelta, lookback: timedelta, page_size: int
     ) -> int:
         stream = document_stream(emap.key)
-        raw = self.store.get_cursor(self.src.name, stream)
-        cursor = datetime.fromisoformat(json.loads(raw)["date"]) if raw else None
+        bookmark = self.store.cursors.bookmark(self.src.name, stream)
+        cursor = bookmark.position if bookmark else None
         since = min(cursor - overlap, self.local_now - recheck) if cursor else self.local_now - lookback
         pager = DateSkipPaginator(since, page_size, crm=self.src.name, method=f"GET {emap.set}")
         seen, queued = 0, 0
@@ -123,20 +122,15 @@ class _Run:
         return queued
 
     def _save(self, stream: str, position: datetime, *, complete: bool) -> None:
-        self.store.set_cursor(
-            self.src.name, stream, json.dumps({"date": position.isoformat(), "complete": complete}), self.now
-        )
+        self.store.cursors.save_bookmark(self.src.name, stream, Bookmark(position, complete), self.now)
 
     def _memory(self, entity: str, refs: Sequence[str]) -> dict[str, dict[str, Any]]:
         """What was filed for these documents, in one query per page."""
         if not refs:
             return {}
         streams = {document_memory(entity, r): r for r in refs}
-        with self.store.sessions() as session:
-            rows = session.scalars(
-                select(CursorRow).where(CursorRow.crm == self.src.name, CursorRow.stream.in_(list(streams)))
-            )
-            return {streams[row.stream]: json.loads(row.value) for row in rows if row.value}
+        found = self.store.cursors.remembered(self.src.name, list(streams))
+        return {streams[stream]: memory for stream, memory in found.items()}
 
     # --- one document --------------------------------------------------------------------------
 
@@ -165,30 +159,27 @@ class _Run:
             source=EventSource.DOCUMENT,
             data=data,
         )
-        added = self.store.add_event(event, self.now)
+        added = self.store.inbox.add(event, self.now)
         # After the event: a crash in between re-files the same dedup key, which the inbox drops.
         # The cursor column holds 200 characters: short keys, Cyrillic unescaped, a status capped.
-        self.store.set_cursor(
+        self.store.cursors.remember(
             self.src.name,
             document_memory(emap.key, doc.ref),
-            json.dumps(
-                {"v": doc.version[:40], "fp": fingerprint, "status": doc.status[:100], "deal": link.deal_id[:20]},
-                ensure_ascii=False,
-            ),
+            {"v": doc.version[:40], "fp": fingerprint, "status": doc.status[:100], "deal": link.deal_id[:20]},
             self.now,
         )
         return int(added)
 
     def _unlinked(self, emap: EntityMap, doc: Document, reason: str) -> None:
         with self.store.sessions() as session, session.begin():
-            Store.audit(
+            Audit.record(
                 session,
                 at=self.now,
                 crm=self.src.name,
                 deal_id=None,
                 rule=None,
                 trigger="poll",
-                action="unlinked",
+                action=UNLINKED,
                 message=f"{emap.key} {doc.number}: {reason}",
                 detail={"set": emap.set, "ref": doc.ref, "version": doc.version},
                 key=unlinked_audit_key(self.src.name, doc.ref, doc.version),

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
-
-from connector.storage.models import DealSnapshotRow, OutboxRow
-from connector.storage.store import Store, new_correlation_id
-from domain import CreateTask, Deal, Event, EventKind, EventSource, OutboxStatus
-from domain.keys import decided_audit_key, report_rule, report_run_key, report_task_key
+from connector.storage.outbox import Outbox
+from connector.storage.snapshots import Snapshots
+from connector.storage.store import Store
+from domain import CreateTask, Event, EventKind, EventSource
+from domain.keys import report_rule, report_run_key, report_task_key
 from rules.calendar import WorkCalendar
 from rules.model import RuleContext
 from rules.reports import Figures, ReportDef, day_figures
@@ -31,37 +30,19 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
         dedup_key=report_run_key(report.name, day),
         source=EventSource.SCHEDULE,
     )
+    rule = report_rule(report.name)
     with store.sessions() as session, session.begin():
         snapshots = []
-        for snap in session.scalars(select(DealSnapshotRow).where(DealSnapshotRow.crm == report.crm)):
-            data = snap.data
-            if report.condition is not None:
-                deal = Deal(
-                    crm=report.crm,
-                    id=snap.deal_id,
-                    title=data.get("title") or "",
-                    stage=data.get("stage") or "",
-                    stage_semantic=data.get("stage_semantic") or "open",
-                    pipeline=data.get("pipeline") or "",
-                    responsible_id=data.get("responsible_id"),
-                    fields=dict(data.get("fields") or {}),
-                )
-                if not report.condition(
-                    RuleContext(deal=deal, event=probe, now=now, triggers=frozenset(), calendar=calendar)
-                ):
-                    continue
-            snapshots.append({**data, "id": snap.deal_id})
+        for deal, data in Snapshots.known(session, report.crm):
+            if report.condition is not None and not report.condition(
+                RuleContext(deal=deal, event=probe, now=now, triggers=frozenset(), calendar=calendar)
+            ):
+                continue
+            snapshots.append({**data, "id": deal.id})
         since = now - timedelta(days=2)
         tasks = [
-            {**row.payload, "at": row.created_at}
-            for row in session.scalars(
-                select(OutboxRow).where(
-                    OutboxRow.crm == report.crm,
-                    OutboxRow.command == CreateTask.kind,
-                    OutboxRow.created_at >= since,
-                    OutboxRow.rule != report_rule(report.name),
-                )
-            )
+            {**payload, "at": created}
+            for payload, created in Outbox.recent(session, report.crm, CreateTask.kind, since, excluding_rule=rule)
         ]
         figures = day_figures(snapshots, tasks, day, tz)
         if report.to != "responsible":
@@ -73,9 +54,6 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
         queued = 0
         due = calendar.add(now, report.due) if report.due else None
         for user, f in sorted(figures.items()):
-            key = report_task_key(report.name, report.crm, day, user)
-            if session.scalar(select(OutboxRow.id).where(OutboxRow.idempotency_key == key)) is not None:
-                continue
             variables = {"now": now, "day": day, "user": user, "stats": f.as_dict()}
             task = CreateTask(
                 "",
@@ -84,34 +62,17 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
                 responsible_id=user,
                 deadline=due,
             )
-            session.add(
-                OutboxRow(
-                    idempotency_key=key,
-                    crm=report.crm,
-                    deal_id=None,
-                    rule=report_rule(report.name),
-                    command=task.kind,
-                    payload=task.to_payload(),
-                    status=OutboxStatus.PENDING,
-                    attempts=0,
-                    next_try_at=now,
-                    correlation_id=new_correlation_id(),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            Store.audit(
+            if Outbox.stage(
                 session,
-                at=now,
+                key=report_task_key(report.name, report.crm, day, user),
                 crm=report.crm,
-                deal_id=None,
-                rule=report_rule(report.name),
-                trigger="schedule",
-                action="decided:create_task",
-                message=f"report for user {user}",
-                detail=f.as_dict() | {"won_amount": str(f.won_amount), "open_amount": str(f.open_amount)},
-                key=decided_audit_key(key),
-            )
-            queued += 1
+                command=task,
+                rule=rule,
+                now=now,
+                trigger=str(EventKind.SCHEDULE),
+                audit_message=f"report for user {user}",
+                audit_detail=f.as_dict() | {"won_amount": str(f.won_amount), "open_amount": str(f.open_amount)},
+            ):
+                queued += 1
     log.info("report run name=%s day=%s queued=%d", report.name, day, queued)
     return queued

@@ -111,7 +111,7 @@ crms: {{b24: {{type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", a
     store = Store(url)
     at = datetime(2026, 11, 25, 7, 0, tzinfo=ZoneInfo("UTC"))
     with store.sessions() as session, session.begin():
-        Store.audit(
+        store.audit.record(
             session,
             at=at,
             crm="b24",

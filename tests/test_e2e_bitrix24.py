@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from connector.config import load_config_text
 from connector.dispatcher import Dispatcher
 from connector.runtime import Runtime
-from connector.status import gather, replay_dead
+from connector.status import gather
 from connector.storage.models import InboxRow, OutboxRow
 from domain.clock import utcnow
 from simulators import SimulatorServer
@@ -74,7 +74,7 @@ def test_captain_assigned_and_one_task(sim, runtime: Runtime) -> None:  # type: 
     assert task["TITLE"] == "Проверить техническую возможность: Заявка"
     assert task["RESPONSIBLE_ID"] == "2"
     assert task["UF_CRM_TASK"] == [f"D_{deal_id}"]
-    audit = runtime.store.audit_for_deal("b24", deal_id)
+    audit = runtime.store.audit.for_deal("b24", deal_id)
     assert any("territory" in a.message for a in audit)
 
 
@@ -119,7 +119,7 @@ def test_triple_delivery_and_crash_between_call_and_commit_leave_one_task(sim, r
     with runtime.store.sessions() as s:
         task_row = s.scalars(select(OutboxRow).where(OutboxRow.command == "create_task")).one()
     assert task_row.remote_id == simulator.tasks_for_deal(deal_id)[0]["ID"]
-    assert any(a.detail and a.detail.get("reconciled") for a in runtime.store.audit_for_deal("b24", deal_id))
+    assert any(a.detail and a.detail.get("reconciled") for a in runtime.store.audit.for_deal("b24", deal_id))
 
 
 def _outbox_states(rt: Runtime) -> set[str]:
@@ -257,13 +257,13 @@ def test_fatal_error_becomes_dead_letter(sim, runtime: Runtime) -> None:  # type
         dead = s.scalars(select(OutboxRow).where(OutboxRow.status == "dead")).one()
     assert dead.command == "create_task" and dead.last_error
     assert simulator.tasks_for_deal(deal_id) == []
-    assert any(a.action == "dead_letter" for a in runtime.store.audit_for_deal("b24", deal_id))
+    assert any(a.action == "dead_letter" for a in runtime.store.audit.for_deal("b24", deal_id))
 
     # The admin sees it, fixes the cause (the captain is back) and replays it: it lands once.
     state = gather(runtime.store, runtime.config, utcnow())
     assert [d["id"] for d in state.dead_letters] == [dead.id] and not state.healthy
     simulator.add_user("Иван", user_id="2")
-    assert replay_dead(runtime.store, utcnow(), ids=[dead.id]) == [dead.id]
+    assert runtime.store.outbox.replay_dead(utcnow(), ids=[dead.id]) == [dead.id]
     assert wait_for(lambda: len(simulator.tasks_for_deal(deal_id)) == 1)
     assert wait_for(lambda: _outbox_states(runtime) == {"done"})
     assert gather(runtime.store, runtime.config, utcnow()).crms[0].outbox.get("dead", 0) == 0

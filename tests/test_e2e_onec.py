@@ -344,19 +344,18 @@ def test_restart_in_the_middle_neither_loses_nor_repeats(
 
         monkeypatch.setattr(src, "documents_page", page)
     elif crash == "after_event":  # the event is stored, the memory of it is not
-        real_set = store.set_cursor
+        real_remember = store.cursors.remember
         remembered: list[int] = []
 
-        def set_cursor(crm: str, stream: str, value: str | None, at: datetime) -> None:
-            if stream.startswith("doc:"):
-                if len(remembered) == 2:
-                    raise Boom()
-                remembered.append(1)
-            real_set(crm, stream, value, at)
+        def remember(crm: str, stream: str, memory: Any, at: datetime) -> None:
+            if len(remembered) == 2:
+                raise Boom()
+            remembered.append(1)
+            real_remember(crm, stream, memory, at)
 
-        monkeypatch.setattr(store, "set_cursor", set_cursor)
+        monkeypatch.setattr(store.cursors, "remember", remember)
     else:
-        real_add = store.add_event
+        real_add = store.inbox.add
         added: list[int] = []
 
         def add(*args: Any, **kwargs: Any) -> bool:
@@ -365,7 +364,7 @@ def test_restart_in_the_middle_neither_loses_nor_repeats(
             added.append(1)
             return real_add(*args, **kwargs)
 
-        monkeypatch.setattr(store, "add_event", add)
+        monkeypatch.setattr(store.inbox, "add", add)
     with pytest.raises(Boom):
         poll_documents(store, src, deal_crm, now=now, overlap=timedelta(minutes=10), page_size=2)
     filed = _dedup_keys(store)

@@ -162,7 +162,7 @@ def test_captain_assigned_and_one_activity(sim, runtime: Runtime, version: str) 
     with runtime.store.sessions() as s:
         row = s.scalars(select(OutboxRow).where(OutboxRow.command == "create_task")).one()
     assert row.remote_id == str(activity["id"])
-    assert any("territory" in a.message for a in runtime.store.audit_for_deal("pd", str(deal_id)))
+    assert any("territory" in a.message for a in runtime.store.audit.for_deal("pd", str(deal_id)))
 
 
 def test_duplicate_deliveries_leave_one_activity(sim, runtime: Runtime) -> None:  # type: ignore[no-untyped-def]
@@ -349,7 +349,7 @@ def test_lost_answers_after_effect_still_one_activity_per_deal(sim, runtime: Run
     assert [len(simulator.activities_for_deal(d)) for d in ids] == [1] * 5
     assert all(simulator.deals[d]["owner_id"] == 10002 for d in ids)
     reconciled = [
-        a for d in ids for a in runtime.store.audit_for_deal("pd", str(d)) if a.detail and a.detail.get("reconciled")
+        a for d in ids for a in runtime.store.audit.for_deal("pd", str(d)) if a.detail and a.detail.get("reconciled")
     ]
     assert reconciled  # at least one activity was found again rather than created twice
 

@@ -3,6 +3,7 @@ and cursors over to the formats the code reads."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from alembic import command
@@ -11,8 +12,9 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Engine, insert, select
 
 from connector.storage.engine import alembic_config, make_engine
-from connector.storage.models import Base, InboxRow
+from connector.storage.models import Base, CursorRow, InboxRow
 from connector.storage.store import Store
+from domain.bookmarks import Bookmark
 from domain.keys import document_key
 
 
@@ -63,5 +65,40 @@ def test_document_events_filed_before_the_upgrade_keep_their_identity(db_url: st
         with engine.connect() as conn:
             keys = set(conn.scalars(select(InboxRow.__table__.c.dedup_key)))
         assert keys == {document_key("acc", "invoice", "ref-1", "v1"), "b24:abc"}
+    finally:
+        engine.dispose()
+
+
+def test_cursors_of_both_old_formats_become_bookmarks(db_url: str) -> None:
+    engine = make_engine(db_url)
+    at = datetime(2026, 12, 1, 9, 30, tzinfo=UTC)
+    try:
+        _upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(
+                insert(CursorRow),
+                [
+                    {"crm": "b24", "stream": "deals", "value": "2026-12-01T09:00:00+00:00", "updated_at": at},
+                    {
+                        "crm": "acc",
+                        "stream": "documents:invoice",
+                        "value": json.dumps({"date": "2026-12-01T12:00:00", "complete": False}),
+                        "updated_at": at,
+                    },
+                    {"crm": "acc", "stream": "doc:invoice:ref-1", "value": '{"v": "1", "fp": "x"}', "updated_at": at},
+                    {"crm": "_connector", "stream": "leader", "value": "host:1", "updated_at": at},
+                ],
+            )
+        _upgrade(engine, "head")
+        store = Store(db_url)
+        try:
+            assert store.cursors.bookmark("b24", "deals") == Bookmark(datetime(2026, 12, 1, 9, tzinfo=UTC))
+            assert store.cursors.bookmark("acc", "documents:invoice") == Bookmark(datetime(2026, 12, 1, 12), False)
+            assert store.cursors.remembered("acc", ["doc:invoice:ref-1"]) == {
+                "doc:invoice:ref-1": {"v": "1", "fp": "x"}
+            }
+            assert store.cursors.last_beat()[0] == "host:1"
+        finally:
+            store.close()
     finally:
         engine.dispose()

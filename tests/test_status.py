@@ -8,8 +8,9 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.storage.models import CursorRow, OutboxRow
+from connector.storage.models import OutboxRow
 from connector.storage.store import Store
+from domain.bookmarks import Bookmark
 from domain.clock import utcnow
 
 
@@ -30,8 +31,8 @@ crms: {{b24: {{type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/secret
 def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) -> None:
     config, store = _setup(tmp_path)
     now = utcnow()
+    store.cursors.save_bookmark("b24", "deals", Bookmark(now), now)
     with store.sessions() as s, s.begin():
-        s.add(CursorRow(crm="b24", stream="deals", value=now.isoformat(), updated_at=now))
         s.add(
             OutboxRow(
                 idempotency_key="k1",

@@ -37,7 +37,7 @@ def test_a_lost_race_is_retried_not_failed(monkeypatch) -> None:  # type: ignore
     cfg = load_config_text(CONFIG)
     store = Store("sqlite://")
     now = utcnow()
-    store.add_event(Event("b24", EventKind.DEAL_UPDATED, "7", now, "k1"), now)
+    store.inbox.add(Event("b24", EventKind.DEAL_UPDATED, "7", now, "k1"), now)
     worker = Worker(cfg, store, {"b24": Deals()}, clock=lambda: now)
 
     def raced(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]

@@ -10,11 +10,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from adapters.contracts import CrmAdapter, DealSource
 from connector.dryrun.replay import HistoryItem
-from connector.storage.models import InboxRow
 from connector.storage.store import Store
 from domain import Deal, EventKind, Location
 
@@ -101,15 +98,7 @@ def from_crm(adapter: DealSource, since: datetime) -> list[HistoryItem]:
 def from_inbox(store: Store, adapters: dict[str, CrmAdapter], since: datetime) -> list[HistoryItem]:
     """The inbox's deal events since ``since``, at the moments they happened, with each deal
     as its CRM shows it now (one batched read per CRM)."""
-    with store.sessions() as session:
-        rows = [
-            (r.crm, r.deal_id, r.kind, r.occurred_at)
-            for r in session.scalars(
-                select(InboxRow)
-                .where(InboxRow.occurred_at >= since, InboxRow.kind.in_([str(k) for k in HISTORY_KINDS]))
-                .order_by(InboxRow.occurred_at)
-            )
-        ]
+    rows = store.inbox.events_since(since, [str(k) for k in HISTORY_KINDS])
     deals: dict[tuple[str, str], Deal] = {}
     for crm, adapter in adapters.items():
         if not isinstance(adapter, DealSource):

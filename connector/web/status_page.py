@@ -46,7 +46,7 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
         now = clock()
         state = gather(store, config, now)
         deal = (request.args.get("deal") or "").strip()[:64]
-        trail = store.audit_for_deal(request.args.get("crm") or None, deal) if deal else []
+        trail = store.audit.for_deal(request.args.get("crm") or None, deal) if deal else []
         return render_template(
             "status.html",
             state=state,

@@ -1,0 +1,87 @@
+"""Where each poll stopped (a bookmark per CRM and stream), what a document source remembers of
+each document, and the leader's heartbeat: rows of the cursors table."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from connector.storage.models import CursorRow
+from domain.bookmarks import Bookmark
+from domain.keys import DOCUMENT_MEMORY_PREFIX
+
+if TYPE_CHECKING:
+    from connector.storage.store import Store
+
+# The row the leading process beats in (no CRM of that name can be configured: names are
+# lower-case letters, digits, - and _, and start with neither).
+HEARTBEAT = ("_connector", "leader")
+
+
+class Cursors:
+    """Bookmarks, per-document memory and the leader's heartbeat."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def bookmark(self, crm: str, stream: str) -> Bookmark | None:
+        """Where the last poll of ``stream`` stopped, if it ever ran."""
+        value = self._get(crm, stream)
+        return Bookmark.from_json(value) if value else None
+
+    def save_bookmark(self, crm: str, stream: str, bookmark: Bookmark, now: datetime) -> None:
+        self._put(crm, stream, bookmark.to_json(), now)
+
+    @staticmethod
+    def latest_bookmark(session: Session, crm: str) -> tuple[datetime, Bookmark] | None:
+        """The CRM's most recently saved bookmark and when it was saved (its last poll)."""
+        row = session.scalar(
+            select(CursorRow)
+            .where(CursorRow.crm == crm, ~CursorRow.stream.startswith(DOCUMENT_MEMORY_PREFIX))
+            .order_by(CursorRow.updated_at.desc())
+            .limit(1)
+        )
+        if row is None or not row.value:
+            return None
+        return row.updated_at, Bookmark.from_json(row.value)
+
+    def remembered(self, crm: str, streams: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """What was remembered under these streams, in one query."""
+        if not streams:
+            return {}
+        with self.store.sessions() as session:
+            rows = session.scalars(select(CursorRow).where(CursorRow.crm == crm, CursorRow.stream.in_(list(streams))))
+            return {row.stream: json.loads(row.value) for row in rows if row.value}
+
+    def remember(self, crm: str, stream: str, memory: Mapping[str, Any], now: datetime) -> None:
+        """Keep ``memory`` (up to 200 characters of JSON) under ``stream``."""
+        self._put(crm, stream, json.dumps(memory, ensure_ascii=False), now)
+
+    def beat(self, owner: str, now: datetime) -> None:
+        """The leader is alive."""
+        self._put(*HEARTBEAT, owner, now)
+
+    def last_beat(self) -> tuple[str | None, datetime | None]:
+        """The last leader's name and heartbeat, if one ever beat."""
+        with self.store.sessions() as session:
+            row = session.get(CursorRow, HEARTBEAT)
+            return (row.value, row.updated_at) if row is not None else (None, None)
+
+    def _get(self, crm: str, stream: str) -> str | None:
+        with self.store.sessions() as session:
+            row = session.get(CursorRow, (crm, stream))
+            return row.value if row else None
+
+    def _put(self, crm: str, stream: str, value: str, now: datetime) -> None:
+        with self.store.sessions() as session:
+            row = session.get(CursorRow, (crm, stream))
+            if row is None:
+                session.add(CursorRow(crm=crm, stream=stream, value=value, updated_at=now))
+            else:
+                row.value, row.updated_at = value, now
+            session.commit()

@@ -1,0 +1,152 @@
+"""The inbox: one row per delivery, polled change, due deadline or scheduled run, stored before
+it is acknowledged and unique by (CRM, dedup key)."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
+
+from sqlalchemy import Insert, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from connector.storage.models import InboxRow
+from domain import Event, InboxStatus
+
+if TYPE_CHECKING:
+    from connector.storage.store import Store
+
+
+def new_correlation_id() -> str:
+    """Ties a delivery to the rules it fired and the writes they made (in logs and audit)."""
+    return uuid.uuid4().hex[:16]
+
+
+def row_values(event: Event, received_at: datetime, correlation_id: str | None = None) -> dict[str, Any]:
+    """An event as a new inbox row's columns: the only place inbox rows are built."""
+    return {
+        "crm": event.crm,
+        "dedup_key": event.dedup_key,
+        "kind": str(event.kind),
+        "source": str(event.source),
+        "deal_id": event.deal_id,
+        "occurred_at": event.occurred_at,
+        "received_at": received_at,
+        "payload": {"raw": event.raw, "previous": event.previous, "data": event.data},
+        "status": InboxStatus.NEW,
+        "attempts": 0,
+        "next_try_at": received_at,
+        "correlation_id": correlation_id or new_correlation_id(),
+    }
+
+
+def _insert_statement(dialect: str) -> Insert:
+    """The insert that skips a (crm, dedup_key) already stored and returns the new id."""
+    table = cast(Table, InboxRow.__table__)
+    if dialect == "postgresql":
+        stmt: Any = postgresql.insert(table)
+    elif dialect == "sqlite":  # ON CONFLICT … RETURNING needs SQLite 3.35 (2021)
+        stmt = sqlite.insert(table)
+    else:
+        raise ValueError(f"unsupported database {dialect!r}: PostgreSQL or SQLite")
+    insert: Insert = stmt.on_conflict_do_nothing(index_elements=["crm", "dedup_key"]).returning(table.c.id)
+    return insert
+
+
+class Inbox:
+    """Adds events, leases them to workers and records how their processing ended."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        # SQLite has one writer at a time and its busy handler sleeps 1, 2, 5, 10… ms when a
+        # writer waits: queueing this process's inbox writes on a lock hands the write lock
+        # over at once instead. PostgreSQL takes concurrent inserts, so no lock there.
+        self._insert_lock: threading.Lock | nullcontext[None] = (
+            threading.Lock() if store.dialect == "sqlite" else nullcontext()
+        )
+        self._insert = _insert_statement(store.dialect)
+
+    def add(self, event: Event, received_at: datetime, correlation_id: str | None = None) -> bool:
+        """Store one event durably; False when the same delivery was stored before.
+
+        One statement, ``INSERT … ON CONFLICT (crm, dedup_key) DO NOTHING RETURNING id``:
+        a row back means it was inserted, none means a twin was there first (a concurrent
+        twin included: the unique constraint decides, no pre-check ``SELECT`` needed). On
+        PostgreSQL it runs in autocommit, so the answer arrives only after the commit; on
+        SQLite the transaction is committed before this returns. Either way True means the
+        row is durable. Database errors propagate (the intake answers 503).
+        """
+        params = row_values(event, received_at, correlation_id)
+        for attempt in (1, 2):
+            try:
+                with self._insert_lock, self.store.intake_engine.begin() as conn:
+                    return conn.execute(self._insert, params).first() is not None
+            except DBAPIError as exc:
+                # Without a ping per checkout, a connection the server dropped (restart,
+                # idle timeout) fails on first use; SQLAlchemy has then discarded it and the
+                # pool's older ones. The statement is idempotent (ON CONFLICT), so one retry
+                # on a fresh connection is safe: at worst a twin reports a duplicate.
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def stage(session: Session, event: Event, received_at: datetime) -> None:
+        """Add an event inside the caller's transaction (a producer that moves its own rows in
+        the same commit; its keys are unique by construction)."""
+        session.add(InboxRow(**row_values(event, received_at)))
+
+    @staticmethod
+    def deals_with_key_prefix(session: Session, crm: str, prefix: str) -> set[str | None]:
+        """The deals of ``crm`` whose events' keys start with ``prefix`` (a run's, say)."""
+        return set(
+            session.scalars(select(InboxRow.deal_id).where(InboxRow.crm == crm, InboxRow.dedup_key.startswith(prefix)))
+        )
+
+    def claim(self, now: datetime, lease: timedelta, limit: int, owner: str) -> list[InboxRow]:
+        """Lease up to ``limit`` new rows to ``owner``."""
+        return self.store.claim(InboxRow, [InboxStatus.NEW], now, lease, limit, owner)
+
+    @staticmethod
+    def lock_new(session: Session, row_id: int) -> InboxRow | None:
+        """The row, locked, if it is still waiting (a lapsed lease may have let another worker in)."""
+        live = session.get(InboxRow, row_id, with_for_update=True)
+        return live if live is not None and live.status == InboxStatus.NEW else None
+
+    @staticmethod
+    def finish(row: InboxRow, now: datetime, note: str | None) -> None:
+        """Mark a locked row processed; ``note`` says why nothing was done, if so."""
+        row.status, row.processed_at, row.claimed_until, row.last_error = InboxStatus.DONE, now, None, note
+
+    def fail(self, rows: Iterable[InboxRow], error: str, *, final: bool, now: datetime, max_attempts: int) -> None:
+        """Give the rows back for a later try (backing off), or mark them failed: at once when
+        ``final``, else after ``max_attempts``."""
+        with self.store.sessions() as session, session.begin():
+            for r in rows:
+                live = session.get(InboxRow, r.id)
+                if live is None or live.status != InboxStatus.NEW:
+                    continue
+                live.attempts += 1
+                live.last_error = error[:2000]
+                live.claimed_until = None
+                if final or live.attempts >= max_attempts:
+                    live.status = InboxStatus.FAILED
+                else:
+                    live.next_try_at = now + timedelta(seconds=min(600, 2**live.attempts))
+
+    def events_since(self, since: datetime, kinds: Sequence[str]) -> list[tuple[str, str | None, str, datetime]]:
+        """(CRM, deal, kind, moment) of the stored events of these kinds since ``since``, in time order."""
+        with self.store.sessions() as session:
+            return [
+                (r.crm, r.deal_id, r.kind, r.occurred_at)
+                for r in session.scalars(
+                    select(InboxRow)
+                    .where(InboxRow.occurred_at >= since, InboxRow.kind.in_(list(kinds)))
+                    .order_by(InboxRow.occurred_at)
+                )
+            ]
