@@ -249,8 +249,9 @@ class DocumentSource(ABC):
     deal_crm: str  # the configured CRM whose deals the documents belong to
 
     @abstractmethod
-    def poll_documents(self, filing: DocumentFiling, deals: DealLookup) -> int:
-        """Read what changed since the bookmarks and file it; returns how many events were queued."""
+    def poll_documents(self, filing: DocumentFiling, deals: DealSource) -> int:
+        """Read what changed since the bookmarks and file it as events of ``deals``' deals;
+        returns how many events were queued."""
 
 
 # A validator checks one thing about a delivery and raises a ``WebhookError`` to refuse it.

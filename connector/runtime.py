@@ -15,7 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from waitress.server import create_server
 
-from adapters.contracts import CrmAdapter, DealSource
+from adapters.contracts import CrmAdapter, DealSource, DocumentSource
 from adapters.registry import build_adapter
 from connector.config import Config
 from connector.dispatcher import Dispatcher
@@ -26,6 +26,7 @@ from connector.web.status_page import status_blueprint
 from connector.worker import Worker
 from domain.clock import utcnow
 from jobs.poll import poll_deals
+from jobs.poll_documents import poll_documents
 from jobs.report import run_report
 from jobs.schedule import run_scheduled_rule
 from jobs.timers import fire_due_timers
@@ -99,27 +100,16 @@ class Runtime:
         return run_report(self.store, report, self.clock(), self.calendar)
 
     def poll(self, crm: str) -> int:
-        settings = self.config.crms[crm]
-        if settings.type == "onec":  # a document source: its events belong to the deal CRM's deals
-            from jobs.poll_documents import poll_documents
-
-            deals = self.adapters[settings.deal_crm]  # type: ignore[attr-defined]
-            assert isinstance(deals, DealSource)
-            return poll_documents(
-                self.store,
-                self.adapters[crm],
-                deals,  # type: ignore[arg-type]
-                now=self.clock(),
-                overlap=timedelta(seconds=settings.poll_overlap),
-            )
-        source = self.adapters[crm]
-        assert isinstance(source, DealSource)
-        return poll_deals(
-            self.store,
-            source,
-            now=self.clock(),
-            overlap=timedelta(seconds=settings.poll_overlap),
-        )
+        """One poll of a CRM: the documents it keeps for another CRM's deals, or its changed deals."""
+        adapter = self.adapters[crm]
+        if isinstance(adapter, DocumentSource):
+            deals = self.adapters[adapter.deal_crm]
+            assert isinstance(deals, DealSource)  # checked with the config
+            return poll_documents(self.store, adapter, deals, now=self.clock())
+        if isinstance(adapter, DealSource):
+            overlap = timedelta(seconds=self.config.crms[crm].poll_overlap)
+            return poll_deals(self.store, adapter, now=self.clock(), overlap=overlap)
+        return 0
 
     def start(self, *, serve: bool = True, roles: Iterable[str] = ROLES) -> None:
         """Start the given roles in this process (all by default: the embedded shape).

@@ -287,8 +287,9 @@ class Boom(Exception):
 def direct(onec, b24, db_url) -> Iterator[tuple[Store, OneCAdapter, Bitrix24Adapter]]:  # type: ignore[no-untyped-def]
     sim24, server24 = b24
     store = Store(db_url)
+    # Pages of two: a few documents span several pages.
     settings = OneCSettings(
-        base_url=onec_url(onec), username=LOGIN, password=PASSWORD, deal_crm="b24", backoff_initial=0.05
+        base_url=onec_url(onec), username=LOGIN, password=PASSWORD, deal_crm="b24", backoff_initial=0.05, page_size=2
     )
     src = OneCAdapter("onec", settings)
     deal_crm = Bitrix24Adapter(
@@ -366,20 +367,15 @@ def test_restart_in_the_middle_neither_loses_nor_repeats(
 
         monkeypatch.setattr(store.inbox, "add", add)
     with pytest.raises(Boom):
-        poll_documents(store, src, deal_crm, now=now, overlap=timedelta(minutes=10), page_size=2)
+        poll_documents(store, src, deal_crm, now=now)
     filed = _dedup_keys(store)
     assert len(filed) == (2 if crash == "between_pages" else 3)  # after_event: the third is in the inbox
     monkeypatch.undo()
-    assert poll_documents(
-        store, src, deal_crm, now=now + timedelta(minutes=1), overlap=timedelta(minutes=10), page_size=2
-    ) == 5 - len(filed)
+    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=1)) == 5 - len(filed)
     keys = _dedup_keys(store)
     assert len(keys) == len(set(keys)) == 5
     assert {k.split(":")[3] for k in keys} == set(refs)
-    assert (
-        poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2), overlap=timedelta(minutes=10), page_size=2)
-        == 0
-    )
+    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2)) == 0
 
 
 def test_order_status_flow_and_drafts(onec, b24, direct) -> None:  # type: ignore[no-untyped-def]
@@ -390,7 +386,7 @@ def test_order_status_flow_and_drafts(onec, b24, direct) -> None:  # type: ignor
     now = datetime.now(UTC)
 
     def poll(minutes: int) -> int:
-        return poll_documents(store, src, deal_crm, now=now + timedelta(minutes=minutes), overlap=timedelta(minutes=10))
+        return poll_documents(store, src, deal_crm, now=now + timedelta(minutes=minutes))
 
     order = sim1c.insert(ORDERS, {"Статус": "КОбеспечению", "СуммаДокумента": 5000, "Комментарий": f"сделка {deal_id}"})
     assert poll(0) == 0  # a draft is nothing yet
@@ -429,20 +425,20 @@ def test_late_posted_and_back_dated_documents_inside_the_recheck_window(onec, b2
     store, src, deal_crm = direct
     deal_id = sim24.add_deal({"TITLE": "Поздняя выписка"})
     now = datetime.now(UTC)
-    assert poll_documents(store, src, deal_crm, now=now, overlap=timedelta(minutes=10)) == 0  # cursor: now
+    assert poll_documents(store, src, deal_crm, now=now) == 0  # cursor: now
     two_days_ago = msk_wall() - timedelta(days=2)
     draft = sim1c.insert(INVOICES, {"Date": two_days_ago, "СуммаДокумента": 10, "Комментарий": f"deal {deal_id}"})
-    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=1), overlap=timedelta(minutes=10)) == 0
+    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=1)) == 0
     sim1c.set_posted(INVOICES, draft["Ref_Key"])  # posted today, dated two days ago
     _posted(
         sim1c,
         INVOICES,
         {"Date": msk_wall() - timedelta(days=1), "СуммаДокумента": 20, "Комментарий": f"deal {deal_id}"},
     )  # a bank statement loaded a day late
-    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2), overlap=timedelta(minutes=10)) == 2
+    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=2)) == 2
     # Outside the window (default recheck: 3 days) nothing is re-read.
     old = _posted(sim1c, INVOICES, {"Date": msk_wall() - timedelta(days=5), "Комментарий": f"deal {deal_id}"})
-    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=3), overlap=timedelta(minutes=10)) == 0
+    assert poll_documents(store, src, deal_crm, now=now + timedelta(minutes=3)) == 0
     assert old["Posted"] is True
 
 
@@ -471,7 +467,7 @@ def test_a_set_the_base_does_not_publish_does_not_stop_the_others(b24, db_url) -
             PAYMENTS,
             {"СуммаДокумента": 100, "РасшифровкаПлатежа": [{"ОснованиеПлатежа": invoice["Ref_Key"], "Сумма": 100}]},
         )
-        assert poll_documents(store, src, deal_crm, now=datetime.now(UTC), overlap=timedelta(minutes=10)) == 2
+        assert poll_documents(store, src, deal_crm, now=datetime.now(UTC)) == 2
         with store.sessions() as s:
             paid = [
                 r.payload["data"]["paid_in_full"] for r in s.scalars(select(InboxRow)) if r.kind == "payment.received"

@@ -1,19 +1,29 @@
-"""The 1C:Enterprise adapter: a document source (invoices, payments, customer orders) linked to
-the deals of another CRM, and a write target for counterparties.
+"""The 1C:Enterprise adapter: a document source (invoices, payments, customer orders) for the
+deals of another CRM, and a command sink for counterparties.
 
-1C holds no deals and sends no webhooks, so the deal-shaped methods answer empty; the poller
-``jobs.poll_documents`` reads documents through the methods below and files them as events of
-the deal CRM named by ``deal_crm``.
+1C keeps no deals and sends no webhooks: it has only these two capabilities. A poll reads the
+documents through the methods below (``adapters.onec.documents``) and files them as events of
+the CRM named by ``deal_crm``.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
-from adapters.contracts import CommandSink, CrmAdapter, WriteResult
+from adapters.contracts import (
+    CommandSink,
+    CrmAdapter,
+    DealLookup,
+    DealSource,
+    DocumentFiling,
+    DocumentSource,
+    WriteResult,
+)
+from adapters.onec import documents
 from adapters.onec.client import OneCClient
+from adapters.onec.linking import Linker
 from adapters.onec.mapping import (
     DOCUMENT_KEYS,
     Counterparty,
@@ -38,7 +48,7 @@ from domain import Command, CreateCounterparty
 from domain.errors import FatalError, NotFoundError
 
 
-class OneCAdapter(CrmAdapter[OneCSettings], CommandSink):
+class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink):
     """One 1C base published through the standard OData interface."""
 
     type = "onec"
@@ -63,6 +73,10 @@ class OneCAdapter(CrmAdapter[OneCSettings], CommandSink):
         self.shipment_statuses = frozenset(settings.shipment_statuses)
         self.contact_kinds = settings.contact_kinds
         self._cache: dict[tuple[str, str], Any] = {}
+
+    def poll_documents(self, filing: DocumentFiling, deals: DealSource) -> int:
+        # A strategy that searches deals by a field is configured only for a CRM that can (cross_check).
+        return documents.poll(self, filing, Linker(self.settings.link, cast(DealLookup, deals)))
 
     def interrupt(self) -> None:
         self.client.interrupt()
