@@ -9,9 +9,9 @@ from urllib.parse import parse_qs
 import pytest
 import responses
 
+from adapters.addresses import parse_address
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client, encode_query
-from adapters.bitrix24.mapping import parse_address
 from adapters.bitrix24.settings import Bitrix24Settings
 from adapters.contracts import IncomingRequest
 from domain import CreateTask

@@ -6,7 +6,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from adapters.values import parse_address, strip_city_prefix, to_decimal
+from adapters.addresses import parse_address, strip_city_prefix
+from adapters.values import to_decimal
 from domain import Deal, Location, StageSemantic, User
 
 _SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}

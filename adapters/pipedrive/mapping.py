@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters.values import parse_address, to_decimal
+from adapters.addresses import parse_address
+from adapters.values import to_decimal
 from domain import Deal, Location, StageSemantic, User
 
 CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
