@@ -1,6 +1,6 @@
 """Dry-run speed: 100,000 generated deal events through the full ISP regulations catalogue.
 
-Generates a year of ISP connection applications (``connector.dryrun.generate.isp_year``,
+Generates a year of ISP connection applications (``connector.demo.isp_history.isp_year``,
 ``--deals`` 15,000 gives about 100,000 events) and replays them with
 ``connector.dryrun.replay.Replay`` through ``examples/isp-field-service.yaml`` (every rule and
 deadline of it; B24_WEBHOOK_URL and B24_APP_TOKEN are set to dummies, nothing is called),
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("B24_WEBHOOK_URL", "https://bench.invalid/rest/1/dummy/")
     os.environ.setdefault("B24_APP_TOKEN", "bench-dummy-token")
     from connector.config import load_config
-    from connector.dryrun.generate import isp_year
+    from connector.demo.isp_history import isp_year
     from connector.dryrun.replay import Replay
     from connector.runtime import build_calendar
 

@@ -215,7 +215,7 @@ def generate_history(out: str, year: int, deals: int, seed: int) -> None:
     """Write a generated year of ISP connection applications (seed 000's shape) for dry-runs."""
     from pathlib import Path
 
-    from connector.dryrun.generate import isp_year
+    from connector.demo.isp_history import isp_year
     from connector.dryrun.history import write_jsonl
 
     count = write_jsonl(isp_year(year, deals, seed), Path(out))

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from click.testing import CliRunner
 
 from connector.cli import main
-from connector.dryrun.generate import isp_year
+from connector.demo.isp_history import isp_year
 from connector.dryrun.history import HistoryItem, deal_from_dict, deal_to_dict, read_jsonl, write_jsonl
 from domain import Deal, EventKind, Location
 
