@@ -97,6 +97,19 @@ def defaults_from(settings_class: type[CrmSettings]) -> Callable[[SchemaT], Sche
 SettingsT = TypeVar("SettingsT", bound=CrmSettings)
 
 
+@dataclass(frozen=True)
+class ConfiguredCrm:
+    """One CRM of the config as a cross-check sees it: its settings and what it can do."""
+
+    name: str
+    settings: CrmSettings
+    adapter_class: type[CrmAdapter[Any]]
+
+    def can(self, capability: type) -> bool:
+        """Whether the CRM's adapter has ``capability`` (``DealSource``, ``CommandSink``, …)."""
+        return issubclass(self.adapter_class, capability)
+
+
 class CrmAdapter(Generic[SettingsT]):
     """One configured CRM; subclasses add the capabilities below."""
 

@@ -14,11 +14,11 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from adapters.contracts import CrmAdapter, CrmSettings, SettingsSchema
+from adapters.contracts import ConfiguredCrm, CrmAdapter, CrmSettings, SettingsSchema
 
 # A cross-check gets the CRM's name and settings and every configured CRM; it answers
 # problems by settings key, as marshmallow does.
-CrossCheck = Callable[[str, Any, Mapping[str, "ConfiguredCrm"]], dict[str, list[str]]]
+CrossCheck = Callable[[str, Any, Mapping[str, ConfiguredCrm]], dict[str, list[str]]]
 Loader = Callable[[], type[Any]]
 
 
@@ -31,19 +31,6 @@ class CrmType:
     settings: Callable[[], type[SettingsSchema]]
     adapter: Callable[[], type[CrmAdapter[Any]]]
     cross_check: CrossCheck | None = None
-
-
-@dataclass(frozen=True)
-class ConfiguredCrm:
-    """One CRM of the config, as cross-checks see it: its settings and what it can do."""
-
-    name: str
-    settings: CrmSettings
-    adapter_class: type[CrmAdapter[Any]]
-
-    def can(self, capability: type) -> bool:
-        """Whether the CRM's adapter has ``capability`` (``DealSource``, ``CommandSink``, …)."""
-        return issubclass(self.adapter_class, capability)
 
 
 CRM_TYPES: dict[str, CrmType] = {}

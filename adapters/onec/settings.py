@@ -6,17 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from marshmallow import ValidationError, fields, validate, validates_schema
 
-from adapters.contracts import CrmSettings, DealSearch, DealSource, SettingsSchema, defaults_from
+from adapters.contracts import ConfiguredCrm, CrmSettings, DealSearch, DealSource, SettingsSchema, defaults_from
 from adapters.onec.mapping import ENTITY_KEYS, PROFILES, build_entities
 from domain.fields import HttpUrl, Span
-
-if TYPE_CHECKING:
-    from adapters.registry import ConfiguredCrm
 
 LINK_KINDS = ("comment", "deal_field", "inn")
 DEFAULT_PATTERN = r"(?:сделка|deal)\s*#?(\d+)"

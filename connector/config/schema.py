@@ -8,8 +8,8 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.contracts import CommandSink, CrmSettings, DealSource
-from adapters.registry import ConfiguredCrm, configured, cross_check, load_settings
+from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource
+from adapters.registry import configured, cross_check, load_settings
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
 from domain import Command, CreateTask
 from domain.fields import Span
