@@ -13,6 +13,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from waitress import wasyncore
 from waitress.server import create_server
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("intake", "worker", "dispatcher", "scheduler")
 LEADER_CHECK = 15.0  # seconds between leadership checks (and heartbeats)
+INTAKE_STOP = 10.0  # seconds to wait for the intake's threads to finish their requests
 # A tick that outlasts its interval is normal here; APScheduler would warn on every skip.
 logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per tick is noise
@@ -184,6 +186,23 @@ class Runtime:
                     lead, "interval", args=[self.poll, name], seconds=settings.poll_every, id=f"poll-{name}", **opts
                 )
 
+    def _stop_intake(self) -> None:
+        """Close the intake's sockets from its own loop, then join the loop and its workers.
+
+        Closed from this thread instead, a socket would be pulled from under the loop's
+        ``select`` while it waits on it (EBADF in the intake thread).
+        """
+        server, thread = self._server, self._server_thread
+        if server is None or thread is None:
+            return
+        sockets = server._map  # the loop's own socket map: the listener, the connections, its trigger
+        server.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
+        thread.join(timeout=INTAKE_STOP)
+        server.task_dispatcher.shutdown(timeout=INTAKE_STOP)
+        if thread.is_alive():
+            log.warning("intake thread did not stop within %.0f s", INTAKE_STOP)
+        self._server = self._server_thread = None
+
     def _as_leader(self, job: Callable[..., int], *args: Any) -> int:
         """Run a scheduled job only while this process leads (the others skip it)."""
         if not self.leadership.held(self.clock()):
@@ -191,12 +210,12 @@ class Runtime:
         return job(*args)
 
     def stop(self) -> None:
-        """Stop taking webhooks, cut CRM waits short, let running ticks finish, close.
+        """Stop taking webhooks, cut CRM waits short, let running ticks finish, close: every
+        thread this runtime started is joined before it returns.
 
         A tick cut short leaves its rows claimable (inbox/outbox leases), so nothing is lost.
         """
-        if self._server is not None:
-            self._server.close()
+        self._stop_intake()
         for adapter in self.adapters.values():
             adapter.interrupt()
         if self.scheduler.running:
