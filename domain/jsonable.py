@@ -10,10 +10,13 @@ from typing import Any
 
 def jsonable(value: Any) -> Any:
     """``value`` exactly as ``json.loads(json.dumps(value, default=_default, ensure_ascii=False))``
-    gives it back: built directly for the plain values a deal and a command hold (the round
-    trip through a JSON string was a tenth of a dry-run's time: a snapshot per event, a
-    payload per command); anything else (a subclass, a key that is not text, a cycle, an
-    integer too long for text) takes the round trip itself, so json decides and raises.
+    gives it back.
+
+    Plain values (what deals and commands hold) are copied directly: a dry-run converts a
+    snapshot per event and every command's values, and the JSON round trip makes a replay
+    about 1.5 times slower (bench/dry_run.py). Anything else (a subclass, a key that is not
+    text, a cycle, an integer too long for text) takes the round trip itself, so json
+    decides and raises.
     """
     try:
         return _convert(value)
@@ -29,14 +32,14 @@ class _NotPlain(Exception):
 # least 640 digits): for them the round trip decides, raising what json raises.
 _INT_BITS_SURELY_SHORT = 2000
 # Exact types the round trip gives back as they are (float: repr round-trips, NaN included).
-_AS_IS = frozenset({str, bool, float, type(None)})
+_UNCHANGED = frozenset({str, bool, float, type(None)})
 # Exact types json hands to ``_default``.
-_DEFAULTED = frozenset({datetime, Decimal, set, frozenset})
+_ENCODED_BY_DEFAULT = frozenset({datetime, Decimal, set, frozenset})
 
 
 def _convert(value: Any) -> Any:
     cls = type(value)
-    if cls in _AS_IS:
+    if cls in _UNCHANGED:
         return value
     if cls is int:
         if value.bit_length() > _INT_BITS_SURELY_SHORT:
@@ -51,7 +54,7 @@ def _convert(value: Any) -> Any:
                 raise _NotPlain  # how json writes other keys (and their collisions) is json's to say
             out[key] = item if type(item) is str else _convert(item)
         return out
-    if cls in _DEFAULTED:
+    if cls in _ENCODED_BY_DEFAULT:
         return _convert(_default(value))
     raise _NotPlain
 
