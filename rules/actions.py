@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
+from domain.statuses import DeadlinePhase
 from rules.model import (
     ActionSpec,
     CancelDeadline,
@@ -313,7 +314,7 @@ class EscalateSpec(ActionSpec):
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         out: list[Planned] = []
         data = ctx.event.data
-        if data.get("phase") == "breached":
+        if data.get("phase") == DeadlinePhase.BREACHED:
             due_at = data.get("due_at")
             out.append(
                 Planned(

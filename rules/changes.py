@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import Any
 
 from domain import Deal, EventKind
+from domain.statuses import DeadlinePhase
 
 DEAL_KINDS = frozenset({EventKind.DEAL_CREATED, EventKind.DEAL_UPDATED})
 # A deal first seen this soon after its creation counts as newly created.
@@ -46,7 +47,7 @@ def triggers_for(
 ) -> frozenset[str]:
     """The triggers an event fires, given what the connector knew before."""
     if kind == EventKind.TIMER_DUE:
-        return frozenset({f"deadline.{(data or {}).get('phase', 'breached')}"})
+        return frozenset({f"deadline.{(data or {}).get('phase', DeadlinePhase.BREACHED)}"})
     if kind == EventKind.SCHEDULE:
         return frozenset({str(EventKind.SCHEDULE)})
     found = {str(kind)}
