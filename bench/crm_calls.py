@@ -2,7 +2,7 @@
 each CRM's real rate limit, on bursts full of duplicate updates of the same deals.
 
 A Runtime with the worker and dispatcher roles only (no intake, no scheduler) processes
-events put straight into its inbox (``store.add_event``, as the intake would): for each deal
+events put straight into its inbox (``store.inbox.add``, as the intake would): for each deal
 one creation and ``--per-deal - 1`` updates, in bursts of ``--burst-deals`` deals whose events
 are shuffled together (several deliveries of one deal land in one processing window, some in
 the next). One rule writes one task per deal. Then, per CRM:

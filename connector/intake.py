@@ -45,7 +45,7 @@ _FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 class _Headers(Mapping[str, str]):
     """The request's headers by lower-case name, read from the WSGI environ on demand.
 
-    Parsers look up one or two headers; building a dict of all of them per delivery cost
+    Receivers look up one or two headers; building a dict of all of them per delivery cost
     more than the lookups themselves.
     """
 

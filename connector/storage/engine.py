@@ -53,7 +53,7 @@ def make_intake_engine(url: str, **kwargs: Any) -> Engine:
     Each delivery is one ``INSERT … RETURNING`` statement; in autocommit PostgreSQL commits
     it before it answers, so one round trip per delivery stores it durably (instead of
     ping, ``BEGIN``, ``INSERT``, ``COMMIT``). A connection that died while pooled fails
-    on use and is discarded; the caller retries once (``Store.add_event``).
+    on use and is discarded; the caller retries once (``Inbox.add``).
     """
     if make_url(url).get_backend_name() == "sqlite":
         raise ValueError("SQLite inserts share the main engine (make_engine)")
