@@ -15,6 +15,7 @@ import responses
 
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.settings import Bitrix24Settings
 from adapters.onec.adapter import OneCAdapter
 from adapters.onec.settings import OneCSettings
 from adapters.paging import CursorPaginator, DateSkipPaginator, OffsetPaginator, PagingLoop
@@ -122,6 +123,10 @@ def b24_client() -> Bitrix24Client:
     return Bitrix24Client(B24, rate=1000, burst=1000, backoff_initial=0.001, backoff_max=0.01)
 
 
+def b24_settings() -> Bitrix24Settings:
+    return Bitrix24Settings(webhook_url=B24, application_token="t" * 8)
+
+
 def rows(first: int, count: int) -> list[dict[str, str]]:
     return [{"ID": str(i)} for i in range(first, first + count)]
 
@@ -170,7 +175,7 @@ def test_bitrix24_deal_reads_from_a_portal_ignoring_the_filter_stop() -> None:
         return {"result": same, "total": 10_000}
 
     responses.add_callback(responses.POST, re.compile(re.escape(B24) + ".*"), callback=served(answer))
-    b24 = Bitrix24Adapter("b24", {"webhook_url": B24}, client=b24_client())
+    b24 = Bitrix24Adapter("b24", b24_settings(), client=b24_client())
     with pytest.raises(PagingLoop):
         list(b24.changed_deals(None))
     assert len(responses.calls) <= 3
@@ -213,15 +218,13 @@ def test_onec_poll_of_a_base_ignoring_skip_stops(tmp_path: Path) -> None:
         return {"value": drafts if invoices in unquote(request.url) else []}
 
     responses.add_callback(responses.GET, re.compile(re.escape(ONEC) + ".*"), callback=served(answer))
-    settings = OneCSettings().load(
-        {"type": "onec", "base_url": ONEC, "username": "u", "password": "p", "deal_crm": "b24", "page_size": 2}
-    )
+    settings = OneCSettings(base_url=ONEC, username="u", password="p", deal_crm="b24", page_size=2, poll_overlap=0)
     src = OneCAdapter("onec", settings)
-    deals = Bitrix24Adapter("b24", {"webhook_url": B24}, client=b24_client())
+    deals = Bitrix24Adapter("b24", b24_settings(), client=b24_client())
     store = Store(f"sqlite:///{tmp_path / 'poll.db'}")
     try:
         with pytest.raises(PagingLoop):
-            poll_documents(store, src, deals, now=datetime(2024, 5, 14, 12, 0, tzinfo=UTC), overlap=timedelta(0))
+            poll_documents(store, src, deals, now=datetime(2024, 5, 14, 12, 0, tzinfo=UTC))
         assert sum(invoices in unquote(str(c.request.url)) for c in responses.calls) == 2
     finally:
         store.close()
