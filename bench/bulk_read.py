@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 from adapters.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
 from adapters.bitrix24.mapping import DEAL_SELECT  # noqa: E402
 from adapters.bitrix24.settings import Bitrix24Settings  # noqa: E402
+from bench.machine import Snapshot  # noqa: E402
 from simulators import bitrix24 as b24sim  # noqa: E402
 
 
@@ -214,6 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    machine = Snapshot()
     print(f"# bench/bulk_read.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     verdicts = []
     dump = []
@@ -221,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         timings, setup = run(args.deals, args.rounds, args.rate, args.burst, latency)
         verdicts.append(_report(timings, setup))
         dump.append({"setup": setup, "timings": [asdict(t) | {"median": t.median} for t in timings]})
+    print(f"# {machine.line()}")
     if args.json:
         print(json.dumps(dump, indent=2))
     return 0 if all(ok and complete for ok, complete in verdicts) else 1

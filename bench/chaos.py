@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import Snapshot, gunicorn_without_control_socket  # noqa: E402
 from simulators.bitrix24 import Bitrix24Simulator  # noqa: E402
 
 TOKEN = "chaos-app-token-123"
@@ -145,6 +146,7 @@ def _processes(shape: str, config: Path, port: int, workdir: Path) -> list[Proc]
         f"127.0.0.1:{port}",
         "--graceful-timeout",
         "2",
+        *gunicorn_without_control_socket(),
         "connector.wsgi:application()",
     ]
     return [
@@ -329,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for the backlog at the end")
     args = parser.parse_args(argv)
+    machine = Snapshot()
     figures = run_chaos(
         args.events,
         db=args.db,
@@ -339,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         min_kills=args.min_kills,
         kill_every=tuple(args.kill_every),
     )
+    print(f"# {machine.line()}")
     return 0 if figures.clean else 1
 
 

@@ -45,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from sqlalchemy import func, select  # noqa: E402
 
+from bench.machine import Snapshot  # noqa: E402
 from connector.config import load_config  # noqa: E402
 from connector.runtime import Runtime  # noqa: E402
 from connector.storage.models import InboxRow, OutboxRow  # noqa: E402
@@ -414,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    machine = Snapshot()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     figures = []
     if args.crm in ("bitrix24", "both"):
@@ -436,6 +438,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     print(f"# bench/crm_calls.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
+    print(f"# {machine.line()}")
     _print(figures)
     if args.json:
         print(json.dumps([asdict(f) for f in figures], indent=2, ensure_ascii=False))

@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.machine import Snapshot  # noqa: E402
+
 TARGET_SECONDS = 10.0
 
 
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    machine = Snapshot()
 
     os.environ.setdefault("B24_WEBHOOK_URL", "https://bench.invalid/rest/1/dummy/")
     os.environ.setdefault("B24_APP_TOKEN", "bench-dummy-token")
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f"# bench/dry_run.py {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {Path(args.config).name}, "
         f"{figures['rules']} rules, {figures['deadlines']} deadlines{note}"
     )
+    print(f"# {machine.line()}")
     print(f"  deals generated                {args.deals:>10,}   in {generated:.1f} s")
     print(f"  events replayed                {result.events:>10,}   (+{result.deadline_events:,} deadline events)")
     print(f"  would-be actions               {len(result.outcomes):>10,}")

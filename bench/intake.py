@@ -70,7 +70,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import calibration_ms, load_1min, machine_line  # noqa: E402
+from bench.machine import calibration_ms, gunicorn_without_control_socket, load_1min, machine_line  # noqa: E402
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test_bench"
 FORBIDDEN_DATABASES = {"test", "test_me", "test_pd", "test_onec", "chaos"}
@@ -462,7 +462,7 @@ def _gunicorn_argv(target: str, workers: int, port: int) -> list[str]:
         f"127.0.0.1:{port}",
         "--backlog",
         "2048",
-        "--no-control-socket",  # no shared control socket in ~/.gunicorn: runs side by side never meet
+        *gunicorn_without_control_socket(),
         f"{target}()",
     ]
 

@@ -47,11 +47,44 @@ def load_1min() -> float:
         return float("nan")
 
 
-def machine_line(calibration: float | None = None) -> str:
-    """One line for a bench's header: CPUs, the calibration figure and the load average."""
+def machine_line(calibration: float | None = None, load_before: str | None = None) -> str:
+    """One line for a bench's header: CPUs, the calibration figure and the load average.
+
+    ``load_before``: the load average when the bench began (``load_average()``), shown beside
+    the one now, for a bench that prints its header after its run.
+    """
     ms = calibration_ms() if calibration is None else calibration
+    load = (
+        f"load average {load_average()}"
+        if load_before is None
+        else (f"load average {load_before} before, {load_average()} after")
+    )
     return (
         f"machine: {os.cpu_count()} CPUs; calibration {ms:.0f} ms "
         f"(best of {CALIBRATION_ROUNDS} runs of a {CALIBRATION_LOOP:,}-iteration pure-Python loop; "
-        f"lower is faster); load average {load_average()}"
+        f"lower is faster); {load}"
     )
+
+
+class Snapshot:
+    """The calibration and load average taken when a bench starts, printed with its results."""
+
+    def __init__(self) -> None:
+        self.load_before = load_average()
+        self.calibration = calibration_ms()
+
+    def line(self) -> str:
+        return machine_line(self.calibration, self.load_before)
+
+
+def gunicorn_without_control_socket() -> list[str]:
+    """gunicorn's flag to open no control socket, where it has one (``--no-control-socket``).
+
+    By default gunicorn (24+) listens on a control socket at one shared path in the home
+    directory; runs side by side (benches, tests, another helper's) would fight over it.
+    """
+    try:
+        from gunicorn.config import KNOWN_SETTINGS
+    except ImportError:
+        return []
+    return ["--no-control-socket"] if any(s.name == "control_socket_disable" for s in KNOWN_SETTINGS) else []
