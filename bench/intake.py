@@ -48,6 +48,7 @@ missed. POSIX only (gunicorn, /proc).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -717,6 +718,7 @@ class Row:
     db_cpu_ms: float = 0.0  # ... the PostgreSQL backends of the bench database
     gen_cpu_ms: float = 0.0  # ... the load generator
     load1: float = 0.0  # the 1-minute load average at the end of the step
+    rows_per_commit: float = 0.0  # group commit: mean rows per transaction (one worker process's count)
     warmup: bool = False
 
     @property
@@ -798,6 +800,7 @@ def _run_python(
 def run_step(
     target: Target, concurrency: int, seconds: float, rep: int, base: int, generator: str, gen_threads: int
 ) -> Row:
+    groups_before = _groups(target)
     server_cpu = CpuSampler(target.pids)
     db_name = target.database
     db_cpu = CpuSampler(lambda: _backend_pids(db_name)) if db_name else None
@@ -825,7 +828,22 @@ def run_step(
     per = 1000 / max(1, row.accepted)
     row.server_cpu_ms, row.db_cpu_ms, row.gen_cpu_ms = server_s * per, db_s * per, gen_cpu * per
     row.load1 = load_1min()
+    groups_after = _groups(target)
+    if groups_before and groups_after and groups_after[1] > groups_before[1]:
+        row.rows_per_commit = (groups_after[0] - groups_before[0]) / (groups_after[1] - groups_before[1])
     return row
+
+
+def _groups(target: Target) -> tuple[int, int] | None:
+    """(rows, groups) committed so far by one process of a group-commit ceiling."""
+    if target.app != "ceiling+group":
+        return None
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{target.port}/groups", timeout=5) as answer:
+            figures = json.loads(answer.read())
+    except (OSError, ValueError):
+        return None
+    return int(figures["rows"]), int(figures["groups"])
 
 
 HEADER = (
@@ -837,10 +855,11 @@ HEADER = (
 def format_row(r: Row) -> str:
     closes = f"{r.closes / max(1, r.answered):.0%}"
     cpu = f"{r.server_cpu_ms:5.2f} +{r.db_cpu_ms:5.2f} ({r.gen_cpu_ms:4.2f})"
+    group = f"  {r.rows_per_commit:.1f} rows/commit" if r.rows_per_commit else ""
     return (
         f"{r.shape:<8} {r.target:<14} {r.server[:15]:<15} {r.concurrency:>4} {r.rep:>3} {r.accepted:>8} "
         f"{r.accepted_per_s:>7.0f} {r.p50_ms:>7.1f} {r.p99_ms:>7.1f} {r.error_count:>6} {closes:>7} {cpu:>29} "
-        f"{r.load1:>5.2f}"
+        f"{r.load1:>5.2f}{group}"
     )
 
 
@@ -1064,6 +1083,13 @@ def main(argv: list[str] | None = None) -> int:
         if shape not in ("prod", "embedded"):
             parser.error(f"unknown shape {shape!r}")
     servers = {"prod": _split(args.prod_servers), "embedded": _split(args.embedded_servers)}
+    missing = []
+    if importlib.util.find_spec("granian") is None:  # pip install -e '.[bench]' brings it
+        missing.append("granian")
+        servers = {shape: [x for x in names if not x.startswith("granian")] for shape, names in servers.items()}
+    if importlib.util.find_spec("gunicorn") is None:
+        missing.append("gunicorn")
+        servers["prod"] = [x for x in servers["prod"] if x != "gunicorn"]
     judge = dict(x.split("=", 1) for x in _split(args.judge))
     next_port = [args.port_base]
 
@@ -1100,6 +1126,7 @@ def main(argv: list[str] | None = None) -> int:
         targets.append(n8n_target(args.n8n, options))
     else:
         notes.append("n8n: skipped (no --n8n PATH given)")
+    notes += [f"{name}: not installed, its rows skipped (pip install -e '.[prod,bench]')" for name in missing]
     if "ceiling+group" in _split(args.apps) and "gunicorn" in servers["prod"] and "prod" in shapes:
         notes.append("ceiling+group: not under gunicorn's sync workers (one request per process: nothing to group)")
     for t in targets:
