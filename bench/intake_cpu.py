@@ -9,7 +9,7 @@ process only, so the database server's share is not in it) and wall time per del
 * ``ceiling``: ``bench/ceiling_app.py`` (Flask, one INSERT, a constant answer);
 
 and then the parts of ours one at a time (each alone, so they add up only roughly): Flask
-with an empty route, the form decoding, the Bitrix24 parser, ``Store.add_event``, the log line
+with an empty route, the form decoding, the Bitrix24 receiver (validate and parse), ``store.inbox.add``, the log line
 (formatted, written to /dev/null), a Prometheus counter.
 
     python bench/intake_cpu.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench_w2   # emptied!
@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from flask import Flask
 
+    from adapters.contracts import WebhookReceiver
     from bench.ceiling_app import create_app, create_table
     from bench.intake import _reset_postgres
     from connector.config import load_config_text
@@ -140,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         base[0] += 10_000_000
         return [_body(base[0] + i) for i in range(n)]
 
-    b24 = runtime.adapters["b24"].webhook_parser()
-    assert b24 is not None
+    b24 = runtime.adapters["b24"]
+    assert isinstance(b24, WebhookReceiver)
     log = logging.getLogger("connector.intake")
     counter = DELIVERIES.labels("b24", "accepted")
     form_type = "application/x-www-form-urlencoded"
@@ -156,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             ("  Flask, an empty route", *_time([_wsgi(empty, _environ(b)) for b in bodies()])),
             ("  form decoding (_form)", *_time([partial(_form, b, form_type) for b in bodies()])),
             (
-                "  Bitrix24 parser",
-                *_time([partial(b24.parse, _request(b), received_at=now) for b in bodies()]),
+                "  Bitrix24 validate + parse",
+                *_time([partial(_receive, b24, _request(b), now) for b in bodies()]),
             ),
             ("  store.inbox.add", *_time([partial(runtime.store.inbox.add, e, now, "c0ffee") for e in events])),
             ("  the INFO log line", *_time([partial(log.info, line, "b24", 1, 1, 0, f"c{i}") for i in range(n)])),
@@ -178,8 +179,13 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _receive(receiver: Any, request: Any, now: datetime) -> object:
+    receiver.validate(request)
+    return receiver.parse(request, received_at=now)
+
+
 def _request(body: bytes) -> Any:
-    from adapters.base import IncomingRequest
+    from adapters.contracts import IncomingRequest
     from connector.intake import _form, _Headers
 
     return IncomingRequest(
