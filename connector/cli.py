@@ -21,7 +21,7 @@ def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
 
 def _load(path: str):  # type: ignore[no-untyped-def]
     try:
-        return load_config(path)
+        config = load_config(path)
     except ConfigError as exc:
         click.echo(f"config refused ({len(exc.problems)} problem(s)):", err=True)
         for problem in exc.problems:
@@ -30,6 +30,11 @@ def _load(path: str):  # type: ignore[no-untyped-def]
     except OSError as exc:
         click.echo(f"cannot read config {path}: {exc.strerror}", err=True)
         sys.exit(2)
+    from connector.redaction import configure_for, mask_standard_streams
+
+    configure_for(config)  # no secret of it in a log line or in what a command prints
+    mask_standard_streams()
+    return config
 
 
 def _console():  # type: ignore[no-untyped-def]
@@ -39,7 +44,43 @@ def _console():  # type: ignore[no-untyped-def]
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-@click.group()
+# Exit codes of expected failures (besides 1, "needs attention", and 2, a refused config).
+EXIT_DATABASE = 3
+EXIT_ANOTHER_INSTANCE = 4
+
+
+class _Commands(click.Group):
+    """Expected failures end a command with one line and an exit code, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            failure = _expected_failure(exc)
+            if failure is None:
+                raise
+            click.echo(failure[0], err=True)
+            sys.exit(failure[1])
+
+
+def _expected_failure(exc: Exception) -> tuple[str, int] | None:
+    """One line and an exit code for a failure the operator can act on, or None."""
+    from sqlalchemy.exc import DBAPIError
+
+    from connector.redaction import redact
+    from connector.storage.engine import DatabaseUnavailable, database_problem
+    from connector.storage.instance import AnotherInstance
+
+    if isinstance(exc, DatabaseUnavailable):
+        return redact(str(exc)), EXIT_DATABASE
+    if isinstance(exc, DBAPIError):
+        return redact(database_problem(exc)), EXIT_DATABASE
+    if isinstance(exc, AnotherInstance):
+        return redact(str(exc)), EXIT_ANOTHER_INSTANCE
+    return None
+
+
+@click.group(cls=_Commands)
 def main() -> None:
     """crm-connector: CRM regulations, applied by themselves."""
 
@@ -56,10 +97,10 @@ def check(config: str) -> None:
 @click.option("--config", "config_path", required=True, type=click.Path())
 def init_db(config_path: str) -> None:
     """Create or upgrade the database schema."""
-    from connector.storage.engine import make_engine, migrate
+    from connector.storage.store import Store
 
     cfg = _load(config_path)
-    migrate(make_engine(cfg.storage["url"]))
+    Store.for_config(cfg.storage, apply_migrations=True).close()
     click.echo("database schema is up to date")
 
 
@@ -80,6 +121,9 @@ def run(config_path: str, roles: str) -> None:
         raise click.UsageError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
     cfg = _load(config_path)
     _setup_logging(cfg.logging["level"], cfg.logging["format"])
+    from connector.storage.instance import hold_single_instance
+
+    instance = hold_single_instance(cfg.storage["url"])  # SQLite: one process per file
     runtime = Runtime(cfg)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -89,6 +133,8 @@ def run(config_path: str, roles: str) -> None:
         click.echo(f"listening on {runtime.intake_url}")
     stop.wait()
     runtime.stop()
+    if instance is not None:
+        instance.release()
 
 
 def _moment(text: str | None, tz: str) -> datetime | None:
@@ -136,7 +182,7 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
         else:
             from connector.storage.store import Store
 
-            items = from_inbox(Store(cfg.storage["url"], apply_migrations=False), adapters, start)
+            items = from_inbox(Store.for_config(cfg.storage, apply_migrations=False), adapters, start)
         items = sorted((i for i in items if end is None or i.at <= end), key=lambda i: i.at)
     else:
         try:
@@ -178,7 +224,7 @@ def backfill(config_path: str, crm: str, since: str) -> None:
     if not isinstance(adapter, DealSource):
         adapter.close()
         raise click.UsageError(f"{crm!r} keeps no deals to backfill")
-    store = Store(cfg.storage["url"], apply_migrations=cfg.storage["apply_migrations"])
+    store = Store.for_config(cfg.storage)
     console = _console()
     try:
         # No total is known in advance: the bar counts deals read (quiet off a terminal).
@@ -233,7 +279,7 @@ def why(deal: str, config_path: str, crm: str | None) -> None:
     from connector.storage.store import Store
 
     cfg = _load(config_path)
-    store = Store(cfg.storage["url"], apply_migrations=False)
+    store = Store.for_config(cfg.storage, apply_migrations=False)
     rows = store.audit.for_deal(crm, deal)
     if not rows:
         click.echo(f"nothing recorded for deal {deal}")
@@ -265,7 +311,7 @@ def status(config_path: str) -> None:
     from domain.clock import utcnow
 
     cfg = _load(config_path)
-    store = Store(cfg.storage["url"], apply_migrations=False)
+    store = Store.for_config(cfg.storage, apply_migrations=False)
     try:
         state = gather(store, cfg, utcnow())
     finally:
@@ -291,7 +337,7 @@ def replay(
     if not (ids or crm or rule or everything):
         raise click.UsageError("choose dead letters with --id, --crm, --rule or --all")
     cfg = _load(config_path)
-    store = Store(cfg.storage["url"], apply_migrations=False)
+    store = Store.for_config(cfg.storage, apply_migrations=False)
     try:
         chosen = store.outbox.replay_dead(utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
         click.echo(

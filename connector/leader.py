@@ -4,9 +4,12 @@ Several connector processes may share a PostgreSQL database (scale-out); workers
 dispatchers in all of them claim rows safely, but a poll or a deadline scan must run in
 one place (and APScheduler 3's job stores must not be shared). The leader holds a
 PostgreSQL advisory lock on its own connection: if the process dies, the connection
-closes and another process takes over at its next try. On SQLite there is one process,
-which always leads. The leader writes a heartbeat row so that any process (an intake
-under gunicorn, say) can tell whether a leader is alive.
+closes and another process takes over at its next try. That connection runs in autocommit,
+so it never sits idle inside a transaction, and its session is ended by the server when it
+stays silent for a few checks (``idle_session_timeout``): a leader cut off from the database
+(a reset the server never heard of) frees the lock for a successor instead of holding it
+for ever. On SQLite there is one process, which always leads. The leader writes a heartbeat
+row so that any process (an intake under gunicorn, say) can tell whether a leader is alive.
 """
 
 from __future__ import annotations
@@ -24,14 +27,18 @@ from connector.storage.store import Store
 log = logging.getLogger(__name__)
 
 LOCK_KEY = 727101
+# The server ends a leader's session silent for this many checks, releasing its lock.
+SILENT_CHECKS = 4
 
 
 class Leadership:
-    """Try to lead; ``held()`` says whether this process leads right now."""
+    """Try to lead; ``held()`` says whether this process leads right now. ``check_every`` is
+    how often the runtime calls it (seconds): the lock's session outlives a few silent ones."""
 
-    def __init__(self, store: Store, owner: str) -> None:
+    def __init__(self, store: Store, owner: str, *, check_every: float = 15.0) -> None:
         self.store = store
         self.owner = owner
+        self.check_every = check_every
         self._conn: Connection | None = None
         self._lock = threading.Lock()
         self._postgres = store.engine.dialect.name == "postgresql"
@@ -55,13 +62,22 @@ class Leadership:
             except SQLAlchemyError:
                 log.warning("leader lost its database connection; leadership dropped owner=%s", self.owner)
                 self._drop()
+        conn: Connection | None = None
         try:
-            conn = self.store.engine.connect()
+            conn = self.store.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            silent = int(self.check_every * SILENT_CHECKS * 1000)
+            if (self.store.engine.dialect.server_version_info or (0,)) >= (14,):
+                conn.exec_driver_sql(f"SET idle_session_timeout = {silent}")
             got = bool(conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({LOCK_KEY})").scalar())
-            conn.commit()
         except SQLAlchemyError:
+            if conn is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.invalidate()
+                    conn.close()
             return False
         if not got:
+            with contextlib.suppress(SQLAlchemyError):
+                conn.exec_driver_sql("RESET idle_session_timeout")  # back to the pool's own
             conn.close()
             return False
         self._conn = conn

@@ -42,7 +42,7 @@ class DatabaseCollector(Collector):
         inbox = GaugeMetricFamily("crmc_inbox_rows", "Inbox rows by CRM and status", labels=["crm", "status"])
         timers = GaugeMetricFamily("crmc_open_deadlines", "Deadlines running")
         breaches = GaugeMetricFamily("crmc_deadline_breaches", "Breaches recorded, by deadline", labels=["deadline"])
-        with self.store.sessions() as s:
+        with self.store.reading() as s:
             for crm, status, count in s.execute(
                 select(OutboxRow.crm, OutboxRow.status, func.count(OutboxRow.id)).group_by(
                     OutboxRow.crm, OutboxRow.status

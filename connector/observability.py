@@ -14,6 +14,8 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from connector.redaction import install_log_redaction
+
 _correlation: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation", default=None)
 
 
@@ -67,13 +69,17 @@ class JsonFormatter(logging.Formatter):
         cid = getattr(record, "correlation", None)
         if cid:
             entry["correlation"] = cid
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = record.exc_text
         return json.dumps(entry, ensure_ascii=False)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Configure the root logger once for the process (``fmt``: text or json)."""
+    """Configure the root logger once for the process (``fmt``: text or json); every record
+    is masked of secrets (``connector.redaction``), whichever library made it."""
+    install_log_redaction()
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(CorrelationFilter())

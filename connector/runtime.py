@@ -22,6 +22,7 @@ from connector.config import Config
 from connector.dispatcher import Dispatcher
 from connector.intake import create_app
 from connector.leader import Leadership
+from connector.redaction import configure_for
 from connector.storage.store import Store
 from connector.web.status_page import status_blueprint
 from connector.worker import Worker
@@ -60,7 +61,8 @@ class Runtime:
     def __init__(self, config: Config, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.config = config
         self.clock = clock
-        self.store = Store(config.storage["url"], apply_migrations=config.storage["apply_migrations"])
+        configure_for(config)  # every log record of the process is masked of its secrets
+        self.store = Store.for_config(config.storage)
         self.adapters: dict[str, CrmAdapter] = {n: build_adapter(n, s) for n, s in config.crms.items()}
         self.calendar = build_calendar(config)
         self.worker = Worker(config, self.store, self.adapters, clock=clock, calendar=self.calendar)
@@ -78,7 +80,7 @@ class Runtime:
         if config.server["status_token"]:
             self.app.register_blueprint(status_blueprint(self.store, config, clock))
         self.scheduler = BackgroundScheduler(timezone="UTC")
-        self.leadership = Leadership(self.store, f"{socket.gethostname()}:{os.getpid()}")
+        self.leadership = Leadership(self.store, f"{socket.gethostname()}:{os.getpid()}", check_every=LEADER_CHECK)
         self._server: Any = None
         self._server_thread: threading.Thread | None = None
 

@@ -65,7 +65,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
     tz = config.calendar["timezone"]
     crms: list[CrmStatus] = []
     attention: list[str] = []
-    with store.sessions() as s:
+    with store.reading() as s:
         for name, settings in config.crms.items():
             c = CrmStatus(name=name, type=settings.type)
             c.last_webhook = s.scalar(

@@ -27,6 +27,56 @@ class StorageSchema(Schema):
         metadata={"doc": "SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://…"},
     )
     apply_migrations = fields.Boolean(load_default=True, metadata={"doc": "migrate the schema on start"})
+    connect_timeout = Span(
+        load_default=5.0, metadata={"doc": "PostgreSQL: give up opening a connection after this (at least 2 s)"}
+    )
+    keepalive = Span(
+        load_default=30.0,
+        metadata={
+            "doc": "PostgreSQL: TCP keepalives on both ends after this much silence (probes every third of it, "
+            "3 of them), so a connection to a vanished peer is dropped"
+        },
+    )
+    statement_timeout = Span(
+        load_default=30.0,
+        metadata={
+            "doc": "PostgreSQL: the server cancels a statement of the worker, dispatcher, scheduler or a "
+            "command after this, and the client gives the connection up 0.5 s later if no answer came"
+        },
+    )
+    lock_timeout = Span(
+        load_default=10.0, metadata={"doc": "PostgreSQL: how long those wait for a row lock before giving up"}
+    )
+    intake_statement_timeout = Span(
+        load_default=1.5,
+        metadata={
+            "doc": "PostgreSQL: the same limit for the intake's inserts (a delivery not stored in time gets 503)"
+        },
+    )
+    intake_lock_timeout = Span(load_default=1.0, metadata={"doc": "PostgreSQL: the intake's lock wait"})
+    idle_in_transaction_timeout = Span(
+        load_default=60.0,
+        metadata={
+            "doc": "PostgreSQL: the server ends a session idle inside a transaction this long (a client that "
+            "vanished mid-transaction frees its row locks)"
+        },
+    )
+    idle_session_timeout = Span(
+        load_default=900.0,
+        metadata={
+            "doc": "PostgreSQL 14+: the server ends a session idle this long (a client that vanished frees its "
+            "advisory locks; pooled connections are reopened as needed); longer than any CRM call"
+        },
+    )
+    busy_timeout = Span(load_default=5.0, metadata={"doc": "SQLite: how long a write waits for another one to finish"})
+    retention = Span(
+        load_default=90 * 86400.0,
+        metadata={
+            "doc": "processed inbox rows, written outbox rows and audit lines older than this are purged "
+            "(never less than server.replay_window)"
+        },
+    )
+    purge_every = Span(load_default=3600.0, metadata={"doc": "how often the leader purges what retention lets go"})
 
 
 class ServerSchema(Schema):

@@ -72,7 +72,7 @@ class Audit:
 
     def for_deal(self, crm: str | None, deal_id: str) -> list[AuditRow]:
         """Every line about a deal, oldest first."""
-        with self.store.sessions() as session:
+        with self.store.reading() as session:
             query = select(AuditRow).where(AuditRow.deal_id == deal_id).order_by(AuditRow.at, AuditRow.id)
             if crm:
                 query = query.where(AuditRow.crm == crm)

@@ -68,7 +68,7 @@ class Cursors:
 
     def last_beat(self) -> tuple[str | None, datetime | None]:
         """The last leader's name and heartbeat, if one ever beat."""
-        with self.store.sessions() as session:
+        with self.store.reading() as session:
             row = session.get(CursorRow, HEARTBEAT)
             return (row.value, row.updated_at) if row is not None else (None, None)
 
