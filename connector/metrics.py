@@ -24,6 +24,7 @@ PROCESSING = Histogram(
     ["crm"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
+PURGED = Counter("crmc_purged_rows_total", "Rows deleted by retention, by table", ["table"])
 WRITES = Counter(
     "crmc_writes_total", "Outbox rows carried out, by CRM, command and result", ["crm", "command", "result"]
 )

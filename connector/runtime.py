@@ -30,6 +30,7 @@ from domain.clock import utcnow
 from jobs.poll import poll_deals
 from jobs.poll_documents import poll_documents
 from jobs.report import run_report
+from jobs.retention import purge_expired, retention_of
 from jobs.schedule import run_scheduled_rule
 from jobs.timers import fire_due_timers
 from rules.calendar import WorkCalendar
@@ -102,6 +103,11 @@ class Runtime:
         """One run of a configured report: its tasks go to the outbox."""
         report = next(r for r in self.config.reports if r.name == name)
         return run_report(self.store, report, self.clock(), self.calendar)
+
+    def purge(self) -> int:
+        """One retention run: what expired is deleted; returns how many rows went."""
+        keep = retention_of(self.config.storage["retention"], self.config.server["replay_window"])
+        return sum(purge_expired(self.store, self.clock(), keep).values())
 
     def poll(self, crm: str) -> int:
         """One poll of a CRM: the documents it keeps for another CRM's deals, or its changed deals."""
@@ -178,6 +184,9 @@ class Runtime:
                 misfire_grace_time=3600,
                 **opts,
             )
+        self.scheduler.add_job(
+            lead, "interval", args=[self.purge], seconds=self.config.storage["purge_every"], id="retention", **opts
+        )
         if self.config.deadlines:
             self.scheduler.add_job(
                 lead, "interval", args=[self.fire_timers], seconds=self.config.timers["every"], id="deadlines", **opts

@@ -114,8 +114,11 @@ class Inbox:
 
     @staticmethod
     def lock_new(session: Session, row_id: int) -> InboxRow | None:
-        """The row, locked, if it is still waiting (a lapsed lease may have let another worker in)."""
-        live = session.get(InboxRow, row_id, with_for_update=True)
+        """The row, locked, if it is still waiting (a lapsed lease may have let another worker in).
+
+        A row another session holds locked is skipped, not waited for: that worker is on it.
+        """
+        live = session.get(InboxRow, row_id, with_for_update={"skip_locked": True})
         return live if live is not None and live.status == InboxStatus.NEW else None
 
     @staticmethod

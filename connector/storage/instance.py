@@ -19,6 +19,8 @@ from typing import IO
 
 from sqlalchemy.engine import make_url
 
+from connector.storage.engine import DatabaseUnavailable
+
 
 class AnotherInstance(Exception):
     """Another process already runs on this SQLite file."""
@@ -61,8 +63,11 @@ def hold_single_instance(url: str) -> InstanceLock | None:
     path = lock_path(url)
     if path is None:
         return None
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+b")  # noqa: SIM115 - held open for the process's life
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+b")  # noqa: SIM115 - held open for the process's life
+    except OSError as exc:
+        raise DatabaseUnavailable(f"database {url} unavailable: cannot open {path}: {exc.strerror}") from None
     try:
         _lock(handle)
     except OSError:

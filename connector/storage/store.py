@@ -44,7 +44,10 @@ class Store:
         ``DatabaseUnavailable`` says in one line why it could not."""
         self.url = url
         self.settings = settings or DatabaseSettings()
-        self.engine: Engine = make_engine(url, self.settings)
+        try:
+            self.engine: Engine = make_engine(url, self.settings)
+        except OSError as exc:  # SQLite: the database's folder cannot be made
+            raise DatabaseUnavailable(f"{database_problem(exc, url)} ({exc.filename})") from exc
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         # Sessions that only read: on SQLite they take no write lock (status, metrics, why).
         self.reading: sessionmaker[Session] = make_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}))

@@ -7,16 +7,25 @@ or ``?token=`` (compared in constant time).
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from connector.config import Config
-from connector.status import gather
+from connector.redaction import redact
+from connector.status import Status, gather
+from connector.storage.engine import database_problem
 from connector.storage.store import Store
+
+log = logging.getLogger(__name__)
 
 
 def _authorised(token: str) -> bool:
@@ -27,6 +36,25 @@ def _authorised(token: str) -> bool:
     elif request.authorization is not None and request.authorization.password:
         offered = request.authorization.password
     return bool(offered) and hmac.compare_digest(offered.encode(), token.encode())
+
+
+def _masked(state: Status) -> Status:
+    """The figures with every error text masked of secrets (a CRM's answer may quote one)."""
+    return dataclasses.replace(
+        state,
+        attention=[redact(line) for line in state.attention],
+        dead_letters=[{**d, "error": redact(d["error"])} for d in state.dead_letters],
+        unlinked=[{**u, "what": redact(u["what"])} for u in state.unlinked],
+    )
+
+
+def _masked_trail(rows: Iterable[Any]) -> list[SimpleNamespace]:
+    return [
+        SimpleNamespace(
+            at=r.at, crm=r.crm, rule=r.rule, trigger=redact(r.trigger or ""), action=r.action, message=redact(r.message)
+        )
+        for r in rows
+    ]
 
 
 def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]) -> Blueprint:
@@ -44,9 +72,9 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
     @page.get("/status")
     def status() -> str:
         now = clock()
-        state = gather(store, config, now)
+        state = _masked(gather(store, config, now))
         deal = (request.args.get("deal") or "").strip()[:64]
-        trail = store.audit.for_deal(request.args.get("crm") or None, deal) if deal else []
+        trail = _masked_trail(store.audit.for_deal(request.args.get("crm") or None, deal)) if deal else []
         return render_template(
             "status.html",
             state=state,
@@ -56,5 +84,11 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
             local=lambda m: m.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if m else "—",
             token=request.args.get("token", ""),
         )
+
+    @page.errorhandler(SQLAlchemyError)
+    def database_down(exc: SQLAlchemyError) -> Response:
+        problem = redact(database_problem(exc))
+        log.warning("status page: %s", problem)
+        return Response(problem + "\n", 503, mimetype="text/plain")
 
     return page
