@@ -1,10 +1,19 @@
 """Chaos run: deal events through the real connector processes, killed with SIGKILL at
 random moments and restarted, while the CRM simulator injects faults and drops webhooks.
 
-At the end the simulator's state is compared with what the captain-by-location rule must
-have produced (one task per deal, for the deal's captain) and the figures are printed:
-events, faults injected, kills, and events lost / tasks missing / tasks duplicated, each
-of which must be 0.
+When the events are in and the kills are done, every process runs again and the harness
+waits (bounded by ``--settle``) until the queues drain: no inbox row waiting, no write
+pending or under way, every deal with its task. Then the simulator's state is compared
+with what the captain-by-location rule must have produced (one task per deal, for the
+deal's captain) and the figures are printed: events, faults injected, kills, the drain
+time and the load average, and
+
+* lost: deals with a delivery the intake acknowledged (200) but nothing stored for them;
+* unprocessed: deals stored (acknowledged or polled) but not processed when the wait ended,
+  work still pending, not lost;
+* missing, duplicated, wrong captain: tasks absent, written twice, or for the wrong person.
+
+A clean run has all five at 0 (so it drained).
 
     python bench/chaos.py --events 10000                       # SQLite, one process
     python bench/chaos.py --events 10000 --shape multi \\
@@ -28,6 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -120,15 +130,22 @@ class Figures:
     deals: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     kills: int = 0
+    acknowledged: int = 0
     lost: int = 0
+    unprocessed: int = 0
     missing: int = 0
     duplicated: int = 0
     wrong_captain: int = 0
+    drained: bool = False
+    drain_seconds: float | None = None
+    inbox_waiting: int = 0
+    outbox_waiting: int = 0
     seconds: float = 0.0
+    load_average: list[float] = field(default_factory=list)  # 1-minute load: at start, at the drain's start, at end
 
     @property
     def clean(self) -> bool:
-        return self.lost == self.missing == self.duplicated == self.wrong_captain == 0
+        return self.lost == self.unprocessed == self.missing == self.duplicated == self.wrong_captain == 0
 
 
 def _processes(shape: str, config: Path, port: int, workdir: Path) -> list[Proc]:
@@ -158,6 +175,47 @@ def _processes(shape: str, config: Path, port: int, workdir: Path) -> list[Proc]
         Proc("scheduler-1", [*run, "--roles", "scheduler"], env, workdir / "scheduler-1.log"),
         Proc("scheduler-2", [*run, "--roles", "scheduler"], env, workdir / "scheduler-2.log"),
     ]
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else 0.0
+
+
+def _waiting(store: Any) -> tuple[int, int]:
+    """Inbox rows waiting for the worker, and writes pending or under way."""
+    from sqlalchemy import func, select
+
+    from connector.storage.models import InboxRow, OutboxRow
+
+    try:
+        with store.reading() as s:
+            inbox = s.scalar(select(func.count(InboxRow.id)).where(InboxRow.status == "new")) or 0
+            outbox = s.scalar(select(func.count(OutboxRow.id)).where(OutboxRow.status.in_(("pending", "sending")))) or 0
+    except Exception:  # noqa: BLE001 - the database restarting under us: ask again
+        return -1, -1
+    return int(inbox), int(outbox)
+
+
+def _deals_stored_and_processed(store: Any) -> tuple[set[str], set[str]]:
+    """Deals with anything in the inbox; deals processed (a snapshot, and no inbox row waiting)."""
+    from sqlalchemy import select
+
+    from connector.storage.models import DealSnapshotRow, InboxRow
+
+    with store.reading() as s:
+        stored = {d for d in s.scalars(select(InboxRow.deal_id).distinct()) if d}
+        waiting = {d for d in s.scalars(select(InboxRow.deal_id).where(InboxRow.status != "done").distinct()) if d}
+        seen = set(s.scalars(select(DealSnapshotRow.deal_id)))
+    return stored, seen - waiting
+
+
+def _acknowledged_deals(sim: Bitrix24Simulator) -> set[str]:
+    """Deals with at least one webhook delivery the intake answered 200."""
+    deals: set[str] = set()
+    for delivery in sim.webhooks.log:
+        if delivery.status == 200 and isinstance(delivery.body, list):
+            deals.update(v for k, v in delivery.body if k == "data[FIELDS][ID]")
+    return deals
 
 
 def _reset_postgres(url: str) -> None:
@@ -271,39 +329,47 @@ def run_chaos(
     def settled() -> bool:
         return all(sim.deals[d].get("ASSIGNED_BY_ID") == c and sim.tasks_for_deal(d) for d, c in deals.items())
 
-    deadline = time.monotonic() + settle
-    while time.monotonic() < deadline and (figures.kills < min_kills or not settled()):
+    kill_deadline = time.monotonic() + settle
+    while time.monotonic() < kill_deadline and (figures.kills < min_kills or not settled()):
         time.sleep(0.5)  # the killer goes on while the backlog drains
     killing_on.clear()
     killing.join()
     for p in procs:  # whatever the killer left dead comes back
         if p.popen is None or p.popen.poll() is not None:
             p.start()
-    while time.monotonic() < deadline + 60 and not settled():
+
+    from connector.storage.store import Store
+
+    store = Store(database, apply_migrations=False)
+    figures.load_average.append(_load())
+    drain_began = time.monotonic()
+    while time.monotonic() < drain_began + settle:
+        waiting = _waiting(store)
+        if waiting == (0, 0) and settled():
+            figures.drained = True
+            figures.drain_seconds = round(time.monotonic() - drain_began, 1)
+            break
         time.sleep(1.0)
     time.sleep(3.0)  # late duplicates would show now
     figures.seconds = time.monotonic() - began
     for p in procs:
         p.stop()
     server.stop()
-
-    from sqlalchemy import select
-
-    from connector.storage.models import DealSnapshotRow
-    from connector.storage.store import Store
-
-    store = Store(database, apply_migrations=False)
-    with store.sessions() as s:
-        seen = set(s.scalars(select(DealSnapshotRow.deal_id)))
+    figures.inbox_waiting, figures.outbox_waiting = _waiting(store)
+    stored, processed = _deals_stored_and_processed(store)
     store.close()
+    acknowledged = _acknowledged_deals(sim)
+    figures.acknowledged = len(acknowledged & set(deals))
     for deal, captain in deals.items():
         tasks = sim.tasks_for_deal(deal)
-        figures.lost += deal not in seen
+        figures.lost += deal in acknowledged and deal not in stored
+        figures.unprocessed += deal in stored and deal not in processed
         figures.missing += not tasks
         figures.duplicated += max(0, len(tasks) - 1)
         figures.wrong_captain += (
             any(t.get("RESPONSIBLE_ID") != captain for t in tasks) or sim.deals[deal].get("ASSIGNED_BY_ID") != captain
         )
+    figures.load_average.append(_load())
     figures.faults = dict(sim.faults.injected) | {"refused_by_bucket": sim.bucket.refused}
     sim.close()
     if verbose:
@@ -329,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
         metavar=("MIN", "MAX"),
         help="seconds between kills, drawn uniformly",
     )
-    parser.add_argument("--settle", type=float, default=300.0, help="seconds to wait for the backlog at the end")
+    parser.add_argument(
+        "--settle", type=float, default=600.0, help="seconds to wait for the kills, then for the queues to drain"
+    )
     args = parser.parse_args(argv)
     machine = Snapshot()
     figures = run_chaos(
