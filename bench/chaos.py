@@ -137,11 +137,12 @@ class Figures:
     duplicated: int = 0
     wrong_captain: int = 0
     drained: bool = False
-    drain_seconds: float | None = None
+    feed_seconds: float = 0.0  # from the first event to the last one delivered
+    drain_seconds: float | None = None  # from the last event to empty queues and every task (kills included)
     inbox_waiting: int = 0
     outbox_waiting: int = 0
     seconds: float = 0.0
-    load_average: list[float] = field(default_factory=list)  # 1-minute load: at start, at the drain's start, at end
+    load_average: list[float] = field(default_factory=list)  # 1-minute load: at start, once the kills end, at end
 
     @property
     def clean(self) -> bool:
@@ -281,7 +282,7 @@ def run_chaos(
         ),
         encoding="utf-8",
     )
-    figures = Figures(shape=shape, database=database.split(":")[0])
+    figures = Figures(shape=shape, database=database.split(":")[0], load_average=[_load()])
     procs = _processes(shape, config, port, workdir)
     for p in procs:
         p.start()
@@ -323,13 +324,15 @@ def run_chaos(
         if i % 50 == 0:
             time.sleep(0.05)  # a steady stream, not one burst
     sim.webhooks.wait_idle()
+    events_in = time.monotonic()
+    figures.feed_seconds = round(events_in - began, 1)
     figures.events = len(deals) * per_deal
     figures.deals = len(deals)
 
     def settled() -> bool:
         return all(sim.deals[d].get("ASSIGNED_BY_ID") == c and sim.tasks_for_deal(d) for d, c in deals.items())
 
-    kill_deadline = time.monotonic() + settle
+    kill_deadline = events_in + settle
     while time.monotonic() < kill_deadline and (figures.kills < min_kills or not settled()):
         time.sleep(0.5)  # the killer goes on while the backlog drains
     killing_on.clear()
@@ -347,7 +350,7 @@ def run_chaos(
         waiting = _waiting(store)
         if waiting == (0, 0) and settled():
             figures.drained = True
-            figures.drain_seconds = round(time.monotonic() - drain_began, 1)
+            figures.drain_seconds = round(time.monotonic() - events_in, 1)
             break
         time.sleep(1.0)
     time.sleep(3.0)  # late duplicates would show now
@@ -375,6 +378,12 @@ def run_chaos(
     if verbose:
         print(
             json.dumps(figures.__dict__ | {"clean": figures.clean, "logs": str(workdir)}, ensure_ascii=False, indent=2)
+        )
+        drain = f"drained {figures.drain_seconds} s after the last event" if figures.drained else "did NOT drain"
+        print(
+            f"{figures.shape}/{figures.database}: {drain} (load {figures.load_average}); lost {figures.lost}, "
+            f"acknowledged but unprocessed {figures.unprocessed}, missing {figures.missing}, "
+            f"duplicated {figures.duplicated}, wrong captain {figures.wrong_captain}"
         )
     return figures
 
