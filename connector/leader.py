@@ -76,8 +76,9 @@ class Leadership:
                     conn.close()
             return False
         if not got:
-            with contextlib.suppress(SQLAlchemyError):
-                conn.exec_driver_sql("RESET idle_session_timeout")  # back to the pool's own
+            with contextlib.suppress(SQLAlchemyError):  # back to the pool's own limit
+                own = int(self.store.settings.idle_session_timeout * 1000)
+                conn.exec_driver_sql(f"SET idle_session_timeout = {own}")
             conn.close()
             return False
         self._conn = conn

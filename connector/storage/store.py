@@ -47,7 +47,7 @@ class Store:
         try:
             self.engine: Engine = make_engine(url, self.settings)
         except OSError as exc:  # SQLite: the database's folder cannot be made
-            raise DatabaseUnavailable(f"{database_problem(exc, url)} ({exc.filename})") from exc
+            raise DatabaseUnavailable(database_problem(exc, url)) from exc
         self.sessions: sessionmaker[Session] = make_sessionmaker(self.engine)
         # Sessions that only read: on SQLite they take no write lock (status, metrics, why).
         self.reading: sessionmaker[Session] = make_sessionmaker(self.engine.execution_options(**{READ_ONLY: True}))
