@@ -343,14 +343,51 @@ def replay(
         click.echo(
             f"{len(chosen)} dead letter(s) queued again" + (f": {', '.join(map(str, chosen))}" if chosen else "")
         )
-        if wait and chosen:
+        if not chosen:
+            sys.exit(1)
+        if wait:
             outcome = _follow(store, chosen, wait)
-            click.echo(
-                f"done {outcome.get('done', 0)}, dead again {outcome.get('dead', 0)}, "
-                f"still pending {len(chosen) - outcome.get('done', 0) - outcome.get('dead', 0)}"
-            )
+            pending = len(chosen) - outcome.get("done", 0) - outcome.get("dead", 0)
+            click.echo(f"done {outcome.get('done', 0)}, dead again {outcome.get('dead', 0)}, still pending {pending}")
+            if outcome.get("dead", 0) or pending:
+                sys.exit(1)
     finally:
         store.close()
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--id", "ids", multiple=True, type=int, help="a dead letter's id (repeatable)")
+@click.option("--crm", default=None, help="only this CRM's dead letters")
+@click.option("--rule", default=None, help="only this rule's dead letters")
+@click.option("--all", "everything", is_flag=True, help="every dead letter")
+@click.option("--reason", required=True, help="why it is given up on (kept in the audit trail)")
+def discard(
+    config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool, reason: str
+) -> None:
+    """Give up on chosen dead letters whose cause cannot be fixed; kept in the audit with who and why.
+
+    Exits 1 when nothing matched.
+    """
+    import getpass
+
+    from connector.storage.store import Store
+    from domain.clock import utcnow
+
+    if not (ids or crm or rule or everything):
+        raise click.UsageError("choose dead letters with --id, --crm, --rule or --all")
+    if not reason.strip():
+        raise click.UsageError("--reason must say why")
+    cfg = _load(config_path)
+    store = Store.for_config(cfg.storage, apply_migrations=False)
+    try:
+        chosen = store.outbox.discard_dead(
+            utcnow(), reason=reason.strip(), by=f"{getpass.getuser()} (cli)", ids=list(ids) or None, crm=crm, rule=rule
+        )
+    finally:
+        store.close()
+    click.echo(f"{len(chosen)} dead letter(s) discarded" + (f": {', '.join(map(str, chosen))}" if chosen else ""))
+    sys.exit(0 if chosen else 1)
 
 
 def _follow(store, ids: list[int], seconds: float) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -18,12 +18,14 @@ class InboxStatus(StrEnum):
 
 
 class OutboxStatus(StrEnum):
-    """An outbox row: waiting, under way (it may have landed), carried out, or a dead letter."""
+    """An outbox row: waiting, under way (it may have landed), carried out, a dead letter, or a
+    dead letter an operator gave up on (kept for the record, no longer asking for attention)."""
 
     PENDING = "pending"
     SENDING = "sending"
     DONE = "done"
     DEAD = "dead"
+    DISCARDED = "discarded"
 
 
 # The outbox rows the dispatcher still has to carry out.

@@ -1,4 +1,4 @@
-"""`connector status` and `connector replay` from the command line, on a database with known rows."""
+"""`connector status`, `replay` and `discard` from the command line, on a database with known rows."""
 
 from __future__ import annotations
 
@@ -28,14 +28,12 @@ crms: {{b24: {{type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/secret
     return config, Store(url)
 
 
-def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) -> None:
-    config, store = _setup(tmp_path)
+def _dead_letter(store: Store, key: str = "k1") -> None:
     now = utcnow()
-    store.cursors.save_bookmark("b24", "deals", Bookmark(now), now)
     with store.sessions() as s, s.begin():
         s.add(
             OutboxRow(
-                idempotency_key="k1",
+                idempotency_key=key,
                 crm="b24",
                 deal_id="7",
                 rule="r",
@@ -50,6 +48,13 @@ def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) 
                 updated_at=now,
             )
         )
+
+
+def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) -> None:
+    config, store = _setup(tmp_path)
+    now = utcnow()
+    store.cursors.save_bookmark("b24", "deals", Bookmark(now), now)
+    _dead_letter(store)
     runner = CliRunner()
     result = runner.invoke(main, ["status", "--config", str(config)])
     assert result.exit_code == 1, result.output
@@ -58,8 +63,9 @@ def test_status_exit_code_follows_attention_and_replay_requeues(tmp_path: Path) 
 
     assert runner.invoke(main, ["replay", "--config", str(config)]).exit_code == 2  # nothing chosen
     result = runner.invoke(main, ["replay", "--config", str(config), "--all", "--wait", "0.6"])
-    assert result.exit_code == 0 and "1 dead letter(s) queued again: 1" in result.output
+    assert "1 dead letter(s) queued again: 1" in result.output
     assert "still pending 1" in result.output  # no connector runs here to resend it
+    assert result.exit_code == 1  # the wait ended before the resend: not a success
     with store.sessions() as s:
         row = s.get(OutboxRow, 1)
         assert row is not None and (row.status, row.attempts) == ("pending", 1)
@@ -75,3 +81,35 @@ def test_status_flags_a_crm_never_polled(tmp_path: Path) -> None:
     store.close()
     result = CliRunner().invoke(main, ["status", "--config", str(config)])
     assert result.exit_code == 1 and "b24: never polled" in result.output
+
+
+def test_replay_and_discard_exit_non_zero_when_nothing_matched(tmp_path: Path) -> None:
+    config, store = _setup(tmp_path)
+    runner = CliRunner()
+    result = runner.invoke(main, ["replay", "--config", str(config), "--id", "17"])
+    assert result.exit_code == 1 and "0 dead letter(s) queued again" in result.output
+    result = runner.invoke(main, ["discard", "--config", str(config), "--id", "17", "--reason", "gone"])
+    assert result.exit_code == 1 and "0 dead letter(s) discarded" in result.output
+    store.close()
+
+
+def test_discard_silences_an_unfixable_dead_letter_and_records_why(tmp_path: Path) -> None:
+    config, store = _setup(tmp_path)
+    now = utcnow()
+    store.cursors.save_bookmark("b24", "deals", Bookmark(now), now)
+    _dead_letter(store)
+    runner = CliRunner()
+    assert runner.invoke(main, ["status", "--config", str(config)]).exit_code == 1
+    assert runner.invoke(main, ["discard", "--config", str(config), "--id", "1"]).exit_code == 2  # no reason
+    result = runner.invoke(main, ["discard", "--config", str(config), "--id", "1", "--reason", "user 17 deleted"])
+    assert result.exit_code == 0 and "1 dead letter(s) discarded: 1" in result.output
+    result = runner.invoke(main, ["status", "--config", str(config)])
+    assert result.exit_code == 0 and "all well" in result.output
+    with store.sessions() as s:
+        row = s.get(OutboxRow, 1)
+        assert row is not None and row.status == "discarded"
+    trail = store.audit.for_deal("b24", "7")
+    assert any("discarded by" in r.message and "user 17 deleted" in r.message for r in trail)
+    # a discarded row is no longer a dead letter: replay does not bring it back
+    assert runner.invoke(main, ["replay", "--config", str(config), "--id", "1"]).exit_code == 1
+    store.close()

@@ -1,21 +1,24 @@
-"""The status page: guarded by the token, the same facts as `connector status`, a deal's trail;
-rendered in headless Chromium with a screenshot check."""
+"""The status page: guarded by the token (never in a URL), never cached, the same facts as
+`connector status`, a deal's trail, replay and discard buttons that refuse forged posts;
+rendered and used in headless Chromium with a screenshot."""
 
 from __future__ import annotations
 
-import base64
 import os
 import shutil
 import struct
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import select, update
 
 from connector.config import load_config_text
 from connector.runtime import Runtime
+from connector.storage.models import AuditRow, OutboxRow
+from connector.web.status_page import SESSION_COOKIE
+from domain.statuses import OutboxStatus
 from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import CONFIG, TOKEN, wait_for
 
@@ -45,23 +48,134 @@ def running(db_url, monkeypatch) -> Iterator[tuple[Runtime, Bitrix24Simulator, s
     simulator.close()
 
 
+def _kill_written_task(rt: Runtime, error: str) -> int:
+    """Turn the task the connector wrote into a dead letter, as if its last try had failed."""
+
+    def written() -> bool:
+        with rt.store.sessions() as s:
+            return s.scalars(select(OutboxRow.status).where(OutboxRow.command == "create_task")).all() == ["done"]
+
+    assert wait_for(written)  # the dispatcher has finished with it
+    with rt.store.sessions() as s, s.begin():
+        row = s.scalars(select(OutboxRow).where(OutboxRow.command == "create_task")).one()
+        s.execute(update(OutboxRow).where(OutboxRow.id == row.id).values(status=OutboxStatus.DEAD, last_error=error))
+        return row.id
+
+
+def _status_of(rt: Runtime, row_id: int) -> str:
+    with rt.store.sessions() as s:
+        row = s.get(OutboxRow, row_id)
+        assert row is not None
+        return row.status
+
+
+def _signed_in(rt: Runtime) -> requests.Session:
+    browser = requests.Session()
+    answer = browser.post(
+        f"{rt.intake_url}/status/sign-in",
+        data={"token": STATUS_TOKEN},
+        headers={"Origin": rt.intake_url},
+        timeout=5,
+        allow_redirects=False,
+    )
+    assert answer.status_code == 303, answer.text
+    return browser
+
+
 def test_token_guards_the_page(running) -> None:  # type: ignore[no-untyped-def]
     rt, _, deal = running
     url = f"{rt.intake_url}/status"
-    assert requests.get(url, timeout=5).status_code == 401
-    assert requests.get(url, params={"token": "wrong-token-0123456789"}, timeout=5).status_code == 401
+    refused = requests.get(url, timeout=5)
+    assert refused.status_code == 401 and 'name="token"' in refused.text  # the sign-in form
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert requests.get(url, params={"token": STATUS_TOKEN}, timeout=5).status_code == 401  # never in a URL
     assert requests.get(url, auth=("admin", STATUS_TOKEN), timeout=5).status_code == 200
     page = requests.get(url, headers={"Authorization": f"Bearer {STATUS_TOKEN}"}, params={"deal": deal}, timeout=5)
     assert page.status_code == 200
+    assert page.headers["Cache-Control"] == "no-store" and page.headers["X-Frame-Options"] == "DENY"
     assert "captain-by-location" in page.text and "Проверить техническую возможность" in page.text
-    assert TOKEN not in page.text  # the CRM's secrets never; the page's own token only in its form
+    assert STATUS_TOKEN not in page.text and TOKEN not in page.text
+    assert 'http-equiv="refresh"' in page.text
+
+
+def test_sign_in_keeps_a_cookie_that_is_not_the_token(running) -> None:  # type: ignore[no-untyped-def]
+    rt, _, _ = running
+    wrong = requests.post(
+        f"{rt.intake_url}/status/sign-in", data={"token": "not-the-token-000000"}, allow_redirects=False, timeout=5
+    )
+    assert wrong.status_code == 401 and SESSION_COOKIE not in wrong.cookies
+    browser = _signed_in(rt)
+    cookie = browser.cookies[SESSION_COOKIE]
+    assert cookie and STATUS_TOKEN not in cookie
+    assert browser.get(f"{rt.intake_url}/status", timeout=5).status_code == 200
+    out = browser.post(
+        f"{rt.intake_url}/status/sign-out", data={"csrf": _csrf(browser, rt)}, headers={"Origin": rt.intake_url}
+    )
+    assert out.status_code == 401  # redirected back to the sign-in form
+    assert browser.get(f"{rt.intake_url}/status", timeout=5).status_code == 401
+
+
+def _csrf(browser: requests.Session, rt: Runtime) -> str:
+    page = browser.get(f"{rt.intake_url}/status", timeout=5).text
+    start = page.index('name="csrf" value="') + len('name="csrf" value="')
+    return page[start : page.index('"', start)]
+
+
+def test_actions_refuse_forged_posts(running) -> None:  # type: ignore[no-untyped-def]
+    rt, _, _ = running
+    dead = _kill_written_task(rt, "user 17 not found")
+    browser = _signed_in(rt)
+    csrf = _csrf(browser, rt)
+    url = f"{rt.intake_url}/status/replay"
+    no_field = browser.post(url, data={"id": dead}, headers={"Origin": rt.intake_url}, allow_redirects=False)
+    other_site = browser.post(
+        url, data={"id": dead, "csrf": csrf}, headers={"Origin": "https://evil.example"}, allow_redirects=False
+    )
+    assert (no_field.status_code, other_site.status_code) == (403, 403)
+    assert _status_of(rt, dead) == OutboxStatus.DEAD
+
+
+def test_replay_button_resends_and_discard_button_records_why(running) -> None:  # type: ignore[no-untyped-def]
+    rt, simulator, deal = running
+    dead = _kill_written_task(rt, "user 17 not found")
+    browser = _signed_in(rt)
+    page = browser.get(f"{rt.intake_url}/status", timeout=5).text
+    assert f'id="replay-{dead}"' in page and "user 17 not found" in page
+    answer = browser.post(
+        f"{rt.intake_url}/status/replay",
+        data={"id": dead, "csrf": _csrf(browser, rt)},
+        headers={"Origin": rt.intake_url},
+    )
+    assert answer.status_code == 200 and f"Dead letter {dead} queued again" in answer.text
+    assert wait_for(lambda: _status_of(rt, dead) == OutboxStatus.DONE)
+    assert len(simulator.tasks_for_deal(deal)) == 1  # found by its marker, not written twice
+
+    _kill_written_task(rt, "user 17 not found")
+    csrf = _csrf(browser, rt)
+    empty = browser.post(
+        f"{rt.intake_url}/status/discard",
+        data={"id": dead, "csrf": csrf, "reason": " "},
+        headers={"Origin": rt.intake_url},
+    )
+    assert "Say why" in empty.text and _status_of(rt, dead) == OutboxStatus.DEAD
+    done = browser.post(
+        f"{rt.intake_url}/status/discard",
+        data={"id": dead, "csrf": csrf, "reason": "user 17 was deleted"},
+        headers={"Origin": rt.intake_url},
+    )
+    assert f"Dead letter {dead} discarded" in done.text and _status_of(rt, dead) == OutboxStatus.DISCARDED
+    assert "dead letter" not in done.text.split("Needs attention")[-1].split("<table>")[0]
+    with rt.store.sessions() as s:
+        trail = [r.message for r in s.scalars(select(AuditRow).where(AuditRow.action == "discarded"))]
+    assert trail and "user 17 was deleted" in trail[0] and "status page (127.0.0.1)" in trail[0]
 
 
 def test_no_token_no_page(db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv("B24_TOKEN", TOKEN)
     rt = Runtime(load_config_text(CONFIG.format(db_url=db_url, b24_url="http://127.0.0.1:9/rest/1/x/")))
     try:
-        assert rt.app.test_client().get(f"/status?token={STATUS_TOKEN}").status_code == 404
+        client = rt.app.test_client()
+        assert client.get("/status", headers={"Authorization": f"Bearer {STATUS_TOKEN}"}).status_code == 404
     finally:
         rt.stop()
 
@@ -76,30 +190,36 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return width, height
 
 
-def test_page_renders_in_headless_chromium(running, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    browser = _chromium()
-    if browser is None:
+def test_page_is_used_in_headless_chromium(running, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A person signs in, sees the dead letter, presses replay; the screenshot shows the page."""
+    browser_path = _chromium()
+    if browser_path is None:
         if os.environ.get("CONNECTOR_TEST_CHROMIUM"):
             pytest.fail("CONNECTOR_TEST_CHROMIUM is set but no chromium is installed")
         pytest.skip("no chromium on this machine (Debian package `chromium`); .ci/run installs it")
-    rt, _, deal = running
-    url = f"{rt.intake_url}/status?token={STATUS_TOKEN}&deal={deal}"
-    flags = [
-        browser,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1280,900",
-    ]
-    dom = subprocess.run([*flags, "--dump-dom", url], capture_output=True, text=True, timeout=60, check=True).stdout
-    assert "crm-connector status" in dom and ("All well" in dom or "Needs attention" in dom)
-    assert "captain-by-location" in dom
-    shot = Path(os.environ.get("CONNECTOR_SCREENSHOT_DIR", tmp_path)) / "status-page.png"
-    subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=60, check=True)
-    data = shot.read_bytes()
+    from playwright.sync_api import sync_playwright
+
+    rt, simulator, deal = running
+    dead = _kill_written_task(rt, "user 17 not found")
+    shots = Path(os.environ.get("CONNECTOR_SCREENSHOT_DIR", tmp_path))
+    with sync_playwright() as driver:
+        chromium = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
+        try:
+            page = chromium.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(f"{rt.intake_url}/status")
+            page.fill("input[name=token]", STATUS_TOKEN)
+            page.click("button[type=submit]")
+            assert "Needs attention" in page.content() and "user 17 not found" in page.content()
+            assert STATUS_TOKEN not in page.url
+            page.screenshot(path=str(shots / "status-page.png"))
+            page.click(f"#replay-{dead}")
+            assert f"Dead letter {dead} queued again" in page.content()
+            page.screenshot(path=str(shots / "status-page-replayed.png"))
+        finally:
+            chromium.close()
+    assert wait_for(lambda: _status_of(rt, dead) == OutboxStatus.DONE)
+    assert len(simulator.tasks_for_deal(deal)) == 1
+    data = (shots / "status-page.png").read_bytes()
     assert _png_size(data) == (1280, 900)
     # A blank or error page compresses to almost nothing; tables and text do not.
     assert len(data) > 20_000, len(data)
-    assert base64.b64encode(data[:8]) == b"iVBORw0KGgo="

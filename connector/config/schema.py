@@ -115,8 +115,8 @@ class ServerSchema(Schema):
         allow_none=True,
         validate=validate.Length(min=16),
         metadata={
-            "doc": "enables the read-only status page at /status; give it as "
-            "the basic-auth password, a Bearer token or ?token="
+            "doc": "enables the status page at /status; sign in with it (a session "
+            "cookie) or send it as a Bearer token or the basic-auth password, never in a URL"
         },
     )
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 # Audit actions the runtime writes besides the rules' own (commands by kind, local effects).
 DEAD_LETTER = "dead_letter"
 REPLAYED = "replayed"
+DISCARDED = "discarded"
 UNLINKED = "unlinked"
 NOTE = "note"
 

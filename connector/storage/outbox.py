@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from connector.storage.audit import DEAD_LETTER, REPLAYED, Audit, decided
+from connector.storage.audit import DEAD_LETTER, DISCARDED, REPLAYED, Audit, decided
 from connector.storage.inbox import new_correlation_id
 from connector.storage.models import OutboxRow
 from domain import Command, OutboxStatus, command_from_payload
@@ -168,19 +168,25 @@ class Outbox:
             live.next_try_at = now + timedelta(seconds=retry_in(live.attempts))
             return False
 
+    @staticmethod
+    def _dead_letters(
+        session: Session, ids: Sequence[int] | None, crm: str | None, rule: str | None
+    ) -> list[OutboxRow]:
+        query = select(OutboxRow).where(OutboxRow.status == OutboxStatus.DEAD)
+        if ids:
+            query = query.where(OutboxRow.id.in_(list(ids)))
+        if crm:
+            query = query.where(OutboxRow.crm == crm)
+        if rule:
+            query = query.where(OutboxRow.rule == rule)
+        return list(session.scalars(query.order_by(OutboxRow.id)))
+
     def replay_dead(
         self, now: datetime, *, ids: Sequence[int] | None = None, crm: str | None = None, rule: str | None = None
     ) -> list[int]:
         """Put chosen dead letters back in the queue; returns their ids."""
         with self.store.sessions() as session, session.begin():
-            query = select(OutboxRow).where(OutboxRow.status == OutboxStatus.DEAD)
-            if ids:
-                query = query.where(OutboxRow.id.in_(list(ids)))
-            if crm:
-                query = query.where(OutboxRow.crm == crm)
-            if rule:
-                query = query.where(OutboxRow.rule == rule)
-            chosen = list(session.scalars(query.order_by(OutboxRow.id)))
+            chosen = self._dead_letters(session, ids, crm, rule)
             for row in chosen:
                 # attempts = 1: a dead write may have landed after all, so the dispatcher looks
                 # for it by its marker first; then the row has its retries again.
@@ -194,6 +200,35 @@ class Outbox:
                     rule=row.rule,
                     action=REPLAYED,
                     message=f"dead letter {row.id} ({row.command}) queued again; last error: "
+                    f"{(row.last_error or '')[:200]}",
+                    correlation_id=row.correlation_id,
+                )
+            return [r.id for r in chosen]
+
+    def discard_dead(
+        self,
+        now: datetime,
+        *,
+        reason: str,
+        by: str,
+        ids: Sequence[int] | None = None,
+        crm: str | None = None,
+        rule: str | None = None,
+    ) -> list[int]:
+        """Give up on chosen dead letters for good (a cause that cannot be fixed, such as a
+        deleted user); each is kept with who discarded it and why. Returns their ids."""
+        with self.store.sessions() as session, session.begin():
+            chosen = self._dead_letters(session, ids, crm, rule)
+            for row in chosen:
+                row.status, row.claimed_until, row.updated_at, row.done_at = OutboxStatus.DISCARDED, None, now, now
+                Audit.record(
+                    session,
+                    at=now,
+                    crm=row.crm,
+                    deal_id=row.deal_id,
+                    rule=row.rule,
+                    action=DISCARDED,
+                    message=f"dead letter {row.id} ({row.command}) discarded by {by}: {reason}; last error: "
                     f"{(row.last_error or '')[:200]}",
                     correlation_id=row.correlation_id,
                 )

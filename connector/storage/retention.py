@@ -1,5 +1,5 @@
 """What retention lets go, and its deletion in small batches: processed inbox rows, written
-outbox rows and audit lines, each older than a moment. Failed inbox rows and dead letters
+or discarded outbox rows and audit lines, each older than a moment. Failed inbox rows and dead letters
 stay whatever their age: they wait for a person."""
 
 from __future__ import annotations
@@ -20,7 +20,10 @@ def _expired(table: str, before: datetime) -> tuple[Any, list[ColumnElement[bool
     if table == "inbox":
         return InboxRow, [InboxRow.status == InboxStatus.DONE, InboxRow.processed_at < before]
     if table == "outbox":
-        return OutboxRow, [OutboxRow.status == OutboxStatus.DONE, OutboxRow.done_at < before]
+        return OutboxRow, [
+            OutboxRow.status.in_((OutboxStatus.DONE, OutboxStatus.DISCARDED)),
+            OutboxRow.done_at < before,
+        ]
     if table == "audit":
         return AuditRow, [AuditRow.at < before]
     raise ValueError(f"no retention for table {table!r}")
