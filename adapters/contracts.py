@@ -54,6 +54,7 @@ class CrmSettings:
     type: str
     poll_every: float | None = None  # seconds between polls; None: not polled
     poll_overlap: float = 120.0  # seconds re-read behind the bookmark
+    initial_lookback: float = 0.0  # seconds a deal source reads back on its first poll (no bookmark yet)
 
 
 class SettingsSchema(Schema):

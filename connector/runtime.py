@@ -117,8 +117,14 @@ class Runtime:
             assert isinstance(deals, DealSource)  # checked with the config
             return poll_documents(self.store, adapter, deals, now=self.clock())
         if isinstance(adapter, DealSource):
-            overlap = timedelta(seconds=self.config.crms[crm].poll_overlap)
-            return poll_deals(self.store, adapter, now=self.clock(), overlap=overlap)
+            settings = self.config.crms[crm]
+            return poll_deals(
+                self.store,
+                adapter,
+                now=self.clock(),
+                overlap=timedelta(seconds=settings.poll_overlap),
+                initial_lookback=timedelta(seconds=settings.initial_lookback),
+            )
         return 0
 
     def start(self, *, serve: bool = True, roles: Iterable[str] = ROLES) -> None:

@@ -25,15 +25,19 @@ def parse_span(value: Any) -> timedelta:
 
 
 class Span(fields.Field):
-    """A time span such as ``5m``; loads as seconds (float)."""
+    """A time span such as ``5m``; loads as seconds (float). ``allow_zero`` admits ``0``."""
+
+    def __init__(self, *, allow_zero: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.allow_zero = allow_zero
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> float:
         try:
             seconds = parse_span(value).total_seconds()
         except ValueError as exc:
             raise ValidationError(str(exc)) from exc
-        if seconds <= 0:
-            raise ValidationError("must be longer than zero")
+        if seconds < 0 or (seconds == 0 and not self.allow_zero):
+            raise ValidationError("must be zero or longer" if self.allow_zero else "must be longer than zero")
         return seconds
 
 

@@ -27,7 +27,7 @@ def poll_deals(
     *,
     now: datetime,
     overlap: timedelta,
-    initial_lookback: timedelta = timedelta(days=1),
+    initial_lookback: timedelta = timedelta(0),
     checkpoint_every: int = 200,
     since: datetime | None = None,
     progress: Callable[[int], None] | None = None,
@@ -35,7 +35,7 @@ def poll_deals(
     """One polling run for one CRM; returns how many new changes were queued.
 
     ``since`` reads from that moment instead of the cursor (a backfill); the cursor still
-    only moves forward.
+    only moves forward. With no cursor yet, the first run reads from ``now - initial_lookback``.
     """
     bookmark = store.cursors.bookmark(adapter.name, DEALS_STREAM)
     newest = bookmark.position if bookmark else now - initial_lookback

@@ -46,6 +46,13 @@ class Bitrix24SettingsSchema(SettingsSchema):
     )
     poll_every = Span(metadata={"doc": "how often to poll changed deals"})
     poll_overlap = Span(metadata={"doc": "re-read this far behind the cursor"})
+    initial_lookback = Span(
+        allow_zero=True,
+        metadata={
+            "doc": "on the very first poll (no cursor yet) read changes this far back; 0 starts from now, "
+            "so the rules do not act on yesterday's deals when the connector is switched on"
+        },
+    )
     rate = fields.Float(validate=validate.Range(min=0.1), metadata={"doc": "requests per second"})
     burst = fields.Float(validate=validate.Range(min=1), metadata={"doc": "bucket size"})
     timeout = Span()

@@ -82,6 +82,13 @@ class PipedriveSettingsSchema(SettingsSchema):
     own_user_id = Id(allow_none=True, metadata={"doc": "the API token's user: only its API changes are skipped"})
     poll_every = Span(metadata={"doc": "how often to poll changed deals"})
     poll_overlap = Span(metadata={"doc": "re-read this far behind the cursor"})
+    initial_lookback = Span(
+        allow_zero=True,
+        metadata={
+            "doc": "on the very first poll (no cursor yet) read changes this far back; 0 starts from now, "
+            "so the rules do not act on yesterday's deals when the connector is switched on"
+        },
+    )
     burst_limit = fields.Integer(
         validate=validate.Range(min=1),
         metadata={

@@ -199,7 +199,7 @@ def allowed(field: fields.Field) -> str:
         if field.value_field is not None and field.value_field.validators:
             parts.append("values: " + allowed(field.value_field))
     if isinstance(field, Span):
-        parts.append("longer than zero")
+        parts.append("zero or longer" if field.allow_zero else "longer than zero")
     for cls, text in _RULES_LINKS.items():
         if isinstance(field, cls):
             parts.append(text)
