@@ -46,6 +46,8 @@ logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line p
 
 
 def build_calendar(config: Config) -> WorkCalendar:
+    if config.calendars is not None:
+        return config.calendars.default
     cal = config.calendar
     return WorkCalendar(
         timezone=cal["timezone"],

@@ -255,6 +255,8 @@ class Worker:
             users=users,
             territories=self.config.territories,
             calendar=self.calendar,
+            calendars=self.config.calendars,
+            org=self.config.org,
             workload=workload,
             deadlines=self.config.deadlines,
             assigned=Snapshots.assignments(session),

@@ -19,6 +19,7 @@ from rules.model import (
     RuleContext,
     StepWrite,
 )
+from rules.org import Org, OrgRef
 from rules.templates import Template
 from rules.territories import choose_captain
 
@@ -61,14 +62,37 @@ def _moment(text: str) -> datetime | None:
     return value if value.tzinfo else None
 
 
-def _user(value: str | Template, ctx: RuleContext, results: Mapping[str, Any]) -> str:
+UserRef = str | Template | OrgRef
+
+
+def _user(value: UserRef, ctx: RuleContext, results: Mapping[str, Any]) -> str:
+    """The one user a reference names (the first of several); empty when nobody."""
+    found = _users(value, ctx, results)[0]
+    return found[0] if found else ""
+
+
+def _users(value: UserRef, ctx: RuleContext, results: Mapping[str, Any]) -> tuple[tuple[str, ...], str]:
+    """Every user a reference names, and how it was resolved (for the audit)."""
+    org = ctx.org or _NO_ORG
+    if isinstance(value, OrgRef):
+        resolved = org.resolve(value, ctx.deal.crm, ctx.deal.responsible_id)
+        return resolved.user_ids, resolved.how
     if isinstance(value, Template):
-        return value.render(ctx.template_vars(results))
+        return _one(value.render(ctx.template_vars(results))), ""
     if value == "responsible":
-        return ctx.deal.responsible_id or ""
+        return _one(ctx.deal.responsible_id or ""), ""
     if value in results:
-        return str(results[value])
-    return value
+        return _one(str(results[value])), ""
+    if value in org.people:
+        return org.resolve(OrgRef("person", value, value), ctx.deal.crm, None).user_ids, f"person {value}"
+    return _one(value), ""
+
+
+def _one(user_id: str) -> tuple[str, ...]:
+    return (user_id,) if user_id else ()
+
+
+_NO_ORG = Org()
 
 
 @dataclass
@@ -97,10 +121,10 @@ class AssignCaptain(ActionSpec):
 @dataclass
 class CreateTaskSpec(ActionSpec):
     title: Template
-    responsible: str | Template
+    responsible: UserRef
     description: Template | None = None
     due: str | None = None
-    auditors: list[str | Template] = field(default_factory=list)
+    auditors: list[UserRef] = field(default_factory=list)
     priority: str = "normal"
     task_type: str = "task"
     due_from: str = "now"
@@ -112,26 +136,34 @@ class CreateTaskSpec(ActionSpec):
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         variables = ctx.template_vars(results)
-        responsible = _user(self.responsible, ctx, results)
-        if not responsible:
-            return [Planned(f"{slot}:note", Note("task not created: no responsible user"))]
+        responsibles, how = _users(self.responsible, ctx, results)
+        if not responsibles:
+            return [Planned(f"{slot}:note", Note(f"task not created: {how or 'no responsible user'}"))]
         due = deadline(ctx, self.due, self.due_from)
         if self.due_at is not None:
             rendered = self.due_at.render(variables)
             due = _moment(rendered) or due
             if due is None:
                 return [Planned(f"{slot}:note", Note(f"task not created: due_at {rendered!r} is not a moment"))]
-        task = CreateTask(
-            ctx.deal.id,
-            title=self.title.render(variables),
-            description=self.description.render(variables) if self.description else "",
-            responsible_id=responsible,
-            deadline=due,
-            auditors=tuple(a for a in (_user(x, ctx, results) for x in self.auditors) if a),
-            priority=self.priority,  # type: ignore[arg-type]
-            task_type=self.task_type,
-        )
-        return [Planned(slot, task)]
+        auditors = tuple(dict.fromkeys(a for x in self.auditors for a in _users(x, ctx, results)[0]))
+        out: list[Planned] = []
+        if how:
+            out.append(Planned(f"{slot}:to", Note(f"{self.responsible} -> {', '.join(responsibles)} ({how})")))
+        # A role's people each get their own task, keyed by who they are (stable as the role grows).
+        per_person = isinstance(self.responsible, OrgRef) and self.responsible.kind == "role"
+        for responsible in responsibles:
+            task = CreateTask(
+                ctx.deal.id,
+                title=self.title.render(variables),
+                description=self.description.render(variables) if self.description else "",
+                responsible_id=responsible,
+                deadline=due,
+                auditors=auditors,
+                priority=self.priority,  # type: ignore[arg-type]
+                task_type=self.task_type,
+            )
+            out.append(Planned(f"{slot}:{responsible}" if per_person else slot, task))
+        return out
 
 
 @dataclass
@@ -301,7 +333,7 @@ class EscalateSpec(ActionSpec):
     """A task to the supervisor, a comment on the deal and, on a breached deadline, a
     breach record for the penalty report."""
 
-    to: str | Template
+    to: UserRef
     title: Template
     description: Template | None = None
     comment: Template | None = None

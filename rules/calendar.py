@@ -58,8 +58,9 @@ therefore applies art. 112 itself (except for the 1-8 January holidays, whose we
 decree moves to dates nobody can predict), and :meth:`WorkCalendar.coverage_warning` says so.
 Configuration (``extra_days_off`` / ``extra_working_days``) wins over the package in every year.
 
-Not modelled: the pre-holiday day shortened by one hour (Labour Code art. 95), shifts crossing
-midnight, per-weekday work hours.
+Single dates may have their own work hours (``day_hours``: an event day worked 15:00-23:00);
+"N working days" still counts the regular work day's length. Not modelled: the pre-holiday day
+shortened by one hour (Labour Code art. 95), shifts crossing midnight, per-weekday work hours.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ import calendar as _stdcal
 import functools
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Literal, get_args
@@ -252,11 +253,14 @@ class WorkCalendar:
         extra_days_off: Iterable[date] = (),
         extra_working_days: Iterable[date] = (),
         weekend: Iterable[int] = (5, 6),
+        day_hours: Mapping[date, str] | None = None,
     ) -> None:
         """Build the calendar; every problem with the configuration raises :class:`CalendarError`.
 
         ``extra_days_off`` / ``extra_working_days`` are applied on top of the production calendar
-        and win over it; ``weekend`` holds weekday numbers (Monday = 0).
+        and win over it; ``weekend`` holds weekday numbers (Monday = 0). ``day_hours`` gives
+        single dates their own work hours (a shift such as an event day worked 15:00-23:00); such
+        a date is a working day whatever the production calendar says.
         """
         try:
             self.tz = ZoneInfo(timezone)
@@ -273,6 +277,12 @@ class WorkCalendar:
 
         self.extra_days_off = frozenset(_as_date(d, "extra_days_off") for d in extra_days_off)
         self.extra_working_days = frozenset(_as_date(d, "extra_working_days") for d in extra_working_days)
+        self.day_periods = {
+            _as_date(day, "day_hours"): _parse_work_hours(hours) for day, hours in (day_hours or {}).items()
+        }
+        if shifted_off := self.extra_days_off & set(self.day_periods):
+            listed = ", ".join(d.isoformat() for d in sorted(shifted_off))
+            raise CalendarError(f"dates both days off and given work hours: {listed}")
         if both := self.extra_days_off & self.extra_working_days:
             listed = ", ".join(d.isoformat() for d in sorted(both))
             raise CalendarError(f"dates both in extra_days_off and extra_working_days: {listed}")
@@ -325,7 +335,7 @@ class WorkCalendar:
         """True when ``day`` is a working day (config overrides first, then the production calendar)."""
         if isinstance(day, datetime):
             raise CalendarError(f"is_working_day takes a date, got the datetime {day.isoformat()}")
-        if day in self.extra_working_days:
+        if day in self.extra_working_days or day in self.day_periods:
             return True
         if day in self.extra_days_off:
             return False
@@ -411,7 +421,7 @@ class WorkCalendar:
         if self.is_working_day(day):
             midnight = datetime.combine(day, time())
             pairs = []
-            for start, end in self.periods:
+            for start, end in self.day_periods.get(day, self.periods):
                 s = (midnight + timedelta(minutes=start)).replace(tzinfo=self.tz).astimezone(UTC)
                 e = (midnight + timedelta(minutes=end)).replace(tzinfo=self.tz).astimezone(UTC)
                 if e > s:  # a period swallowed by a DST gap is simply skipped

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from domain.keys import rule_decision_key, rule_decision_prefix
 from rules.model import Decision, Rule, RuleContext
@@ -33,6 +34,20 @@ def may_fire(rule: Rule, crm: str, triggers: frozenset[str]) -> bool:
     return rule.enabled and rule.crm == crm and not rule.triggers.isdisjoint(triggers)
 
 
+def with_rule_calendar(rule: Rule, ctx: RuleContext) -> RuleContext:
+    """``ctx`` counting on the rule's calendar: its own ``calendar:``, else the calendar of the
+    team of the deal's responsible, else the default one already in ``ctx``."""
+    if ctx.calendars is None:
+        return ctx
+    name = rule.calendar
+    if name is None and ctx.org is not None:
+        name = ctx.org.team_calendar(ctx.deal.crm, ctx.deal.responsible_id)
+    if name is None or name not in ctx.calendars:
+        return ctx
+    chosen = ctx.calendars.get(name)
+    return ctx if chosen is ctx.calendar else replace(ctx, calendar=chosen)
+
+
 def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
     """Every action every matching rule takes, each with its idempotency key."""
     decisions: list[Decision] = []
@@ -43,12 +58,13 @@ def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
             continue
         if scheduled and ctx.event.data.get("schedule") != rule.name:
             continue  # a scheduled run belongs to the one rule whose schedule it is
-        if not rule.condition(ctx):
+        own = with_rule_calendar(rule, ctx)
+        if not rule.condition(own):
             continue
         results: dict[str, object] = {}
         prefix = rule_decision_prefix(rule.name, ctx.deal.crm, ctx.deal.id, rule_version(rule, ctx))
         for index, step in enumerate(rule.actions):
-            for planned in step.plan(ctx, results, f"{index}:{step.name}"):
+            for planned in step.plan(own, results, f"{index}:{step.name}"):
                 decisions.append(
                     Decision(rule.name, rule_decision_key(prefix, planned.slot), planned.action, ctx.triggers)
                 )

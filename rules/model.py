@@ -13,7 +13,9 @@ from rules.territories import Territory
 
 if TYPE_CHECKING:
     from rules.calendar import WorkCalendar
+    from rules.calendars import CalendarSet
     from rules.deadlines import DeadlineDef
+    from rules.org import Org
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ class RuleContext:
     workload: Mapping[str, int] = field(default_factory=dict)
     assigned: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     deadlines: Mapping[str, DeadlineDef] = field(default_factory=dict)
+    # Every configured calendar by name (``calendar`` is the one this rule counts on) and
+    # the org chart that targets such as team_lead_of(responsible) are resolved against.
+    calendars: CalendarSet | None = None
+    org: Org | None = None
 
     def next_holiday(self, days: int = 60) -> dict[str, Any]:
         """The next public holiday within ``days`` ({"date", "name"}; empty values if none)."""
@@ -195,6 +201,7 @@ class Rule:
     once_per: str = "deal"
     enabled: bool = True
     schedule: str | None = None  # cron, in the calendar's zone, for rules triggered by `schedule`
+    calendar: str | None = None  # a calendar by name; None: the responsible's team's, else the default
 
 
 @dataclass(frozen=True)

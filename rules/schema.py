@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ from rules.actions import (
 from rules.conditions import ConditionError, compile_condition
 from rules.deadlines import START_FROM, DeadlineDef
 from rules.model import ActionSpec, Rule
+from rules.org import OrgRef, parse_ref
 from rules.reports import ReportDef
 from rules.templates import Template, TemplateProblem
 from rules.territories import MATCH_KEYS, Territory
@@ -54,11 +56,23 @@ def _template(value: Any, path: str) -> Template:
         raise ValidationError({path: [str(exc)]}) from exc
 
 
-def _user_ref(value: Any, path: str) -> str | Template:
+def _user_ref(value: Any, path: str) -> str | Template | OrgRef:
     if isinstance(value, int):
         return str(value)
+    ref = parse_ref(value)
+    if ref is not None:
+        return ref
     if not isinstance(value, str) or not value:
-        raise ValidationError({path: ["a user id, 'responsible', 'captain' or a template"]})
+        raise ValidationError(
+            {
+                path: [
+                    "a user id, a person of org.people, 'responsible', 'captain', team_lead_of(responsible), "
+                    "head_of(team), role(NAME) / {role: NAME} or a template"
+                ]
+            }
+        )
+    if re.fullmatch(r"\s*\w+\s*\(.*\)\s*", value):
+        raise ValidationError({path: [f"{value!r}: write team_lead_of(responsible), head_of(team) or role(NAME)"]})
     return _template(value, path) if "{" in value else value
 
 
@@ -262,6 +276,11 @@ class RuleSchema(Schema):
         allow_none=True,
         metadata={"doc": "cron (minute hour day month weekday) in the calendar's zone"},
     )
+    calendar = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"doc": "a calendar of `calendars:` by name; default: the responsible's team's, else `calendar:`"},
+    )
 
     @validates_schema
     def check_schedule(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -287,6 +306,7 @@ class RuleSchema(Schema):
             once_per=data["once_per"],
             enabled=data["enabled"],
             schedule=data["schedule"],
+            calendar=data["calendar"],
         )
 
 

@@ -49,6 +49,10 @@ SECTION_INTRO: dict[str, str] = {
     "deadlines": "Named deadlines that rules start with `start_deadline` "
     "(see [Deadlines](rules.md#deadlines)). The key is the deadline's name.",
     "reports": "Periodic reports written as tasks (see [Reports](rules.md#reports)).",
+    "calendars": "Named working calendars besides the default `calendar:` (another country, other hours, "
+    "shifts on named days), chosen per rule or per team (see [Calendars](rules.md#calendars)).",
+    "org": "The org chart: people, teams with their leads and heads, roles; targets such as "
+    "`team_lead_of(responsible)` resolve against it (see [Org chart](rules.md#org-chart-and-roles)).",
 }
 
 _RULES_LINKS: dict[type[fields.Field], str] = {

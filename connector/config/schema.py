@@ -14,8 +14,12 @@ from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file,
 from domain import Command, CreateTask
 from domain.fields import Span
 from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
+from rules.calendars import CalendarSet
 from rules.deadlines import DeadlineDef
 from rules.model import Rule
+from rules.org import Org
+from rules.org_checks import calendar_set_of, org_problems
+from rules.org_schema import NamedCalendarSchema, OrgSchema
 from rules.reports import ReportDef
 from rules.schema import DeadlineSchema, ReportSchema, RuleSchema, TerritorySchema, build_deadline
 from rules.territories import Territory
@@ -242,6 +246,13 @@ class ConfigSchema(Schema):
         load_default=dict,
     )
     reports = fields.List(fields.Nested(ReportSchema), load_default=list)
+    calendars = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$")),
+        values=fields.Nested(NamedCalendarSchema),
+        load_default=dict,
+        metadata={"doc": "named calendars besides the default one (`calendar:`)"},
+    )
+    org = fields.Nested(OrgSchema, load_default=dict)
 
 
 @dataclass
@@ -262,6 +273,8 @@ class Config:
     timers: dict[str, Any] = field(default_factory=lambda: {"every": 30.0, "batch": 500})
     secrets: set[str] = field(default_factory=set)
     source: str = "<config>"
+    calendars: CalendarSet | None = None  # every calendar by name; "default" is ``calendar``
+    org: Org = field(default_factory=Org)
 
 
 class ConfigError(Exception):
@@ -354,6 +367,9 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         for j, step in enumerate(rule.actions):
             if isinstance(step, (StartDeadlineSpec, CancelDeadlineSpec)) and step.deadline not in deadline_names:
                 add({step.name: [f"no deadline named {step.deadline!r} under deadlines"]}, ("rules", i, "do", j))
+    calendars = calendar_set_of(data, add)
+    for path, message in org_problems(raw.data, data, rules, calendars):
+        add([message], path)
     seen: set[str] = set()
     for i, rule in rules:
         if rule.name in seen:
@@ -377,6 +393,8 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         reports=data["reports"],
         secrets=raw.secrets,
         source=source,
+        calendars=calendars,
+        org=data["org"] if isinstance(data["org"], Org) else Org(),
     )
 
 

@@ -176,6 +176,8 @@ class Replay:
             changes=changes,
             territories=self.config.territories,
             calendar=self.calendar,
+            calendars=self.config.calendars,
+            org=self.config.org,
             deadlines=self.config.deadlines,
             assigned=self._assigned,
         )
