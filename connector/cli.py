@@ -438,5 +438,34 @@ def demo(timeout: float, only: tuple[str, ...]) -> None:
     sys.exit(run_demo(timeout, only or ("bitrix24", "pipedrive", "onec")))
 
 
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="where the simulators listen")
+@click.option("--bitrix24-port", default=8081, show_default=True)
+@click.option("--pipedrive-port", default=8082, show_default=True)
+@click.option("--onec-port", default=8083, show_default=True)
+@click.option(
+    "--connector-url", default="http://127.0.0.1:8080", show_default=True, help="where the CRMs send webhooks"
+)
+@click.option("--sample-deals", is_flag=True, help="create three Bitrix24 applications at start")
+@click.option("--error-rate", default=0.0, help="share of calls answered 5xx without effect")
+@click.option("--error-after-effect-rate", default=0.0, help="share of writes done, then answered 5xx")
+@click.option("--limit-rate", default=0.0, help="share of calls refused as rate-limited")
+@click.option("--latency", default=0.0, help="up to this many seconds added to each answer")
+@click.option("--timeout-rate", default=0.0, help="share of calls that stall past a client's timeout")
+@click.option("--drop-webhook-rate", default=0.0, help="share of webhooks never sent")
+@click.option("--duplicate-webhooks", default=1, help="send every webhook this many times")
+@click.option("--seed", type=int, default=None, help="make the faults repeatable")
+def sandbox(**options: object) -> None:
+    """Start local Bitrix24, Pipedrive and 1C stand-ins for config.example.yaml and examples/."""
+    from connector.demo.sandbox import SandboxError, SandboxOptions, run_sandbox
+
+    _setup_logging("WARNING")
+    try:
+        sys.exit(run_sandbox(SandboxOptions(**options)))  # type: ignore[arg-type]
+    except SandboxError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     main()

@@ -1,0 +1,192 @@
+"""``connector sandbox``: a stand-in for the three CRMs, to try a config before a real portal.
+
+It starts the Bitrix24, Pipedrive and 1C simulators on fixed local ports with the people,
+pipelines, fields and documents that config.example.yaml and examples/ refer to (user ids
+1, 7, 17, 19, 23 and 31 exist; the address field is ``UF_CRM_ADDRESS``), points their
+webhooks at the connector, and prints the environment variables the configs read.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+
+from simulators.bitrix24 import Bitrix24Simulator
+from simulators.faults import FaultKnobs
+from simulators.onec.simulator import OneCSimulator, seed_demo
+from simulators.pipedrive import PipedriveSimulator
+from simulators.server import SimulatorServer
+
+B24_APP_TOKEN = "sandbox-app-token"
+PD_API_TOKEN = "sandbox-api-token"
+PD_WEBHOOK_USER = "connector"
+PD_WEBHOOK_PASSWORD = "sandbox-hook-password"
+ONEC_USER, ONEC_PASSWORD = "Интеграция", "sandbox-password"
+
+# Bitrix24 employees: the ids config.example.yaml and examples/ name get these people.
+B24_PEOPLE = {
+    7: ("Елена", "Орлова", "Руководитель сервисной службы"),
+    11: ("Павел", "Зайцев", "Картограф"),
+    12: ("Ольга", "Лебедева", "Картограф"),
+    17: ("Иван", "Петров", "Капитан: Советский район"),
+    19: ("Олег", "Смирнов", "Капитан: Вахитовский район"),
+    23: ("Анна", "Кузнецова", "Сервис-инженер"),
+    31: ("Рустам", "Галиев", "Капитан: 4201xx"),
+}
+PIPEDRIVE_PEOPLE = ("Мария Соколова", "Денис Волков", "Ирина Морозова", "Алексей Никитин")
+SAMPLE_DEALS = (
+    ("Подключение: ул. Академика Сахарова, 4", "Казань, Советский район, ул. Академика Сахарова, 4"),
+    ("Подключение: ул. Баумана, 10", "Казань, Вахитовский район, ул. Баумана, 10"),
+    ("Подключение: ул. Гвардейская, 8", "Казань, ул. Гвардейская, 8, 420111"),
+)
+
+
+class SandboxError(Exception):
+    """The sandbox cannot start (a port is taken); the message is one line for the operator."""
+
+
+@dataclass(frozen=True)
+class SandboxOptions:
+    """Where the simulators listen, where their webhooks go, and the faults they inject."""
+
+    host: str = "127.0.0.1"
+    bitrix24_port: int = 8081
+    pipedrive_port: int = 8082
+    onec_port: int = 8083
+    connector_url: str = "http://127.0.0.1:8080"
+    sample_deals: bool = False
+    error_rate: float = 0.0
+    error_after_effect_rate: float = 0.0
+    limit_rate: float = 0.0
+    latency: float = 0.0
+    timeout_rate: float = 0.0
+    drop_webhook_rate: float = 0.0
+    duplicate_webhooks: int = 1
+    seed: int | None = None
+
+    def faults(self) -> FaultKnobs:
+        """A fresh set of knobs (each simulator rolls its own dice)."""
+        return FaultKnobs(
+            error_rate=self.error_rate,
+            error_after_effect_rate=self.error_after_effect_rate,
+            limit_rate=self.limit_rate,
+            latency=(0.0, self.latency),
+            timeout_rate=self.timeout_rate,
+            drop_webhook_rate=self.drop_webhook_rate,
+            duplicate_webhooks=self.duplicate_webhooks,
+            seed=self.seed,
+        )
+
+
+class Sandbox:
+    """The three simulators, filled in and serving; ``env`` is what the configs read."""
+
+    def __init__(self, options: SandboxOptions) -> None:
+        self.options = options
+        hooks = options.connector_url.rstrip("/")
+        self.bitrix24 = Bitrix24Simulator(
+            application_token=B24_APP_TOKEN,
+            webhook_code="sandboxcode",
+            domain="sandbox.bitrix24.ru",
+            faults=options.faults(),
+            handler_url=f"{hooks}/hooks/bitrix24/b24",
+        )
+        for user_id, (name, last_name, position) in sorted(B24_PEOPLE.items()):
+            self.bitrix24.add_user(name, last_name, position=position, user_id=str(user_id))
+        self.pipedrive = PipedriveSimulator(api_token=PD_API_TOKEN, company_domain="sandbox")
+        self.pipedrive.faults = options.faults()
+        for person in PIPEDRIVE_PEOPLE:
+            self.pipedrive.add_user(person)
+        self.pipedrive.add_webhook(
+            f"{hooks}/hooks/pipedrive/pd", http_auth_user=PD_WEBHOOK_USER, http_auth_password=PD_WEBHOOK_PASSWORD
+        )
+        self.onec = OneCSimulator(users={ONEC_USER: ONEC_PASSWORD}, faults=options.faults())
+        seed_demo(self.onec)
+        self._servers: list[SimulatorServer] = []
+        self.env: dict[str, str] = {}
+
+    def _serve(self, simulator: Bitrix24Simulator | PipedriveSimulator | OneCSimulator, port: int, flag: str) -> str:
+        try:
+            if port:
+                # werkzeug would print its own two lines and exit; say it in one, with the flag.
+                with socket.create_server((self.options.host, port)):
+                    pass
+            server = simulator.serve(self.options.host, port)
+        except OSError as exc:
+            self.stop()
+            raise SandboxError(
+                f"cannot listen on {self.options.host}:{port} ({os.strerror(exc.errno) if exc.errno else exc}); "
+                f"choose another port with {flag}"
+            ) from None
+        self._servers.append(server)
+        return server.base_url
+
+    def start(self) -> dict[str, str]:
+        """Serve all three; returns the environment variables for the configs."""
+        o = self.options
+        b24 = self._serve(self.bitrix24, o.bitrix24_port, "--bitrix24-port")
+        pd = self._serve(self.pipedrive, o.pipedrive_port, "--pipedrive-port")
+        onec = self._serve(self.onec, o.onec_port, "--onec-port")
+        if o.sample_deals:
+            for title, address in SAMPLE_DEALS:
+                self.bitrix24.add_deal(
+                    {"TITLE": title, "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": address}
+                )
+        self.env = {
+            "B24_WEBHOOK_URL": b24 + self.bitrix24.webhook_base,
+            "B24_APP_TOKEN": B24_APP_TOKEN,
+            "PD_BASE_URL": pd,
+            "PD_API_TOKEN": PD_API_TOKEN,
+            "PD_WEBHOOK_USER": PD_WEBHOOK_USER,
+            "PD_WEBHOOK_PASSWORD": PD_WEBHOOK_PASSWORD,
+            "ONEC_URL": f"{onec}{self.onec.base_path}/",
+            "ONEC_USER": ONEC_USER,
+            "ONEC_PASSWORD": ONEC_PASSWORD,
+        }
+        return self.env
+
+    def stop(self) -> None:
+        """Stop serving and join what the simulators run in the background."""
+        for server in self._servers:
+            server.stop()
+        self._servers.clear()
+        for simulator in (self.bitrix24, self.pipedrive, self.onec):
+            simulator.close()
+
+
+@contextmanager
+def running_sandbox(options: SandboxOptions) -> Iterator[Sandbox]:
+    """A started sandbox, stopped on the way out."""
+    sandbox = Sandbox(options)
+    sandbox.start()
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
+
+
+def export_lines(env: dict[str, str], windows: bool = os.name == "nt") -> list[str]:
+    """The variables as the shell of this platform sets them (PowerShell on Windows)."""
+    if windows:
+        return [f'$env:{name} = "{value}"' for name, value in env.items()]
+    return [f"export {name}='{value}'" for name, value in env.items()]
+
+
+def run_sandbox(options: SandboxOptions, stop: threading.Event | None = None) -> int:
+    """Serve until Ctrl+C (or ``stop``), first printing what to export."""
+    with running_sandbox(options) as sandbox:
+        print("Sandbox CRMs are up. Export these, then run the connector against them:", flush=True)
+        for line in export_lines(sandbox.env):
+            print("  " + line, flush=True)
+        print(
+            f"Bitrix24 and Pipedrive send their webhooks to {options.connector_url}"
+            " (hooks b24 and pd). Ctrl+C stops the sandbox.",
+            flush=True,
+        )
+        with suppress(KeyboardInterrupt):
+            (stop or threading.Event()).wait()
+    return 0
