@@ -13,6 +13,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -32,7 +33,7 @@ from connector.storage.store import Store
 from connector.storage.timers import Timers
 from domain import Command, CreateCounterparty, Deal, Event, EventKind, User
 from domain.clock import utcnow
-from domain.errors import AdapterError, FatalError
+from domain.errors import AdapterError, AuthError, FatalError, RetriableError
 from domain.keys import deadline_decision_key
 from domain.statuses import EventSource, TimerStatus
 from rules.actions import AssignSpec
@@ -53,6 +54,22 @@ from rules.model import (
 log = logging.getLogger(__name__)
 
 USERS_TTL = 300.0
+# A CRM that refuses our credentials is tried again after 5 s, then 10, 20… up to 5 minutes.
+PAUSE_FIRST_PROBE = 5.0
+PAUSE_LONGEST_PROBE = 300.0
+# The audit action of an inbox row set aside.
+PARKED = "parked"
+
+
+@dataclass(frozen=True)
+class _Pause:
+    reason: str
+    probes: int
+    probe_at: datetime
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
 
 
 class Worker:
@@ -78,6 +95,9 @@ class Worker:
         self._wanted_users = sorted(
             {t.captain for t in config.territories} | {t.backup for t in config.territories if t.backup}
         )
+        self.probe_every = PAUSE_FIRST_PROBE
+        self._pauses: dict[str, _Pause] = {}
+        self._resumed: set[str] = set()
 
     def tick(self) -> int:
         """Process one batch of due inbox rows; returns how many were finished."""
@@ -100,20 +120,33 @@ class Worker:
             problem = "is configured" if adapter is None else "that keeps deals is configured"
             self._fail(rows, f"no CRM named {crm!r} {problem}", final=True)
             return 0
-        skip = self._already_seen(crm, rows)
-        to_read = sorted(
-            {r.deal_id for r in rows if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip}
-        )
+        pause = self._pauses.get(crm)
+        if pause is not None and self.clock() < pause.probe_at:
+            self.store.inbox.hold(rows, pause.reason, pause.probe_at)
+            return 0
         try:
+            skip = self._already_seen(crm, rows)
+            to_read = sorted(
+                {r.deal_id for r in rows if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip}
+            )
             # One read per distinct deal per batch, however many deliveries it got.
-            deals = adapter.get_deals(to_read) if to_read else {}
+            deals, unreadable = self._read_deals(adapter, to_read)
             users = self._users_for(crm, adapter)
             workload = self._workload_for(crm, adapter)
-        except AdapterError as exc:
-            self._fail(rows, str(exc), final=isinstance(exc, FatalError))
+        except AuthError as exc:
+            self._pause(crm, rows, exc)
             return 0
+        except Exception as exc:  # the CRM or the database failed for the whole batch: try again later
+            log.warning("worker batch not read crm=%s: %s", crm, exc, exc_info=not isinstance(exc, AdapterError))
+            self._fail(rows, _reason(exc), final=False)
+            return 0
+        self._resume(crm)
         finished = 0
         for row in rows:
+            problem = unreadable.get(row.deal_id or "")
+            if problem is not None:
+                self._set_aside(row, problem)
+                continue
             try:
                 self._process_row(row, adapter, deals.get(row.deal_id or ""), users, workload, skipped=row.id in skip)
                 finished += 1
@@ -122,10 +155,83 @@ class Worker:
                 # wrote its first snapshot): nothing of ours was kept, so try again shortly.
                 log.info("worker raced crm=%s inbox=%s: retrying", crm, row.id)
                 self._fail([row], f"concurrent update: {type(exc).__name__}", final=False)
-            except Exception as exc:  # a broken template must not stop the other rows
+            except Exception as exc:  # one row's trouble (a dropped connection, a bug) never ends it
                 log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
-                self._fail([row], f"{type(exc).__name__}: {exc}", final=True)
+                self._fail([row], _reason(exc), final=False)
         return finished
+
+    def _read_deals(self, adapter: DealSource, ids: list[str]) -> tuple[dict[str, Deal], dict[str, Exception]]:
+        """The deals, and the error of each deal that could not be read on its own.
+
+        A batched read that fails for a reason one deal may cause (the CRM refuses that deal,
+        its data breaks the mapping) is read again deal by deal, so the others go ahead. A
+        refusal of our credentials or a transient failure concerns them all and propagates.
+        """
+        if not ids:
+            return {}, {}
+        try:
+            return adapter.get_deals(ids), {}
+        except (AuthError, RetriableError):
+            raise
+        except Exception as exc:
+            if len(ids) == 1:
+                return {}, {ids[0]: exc}
+        deals: dict[str, Deal] = {}
+        unreadable: dict[str, Exception] = {}
+        for deal_id in ids:
+            try:
+                deals.update(adapter.get_deals([deal_id]))
+            except (AuthError, RetriableError):
+                raise
+            except Exception as exc:
+                unreadable[deal_id] = exc
+        return deals, unreadable
+
+    def _set_aside(self, row: InboxRow, problem: Exception) -> None:
+        """A deal the CRM will not give us is parked (an operator replays it once fixed);
+        anything else about it is retried."""
+        if not isinstance(problem, FatalError):
+            log.warning("deal not read crm=%s deal=%s inbox=%s: %s", row.crm, row.deal_id, row.id, problem)
+            self._fail([row], _reason(problem), final=False)
+            return
+        now = self.clock()
+        reason = _reason(problem)
+        self.store.inbox.park([row], reason, now)
+        with self.store.sessions() as session, session.begin():
+            Audit.record(
+                session,
+                at=now,
+                crm=row.crm,
+                deal_id=row.deal_id,
+                rule=None,
+                trigger=row.kind,
+                action=PARKED,
+                message=f"inbox row {row.id} parked: {reason}; once fixed: connector replay --inbox --id {row.id}",
+                correlation_id=row.correlation_id,
+            )
+        log.warning("inbox row parked crm=%s deal=%s inbox=%s: %s", row.crm, row.deal_id, row.id, reason)
+
+    def _pause(self, crm: str, rows: list[InboxRow], exc: AuthError) -> None:
+        """The CRM refuses our credentials: stop reading it (rows stay new, no try counted) and
+        probe again later, backing off; the first read that succeeds resumes it."""
+        now = self.clock()
+        earlier = self._pauses.get(crm)
+        probes = earlier.probes + 1 if earlier else 0
+        wait = min(PAUSE_LONGEST_PROBE, self.probe_every * 2**probes)
+        reason = f"paused: {crm} refused our credentials ({exc}); next try {wait:.0f}s"
+        self._pauses[crm] = _Pause(reason, probes, now + timedelta(seconds=wait))
+        self.store.inbox.hold(rows, reason, now + timedelta(seconds=wait))
+        self.store.cursors.pause(crm, reason, now)
+        if earlier is None:
+            log.error("worker %s", reason)
+
+    def _resume(self, crm: str) -> None:
+        if crm in self._pauses or crm not in self._resumed:
+            # Also clears a pause an earlier process left behind.
+            self.store.cursors.resume(crm)
+            if self._pauses.pop(crm, None) is not None:
+                log.warning("worker resumed crm=%s: the CRM answers again", crm)
+            self._resumed.add(crm)
 
     def _already_seen(self, crm: str, rows: list[InboxRow]) -> set[int]:
         """Polled changes already processed (a webhook got there first) need no read."""
@@ -368,7 +474,5 @@ class Worker:
         )
 
     def _fail(self, rows: list[InboxRow], error: str, *, final: bool) -> None:
-        self.store.inbox.fail(
-            rows, error, final=final, now=self.clock(), max_attempts=self.config.worker["max_attempts"]
-        )
+        self.store.inbox.fail(rows, error, final=final, now=self.clock())
         log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s", rows[0].crm, len(rows), final, error)
