@@ -175,8 +175,8 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     assert start is not None
     console = _console()
     items: list[HistoryItem]
+    adapters = {n: build_adapter(n, s) for n, s in cfg.crms.items()}
     if source in ("crm", "inbox"):
-        adapters = {n: build_adapter(n, s) for n, s in cfg.crms.items()}
         if source == "crm":
             items = [i for a in adapters.values() if isinstance(a, DealSource) for i in from_crm(a, start)]
         else:
@@ -193,7 +193,8 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     # The bar shows only on a terminal: cron and CI logs stay clean.
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("replaying", total=len(items))
-        result = Replay(cfg, build_calendar(cfg)).run(items, until=end, progress=lambda n: progress.advance(task, n))
+        replay = Replay(cfg, build_calendar(cfg), adapters=adapters)
+        result = replay.run(items, until=end, progress=lambda n: progress.advance(task, n))
     print_summary(result, console, time.perf_counter() - began)
     if csv_path:
         write_csv(result, Path(csv_path))

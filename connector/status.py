@@ -12,7 +12,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from connector.config import Config
-from connector.storage.audit import UNLINKED
+from connector.storage.audit import RULE_ERROR, UNLINKED
 from connector.storage.models import AuditRow, BreachRow, InboxRow, OutboxRow, TimerRow
 from connector.storage.store import Store
 from domain.keys import document_key_pattern
@@ -122,6 +122,12 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
             )
             if overdue:
                 attention.append(f"{name}: {overdue} inbox row(s) retried {config.worker['max_attempts']}+ times")
+            for rule, count in s.execute(
+                select(AuditRow.rule, func.count(AuditRow.id))
+                .where(AuditRow.crm == name, AuditRow.action == RULE_ERROR, AuditRow.at >= now - timedelta(days=1))
+                .group_by(AuditRow.rule)
+            ):
+                attention.append(f"{name}: rule {rule}: {count} rule error(s) in the last day — see `connector why`")
             if c.inbox_parked:
                 attention.append(f"{name}: {c.inbox_parked} inbox row(s) parked — see `connector replay --inbox`")
             if c.oldest_new is not None and now - c.oldest_new > BACKLOG_AGE:

@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from adapters.contracts import CrmAdapter, DealSource
 from connector.config import Config
-from connector.metrics import PROCESSING
+from connector.metrics import PROCESSING, RULE_ERRORS
 from connector.observability import correlation
-from connector.storage.audit import NOTE, Audit
+from connector.processing import Processor
+from connector.storage.audit import NOTE, PARKED, RULE_ERROR, Audit
 from connector.storage.inbox import Inbox
 from connector.storage.models import InboxRow
 from connector.storage.outbox import Outbox
@@ -34,20 +35,14 @@ from connector.storage.timers import Timers
 from domain import Command, CreateCounterparty, Deal, Event, EventKind, User
 from domain.clock import utcnow
 from domain.errors import AdapterError, AuthError, FatalError, RetriableError
-from domain.keys import deadline_decision_key
-from domain.statuses import EventSource, TimerStatus
-from rules.actions import AssignSpec
-from rules.changes import diff, triggers_for
+from domain.statuses import EventSource
 from rules.deadlines import OpenDeadline
-from rules.deadlines import review as review_deadlines
-from rules.engine import evaluate
 from rules.model import (
     CancelDeadline,
     CountAssignment,
     Decision,
     LocalAction,
     RecordBreach,
-    RuleContext,
     StartDeadline,
 )
 
@@ -57,8 +52,6 @@ USERS_TTL = 300.0
 # A CRM that refuses our credentials is tried again after 5 s, then 10, 20… up to 5 minutes.
 PAUSE_FIRST_PROBE = 5.0
 PAUSE_LONGEST_PROBE = 300.0
-# The audit action of an inbox row set aside.
-PARKED = "parked"
 
 
 @dataclass(frozen=True)
@@ -66,6 +59,27 @@ class _Pause:
     reason: str
     probes: int
     probe_at: datetime
+
+
+class _KeptInDatabase:
+    """The processing core's memory of deals, read inside the worker's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def snapshot(self, crm: str, deal_id: str) -> dict[str, Any] | None:
+        snap = Snapshots.get(self.session, crm, deal_id)
+        return snap.data if snap else None
+
+    def running_deadlines(self, crm: str, deal_id: str) -> list[OpenDeadline]:
+        return [OpenDeadline(t.name, t.due_at, t.status) for t in Timers.running(self.session, crm, deal_id)]
+
+    def deadline(self, crm: str, deal_id: str, name: str) -> tuple[str, datetime] | None:
+        timer = Timers.current(self.session, crm, deal_id, name)
+        return (timer.status, timer.due_at) if timer is not None else None
+
+    def assignments(self) -> Mapping[str, Mapping[str, int]]:
+        return Snapshots.assignments(self.session)
 
 
 def _reason(exc: Exception) -> str:
@@ -96,6 +110,13 @@ class Worker:
             {t.captain for t in config.territories} | {t.backup for t in config.territories if t.backup}
         )
         self.probe_every = PAUSE_FIRST_PROBE
+        sources = {name: a for name, a in adapters.items() if isinstance(a, DealSource)}
+        self.processor = Processor(
+            config,
+            calendar,
+            bookkeeping={name: a.bookkeeping_fields for name, a in sources.items()},
+            carries_previous=[name for name, a in sources.items() if a.webhooks_carry_previous],
+        )
         self._pauses: dict[str, _Pause] = {}
         self._resumed: set[str] = set()
 
@@ -258,16 +279,7 @@ class Worker:
 
     def _workload_for(self, crm: str, adapter: DealSource) -> dict[str, int]:
         """Open deals per user of the least-loaded groups: read once per batch, when used."""
-        group = sorted(
-            {
-                u
-                for rule in self.config.rules
-                if rule.crm == crm
-                for step in rule.actions
-                if isinstance(step, AssignSpec) and step.strategy == "least_loaded"
-                for u in step.group
-            }
-        )
+        group = self.processor.workload_group(crm)
         return adapter.open_deal_counts(group) if group else {}
 
     def _process_row(
@@ -331,49 +343,23 @@ class Worker:
         workload: Mapping[str, int],
         now: datetime,
     ) -> None:
-        snap = Snapshots.get(session, row.crm, deal.id)
-        current = deal.snapshot()
-        before = snap.data if snap else None
-        changes = diff(before, current, source.bookkeeping_fields)
         payload = row.payload or {}
-        previous = payload.get("previous")
-        if previous and before is None and source.webhooks_carry_previous:
-            # The CRM told us what changed: use it when we have no snapshot.
-            changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
-        kind = EventKind(row.kind)
-        data = payload.get("data") or {}
         event = Event(
             crm=row.crm,
-            kind=kind,
+            kind=EventKind(row.kind),
             deal_id=deal.id,
             occurred_at=row.occurred_at,
             dedup_key=row.dedup_key,
             source=EventSource(row.source),
-            previous=previous,
-            data=data,
+            previous=payload.get("previous"),
+            data=payload.get("data") or {},
         )
-        ctx = RuleContext(
-            deal=deal,
-            event=event,
-            now=now,
-            triggers=triggers_for(kind, deal, before, changes, data),
-            changes=changes,
-            users=users,
-            territories=self.config.territories,
-            calendar=self.calendar,
-            calendars=self.config.calendars,
-            org=self.config.org,
-            workload=workload,
-            deadlines=self.config.deadlines,
-            assigned=Snapshots.assignments(session),
+        processed = self.processor.process(
+            event, deal, _KeptInDatabase(session), now=now, users=users, workload=workload
         )
-        running = [OpenDeadline(t.name, t.due_at, t.status) for t in Timers.running(session, row.crm, deal.id)]
-        reviewed = review_deadlines(self.config.deadlines, running, ctx)
-        for action in reviewed:
-            key = deadline_decision_key(row.crm, deal.id, action.name, action.kind, row.dedup_key)
-            self._record(session, row, Decision("deadline", key, action, ctx.triggers), now)
-        stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
-        if kind == EventKind.TIMER_DUE and not self._timer_still_due(session, row, data, stopped):
+        for decision in processed.decisions:
+            self._record(session, row, decision, now)
+        if processed.note is not None:
             Audit.record(
                 session,
                 at=now,
@@ -382,23 +368,32 @@ class Worker:
                 rule=None,
                 trigger=row.kind,
                 action=NOTE,
-                message=f"deadline {data.get('deadline')} {data.get('phase')} not acted on: "
-                "met, cancelled or re-armed since",
+                message=processed.note,
                 correlation_id=row.correlation_id,
             )
-        else:
-            for decision in evaluate(self.config.rules, ctx):
-                self._record(session, row, decision, now)
-        Snapshots.save(session, row.crm, deal, current, now)
-
-    @staticmethod
-    def _timer_still_due(session: Session, row: InboxRow, data: Mapping[str, Any], stopped: set[str]) -> bool:
-        """A reminder or breach fires only for the deadline as it was when it fell due."""
-        name = str(data.get("deadline", ""))
-        timer = Timers.current(session, row.crm, row.deal_id or "", name)
-        if timer is None or name in stopped or timer.status in (TimerStatus.DONE, TimerStatus.CANCELLED):
-            return False
-        return timer.due_at == datetime.fromisoformat(str(data.get("due_at")))
+        for error in processed.errors:
+            RULE_ERRORS.labels(row.crm, error.rule).inc()
+            log.warning(
+                "rule failed crm=%s deal=%s rule=%s inbox=%s correlation=%s: %s",
+                row.crm,
+                deal.id,
+                error.rule,
+                row.id,
+                row.correlation_id,
+                error.error,
+            )
+            Audit.record(
+                session,
+                at=now,
+                crm=row.crm,
+                deal_id=deal.id,
+                rule=error.rule,
+                trigger=row.kind,
+                action=RULE_ERROR,
+                message=f"rule not applied: {error.error}"[:2000],
+                correlation_id=row.correlation_id,
+            )
+        Snapshots.save(session, row.crm, deal, processed.snapshot, now)
 
     def _record(self, session: Session, row: InboxRow, decision: Decision, now: datetime) -> None:
         action = decision.action
