@@ -159,11 +159,17 @@ class Processor:
                     "met, cancelled or re-armed since"
                 )
                 return out
-        for rule in self.rules_for(crm, ctx.triggers):
-            try:
-                out.decisions.extend(evaluate((rule,), ctx))
-            except Exception as exc:  # one rule's broken template never stops the others
-                out.errors.append(RuleError(rule.name, f"{type(exc).__name__}: {exc}"))
+        rules = self.rules_for(crm, ctx.triggers)
+        try:
+            out.decisions.extend(evaluate(rules, ctx))
+        except Exception:
+            # Rule by rule, to record the broken one(s) and still run every other rule (rare:
+            # the common path evaluates them in one go).
+            for rule in rules:
+                try:
+                    out.decisions.extend(evaluate((rule,), ctx))
+                except Exception as exc:
+                    out.errors.append(RuleError(rule.name, f"{type(exc).__name__}: {exc}"))
         return out
 
 

@@ -327,19 +327,21 @@ class Replay:
         if not written or recorded_before is None:
             return deal
         changed: dict[str, Any] = {}
-        fields = dict(deal.fields)
+        fields: dict[str, Any] = {}
         for name, value in list(written.items()):
             if name.startswith("fields."):
                 field_name = name[7:]
                 if deal.fields.get(field_name) != recorded_before.fields.get(field_name):
                     del written[name]  # changed in the CRM since: that change wins
-                else:
+                elif deal.fields.get(field_name) != value:
                     fields[field_name] = value
             elif getattr(deal, name) != getattr(recorded_before, name):
                 del written[name]
-            else:
+            elif getattr(deal, name) != value:
                 changed[name] = value
-        return dataclasses.replace(deal, fields=fields, **changed)
+        if not changed and not fields:
+            return deal
+        return dataclasses.replace(deal, fields={**deal.fields, **fields}, **changed)
 
     def _count_open(self, key: tuple[str, str], deal: Deal, counts: Counter[str]) -> None:
         """Keep the open deals per responsible user in step with the deal's latest state."""
