@@ -15,11 +15,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from marshmallow import Schema, missing
 
-from domain import Command, Deal, Event, User
+from domain import CloseDeal, Command, Deal, Event, UpdateDeal, User
 from domain.bookmarks import Bookmark
 from domain.errors import AdapterError, FatalError
 
@@ -158,6 +159,53 @@ class DealSource(ABC):
     @abstractmethod
     def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
         """How many open deals each user is responsible for (least-loaded assignment)."""
+
+    # Normalised ``UpdateDeal`` keys and the CRM's own field names they land in.
+    field_names: ClassVar[Mapping[str, str]] = {}
+
+    def closed_stage(self, deal: Deal, outcome: str) -> str | None:
+        """The stage a deal closed as ``outcome`` ("won", "lost") moves to, if the CRM has one."""
+        return None
+
+    def deal_after(self, deal: Deal, command: Command) -> Deal:
+        """The deal as this CRM keeps it once ``command`` is carried out, without calling it:
+        what a dry-run shows the rules next. A normalised key sets the attribute and the
+        CRM's field alike; any other key is the CRM's field."""
+        changed: dict[str, Any] = {}
+        fields = dict(deal.fields)
+        if isinstance(command, UpdateDeal):
+            values = command.values
+        elif isinstance(command, CloseDeal):
+            values = (
+                {"stage": self.closed_stage(deal, command.outcome)} if self.closed_stage(deal, command.outcome) else {}
+            )
+            changed["stage_semantic"] = command.outcome
+            if command.reason and command.reason_field:
+                values = {**values, command.reason_field: command.reason}
+        else:
+            return deal
+        for key, value in values.items():
+            if key in _NORMALISED:
+                changed[key] = _NORMALISED[key](value)
+                if key in self.field_names:
+                    fields[self.field_names[key]] = value
+            else:
+                fields[key] = value
+        return dataclasses.replace(deal, fields=fields, **changed)
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+# Normalised deal attributes an UpdateDeal may set, and how a written value reads back.
+_NORMALISED: dict[str, Callable[[Any], Any]] = {
+    "responsible_id": _text,
+    "stage": lambda v: str(v or ""),
+    "title": lambda v: str(v or ""),
+    "pipeline": lambda v: str(v or ""),
+    "amount": lambda v: None if v in (None, "") else Decimal(str(v)),
+}
 
 
 class DealSearch(ABC):

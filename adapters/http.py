@@ -33,7 +33,7 @@ import requests
 from adapters.metrics import RATE_LIMIT_WAIT, crm_call
 from adapters.retrying import RetryPolicy
 from adapters.throttle import Throttle
-from domain.errors import AdapterError, AmbiguousWriteError, RetriableError
+from domain.errors import AdapterError, AmbiguousWriteError, MalformedAnswer, RetriableError
 
 # --- authentication ------------------------------------------------------------------------------
 
@@ -253,6 +253,12 @@ class HttpClient(ABC):
         """The error for a request whose answer was lost: retried when it is a read, the
         caller's to reconcile when it is a write (it may have taken effect)."""
         return RetriableError if idempotent else AmbiguousWriteError
+
+    def undecodable(self, label: str, status: int, *, idempotent: bool) -> RetriableError:
+        """The error for a success answer whose body cannot be decoded (cut short on the way, a
+        proxy's page): a read is retried; a write may have taken effect, so it is reconciled."""
+        cls = MalformedAnswer if idempotent else AmbiguousWriteError
+        return cls(f"{self.vendor} answer could not be decoded", crm=self.crm, method=label, status=status)
 
     def error_details(self, label: str, answer: ErrorAnswer) -> dict[str, Any]:
         """The keyword arguments of an ``AdapterError`` describing ``answer``."""

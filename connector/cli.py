@@ -175,8 +175,8 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     assert start is not None
     console = _console()
     items: list[HistoryItem]
+    adapters = {n: build_adapter(n, s) for n, s in cfg.crms.items()}
     if source in ("crm", "inbox"):
-        adapters = {n: build_adapter(n, s) for n, s in cfg.crms.items()}
         if source == "crm":
             items = [i for a in adapters.values() if isinstance(a, DealSource) for i in from_crm(a, start)]
         else:
@@ -193,7 +193,8 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     # The bar shows only on a terminal: cron and CI logs stay clean.
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("replaying", total=len(items))
-        result = Replay(cfg, build_calendar(cfg)).run(items, until=end, progress=lambda n: progress.advance(task, n))
+        replay = Replay(cfg, build_calendar(cfg), adapters=adapters)
+        result = replay.run(items, until=end, progress=lambda n: progress.advance(task, n))
     print_summary(result, console, time.perf_counter() - began)
     if csv_path:
         write_csv(result, Path(csv_path))
@@ -204,7 +205,8 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
 @click.option("--config", "config_path", required=True, type=click.Path())
 @click.option("--crm", required=True, help="the configured CRM to read")
 @click.option("--since", required=True, help="read deals changed since this date or moment (ISO)")
-def backfill(config_path: str, crm: str, since: str) -> None:
+@click.option("--force", is_flag=True, help="queue again changes stored before, even those already processed")
+def backfill(config_path: str, crm: str, since: str, force: bool) -> None:
     """Queue every deal changed since a date, as the poller would (after an outage, or to
     apply new rules to recent deals); the running connector processes them."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -245,6 +247,7 @@ def backfill(config_path: str, crm: str, since: str) -> None:
                 overlap=timedelta(0),
                 since=start,
                 progress=lambda n: progress.advance(task, n),
+                force=force,
             )
     finally:
         adapter.close()
@@ -322,23 +325,44 @@ def status(config_path: str) -> None:
 
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path())
-@click.option("--id", "ids", multiple=True, type=int, help="a dead letter's id (repeatable)")
-@click.option("--crm", default=None, help="only this CRM's dead letters")
+@click.option("--id", "ids", multiple=True, type=int, help="a dead letter's (or inbox row's) id (repeatable)")
+@click.option("--crm", default=None, help="only this CRM's rows")
 @click.option("--rule", default=None, help="only this rule's dead letters")
-@click.option("--all", "everything", is_flag=True, help="every dead letter")
+@click.option("--deal", default=None, help="only this deal's inbox rows (with --inbox)")
+@click.option("--all", "everything", is_flag=True, help="every dead letter (or failed and parked inbox row)")
+@click.option("--inbox", is_flag=True, help="failed and parked inbox rows instead of dead letters")
 @click.option("--wait", type=float, default=0.0, help="seconds to follow them until the running connector is done")
 def replay(
-    config_path: str, ids: tuple[int, ...], crm: str | None, rule: str | None, everything: bool, wait: float
+    config_path: str,
+    ids: tuple[int, ...],
+    crm: str | None,
+    rule: str | None,
+    deal: str | None,
+    everything: bool,
+    inbox: bool,
+    wait: float,
 ) -> None:
-    """Queue chosen dead letters again; the running connector resends them (reconciling first)."""
+    """Queue chosen dead letters again; the running connector resends them (reconciling first).
+    With --inbox, queue failed and parked inbox rows again; exits 1 when none matched."""
     from connector.storage.store import Store
     from domain.clock import utcnow
 
-    if not (ids or crm or rule or everything):
-        raise click.UsageError("choose dead letters with --id, --crm, --rule or --all")
+    if inbox:
+        if rule or not (ids or crm or deal or everything):
+            raise click.UsageError("choose inbox rows with --id, --crm, --deal or --all")
+    elif deal or not (ids or crm or rule or everything):
+        raise click.UsageError("choose dead letters with --id, --crm, --rule or --all (--deal goes with --inbox)")
     cfg = _load(config_path)
     store = Store.for_config(cfg.storage, apply_migrations=False)
     try:
+        if inbox:
+            queued = store.inbox.requeue(utcnow(), ids=list(ids) or None, crm=crm, deal_id=deal)
+            click.echo(
+                f"{len(queued)} inbox row(s) queued again" + (f": {', '.join(map(str, queued))}" if queued else "")
+            )
+            if not queued:
+                sys.exit(1)
+            return
         chosen = store.outbox.replay_dead(utcnow(), ids=list(ids) or None, crm=crm, rule=rule)
         click.echo(
             f"{len(chosen)} dead letter(s) queued again" + (f": {', '.join(map(str, chosen))}" if chosen else "")

@@ -236,11 +236,14 @@ def create_app(
             with store.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
             leader, beat = leader_seen(store, clock(), LEADER_STALE)
+            with store.reading() as session:
+                paused = {crm: why for crm, (_, why) in store.cursors.paused(session).items()}
         except SQLAlchemyError:
             return jsonify(ok=False, database="unreachable"), 503
         if leader is None:  # no process runs polls and deadline scans right now
             return jsonify(ok=False, database="ok", leader=None, last_heartbeat=beat.isoformat() if beat else None), 503
-        return jsonify(ok=True, database="ok", leader=leader), 200
+        # A paused CRM is reported but keeps this process ready: deliveries are still stored.
+        return jsonify(ok=True, database="ok", leader=leader, paused=paused), 200
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> tuple[Response, int]:

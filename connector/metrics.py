@@ -24,6 +24,9 @@ PROCESSING = Histogram(
     ["crm"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800),
 )
+RULE_ERRORS = Counter(
+    "crmc_rule_errors_total", "Rules that could not be evaluated for an event, by CRM and rule", ["crm", "rule"]
+)
 PURGED = Counter("crmc_purged_rows_total", "Rows deleted by retention, by table", ["table"])
 WRITES = Counter(
     "crmc_writes_total", "Outbox rows carried out, by CRM, command and result", ["crm", "command", "result"]

@@ -12,7 +12,7 @@ from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from connector.config import Config
-from connector.storage.audit import UNLINKED
+from connector.storage.audit import RULE_ERROR, UNLINKED
 from connector.storage.models import AuditRow, BreachRow, InboxRow, OutboxRow, TimerRow
 from connector.storage.store import Store
 from domain.keys import document_key_pattern
@@ -34,6 +34,8 @@ class CrmStatus:
     cursor: str | None = None
     inbox_new: int = 0
     inbox_failed: int = 0
+    inbox_parked: int = 0
+    paused: str | None = None  # why the worker stopped reading this CRM, while it is paused
     oldest_new: datetime | None = None
     outbox: dict[str, int] = field(default_factory=dict)  # pending, retrying, sending, dead, done
     unlinked: int = 0
@@ -50,6 +52,7 @@ class Status:
     dead_letters: list[dict[str, Any]]
     unlinked: list[dict[str, Any]]
     attention: list[str]
+    parked: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -66,8 +69,12 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
     crms: list[CrmStatus] = []
     attention: list[str] = []
     with store.reading() as s:
+        paused = store.cursors.paused(s)
         for name, settings in config.crms.items():
             c = CrmStatus(name=name, type=settings.type)
+            if name in paused:
+                since, why = paused[name]
+                c.paused = f"since {since.isoformat(timespec='seconds')}: {why}"
             c.last_webhook = s.scalar(
                 select(func.max(InboxRow.received_at)).where(
                     InboxRow.crm == name, InboxRow.source == EventSource.WEBHOOK
@@ -81,6 +88,9 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
             )
             c.inbox_failed = _count(
                 s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.FAILED)
+            )
+            c.inbox_parked = _count(
+                s, select(func.count(InboxRow.id)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.PARKED)
             )
             c.oldest_new = s.scalar(
                 select(func.min(InboxRow.received_at)).where(InboxRow.crm == name, InboxRow.status == InboxStatus.NEW)
@@ -98,8 +108,28 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
             crms.append(c)
             if c.outbox.get(OutboxStatus.DEAD):
                 attention.append(f"{name}: {c.outbox[OutboxStatus.DEAD]} dead letter(s) — see `connector replay`")
+            if c.paused:
+                attention.append(f"{name}: processing {c.paused}")
             if c.inbox_failed:
-                attention.append(f"{name}: {c.inbox_failed} inbox row(s) failed")
+                attention.append(f"{name}: {c.inbox_failed} inbox row(s) failed — see `connector replay --inbox`")
+            overdue = _count(
+                s,
+                select(func.count(InboxRow.id)).where(
+                    InboxRow.crm == name,
+                    InboxRow.status == InboxStatus.NEW,
+                    InboxRow.attempts >= config.worker["max_attempts"],
+                ),
+            )
+            if overdue:
+                attention.append(f"{name}: {overdue} inbox row(s) retried {config.worker['max_attempts']}+ times")
+            for rule, count in s.execute(
+                select(AuditRow.rule, func.count(AuditRow.id))
+                .where(AuditRow.crm == name, AuditRow.action == RULE_ERROR, AuditRow.at >= now - timedelta(days=1))
+                .group_by(AuditRow.rule)
+            ):
+                attention.append(f"{name}: rule {rule}: {count} rule error(s) in the last day — see `connector why`")
+            if c.inbox_parked:
+                attention.append(f"{name}: {c.inbox_parked} inbox row(s) parked — see `connector replay --inbox`")
             if c.oldest_new is not None and now - c.oldest_new > BACKLOG_AGE:
                 attention.append(f"{name}: inbox backlog since {c.oldest_new.isoformat(timespec='seconds')}")
             every = settings.poll_every
@@ -135,6 +165,12 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
         unlinked = [
             {"crm": r.crm, "at": r.at, "what": r.message} for name in config.crms for r in _still_unlinked(s, name)
         ][:listed]
+        parked = [
+            {"id": r.id, "crm": r.crm, "deal": r.deal_id, "kind": r.kind, "reason": (r.last_error or "")[:200]}
+            for r in s.scalars(
+                select(InboxRow).where(InboxRow.status == InboxStatus.PARKED).order_by(InboxRow.id.desc()).limit(listed)
+            )
+        ]
     return Status(
         at=now,
         crms=crms,
@@ -143,6 +179,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
         dead_letters=dead,
         unlinked=unlinked,
         attention=attention,
+        parked=parked,
     )
 
 
@@ -190,6 +227,7 @@ def render(status: Status, console: Any, tz: str) -> None:
         "cursor",
         "inbox new",
         "inbox failed",
+        "parked",
         "outbox pending",
         "retrying",
         "sending",
@@ -208,6 +246,7 @@ def render(status: Status, console: Any, tz: str) -> None:
             c.cursor or "—",
             str(c.inbox_new),
             str(c.inbox_failed),
+            str(c.inbox_parked),
             str(o.get(OutboxStatus.PENDING, 0)),
             str(o.get("retrying", 0)),
             str(o.get(OutboxStatus.SENDING, 0)),
@@ -226,6 +265,13 @@ def render(status: Status, console: Any, tz: str) -> None:
                 str(d["id"]), d["crm"], d["deal"] or "", d["rule"], d["command"], str(d["attempts"]), d["error"]
             )
         console.print(dead)
+    if status.parked:
+        parked = Table(title="Parked inbox rows (newest first)")
+        for column in ("id", "crm", "deal", "event", "reason"):
+            parked.add_column(column)
+        for r in status.parked:
+            parked.add_row(str(r["id"]), r["crm"], r["deal"] or "", r["kind"], r["reason"])
+        console.print(parked)
     if status.unlinked:
         unlinked = Table(title="Unlinked documents (newest first)")
         for column in ("crm", "at", "document"):

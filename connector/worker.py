@@ -13,6 +13,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from adapters.contracts import CrmAdapter, DealSource
 from connector.config import Config
-from connector.metrics import PROCESSING
+from connector.metrics import PROCESSING, RULE_ERRORS
 from connector.observability import correlation
-from connector.storage.audit import NOTE, Audit
+from connector.processing import Processor
+from connector.storage.audit import NOTE, PARKED, RULE_ERROR, Audit
 from connector.storage.inbox import Inbox
 from connector.storage.models import InboxRow
 from connector.storage.outbox import Outbox
@@ -32,27 +34,56 @@ from connector.storage.store import Store
 from connector.storage.timers import Timers
 from domain import Command, CreateCounterparty, Deal, Event, EventKind, User
 from domain.clock import utcnow
-from domain.errors import AdapterError, FatalError
-from domain.keys import deadline_decision_key
-from domain.statuses import EventSource, TimerStatus
-from rules.actions import AssignSpec
-from rules.changes import diff, triggers_for
+from domain.errors import AdapterError, AuthError, FatalError, RetriableError
+from domain.statuses import EventSource
 from rules.deadlines import OpenDeadline
-from rules.deadlines import review as review_deadlines
-from rules.engine import evaluate
 from rules.model import (
     CancelDeadline,
     CountAssignment,
     Decision,
     LocalAction,
     RecordBreach,
-    RuleContext,
     StartDeadline,
 )
 
 log = logging.getLogger(__name__)
 
 USERS_TTL = 300.0
+# A CRM that refuses our credentials is tried again after 5 s, then 10, 20… up to 5 minutes.
+PAUSE_FIRST_PROBE = 5.0
+PAUSE_LONGEST_PROBE = 300.0
+
+
+@dataclass(frozen=True)
+class _Pause:
+    reason: str
+    probes: int
+    probe_at: datetime
+
+
+class _KeptInDatabase:
+    """The processing core's memory of deals, read inside the worker's transaction."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def snapshot(self, crm: str, deal_id: str) -> dict[str, Any] | None:
+        snap = Snapshots.get(self.session, crm, deal_id)
+        return snap.data if snap else None
+
+    def running_deadlines(self, crm: str, deal_id: str) -> list[OpenDeadline]:
+        return [OpenDeadline(t.name, t.due_at, t.status) for t in Timers.running(self.session, crm, deal_id)]
+
+    def deadline(self, crm: str, deal_id: str, name: str) -> tuple[str, datetime] | None:
+        timer = Timers.current(self.session, crm, deal_id, name)
+        return (timer.status, timer.due_at) if timer is not None else None
+
+    def assignments(self) -> Mapping[str, Mapping[str, int]]:
+        return Snapshots.assignments(self.session)
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
 
 
 class Worker:
@@ -78,6 +109,16 @@ class Worker:
         self._wanted_users = sorted(
             {t.captain for t in config.territories} | {t.backup for t in config.territories if t.backup}
         )
+        self.probe_every = PAUSE_FIRST_PROBE
+        sources = {name: a for name, a in adapters.items() if isinstance(a, DealSource)}
+        self.processor = Processor(
+            config,
+            calendar,
+            bookkeeping={name: a.bookkeeping_fields for name, a in sources.items()},
+            carries_previous=[name for name, a in sources.items() if a.webhooks_carry_previous],
+        )
+        self._pauses: dict[str, _Pause] = {}
+        self._resumed: set[str] = set()
 
     def tick(self) -> int:
         """Process one batch of due inbox rows; returns how many were finished."""
@@ -100,20 +141,33 @@ class Worker:
             problem = "is configured" if adapter is None else "that keeps deals is configured"
             self._fail(rows, f"no CRM named {crm!r} {problem}", final=True)
             return 0
-        skip = self._already_seen(crm, rows)
-        to_read = sorted(
-            {r.deal_id for r in rows if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip}
-        )
+        pause = self._pauses.get(crm)
+        if pause is not None and self.clock() < pause.probe_at:
+            self.store.inbox.hold(rows, pause.reason, pause.probe_at)
+            return 0
         try:
+            skip = self._already_seen(crm, rows)
+            to_read = sorted(
+                {r.deal_id for r in rows if r.deal_id and r.kind != EventKind.DEAL_DELETED and r.id not in skip}
+            )
             # One read per distinct deal per batch, however many deliveries it got.
-            deals = adapter.get_deals(to_read) if to_read else {}
+            deals, unreadable = self._read_deals(adapter, to_read)
             users = self._users_for(crm, adapter)
             workload = self._workload_for(crm, adapter)
-        except AdapterError as exc:
-            self._fail(rows, str(exc), final=isinstance(exc, FatalError))
+        except AuthError as exc:
+            self._pause(crm, rows, exc)
             return 0
+        except Exception as exc:  # the CRM or the database failed for the whole batch: try again later
+            log.warning("worker batch not read crm=%s: %s", crm, exc, exc_info=not isinstance(exc, AdapterError))
+            self._fail(rows, _reason(exc), final=False)
+            return 0
+        self._resume(crm)
         finished = 0
         for row in rows:
+            problem = unreadable.get(row.deal_id or "")
+            if problem is not None:
+                self._set_aside(row, problem)
+                continue
             try:
                 self._process_row(row, adapter, deals.get(row.deal_id or ""), users, workload, skipped=row.id in skip)
                 finished += 1
@@ -122,10 +176,83 @@ class Worker:
                 # wrote its first snapshot): nothing of ours was kept, so try again shortly.
                 log.info("worker raced crm=%s inbox=%s: retrying", crm, row.id)
                 self._fail([row], f"concurrent update: {type(exc).__name__}", final=False)
-            except Exception as exc:  # a broken template must not stop the other rows
+            except Exception as exc:  # one row's trouble (a dropped connection, a bug) never ends it
                 log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
-                self._fail([row], f"{type(exc).__name__}: {exc}", final=True)
+                self._fail([row], _reason(exc), final=False)
         return finished
+
+    def _read_deals(self, adapter: DealSource, ids: list[str]) -> tuple[dict[str, Deal], dict[str, Exception]]:
+        """The deals, and the error of each deal that could not be read on its own.
+
+        A batched read that fails for a reason one deal may cause (the CRM refuses that deal,
+        its data breaks the mapping) is read again deal by deal, so the others go ahead. A
+        refusal of our credentials or a transient failure concerns them all and propagates.
+        """
+        if not ids:
+            return {}, {}
+        try:
+            return adapter.get_deals(ids), {}
+        except (AuthError, RetriableError):
+            raise
+        except Exception as exc:
+            if len(ids) == 1:
+                return {}, {ids[0]: exc}
+        deals: dict[str, Deal] = {}
+        unreadable: dict[str, Exception] = {}
+        for deal_id in ids:
+            try:
+                deals.update(adapter.get_deals([deal_id]))
+            except (AuthError, RetriableError):
+                raise
+            except Exception as exc:
+                unreadable[deal_id] = exc
+        return deals, unreadable
+
+    def _set_aside(self, row: InboxRow, problem: Exception) -> None:
+        """A deal the CRM will not give us is parked (an operator replays it once fixed);
+        anything else about it is retried."""
+        if not isinstance(problem, FatalError):
+            log.warning("deal not read crm=%s deal=%s inbox=%s: %s", row.crm, row.deal_id, row.id, problem)
+            self._fail([row], _reason(problem), final=False)
+            return
+        now = self.clock()
+        reason = _reason(problem)
+        self.store.inbox.park([row], reason, now)
+        with self.store.sessions() as session, session.begin():
+            Audit.record(
+                session,
+                at=now,
+                crm=row.crm,
+                deal_id=row.deal_id,
+                rule=None,
+                trigger=row.kind,
+                action=PARKED,
+                message=f"inbox row {row.id} parked: {reason}; once fixed: connector replay --inbox --id {row.id}",
+                correlation_id=row.correlation_id,
+            )
+        log.warning("inbox row parked crm=%s deal=%s inbox=%s: %s", row.crm, row.deal_id, row.id, reason)
+
+    def _pause(self, crm: str, rows: list[InboxRow], exc: AuthError) -> None:
+        """The CRM refuses our credentials: stop reading it (rows stay new, no try counted) and
+        probe again later, backing off; the first read that succeeds resumes it."""
+        now = self.clock()
+        earlier = self._pauses.get(crm)
+        probes = earlier.probes + 1 if earlier else 0
+        wait = min(PAUSE_LONGEST_PROBE, self.probe_every * 2**probes)
+        reason = f"paused: {crm} refused our credentials ({exc}); next try {wait:.0f}s"
+        self._pauses[crm] = _Pause(reason, probes, now + timedelta(seconds=wait))
+        self.store.inbox.hold(rows, reason, now + timedelta(seconds=wait))
+        self.store.cursors.pause(crm, reason, now)
+        if earlier is None:
+            log.error("worker %s", reason)
+
+    def _resume(self, crm: str) -> None:
+        if crm in self._pauses or crm not in self._resumed:
+            # Also clears a pause an earlier process left behind.
+            self.store.cursors.resume(crm)
+            if self._pauses.pop(crm, None) is not None:
+                log.warning("worker resumed crm=%s: the CRM answers again", crm)
+            self._resumed.add(crm)
 
     def _already_seen(self, crm: str, rows: list[InboxRow]) -> set[int]:
         """Polled changes already processed (a webhook got there first) need no read."""
@@ -152,16 +279,7 @@ class Worker:
 
     def _workload_for(self, crm: str, adapter: DealSource) -> dict[str, int]:
         """Open deals per user of the least-loaded groups: read once per batch, when used."""
-        group = sorted(
-            {
-                u
-                for rule in self.config.rules
-                if rule.crm == crm
-                for step in rule.actions
-                if isinstance(step, AssignSpec) and step.strategy == "least_loaded"
-                for u in step.group
-            }
-        )
+        group = self.processor.workload_group(crm)
         return adapter.open_deal_counts(group) if group else {}
 
     def _process_row(
@@ -225,49 +343,23 @@ class Worker:
         workload: Mapping[str, int],
         now: datetime,
     ) -> None:
-        snap = Snapshots.get(session, row.crm, deal.id)
-        current = deal.snapshot()
-        before = snap.data if snap else None
-        changes = diff(before, current, source.bookkeeping_fields)
         payload = row.payload or {}
-        previous = payload.get("previous")
-        if previous and before is None and source.webhooks_carry_previous:
-            # The CRM told us what changed: use it when we have no snapshot.
-            changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
-        kind = EventKind(row.kind)
-        data = payload.get("data") or {}
         event = Event(
             crm=row.crm,
-            kind=kind,
+            kind=EventKind(row.kind),
             deal_id=deal.id,
             occurred_at=row.occurred_at,
             dedup_key=row.dedup_key,
             source=EventSource(row.source),
-            previous=previous,
-            data=data,
+            previous=payload.get("previous"),
+            data=payload.get("data") or {},
         )
-        ctx = RuleContext(
-            deal=deal,
-            event=event,
-            now=now,
-            triggers=triggers_for(kind, deal, before, changes, data),
-            changes=changes,
-            users=users,
-            territories=self.config.territories,
-            calendar=self.calendar,
-            calendars=self.config.calendars,
-            org=self.config.org,
-            workload=workload,
-            deadlines=self.config.deadlines,
-            assigned=Snapshots.assignments(session),
+        processed = self.processor.process(
+            event, deal, _KeptInDatabase(session), now=now, users=users, workload=workload
         )
-        running = [OpenDeadline(t.name, t.due_at, t.status) for t in Timers.running(session, row.crm, deal.id)]
-        reviewed = review_deadlines(self.config.deadlines, running, ctx)
-        for action in reviewed:
-            key = deadline_decision_key(row.crm, deal.id, action.name, action.kind, row.dedup_key)
-            self._record(session, row, Decision("deadline", key, action, ctx.triggers), now)
-        stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
-        if kind == EventKind.TIMER_DUE and not self._timer_still_due(session, row, data, stopped):
+        for decision in processed.decisions:
+            self._record(session, row, decision, now)
+        if processed.note is not None:
             Audit.record(
                 session,
                 at=now,
@@ -276,23 +368,32 @@ class Worker:
                 rule=None,
                 trigger=row.kind,
                 action=NOTE,
-                message=f"deadline {data.get('deadline')} {data.get('phase')} not acted on: "
-                "met, cancelled or re-armed since",
+                message=processed.note,
                 correlation_id=row.correlation_id,
             )
-        else:
-            for decision in evaluate(self.config.rules, ctx):
-                self._record(session, row, decision, now)
-        Snapshots.save(session, row.crm, deal, current, now)
-
-    @staticmethod
-    def _timer_still_due(session: Session, row: InboxRow, data: Mapping[str, Any], stopped: set[str]) -> bool:
-        """A reminder or breach fires only for the deadline as it was when it fell due."""
-        name = str(data.get("deadline", ""))
-        timer = Timers.current(session, row.crm, row.deal_id or "", name)
-        if timer is None or name in stopped or timer.status in (TimerStatus.DONE, TimerStatus.CANCELLED):
-            return False
-        return timer.due_at == datetime.fromisoformat(str(data.get("due_at")))
+        for error in processed.errors:
+            RULE_ERRORS.labels(row.crm, error.rule).inc()
+            log.warning(
+                "rule failed crm=%s deal=%s rule=%s inbox=%s correlation=%s: %s",
+                row.crm,
+                deal.id,
+                error.rule,
+                row.id,
+                row.correlation_id,
+                error.error,
+            )
+            Audit.record(
+                session,
+                at=now,
+                crm=row.crm,
+                deal_id=deal.id,
+                rule=error.rule,
+                trigger=row.kind,
+                action=RULE_ERROR,
+                message=f"rule not applied: {error.error}"[:2000],
+                correlation_id=row.correlation_id,
+            )
+        Snapshots.save(session, row.crm, deal, processed.snapshot, now)
 
     def _record(self, session: Session, row: InboxRow, decision: Decision, now: datetime) -> None:
         action = decision.action
@@ -368,7 +469,5 @@ class Worker:
         )
 
     def _fail(self, rows: list[InboxRow], error: str, *, final: bool) -> None:
-        self.store.inbox.fail(
-            rows, error, final=final, now=self.clock(), max_attempts=self.config.worker["max_attempts"]
-        )
+        self.store.inbox.fail(rows, error, final=final, now=self.clock())
         log.warning("inbox rows not processed crm=%s count=%d final=%s error=%s", rows[0].crm, len(rows), final, error)

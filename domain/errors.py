@@ -53,6 +53,11 @@ class RateLimited(RetriableError):
         self.retry_after = retry_after
 
 
+class MalformedAnswer(RetriableError):
+    """A read answered 2xx with a body that cannot be decoded (truncated, not the API's
+    envelope): the same read may succeed later."""
+
+
 class AmbiguousWriteError(RetriableError):
     """A write whose answer was lost (timeout, reset, 5xx): it may have taken effect.
 
@@ -70,6 +75,10 @@ class AuthError(FatalError):
 
 class NotFoundError(FatalError):
     """The object does not exist (any more)."""
+
+
+class AccessDenied(FatalError):
+    """The CRM accepts our credentials but refuses us this one object (its permissions)."""
 
 
 class WebhookError(Exception):

@@ -10,11 +10,17 @@ from enum import StrEnum
 
 
 class InboxStatus(StrEnum):
-    """An inbox row: waiting for the worker, processed, or given up on."""
+    """An inbox row: waiting for the worker, processed, given up on (a configuration problem),
+    or parked (the CRM refuses us that deal: waits for `connector replay --inbox`)."""
 
     NEW = "new"
     DONE = "done"
     FAILED = "failed"
+    PARKED = "parked"
+
+
+# The inbox rows `connector replay --inbox` may queue again.
+INBOX_REPLAYABLE = (InboxStatus.FAILED, InboxStatus.PARKED)
 
 
 class OutboxStatus(StrEnum):

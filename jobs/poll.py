@@ -17,6 +17,10 @@ from connector.storage.store import Store
 from domain import Event, EventKind, EventSource
 from domain.bookmarks import Bookmark
 from domain.keys import DEALS_STREAM, poll_key
+from domain.statuses import InboxStatus
+
+# What a forced backfill queues again: every stored change no worker is on.
+FINISHED = (InboxStatus.DONE, InboxStatus.FAILED, InboxStatus.PARKED)
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +35,14 @@ def poll_deals(
     checkpoint_every: int = 200,
     since: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    force: bool = False,
 ) -> int:
     """One polling run for one CRM; returns how many new changes were queued.
 
     ``since`` reads from that moment instead of the cursor (a backfill); the cursor still
     only moves forward. With no cursor yet, the first run reads from ``now - initial_lookback``.
+    ``force`` queues again a change stored before, whatever became of it (processed, failed
+    or parked), so its deal goes through the rules once more.
     """
     bookmark = store.cursors.bookmark(adapter.name, DEALS_STREAM)
     newest = bookmark.position if bookmark else now - initial_lookback
@@ -55,6 +62,8 @@ def poll_deals(
         )
         if store.inbox.add(event, now):
             queued += 1
+        elif force:
+            queued += len(store.inbox.requeue(now, crm=adapter.name, keys=[event.dedup_key], statuses=FINISHED))
         if progress is not None:
             progress(1)
         if modified > newest:

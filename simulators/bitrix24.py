@@ -511,6 +511,8 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(MSK))
         self.refusals = 0
         self.overloaded = False  # True: every call answers 503 OVERLOAD_LIMIT (a manual block)
+        # Deals the webhook's user may not read: crm.deal.get answers "Access denied." for them.
+        self.denied_deals: set[str] = set()
         self.deals: dict[str, dict[str, Any]] = {}
         self.tasks: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
@@ -927,7 +929,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         return _Answer(int(self._create_deal(fields)))
 
     def _deal_get(self, params: dict[str, Any]) -> _Answer:
-        deal = self.deals.get(self._deal_id(_upper_keys(params)))
+        deal_id = self._deal_id(_upper_keys(params))
+        if deal_id in self.denied_deals:
+            raise RestError(400, "", "Access denied.")
+        deal = self.deals.get(deal_id)
         if deal is None:
             raise _not_found()
         return _Answer(self._render_deal(deal))

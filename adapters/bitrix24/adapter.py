@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,8 @@ from typing import Any
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.keyset import DealReader
 from adapters.bitrix24.mapping import (
+    FIELD_NAMES,
+    SEMANTICS,
     deal_fields_to_b24,
     deal_from_b24,
     format_datetime,
@@ -37,6 +40,7 @@ class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, Comm
 
     type = "bitrix24"
     bookkeeping_fields = frozenset({"DATE_MODIFY", "MOVED_TIME"})
+    field_names = FIELD_NAMES
 
     def __init__(self, name: str, settings: Bitrix24Settings, client: Bitrix24Client | None = None) -> None:
         super().__init__(name, settings)
@@ -212,16 +216,39 @@ class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, Comm
             {"ID": deal_id, "FIELDS": fields, "PARAMS": {"REGISTER_SONET_EVENT": "N"}},
         )
 
+    def closed_stage(self, deal: Deal, outcome: str) -> str:
+        stages = self.settings.won_stage if outcome == "won" else self.settings.lost_stage
+        # "Lost" is a stage semantics in Bitrix24, not one id: each pipeline names its own.
+        stage = stages.get(deal.pipeline) or ("WON" if outcome == "won" else "LOSE")
+        if deal.pipeline not in ("0", "") and deal.pipeline not in stages:
+            stage = f"C{deal.pipeline}:{stage}"
+        return stage
+
+    def deal_after(self, deal: Deal, command: Command) -> Deal:
+        """As the portal keeps it: a stage moved by a write brings its semantics along."""
+        after = super().deal_after(deal, command)
+        if after.stage == deal.stage:
+            return after
+        code = self._semantic_code(after.stage)
+        return dataclasses.replace(
+            after, stage_semantic=SEMANTICS[code], fields={**after.fields, "STAGE_SEMANTIC_ID": code}
+        )
+
+    def _semantic_code(self, stage: str) -> str:
+        """S, F or P for a stage id, from the configured won/lost stages and the portal's own
+        final stage ids (``WON``, ``LOSE``, ``APOLOGY``, with a ``C<n>:`` prefix in pipelines)."""
+        final = stage.rsplit(":", 1)[-1]
+        if stage in self.settings.won_stage.values() or final == "WON":
+            return "S"
+        if stage in self.settings.lost_stage.values() or final in ("LOSE", "APOLOGY"):
+            return "F"
+        return "P"
+
     def _close(self, command: CloseDeal, marker: str) -> WriteResult:
         deal = self.get_deal(command.deal_id)
         if deal is None:
             raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
-        stages = self.settings.won_stage if command.outcome == "won" else self.settings.lost_stage
-        # "Lost" is a stage semantics in Bitrix24, not one id: each pipeline names its own.
-        stage = stages.get(deal.pipeline) or ("WON" if command.outcome == "won" else "LOSE")
-        if deal.pipeline not in ("0", "") and deal.pipeline not in stages:
-            stage = f"C{deal.pipeline}:{stage}"
-        fields: dict[str, Any] = {"STAGE_ID": stage}
+        fields: dict[str, Any] = {"STAGE_ID": self.closed_stage(deal, command.outcome)}
         if command.reason and command.reason_field:
             fields[command.reason_field] = command.reason
         self._update_deal(command.deal_id, fields)

@@ -19,6 +19,7 @@ from adapters.http import ApiRequest, ErrorAnswer, HttpClient
 from adapters.paging import OffsetPaginator
 from adapters.throttle import Throttle
 from domain.errors import (
+    AccessDenied,
     AdapterError,
     AuthError,
     FatalError,
@@ -104,8 +105,10 @@ class Bitrix24Client(HttpClient):
             body = None
         if response.status_code == 200 and isinstance(body, dict) and "error" not in body:
             if "result" not in body:
-                raise FatalError("answer without result", crm=self.crm, method=request.label, status=200)
+                raise self.undecodable(request.label, 200, idempotent=idempotent)
             return body
+        if response.status_code == 200 and not isinstance(body, dict):
+            raise self.undecodable(request.label, 200, idempotent=idempotent)
         code = str(body.get("error", "")) if isinstance(body, dict) else ""
         desc = str(body.get("error_description", "")) if isinstance(body, dict) else response.text[:200]
         raise self.classify(request.label, ErrorAnswer(response.status_code, code, desc), idempotent=idempotent)
@@ -119,6 +122,9 @@ class Bitrix24Client(HttpClient):
         if code == "OVERLOAD_LIMIT":
             # A manual block by Bitrix24's staff: back off hard, never hammer.
             return RateLimited("Bitrix24 overload block", retry_after=60.0, **kw)
+        if not code and desc.strip().lower().rstrip(".") == "access denied":
+            # No code: the webhook user's permissions refuse this one object, not our credentials.
+            return AccessDenied("Bitrix24 denies access to this object", **kw)
         if code in _AUTH_CODES or status in (401, 403):
             return AuthError("Bitrix24 refused the credentials", **kw)
         if desc.strip().lower() == "not found" or code == "ERROR_NOT_FOUND":

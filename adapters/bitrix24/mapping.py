@@ -10,7 +10,7 @@ from adapters.addresses import parse_address, strip_city_prefix
 from adapters.values import to_decimal
 from domain import Deal, Location, StageSemantic, User
 
-_SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}
+SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}
 # Fields every deal read selects, besides the custom ones ("UF_*").
 DEAL_SELECT = [
     "ID",
@@ -66,7 +66,7 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
             lat=base.lat,
             lon=base.lon,
         )
-    semantic = _SEMANTICS.get(str(raw.get("STAGE_SEMANTIC_ID") or "P"), "open")
+    semantic = SEMANTICS.get(str(raw.get("STAGE_SEMANTIC_ID") or "P"), "open")
     return Deal(
         crm=crm,
         id=str(raw.get("ID")),

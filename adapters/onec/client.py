@@ -159,9 +159,7 @@ class OneCClient(HttpClient):
             try:
                 return response.json()
             except ValueError as exc:
-                raise FatalError(
-                    "answer is not JSON", crm=self.crm, method=request.label, status=response.status_code
-                ) from exc
+                raise self.undecodable(request.label, response.status_code, idempotent=idempotent) from exc
         code, message = parse_error(response)
         answer = ErrorAnswer(response.status_code, code, message, response.headers)
         raise self.classify(request.label, answer, idempotent=idempotent)

@@ -20,6 +20,7 @@ from adapters.contracts import (
 from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import (
     CUSTOM_KEY,
+    FIELD_NAMES,
     deal_fields_to_pd,
     deal_from_pd,
     format_time,
@@ -42,6 +43,7 @@ class PipedriveAdapter(CrmAdapter[PipedriveSettings], DealSource, DealSearch, Co
         {"update_time", "stage_change_time", "close_time", "lost_time", "won_time", "first_won_time"}
     )
     webhooks_carry_previous = True
+    field_names = FIELD_NAMES
 
     def __init__(self, name: str, settings: PipedriveSettings, client: PipedriveClient | None = None) -> None:
         super().__init__(name, settings)

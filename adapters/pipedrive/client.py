@@ -140,6 +140,8 @@ class PipedriveClient(HttpClient):
             body = None
         if 200 <= response.status_code < 300 and isinstance(body, dict) and body.get("success") is not False:
             return body
+        if 200 <= response.status_code < 300 and not isinstance(body, dict):
+            raise self.undecodable(request.label, response.status_code, idempotent=idempotent)
         error = str(body.get("error") or "") if isinstance(body, dict) else ""
         info = str(body.get("error_info") or "") if isinstance(body, dict) else response.text[:200]
         answer = ErrorAnswer(

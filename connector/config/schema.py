@@ -172,7 +172,9 @@ class WorkerSchema(Schema):
         load_default=50, validate=validate.Range(min=1, max=1000), metadata={"doc": "inbox rows claimed per tick"}
     )
     max_attempts = fields.Integer(
-        load_default=10, validate=validate.Range(min=1), metadata={"doc": "tries before an inbox row is marked failed"}
+        load_default=10,
+        validate=validate.Range(min=1),
+        metadata={"doc": "tries after which `status` flags an inbox row still retried (it is never given up)"},
     )
     lease = Span(load_default=120.0, metadata={"doc": "a claimed row is free again after this"})
 

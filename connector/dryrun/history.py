@@ -48,17 +48,15 @@ def deal_from_dict(data: dict[str, Any]) -> Deal:
 
 
 def write_jsonl(items: Iterable[HistoryItem], path: Path) -> int:
-    """Write history as JSON lines ``{"at", "kind", "deal"}``; returns the count."""
+    """Write history as JSON lines ``{"at", "kind", "deal"}`` (and ``"data"``, the event's own
+    data, when it has any: a 1C document's figures); returns the count."""
     count = 0
     with path.open("w", encoding="utf-8") as out:
         for item in items:
-            out.write(
-                json.dumps(
-                    {"at": item.at.isoformat(), "kind": str(item.kind), "deal": deal_to_dict(item.deal)},
-                    ensure_ascii=False,
-                )
-                + "\n"
-            )
+            line: dict[str, Any] = {"at": item.at.isoformat(), "kind": str(item.kind), "deal": deal_to_dict(item.deal)}
+            if item.data:
+                line["data"] = dict(item.data)
+            out.write(json.dumps(line, ensure_ascii=False, default=str) + "\n")
             count += 1
     return count
 
@@ -72,7 +70,10 @@ def read_jsonl(path: Path, since: datetime | None = None, until: datetime | None
             try:
                 raw = json.loads(line)
                 item = HistoryItem(
-                    datetime.fromisoformat(raw["at"]), EventKind(raw["kind"]), deal_from_dict(raw["deal"])
+                    datetime.fromisoformat(raw["at"]),
+                    EventKind(raw["kind"]),
+                    deal_from_dict(raw["deal"]),
+                    dict(raw.get("data") or {}),
                 )
             except (KeyError, ValueError, TypeError) as exc:
                 raise ValueError(f"{path}:{number}: not a history line ({exc})") from exc

@@ -8,41 +8,52 @@ breaches show up as they would have. Nothing reaches a CRM or the database.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import heapq
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
-from adapters.contracts import DealSource
-from adapters.registry import adapter_class
+from apscheduler.triggers.cron import CronTrigger
+
+from adapters.contracts import CrmAdapter, DealSource
+from adapters.registry import build_adapter
 from connector.config import Config
+from connector.processing import Processor
 from domain import Deal, Event, EventKind, EventSource
-from domain.keys import deadline_decision_key, replay_key
+from domain.commands import CloseDeal, UpdateDeal
+from domain.keys import deadline_timer_key, replay_key, schedule_key, schedule_slot, timer_event_key
 from domain.statuses import TIMER_RUNNING, DeadlinePhase, TimerStatus
 from rules.calendar import WorkCalendar
-from rules.changes import diff, triggers_for
 from rules.deadlines import OpenDeadline
-from rules.deadlines import review as review_deadlines
-from rules.engine import evaluate, may_fire
-from rules.model import CancelDeadline, CountAssignment, Decision, RecordBreach, Rule, RuleContext, StartDeadline
+from rules.model import CancelDeadline, CountAssignment, Decision, RecordBreach, Rule, StartDeadline
+
+# A deal's own writes come back as a change of the deal (the CRM's webhook), which the
+# rules see as the worker would; this many in a row at most, so rules that keep rewriting
+# each other's values cannot loop.
+FOLLOW_UPS = 5
+RULE_ERROR = "rule_error"
+_ATTRIBUTES = ("title", "stage", "stage_semantic", "pipeline", "responsible_id", "amount")
 
 
 @dataclass(frozen=True)
 class HistoryItem:
-    """One moment of a deal's history: the event and the deal as it was then."""
+    """One moment of a deal's history: the event, the deal as it was then, and the event's
+    own data (a 1C document's figures)."""
 
     at: datetime
     kind: EventKind
     deal: Deal
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """One thing the rules would have done."""
+    """One thing the rules would have done (or a rule that failed: action ``rule_error``)."""
 
     at: datetime
     crm: str
@@ -51,6 +62,7 @@ class Outcome:
     trigger: str
     action: str
     detail: str
+    decision: Decision | None = None  # its key and action, as the worker would store them
 
 
 @dataclass
@@ -70,32 +82,53 @@ class ReplayResult:
     outcomes: list[Outcome] = field(default_factory=list)
     events: int = 0
     deadline_events: int = 0
+    schedule_events: int = 0
+    follow_ups: int = 0  # changes of deals by the rules' own writes, seen again by the rules
     by_rule: Counter[tuple[str, str]] = field(default_factory=Counter)
     breaches: Counter[str] = field(default_factory=Counter)
+    errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, error) -> events
+    not_simulated: list[str] = field(default_factory=list)
+    tz: tzinfo | None = None  # the calendar's zone: moments are shown in it
 
 
 class Replay:
-    """Replays history items in time order; ``run`` returns every would-be action."""
+    """Replays history items in time order through the worker's processing core
+    (``connector.processing``); ``run`` returns every would-be action.
 
-    def __init__(self, config: Config, calendar: WorkCalendar) -> None:
+    It keeps in memory what the worker keeps in the database (snapshots, deadlines, the
+    decisions taken, round-robin counts) and what the CRM keeps: each decided write to a
+    deal (an assignment, a field, a stage, a close) is applied to the deal as its CRM would
+    (``DealSource.deal_after``) and comes back as a change, so later events and rules see
+    it. Deadlines and scheduled rules fire at their own moments between events.
+    """
+
+    def __init__(
+        self, config: Config, calendar: WorkCalendar, *, adapters: Mapping[str, CrmAdapter] | None = None
+    ) -> None:
         self.config = config
         self.calendar = calendar
-        # What each CRM stamps on every change: a change of its own to no rule.
-        self._bookkeeping: dict[str, frozenset[str]] = {}
-        for name, settings in config.crms.items():
-            cls = adapter_class(settings)
-            if issubclass(cls, DealSource):
-                self._bookkeeping[name] = cls.bookkeeping_fields
+        built = adapters if adapters is not None else {n: build_adapter(n, s) for n, s in config.crms.items()}
+        self._sources: dict[str, DealSource] = {n: a for n, a in built.items() if isinstance(a, DealSource)}
+        self.processor = Processor(
+            config, calendar, bookkeeping={n: a.bookkeeping_fields for n, a in self._sources.items()}
+        )
         self._snapshots: dict[tuple[str, str], dict[str, Any]] = {}
-        self._deals: dict[tuple[str, str], Deal] = {}
-        self._timers: dict[tuple[str, str], dict[str, _Timer]] = defaultdict(dict)
+        self._snapped: dict[tuple[str, str], Deal] = {}  # the deal each snapshot was taken of
+        self._deals: dict[tuple[str, str], Deal] = {}  # each deal as its CRM keeps it now
+        self._recorded: dict[tuple[str, str], Deal] = {}  # each deal as history last showed it
+        self._written: dict[tuple[str, str], dict[str, Any]] = {}  # what our writes set and still stands
+        self._timers: dict[tuple[str, str], dict[str, _Timer]] = {}
         self._due: list[tuple[datetime, int, tuple[str, str], str]] = []  # heap of (fire_at, seq, deal, name)
         self._seq = 0
         self._decided: set[str] = set()
-        self._assigned: dict[str, dict[str, int]] = defaultdict(dict)
+        self._assigned: dict[str, dict[str, int]] = {}
         self._trigger_text: dict[frozenset[str], str] = {}
-        self._rule_index: dict[tuple[str, frozenset[str]], list[Rule]] = {}
-        self.result = ReplayResult()
+        # Open deals per responsible user, kept only for CRMs whose rules assign by workload.
+        self._groups = {crm: self.processor.workload_group(crm) for crm in self._sources}
+        self._open: dict[str, Counter[str]] = {crm: Counter() for crm, group in self._groups.items() if group}
+        self._counted: dict[tuple[str, str], str | None] = {}
+        self._schedules: list[tuple[datetime, int, Rule, CronTrigger]] = []
+        self.result = ReplayResult(tz=calendar.tz)
 
     def run(
         self,
@@ -104,142 +137,269 @@ class Replay:
         until: datetime | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ReplayResult:
-        """Replay ``items`` (sorted by time) and the deadlines they start, up to ``until``."""
+        """Replay ``items`` (sorted by time) and the deadlines and schedules they lead to, up to ``until``."""
         last: datetime | None = None
         with _fewer_collections():
             for item in items:
-                self._fire_timers(item.at)
-                self._process(item.deal, item.kind, item.at, data={})
+                if last is None:
+                    self._start_schedules(item.at)
+                self._fire_due(item.at)
+                self._event(item.deal, item.kind, item.at, dict(item.data), recorded=True)
                 self.result.events += 1
                 last = item.at
                 if progress is not None:
                     progress(1)
             end = until or last
             if end is not None:
-                self._fire_timers(end)
+                self._fire_due(end)
+        if self.config.reports:
+            self.result.not_simulated.append(
+                f"reports ({', '.join(r.name for r in self.config.reports)}): their figures come from the "
+                "connector's own records of past days"
+            )
         return self.result
 
-    # --- deadlines between events --------------------------------------------------------
+    # --- the processing core's memory ------------------------------------------------------
 
-    def _fire_timers(self, now: datetime) -> None:
-        while self._due and self._due[0][0] <= now:
-            fire_at, _, key, name = heapq.heappop(self._due)
-            timer = self._timers[key].get(name)
-            if timer is None or timer.fire_at != fire_at or timer.status not in TIMER_RUNNING:
-                continue  # superseded: met, cancelled or re-armed since
-            reminder = timer.status == TimerStatus.OPEN and timer.fire_at < timer.due_at
-            phase = DeadlinePhase.REMINDER if reminder else DeadlinePhase.BREACHED
-            if reminder:
-                timer.status, timer.fire_at = TimerStatus.REMINDED, timer.due_at
-                self._schedule(key, timer)
+    def snapshot(self, crm: str, deal_id: str) -> dict[str, Any] | None:
+        return self._snapshots.get((crm, deal_id))
+
+    def running_deadlines(self, crm: str, deal_id: str) -> list[OpenDeadline]:
+        timers = self._timers.get((crm, deal_id))
+        if not timers:
+            return []
+        return [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in TIMER_RUNNING]
+
+    def deadline(self, crm: str, deal_id: str, name: str) -> tuple[str, datetime] | None:
+        timer = self._timers.get((crm, deal_id), {}).get(name)
+        return (timer.status, timer.due_at) if timer is not None else None
+
+    def assignments(self) -> Mapping[str, Mapping[str, int]]:
+        return self._assigned
+
+    # --- deadlines and schedules between events --------------------------------------------
+
+    def _start_schedules(self, start: datetime) -> None:
+        for rule in self.config.rules:
+            if rule.schedule and rule.enabled and rule.crm in self._sources:
+                trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
+                first = trigger.get_next_fire_time(None, start)
+                if first is not None:
+                    self._seq += 1
+                    heapq.heappush(self._schedules, (first, self._seq, rule, trigger))
+
+    def _fire_due(self, now: datetime) -> None:
+        """Deadlines and scheduled runs due by ``now``, in time order."""
+        while True:
+            timer_at = self._due[0][0] if self._due else None
+            run_at = self._schedules[0][0] if self._schedules else None
+            if run_at is not None and run_at <= now and (timer_at is None or run_at < timer_at):
+                self._run_schedule()
+            elif timer_at is not None and timer_at <= now:
+                self._fire_timer()
             else:
-                timer.status = TimerStatus.BREACHED
-            data = {
-                "deadline": name,
-                "phase": phase,
-                "due_at": timer.due_at.isoformat(),
-                "responsible_id": timer.responsible_id,
-                "rule": timer.rule,
-            }
-            self.result.deadline_events += 1
-            self._process(self._deals[key], EventKind.TIMER_DUE, fire_at, data=data)
+                return
+
+    def _fire_timer(self) -> None:
+        fire_at, _, key, name = heapq.heappop(self._due)
+        timer = self._timers[key].get(name)
+        if timer is None or timer.fire_at != fire_at or timer.status not in TIMER_RUNNING:
+            return  # superseded: met, cancelled or re-armed since
+        reminder = timer.status == TimerStatus.OPEN and timer.fire_at < timer.due_at
+        phase = DeadlinePhase.REMINDER if reminder else DeadlinePhase.BREACHED
+        if reminder:
+            timer.status, timer.fire_at = TimerStatus.REMINDED, timer.due_at
+            self._schedule(key, timer)
+        else:
+            timer.status = TimerStatus.BREACHED
+        data = {
+            "deadline": name,
+            "phase": str(phase),
+            "due_at": timer.due_at.isoformat(),
+            "responsible_id": timer.responsible_id,
+            "rule": timer.rule,
+        }
+        self.result.deadline_events += 1
+        # Keyed as the deadline scan keys it, so decisions once per event match the live ones.
+        event_key = timer_event_key(deadline_timer_key(key[0], key[1], name), str(phase), timer.due_at)
+        self._event(self._deals[key], EventKind.TIMER_DUE, fire_at, data, dedup_key=event_key)
+
+    def _run_schedule(self) -> None:
+        """One run of a scheduled rule: an event for every deal of its CRM known by then."""
+        at, _, rule, trigger = heapq.heappop(self._schedules)
+        slot = schedule_slot(at)
+        for (crm, deal_id), deal in list(self._deals.items()):
+            if crm != rule.crm:
+                continue
+            self.result.schedule_events += 1
+            data = {"schedule": rule.name, "slot": slot}
+            self._event(deal, EventKind.SCHEDULE, at, data, dedup_key=schedule_key(rule.name, slot, deal_id))
+        following = trigger.get_next_fire_time(at, at)
+        if following is not None:
+            self._seq += 1
+            heapq.heappush(self._schedules, (following, self._seq, rule, trigger))
 
     def _schedule(self, key: tuple[str, str], timer: _Timer) -> None:
         self._seq += 1
         heapq.heappush(self._due, (timer.fire_at, self._seq, key, timer.name))
 
-    # --- one event -----------------------------------------------------------------------
+    # --- one event -------------------------------------------------------------------------
 
-    def _process(self, deal: Deal, kind: EventKind, at: datetime, data: dict[str, Any]) -> None:
+    def _event(
+        self,
+        deal: Deal,
+        kind: EventKind,
+        at: datetime,
+        data: dict[str, Any],
+        *,
+        recorded: bool = False,
+        dedup_key: str | None = None,
+    ) -> None:
+        key = (deal.crm, deal.id)
+        if recorded:
+            deal = self._with_our_writes(key, deal)
+        for round_ in range(FOLLOW_UPS + 1):
+            written = self._process(deal, kind, at, data, dedup_key)
+            if written is None or round_ == FOLLOW_UPS:
+                return
+            # The CRM tells of the change our writes made: the rules see it as an update.
+            deal, kind, data = written, EventKind.DEAL_UPDATED, {}
+            dedup_key = replay_key(deal.id, at, kind, f"write{round_}")
+            self.result.follow_ups += 1
+
+    def _process(
+        self, deal: Deal, kind: EventKind, at: datetime, data: dict[str, Any], dedup_key: str | None
+    ) -> Deal | None:
+        """Run the core for one event; the deal as its writes left it, when they changed it."""
         key = (deal.crm, deal.id)
         before = self._snapshots.get(key)
-        # A deadline event replays the deal as last seen: its snapshot is the one taken then
-        # (deals are frozen and nothing here changes their fields).
-        current = before if before is not None and self._deals.get(key) is deal else deal.snapshot()
-        changes = (
-            diff(before, current, self._bookkeeping.get(deal.crm, frozenset())) if kind != EventKind.TIMER_DUE else {}
-        )
+        # An event on the deal as last seen (a deadline, a scheduled run) reuses its snapshot.
+        current = before if before is not None and self._snapped.get(key) is deal else deal.snapshot()
         event = Event(
             crm=deal.crm,
             kind=kind,
             deal_id=deal.id,
             occurred_at=at,
-            dedup_key=replay_key(deal.id, at, kind, data.get("deadline", "")),
+            dedup_key=dedup_key or replay_key(deal.id, at, kind, data.get("deadline", "")),
             source=EventSource.REPLAY,
             data=data,
         )
-        ctx = RuleContext(
-            deal=deal,
-            event=event,
-            now=at,
-            triggers=triggers_for(kind, deal, before, changes, data),
-            changes=changes,
-            territories=self.config.territories,
-            calendar=self.calendar,
-            calendars=self.config.calendars,
-            org=self.config.org,
-            deadlines=self.config.deadlines,
-            assigned=self._assigned,
-        )
-        timers = self._timers[key]
-        running = [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in TIMER_RUNNING]
-        reviewed = review_deadlines(self.config.deadlines, running, ctx)
-        for action in reviewed:
-            self._apply(
-                Decision(
-                    "deadline",
-                    deadline_decision_key(deal.crm, deal.id, action.name, action.kind, event.dedup_key),
-                    action,
-                    ctx.triggers,
-                ),
-                deal,
-                at,
+        open_deals = self._open.get(deal.crm)
+        if open_deals is not None:
+            self._count_open(key, deal, open_deals)
+        processed = self.processor.process(event, deal, self, now=at, workload=open_deals, current=current)
+        after = deal
+        for decision in processed.decisions:
+            after = self._apply(decision, deal, after, at)
+        for error in processed.errors:
+            self.result.errors[(error.rule, error.error)] += 1
+            self.result.by_rule[(error.rule, RULE_ERROR)] += 1
+            self.result.outcomes.append(
+                Outcome(
+                    at, deal.crm, deal.id, error.rule, self._trigger(frozenset({str(kind)})), RULE_ERROR, error.error
+                )
             )
-        stopped = {a.name for a in reviewed if isinstance(a, CancelDeadline)}
-        if kind != EventKind.TIMER_DUE or data.get("deadline") not in stopped:
-            for decision in evaluate(self._rules_for(deal.crm, ctx.triggers), ctx):
-                self._apply(decision, deal, at)
-        self._snapshots[key] = current
-        self._deals[key] = deal
+        self._snapshots[key] = processed.snapshot
+        self._snapped[key] = self._deals[key] = deal
+        if after is deal:
+            return None
+        self._deals[key] = after
+        if open_deals is not None:
+            self._count_open(key, after, open_deals)
+        written = self._written.setdefault(key, {})
+        for name in _ATTRIBUTES:
+            if getattr(after, name) != getattr(deal, name):
+                written[name] = getattr(after, name)
+        for name, value in after.fields.items():
+            if deal.fields.get(name) != value:
+                written["fields." + name] = value
+        return after
 
-    def _rules_for(self, crm: str, triggers: frozenset[str]) -> list[Rule]:
-        """The configured rules, in order, that may fire for this CRM and these triggers
-        (``may_fire``, evaluate()'s own first test): a replay asks with only a handful of
-        trigger sets and need not test every rule on every event."""
-        rules = self._rule_index.get((crm, triggers))
-        if rules is None:
-            rules = self._rule_index[(crm, triggers)] = [r for r in self.config.rules if may_fire(r, crm, triggers)]
-        return rules
+    def _with_our_writes(self, key: tuple[str, str], deal: Deal) -> Deal:
+        """A recorded state of the deal, with what our writes set and nobody changed since.
 
-    def _apply(self, decision: Decision, deal: Deal, at: datetime) -> None:
-        if decision.key in self._decided:
+        History recorded before the connector ran does not hold our writes: a value we
+        wrote stands until the history shows a change of that value of its own.
+        """
+        recorded_before = self._recorded.get(key)
+        self._recorded[key] = deal
+        written = self._written.get(key)
+        if not written or recorded_before is None:
+            return deal
+        changed: dict[str, Any] = {}
+        fields: dict[str, Any] = {}
+        for name, value in list(written.items()):
+            if name.startswith("fields."):
+                field_name = name[7:]
+                if deal.fields.get(field_name) != recorded_before.fields.get(field_name):
+                    del written[name]  # changed in the CRM since: that change wins
+                elif deal.fields.get(field_name) != value:
+                    fields[field_name] = value
+            elif getattr(deal, name) != getattr(recorded_before, name):
+                del written[name]
+            elif getattr(deal, name) != value:
+                changed[name] = value
+        if not changed and not fields:
+            return deal
+        return dataclasses.replace(deal, fields={**deal.fields, **fields}, **changed)
+
+    def _count_open(self, key: tuple[str, str], deal: Deal, counts: Counter[str]) -> None:
+        """Keep the open deals per responsible user in step with the deal's latest state."""
+        owner = deal.responsible_id if deal.stage_semantic == "open" else None
+        earlier = self._counted.get(key)
+        if earlier == owner:
             return
+        if earlier is not None:
+            counts[earlier] -= 1
+        if owner is not None:
+            counts[owner] += 1
+        self._counted[key] = owner
+
+    def _trigger(self, triggers: frozenset[str]) -> str:
+        text = self._trigger_text.get(triggers)
+        if text is None:  # a handful of distinct trigger sets, each sorted and joined once
+            text = self._trigger_text[triggers] = ",".join(sorted(triggers))
+        return text
+
+    def _apply(self, decision: Decision, deal: Deal, after: Deal, at: datetime) -> Deal:
+        """Carry out one decision in memory; the deal as its CRM would keep it after."""
+        if decision.key in self._decided:
+            return after
         self._decided.add(decision.key)
         action = decision.action
         key = (deal.crm, deal.id)
+        detail = None
         if isinstance(action, StartDeadline):
-            running = self._timers[key].get(action.name)
+            timers = self._timers.setdefault(key, {})
+            running = timers.get(action.name)
             if running is not None and running.status in TIMER_RUNNING and not action.rearm:
-                return
-            fire = min(action.remind_at, action.due_at) if action.remind_at else action.due_at
-            timer = _Timer(action.name, action.due_at, fire, TimerStatus.OPEN, action.responsible_id, decision.rule)
-            self._timers[key][action.name] = timer
-            self._schedule(key, timer)
+                detail = f"deadline {action.name} already running: due {running.due_at.isoformat()}"
+            else:
+                # In UTC, as the database gives them back to the worker (keys and texts show them).
+                due = action.due_at.astimezone(UTC)
+                fire = min(action.remind_at, due).astimezone(UTC) if action.remind_at else due
+                timer = _Timer(action.name, due, fire, TimerStatus.OPEN, action.responsible_id, decision.rule)
+                timers[action.name] = timer
+                self._schedule(key, timer)
         elif isinstance(action, CancelDeadline):
-            stopping = self._timers[key].get(action.name)
+            stopping = self._timers.get(key, {}).get(action.name)
             if stopping is not None and stopping.status in TIMER_RUNNING:
                 stopping.status = TimerStatus.DONE if action.reason == "done" else TimerStatus.CANCELLED
         elif isinstance(action, RecordBreach):
             self.result.breaches[action.deadline] += 1
         elif isinstance(action, CountAssignment):
-            counts = self._assigned[action.rule]
+            counts = self._assigned.setdefault(action.rule, {})
             counts[action.user_id] = counts.get(action.user_id, 0) + 1
-        text = action.describe()
+        elif isinstance(action, (UpdateDeal, CloseDeal)):
+            source = self._sources.get(deal.crm)
+            if source is not None and action.deal_id == deal.id:
+                after = source.deal_after(after, action)
         self.result.by_rule[(decision.rule, action.kind)] += 1
-        trigger = self._trigger_text.get(decision.triggers)
-        if trigger is None:  # a handful of distinct trigger sets, each sorted and joined once
-            trigger = self._trigger_text[decision.triggers] = ",".join(sorted(decision.triggers))
-        self.result.outcomes.append(Outcome(at, deal.crm, deal.id, decision.rule, trigger, action.kind, text))
+        trigger = self._trigger(decision.triggers)
+        self.result.outcomes.append(
+            Outcome(at, deal.crm, deal.id, decision.rule, trigger, action.kind, detail or action.describe(), decision)
+        )
+        return after
 
 
 # Collection thresholds while a replay runs (Python's default is 700, 10, 10).

@@ -19,7 +19,8 @@ def write_csv(result: ReplayResult, path: Path) -> None:
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
         for o in result.outcomes:
-            writer.writerow((o.at.isoformat(), o.crm, o.deal_id, o.rule, o.trigger, o.action, o.detail))
+            at = o.at.astimezone(result.tz) if result.tz is not None else o.at
+            writer.writerow((at.isoformat(), o.crm, o.deal_id, o.rule, o.trigger, o.action, o.detail))
 
 
 def print_summary(result: ReplayResult, console: Console, seconds: float) -> None:
@@ -28,6 +29,8 @@ def print_summary(result: ReplayResult, console: Console, seconds: float) -> Non
     console.print(
         f"replayed {result.events} events and {result.deadline_events} deadline moments in "
         f"{seconds:.1f} s; {len(result.outcomes)} actions on {deals} deals (nothing written)"
+        + (f"; {result.schedule_events} scheduled-rule events" if result.schedule_events else "")
+        + (f"; {result.follow_ups} changes by the rules' own writes" if result.follow_ups else "")
     )
     table = Table(title="What the rules would have done")
     table.add_column("rule")
@@ -38,3 +41,15 @@ def print_summary(result: ReplayResult, console: Console, seconds: float) -> Non
     console.print(table)
     if result.breaches:
         console.print("breaches: " + ", ".join(f"{name} {count}" for name, count in sorted(result.breaches.items())))
+    if result.errors:
+        errors = Table(title="Rules that failed (the event's other rules still ran)")
+        errors.add_column("rule")
+        errors.add_column("error")
+        errors.add_column("events", justify="right")
+        for (rule, error), count in sorted(result.errors.items()):
+            errors.add_row(rule, error, str(count))
+        console.print(errors)
+    if result.not_simulated:
+        console.print("not simulated: " + "; ".join(result.not_simulated))
+    else:
+        console.print("everything the live connector would do was simulated")

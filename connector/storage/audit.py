@@ -20,6 +20,8 @@ REPLAYED = "replayed"
 DISCARDED = "discarded"
 UNLINKED = "unlinked"
 NOTE = "note"
+PARKED = "parked"  # an inbox row set aside: the CRM denies us the deal
+RULE_ERROR = "rule_error"  # a rule that could not be evaluated for an event
 
 
 def decided(command_kind: str) -> str:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # The row the leading process beats in (no CRM of that name can be configured: names are
 # lower-case letters, digits, - and _, and start with neither).
 HEARTBEAT = ("_connector", "leader")
+# Rows saying a CRM's processing is paused (it refused our credentials), under the same name.
+PAUSE_PREFIX = "paused:"
 
 
 class Cursors:
@@ -71,6 +73,25 @@ class Cursors:
         with self.store.reading() as session:
             row = session.get(CursorRow, HEARTBEAT)
             return (row.value, row.updated_at) if row is not None else (None, None)
+
+    def pause(self, crm: str, reason: str, now: datetime) -> None:
+        """The worker stopped reading ``crm``: kept for `status` and ``/readyz`` of any process."""
+        self._put(HEARTBEAT[0], PAUSE_PREFIX + crm, reason[:200], now)
+
+    def resume(self, crm: str) -> None:
+        with self.store.sessions() as session:
+            row = session.get(CursorRow, (HEARTBEAT[0], PAUSE_PREFIX + crm))
+            if row is not None:
+                session.delete(row)
+                session.commit()
+
+    @staticmethod
+    def paused(session: Session) -> dict[str, tuple[datetime, str]]:
+        """Each paused CRM: since when and why."""
+        rows = session.scalars(
+            select(CursorRow).where(CursorRow.crm == HEARTBEAT[0], CursorRow.stream.startswith(PAUSE_PREFIX))
+        )
+        return {r.stream.removeprefix(PAUSE_PREFIX): (r.updated_at, r.value or "") for r in rows}
 
     def _get(self, crm: str, stream: str) -> str | None:
         with self.store.sessions() as session:

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from connector.storage.models import InboxRow
 from domain import Event, InboxStatus
+from domain.statuses import INBOX_REPLAYABLE
 
 if TYPE_CHECKING:
     from connector.storage.store import Store
@@ -126,9 +127,18 @@ class Inbox:
         """Mark a locked row processed; ``note`` says why nothing was done, if so."""
         row.status, row.processed_at, row.claimed_until, row.last_error = InboxStatus.DONE, now, None, note
 
-    def fail(self, rows: Iterable[InboxRow], error: str, *, final: bool, now: datetime, max_attempts: int) -> None:
-        """Give the rows back for a later try (backing off), or mark them failed: at once when
-        ``final``, else after ``max_attempts``."""
+    def fail(self, rows: Iterable[InboxRow], error: str, *, final: bool, now: datetime) -> None:
+        """Give the rows back for a later try, backing off (up to ten minutes between tries), or
+        mark them failed when ``final``. A transient failure never ends a row: its delivery
+        was acknowledged, so only an operator may give it up."""
+        self._settle(rows, error, now, InboxStatus.FAILED if final else None)
+
+    def park(self, rows: Iterable[InboxRow], reason: str, now: datetime) -> None:
+        """Set rows aside that the CRM will not let us process (a deal we may not read):
+        they wait for `connector replay --inbox`."""
+        self._settle(rows, reason, now, InboxStatus.PARKED)
+
+    def _settle(self, rows: Iterable[InboxRow], error: str, now: datetime, status: InboxStatus | None) -> None:
         with self.store.sessions() as session, session.begin():
             for r in rows:
                 live = session.get(InboxRow, r.id)
@@ -137,10 +147,48 @@ class Inbox:
                 live.attempts += 1
                 live.last_error = error[:2000]
                 live.claimed_until = None
-                if final or live.attempts >= max_attempts:
-                    live.status = InboxStatus.FAILED
+                if status is not None:
+                    live.status = status
                 else:
-                    live.next_try_at = now + timedelta(seconds=min(600, 2**live.attempts))
+                    live.next_try_at = now + timedelta(seconds=min(600, 2 ** min(live.attempts, 10)))
+
+    def hold(self, rows: Iterable[InboxRow], reason: str, until: datetime) -> None:
+        """Give rows back untried until ``until`` (their CRM is paused): no attempt is counted."""
+        with self.store.sessions() as session, session.begin():
+            for r in rows:
+                live = session.get(InboxRow, r.id)
+                if live is None or live.status != InboxStatus.NEW:
+                    continue
+                live.last_error = reason[:2000]
+                live.claimed_until = None
+                live.next_try_at = max(live.next_try_at, until)
+
+    def requeue(
+        self,
+        now: datetime,
+        *,
+        ids: Sequence[int] | None = None,
+        crm: str | None = None,
+        deal_id: str | None = None,
+        keys: Sequence[str] | None = None,
+        statuses: Sequence[str] = INBOX_REPLAYABLE,
+    ) -> list[int]:
+        """Queue chosen rows in ``statuses`` again as new (attempts from zero); their ids."""
+        query = select(InboxRow).where(InboxRow.status.in_(list(statuses)))
+        if ids:
+            query = query.where(InboxRow.id.in_(list(ids)))
+        if crm:
+            query = query.where(InboxRow.crm == crm)
+        if deal_id:
+            query = query.where(InboxRow.deal_id == deal_id)
+        if keys is not None:
+            query = query.where(InboxRow.dedup_key.in_(list(keys)))
+        with self.store.sessions() as session, session.begin():
+            rows = list(session.scalars(query.order_by(InboxRow.id)))
+            for r in rows:
+                r.status, r.attempts, r.next_try_at = InboxStatus.NEW, 0, now
+                r.claimed_until = r.processed_at = None
+            return [r.id for r in rows]
 
     def events_since(self, since: datetime, kinds: Sequence[str]) -> list[tuple[str, str | None, str, datetime]]:
         """(CRM, deal, kind, moment) of the stored events of these kinds since ``since``, in time order."""

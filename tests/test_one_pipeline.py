@@ -1,0 +1,281 @@
+"""One pipeline: the same recorded history through the worker (on the Bitrix24 simulator, with
+the dispatcher writing to it and the deadline scan and scheduled runs at their moments) and
+through the dry-run gives the same decisions, under the same keys, and the same CRM state."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy import func, select
+
+from adapters.bitrix24.mapping import deal_from_b24
+from adapters.contracts import DealSource
+from connector.config import Config, load_config_text
+from connector.dryrun.replay import HistoryItem, Replay
+from connector.runtime import Runtime, build_calendar
+from connector.storage.models import AuditRow, InboxRow, OutboxRow, TimerRow
+from domain import EventKind, EventSource
+from domain.commands import command_from_payload
+from domain.events import Event
+from domain.keys import replay_key
+from domain.statuses import TIMER_RUNNING, OutboxStatus
+from jobs.timers import fire_due_timers
+from simulators.bitrix24 import Bitrix24Simulator
+
+pytestmark = pytest.mark.slow
+
+MSK = ZoneInfo("Europe/Moscow")
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+TOKEN = "pipeline-token"
+WRITE_COMMANDS = ("update_deal", "close_deal")
+
+
+@dataclass(frozen=True)
+class Edit:
+    """What a person does in the CRM at a moment: create the deal ``ref`` or change its fields."""
+
+    at: datetime
+    ref: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def _at(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2026, 11, day, hour, minute, tzinfo=MSK)
+
+
+ISP = [
+    Edit(
+        _at(23, 10),
+        "a",
+        {
+            "TITLE": "Заявка А",
+            "CATEGORY_ID": "1",
+            "STAGE_ID": "C1:NEW",
+            "ASSIGNED_BY_ID": "1",
+            "UF_CRM_ADDRESS": "Казань, Советский район, ул. Мира, 1",
+            "UF_CRM_SOURCE": "agent",
+        },
+    ),
+    Edit(
+        _at(23, 10, 30),
+        "b",
+        {
+            "TITLE": "Заявка Б",
+            "CATEGORY_ID": "1",
+            "STAGE_ID": "C1:NEW",
+            "ASSIGNED_BY_ID": "1",
+            "UF_CRM_ADDRESS": "Казань, ул. Гвардейская, 8, 420111",
+        },
+    ),
+    Edit(_at(23, 15), "a", {"STAGE_ID": "C1:ROUTE"}),
+    Edit(_at(24, 11), "a", {"STAGE_ID": "C1:ENGINEERS"}),
+    Edit(_at(24, 12), "b", {"STAGE_ID": "C1:ROUTE"}),
+    Edit(_at(25, 9, 30), "a", {"STAGE_ID": "C1:VISIT"}),
+    Edit(_at(25, 16), "a", {"UF_CRM_VISIT_RESULT": "подключен", "STAGE_ID": "C1:WON"}),
+    Edit(
+        _at(26, 10),
+        "c",
+        {
+            "TITLE": "Заявка В",
+            "CATEGORY_ID": "1",
+            "STAGE_ID": "C1:NEW",
+            "ASSIGNED_BY_ID": "1",
+            "UF_CRM_ADDRESS": "Москва, ул. Тверская, 1",
+        },
+    ),
+    Edit(_at(27, 12), "c", {"STAGE_ID": "C1:LOSE", "UF_CRM_LOST_REASON": "нет технической возможности"}),
+]
+
+B2B = [
+    Edit(
+        _at(23, 10), "a", {"TITLE": "Кружки с логотипом", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "3"}
+    ),
+    Edit(_at(23, 11), "b", {"TITLE": "Ручки 500 шт", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "5"}),
+    Edit(_at(23, 12), "a", {"UF_CRM_FIRST_CALL": "Y"}),
+    Edit(_at(24, 10), "a", {"STAGE_ID": "PREPARATION"}),
+    Edit(_at(25, 15), "a", {"STAGE_ID": "WON", "OPPORTUNITY": "120000"}),
+    Edit(_at(26, 17), "b", {"STAGE_ID": "LOSE"}),
+]
+
+SCRIPTS = {"isp-field-service.yaml": ISP, "b2b-sales.yaml": B2B}
+END = _at(30, 20)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _config_text(example: str, db: Path) -> str:
+    text = (EXAMPLES / example).read_text(encoding="utf-8")
+    return re.sub(r"(?m)^storage:.*$", f'storage: {{url: "sqlite:///{db}"}}', text)
+
+
+@pytest.fixture
+def simulator(monkeypatch) -> Iterator[tuple[Bitrix24Simulator, Clock]]:  # type: ignore[no-untyped-def]
+    clock = Clock(_at(23, 9))
+    sim = Bitrix24Simulator(application_token=TOKEN, rate=1000, burst=1000, clock=lambda: clock.now.astimezone(MSK))
+    for n in range(40):
+        sim.add_user(f"Сотрудник {n}")
+    server = sim.serve()
+    monkeypatch.setenv("B24_WEBHOOK_URL", server.base_url + sim.webhook_base)
+    monkeypatch.setenv("B24_APP_TOKEN", TOKEN)
+    yield sim, clock
+    server.stop()
+    sim.close()
+
+
+class Live:
+    """Drives the worker, the dispatcher, the deadline scan and the scheduled rules by hand at
+    the script's moments; the CRM's webhooks for our own writes are stored as it would send them."""
+
+    def __init__(self, config: Config, sim: Bitrix24Simulator, clock: Clock) -> None:
+        self.rt = Runtime(config, clock=clock)
+        self.sim, self.clock, self.config = sim, clock, config
+        self.schedules = [
+            (r, CronTrigger.from_crontab(r.schedule, timezone=MSK)) for r in config.rules if r.schedule and r.enabled
+        ]
+        self.next_runs = {r.name: t.get_next_fire_time(None, clock.now) for r, t in self.schedules}
+        self.echoed: set[int] = set()
+
+    def drain(self) -> None:
+        for _ in range(50):
+            worked = self.rt.worker.tick() + self.rt.dispatcher.tick() + self._echo_writes()
+            if not worked and not self._pending():
+                return
+        raise AssertionError("the live run did not settle")
+
+    def _pending(self) -> int:
+        with self.rt.store.sessions() as s:
+            new = s.scalar(select(func.count(InboxRow.id)).where(InboxRow.status == "new")) or 0
+            due = s.scalar(select(func.count(OutboxRow.id)).where(OutboxRow.status != OutboxStatus.DONE)) or 0
+            return int(new) + int(due)
+
+    def _echo_writes(self) -> int:
+        """One change notice per processed event whose writes changed its deal, keyed as the dry-run keys it."""
+        notices = []
+        with self.rt.store.sessions() as s:
+            rows = s.scalars(
+                select(OutboxRow).where(OutboxRow.status == OutboxStatus.DONE, OutboxRow.command.in_(WRITE_COMMANDS))
+            ).all()
+            for row in rows:
+                if row.inbox_id is None or row.inbox_id in self.echoed:
+                    continue
+                self.echoed.add(row.inbox_id)
+                cause = s.get(InboxRow, row.inbox_id)
+                assert cause is not None
+                found = re.search(r":write(\d+)$", cause.dedup_key)
+                round_ = int(found.group(1)) + 1 if found else 0
+                key = replay_key(row.deal_id or "", cause.occurred_at, EventKind.DEAL_UPDATED, f"write{round_}")
+                notices.append(
+                    Event(
+                        "b24", EventKind.DEAL_UPDATED, row.deal_id, cause.occurred_at, key, source=EventSource.WEBHOOK
+                    )
+                )
+        return sum(int(self.rt.store.inbox.add(event, self.clock())) for event in notices)
+
+    def advance(self, until: datetime) -> None:
+        """Deadlines and scheduled runs due before ``until``, each at its own moment."""
+        while True:
+            with self.rt.store.sessions() as s:
+                timer_at = s.scalar(select(func.min(TimerRow.fire_at)).where(TimerRow.status.in_(TIMER_RUNNING)))
+            run = min(((t, name) for name, t in self.next_runs.items() if t is not None), default=None)
+            moments = [m for m in (timer_at, run[0] if run else None) if m is not None and m <= until]
+            if not moments:
+                return
+            self.clock.now = min(moments)
+            if run is not None and run[0] == self.clock.now and (timer_at is None or run[0] < timer_at):
+                self.rt.run_schedule(run[1])
+                trigger = next(t for r, t in self.schedules if r.name == run[1])
+                self.next_runs[run[1]] = trigger.get_next_fire_time(run[0], run[0])
+            else:
+                fire_due_timers(self.rt.store, self.clock.now)
+            self.drain()
+
+
+def _run_both(example: str, script: list[Edit], sim: Bitrix24Simulator, clock: Clock, tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = load_config_text(_config_text(example, tmp_path / "live.db"))
+    live = Live(config, sim, clock)
+    adapter = live.rt.adapters["b24"]
+    assert isinstance(adapter, DealSource)
+    location = config.crms["b24"].location_fields  # type: ignore[attr-defined]
+    ids: dict[str, str] = {}
+    person: dict[str, dict[str, Any]] = {}  # each deal as people left it: history recorded without us
+    history: list[HistoryItem] = []
+    try:
+        for edit in script:
+            live.advance(edit.at)
+            clock.now = edit.at
+            if edit.ref not in ids:
+                ids[edit.ref] = sim.add_deal(dict(edit.fields))
+                person[edit.ref] = {}
+                kind = EventKind.DEAL_CREATED
+            else:
+                sim.update_deal(ids[edit.ref], dict(edit.fields))
+                kind = EventKind.DEAL_UPDATED
+            deal_id = ids[edit.ref]
+            now_in_crm = adapter.get_deal(deal_id)
+            assert now_in_crm is not None
+            person[edit.ref] = {**person[edit.ref], **{k: str(v) for k, v in edit.fields.items()}}
+            recorded = {**now_in_crm.fields, **person[edit.ref], "DATE_MODIFY": now_in_crm.fields.get("DATE_MODIFY")}
+            history.append(HistoryItem(edit.at, kind, deal_from_b24("b24", recorded, location)))
+            key = replay_key(deal_id, edit.at, kind)
+            assert live.rt.store.inbox.add(
+                Event("b24", kind, deal_id, edit.at, key, source=EventSource.WEBHOOK), edit.at
+            )
+            live.drain()
+        live.advance(END)
+        replay = Replay(config, build_calendar(config), adapters=live.rt.adapters)
+        result = replay.run(history, until=END)
+        return live, replay, result, ids
+    finally:
+        live.rt.stop()
+
+
+def _live_decisions(live: Live) -> set[tuple[str, str, str]]:
+    with live.rt.store.sessions() as s:
+        writes = {
+            (r.idempotency_key, r.command, command_from_payload(r.command, r.payload).describe())
+            for r in s.scalars(select(OutboxRow))
+        }
+        local = {
+            (r.key, r.action, r.message)
+            for r in s.scalars(select(AuditRow).where(AuditRow.key.is_not(None)))
+            if not r.action.startswith("decided:") and r.key and not r.key.endswith("|done")  # the dispatcher's
+        }
+    return writes | local
+
+
+@pytest.mark.parametrize("example", sorted(SCRIPTS))
+def test_worker_and_dry_run_decide_alike(example: str, simulator, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    sim, clock = simulator
+    live, replay, result, ids = _run_both(example, SCRIPTS[example], sim, clock, tmp_path)
+    dry = {(o.decision.key, o.action, o.detail) for o in result.outcomes if o.decision is not None}
+    decided = _live_decisions(live)
+    assert not result.errors
+    assert len(decided) > 10, "the script exercises the example's rules"
+    only_live, only_dry = sorted(decided - dry), sorted(dry - decided)
+    assert (only_live, only_dry) == ([], [])
+    # The CRM as the live run left it, and the deals as the dry-run left them.
+    for deal_id in ids.values():
+        kept = replay._deals[("b24", deal_id)]
+        in_crm = sim.deals[deal_id]
+        assert (str(in_crm["ASSIGNED_BY_ID"]), str(in_crm["STAGE_ID"])) == (kept.responsible_id, kept.stage)
+        tasks = sorted((t["TITLE"], str(t["RESPONSIBLE_ID"])) for t in sim.tasks_for_deal(deal_id))
+        planned = sorted(
+            (o.decision.action.title, o.decision.action.responsible_id)  # type: ignore[attr-defined]
+            for o in result.outcomes
+            if o.decision is not None and o.action == "create_task" and o.deal_id == deal_id
+        )
+        assert tasks == planned

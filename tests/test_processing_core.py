@@ -1,0 +1,141 @@
+"""The processing core the worker and the dry-run share: errors per rule, not per run; the
+dry-run sees the rules' own writes and the workload as the live connector would."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+
+from adapters.contracts import DealSource
+from connector.config import load_config_text
+from connector.dryrun.replay import HistoryItem, Replay
+from connector.dryrun.report import write_csv
+from connector.runtime import build_calendar
+from connector.status import gather
+from connector.storage.models import InboxRow, OutboxRow
+from connector.storage.store import Store
+from connector.worker import Worker
+from domain import Deal, Event, EventKind, User
+from domain.clock import utcnow
+from tests.test_dispatcher import Recording
+
+MSK = ZoneInfo("Europe/Moscow")
+
+CONFIG = """
+storage: {url: "sqlite://"}
+crms: {b24: {type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", application_token: "tok-12345"}}
+rules:
+  - name: broken
+    crm: b24
+    on: [deal.created]
+    do:
+      - create_task: {title: "{{ deal.titel }}", responsible: "1", due: 1h}
+  - name: sound
+    crm: b24
+    on: [deal.created]
+    do:
+      - create_task: {title: "Позвонить: {{ deal.title }}", responsible: "1", due: 1h}
+"""
+
+WRITES_BACK = """
+storage: {url: "sqlite://"}
+crms: {b24: {type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", application_token: "tok-12345"}}
+rules:
+  - name: route
+    crm: b24
+    on: [deal.created]
+    do:
+      - assign: {strategy: least_loaded, group: ["7", "8"]}
+      - update_fields: {UF_CRM_ROUTED: "Y"}
+  - name: after-routing
+    crm: b24
+    on: [deal.updated]
+    when: {field: UF_CRM_ROUTED, changed: true}
+    do:
+      - create_task: {title: "Связаться: {{ deal.title }}", responsible: responsible, due: 1h}
+"""
+
+
+def _deal(deal_id: str, owner: str, at: datetime, stage: str = "NEW") -> Deal:
+    return Deal(
+        crm="b24",
+        id=deal_id,
+        title=f"Сделка {deal_id}",
+        stage=stage,
+        pipeline="0",
+        responsible_id=owner,
+        created_at=at,
+        updated_at=at,
+        fields={"ASSIGNED_BY_ID": owner, "STAGE_ID": stage},
+    )
+
+
+class OneDeal(Recording, DealSource):
+    def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
+        return {i: _deal(i, "1", utcnow()) for i in deal_ids}
+
+    def changed_deals(self, since: datetime | None) -> Iterator[Deal]:
+        return iter(())
+
+    def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
+        return {}
+
+    def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
+        return {}
+
+
+def test_a_broken_rule_fails_alone_in_the_worker() -> None:
+    cfg = load_config_text(CONFIG)
+    store = Store("sqlite://")
+    now = utcnow()
+    store.inbox.add(Event("b24", EventKind.DEAL_CREATED, "5", now, "k1"), now)
+    Worker(cfg, store, {"b24": OneDeal()}, clock=lambda: now, calendar=build_calendar(cfg)).tick()
+    with store.sessions() as s:
+        assert s.scalars(select(InboxRow)).one().status == "done"
+        assert [r.rule for r in s.scalars(select(OutboxRow))] == ["sound"]
+    failed = [a for a in store.audit.for_deal("b24", "5") if a.action == "rule_error"]
+    assert [a.rule for a in failed] == ["broken"] and "titel" in failed[0].message
+    assert any("broken" in line and "rule error" in line for line in gather(store, cfg, now).attention)
+
+
+def test_a_broken_rule_fails_alone_in_the_dry_run(tmp_path: Path) -> None:
+    cfg = load_config_text(CONFIG)
+    at = datetime(2026, 11, 23, 10, tzinfo=MSK)
+    result = Replay(cfg, build_calendar(cfg)).run([HistoryItem(at, EventKind.DEAL_CREATED, _deal("5", "1", at))])
+    assert [(rule, "titel" in error) for rule, error in result.errors] == [("broken", True)]
+    assert ("sound", "create_task") in result.by_rule and ("broken", "rule_error") in result.by_rule
+    write_csv(result, tmp_path / "out.csv")
+    rows = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
+    assert {(r["rule"], r["action"]) for r in rows} >= {("broken", "rule_error"), ("sound", "create_task")}
+
+
+def test_the_dry_run_sees_its_own_writes_and_the_workload() -> None:
+    cfg = load_config_text(WRITES_BACK)
+    at = datetime(2026, 11, 23, 10, tzinfo=MSK)
+    history = [
+        HistoryItem(at, EventKind.DEAL_CREATED, _deal("1", "7", at, stage="PREPARATION")),  # 7 has an open deal
+        HistoryItem(at + timedelta(hours=1), EventKind.DEAL_CREATED, _deal("2", "1", at + timedelta(hours=1))),
+        # a person changes the title later: our assignment and field still stand
+        HistoryItem(
+            at + timedelta(hours=2),
+            EventKind.DEAL_UPDATED,
+            Deal(**{**_deal("2", "1", at + timedelta(hours=1)).__dict__, "title": "Новое название"}),
+        ),
+    ]
+    replay = Replay(cfg, build_calendar(cfg))
+    result = replay.run(history)
+    assigned = [o.detail for o in result.outcomes if o.rule == "route" and o.action == "update_deal"]
+    # Deal 1 went to 8 (7 already had one open deal), deal 2 then to 7 (8 had deal 1 by then).
+    assert assigned[:2] == ["set responsible_id=8", "set UF_CRM_ROUTED=Y"]
+    assert assigned[2:] == ["set responsible_id=7", "set UF_CRM_ROUTED=Y"]
+    tasks = [o.detail for o in result.outcomes if o.rule == "after-routing"]
+    assert len(tasks) == 2 and "for user 7" in tasks[1]
+    kept = replay._deals[("b24", "2")]
+    assert (kept.title, kept.responsible_id, kept.fields["UF_CRM_ROUTED"]) == ("Новое название", "7", "Y")
+    assert kept.fields["ASSIGNED_BY_ID"] == "7"
+    assert not result.not_simulated
