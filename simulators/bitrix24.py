@@ -11,7 +11,7 @@ Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901)
 client that mixes them up is caught. Users start with the webhook's own user (the portal
 administrator), as on a real portal.
 
-Run it on its own with ``python -m simulators.bitrix24 --port 8081 --token T
+Run it on its own with ``python -m simulators.bitrix24 --port 8081 --token simulator-token
 --handler-url URL``.
 """
 

@@ -8,11 +8,11 @@ as offline problems are. The webhook URLs the CRM side must be given are printed
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from adapters.causes import root_cause
 from adapters.contracts import CrmAdapter, CrmInventory, CrmSettings, Inspectable, WebhookReceiver
 from adapters.registry import build_adapter, configured
 from connector.config.loader import ConfigProblem, Path_, RawConfig, dotted
@@ -49,7 +49,7 @@ def check_online(raw: RawConfig, config: Config, build: Builder = build_adapter)
             try:
                 inventory = adapter.inspect()
             except AdapterError as exc:
-                problem(("crms", name), f"cannot read {name}: {exc}{_root_cause(exc)} (check the URL and credentials)")
+                problem(("crms", name), f"cannot read {name}: {exc}{root_cause(exc)} (check the URL and credentials)")
                 continue
             inventories[name] = inventory
             _describe(report, name, settings.type, inventory)
@@ -79,27 +79,6 @@ def check_online(raw: RawConfig, config: Config, build: Builder = build_adapter)
             problem(ref.path, missing)
     report.problems.sort(key=lambda p: p.line or 0)
     return report
-
-
-def _root_cause(exc: BaseException) -> str:
-    """The network cause under an adapter error, as host and reason (never the URL: it may hold a
-    webhook's secret code)."""
-    inner: BaseException | None = exc.__cause__ or exc.__context__
-    seen = 0
-    while inner is not None and seen < 10:
-        text = str(inner)
-        where = re.search(r"host='([^']+)', port=(\d+)", text)
-        target = f"{where.group(1)}:{where.group(2)}" if where else "the host"
-        if "NameResolution" in text or "Name or service not known" in text or "getaddrinfo" in text:
-            return f": cannot resolve {target.rsplit(':', 1)[0]}"
-        if "Connection refused" in text:
-            return f": {target} refused the connection"
-        if "timed out" in text.lower():
-            return f": {target} did not answer in time"
-        if "SSL" in text or "certificate" in text:
-            return f": TLS with {target} failed"
-        inner, seen = inner.__cause__ or inner.__context__, seen + 1
-    return ""
 
 
 def _describe(report: OnlineReport, name: str, kind: str, inventory: CrmInventory) -> None:
