@@ -58,9 +58,11 @@ def _event_shape() -> dict[str, Any]:
 def rule_shape(deal_fields: Mapping[str, Any] | None, results: Iterable[str]) -> dict[str, Any]:
     """The names a rule's template may use; ``deal_fields`` None: any deal field."""
     probe = RuleContext(deal=Deal(crm="", id=""), event=_probe_event(), now=datetime.now(UTC), triggers=frozenset())
-    deal: dict[str, Any] = {k: LEAF for k in probe.template_vars({})["deal"]}
+    seen = probe.template_vars({})
+    deal: dict[str, Any] = {k: LEAF for k in seen["deal"]}
     deal["fields"] = ANY if deal_fields is None else {k: LEAF for k in deal_fields}
-    shape: dict[str, Any] = {
+    shape: dict[str, Any] = {k: ANY for k in seen}  # names the context grows are known, not checked below
+    shape |= {
         "deal": deal,
         "event": _event_shape(),
         "changes": ANY,  # any field's name, then before / after
@@ -232,8 +234,7 @@ def check_meaning(
     data = raw.data
     raw_deadlines = data.get("deadlines")
     deadline_names = sorted(raw_deadlines) if isinstance(raw_deadlines, dict) else []
-    raw_roles = data.get("roles")
-    roles = set(raw_roles) if isinstance(raw_roles, dict) else set()
+    roles = _named_people(data)
 
     def stages_of(crm: str) -> tuple[str, ...]:
         target = crms.get(crm)
@@ -245,6 +246,8 @@ def check_meaning(
         return [str(getattr(source, "user_id_pattern", r"\d+")) for source in sources] or [r"\d+"]
 
     def user(crm: str | None, value: str, path: Path_, provided: Iterable[str] = ()) -> None:
+        if not isinstance(value, str):
+            return  # a reference of another kind (an org chart's), checked where it is defined
         words = [*USER_WORDS, *sorted(provided), *sorted(roles)]
         if value in words:
             return
@@ -293,12 +296,14 @@ def check_meaning(
         _walk_condition(raw_rule.get("when"), ("rules", i, "when"), rule.crm, deadline_names, out, problem)
 
     for i, report in reports:
+        if getattr(report, "indicators", ()):
+            continue  # a plan-vs-fact report: its own names and recipients, checked where it is defined
         for key in ("title", "text"):
             template = getattr(report, key)
             found = template_problem(template, REPORT_SHAPE, lambda _: "report templates see now, day, user, stats")
             if found:
                 problem(("reports", i, key), found)
-        if report.to != "responsible":
+        if isinstance(report.to, str) and report.to != "responsible":
             user(report.crm, report.to, ("reports", i, "to"))
         _walk_condition(
             _raw_item(data, "reports", i).get("when"), ("reports", i, "when"), report.crm, deadline_names, out, problem
@@ -314,7 +319,7 @@ def check_meaning(
     for i, territory in territories:
         for key in ("captain", "backup"):
             value = getattr(territory, key)
-            if value is None:
+            if not isinstance(value, str) or value in roles:
                 continue
             if any(re.fullmatch(p, value) for p in id_pattern(None)):
                 out.references.append(Reference("user", None, value, ("territories", i, key)))
@@ -328,6 +333,19 @@ def check_meaning(
                 f"no stage {ref.value!r} in crms.{ref.crm}.stages{did_you_mean(ref.value, stages)}",
             )
     return out
+
+
+def _named_people(data: Mapping[str, Any]) -> set[str]:
+    """People and roles the config names (``org.people``, ``org.roles``, ``roles``): a user
+    reference may be one of them."""
+    names: set[str] = set()
+    org = data.get("org")
+    for section in (org.get("people"), org.get("roles")) if isinstance(org, Mapping) else ():
+        if isinstance(section, Mapping):
+            names |= {str(k) for k in section}
+    if isinstance(data.get("roles"), Mapping):
+        names |= {str(k) for k in data["roles"]}
+    return names
 
 
 def _step_name(cls: type[ActionSpec]) -> str:
