@@ -81,7 +81,7 @@ def _expected_failure(exc: Exception) -> tuple[str, int] | None:
 
 
 @click.group(cls=_Commands)
-@click.version_option(package_name="crm-connector", message="%(prog)s %(version)s")
+@click.version_option(package_name="crm-connector", message="connector %(version)s")
 def main() -> None:
     """crm-connector: CRM regulations, applied by themselves."""
 
