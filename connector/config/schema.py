@@ -384,7 +384,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
             add({"name": [f"rule name {rule.name!r} is used twice"]}, ("rules", i))
         seen.add(rule.name)
     if isinstance(raw.data.get("crms"), dict) and not raw.data["crms"]:
-        add({"crms": ["no CRM is configured: add a block such as b24: {type: bitrix24, ...} (docs/configuration.md)"]})
+        add({"crms": ["no CRM is configured: add a block under crms with its type (docs/configuration.md#crms)"]})
     territories = [(i, t) for i, t in enumerate(data.get("territories") or []) if isinstance(t, Territory)]
     problems += check_meaning(raw, rules, reports, territories, known).problems
     problems = sorted(one_per_cause(problems, raw.problems), key=lambda p: p.line or 0)
