@@ -230,3 +230,16 @@ def test_onec_and_its_deals_crm_wrong_entity_stage_user_field(
         assert "rules[0].do[2].escalate.to: no user 55 in b24" in lines[3]
     finally:
         onec_server.stop()
+
+
+def test_the_example_configs_pass_the_connection_test_against_the_sandbox(monkeypatch: pytest.MonkeyPatch) -> None:
+    from connector.demo.sandbox import SandboxOptions, running_sandbox
+
+    root = Path(__file__).resolve().parents[1]
+    with running_sandbox(SandboxOptions(bitrix24_port=0, pipedrive_port=0, onec_port=0)) as sandbox:
+        for name, value in sandbox.env.items():
+            monkeypatch.setenv(name, value)
+        for config in (root / "config.example.yaml", root / "examples" / "money-in-1c.yaml"):
+            result = CliRunner().invoke(main, ["check", "--online", "--config", str(config)])
+            assert result.exit_code == 0, result.stderr
+            assert "b24 (bitrix24): connected as user 1" in result.stdout

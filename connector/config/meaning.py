@@ -95,6 +95,19 @@ def _chains(node: nodes.Node, out: list[tuple[str, tuple[Any, ...]]], stored: se
         else:  # a loop variable or ``{% set %}``: the template's own name
             stored.add(node.name)
         return
+    if isinstance(node, nodes.Call) and isinstance(node.node, nodes.Getattr):
+        # ``x.get('KEY')`` reads KEY of x; any other method call is the object's own business.
+        method, target = node.node.attr, node.node.node
+        if method == "get" and node.args and isinstance(node.args[0], nodes.Const) and type(node.args[0].value) is str:
+            _chains(nodes.Getitem(target, node.args[0], "load"), out, stored)
+        else:
+            _chains(target, out, stored)
+        for child in (*node.args, *node.kwargs):
+            _chains(child, out, stored)
+        for extra in (node.dyn_args, node.dyn_kwargs):
+            if extra is not None:
+                _chains(extra, out, stored)
+        return
     if isinstance(node, (nodes.Getattr, nodes.Getitem)):
         keys: list[Any] = []
         current: nodes.Node = node
