@@ -177,3 +177,22 @@ def test_check_command_prints_them_and_exits_2(tmp_path: Path, monkeypatch: pyte
     result = CliRunner().invoke(main, ["check", str(path)])
     assert result.exit_code == 2
     assert "did you mean 'title'?" in result.output
+
+
+def test_a_method_call_is_not_an_attribute_and_get_reads_a_field() -> None:
+    from connector.config.loader import load_raw
+    from connector.config.meaning import Reference, check_meaning
+
+    text = GOOD.replace(
+        "{{ deal.fields.UF_CRM_ADDRESS }}", "{{ deal.title.upper() }} {{ deal.fields.get('UF_CRM_INN', '') }}"
+    )
+    cfg = load_config_text(text, ENV)
+    from adapters.registry import configured
+
+    meaning = check_meaning(
+        load_raw(text, ENV), list(enumerate(cfg.rules)), [], list(enumerate(cfg.territories)), configured(cfg.crms)
+    )
+    fields = {r.value for r in meaning.references if isinstance(r, Reference) and r.kind == "field"}
+    assert fields == {"UF_CRM_INN"}
+    lines = _refused(text.replace("deal.title.upper()", "deal.titel.upper()"))
+    assert len(lines) == 1 and "unknown attribute deal.titel" in lines[0]
