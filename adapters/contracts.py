@@ -140,6 +140,14 @@ class DealSource(ABC):
     # worker derives them from the deal's last snapshot.
     webhooks_carry_previous: ClassVar[bool] = False
 
+    # What the CRM's user ids look like: ``check`` refuses a user reference that cannot be one.
+    user_id_pattern: ClassVar[str] = r"\d+"
+
+    @classmethod
+    def sample_deal(cls, crm: str) -> Deal:
+        """A deal shaped like this CRM's, for ``check`` to render the templates against."""
+        return Deal(crm=crm, id="1", title="Sample deal", stage="NEW", responsible_id="1")
+
     @abstractmethod
     def get_deals(self, deal_ids: Iterable[str]) -> dict[str, Deal]:
         """Read deals by id, batched as the CRM allows; ids that do not exist are absent."""
@@ -314,6 +322,34 @@ class DocumentSource(ABC):
     def poll_documents(self, filing: DocumentFiling, deals: DealSource) -> int:
         """Read what changed since the bookmarks and file it as events of ``deals``' deals;
         returns how many events were queued."""
+
+
+@dataclass(frozen=True)
+class CrmInventory:
+    """What a CRM showed ``check --online``: who the credentials are and what exists there.
+
+    ``None`` is "not read" (or not a thing this CRM has), so nothing is checked against it.
+    """
+
+    account: str = ""  # who the credentials are: a user, a base
+    permissions: tuple[str, ...] = ()  # scopes, rights or entity sets granted
+    missing_permissions: tuple[str, ...] = ()  # ones the connector needs but was not given
+    pipelines: Mapping[str, tuple[str, ...]] | None = None  # pipeline id -> its stage ids
+    users: Mapping[str, User] | None = None
+    fields: Mapping[str, str] | None = None  # deal field name -> its label
+    # The adapter's own settings checked against the CRM: settings key -> what is wrong.
+    settings_problems: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # What the CRM side must be told to send webhooks (events, auth); the URL is the caller's.
+    webhook_setup: str = ""
+
+
+class Inspectable(ABC):
+    """A CRM that can show what exists in it (the connection test, ``check --online``)."""
+
+    @abstractmethod
+    def inspect(self) -> CrmInventory:
+        """Authenticate and read permissions, pipelines and stages, users and deal fields;
+        an ``AdapterError`` says why it could not."""
 
 
 # A validator checks one thing about a delivery and raises a ``WebhookError`` to refuse it.

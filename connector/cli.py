@@ -81,16 +81,41 @@ def _expected_failure(exc: Exception) -> tuple[str, int] | None:
 
 
 @click.group(cls=_Commands)
+@click.version_option(package_name="crm-connector", message="connector %(version)s")
 def main() -> None:
     """crm-connector: CRM regulations, applied by themselves."""
 
 
 @main.command()
-@click.argument("config", type=click.Path())
-def check(config: str) -> None:
-    """Validate CONFIG; print every problem with its key path and line."""
-    cfg = _load(config)
-    click.echo(f"{config}: OK ({len(cfg.crms)} CRM(s), {len(cfg.rules)} rule(s), {len(cfg.territories)} territories)")
+@click.argument("config", required=False, type=click.Path())
+@click.option("--config", "config_path", default=None, type=click.Path(), help="the config file (or give it as CONFIG)")
+@click.option(
+    "--online",
+    is_flag=True,
+    help="also connect to every CRM: credentials, permissions, and each stage, user and field the config names",
+)
+def check(config: str | None, config_path: str | None, online: bool) -> None:
+    """Validate the config; print every problem with its key path, line and a hint.
+
+    Exits 2 when the config is refused (or, with --online, when a CRM disagrees with it).
+    """
+    path = config_path or config
+    if not path:
+        raise click.UsageError("give the config: connector check --config FILE")
+    cfg = _load(path)
+    if online:
+        from connector.config.loader import load_file
+        from connector.config.online import check_online
+
+        report = check_online(load_file(path), cfg)
+        for note in report.notes:
+            click.echo(note)
+        if report.problems:
+            click.echo(f"{path}: {len(report.problems)} problem(s) found in the CRMs:", err=True)
+            for problem in report.problems:
+                click.echo("  " + problem.render(path), err=True)
+            sys.exit(2)
+    click.echo(f"{path}: OK ({len(cfg.crms)} CRM(s), {len(cfg.rules)} rule(s), {len(cfg.territories)} territories)")
 
 
 @main.command("init-db")

@@ -23,6 +23,7 @@ from connector.dispatcher import Dispatcher
 from connector.intake import create_app
 from connector.leader import Leadership
 from connector.redaction import configure_for
+from connector.storage.audit import record_poll_failure
 from connector.storage.store import Store
 from connector.web.status_page import status_blueprint
 from connector.worker import Worker
@@ -112,7 +113,17 @@ class Runtime:
         return sum(purge_expired(self.store, self.clock(), keep).values())
 
     def poll(self, crm: str) -> int:
-        """One poll of a CRM: the documents it keeps for another CRM's deals, or its changed deals."""
+        """One poll of a CRM: the documents it keeps for another CRM's deals, or its changed deals.
+
+        A failure is recorded in the audit before it is raised: ``status`` shows the last one.
+        """
+        try:
+            return self._poll(crm)
+        except Exception as exc:
+            record_poll_failure(self.store, crm, exc, self.clock())
+            raise
+
+    def _poll(self, crm: str) -> int:
         adapter = self.adapters[crm]
         if isinstance(adapter, DocumentSource):
             deals = self.adapters[adapter.deal_crm]

@@ -7,12 +7,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from connector.config import Config
-from connector.storage.audit import RULE_ERROR, UNLINKED
+from connector.storage.audit import POLL_FAILED, RULE_ERROR, UNLINKED
 from connector.storage.models import AuditRow, BreachRow, InboxRow, OutboxRow, TimerRow
 from connector.storage.store import Store
 from domain.keys import document_key_pattern
@@ -39,6 +40,8 @@ class CrmStatus:
     oldest_new: datetime | None = None
     outbox: dict[str, int] = field(default_factory=dict)  # pending, retrying, sending, dead, done
     unlinked: int = 0
+    last_error: str | None = None  # the last poll's failure, when no poll succeeded since
+    last_error_at: datetime | None = None
 
 
 @dataclass
@@ -132,15 +135,24 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
                 attention.append(f"{name}: {c.inbox_parked} inbox row(s) parked — see `connector replay --inbox`")
             if c.oldest_new is not None and now - c.oldest_new > BACKLOG_AGE:
                 attention.append(f"{name}: inbox backlog since {c.oldest_new.isoformat(timespec='seconds')}")
+            failed = s.execute(
+                select(AuditRow.at, AuditRow.message)
+                .where(AuditRow.crm == name, AuditRow.action == POLL_FAILED)
+                .order_by(AuditRow.at.desc())
+                .limit(1)
+            ).first()
+            if failed is not None and (c.last_poll is None or failed[0] > c.last_poll):
+                c.last_error_at, c.last_error = failed[0], failed[1]
             every = settings.poll_every
             if every and (c.last_poll is None or now - c.last_poll > timedelta(seconds=every * STALE_POLLS)):
-                attention.append(
-                    f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll else f"{name}: never polled"
-                )
+                problem = f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll else f"{name}: never polled"
+                if c.last_error_at is not None:
+                    tried = c.last_error_at.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
+                    problem += f"; last try {tried} failed: {c.last_error}"
+                attention.append(problem)
             if c.unlinked:
                 attention.append(f"{name}: {c.unlinked} unlinked document(s)")
         open_deadlines = _count(s, select(func.count(TimerRow.id)).where(TimerRow.status.in_(TIMER_RUNNING)))
-        from zoneinfo import ZoneInfo
 
         midnight = now.astimezone(ZoneInfo(tz)).replace(hour=0, minute=0, second=0, microsecond=0)
         breaches_today = _count(s, select(func.count(BreachRow.id)).where(BreachRow.breached_at >= midnight))

@@ -9,6 +9,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from domain.fields import Id
+from domain.suggest import did_you_mean
 from rules.actions import (
     END_OF_MONTH,
     ORIGINS,
@@ -94,7 +95,8 @@ def _params(value: Any, allowed: set[str], required: set[str], path: str) -> dic
     errors: dict[str, list[str]] = {}
     for key in value:
         if key not in allowed:
-            errors[f"{path}.{key}"] = [f"unknown parameter; allowed: {', '.join(sorted(allowed))}"]
+            hint = did_you_mean(str(key), allowed) or f"; allowed: {', '.join(sorted(allowed))}"
+            errors[f"{path}.{key}"] = [f"unknown parameter {key!r}{hint}"]
     for key in required - set(value):
         errors[f"{path}.{key}"] = ["required"]
     if errors:
@@ -241,7 +243,8 @@ class ActionsField(fields.Field):
             ((name, params),) = item.items()
             builder = ACTIONS.get(name)
             if builder is None:
-                errors[str(i)] = [f"unknown action {name!r}; known: {', '.join(ACTIONS)}"]
+                hint = did_you_mean(str(name), ACTIONS) or f"; known: {', '.join(ACTIONS)}"
+                errors[str(i)] = [f"unknown action {name!r}{hint}"]
                 continue
             try:
                 specs.append(builder(params, name))

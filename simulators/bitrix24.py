@@ -11,7 +11,7 @@ Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901)
 client that mixes them up is caught. Users start with the webhook's own user (the portal
 administrator), as on a real portal.
 
-Run it on its own with ``python -m simulators.bitrix24 --port 8081 --token T
+Run it on its own with ``python -m simulators.bitrix24 --port 8081 --token simulator-token
 --handler-url URL``.
 """
 
@@ -127,6 +127,24 @@ _STAGES: tuple[tuple[str, str, str, int, str | None, str, str], ...] = (
     ("1", "C1:WON", "Deal successful", 40, "S", "success", "#7BD500"),
     ("1", "C1:LOSE", "Deal failed", 50, "F", "failure", "#FF5752"),
 )
+_ALL_SCOPES = ("bizproc", "calendar", "crm", "department", "disk", "im", "log", "placement", "task", "user")
+_FIELD_TYPES = {
+    "ID": "integer",
+    "OPPORTUNITY": "double",
+    "CURRENCY_ID": "crm_currency",
+    "STAGE_ID": "crm_status",
+    "CATEGORY_ID": "crm_category",
+    "ASSIGNED_BY_ID": "user",
+    "CREATED_BY_ID": "user",
+    "MODIFY_BY_ID": "user",
+    "DATE_CREATE": "datetime",
+    "DATE_MODIFY": "datetime",
+    "BEGINDATE": "date",
+    "CLOSEDATE": "date",
+    "OPENED": "char",
+    "CLOSED": "char",
+}
+_FIELD_TITLES = {"ID": "ID", "TITLE": "Name", "STAGE_ID": "Stage", "ASSIGNED_BY_ID": "Responsible person"}
 _STAGE_SEMANTIC = {stage: sem or "P" for _, stage, _, _, sem, _, _ in _STAGES}
 _FIRST_STAGE = {"0": "NEW", "1": "C1:NEW"}
 
@@ -518,6 +536,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.users: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, dict[str, Any]] = {}
         self.deal_user_fields: set[str] = set()
+        # User fields declared in the portal's settings (name -> label), as crm.deal.fields lists them.
+        self.deal_user_field_labels: dict[str, str] = {}
+        # The scopes ticked when the inbound webhook was created (``scope`` answers them).
+        self.scopes: list[str] = ["crm", "task", "user"]
         self.member_id = hashlib.md5(domain.encode()).hexdigest()
         self._ids = {"deal": 1, "task": 3701, "comment": 901, "user": 1, "handler": 1}
         # The outgoing webhook configured in the portal's UI: one handler id per event.
@@ -534,6 +556,8 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "crm.deal.update": self._deal_update,
             "crm.deal.delete": self._deal_delete,
             "crm.status.list": self._status_list,
+            "crm.deal.fields": self._deal_fields,
+            "scope": self._scope,
             "tasks.task.add": self._task_add,
             "tasks.task.get": self._task_get,
             "tasks.task.list": self._task_list,
@@ -997,6 +1021,47 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self._views.clear()
         self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": deal_id}})
         return _Answer(True)
+
+    def add_deal_user_field(self, name: str, label: str = "") -> None:
+        """Declare a deal user field (``UF_CRM_...``), as an admin does in the CRM settings."""
+        with self._lock:
+            self.deal_user_fields.add(name)
+            self.deal_user_field_labels[name] = label or name
+
+    def _scope(self, params: dict[str, Any]) -> _Answer:
+        # Without ``full``: the scopes this webhook was given; with it: every scope the portal has.
+        full = _truthy(_upper_keys(params).get("FULL", False))
+        return _Answer(sorted({*self.scopes, *_ALL_SCOPES}) if full else list(self.scopes))
+
+    def _deal_fields(self, params: dict[str, Any]) -> _Answer:
+        """Each deal field's description: type, flags and title; user fields add their labels."""
+        out: dict[str, Any] = {}
+        for name in DEAL_FIELDS:
+            out[name] = {
+                "type": _FIELD_TYPES.get(name, "string"),
+                "isRequired": name == "TITLE",
+                "isReadOnly": name in _DEAL_READ_ONLY,
+                "isImmutable": name == "CATEGORY_ID",
+                "isMultiple": False,
+                "isDynamic": False,
+                "title": _FIELD_TITLES.get(name, name.replace("_", " ").capitalize()),
+            }
+        for name in sorted(self.deal_user_fields):
+            label = self.deal_user_field_labels.get(name, name)
+            out[name] = {
+                "type": "string",
+                "isRequired": False,
+                "isReadOnly": False,
+                "isImmutable": False,
+                "isMultiple": False,
+                "isDynamic": True,
+                "title": name,
+                "listLabel": label,
+                "formLabel": label,
+                "filterLabel": label,
+                "settings": {"SIZE": 20, "ROWS": 1, "REGEXP": "", "MIN_LENGTH": 0, "MAX_LENGTH": 0},
+            }
+        return _Answer(out)
 
     def _status_list(self, params: dict[str, Any]) -> _Answer:
         p = _upper_keys(params)

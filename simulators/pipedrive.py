@@ -1640,6 +1640,8 @@ class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
             **self._user_v1(self.users[self.user_id]),
             "company_id": self.company_id,
             "company_domain": self.company_domain,
+            # The apps the token's user may use, as the real users/me lists them.
+            "access": [{"app": "sales", "admin": True, "permission_set_id": "sim-sales-admin"}],
         }
         return 200, {"success": True, "data": me}
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from adapters.bitrix24.client import Bitrix24Client
@@ -22,20 +23,26 @@ from adapters.bitrix24.webhook import form_token, parse_delivery
 from adapters.contracts import (
     CommandSink,
     CrmAdapter,
+    CrmInventory,
     DealSearch,
     DealSource,
     IncomingRequest,
+    Inspectable,
     WebhookReceiver,
     WriteResult,
 )
 from adapters.webhooks import TokenValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
-from domain.errors import NotFoundError
+from domain.errors import AdapterError, NotFoundError
 
 _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 
 
-class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, CommandSink, WebhookReceiver):
+# The scopes the connector's calls need: deals and stages, tasks, users.
+NEEDED_SCOPES = ("crm", "task", "user")
+
+
+class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, CommandSink, WebhookReceiver, Inspectable):
     """One Bitrix24 portal, reached through an inbound webhook URL."""
 
     type = "bitrix24"
@@ -58,6 +65,82 @@ class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, Comm
 
     def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
         return parse_delivery(self.name, request, received_at=received_at)
+
+    @classmethod
+    def sample_deal(cls, crm: str) -> Deal:
+        return Deal(
+            crm=crm,
+            id="1",
+            title="Подключение: Казань, ул. Баумана, 1",
+            stage="C1:NEW",
+            pipeline="1",
+            responsible_id="1",
+            amount=Decimal("1000"),
+            currency="RUB",
+            created_at=datetime(2026, 1, 12, 9, 0, tzinfo=UTC),
+            updated_at=datetime(2026, 1, 12, 9, 0, tzinfo=UTC),
+            fields={"ID": "1", "TITLE": "Подключение", "STAGE_ID": "C1:NEW", "CATEGORY_ID": "1", "ASSIGNED_BY_ID": "1"},
+        )
+
+    # --- the connection test ---------------------------------------------------------
+
+    def inspect(self) -> CrmInventory:
+        """``scope``, ``user.current``, the deal stages of every pipeline (``crm.status.list``),
+        ``user.get`` and ``crm.deal.fields``; a part whose scope is missing is left unread."""
+        scopes = tuple(str(s) for s in self.client.call("scope") or ())
+        missing = tuple(s for s in NEEDED_SCOPES if s not in scopes)
+        account = ""
+        try:
+            me = self.client.call("user.current") or {}
+            account = f"user {me.get('ID')} {user_from_b24(me).name}".strip()
+        except AdapterError:
+            pass  # the webhook's user is only for the report
+        pipelines: dict[str, tuple[str, ...]] | None = None
+        fields: dict[str, str] | None = None
+        users: dict[str, User] | None = None
+        if "crm" in scopes:
+            found: dict[str, list[str]] = {}
+            for row in self.client.list_all("crm.status.list", {"order": {"SORT": "ASC"}}):
+                entity = str(row.get("ENTITY_ID") or "")
+                if entity == "DEAL_STAGE" or entity.startswith("DEAL_STAGE_"):
+                    found.setdefault(str(row.get("CATEGORY_ID") or "0"), []).append(str(row.get("STATUS_ID")))
+            pipelines = {k: tuple(v) for k, v in found.items()}
+            described = self.client.call("crm.deal.fields") or {}
+            fields = {
+                str(name): str(d.get("listLabel") or d.get("formLabel") or d.get("title") or name)
+                for name, d in described.items()
+                if isinstance(d, dict)
+            }
+        if "user" in scopes:
+            users = {u.id: u for u in (user_from_b24(raw) for raw in self.client.list_all("user.get", {}))}
+        return CrmInventory(
+            account=account,
+            permissions=scopes,
+            missing_permissions=missing,
+            pipelines=pipelines,
+            users=users,
+            fields=fields,
+            settings_problems=self._settings_against(pipelines, fields),
+            webhook_setup="an outbound webhook (Developer resources → Other → Outbound webhook) on "
+            "ONCRMDEALADD, ONCRMDEALUPDATE and ONCRMDEALDELETE, its application token in application_token",
+        )
+
+    def _settings_against(
+        self, pipelines: dict[str, tuple[str, ...]] | None, fields: dict[str, str] | None
+    ) -> dict[str, str]:
+        problems: dict[str, str] = {}
+        if fields is not None:
+            for part, name in self.settings.location_fields.items():
+                if name not in fields:
+                    problems[f"location_fields.{part}"] = f"no deal field {name!r} in the portal"
+        if pipelines is not None:
+            for key in ("lost_stage", "won_stage"):
+                for pipeline, stage in getattr(self.settings, key).items():
+                    if pipeline not in pipelines:
+                        problems[f"{key}.{pipeline}"] = f"no pipeline (CATEGORY_ID) {pipeline} in the portal"
+                    elif stage not in pipelines[pipeline]:
+                        problems[f"{key}.{pipeline}"] = f"no stage {stage!r} in pipeline {pipeline}"
+        return problems
 
     def interrupt(self) -> None:
         self.client.interrupt()

@@ -31,6 +31,7 @@ class Bitrix24Settings(CrmSettings):
     lost_stage: Mapping[str, str] = field(default_factory=dict)
     won_stage: Mapping[str, str] = field(default_factory=dict)
     task_created_by: str | None = None
+    stages: tuple[str, ...] = ()
 
 
 @defaults_from(Bitrix24Settings)
@@ -70,3 +71,10 @@ class Bitrix24SettingsSchema(SettingsSchema):
     )
     won_stage = fields.Dict(keys=fields.String(), values=fields.String())
     task_created_by = Id(allow_none=True)
+    stages = fields.List(
+        fields.String(),
+        metadata={
+            "doc": "the stage ids of the pipelines the rules use; given, check refuses a stage not among them "
+            "(check --online reads them from the CRM instead)"
+        },
+    )

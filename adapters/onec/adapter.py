@@ -15,10 +15,12 @@ from zoneinfo import ZoneInfo
 from adapters.contracts import (
     CommandSink,
     CrmAdapter,
+    CrmInventory,
     DealLookup,
     DealSource,
     DocumentFiling,
     DocumentSource,
+    Inspectable,
     WriteResult,
 )
 from adapters.onec import documents
@@ -48,7 +50,7 @@ from domain import Command, CreateCounterparty
 from domain.errors import FatalError, NotFoundError
 
 
-class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink):
+class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink, Inspectable):
     """One 1C base published through the standard OData interface."""
 
     type = "onec"
@@ -77,6 +79,23 @@ class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink):
     def poll_documents(self, filing: DocumentFiling, deals: DealSource) -> int:
         # A strategy that searches deals by a field is configured only for a CRM that can (cross_check).
         return documents.poll(self, filing, Linker(self.settings.link, cast(DealLookup, deals)))
+
+    def inspect(self) -> CrmInventory:
+        """Log in and read ``$metadata``: every entity set the profile uses must be published
+        (Configurator → Administration → Publish OData, the set ticked)."""
+        published = set(entity_sets(self.client.metadata()))
+        used = {emap.key: emap.set for emap in self.entities.values()}
+        # A set not published is the setting that names it (below): one message, at that key.
+        return CrmInventory(
+            account=f"{self.settings.username} at {self.client.base}",
+            permissions=tuple(sorted(s for s in used.values() if s in published)),
+            settings_problems={
+                f"entities.{key}": f"entity set {entity!r} is not published in the base's OData ($metadata)"
+                for key, entity in sorted(used.items())
+                if entity not in published
+            },
+            webhook_setup="",  # 1C is polled: nothing to set up on its side
+        )
 
     def interrupt(self) -> None:
         self.client.interrupt()
@@ -277,3 +296,14 @@ class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink):
         return body
 
     handlers = {CreateCounterparty: _create_counterparty}
+
+
+def entity_sets(edmx: str) -> list[str]:
+    """The ``EntitySet`` names of an EDMX document."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.fromstring(edmx.encode("utf-8"))
+    except ET.ParseError as exc:
+        raise FatalError(f"$metadata is not XML: {exc}", method="GET $metadata") from exc
+    return [str(e.get("Name")) for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "EntitySet" and e.get("Name")]

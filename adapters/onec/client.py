@@ -85,6 +85,11 @@ class OneCClient(HttpClient):
         """GET one resource (a set with options, or ``Set(guid'…')``); the decoded JSON body."""
         return self.request("GET", resource, options=options)
 
+    def metadata(self) -> str:
+        """The service's ``$metadata`` (EDMX, always XML): the entity sets the base publishes."""
+        text = self.send(ApiRequest("GET", f"{self.base}$metadata", "GET $metadata"), idempotent=True)
+        return str(text or "")
+
     def collection(
         self,
         entity_set: str,
@@ -156,6 +161,8 @@ class OneCClient(HttpClient):
         if response.status_code in (200, 201, 204):
             if not response.content:
                 return None
+            if request.label == "GET $metadata":
+                return response.content.decode("utf-8")
             try:
                 return response.json()
             except ValueError as exc:

@@ -6,14 +6,17 @@ import html
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from adapters.contracts import (
     CommandSink,
     CrmAdapter,
+    CrmInventory,
     DealSearch,
     DealSource,
     IncomingRequest,
+    Inspectable,
     WebhookReceiver,
     WriteResult,
 )
@@ -35,7 +38,9 @@ from domain.errors import NotFoundError
 IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
 
 
-class PipedriveAdapter(CrmAdapter[PipedriveSettings], DealSource, DealSearch, CommandSink, WebhookReceiver):
+class PipedriveAdapter(
+    CrmAdapter[PipedriveSettings], DealSource, DealSearch, CommandSink, WebhookReceiver, Inspectable
+):
     """One Pipedrive company, reached with an API token."""
 
     type = "pipedrive"
@@ -68,6 +73,56 @@ class PipedriveAdapter(CrmAdapter[PipedriveSettings], DealSource, DealSearch, Co
 
     def parse(self, request: IncomingRequest, *, received_at: datetime) -> list[Event]:
         return self.deliveries.parse(request, received_at=received_at)
+
+    @classmethod
+    def sample_deal(cls, crm: str) -> Deal:
+        return Deal(
+            crm=crm,
+            id="1",
+            title="Acme: 50 licences",
+            stage="1",
+            pipeline="1",
+            responsible_id="1",
+            amount=Decimal("5000"),
+            currency="EUR",
+            created_at=datetime(2026, 1, 12, 9, 0, tzinfo=UTC),
+            updated_at=datetime(2026, 1, 12, 9, 0, tzinfo=UTC),
+            fields={"id": 1, "title": "Acme: 50 licences", "stage_id": 1, "pipeline_id": 1, "owner_id": 1},
+        )
+
+    # --- the connection test ---------------------------------------------------------
+
+    def inspect(self) -> CrmInventory:
+        """``users/me`` (who the token is, its apps and admin rights), ``stages`` of every
+        pipeline, ``users`` and ``dealFields``."""
+        me = self.client.get("/v1/users/me") or {}
+        access = [a for a in me.get("access") or [] if isinstance(a, Mapping)]
+        permissions = tuple(f"{a.get('app')}{' (admin)' if a.get('admin') else ''}" for a in access) or (
+            ("admin",) if me.get("is_admin") else ("user",)
+        )
+        pipelines: dict[str, list[str]] = {}
+        for stage in self.client.iter_v2("/api/v2/stages"):
+            pipelines.setdefault(str(stage.get("pipeline_id")), []).append(str(stage.get("id")))
+        users = {u.id: u for u in (user_from_pd(raw) for raw in self.client.get("/v1/users") or [])}
+        fields = {str(f.get("key")): str(f.get("name") or f.get("key")) for f in self.client.iter_v1("/v1/dealFields")}
+        if "user_id" in fields:  # v2 deals, which the rules read, call the owner owner_id
+            fields.setdefault("owner_id", fields["user_id"])
+        problems = {
+            f"location_fields.{part}": f"no deal field {key!r} in the company"
+            for part, key in self.location_fields.items()
+            if key not in fields
+        }
+        return CrmInventory(
+            account=f"user {me.get('id')} {me.get('name') or ''} ({me.get('company_domain') or ''})".strip(),
+            permissions=permissions,
+            missing_permissions=() if not access or any(a.get("app") == "sales" for a in access) else ("sales",),
+            pipelines={k: tuple(v) for k, v in pipelines.items()},
+            users=users,
+            fields=fields,
+            settings_problems=problems,
+            webhook_setup="webhooks (Tools and apps → Webhooks) for deal events added, updated and deleted, "
+            "with HTTP auth webhook_user / webhook_password",
+        )
 
     def interrupt(self) -> None:
         """Cut retry and throttle waits short."""

@@ -41,6 +41,7 @@ class PipedriveSettings(CrmSettings):
     max_attempts: int = 5
     backoff_initial: float = 0.5
     location_fields: Mapping[str, str] = field(default_factory=dict)
+    stages: tuple[str, ...] = ()
 
 
 @defaults_from(PipedriveSettings)
@@ -119,6 +120,13 @@ class PipedriveSettingsSchema(SettingsSchema):
         keys=fields.String(validate=validate.OneOf(LOCATION_KEYS)),
         values=fields.String(validate=_CUSTOM_KEY),
         metadata={"doc": "custom fields (hash keys) holding the address or its parts"},
+    )
+    stages = fields.List(
+        fields.String(),
+        metadata={
+            "doc": "the stage ids of the pipelines the rules use; given, check refuses a stage not among them "
+            "(check --online reads them from the CRM instead)"
+        },
     )
 
     @post_load

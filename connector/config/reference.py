@@ -361,9 +361,9 @@ def render_reference() -> str:
         "<!-- Generated from the marshmallow schemas; do not edit by hand. -->",
         f"This page is generated from the schemas in the code: regenerate it with `{REGENERATE}` "
         'after changing a schema (edit the field\'s `metadata={"doc": ...}`, not this page). '
-        "`connector check CONFIG` validates a file against the same schemas and names the key "
-        "path and line of every problem. [config.example.yaml](../config.example.yaml) is a "
-        "working example.",
+        "`connector check --config CONFIG` validates a file against the same schemas (and what its "
+        "names mean) and names the key path and line of every problem. "
+        "[config.example.yaml](../config.example.yaml) is a working example.",
         "",
         "Keys are written as paths: `a.b` is key `b` inside section `a`, `a[]` an entry of the list `a`, "
         "`a.<name>` an entry of the mapping `a` under a name of your choice. A key left out takes "

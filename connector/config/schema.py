@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource
 from adapters.registry import configured, cross_check, load_settings
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
+from connector.config.meaning import check_meaning, explain
 from domain import Command, CreateTask
 from domain.fields import Span
+from domain.suggest import did_you_mean
 from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
 from rules.calendars import CalendarSet
 from rules.deadlines import DeadlineDef
@@ -316,7 +319,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
 
     def add(messages: Any, base: tuple[str | int, ...] = ()) -> None:
         for path, message in _flatten(messages, base):
-            problems.append(ConfigProblem(dotted(path), message, raw.line_of(path)))
+            problems.append(ConfigProblem(dotted(path), explain(raw.data, path, message), raw.line_of(path)))
 
     data: dict[str, Any] = {}
     try:
@@ -338,22 +341,27 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         except ValidationError as exc:
             add(exc.messages, ("crms", name))
     known = configured(crms)
-    for name, messages in cross_check(known).items():
-        add(messages, ("crms", name))
     named = set(raw.data.get("crms") or {})  # a CRM whose block has errors is still named
+    if named == set(known):  # a refused block is its own problem; its neighbours' checks would only echo it
+        for name, messages in cross_check(known).items():
+            add(messages, ("crms", name))
 
     for i, rule in rules:
-        if rule.crm not in named:
-            add({"crm": [f"no CRM named {rule.crm!r} under crms"]}, ("rules", i))
+        if not named:
+            pass  # the empty crms is reported once, not again per rule
+        elif rule.crm not in named:
+            add({"crm": [f"no CRM named {rule.crm!r} under crms{did_you_mean(rule.crm, named)}"]}, ("rules", i))
         elif rule.crm in known and not known[rule.crm].can(DealSource):
             add({"crm": [f"{rule.crm!r} keeps no deals for a rule to act on ({_kind(known[rule.crm])})"]}, ("rules", i))
-        for j, step in enumerate(rule.actions):
+        for j, step in enumerate(rule.actions if rule.crm in named else ()):
             for write in step.writes():
                 problem = _cannot_write(write.crm or rule.crm, write.command, known, named)
                 if problem:
                     add({step.name: [f"{write.param}: {problem}" if write.param else problem]}, ("rules", i, "do", j))
     for i, report in reports:
-        if report.crm not in named:
+        if not named:
+            pass
+        elif report.crm not in named:
             add({"crm": [f"no CRM named {report.crm!r} under crms"]}, ("reports", i))
         elif report.crm in known:
             target = known[report.crm]
@@ -377,6 +385,11 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         if rule.name in seen:
             add({"name": [f"rule name {rule.name!r} is used twice"]}, ("rules", i))
         seen.add(rule.name)
+    if isinstance(raw.data.get("crms"), dict) and not raw.data["crms"]:
+        add({"crms": ["no CRM is configured: add a block under crms with its type (docs/configuration.md#crms)"]})
+    territories = [(i, t) for i, t in enumerate(data.get("territories") or []) if isinstance(t, Territory)]
+    problems += check_meaning(raw, rules, reports, territories, known).problems
+    problems = sorted(one_per_cause(problems, raw.problems), key=lambda p: p.line or 0)
 
     if problems:
         raise ConfigError(source, problems)
@@ -398,6 +411,27 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         calendars=calendars,
         org=data["org"] if isinstance(data["org"], Org) else Org(),
     )
+
+
+def one_per_cause(problems: list[ConfigProblem], causes: list[ConfigProblem]) -> list[ConfigProblem]:
+    """Drop what follows from another problem at the same key: an unset variable leaves its key
+    empty, and "must be a URL" would only repeat it."""
+    first: set[str] = {c.path for c in causes}
+    # A misspelt key is also a missing one: "unknown key 'macth'; did you mean 'match'?" says both.
+    for problem in problems:
+        if m := re.search(r"^unknown key .*; did you mean '([^']+)'\?", problem.message):
+            parent = problem.path.rsplit(".", 1)[0] if "." in problem.path else ""
+            first.add(f"{parent}.{m.group(1)}" if parent else m.group(1))
+    out: list[ConfigProblem] = []
+    seen: set[tuple[str, str]] = set()
+    for problem in problems:
+        if problem.path in first and problem not in causes:
+            continue
+        if (problem.path, problem.message) in seen:
+            continue
+        seen.add((problem.path, problem.message))
+        out.append(problem)
+    return out
 
 
 def _kind(crm: ConfiguredCrm) -> str:

@@ -2,7 +2,7 @@
 
 It starts the Bitrix24, Pipedrive and 1C simulators on fixed local ports with the people,
 pipelines, fields and documents that config.example.yaml and examples/ refer to (user ids
-1, 7, 17, 19, 23 and 31 exist; the address field is ``UF_CRM_ADDRESS``), points their
+1, 5, 7, 8, 9, 17, 19, 23 and 31 exist; the address field is ``UF_CRM_ADDRESS``), points their
 webhooks at the connector, and prints the environment variables the configs read.
 """
 
@@ -29,6 +29,9 @@ ONEC_USER, ONEC_PASSWORD = "Интеграция", "sandbox-password"
 
 # Bitrix24 employees: the ids config.example.yaml and examples/ name get these people.
 B24_PEOPLE = {
+    5: ("Сергей", "Власов", "Руководитель отдела продаж"),
+    8: ("Татьяна", "Белова", "Бухгалтер"),
+    9: ("Максим", "Егоров", "Юридический отдел"),
     7: ("Елена", "Орлова", "Руководитель сервисной службы"),
     11: ("Павел", "Зайцев", "Картограф"),
     12: ("Ольга", "Лебедева", "Картограф"),
@@ -36,6 +39,28 @@ B24_PEOPLE = {
     19: ("Олег", "Смирнов", "Капитан: Вахитовский район"),
     23: ("Анна", "Кузнецова", "Сервис-инженер"),
     31: ("Рустам", "Галиев", "Капитан: 4201xx"),
+}
+# Deal user fields config.example.yaml and examples/ read or write, as declared in the portal's settings.
+B24_DEAL_FIELDS = {
+    "UF_CRM_ADDRESS": "Адрес подключения",
+    "UF_CRM_SOURCE": "Источник заявки",
+    "UF_CRM_TECH_RESULT": "Результат проверки техвозможности",
+    "UF_CRM_VISIT_RESULT": "Результат выезда",
+    "UF_CRM_AGREED_TIME": "Согласованное время",
+    "UF_CRM_LOST_REASON": "Причина отказа",
+    "UF_CRM_PAID": "Оплачено",
+    "UF_CRM_INVOICE": "Счёт 1С",
+    "UF_CRM_INVOICE_AMOUNT": "Сумма счёта",
+    "UF_CRM_PAID_TOTAL": "Оплачено всего",
+    "UF_CRM_PAID_IN_FULL": "Оплачено полностью",
+    "UF_CRM_BONUS_AGENT": "Бонус агента",
+    "UF_CRM_BONUS_SUPERVISOR": "Бонус руководителя",
+    "UF_CRM_1C_REF": "Ссылка 1С",
+    "UF_CRM_INN": "ИНН",
+    "UF_CRM_COMPANY": "Компания",
+    "UF_CRM_KPP": "КПП",
+    "UF_CRM_PHONE": "Телефон",
+    "UF_CRM_EMAIL": "E-mail",
 }
 PIPEDRIVE_PEOPLE = ("Мария Соколова", "Денис Волков", "Ирина Морозова", "Алексей Никитин")
 SAMPLE_DEALS = (
@@ -97,6 +122,8 @@ class Sandbox:
         )
         for user_id, (name, last_name, position) in sorted(B24_PEOPLE.items()):
             self.bitrix24.add_user(name, last_name, position=position, user_id=str(user_id))
+        for field, label in B24_DEAL_FIELDS.items():
+            self.bitrix24.add_deal_user_field(field, label)
         self.pipedrive = PipedriveSimulator(api_token=PD_API_TOKEN, company_domain="sandbox")
         self.pipedrive.faults = options.faults()
         for person in PIPEDRIVE_PEOPLE:

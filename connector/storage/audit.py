@@ -22,6 +22,7 @@ UNLINKED = "unlinked"
 NOTE = "note"
 PARKED = "parked"  # an inbox row set aside: the CRM denies us the deal
 RULE_ERROR = "rule_error"  # a rule that could not be evaluated for an event
+POLL_FAILED = "poll_failed"  # a poll of a CRM ended in an error (status shows the last one)
 
 
 def decided(command_kind: str) -> str:
@@ -80,3 +81,19 @@ class Audit:
             if crm:
                 query = query.where(AuditRow.crm == crm)
             return list(session.scalars(query))
+
+
+def record_poll_failure(store: Store, crm: str, exc: BaseException, at: datetime) -> None:
+    """Audit a failed poll in one line (what, and the network cause under it); a database that
+    cannot take it is left alone: the poll's own error is the one to raise."""
+    from adapters.causes import root_cause
+    from connector.redaction import redact
+    from domain.errors import AdapterError
+
+    said = str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
+    message = redact(f"{said}{root_cause(exc)}")[:500]
+    try:
+        with store.sessions() as session, session.begin():
+            Audit.record(session, at=at, crm=crm, action=POLL_FAILED, message=message)
+    except Exception:  # noqa: BLE001, S110 - the database may be what failed
+        pass
