@@ -34,7 +34,8 @@ rules:
     crm: b24
     on: [deal.created]
     do:
-      - create_task: {title: "{{ deal.titel }}", responsible: "1", due: 1h}
+      # `check` accepts it; it fails only when evaluated
+      - create_task: {title: "{{ (deal.amount or 0) // 0 }}", responsible: "1", due: 1h}
   - name: sound
     crm: b24
     on: [deal.created]
@@ -99,7 +100,7 @@ def test_a_broken_rule_fails_alone_in_the_worker() -> None:
         assert s.scalars(select(InboxRow)).one().status == "done"
         assert [r.rule for r in s.scalars(select(OutboxRow))] == ["sound"]
     failed = [a for a in store.audit.for_deal("b24", "5") if a.action == "rule_error"]
-    assert [a.rule for a in failed] == ["broken"] and "titel" in failed[0].message
+    assert [a.rule for a in failed] == ["broken"] and "division" in failed[0].message
     assert any("broken" in line and "rule error" in line for line in gather(store, cfg, now).attention)
 
 
@@ -107,7 +108,7 @@ def test_a_broken_rule_fails_alone_in_the_dry_run(tmp_path: Path) -> None:
     cfg = load_config_text(CONFIG)
     at = datetime(2026, 11, 23, 10, tzinfo=MSK)
     result = Replay(cfg, build_calendar(cfg)).run([HistoryItem(at, EventKind.DEAL_CREATED, _deal("5", "1", at))])
-    assert [(rule, "titel" in error) for rule, error in result.errors] == [("broken", True)]
+    assert [(rule, "division" in error) for rule, error in result.errors] == [("broken", True)]
     assert ("sound", "create_task") in result.by_rule and ("broken", "rule_error") in result.by_rule
     write_csv(result, tmp_path / "out.csv")
     rows = list(csv.DictReader((tmp_path / "out.csv").open(encoding="utf-8")))
