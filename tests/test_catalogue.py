@@ -217,15 +217,17 @@ ISP = [
                 "deadline": "connection",
                 "phase": "breached",
                 "due_at": "2026-11-25T06:30:00+00:00",
-                "responsible_id": "17",
+                # Responsible when the deadline started (before the captain was set): not charged.
+                "responsible_id": "1",
             },
             expect=[
+                # Charged to the captain, responsible at the moment of the breach.
                 ("breach", "connection", "17"),
                 ("task", "Просрочено подключение (более 3 рабочих дней): Заявка Иванова", "7", None, "high"),
                 ("comment", "Нарушен срок подключения. Ответственный: 17."),
             ],
         ),
-        id="connection-breach-recorded-and-escalated",
+        id="connection-breach-charged-to-the-responsible-at-the-breach",
     ),
     pytest.param(
         Case(
