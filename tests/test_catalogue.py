@@ -585,6 +585,19 @@ MONEY = [
     ),
     pytest.param(
         Case(
+            "money-paid-in-full",
+            "C1:WON",
+            pipeline="1",
+            outcome="won",
+            kind=EventKind.PAYMENT_RECEIVED,
+            triggers=("payment.received",),
+            data={**PAYMENT, "paid_in_full": True},
+            expect=[],
+        ),
+        id="full-payment-moves-no-connection-to-a-sales-stage",
+    ),
+    pytest.param(
+        Case(
             "money-first-payment-hand-off",
             "PREPAYMENT_INVOICE",
             pipeline="0",
