@@ -400,6 +400,75 @@ B2B = [
     ),
     pytest.param(
         Case(
+            "b2b-application-complete",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_DEMAND_TYPE": "кирпич", "UF_CRM_OPERATOR": "31"},
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[
+                (
+                    "task",
+                    "Дооформите заявку КЦ (тема, тип спроса, город доставки): Заявка Иванова",
+                    "31",
+                    "2026-11-25 12:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="application-without-a-subject-back-to-the-operator",
+    ),
+    pytest.param(
+        Case(
+            "b2b-application-complete",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кирпич М150", "UF_CRM_DEMAND_TYPE": "кирпич", "UF_CRM_OPERATOR": "31"},
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[],
+        ),
+        id="application-complete",
+    ),
+    pytest.param(
+        Case(
+            "b2b-proposal-control-call",
+            "PREPARATION",
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("NEW", "PREPARATION")},
+            expect=[("task", "Контрольный звонок: пришло ли КП: Заявка Иванова", "17", "2026-11-26 10:00", "normal")],
+        ),
+        id="proposal-sent-control-call-next-working-day",
+    ),
+    pytest.param(
+        Case(
+            "b2b-invoice-by-assistant",
+            "PREPAYMENT_INVOICE",
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[
+                ("task", "Выставить счёт и завести проект в 1С: Заявка Иванова", "6", "2026-11-25 14:00", "normal")
+            ],
+        ),
+        id="invoice-stage-task-to-the-assistant",
+    ),
+    pytest.param(
+        Case(
+            "b2b-design-layouts",
+            "EXECUTING",
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPAYMENT_INVOICE", "EXECUTING")},
+            expect=[
+                ("task", "Запросить и проверить дизайн-макеты: Заявка Иванова", "17", "2026-11-26 10:00", "normal")
+            ],
+        ),
+        id="invoice-paid-design-layouts",
+    ),
+    pytest.param(
+        Case(
             "b2b-sla-escalation",
             "NEW",
             pipeline="0",
@@ -679,6 +748,36 @@ MONEY = [
             ],
         ),
         id="unpaid-invoice-reminder-before-month-end",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-on-deal",
+            "EXECUTING",
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={"document": "order", "number": "0000-000007", "status": "КОбеспечению"},
+            expect=[
+                ("update", {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОбеспечению"}),
+                ("comment", "1С: заказ № 0000-000007 — статус «КОбеспечению»"),
+            ],
+        ),
+        id="order-status-shown-on-the-deal",
+    ),
+    pytest.param(
+        Case(
+            "money-order-closed-wins-deal",
+            "EXECUTING",
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={"document": "order", "number": "0000-000007", "status": "Закрыт"},
+            expect=[
+                ("close", "won", "", None),
+                ("comment", "Заказ 0000-000007 закрыт в 1С: сделка успешно реализована."),
+            ],
+        ),
+        id="order-closed-deal-won",
     ),
     pytest.param(
         Case(

@@ -16,7 +16,7 @@ from simulators.bitrix24 import Bitrix24Simulator
 from tests.example_world import MSK, Clock, example_runtime, settle
 from tests.helpers import TOKEN
 
-USERS = (1, 2, 5, 21, 22)  # 2 the sales manager, 5 head of sales, 21 and 22 customer care
+USERS = (1, 2, 5, 6, 21, 22)  # 2 the sales manager, 5 head of sales, 6 the assistant, 21 and 22 customer care
 FULL = {
     "UF_CRM_COMPANY": "ООО Ромашка",
     "UF_CRM_CONTACT_NAME": "Пётр Сидоров",
@@ -24,6 +24,8 @@ FULL = {
     "UF_CRM_PHONE": "+7 900 000-00-00",
     "UF_CRM_EMAIL": "p@romashka.ru",
     "UF_CRM_DELIVERY_CITY": "Казань",
+    "UF_CRM_SUBJECT": "кружки с логотипом",
+    "UF_CRM_DEMAND_TYPE": "сувенирная продукция",
 }
 
 
@@ -70,12 +72,25 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
                 "UF_CRM_EMAIL": "",
             }
         ),
+        # A call-centre application without its subject: back to the operator who took it.
+        "cc": sim.add_deal(
+            {
+                "TITLE": "Кирпич",
+                "CATEGORY_ID": "0",
+                "STAGE_ID": "NEW",
+                "ASSIGNED_BY_ID": "2",
+                **FULL,
+                "UF_CRM_SUBJECT": "",
+                "UF_CRM_OPERATOR": "1",
+            }
+        ),
         # A connection application of the same portal: not a sales card.
         "isp": sim.add_deal({"TITLE": "Подключение", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1"}),
     }
     settle(rt, clock, [sim.webhooks])
     assert titles(sim, ids["a"]) == [("Позвонить клиенту", "2")]
     assert titles(sim, ids["b"]) == [("Заполните карточку сделки", "2"), ("Позвонить клиенту", "2")]
+    assert ("Дооформите заявку КЦ (тема, тип спроса, город доставки)", "1") in titles(sim, ids["cc"])
     [call] = [t for t in sim.tasks_for_deal(ids["a"]) if t["TITLE"].startswith("Позвонить")]
     assert call["DEADLINE"].startswith("2026-11-24T10:00")  # the next working day
 
@@ -86,7 +101,7 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     at(23, 17, 1)  # two working hours before the proposal is due
     assert ("Нарушен срок (first-response)", "5") in titles(sim, ids["b"])
     assert ("Отправить КП сегодня", "2") in titles(sim, ids["b"])
-    assert titles(sim, ids["a"]) == [("Позвонить клиенту", "2")]
+    assert titles(sim, ids["a"]) == [("Контрольный звонок: пришло ли КП", "2"), ("Позвонить клиенту", "2")]
 
     # Monday 19:00: the day's report to the manager.
     clock.set(23, 11, 19)
@@ -94,7 +109,7 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     settle(rt, clock, [sim.webhooks])
     reports = {t["RESPONSIBLE_ID"]: t for t in sim.tasks.values() if t["TITLE"] == "Итоги дня 23.11.2026"}
     report = reports["2"]  # each user their own figures (the head of sales too)
-    assert "Новых сделок: 2" in report["DESCRIPTION"] and "звонков: 2" in report["DESCRIPTION"]
+    assert "Новых сделок: 3" in report["DESCRIPTION"] and "звонков: 4" in report["DESCRIPTION"]
 
     # Tuesday: B's proposal deadline is breached; B is then lost with a vague reason and
     # reopened; the ISP deal lost the same way is left alone.
@@ -112,10 +127,15 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     at(26, 11, a={"STAGE_ID": "EXECUTING"})
     assert sim.deals[ids["a"]]["UF_CRM_CARE_MANAGER"] == "21"
     assert titles(sim, ids["a"]) == [
+        ("Выставить счёт и завести проект в 1С", "6"),
+        ("Запросить и проверить дизайн-макеты", "2"),
+        ("Контрольный звонок: пришло ли КП", "2"),
         ("Новый клиент отдела заботы", "21"),
         ("Передать клиента в отдел заботы", "2"),
         ("Позвонить клиенту", "2"),
     ]
     with rt.store.sessions() as s:
         breaches = sorted((b.deal_id, b.deadline, b.responsible_id) for b in s.scalars(select(BreachRow)))
-    assert breaches == [(ids["b"], "first-response", "2"), (ids["b"], "proposal", "2")]
+    assert breaches == sorted(
+        [(d, name, "2") for d in (ids["b"], ids["cc"]) for name in ("first-response", "proposal")]
+    )

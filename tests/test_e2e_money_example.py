@@ -160,6 +160,11 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
     clock.set(26, 11, 11)
     onec.update(ORDERS, order["Ref_Key"], {"Статус": "КОтгрузке"})
     at(26, 11, 5)
+    assert (b24.deals[unpaid]["UF_CRM_1C_ORDER"], b24.deals[unpaid]["UF_CRM_1C_ORDER_STATUS"]) == (
+        order["Number"],
+        "КОтгрузке",
+    )
+    assert f"1С: заказ № {order['Number']} — статус «КОбеспечению»" in comments(b24, unpaid)
     stop = [t for t in tasks(b24, unpaid) if t[0].startswith("Не отгружать")]
     assert stop == [(f"Не отгружать: заказ {order['Number']} не оплачен", "2", "2")]
     assert f"Заказ {order['Number']} помечен к отгрузке без оплаты — отгрузка остановлена." in comments(b24, unpaid)
