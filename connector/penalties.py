@@ -12,6 +12,9 @@ from rich.table import Table
 
 from rules.penalties import CSV_COLUMNS, Breach, month_of, per_employee
 
+# Up to this many employees the table has a column each; more would not fit a terminal.
+PIVOT_UP_TO = 8
+
 
 def write_csv(rows: Iterable[Breach], path: Path, timezone: str) -> int:
     """One line per breach, grouped by month and employee, for accounting; returns the count."""
@@ -28,16 +31,30 @@ def write_csv(rows: Iterable[Breach], path: Path, timezone: str) -> int:
 
 
 def print_report(rows: list[Breach], deadlines: frozenset[str], console: Console, timezone: str) -> None:
-    """Per month and employee: the number of penalty breaches and the deals."""
+    """Penalty breaches per month and employee: a column per employee while they fit, one
+    line per month and employee otherwise."""
     if not deadlines:
         console.print("penalty report: no deadline is marked `penalty: true`")
         return
-    table = Table(title="Penalties: breaches per employee responsible at the breach")
-    for column in ("month", "employee", "breaches"):
-        table.add_column(column, justify="right" if column == "breaches" else "left")
     counts = per_employee(rows, timezone)
-    for (month, employee), count in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
-        table.add_row(month, employee, str(count))
+    months = sorted({m for m, _ in counts})
+    employees = sorted({e for _, e in counts}, key=lambda e: (len(e), e))
+    table = Table(title="Penalties per employee, charged at the breach")
+    table.add_column("month")
+    if len(employees) <= PIVOT_UP_TO:
+        for employee in employees:
+            table.add_column(f"user {employee}", justify="right")
+        table.add_column("all", justify="right")
+        for month in months:
+            figures = [counts.get((month, e), 0) for e in employees]
+            table.add_row(month, *(str(n) for n in figures), str(sum(figures)))
+        totals = [sum(counts.get((m, e), 0) for m in months) for e in employees]
+        table.add_row("total", *(str(n) for n in totals), str(sum(totals)), style="bold")
+    else:
+        table.add_column("employee")
+        table.add_column("breaches", justify="right")
+        for (month, employee), count in sorted(counts.items(), key=lambda kv: (kv[0][0], -kv[1], kv[0][1])):
+            table.add_row(month, employee, str(count))
     console.print(table)
     named = ", ".join(sorted(deadlines))
-    console.print(f"penalties: {len(rows)} breaches of {named} by {len({e for _, e in counts})} employees")
+    console.print(f"penalties: {len(rows)} breaches of {named} by {len(employees)} employees")
