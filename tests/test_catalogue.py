@@ -132,7 +132,9 @@ ISP = [
             location=Location(city="Казань", district="Вахитовский"),
             expect=[
                 ("update", {"responsible_id": "19"}),
-                ("task", "Проверить техническую возможность: Заявка Иванова", "19", "2026-11-26 10:00", "normal"),
+                # Handed to a cartographer, who checks feasibility within 24 hours.
+                ("update", {"UF_CRM_CARTOGRAPHER": "11"}),
+                ("task", "Проверить техническую возможность: Заявка Иванова", "11", "2026-11-26 10:00", "normal"),
             ],
         ),
         id="captain-by-location-and-feasibility-24h",
@@ -157,16 +159,16 @@ ISP = [
         Case(
             "isp-route-estimate",
             "C1:ROUTE",
+            {"UF_CRM_CARTOGRAPHER": "12"},
             triggers=("deal.stage_changed",),
             created=msk(2026, 11, 20, 11, 0),
             expect=[
-                # The cartographer is named in a field of its own: the captain stays responsible.
-                ("update", {"UF_CRM_CARTOGRAPHER": "11"}),
+                # The application's cartographer draws it; the captain stays responsible (no update).
                 # 24 hours, counted from the application: older applications come first in the queue.
                 (
                     "task",
                     "Начертить маршрут и рассчитать расход кабеля: Заявка Иванова",
-                    "11",
+                    "12",
                     "2026-11-21 11:00",
                     "normal",
                 ),
