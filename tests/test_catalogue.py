@@ -471,6 +471,52 @@ B2B = [
     ),
     pytest.param(
         Case(
+            "b2b-complaint",
+            "PREPARATION",
+            {"UF_CRM_COMPLAINT": "Привезли не тот тираж"},
+            pipeline="0",
+            changes={"UF_CRM_COMPLAINT": ("", "Привезли не тот тираж")},
+            expect=[
+                ("deadline", "complaint-answer", "2026-11-26 10:00"),
+                (
+                    "task",
+                    "Претензия клиента: ответить в течение рабочего дня: Заявка Иванова",
+                    "17",
+                    "2026-11-26 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="complaint-answer-deadline-and-task",
+    ),
+    pytest.param(
+        Case(
+            "b2b-complaint",
+            "PREPARATION",
+            {"UF_CRM_COMPLAINT": "Привезли не тот тираж"},
+            pipeline="0",
+            changes={"UF_CRM_PHONE": ("", "+7 900")},
+            expect=[],
+        ),
+        id="complaint-once-not-on-later-edits",
+    ),
+    pytest.param(
+        Case(
+            "b2b-complaint-breached",
+            "PREPARATION",
+            pipeline="0",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.breached",),
+            data={"deadline": "complaint-answer", "phase": "breached", "due_at": "2026-11-25T10:00:00+03:00"},
+            expect=[
+                ("breach", "complaint-answer", "17"),
+                ("task", "Претензия без ответа: Заявка Иванова", "5", None, "high"),
+            ],
+        ),
+        id="complaint-unanswered-escalated",
+    ),
+    pytest.param(
+        Case(
             "b2b-sla-escalation",
             "NEW",
             pipeline="0",
@@ -904,6 +950,48 @@ PIPEDRIVE = [
     pytest.param(
         Case("pd-required-fields", "7", {}, crm="pd", pipeline="2", triggers=("deal.created",), expect=[]),
         id="pd-required-fields-not-on-another-pipeline",
+    ),
+    pytest.param(
+        Case(
+            "pd-payment-date",
+            "4",
+            PD_FULL,
+            crm="pd",
+            triggers=("deal.stage_changed",),
+            expect=[
+                (
+                    "task",
+                    "Уточните дату оплаты и следующий шаг (звонок-напоминание, счёт): Заявка Иванова",
+                    "17",
+                    "2026-11-25 14:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="pd-payment-date-asked-for",
+    ),
+    pytest.param(
+        Case(
+            "pd-payment-date",
+            "4",
+            {**PD_FULL, "expected_close_date": "2026-12-15"},
+            crm="pd",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="pd-payment-date-known",
+    ),
+    pytest.param(
+        Case(
+            "pd-care-hands-back",
+            "5",
+            {"a" * 36 + "0006": "хочет второй тираж"},
+            crm="pd",
+            outcome="won",
+            changes={"a" * 36 + "0006": (None, "хочет второй тираж")},
+            expect=[("task", "Новая продажа от отдела заботы: Заявка Иванова", "17", "2026-11-26 10:00", "normal")],
+        ),
+        id="pd-care-hands-a-new-sale-back",
     ),
     pytest.param(
         Case(

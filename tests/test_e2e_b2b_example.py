@@ -134,8 +134,14 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
         ("Передать клиента в отдел заботы", "2"),
         ("Позвонить клиенту", "2"),
     ]
+    # Thursday noon: B's client complains; unanswered for a working day, it reaches the head.
+    at(26, 12, b={"UF_CRM_COMPLAINT": "Не перезвонили"})
+    assert ("Претензия клиента: ответить в течение рабочего дня", "2") in titles(sim, ids["b"])
+    at(27, 12, 1)
+    assert ("Претензия без ответа", "5") in titles(sim, ids["b"])
     with rt.store.sessions() as s:
         breaches = sorted((b.deal_id, b.deadline, b.responsible_id) for b in s.scalars(select(BreachRow)))
     assert breaches == sorted(
         [(d, name, "2") for d in (ids["b"], ids["cc"]) for name in ("first-response", "proposal")]
+        + [(ids["b"], "complaint-answer", "2")]
     )
