@@ -106,7 +106,11 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         fields=case.fields,
     )
     event = Event(case.crm, case.kind, "42", case.now, "dedup-1", data=case.data)
-    calendar = WorkCalendar(country="RU", timezone="Europe/Moscow", work_hours="09:00-18:00")
+    calendar = (
+        cfg.calendars.default
+        if cfg.calendars is not None
+        else WorkCalendar(country="RU", timezone="Europe/Moscow", work_hours="09:00-18:00")
+    )
     ctx = RuleContext(
         deal=deal,
         event=event,
@@ -116,6 +120,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         users={"17": User("17", "Капитан")},
         territories=cfg.territories,
         calendar=calendar,
+        calendars=cfg.calendars,
         deadlines=cfg.deadlines,
     )
     rule = next(r for r in cfg.rules if r.name == case.rule)
@@ -905,6 +910,10 @@ PD_FULL = {
     "a" * 36 + "0003": "p@romashka.ua",
     "a" * 36 + "0004": "Киев",
 }
+# Seed 002's team works from Kyiv, 10:00-19:00 there (11:00-20:00 in Moscow, where the
+# moments below are written): a Wednesday at 11:00 Kyiv time.
+PD_NOW = msk(2026, 11, 25, 12, 0)
+PD_CREATED = msk(2026, 11, 25, 11, 30)
 PIPEDRIVE = [
     pytest.param(
         Case(
@@ -912,23 +921,59 @@ PIPEDRIVE = [
             "1",
             PD_FULL,
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             kind=EventKind.DEAL_CREATED,
             triggers=("deal.created",),
             expect=[
-                ("deadline", "proposal", "2026-11-26 09:30"),
-                ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
+                ("deadline", "proposal", "2026-11-26 11:30"),
+                ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-26 12:00", "normal"),
             ],
         ),
         id="pd-new-lead-proposal-deadline-and-call",
+    ),
+    pytest.param(
+        # 4 November is a public holiday in Russia, a working day for the team in Kyiv.
+        Case(
+            "pd-new-lead",
+            "1",
+            PD_FULL,
+            crm="pd",
+            now=msk(2026, 11, 3, 12, 0),
+            created=msk(2026, 11, 3, 12, 0),
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[
+                ("deadline", "proposal", "2026-11-04 12:00"),
+                ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-04 12:00", "normal"),
+            ],
+        ),
+        id="pd-ukrainian-calendar-not-the-russian-holidays",
+    ),
+    pytest.param(
+        # An online-event day is worked 15:00-23:00 Kyiv time: 4 working hours from 16:00 end at 20:00.
+        Case(
+            "pd-required-fields",
+            "1",
+            {**PD_FULL, "a" * 36 + "0004": ""},
+            crm="pd",
+            now=msk(2026, 12, 10, 17, 0),
+            created=msk(2026, 12, 10, 17, 0),
+            triggers=("deal.created",),
+            expect=[("task", "Заполните карточку сделки: Заявка Иванова", "17", "2026-12-10 21:00", "normal")],
+        ),
+        id="pd-event-day-worked-15-to-23",
     ),
     pytest.param(
         Case(
             "pd-proposal-breached",
             "1",
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             kind=EventKind.TIMER_DUE,
             triggers=("deadline.breached",),
-            data={"deadline": "proposal", "phase": "breached", "due_at": "2026-11-25T09:30:00+03:00"},
+            data={"deadline": "proposal", "phase": "breached", "due_at": "2026-11-25T11:30:00+03:00"},
             expect=[
                 ("breach", "proposal", "17"),
                 ("task", "КП не отправлено в срок: Заявка Иванова", "20", None, "high"),
@@ -942,13 +987,25 @@ PIPEDRIVE = [
             "1",
             {**PD_FULL, "a" * 36 + "0004": ""},
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             triggers=("deal.created",),
-            expect=[("task", "Заполните карточку сделки: Заявка Иванова", "17", "2026-11-25 14:00", "normal")],
+            expect=[("task", "Заполните карточку сделки: Заявка Иванова", "17", "2026-11-25 16:00", "normal")],
         ),
         id="pd-required-fields-missing",
     ),
     pytest.param(
-        Case("pd-required-fields", "7", {}, crm="pd", pipeline="2", triggers=("deal.created",), expect=[]),
+        Case(
+            "pd-required-fields",
+            "7",
+            {},
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            pipeline="2",
+            triggers=("deal.created",),
+            expect=[],
+        ),
         id="pd-required-fields-not-on-another-pipeline",
     ),
     pytest.param(
@@ -957,13 +1014,15 @@ PIPEDRIVE = [
             "4",
             PD_FULL,
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             triggers=("deal.stage_changed",),
             expect=[
                 (
                     "task",
                     "Уточните дату оплаты и следующий шаг (звонок-напоминание, счёт): Заявка Иванова",
                     "17",
-                    "2026-11-25 14:00",
+                    "2026-11-25 16:00",
                     "normal",
                 )
             ],
@@ -976,6 +1035,8 @@ PIPEDRIVE = [
             "4",
             {**PD_FULL, "expected_close_date": "2026-12-15"},
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             triggers=("deal.stage_changed",),
             expect=[],
         ),
@@ -987,9 +1048,11 @@ PIPEDRIVE = [
             "5",
             {"a" * 36 + "0006": "хочет второй тираж"},
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             outcome="won",
             changes={"a" * 36 + "0006": (None, "хочет второй тираж")},
-            expect=[("task", "Новая продажа от отдела заботы: Заявка Иванова", "17", "2026-11-26 10:00", "normal")],
+            expect=[("task", "Новая продажа от отдела заботы: Заявка Иванова", "17", "2026-11-26 12:00", "normal")],
         ),
         id="pd-care-hands-a-new-sale-back",
     ),
@@ -999,11 +1062,13 @@ PIPEDRIVE = [
             "4",
             {"lost_reason": "дорого"},
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             outcome="lost",
             triggers=("deal.stage_changed",),
             expect=[
                 ("update", {"status": "open"}),
-                ("task", "Подробно опишите причину проигрыша: Заявка Иванова", "17", "2026-11-25 14:00", "normal"),
+                ("task", "Подробно опишите причину проигрыша: Заявка Иванова", "17", "2026-11-25 16:00", "normal"),
             ],
         ),
         id="pd-lost-with-a-vague-reason-reopened",
@@ -1014,6 +1079,8 @@ PIPEDRIVE = [
             "9",
             {"lost_reason": "дорого"},
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             pipeline="2",
             outcome="lost",
             triggers=("deal.stage_changed",),
@@ -1026,11 +1093,13 @@ PIPEDRIVE = [
             "pd-after-payment",
             "5",
             crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
             outcome="won",
             triggers=("deal.stage_changed",),
             expect=[
                 ("update", {"a" * 36 + "0005": "21"}),
-                ("task", "Новый клиент отдела заботы: Заявка Иванова", "21", "2026-11-26 10:00", "normal"),
+                ("task", "Новый клиент отдела заботы: Заявка Иванова", "21", "2026-11-26 12:00", "normal"),
             ],
         ),
         id="pd-after-payment-to-customer-care",
