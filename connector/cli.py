@@ -180,7 +180,12 @@ def _moment(text: str | None, tz: str) -> datetime | None:
     help="'crm' (deals changed since, read through the adapter), 'inbox', or a JSON-lines history file",
 )
 @click.option("--csv", "csv_path", default=None, type=click.Path(), help="write every would-be action here")
-def dry_run(config_path: str, since: str, until: str | None, source: str, csv_path: str | None) -> None:
+@click.option(
+    "--penalties-csv", "penalties_path", default=None, type=click.Path(), help="write the penalty breaches here"
+)
+def dry_run(
+    config_path: str, since: str, until: str | None, source: str, csv_path: str | None, penalties_path: str | None
+) -> None:
     """Replay history through the rules at the moments it happened; write nothing."""
     import time
     from pathlib import Path
@@ -224,6 +229,50 @@ def dry_run(config_path: str, since: str, until: str | None, source: str, csv_pa
     if csv_path:
         write_csv(result, Path(csv_path))
         console.print(f"actions written to {csv_path}")
+    _penalty_report(cfg, result.breach_records, console, penalties_path)
+
+
+def _penalty_report(cfg, breaches, console, csv_path: str | None) -> None:  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    from connector.penalties import print_report, write_csv
+    from rules.penalties import penalties, penalty_deadlines
+
+    timezone = cfg.calendar["timezone"]
+    counted = penalty_deadlines(cfg.deadlines)
+    rows = penalties(breaches, counted)
+    print_report(rows, counted, console, timezone)
+    if csv_path:
+        write_csv(rows, Path(csv_path), timezone)
+        console.print(f"penalties written to {csv_path}")
+
+
+@main.command("penalties")
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--month", required=True, help="YYYY-MM, in the calendar's zone")
+@click.option("--csv", "csv_path", default=None, type=click.Path(), help="write the month's penalty breaches here")
+def penalties_report(config_path: str, month: str, csv_path: str | None) -> None:
+    """The month's penalty report: breaches of the deadlines marked `penalty: true`, per
+    employee responsible at the breach (CSV for accounting with --csv)."""
+    from connector.storage.store import Store
+    from rules.penalties import Breach, month_bounds
+
+    cfg = _load(config_path)
+    try:
+        start, end = month_bounds(month, cfg.calendar["timezone"])
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    store = Store.for_config(cfg.storage, apply_migrations=False)
+    try:
+        with store.sessions() as session:
+            rows = store.timers.breaches(session, start, end)
+            breaches = [
+                Breach(r.crm, r.deal_id, r.deadline, r.responsible_id, r.due_at or r.breached_at, r.rule or "")
+                for r in rows
+            ]
+    finally:
+        store.close()
+    _penalty_report(cfg, breaches, _console(), csv_path)
 
 
 @main.command()

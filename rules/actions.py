@@ -354,7 +354,9 @@ class EscalateSpec(ActionSpec):
                     RecordBreach(
                         str(data.get("deadline", "")),
                         datetime.fromisoformat(due_at) if isinstance(due_at, str) else None,
-                        str(data.get("responsible_id") or ctx.deal.responsible_id or "") or None,
+                        # Whoever is responsible now, at the breach (the deal is read fresh), is
+                        # charged; the one at the deadline's start only when the deal names no one.
+                        str(ctx.deal.responsible_id or data.get("responsible_id") or "") or None,
                     ),
                 )
             )

@@ -26,7 +26,8 @@ class DeadlineDef:
     long before the due moment the reminder fires; ``done_when``: once this holds the
     deadline is met and stops; ``rearm_on``: deal fields whose change restarts it (the
     agreed visit date moved, say); ``start_from``: count from now, the deal's creation or
-    the event's moment.
+    the event's moment; ``penalty``: a breach of it is withheld from the pay of whoever
+    is responsible at the breach (the penalty report counts only these).
     """
 
     name: str
@@ -36,6 +37,7 @@ class DeadlineDef:
     rearm_on: frozenset[str] = frozenset()
     start_from: str = "now"
     description: str = ""
+    penalty: bool = False
 
 
 @dataclass(frozen=True)

@@ -344,6 +344,9 @@ class DeadlineSchema(Schema):
     rearm_on = fields.List(fields.String(), load_default=list)
     start_from = fields.String(load_default="now", validate=validate.OneOf(START_FROM))
     description = fields.String(load_default="")
+    penalty = fields.Boolean(
+        load_default=False, metadata={"doc": "its breaches go to the penalty report (`connector penalties`)"}
+    )
 
     @validates_schema
     def check_durations(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -366,6 +369,7 @@ def build_deadline(name: str, data: Mapping[str, Any]) -> DeadlineDef:
         rearm_on=frozenset(data["rearm_on"]),
         start_from=data["start_from"],
         description=data["description"],
+        penalty=data["penalty"],
     )
 
 

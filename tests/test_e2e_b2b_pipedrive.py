@@ -73,6 +73,7 @@ def _complete(extra: dict[str, object] | None = None) -> dict[str, object]:
         "currency": "RUB",
         "org_id": 1,
         "person_id": 1,
+        "expected_close_date": "2026-12-15",
         "custom_fields": {
             KEYS["position"]: "закупщик",
             KEYS["phone"]: "+7 900 000-00-00",

@@ -20,7 +20,13 @@ from connector.dryrun.replay import HistoryItem
 from domain import Deal, EventKind, Location
 from rules.calendar import WorkCalendar
 
-PLACES = [("Казань", "Советский"), ("Казань", "Вахитовский"), ("Казань", "Приволжский"), ("Зеленодольск", "")]
+# (city, district, the captain the territory table of examples/isp-field-service.yaml gives it)
+PLACES = [
+    ("Казань", "Советский", 17),
+    ("Казань", "Вахитовский", 19),
+    ("Казань", "Приволжский", 29),
+    ("Зеленодольск", "", 37),
+]
 
 
 def isp_year(
@@ -40,7 +46,7 @@ def isp_year(
 
 
 def _application(rng: random.Random, cal: WorkCalendar, deal_id: str, created: datetime, crm: str) -> list[HistoryItem]:
-    city, district = rng.choice(PLACES)
+    city, district, captain = rng.choice(PLACES)
     fields: dict[str, Any] = {"UF_CRM_SOURCE": "agent" if rng.random() < 0.33 else rng.choice(["site", "call"])}
     deal = Deal(
         crm=crm,
@@ -64,7 +70,7 @@ def _application(rng: random.Random, cal: WorkCalendar, deal_id: str, created: d
         deal = replace(deal, updated_at=at, fields=new_fields, **changes)
         out.append(HistoryItem(at, EventKind.DEAL_UPDATED, deal))
 
-    step(rng.uniform(0.2, 3), responsible_id=str(rng.choice([17, 19, 31])))  # captain assigned
+    step(rng.uniform(0.2, 3), responsible_id=str(captain))  # captain assigned
     roll = rng.random()
     if roll < 0.10:  # no poles
         step(rng.uniform(1, 8), fields={"UF_CRM_TECH_RESULT": "Нет опор"})

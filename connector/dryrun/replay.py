@@ -31,6 +31,7 @@ from domain.statuses import TIMER_RUNNING, DeadlinePhase, TimerStatus
 from rules.calendar import WorkCalendar
 from rules.deadlines import OpenDeadline
 from rules.model import CancelDeadline, CountAssignment, Decision, RecordBreach, Rule, StartDeadline
+from rules.penalties import Breach
 
 # A deal's own writes come back as a change of the deal (the CRM's webhook), which the
 # rules see as the worker would; this many in a row at most, so rules that keep rewriting
@@ -89,6 +90,7 @@ class ReplayResult:
     errors: Counter[tuple[str, str]] = field(default_factory=Counter)  # (rule, error) -> events
     not_simulated: list[str] = field(default_factory=list)
     tz: tzinfo | None = None  # the calendar's zone: moments are shown in it
+    breach_records: list[Breach] = field(default_factory=list)
 
 
 class Replay:
@@ -387,6 +389,9 @@ class Replay:
                 stopping.status = TimerStatus.DONE if action.reason == "done" else TimerStatus.CANCELLED
         elif isinstance(action, RecordBreach):
             self.result.breaches[action.deadline] += 1
+            self.result.breach_records.append(
+                Breach(deal.crm, deal.id, action.deadline, action.responsible_id, action.due_at or at, decision.rule)
+            )
         elif isinstance(action, CountAssignment):
             counts = self._assigned.setdefault(action.rule, {})
             counts[action.user_id] = counts.get(action.user_id, 0) + 1

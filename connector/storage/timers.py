@@ -137,3 +137,13 @@ class Timers:
                     rule=rule,
                 )
             )
+
+    @staticmethod
+    def breaches(session: Session, start: datetime, end: datetime) -> list[BreachRow]:
+        """Breaches whose due moment falls in [start, end), oldest first (the penalty report)."""
+        moment = BreachRow.due_at
+        return list(
+            session.scalars(
+                select(BreachRow).where(moment >= start, moment < end).order_by(moment, BreachRow.deal_id)
+            ).all()
+        )

@@ -1,0 +1,147 @@
+"""examples/b2b-sales.yaml end to end: a scripted week of the B2B sales department (seeds
+001, 002, 004) on the Bitrix24 simulator, with an ISP pipeline beside it that the sales
+rules must leave alone — webhooks in, deadlines on a fake clock, tasks and a report out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+
+import pytest
+from sqlalchemy import select
+
+from connector.runtime import Runtime
+from connector.storage.models import BreachRow
+from simulators.bitrix24 import Bitrix24Simulator
+from tests.example_world import MSK, Clock, example_runtime, settle
+from tests.helpers import TOKEN
+
+USERS = (1, 2, 5, 6, 21, 22)  # 2 the sales manager, 5 head of sales, 6 the assistant, 21 and 22 customer care
+FULL = {
+    "UF_CRM_COMPANY": "ООО Ромашка",
+    "UF_CRM_CONTACT_NAME": "Пётр Сидоров",
+    "UF_CRM_POSITION": "закупщик",
+    "UF_CRM_PHONE": "+7 900 000-00-00",
+    "UF_CRM_EMAIL": "p@romashka.ru",
+    "UF_CRM_DELIVERY_CITY": "Казань",
+    "UF_CRM_SUBJECT": "кружки с логотипом",
+    "UF_CRM_DEMAND_TYPE": "сувенирная продукция",
+}
+
+
+@pytest.fixture
+def world(db_url) -> Iterator[tuple[Bitrix24Simulator, Runtime, Clock]]:  # type: ignore[no-untyped-def]
+    clock = Clock(datetime(2026, 11, 23, 9, 0, tzinfo=MSK))  # Monday
+    sim = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50, clock=clock)
+    for uid in USERS:
+        sim.add_user(f"user{uid}", user_id=str(uid))
+    server = sim.serve()
+    environ = {"B24_WEBHOOK_URL": server.base_url + sim.webhook_base, "B24_APP_TOKEN": TOKEN}
+    rt = example_runtime("b2b-sales.yaml", db_url, environ, clock)
+    sim.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
+    yield sim, rt, clock
+    rt.stop()
+    server.stop()
+    sim.close()
+
+
+def titles(sim: Bitrix24Simulator, deal: str) -> list[tuple[str, str]]:
+    return sorted((t["TITLE"].rsplit(":", 1)[0], t["RESPONSIBLE_ID"]) for t in sim.tasks_for_deal(deal))
+
+
+def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
+    sim, rt, clock = world
+
+    def at(day: int, hour: int, minute: int = 0, **changes: dict[str, str]) -> None:
+        clock.set(day, 11, hour, minute)
+        for key, fields in changes.items():
+            sim.update_deal(ids[key], fields)
+        settle(rt, clock, [sim.webhooks])
+
+    clock.set(23, 11, 10)
+    ids = {
+        "a": sim.add_deal({"TITLE": "Кружки", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "2", **FULL}),
+        "b": sim.add_deal(
+            {
+                "TITLE": "Ручки",
+                "CATEGORY_ID": "0",
+                "STAGE_ID": "NEW",
+                "ASSIGNED_BY_ID": "2",
+                **FULL,
+                "UF_CRM_POSITION": "",
+                "UF_CRM_EMAIL": "",
+            }
+        ),
+        # A call-centre application without its subject: back to the operator who took it.
+        "cc": sim.add_deal(
+            {
+                "TITLE": "Кирпич",
+                "CATEGORY_ID": "0",
+                "STAGE_ID": "NEW",
+                "ASSIGNED_BY_ID": "2",
+                **FULL,
+                "UF_CRM_SUBJECT": "",
+                "UF_CRM_OPERATOR": "1",
+            }
+        ),
+        # A connection application of the same portal: not a sales card.
+        "isp": sim.add_deal({"TITLE": "Подключение", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1"}),
+    }
+    settle(rt, clock, [sim.webhooks])
+    assert titles(sim, ids["a"]) == [("Позвонить клиенту", "2")]
+    assert titles(sim, ids["b"]) == [("Заполните карточку сделки", "2"), ("Позвонить клиенту", "2")]
+    assert ("Дооформите заявку КЦ (тема, тип спроса, город доставки)", "1") in titles(sim, ids["cc"])
+    [call] = [t for t in sim.tasks_for_deal(ids["a"]) if t["TITLE"].startswith("Позвонить")]
+    assert call["DEADLINE"].startswith("2026-11-24T10:00")  # the next working day
+
+    # A is called within the hour and gets its proposal the same afternoon; B is neither.
+    at(23, 11, a={"UF_CRM_FIRST_CALL": "Y"})
+    at(23, 12, 1)
+    at(23, 15, a={"STAGE_ID": "PREPARATION"})
+    at(23, 17, 1)  # two working hours before the proposal is due
+    assert ("Нарушен срок (first-response)", "5") in titles(sim, ids["b"])
+    assert ("Отправить КП сегодня", "2") in titles(sim, ids["b"])
+    assert titles(sim, ids["a"]) == [("Контрольный звонок: пришло ли КП", "2"), ("Позвонить клиенту", "2")]
+
+    # Monday 19:00: the day's report to the manager.
+    clock.set(23, 11, 19)
+    rt.run_report("daily-per-manager")
+    settle(rt, clock, [sim.webhooks])
+    reports = {t["RESPONSIBLE_ID"]: t for t in sim.tasks.values() if t["TITLE"] == "Итоги дня 23.11.2026"}
+    report = reports["2"]  # each user their own figures (the head of sales too)
+    assert "Новых сделок: 3" in report["DESCRIPTION"] and "звонков: 4" in report["DESCRIPTION"]
+
+    # Tuesday: B's proposal deadline is breached; B is then lost with a vague reason and
+    # reopened; the ISP deal lost the same way is left alone.
+    at(24, 10, 1)
+    assert ("Нарушен срок (proposal)", "5") in titles(sim, ids["b"])
+    at(24, 11, b={"STAGE_ID": "LOSE", "UF_CRM_LOST_REASON": "дорого"})
+    assert sim.deals[ids["b"]]["STAGE_ID"] == "NEW"
+    assert ("Подробно опишите причину отказа", "2") in titles(sim, ids["b"])
+    at(24, 12, isp={"STAGE_ID": "C1:LOSE", "UF_CRM_LOST_REASON": "дорого"})
+    assert sim.deals[ids["isp"]]["STAGE_ID"] == "C1:LOSE"
+    assert titles(sim, ids["isp"]) == []
+
+    # Wednesday and Thursday: A is invoiced and paid; the client goes to customer care.
+    at(25, 11, a={"STAGE_ID": "PREPAYMENT_INVOICE"})
+    at(26, 11, a={"STAGE_ID": "EXECUTING"})
+    assert sim.deals[ids["a"]]["UF_CRM_CARE_MANAGER"] == "21"
+    assert titles(sim, ids["a"]) == [
+        ("Выставить счёт и завести проект в 1С", "6"),
+        ("Запросить и проверить дизайн-макеты", "2"),
+        ("Контрольный звонок: пришло ли КП", "2"),
+        ("Новый клиент отдела заботы", "21"),
+        ("Передать клиента в отдел заботы", "2"),
+        ("Позвонить клиенту", "2"),
+    ]
+    # Thursday noon: B's client complains; unanswered for a working day, it reaches the head.
+    at(26, 12, b={"UF_CRM_COMPLAINT": "Не перезвонили"})
+    assert ("Претензия клиента: ответить в течение рабочего дня", "2") in titles(sim, ids["b"])
+    at(27, 12, 1)
+    assert ("Претензия без ответа", "5") in titles(sim, ids["b"])
+    with rt.store.sessions() as s:
+        breaches = sorted((b.deal_id, b.deadline, b.responsible_id) for b in s.scalars(select(BreachRow)))
+    assert breaches == sorted(
+        [(d, name, "2") for d in (ids["b"], ids["cc"]) for name in ("first-response", "proposal")]
+        + [(ids["b"], "complaint-answer", "2")]
+    )
