@@ -58,6 +58,16 @@ def _insert_statement(dialect: str) -> Insert:
     return insert
 
 
+def _group_insert_statement(dialect: str) -> Insert:
+    """The same insert for many rows at once, returning the key of each row it inserted."""
+    table = cast(Table, InboxRow.__table__)
+    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    insert: Insert = stmt.on_conflict_do_nothing(index_elements=["crm", "dedup_key"]).returning(
+        table.c.crm, table.c.dedup_key
+    )
+    return insert
+
+
 class Inbox:
     """Adds events, leases them to workers and records how their processing ended."""
 
@@ -70,6 +80,7 @@ class Inbox:
             threading.Lock() if store.dialect == "sqlite" else nullcontext()
         )
         self._insert = _insert_statement(store.dialect)
+        self._group_insert = _group_insert_statement(store.dialect)
 
     def add(self, event: Event, received_at: datetime, correlation_id: str | None = None) -> bool:
         """Store one event durably; False when the same delivery was stored before.
@@ -92,6 +103,24 @@ class Inbox:
                 # pool's older ones. The statement is idempotent (ON CONFLICT), so one retry
                 # on a fresh connection is safe: at worst a twin reports a duplicate.
                 if attempt == 2 or not exc.connection_invalidated:
+                    raise
+        raise AssertionError("unreachable")
+
+    def add_many(self, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Store many new rows (``row_values``) in one statement and one transaction; returns
+        the (CRM, dedup key) of those inserted (the others were stored before).
+
+        Committed before it returns, as ``add``: a group commit's one durable write. The
+        keys must be distinct within ``rows`` (the caller settles twins of one group).
+        """
+        if not rows:
+            return set()
+        for attempt in (1, 2):
+            try:
+                with self._insert_lock, self.store.intake_engine.begin() as conn:
+                    return {(crm, key) for crm, key in conn.execute(self._group_insert, list(rows))}
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:  # as in ``add``: one retry, idempotent
                     raise
         raise AssertionError("unreachable")
 
