@@ -248,3 +248,30 @@ def test_no_info_line_per_accepted_delivery(tmp_path, monkeypatch, caplog) -> No
         assert [r.getMessage() for r in caplog.records if r.name == "connector.intake"] == []
     finally:
         rt.stop()
+
+
+def test_sqlite_inbox_writes_reach_the_disk_before_the_answer(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime
+
+    from sqlalchemy import event
+
+    from connector.storage.inbox import row_values
+    from connector.storage.store import Store
+    from domain import Event, EventKind
+
+    store = Store(f"sqlite:///{tmp_path / 'c.db'}")
+    levels: list[int] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def spy(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("INSERT INTO inbox"):
+            levels.append(cursor.connection.execute("PRAGMA synchronous").fetchone()[0])
+
+    now = datetime.now(UTC)
+    try:
+        assert store.inbox.add_many([row_values(Event("b24", EventKind.DEAL_UPDATED, "1", now, "k1"), now)])
+        assert levels == [2]  # FULL: the commit is synced before the intake answers
+        with store.engine.connect() as conn:  # the other writes keep NORMAL
+            assert conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[union-attr]
+    finally:
+        store.close()

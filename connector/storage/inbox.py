@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Insert, Table, select
+from sqlalchemy import Connection, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -117,12 +117,31 @@ class Inbox:
             return set()
         for attempt in (1, 2):
             try:
-                with self._insert_lock, self.store.intake_engine.begin() as conn:
+                with (
+                    self._insert_lock,
+                    self.store.intake_engine.connect() as conn,
+                    self._durable(conn),
+                    conn.begin(),
+                ):
                     return {(crm, key) for crm, key in conn.execute(self._group_insert, list(rows))}
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:  # as in ``add``: one retry, idempotent
                     raise
         raise AssertionError("unreachable")
+
+    @contextmanager
+    def _durable(self, conn: Connection) -> Iterator[None]:
+        """SQLite: this connection's commits reach the disk before they return (``synchronous=FULL``;
+        the other writes keep NORMAL, engine.py). Set outside the transaction, as SQLite requires."""
+        if self.store.dialect != "sqlite":
+            yield
+            return
+        raw: Any = conn.connection.dbapi_connection
+        raw.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            raw.execute("PRAGMA synchronous=NORMAL")
 
     @staticmethod
     def stage(session: Session, event: Event, received_at: datetime) -> None:
