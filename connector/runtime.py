@@ -139,7 +139,14 @@ class Runtime:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
         if serve and "intake" in wanted:
             srv = self.config.server
-            self._server = make_server(srv["engine"], self.app, srv["host"], srv["port"], threads=srv["threads"])
+            self._server = make_server(
+                srv["engine"],
+                self.app,
+                srv["host"],
+                srv["port"],
+                threads=srv["threads"],
+                max_body=srv["max_body_bytes"],
+            )
             self._server.start()
         opts = {"max_instances": 1, "coalesce": True}
         if "worker" in wanted:

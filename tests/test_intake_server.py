@@ -43,8 +43,9 @@ def slow_clients() -> Iterator[list[socket.socket]]:
 
 
 @pytest.mark.slow
-def test_slow_clients_do_not_starve_good_ones(tmp_path, monkeypatch, slow_clients) -> None:  # type: ignore[no-untyped-def]
-    rt = _runtime(tmp_path, monkeypatch, "waitress")  # the embedded default
+@pytest.mark.parametrize("engine", ["waitress", "granian"])
+def test_slow_clients_do_not_starve_good_ones(tmp_path, monkeypatch, slow_clients, engine) -> None:  # type: ignore[no-untyped-def]
+    rt = _runtime(tmp_path, monkeypatch, engine)
     rt.start(roles=["intake"])
     try:
         port = int(rt.intake_url.rsplit(":", 1)[1])
