@@ -129,7 +129,7 @@ def _sqlite_inserter(url: str) -> Insert:
         if conn is None:
             conn = local.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # the connector's setting
+            conn.execute("PRAGMA synchronous=FULL")  # the connector's setting for inbox writes
         values = ", ".join(["(?, ?, ?)"] * len(rows))
         params = [v for row in rows for v in row]
         with lock:

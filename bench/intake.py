@@ -39,7 +39,7 @@ stopped may be stored unanswered), distinct keys = rows.
     python bench/intake.py --shapes prod --prod-servers gunicorn,granian --concurrency 32 --reps 3
     python bench/intake.py --n8n /path/to/node_modules/.bin/n8n --seconds 15
 
-Targets (the documented servers, gunicorn and waitress; ``--judge`` for others): production
+Targets (the documented servers, Granian and waitress; ``--judge`` for others): production
 >= 2,000 accepted/s with p99 <= 25 ms and >= 0.9x the ceiling under the same server; embedded
 >= 1,000 accepted/s; >= 20x n8n; 0 errors; every accepted delivery stored. Exits 1 when one is
 missed. POSIX only (gunicorn, /proc).
@@ -83,10 +83,10 @@ TARGET_RATE, TARGET_P99_MS = 2000.0, 25.0
 TARGET_CEILING_SHARE = 0.9
 TARGET_EMBEDDED_RATE = 1000.0
 TARGET_N8N_RATIO = 20.0
-DOCUMENTED = {"prod": "gunicorn", "embedded": "waitress"}  # the servers the docs deploy today
+DOCUMENTED = {"prod": "granian", "embedded": "waitress"}  # the servers the docs deploy today
 CONFIG = """
 storage: {{url: "{db}"}}
-server: {{host: 127.0.0.1, port: {port}, threads: {threads}}}
+server: {{host: 127.0.0.1, port: {port}, threads: {threads}, engine: {engine}}}
 logging: {{level: {log_level}}}
 crms:
   b24:
@@ -496,7 +496,14 @@ def build_targets(shapes: list[str], servers: dict[str, list[str]], apps: list[s
                 if app == "ours":
                     config = o.workdir / f"{shape}-{server}.yaml"
                     config.write_text(
-                        CONFIG.format(db=db, port=port, threads=o.threads, log_level=o.log_level, b24_token=B24_TOKEN),
+                        CONFIG.format(
+                            db=db,
+                            port=port,
+                            threads=o.threads,
+                            log_level=o.log_level,
+                            b24_token=B24_TOKEN,
+                            engine="granian" if server == "granian-thread" else "waitress",
+                        ),
                         encoding="utf-8",
                     )
                     env["CONNECTOR_CONFIG"] = str(config)
@@ -532,10 +539,11 @@ def build_targets(shapes: list[str], servers: dict[str, list[str]], apps: list[s
                     threads = o.granian_threads if shape == "prod" else o.threads
                     argv = _granian_argv(factory, workers, threads, port)
                     settings = f"granian --interface wsgi --workers {workers} --blocking-threads {threads}"
-                elif server == "waitress" and app == "ours":
+                elif server in ("waitress", "granian-thread") and app == "ours":
                     argv = [sys.executable, "-m", "connector.cli", "run", "--config", env["CONNECTOR_CONFIG"]]
                     argv += ["--roles", "intake"]
-                    settings = f"connector run --roles intake (waitress, {o.threads} threads)"
+                    engine = "waitress" if server == "waitress" else "granian"
+                    settings = f"connector run --roles intake (server.engine: {engine}, {o.threads} threads)"
                 elif server in ("waitress", "granian-thread"):
                     kind = "waitress" if server == "waitress" else "granian"
                     argv = [sys.executable, str(ROOT / "bench" / "serve_embedded.py"), "--server", kind]
@@ -1064,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-wait-ms", type=float, default=0.0, help="group commit: wait this long for more rows")
     parser.add_argument(
         "--judge",
-        default="prod=gunicorn,embedded=waitress",
+        default="prod=granian,embedded=waitress",
         help="the server whose rows the targets judge, per shape (the documented ones by default)",
     )
     parser.add_argument(

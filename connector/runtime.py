@@ -1,4 +1,4 @@
-"""One connector process: intake on waitress, worker and dispatcher ticks, and (while this
+"""One connector process: the intake (waitress or Granian), worker and dispatcher ticks, and (while this
 process leads) the scheduled jobs: polls, deadline scans, schedules, reports (APScheduler)."""
 
 from __future__ import annotations
@@ -6,25 +6,24 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
-from waitress import wasyncore
-from waitress.server import create_server
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource
 from adapters.registry import build_adapter
 from connector.config import Config
 from connector.dispatcher import Dispatcher
+from connector.http_server import IntakeServer, make_server
 from connector.intake import create_app
 from connector.leader import Leadership
 from connector.redaction import configure_for
 from connector.storage.audit import record_poll_failure
 from connector.storage.store import Store
+from connector.ticker import Ticker
 from connector.web.status_page import status_blueprint
 from connector.worker import Worker
 from domain.clock import utcnow
@@ -40,7 +39,6 @@ log = logging.getLogger(__name__)
 
 ROLES = ("intake", "worker", "dispatcher", "scheduler")
 LEADER_CHECK = 15.0  # seconds between leadership checks (and heartbeats)
-INTAKE_STOP = 10.0  # seconds to wait for the intake's threads to finish their requests
 # A tick that outlasts its interval is normal here; APScheduler would warn on every skip.
 logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per tick is noise
@@ -80,18 +78,26 @@ class Runtime:
             allow_from=srv["allow_from"],
             behind_proxy=srv["behind_proxy"],
             replay_window=srv["replay_window"],
+            on_stored=self._deliveries_stored,
         )
         if config.server["status_token"]:
             self.app.register_blueprint(status_blueprint(self.store, config, clock))
         self.scheduler = BackgroundScheduler(timezone="UTC")
         self.leadership = Leadership(self.store, f"{socket.gethostname()}:{os.getpid()}", check_every=LEADER_CHECK)
-        self._server: Any = None
-        self._server_thread: threading.Thread | None = None
+        self._server: IntakeServer | None = None
+        # Woken when work arrives: a delivery committed wakes the worker, rows the worker
+        # finished wake the dispatcher (their ``every`` is the poll for the rest).
+        # Looked up at each tick, so a tick replaced after construction (tests do) is the one run.
+        self.dispatcher_loop = Ticker("dispatcher", lambda: self.dispatcher.tick(), config.dispatcher["every"])
+        self.worker_loop = Ticker(
+            "worker", lambda: self.worker.tick(), config.worker["every"], on_work=self.dispatcher_loop.wake
+        )
+        self._loops: list[Ticker] = []
 
     @property
     def intake_url(self) -> str:
         assert self._server is not None
-        return f"http://{self.config.server['host']}:{self._server.effective_port}"
+        return f"http://{self.config.server['host']}:{self._server.port}"
 
     def fire_timers(self) -> int:
         """Turn due deadline reminders and breaches into events for the worker."""
@@ -143,7 +149,7 @@ class Runtime:
     def start(self, *, serve: bool = True, roles: Iterable[str] = ROLES) -> None:
         """Start the given roles in this process (all by default: the embedded shape).
 
-        ``intake`` serves webhooks (waitress); ``worker`` and ``dispatcher`` process rows and
+        ``intake`` serves webhooks (``server.engine``); ``worker`` and ``dispatcher`` process rows and
         may run in many processes at once; ``scheduler`` runs polls, deadline scans,
         schedules and reports, but only while this process is the leader.
         """
@@ -152,19 +158,22 @@ class Runtime:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
         if serve and "intake" in wanted:
             srv = self.config.server
-            server = create_server(self.app, host=srv["host"], port=srv["port"], threads=srv["threads"])
-            self._server = server
-            self._server_thread = threading.Thread(target=server.run, name="intake", daemon=True)
-            self._server_thread.start()
+            self._server = make_server(
+                srv["engine"],
+                self.app,
+                srv["host"],
+                srv["port"],
+                threads=srv["threads"],
+                max_body=srv["max_body_bytes"],
+            )
+            self._server.start()
         opts = {"max_instances": 1, "coalesce": True}
         if "worker" in wanted:
-            self.scheduler.add_job(
-                self.worker.tick, "interval", seconds=self.config.worker["every"], id="worker", **opts
-            )
+            self._loops.append(self.worker_loop)
         if "dispatcher" in wanted:
-            self.scheduler.add_job(
-                self.dispatcher.tick, "interval", seconds=self.config.dispatcher["every"], id="dispatcher", **opts
-            )
+            self._loops.append(self.dispatcher_loop)
+        for loop in self._loops:
+            loop.start()
         if "scheduler" in wanted:
             self._add_leader_jobs(opts)
         if self.scheduler.get_jobs():
@@ -216,22 +225,25 @@ class Runtime:
                     lead, "interval", args=[self.poll, name], seconds=settings.poll_every, id=f"poll-{name}", **opts
                 )
 
-    def _stop_intake(self) -> None:
-        """Close the intake's sockets from its own loop, then join the loop and its workers.
+    def pause(self) -> None:
+        """No tick or scheduled job starts until ``resume`` (running ones finish)."""
+        for loop in self._loops:
+            loop.pause()
+        self.scheduler.pause()
 
-        Closed from this thread instead, a socket would be pulled from under the loop's
-        ``select`` while it waits on it (EBADF in the intake thread).
-        """
-        server, thread = self._server, self._server_thread
-        if server is None or thread is None:
-            return
-        sockets = server._map  # the loop's own socket map: the listener, the connections, its trigger
-        server.trigger.pull_trigger(lambda: wasyncore.close_all(sockets))
-        thread.join(timeout=INTAKE_STOP)
-        server.task_dispatcher.shutdown(timeout=INTAKE_STOP)
-        if thread.is_alive():
-            log.warning("intake thread did not stop within %.0f s", INTAKE_STOP)
-        self._server = self._server_thread = None
+    def resume(self) -> None:
+        self.scheduler.resume()
+        for loop in self._loops:
+            loop.resume()
+
+    def _deliveries_stored(self) -> None:
+        """The intake committed new deliveries: the worker of this process looks at once."""
+        self.worker_loop.wake()
+
+    def _stop_intake(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
 
     def _as_leader(self, job: Callable[..., int], *args: Any) -> int:
         """Run a scheduled job only while this process leads (the others skip it)."""
@@ -246,8 +258,12 @@ class Runtime:
         A tick cut short leaves its rows claimable (inbox/outbox leases), so nothing is lost.
         """
         self._stop_intake()
+        self.app.extensions["inbox_writer"].close()
         for adapter in self.adapters.values():
             adapter.interrupt()
+        for loop in self._loops:
+            loop.stop()
+        self._loops = []
         if self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         self.dispatcher.close()

@@ -1,13 +1,15 @@
-"""The intake as a WSGI application for gunicorn (the production shape on PostgreSQL):
+"""The intake as a WSGI application for Granian (the production shape on PostgreSQL):
 
     CONNECTOR_CONFIG=/etc/connector/config.yaml \\
-        gunicorn -w 5 -b 0.0.0.0:8080 'connector.wsgi:application()'
+        granian --interface wsgi --factory connector.wsgi:application --workers 2 \\
+            --blocking-threads 4 --backpressure 64 --http 1 --no-ws
 
-``-w``: 2 × cores + 1 sync workers (5 on 2 cores): a sync worker handles one delivery at a
-time and mostly waits for the database's commit and the sender's close, so more workers than
-cores keep the CPUs busy (bench/intake.py measures it). Each gunicorn worker process serves
-webhooks only; run the worker, dispatcher and scheduler roles with
-`connector run --roles worker,dispatcher,scheduler` beside it.
+One Granian worker process per core, each running the app on ``--blocking-threads`` Python
+threads; deliveries of one process that arrive together share one commit (group commit), so
+threads waiting on the database keep the CPUs busy with the others. Each worker process
+serves webhooks only; run the worker, dispatcher and scheduler roles with
+`connector run --roles worker,dispatcher,scheduler` beside it. gunicorn runs it too
+(``gunicorn -w 5 'connector.wsgi:application()'``), at about half the rate.
 """
 
 from __future__ import annotations

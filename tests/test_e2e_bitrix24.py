@@ -199,7 +199,7 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     simulator.faults.drop_webhook_rate = 1.0
     runtime.start()
     simulator.handler_url = f"{runtime.intake_url}/hooks/bitrix24/b24"
-    runtime.scheduler.pause()  # polls below run before the connector's own writes touch DATE_MODIFY
+    runtime.pause()  # polls below run before the connector's own writes touch DATE_MODIFY
     ids = [
         simulator.add_deal(
             {
@@ -215,7 +215,7 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     assert _inbox_count(runtime) == 0
     assert runtime.poll("b24") == 60  # more than one page of 50
     assert runtime.poll("b24") == 0  # the overlap re-reads, the dedup key drops
-    runtime.scheduler.resume()
+    runtime.resume()
     assert wait_for(lambda: all(len(simulator.tasks_for_deal(d)) == 1 for d in ids), timeout=30)
 
 

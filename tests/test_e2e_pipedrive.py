@@ -321,13 +321,13 @@ def test_poller_recovers_dropped_webhooks(sim, runtime: Runtime) -> None:  # typ
     simulator.faults.drop_webhook_rate = 1.0
     runtime.start()
     _subscribe(simulator, runtime)
-    runtime.scheduler.pause()  # polls below run before the connector's own writes touch update_time
+    runtime.pause()  # polls below run before the connector's own writes touch update_time
     ids = [_new_deal(simulator, f"Dropped {i}", "Tallinn, Kesklinn district") for i in range(6)]
     assert simulator.wait_webhooks()
     assert _inbox_count(runtime) == 0
     assert runtime.poll("pd") == 6
     assert runtime.poll("pd") == 0  # the overlap re-reads, the dedup key drops
-    runtime.scheduler.resume()
+    runtime.resume()
     assert wait_for(
         lambda: all(len(simulator.activities_for_deal(d)) == 1 for d in ids) and _outbox_states(runtime) == {"done"},
         timeout=30,

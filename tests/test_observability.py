@@ -25,6 +25,7 @@ def test_one_delivery_one_correlation_from_webhook_to_task(db_url, monkeypatch, 
     rt = Runtime(load_config_text(CONFIG.format(db_url=db_url, b24_url=webhook_url)))
     caplog.handler.addFilter(CorrelationFilter())
     caplog.set_level(logging.INFO)
+    caplog.set_level(logging.DEBUG, logger="connector.intake")  # an accepted delivery's line is DEBUG
     try:
         rt.start()
         simulator.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
@@ -32,6 +33,8 @@ def test_one_delivery_one_correlation_from_webhook_to_task(db_url, monkeypatch, 
             {"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": "Казань, Советский район"}
         )
         assert wait_for(lambda: len(simulator.tasks_for_deal(deal)) == 1)
+        # The task exists once the CRM call returned; the dispatcher's commit and line follow it.
+        assert wait_for(lambda: any(r.getMessage().startswith("dispatched ") for r in caplog.records))
         accepted = next(r for r in caplog.records if r.getMessage().startswith("webhook accepted"))
         cid = accepted.getMessage().split("correlation=")[1]
 

@@ -33,7 +33,8 @@ SECTION_INTRO: dict[str, str] = {
     "storage": "Where the connector keeps its inbox, outbox, deadlines, cursors and audit. SQLite (WAL mode) "
     "is the embedded default; PostgreSQL needs `pip install -e '.[postgres]'`. "
     "`connector init-db --config FILE` applies the Alembic migrations too.",
-    "server": "The HTTP intake (waitress): `POST /hooks/<type>/<name>` for webhooks, `GET /healthz`, "
+    "server": "The HTTP intake (waitress or Granian, `server.engine`): `POST /hooks/<type>/<name>` for webhooks, "
+    "`GET /healthz`, "
     "`GET /readyz` (checks the database) and `GET /metrics` (Prometheus).",
     "calendar": "The working-time calendar used by durations in working days or hours "
     "(see [Working time](rules.md#working-time)).",

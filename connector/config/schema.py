@@ -104,7 +104,16 @@ class ServerSchema(Schema):
     threads = fields.Integer(
         load_default=8,
         validate=validate.Range(min=1, max=64),
-        metadata={"doc": "waitress threads serving requests (embedded mode)"},
+        metadata={"doc": "Python threads serving requests (embedded mode)"},
+    )
+    engine = fields.String(
+        load_default="waitress",
+        validate=validate.OneOf(["waitress", "granian"]),
+        metadata={
+            "doc": "the embedded intake's HTTP server: waitress (reads each body before the app sees it: "
+            "slow clients cost no thread) or granian (Rust, about twice the deliveries a second; "
+            "put a buffering proxy in front of it)"
+        },
     )
     allow_from = fields.List(
         fields.String(),

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterable, Sequence
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Insert, Table, select
+from sqlalchemy import Connection, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -59,6 +59,16 @@ def _insert_statement(dialect: str) -> Insert:
     return insert
 
 
+def _group_insert_statement(dialect: str) -> Insert:
+    """The same insert for many rows at once, returning the key of each row it inserted."""
+    table = cast(Table, InboxRow.__table__)
+    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    insert: Insert = stmt.on_conflict_do_nothing(index_elements=["crm", "dedup_key"]).returning(
+        table.c.crm, table.c.dedup_key
+    )
+    return insert
+
+
 class Inbox:
     """Adds events, leases them to workers and records how their processing ended."""
 
@@ -71,6 +81,7 @@ class Inbox:
             threading.Lock() if store.dialect == "sqlite" else nullcontext()
         )
         self._insert = _insert_statement(store.dialect)
+        self._group_insert = _group_insert_statement(store.dialect)
 
     def add(self, event: Event, received_at: datetime, correlation_id: str | None = None) -> bool:
         """Store one event durably; False when the same delivery was stored before.
@@ -95,6 +106,43 @@ class Inbox:
                 if attempt == 2 or not exc.connection_invalidated:
                     raise
         raise AssertionError("unreachable")
+
+    def add_many(self, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Store many new rows (``row_values``) in one statement and one transaction; returns
+        the (CRM, dedup key) of those inserted (the others were stored before).
+
+        Committed before it returns, as ``add``: a group commit's one durable write. The
+        keys must be distinct within ``rows`` (the caller settles twins of one group).
+        """
+        if not rows:
+            return set()
+        for attempt in (1, 2):
+            try:
+                with (
+                    self._insert_lock,
+                    self.store.intake_engine.connect() as conn,
+                    self._durable(conn),
+                    conn.begin(),
+                ):
+                    return {(crm, key) for crm, key in conn.execute(self._group_insert, list(rows))}
+            except DBAPIError as exc:
+                if attempt == 2 or not exc.connection_invalidated:  # as in ``add``: one retry, idempotent
+                    raise
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _durable(self, conn: Connection) -> Iterator[None]:
+        """SQLite: this connection's commits reach the disk before they return (``synchronous=FULL``;
+        the other writes keep NORMAL, engine.py). Set outside the transaction, as SQLite requires."""
+        if self.store.dialect != "sqlite":
+            yield
+            return
+        raw: Any = conn.connection.dbapi_connection
+        raw.execute("PRAGMA synchronous=FULL")
+        try:
+            yield
+        finally:
+            raw.execute("PRAGMA synchronous=NORMAL")
 
     @staticmethod
     def stage(session: Session, event: Event, received_at: datetime) -> None:

@@ -1,0 +1,172 @@
+"""Group commit for the intake: deliveries that arrive together share one insert and one commit.
+
+Each request hands its inbox rows to the process's one writer thread and waits. The writer
+takes whatever is waiting (after the first row, up to ``wait`` more seconds for others, at
+most ``max_rows``), inserts the lot with one statement in one transaction, and only then
+releases each request with what became of its rows. A failed group fails every request in
+it (the intake answers 503; the senders retry, and the unique key makes a retry of a row
+that was stored after all a duplicate). A request that waited ``timeout`` gives up (503) and
+its rows are left out of any later group; if they were already being written they may still
+be stored, which a retry reports as a duplicate. So a request is acknowledged only after its
+rows are committed, and an answer never waits on the database for long.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, str]  # (CRM, dedup key): what makes an inbox row unique
+Insert = Callable[[Sequence[dict[str, Any]]], set[Key]]
+
+
+class StorageTimeout(Exception):
+    """The writer did not commit a request's rows within its time limit."""
+
+
+class _Request:
+    __slots__ = ("rows", "done", "stored", "error", "abandoned")
+
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows = rows
+        self.done = threading.Event()
+        self.stored: list[bool] = []
+        self.error: BaseException | None = None
+        self.abandoned = False
+
+
+class GroupWriter:
+    """One writer thread per process; ``store`` blocks until the rows are committed."""
+
+    def __init__(
+        self,
+        insert: Insert,
+        *,
+        max_rows: int = 256,
+        wait: float = 0.001,
+        timeout: float = 2.0,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
+        self._insert = insert
+        self._max_rows = max_rows
+        self._wait = wait
+        self._timeout = timeout
+        self._on_stored = on_stored
+        self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.groups = 0  # commits made, and the rows they held: for the bench
+        self.rows = 0
+
+    def store(self, rows: Sequence[dict[str, Any]]) -> list[bool]:
+        """Commit ``rows`` with the next group: per row True if inserted, False if stored before.
+
+        Raises the group's database error, or ``StorageTimeout`` after ``timeout`` seconds.
+        """
+        if not rows:
+            return []
+        if self._closed:
+            raise StorageTimeout("the intake is stopping")
+        self._ensure_thread()
+        request = _Request(rows)
+        self._queue.put(request)
+        if not request.done.wait(self._timeout):
+            request.abandoned = True
+            raise StorageTimeout(f"the database did not commit within {self._timeout:g} s")
+        if request.error is not None:
+            raise request.error
+        return request.stored
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(None)
+            thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        # Started on first use, in the process that serves: a server that forks its workers
+        # after building the app gives each worker its own writer.
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._start_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+                self._thread.start()
+
+    def _take(self, first: _Request) -> tuple[list[_Request], bool]:
+        """The group that starts with ``first``, and whether the stop mark was met."""
+        group = [first]
+        count = len(first.rows)
+        deadline = time.monotonic() + self._wait
+        while count < self._max_rows:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=left)
+                except queue.Empty:
+                    break
+            if item is None:
+                return group, True
+            group.append(item)
+            count += len(item.rows)
+        return group, False
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, stopping = self._take(first)
+            self._write([r for r in group if not r.abandoned])
+
+    def _write(self, group: list[_Request]) -> None:
+        if not group:
+            return
+        # Twins within a group (the same delivery sent twice at once): the first is inserted,
+        # the others are duplicates, as they would be one after the other.
+        rows: list[dict[str, Any]] = []
+        seen: set[Key] = set()
+        for request in group:
+            for row in request.rows:
+                key = (row["crm"], row["dedup_key"])
+                if key not in seen:
+                    seen.add(key)
+                    rows.append(row)
+        try:
+            inserted = self._insert(rows)
+        except Exception as exc:  # every request of the group answers 503
+            log.warning("inbox group not stored rows=%d: %s", len(rows), type(exc).__name__)
+            for request in group:
+                request.error = exc
+                request.done.set()
+            return
+        self.groups += 1
+        self.rows += len(rows)
+        anything_new = bool(inserted)
+        for request in group:
+            stored = []
+            for row in request.rows:
+                key = (row["crm"], row["dedup_key"])
+                stored.append(key in inserted)
+                inserted.discard(key)  # a twin later in the group is a duplicate
+            request.stored = stored
+            request.done.set()
+        if self._on_stored is not None and anything_new:
+            try:
+                self._on_stored()
+            except Exception:  # a wake-up hook must never fail the intake
+                log.exception("inbox wake-up hook failed")
