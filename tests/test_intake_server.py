@@ -80,7 +80,9 @@ def test_kept_alive_connections_and_stop_at_once(tmp_path, monkeypatch, engine) 
             assert resp.headers.get("Connection", "").lower() != "close"
         began = time.monotonic()
         rt.stop()  # with the session's connection still open
-        assert time.monotonic() - began < 2.0
+        # A kept-alive connection must not hold the stop for its idle timeout (tens of seconds);
+        # the bound leaves room for a loaded machine.
+        assert time.monotonic() - began < 5.0
     assert [t.name for t in threading.enumerate() if t not in before] == []
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass

@@ -61,6 +61,21 @@ B24_DEAL_FIELDS = {
     "UF_CRM_KPP": "КПП",
     "UF_CRM_PHONE": "Телефон",
     "UF_CRM_EMAIL": "E-mail",
+    "UF_CRM_1C_ORDER": "Заказ 1С",
+    "UF_CRM_1C_ORDER_STATUS": "Статус заказа 1С",
+    "UF_CRM_AGENT": "Агент",
+    "UF_CRM_SUPERVISOR": "Руководитель агента",
+    "UF_CRM_CARE_MANAGER": "Менеджер сопровождения",
+    "UF_CRM_CARTOGRAPHER": "Картограф",
+    "UF_CRM_COMPLAINT": "Претензия",
+    "UF_CRM_COMPLAINT_ANSWERED": "Ответ на претензию дан",
+    "UF_CRM_CONTACT_NAME": "Контактное лицо",
+    "UF_CRM_DELIVERY_CITY": "Город доставки",
+    "UF_CRM_DEMAND_TYPE": "Тип потребности",
+    "UF_CRM_FIRST_CALL": "Первый звонок",
+    "UF_CRM_OPERATOR": "Оператор",
+    "UF_CRM_POSITION": "Должность контакта",
+    "UF_CRM_SUBJECT": "Тема обращения",
 }
 PIPEDRIVE_PEOPLE = ("Мария Соколова", "Денис Волков", "Ирина Морозова", "Алексей Никитин")
 SAMPLE_DEALS = (
