@@ -12,6 +12,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource
 from adapters.registry import build_adapter
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ROLES = ("intake", "worker", "dispatcher", "scheduler")
 LEADER_CHECK = 15.0  # seconds between leadership checks (and heartbeats)
+FIRST_POLL_AFTER = timedelta(seconds=1)  # after start: the leadership check goes first
 # A tick that outlasts its interval is normal here; APScheduler would warn on every skip.
 logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)  # a line per tick is noise
@@ -175,6 +177,10 @@ class Runtime:
         for loop in self._loops:
             loop.start()
         if "scheduler" in wanted:
+            try:
+                self.store.cursors.started(self.leadership.owner, self.clock())
+            except SQLAlchemyError:
+                log.warning("start time not recorded: status may call the first poll late")
             self._add_leader_jobs(opts)
         if self.scheduler.get_jobs():
             self.scheduler.start()
@@ -221,8 +227,15 @@ class Runtime:
             )
         for name, settings in self.config.crms.items():
             if settings.poll_every:
+                # The first poll runs at start: it tests the connection and catches up at once.
                 self.scheduler.add_job(
-                    lead, "interval", args=[self.poll, name], seconds=settings.poll_every, id=f"poll-{name}", **opts
+                    lead,
+                    "interval",
+                    args=[self.poll, name],
+                    seconds=settings.poll_every,
+                    id=f"poll-{name}",
+                    next_run_time=datetime.now(UTC) + FIRST_POLL_AFTER,
+                    **opts,
                 )
 
     def pause(self) -> None:

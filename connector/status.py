@@ -22,6 +22,8 @@ from domain.statuses import TIMER_RUNNING, EventSource, InboxStatus, OutboxStatu
 # An inbox row waiting longer than this, or a poll older than this many poll periods, needs a look.
 BACKLOG_AGE = timedelta(minutes=15)
 STALE_POLLS = 3
+# How long after one polling period a start's first poll may still be pending.
+FIRST_POLL_GRACE = timedelta(minutes=1)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class CrmStatus:
     unlinked: int = 0
     last_error: str | None = None  # the last poll's failure, when no poll succeeded since
     last_error_at: datetime | None = None
+    first_poll_due: datetime | None = None  # set while the first poll after a start is pending
 
 
 @dataclass
@@ -71,6 +74,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
     tz = config.calendar["timezone"]
     crms: list[CrmStatus] = []
     attention: list[str] = []
+    started = store.cursors.last_start()
     with store.reading() as s:
         paused = store.cursors.paused(s)
         for name, settings in config.crms.items():
@@ -144,7 +148,17 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
             if failed is not None and (c.last_poll is None or failed[0] > c.last_poll):
                 c.last_error_at, c.last_error = failed[0], failed[1]
             every = settings.poll_every
-            if every and (c.last_poll is None or now - c.last_poll > timedelta(seconds=every * STALE_POLLS)):
+            # Right after a start the first poll is still under way: not a problem yet.
+            warming_up = (
+                every is not None
+                and started is not None
+                and now - started < timedelta(seconds=every) + FIRST_POLL_GRACE
+                and (c.last_poll is None or c.last_poll < started)
+                and (c.last_error_at is None or c.last_error_at < started)
+            )
+            if warming_up:
+                c.first_poll_due = started
+            elif every and (c.last_poll is None or now - c.last_poll > timedelta(seconds=every * STALE_POLLS)):
                 problem = f"{name}: no poll for {STALE_POLLS} periods" if c.last_poll else f"{name}: never polled"
                 if c.last_error_at is not None:
                     tried = c.last_error_at.astimezone(ZoneInfo(tz)).isoformat(timespec="seconds")
@@ -254,7 +268,7 @@ def render(status: Status, console: Any, tz: str) -> None:
             c.name,
             c.type,
             when(c.last_webhook),
-            when(c.last_poll),
+            when(c.last_poll) + (" (first poll since the start pending)" if c.first_poll_due else ""),
             c.cursor or "—",
             str(c.inbox_new),
             str(c.inbox_failed),

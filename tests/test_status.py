@@ -8,6 +8,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from connector.cli import main
+from connector.storage.audit import POLL_FAILED, Audit
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
 from domain.bookmarks import Bookmark
@@ -113,3 +114,27 @@ def test_discard_silences_an_unfixable_dead_letter_and_records_why(tmp_path: Pat
     # a discarded row is no longer a dead letter: replay does not bring it back
     assert runner.invoke(main, ["replay", "--config", str(config), "--id", "1"]).exit_code == 1
     store.close()
+
+
+def test_never_polled_is_no_problem_during_the_first_period_after_a_start(tmp_path: Path) -> None:
+    config, store = _setup(tmp_path)  # poll_every 5m
+    started = utcnow()
+    store.cursors.started("host:1", started)
+    runner = CliRunner()
+    result = runner.invoke(main, ["status", "--config", str(config)])
+    assert result.exit_code == 0 and "never polled" not in result.output, result.output
+    assert "first poll since the start pending" in result.output
+    # a first poll that failed is reported at once, grace or not
+    with store.sessions() as s, s.begin():
+        Audit.record(s, at=utcnow(), crm="b24", action=POLL_FAILED, message="b24: DNS failed")
+    result = runner.invoke(main, ["status", "--config", str(config)])
+    assert result.exit_code == 1 and "DNS failed" in result.output
+    store.close()
+
+
+def test_never_polled_is_a_problem_once_the_first_period_has_passed(tmp_path: Path) -> None:
+    config, store = _setup(tmp_path)
+    store.cursors.started("host:1", utcnow() - timedelta(minutes=7))
+    store.close()
+    result = CliRunner().invoke(main, ["status", "--config", str(config)])
+    assert result.exit_code == 1 and "b24: never polled" in result.output

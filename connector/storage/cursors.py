@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 HEARTBEAT = ("_connector", "leader")
 # Rows saying a CRM's processing is paused (it refused our credentials), under the same name.
 PAUSE_PREFIX = "paused:"
+STARTED = "started"
 
 
 class Cursors:
@@ -73,6 +74,16 @@ class Cursors:
         with self.store.reading() as session:
             row = session.get(CursorRow, HEARTBEAT)
             return (row.value, row.updated_at) if row is not None else (None, None)
+
+    def started(self, owner: str, now: datetime) -> None:
+        """A process that runs the scheduler (polls) started: `status` gives its first poll time."""
+        self._put(HEARTBEAT[0], STARTED, owner, now)
+
+    def last_start(self) -> datetime | None:
+        """When a scheduler last started, if ever."""
+        with self.store.reading() as session:
+            row = session.get(CursorRow, (HEARTBEAT[0], STARTED))
+            return row.updated_at if row is not None else None
 
     def pause(self, crm: str, reason: str, now: datetime) -> None:
         """The worker stopped reading ``crm``: kept for `status` and ``/readyz`` of any process."""
