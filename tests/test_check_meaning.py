@@ -196,3 +196,13 @@ def test_a_method_call_is_not_an_attribute_and_get_reads_a_field() -> None:
     assert fields == {"UF_CRM_INN"}
     lines = _refused(text.replace("deal.title.upper()", "deal.titel.upper()"))
     assert len(lines) == 1 and "unknown attribute deal.titel" in lines[0]
+
+
+def test_marshmallow_messages_get_a_hint_and_never_the_value() -> None:
+    text = GOOD.replace("crms:", "server: {port: '${B24_TOKEN}'}\ncrms:").replace(
+        "      - escalate: {to: 7,", "      - escalate: {"
+    )
+    lines = _refused(text)
+    assert any("server.port: must be an integer" in line for line in lines), lines
+    assert any("escalate.to: 'to' is required here: add it" in line for line in lines), lines
+    assert not any(ENV["B24_TOKEN"] in line for line in lines)
