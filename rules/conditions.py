@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from domain.suggest import did_you_mean
 from rules.model import Condition, RuleContext
 
 
@@ -33,6 +34,19 @@ class ConditionError(ValueError):
         self.path = path
 
 
+CONDITION_KEYS = (
+    "stage",
+    "pipeline",
+    "outcome",
+    "stage_changed",
+    "deadline",
+    "holiday_within",
+    "field",
+    "event_field",
+    "all",
+    "any",
+    "not",
+)
 _FIELD_OPS = ("equals", "in", "empty", "matches", "changed", "gt", "gte", "lt", "lte", "older_than", "newer_than")
 _COMPARE: dict[str, Callable[[Decimal, Decimal], bool]] = {
     "gt": lambda a, b: a > b,
@@ -109,7 +123,8 @@ def _single(key: str, value: Any, path: str) -> Condition:
     if key == "deadline":
         names = _as_set(value, path)
         return lambda ctx: str(ctx.event.data.get("deadline", "")) in names
-    raise ConditionError(f"unknown condition {key!r}", path)
+    hint = did_you_mean(str(key), CONDITION_KEYS) or f"; known: {', '.join(CONDITION_KEYS)}"
+    raise ConditionError(f"unknown condition {key!r}{hint}", path)
 
 
 def _holiday_within(value: Any, path: str) -> Condition:

@@ -260,7 +260,9 @@ class ConditionField(fields.Field):
         try:
             return compile_condition(value)
         except ConditionError as exc:
-            raise ValidationError(f"{exc.path}: {exc}") from exc
+            # The part of the condition at fault as key path under this key: its own line.
+            inner = exc.path.partition(".")[2].replace("[", ".").replace("]", "")
+            raise ValidationError({inner: [str(exc)]} if inner else str(exc)) from exc
 
 
 class RuleSchema(Schema):

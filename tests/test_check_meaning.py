@@ -206,3 +206,8 @@ def test_marshmallow_messages_get_a_hint_and_never_the_value() -> None:
     assert any("server.port: must be an integer" in line for line in lines), lines
     assert any("escalate.to: 'to' is required here: add it" in line for line in lines), lines
     assert not any(ENV["B24_TOKEN"] in line for line in lines)
+
+
+def test_a_misspelt_condition_is_placed_at_its_own_key() -> None:
+    lines = _refused(GOOD.replace('when: {stage: "C1:NEW"}', 'when: {stge: "C1:NEW"}'))
+    assert lines == ["c.yaml:15: rules[0].when.stge: unknown condition 'stge'; did you mean 'stage'?"]
