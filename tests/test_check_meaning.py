@@ -211,3 +211,9 @@ def test_marshmallow_messages_get_a_hint_and_never_the_value() -> None:
 def test_a_misspelt_condition_is_placed_at_its_own_key() -> None:
     lines = _refused(GOOD.replace('when: {stage: "C1:NEW"}', 'when: {stge: "C1:NEW"}'))
     assert lines == ["c.yaml:15: rules[0].when.stge: unknown condition 'stge'; did you mean 'stage'?"]
+
+
+def test_a_misspelt_field_test_says_the_closest_one() -> None:
+    text = GOOD.replace('when: {stage: "C1:NEW"}', "when: {field: UF_CRM_SOURCE, equls: agent}")
+    lines = _refused(text)
+    assert lines == ["c.yaml:15: rules[0].when.equls: unknown field test 'equls'; did you mean 'equals'?"]
