@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from domain.suggest import did_you_mean
 from rules.model import Condition, RuleContext
 
 
@@ -33,6 +34,19 @@ class ConditionError(ValueError):
         self.path = path
 
 
+CONDITION_KEYS = (
+    "stage",
+    "pipeline",
+    "outcome",
+    "stage_changed",
+    "deadline",
+    "holiday_within",
+    "field",
+    "event_field",
+    "all",
+    "any",
+    "not",
+)
 _FIELD_OPS = ("equals", "in", "empty", "matches", "changed", "gt", "gte", "lt", "lte", "older_than", "newer_than")
 _COMPARE: dict[str, Callable[[Decimal, Decimal], bool]] = {
     "gt": lambda a, b: a > b,
@@ -55,7 +69,15 @@ def compile_condition(spec: Any, path: str = "when") -> Condition:
     if "field" in spec or "event_field" in spec:
         # A field test may sit beside other keys: {stage: X, field: F, equals: V}.
         own = {k: v for k, v in spec.items() if k in ("field", "event_field") or k in _FIELD_OPS}
-        parts.append(_field_condition(own, path))
+        try:
+            parts.append(_field_condition(own, path))
+        except ConditionError as exc:
+            # A test missing beside an unknown key: the key is the misspelt test.
+            stray = [k for k in spec if k not in own and k not in CONDITION_KEYS]
+            if len(own) > 1 or not stray:
+                raise
+            hint = did_you_mean(str(stray[0]), _FIELD_OPS) or f"; one of {', '.join(_FIELD_OPS)}"
+            raise ConditionError(f"unknown field test {stray[0]!r}{hint}", f"{path}.{stray[0]}") from exc
         spec = {k: v for k, v in spec.items() if k not in own}
     parts += [_single(key, value, f"{path}.{key}") for key, value in spec.items()]
     if len(parts) == 1:
@@ -109,7 +131,8 @@ def _single(key: str, value: Any, path: str) -> Condition:
     if key == "deadline":
         names = _as_set(value, path)
         return lambda ctx: str(ctx.event.data.get("deadline", "")) in names
-    raise ConditionError(f"unknown condition {key!r}", path)
+    hint = did_you_mean(str(key), CONDITION_KEYS) or f"; known: {', '.join(CONDITION_KEYS)}"
+    raise ConditionError(f"unknown condition {key!r}{hint}", path)
 
 
 def _holiday_within(value: Any, path: str) -> Condition:

@@ -98,7 +98,7 @@ def _params(value: Any, allowed: set[str], required: set[str], path: str) -> dic
             hint = did_you_mean(str(key), allowed) or f"; allowed: {', '.join(sorted(allowed))}"
             errors[f"{path}.{key}"] = [f"unknown parameter {key!r}{hint}"]
     for key in required - set(value):
-        errors[f"{path}.{key}"] = ["required"]
+        errors[f"{path}.{key}"] = [f"{key!r} is required here: add it (docs/rules.md, Steps)"]
     if errors:
         raise ValidationError(errors)
     return dict(value)
@@ -260,7 +260,9 @@ class ConditionField(fields.Field):
         try:
             return compile_condition(value)
         except ConditionError as exc:
-            raise ValidationError(f"{exc.path}: {exc}") from exc
+            # The part of the condition at fault as key path under this key: its own line.
+            inner = exc.path.partition(".")[2].replace("[", ".").replace("]", "")
+            raise ValidationError({inner: [str(exc)]} if inner else str(exc)) from exc
 
 
 class RuleSchema(Schema):

@@ -196,3 +196,24 @@ def test_a_method_call_is_not_an_attribute_and_get_reads_a_field() -> None:
     assert fields == {"UF_CRM_INN"}
     lines = _refused(text.replace("deal.title.upper()", "deal.titel.upper()"))
     assert len(lines) == 1 and "unknown attribute deal.titel" in lines[0]
+
+
+def test_marshmallow_messages_get_a_hint_and_never_the_value() -> None:
+    text = GOOD.replace("crms:", "server: {port: '${B24_TOKEN}'}\ncrms:").replace(
+        "      - escalate: {to: 7,", "      - escalate: {"
+    )
+    lines = _refused(text)
+    assert any("server.port: must be an integer" in line for line in lines), lines
+    assert any("escalate.to: 'to' is required here: add it" in line for line in lines), lines
+    assert not any(ENV["B24_TOKEN"] in line for line in lines)
+
+
+def test_a_misspelt_condition_is_placed_at_its_own_key() -> None:
+    lines = _refused(GOOD.replace('when: {stage: "C1:NEW"}', 'when: {stge: "C1:NEW"}'))
+    assert lines == ["c.yaml:15: rules[0].when.stge: unknown condition 'stge'; did you mean 'stage'?"]
+
+
+def test_a_misspelt_field_test_says_the_closest_one() -> None:
+    text = GOOD.replace('when: {stage: "C1:NEW"}', "when: {field: UF_CRM_SOURCE, equls: agent}")
+    lines = _refused(text)
+    assert lines == ["c.yaml:15: rules[0].when.equls: unknown field test 'equls'; did you mean 'equals'?"]

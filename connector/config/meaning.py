@@ -517,6 +517,13 @@ def explain(data: Mapping[str, Any], path: Path_, message: str) -> str:
         allowed = _keys_at(data, path[:-1])
         hint = did_you_mean(str(path[-1]), allowed) or (f"; allowed: {', '.join(allowed)}" if allowed else "")
         return f"unknown key {path[-1]!r}{hint}"
+    if message == "Missing data for required field." and path:
+        return f"{path[-1]!r} is required here: add it (docs/configuration.md lists every key)"
+    if message == "Field may not be null.":
+        return "is empty: give it a value, or leave the key out where it has a default"
+    if message.startswith("Not a valid "):
+        kind = message.removeprefix("Not a valid ").rstrip(".")  # the value is not repeated: it may be a secret
+        return f"must be {'an' if kind[:1].lower() in 'aeiou' else 'a'} {kind}"
     if message.startswith("Must be one of: "):
         choices = [c.strip() for c in message.removeprefix("Must be one of: ").rstrip(".").split(",")]
         value = _value_at(data, path)
