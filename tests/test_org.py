@@ -129,6 +129,11 @@ def test_team_calendar_is_found_through_membership() -> None:
         (("country: UA", "country: XX"), "calendars.ua_remote.country", "no calendar for 'XX'"),
         (("shift: event_day", "shift: event"), "calendars.ua_remote.days[0].shift", "no shift named 'event'"),
         (("    on: [deal.created]\n", "    on: [deal.created]\n    calendar: kz\n"), "rules[0].calendar", "'kz'"),
+        (
+            ("    on: [deal.created]\n", "    on: [deal.created]\n    when: {working_time: false, calendar: kz}\n"),
+            "rules[0].when.calendar",
+            "no calendar named 'kz'",
+        ),
         (("  ua_remote:\n", "  default:\n"), "calendars.default", "top-level calendar"),
     ],
 )

@@ -1,0 +1,236 @@
+"""End to end on the Bitrix24 simulator: working-time conditions, org-chart targets, stale
+deals found by a scheduled rule, and recurring work created once per occurrence."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from connector.config import load_config_text
+from connector.runtime import Runtime
+from simulators.bitrix24 import Bitrix24Simulator
+from tests.helpers import TOKEN
+
+MSK = ZoneInfo("Europe/Moscow")
+HEAD = """
+storage: {{url: "{db_url}"}}
+calendar: {{country: RU, timezone: Europe/Moscow, work_hours: "09:00-18:00"}}
+crms:
+  b24: {{type: bitrix24, webhook_url: "{b24_url}", application_token: "${{B24_TOKEN}}", rate: 50}}
+org:
+  people: {{anna: 2, petr: 3, olga: 4, maria: 5, irina: 6}}
+  teams:
+    sales: {{name: Отдел продаж, lead: olga}}
+    sales_msk: {{parent: sales, lead: petr, members: [petr, anna]}}
+  roles: {{supervisor: [petr, olga], accountant: [maria, irina]}}
+"""
+
+
+class Clock:
+    """The portal's and the connector's wall time, moved by the test."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def portal(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Bitrix24Simulator, str, Clock]]:
+    clock = Clock(datetime(2026, 3, 6, 12, 0, tzinfo=MSK))  # a Friday
+    simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50, clock=clock)
+    for uid, name in (("2", "Анна"), ("3", "Пётр"), ("4", "Ольга"), ("5", "Мария"), ("6", "Ирина")):
+        simulator.add_user(name, user_id=uid)
+    server = simulator.serve()
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    yield simulator, server.base_url + simulator.webhook_base, clock
+    server.stop()
+    simulator.close()
+
+
+def _runtime(db_url: str, b24_url: str, rules: str, clock: Clock) -> Runtime:
+    return Runtime(load_config_text(HEAD.format(db_url=db_url, b24_url=b24_url) + rules), clock=clock)
+
+
+def _drain(rt: Runtime) -> None:
+    while rt.worker.tick():
+        pass
+    while rt.dispatcher.tick():
+        pass
+
+
+def _comments(simulator: Bitrix24Simulator, deal_id: str) -> list[str]:
+    """The deal's comments without the connector's marker line."""
+    return [c["COMMENT"].split("\n[crmc:")[0] for c in simulator.comments.values() if c["ENTITY_ID"] == deal_id]
+
+
+def _deadline(task: dict[str, Any]) -> datetime:
+    return datetime.fromisoformat(task["DEADLINE"])
+
+
+AFTER_HOURS = """
+rules:
+  - name: after-hours-lead
+    crm: b24
+    on: [deal.created]
+    when: {working_time: false}
+    do:
+      - add_comment: {text: "Заявка пришла в нерабочее время; менеджер перезвонит утром"}
+      - create_task:
+          title: "Перезвонить утром: {{ deal.title }}"
+          responsible: responsible
+          due: 1 working hour
+"""
+
+
+def test_after_hours_lead_gets_a_comment_and_a_next_morning_task(db_url: str, portal: Any) -> None:
+    simulator, url, clock = portal
+    rt = _runtime(db_url, url, AFTER_HOURS, clock)
+    try:
+        clock.now = datetime(2026, 3, 6, 11, 0, tzinfo=MSK)  # Friday, in work hours
+        in_hours = simulator.add_deal({"TITLE": "Днём", "ASSIGNED_BY_ID": "2"})
+        rt.poll("b24")
+        _drain(rt)
+        clock.now = datetime(2026, 3, 7, 22, 30, tzinfo=MSK)  # Saturday night
+        late = simulator.add_deal({"TITLE": "Ночной лид", "ASSIGNED_BY_ID": "2"})
+        rt.poll("b24")
+        _drain(rt)
+
+        assert simulator.tasks_for_deal(in_hours) == [] and _comments(simulator, in_hours) == []
+        assert _comments(simulator, late) == ["Заявка пришла в нерабочее время; менеджер перезвонит утром"]
+        [task] = simulator.tasks_for_deal(late)
+        assert task["TITLE"] == "Перезвонить утром: Ночной лид"
+        assert task["RESPONSIBLE_ID"] == "2"
+        # Monday 9 March is a day off (8 March moved); the next morning is Tuesday's
+        assert _deadline(task) == datetime(2026, 3, 10, 10, 0, tzinfo=MSK)
+    finally:
+        rt.stop()
+
+
+ESCALATION = """
+deadlines:
+  first-callback:
+    due: 4 working hours
+    remind_before: 2 working hours
+    done_when: {stage: [PREPARATION, WON, LOSE]}
+rules:
+  - name: start-callback
+    crm: b24
+    on: [deal.created]
+    do: [{start_deadline: first-callback}]
+  - name: callback-late-team-lead
+    crm: b24
+    on: [deadline.reminder]
+    when: {deadline: first-callback}
+    do:
+      - escalate: {to: team_lead_of(responsible), title: "Клиенту не перезвонили: {{ deal.title }}"}
+  - name: callback-missed-head
+    crm: b24
+    on: [deadline.breached]
+    when: {deadline: first-callback}
+    do:
+      - escalate:
+          to: head_of(team)
+          title: "Срыв обратного звонка: {{ deal.title }}"
+          comment: "Эскалировано руководителю отдела"
+  - name: closing-documents
+    crm: b24
+    on: [deal.stage_changed]
+    when: {outcome: won}
+    do:
+      - create_task: {title: "Закрывающие документы: {{ deal.title }}", responsible: {role: accountant}}
+"""
+
+
+def test_escalation_to_team_lead_then_head_and_a_task_per_accountant(db_url: str, portal: Any) -> None:
+    simulator, url, clock = portal
+    rt = _runtime(db_url, url, ESCALATION, clock)
+    try:
+        clock.now = datetime(2026, 3, 6, 10, 0, tzinfo=MSK)  # Friday 10:00: due 14:00, reminder 12:00
+        deal = simulator.add_deal({"TITLE": "Кирпич", "ASSIGNED_BY_ID": "2"})
+        orphan = simulator.add_deal({"TITLE": "Без команды", "ASSIGNED_BY_ID": "1"})  # in no team
+        rt.poll("b24")
+        _drain(rt)
+
+        clock.now = datetime(2026, 3, 6, 12, 1, tzinfo=MSK)
+        rt.fire_timers()
+        _drain(rt)
+        [reminder] = simulator.tasks_for_deal(deal)
+        assert (reminder["TITLE"], reminder["RESPONSIBLE_ID"]) == ("Клиенту не перезвонили: Кирпич", "3")  # petr
+        # a responsible in no team: the lead cannot be found, nor the head, and there is no
+        # fallback -- an audit note, no task, and the other deal's escalation still went out
+        assert simulator.tasks_for_deal(orphan) == []
+
+        clock.now = datetime(2026, 3, 6, 14, 1, tzinfo=MSK)
+        rt.fire_timers()
+        _drain(rt)
+        titles = {t["TITLE"]: t["RESPONSIBLE_ID"] for t in simulator.tasks_for_deal(deal)}
+        assert titles["Срыв обратного звонка: Кирпич"] == "4"  # olga, head of the department
+        assert _comments(simulator, deal) == ["Эскалировано руководителю отдела"]
+
+        simulator.update_deal(deal, {"STAGE_ID": "WON"})
+        rt.poll("b24")
+        _drain(rt)
+        docs = sorted(t["RESPONSIBLE_ID"] for t in simulator.tasks_for_deal(deal) if t["TITLE"].startswith("Закрыв"))
+        assert docs == ["5", "6"]  # one task per accountant
+    finally:
+        rt.stop()
+    with rt.store.sessions() as session:
+        from sqlalchemy import select
+
+        from connector.storage.models import AuditRow
+
+        notes = [a.message for a in session.scalars(select(AuditRow).where(AuditRow.deal_id == orphan))]
+    assert any("nobody found for user 1" in n for n in notes), notes
+
+
+STALE = """
+rules:
+  - name: stalled-proposal
+    crm: b24
+    on: [schedule]
+    schedule: "0 10 * * mon-fri"
+    once_per: run
+    when:
+      all:
+        - {stage: PROPOSAL}
+        - {field: updated_at, older_than: 5 working days}
+        - {field: amount, gt: 1000}
+    do:
+      - create_task: {title: "КП без движения 5 рабочих дней: {{ deal.title }}", responsible: responsible}
+"""
+
+
+def test_stale_deal_rule_fires_live(db_url: str, portal: Any) -> None:
+    simulator, url, clock = portal
+    rt = _runtime(db_url, url, STALE, clock)
+    try:
+        clock.now = datetime(2026, 3, 2, 11, 0, tzinfo=MSK)  # Monday
+        stale = simulator.add_deal({"TITLE": "КП", "STAGE_ID": "PROPOSAL", "ASSIGNED_BY_ID": "2", "OPPORTUNITY": 5000})
+        small = simulator.add_deal(
+            {"TITLE": "Мелкое", "STAGE_ID": "PROPOSAL", "ASSIGNED_BY_ID": "2", "OPPORTUNITY": 10}
+        )
+        rt.poll("b24")  # a first poll reads back only a short window
+        _drain(rt)
+        clock.now = datetime(2026, 3, 5, 11, 0, tzinfo=MSK)
+        fresh = simulator.add_deal(
+            {"TITLE": "Свежее", "STAGE_ID": "PROPOSAL", "ASSIGNED_BY_ID": "2", "OPPORTUNITY": 5000}
+        )
+        rt.poll("b24")
+        _drain(rt)
+
+        clock.now = datetime(2026, 3, 10, 10, 0, tzinfo=MSK)  # 4 working days after Monday (9 March off)
+        assert rt.run_schedule("stalled-proposal") == 0
+        clock.now = datetime(2026, 3, 11, 10, 0, tzinfo=MSK)  # Mar 2 11:00 + 5 wd = Mar 10 11:00: stale
+        assert rt.run_schedule("stalled-proposal") == 1  # the pre-filter saw updated_at and amount
+        _drain(rt)
+        [task] = simulator.tasks_for_deal(stale)
+        assert task["TITLE"] == "КП без движения 5 рабочих дней: КП"
+        assert simulator.tasks_for_deal(small) == [] and simulator.tasks_for_deal(fresh) == []
+    finally:
+        rt.stop()
