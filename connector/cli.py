@@ -224,7 +224,7 @@ def dry_run(
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("replaying", total=len(items))
         replay = Replay(cfg, build_calendar(cfg), adapters=adapters)
-        result = replay.run(items, until=end, progress=lambda n: progress.advance(task, n))
+        result = replay.run(items, until=end, since=start, progress=lambda n: progress.advance(task, n))
     print_summary(result, console, time.perf_counter() - began)
     if csv_path:
         write_csv(result, Path(csv_path))

@@ -29,6 +29,7 @@ from connector.worker import Worker
 from domain.clock import utcnow
 from jobs.poll import poll_deals
 from jobs.poll_documents import poll_documents
+from jobs.recurring import run_recurring
 from jobs.report import run_report
 from jobs.retention import purge_expired, retention_of
 from jobs.schedule import run_scheduled_rule
@@ -113,6 +114,12 @@ class Runtime:
         report = next(r for r in self.config.reports if r.name == name)
         return run_report(self.store, report, self.clock(), self.calendar)
 
+    def run_recurring(self, name: str) -> int:
+        """One run of recurring work: the tasks of its latest occurrence, once."""
+        item = next(r for r in self.config.recurring if r.name == name)
+        assert self.config.calendars is not None  # built with every loaded config
+        return run_recurring(self.store, item, self.clock(), self.config.calendars, self.config.org)
+
     def purge(self) -> int:
         """One retention run: what expired is deleted; returns how many rows went."""
         keep = retention_of(self.config.storage["retention"], self.config.server["replay_window"])
@@ -193,7 +200,8 @@ class Runtime:
         )
         for rule in self.config.rules:
             if rule.schedule and rule.enabled:
-                trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
+                zone = self.config.calendars.get(rule.calendar).tz if self.config.calendars else self.calendar.tz
+                trigger = CronTrigger.from_crontab(rule.schedule, timezone=zone)
                 self.scheduler.add_job(
                     lead,
                     trigger,
@@ -211,6 +219,19 @@ class Runtime:
                 id=f"report-{report.name}",
                 misfire_grace_time=3600,
                 **opts,
+            )
+        for item in self.config.recurring:
+            if not item.enabled:
+                continue
+            calendar = self.config.calendars.get(item.calendar) if self.config.calendars else self.calendar
+            trigger = CronTrigger.from_crontab(item.schedule, timezone=calendar.tz)
+            args = [self.run_recurring, item.name]
+            self.scheduler.add_job(
+                lead, trigger, args=args, id=f"recurring-{item.name}", misfire_grace_time=3600, **opts
+            )
+            # At start: an occurrence missed while stopped is made up (its key makes it once).
+            self.scheduler.add_job(
+                lead, args=args, id=f"recurring-{item.name}-catch-up", next_run_time=datetime.now(UTC)
             )
         self.scheduler.add_job(
             lead, "interval", args=[self.purge], seconds=self.config.storage["purge_every"], id="retention", **opts

@@ -234,3 +234,75 @@ def test_stale_deal_rule_fires_live(db_url: str, portal: Any) -> None:
         assert simulator.tasks_for_deal(small) == [] and simulator.tasks_for_deal(fresh) == []
     finally:
         rt.stop()
+
+
+RECURRING = """
+rules: []
+recurring:
+  - name: planning-meeting
+    crm: b24
+    schedule: "0 10 * * mon,thu"
+    to: role(supervisor)
+    title: "Планёрка {{ occurrence | date('%d.%m %H:%M') }}"
+    due: 2h
+  - name: site-update
+    crm: b24
+    schedule: "0 11 * * fri"
+    to: [maria, head_of(sales_msk)]
+    title: "Обновить сайт и соцсети: тарифы, адреса"
+    due: 1 working day
+"""
+
+
+def _meeting_tasks(simulator: Bitrix24Simulator, prefix: str) -> list[tuple[str, str]]:
+    return sorted((t["TITLE"], t["RESPONSIBLE_ID"]) for t in simulator.tasks.values() if t["TITLE"].startswith(prefix))
+
+
+def test_recurring_meeting_once_per_occurrence_across_a_restart(db_url: str, portal: Any) -> None:
+    from tests.helpers import wait_for
+
+    simulator, url, clock = portal
+    clock.now = datetime(2026, 3, 5, 10, 0, 5, tzinfo=MSK)  # Thursday, just after the 10:00 occurrence
+    rt = _runtime(db_url, url, RECURRING, clock)
+    try:
+        assert rt.run_recurring("planning-meeting") == 2  # petr and olga, the supervisors
+        assert rt.run_recurring("planning-meeting") == 0
+        # stopped before the dispatcher carried the tasks out
+    finally:
+        rt.stop()
+
+    clock.now = datetime(2026, 3, 5, 10, 20, tzinfo=MSK)
+    rt = _runtime(db_url, url, RECURRING, clock)
+    try:
+        rt.start(serve=False, roles=["scheduler"])  # the start-up catch-up runs every item once
+        assert wait_for(lambda: rt.scheduler.get_job("recurring-planning-meeting-catch-up") is None)
+        assert wait_for(lambda: rt.scheduler.get_job("recurring-site-update-catch-up") is None)
+        thursday = [("Планёрка 05.03 10:00", "3"), ("Планёрка 05.03 10:00", "4")]
+        # the catch-up may still be finishing on the scheduler's thread: drain until the tasks are out
+
+        def drained() -> list[tuple[str, str]]:
+            _drain(rt)
+            return _meeting_tasks(simulator, "Планёрка")
+
+        assert wait_for(lambda: drained() == thursday)
+        rt.scheduler.shutdown(wait=True)
+        _drain(rt)
+        assert _meeting_tasks(simulator, "Планёрка") == thursday
+        assert [t for t in simulator.tasks.values() if t["TITLE"].startswith("Планёрка") and t.get("UF_CRM_TASK")] == []
+
+        clock.now = datetime(2026, 3, 6, 11, 0, tzinfo=MSK)  # Friday: the weekly site update
+        assert rt.run_recurring("site-update") == 2
+        clock.now = datetime(2026, 3, 9, 10, 0, tzinfo=MSK)  # Monday 9 March is a day off: no meeting
+        assert rt.run_recurring("planning-meeting") == 0
+        clock.now = datetime(2026, 3, 12, 10, 0, tzinfo=MSK)  # the next Thursday
+        assert rt.run_recurring("planning-meeting") == 2
+        _drain(rt)
+        assert len(_meeting_tasks(simulator, "Планёрка")) == 4
+        updates = _meeting_tasks(simulator, "Обновить сайт")
+        assert [user for _, user in updates] == ["4", "5"]  # olga, head over sales_msk, and maria
+        [task] = [
+            t for t in simulator.tasks.values() if t["TITLE"] == "Планёрка 12.03 10:00" and t["RESPONSIBLE_ID"] == "3"
+        ]
+        assert _deadline(task) == datetime(2026, 3, 12, 12, 0, tzinfo=MSK)
+    finally:
+        rt.stop()

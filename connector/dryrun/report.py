@@ -30,6 +30,7 @@ def print_summary(result: ReplayResult, console: Console, seconds: float) -> Non
         f"replayed {result.events} events and {result.deadline_events} deadline moments in "
         f"{seconds:.1f} s; {len(result.outcomes)} actions on {deals} deals (nothing written)"
         + (f"; {result.schedule_events} scheduled-rule events" if result.schedule_events else "")
+        + (f"; {result.recurring_tasks} recurring tasks" if result.recurring_tasks else "")
         + (f"; {result.follow_ups} changes by the rules' own writes" if result.follow_ups else "")
     )
     table = Table(title="What the rules would have done")
