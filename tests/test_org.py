@@ -151,3 +151,27 @@ def test_default_calendar_stays_the_top_level_block() -> None:
     default = config.calendars.get(None)
     assert default.country == "RU"
     assert default.is_working_time(datetime(2026, 3, 12, 7, 0, tzinfo=UTC))  # 10:00 Moscow
+
+
+def test_check_command_names_a_wrong_role_and_an_unknown_calendar(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    path = tmp_path / "c.yaml"
+    text = CONFIG.replace("{role: accountant}", "{role: acountant}").replace(
+        "    on: [deal.created]\n", "    on: [deal.created]\n    calendar: ua\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert any(
+        line.startswith(f"{path}:47: rules[0].do[1].create_task.responsible: no role named 'acountant'")
+        for line in lines
+    ), result.output
+    assert any(
+        line.startswith(f"{path}:44: rules[0].calendar: no calendar named 'ua'; known: default, ua_remote")
+        for line in lines
+    ), result.output
+    assert "Traceback" not in result.output

@@ -3,14 +3,14 @@ calendar a rule counts on: a table per construct."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from domain import Deal, Event, EventKind
-from rules.calendar import WorkCalendar
+from rules.calendar import CalendarError, WorkCalendar
 from rules.calendars import CalendarSet, build_calendar
 from rules.conditions import ConditionError, compile_condition
 from rules.engine import evaluate
@@ -171,3 +171,37 @@ def test_rule_calendar_and_team_calendar_choose_the_calendar() -> None:
     assert len(decisions) == 1
     # the task's due counts on the rule's calendar: next Moscow work start + 1 h
     assert decisions[0].action.deadline == datetime(2026, 3, 13, 10, tzinfo=MSK)  # type: ignore[union-attr]
+
+
+SHIFTED = build_calendar(
+    {
+        "country": "UA",
+        "timezone": "Europe/Kyiv",
+        "work_hours": "10:00-19:00",
+        "shifts": {"event_day": "15:00-23:00"},
+        "days": [
+            {"date": date(2026, 3, 12), "shift": "event_day"},
+            {"date": date(2026, 3, 14), "work_hours": "10:00-14:00"},  # a Saturday worked
+            {"date": date(2026, 3, 16), "off": True},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("start", "duration", "expected"),
+    [
+        (datetime(2026, 3, 11, 18, 0, tzinfo=KYIV), "2 working hours", datetime(2026, 3, 12, 16, 0, tzinfo=KYIV)),
+        (datetime(2026, 3, 12, 9, 0, tzinfo=KYIV), "1 working hour", datetime(2026, 3, 12, 16, 0, tzinfo=KYIV)),
+        (datetime(2026, 3, 12, 22, 0, tzinfo=KYIV), "2 working hours", datetime(2026, 3, 13, 11, 0, tzinfo=KYIV)),
+        (datetime(2026, 3, 13, 18, 0, tzinfo=KYIV), "2 working hours", datetime(2026, 3, 14, 11, 0, tzinfo=KYIV)),
+        (datetime(2026, 3, 14, 13, 0, tzinfo=KYIV), "2 working hours", datetime(2026, 3, 17, 11, 0, tzinfo=KYIV)),
+    ],
+)
+def test_shift_days_count_their_own_hours(start: datetime, duration: str, expected: datetime) -> None:
+    assert SHIFTED.add(start, duration) == expected
+
+
+def test_a_date_cannot_be_both_off_and_shifted() -> None:
+    with pytest.raises(CalendarError, match="both days off and given work hours: 2026-03-12"):
+        WorkCalendar(extra_days_off=[date(2026, 3, 12)], day_hours={date(2026, 3, 12): "15:00-23:00"})
