@@ -21,10 +21,14 @@ Pure: the chart is data from the config; nothing here reads a CRM.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Org", "OrgRef", "Person", "Team", "parse_ref"]
+from domain import User
+from domain.org import Department
+
+__all__ = ["Org", "OrgRef", "Person", "Team", "org_block_from_departments", "parse_ref"]
 
 
 @dataclass(frozen=True)
@@ -257,3 +261,31 @@ def _unknown_calendar(name: str, known: set[str]) -> str:
 def unknown_calendar(name: str, known: Iterable[str]) -> str:
     """The message for a calendar name that is not configured."""
     return _unknown_calendar(name, set(known))
+
+
+def org_block_from_departments(
+    crm: str, departments: Sequence[Department], users: Mapping[str, User]
+) -> dict[str, Any]:
+    """An ``org:`` block for the config from a CRM's departments: a person per active user
+    (their id in ``crm``), a team per department with its head as ``lead``, its parent and
+    its members. Heads of department above the team leads are the admin's to mark (``head:``)."""
+    people: dict[str, Any] = {}
+    wanted = {u for d in departments for u in (*d.member_ids, *((d.head_id,) if d.head_id else ()))}
+    for user_id in sorted(wanted, key=_natural):
+        user = users.get(user_id)
+        people[f"user{user_id}"] = {"ids": {crm: user_id}, "name": user.name if user else ""}
+    known = {d.id for d in departments}
+    teams: dict[str, Any] = {}
+    for dept in sorted(departments, key=lambda d: _natural(d.id)):
+        team: dict[str, Any] = {"name": dept.name}
+        if dept.parent_id in known:
+            team["parent"] = f"dept{dept.parent_id}"
+        if dept.head_id:
+            team["lead"] = f"user{dept.head_id}"
+        team["members"] = [f"user{m}" for m in sorted(dept.member_ids, key=_natural)]
+        teams[f"dept{dept.id}"] = team
+    return {"people": people, "teams": teams}
+
+
+def _natural(text: str) -> tuple[int, str]:
+    return (int(text), "") if text.isdigit() else (1 << 62, text)

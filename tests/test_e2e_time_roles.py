@@ -306,3 +306,44 @@ def test_recurring_meeting_once_per_occurrence_across_a_restart(db_url: str, por
         assert _deadline(task) == datetime(2026, 3, 12, 12, 0, tzinfo=MSK)
     finally:
         rt.stop()
+
+
+def test_org_import_reads_the_portal_departments(portal: Any, tmp_path: Any) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from connector.cli import main
+    from rules.org import OrgRef
+
+    simulator, url, _ = portal
+    simulator.departments["1"]["UF_HEAD"] = "1"  # the company's director
+    simulator.add_department("Отдел продаж", head="4", dept_id="3")
+    simulator.add_department("Группа Москва", parent="3", head="3", dept_id="7")
+    for uid, dept in (("2", [7]), ("3", [7]), ("4", [3]), ("5", [1]), ("6", [1])):
+        simulator.users[uid]["UF_DEPARTMENT"] = dept
+    path = tmp_path / "c.yaml"
+    path.write_text(HEAD.format(db_url="sqlite://", b24_url=url).split("org:")[0], encoding="utf-8")
+
+    result = CliRunner().invoke(main, ["org-import", "--config", str(path), "--crm", "b24"])
+    assert result.exit_code == 0, result.output
+    block = yaml.safe_load(result.output)["org"]
+    assert block["teams"]["dept7"] == {
+        "name": "Группа Москва",
+        "parent": "dept3",
+        "lead": "user3",
+        "members": ["user2", "user3"],
+    }
+    assert block["people"]["user3"] == {"ids": {"b24": "3"}, "name": "Пётр"}
+
+    # the block, pasted into the config, resolves the escalation targets
+    path.write_text(
+        path.read_text(encoding="utf-8") + yaml.safe_dump(yaml.safe_load(result.output), allow_unicode=True)
+    )
+    org = load_config_text(path.read_text(encoding="utf-8")).org
+    lead = org.resolve(OrgRef("team_lead_of", "responsible", "team_lead_of(responsible)"), "b24", "2")
+    head = org.resolve(OrgRef("head_of", "team", "head_of(team)"), "b24", "2")
+    # without a head: marked, the head over a team is the lead of the topmost department
+    assert (lead.user_ids, head.user_ids) == (("3",), ("1",))
+
+    refused = CliRunner().invoke(main, ["org-import", "--config", str(path), "--crm", "nope"])
+    assert refused.exit_code != 0 and "no CRM named 'nope'" in refused.output
