@@ -175,3 +175,16 @@ def test_check_command_names_a_wrong_role_and_an_unknown_calendar(tmp_path) -> N
         for line in lines
     ), result.output
     assert "Traceback" not in result.output
+
+
+def test_the_commented_example_in_config_example_loads_when_uncommented() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text(encoding="utf-8")
+    block = text[text.index("# calendars:") : text.index("\nworker:")]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines())
+    env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token"}
+    config = load_config_text(text.replace(block, uncommented), env)
+    assert config.calendars is not None and "ua_remote" in config.calendars
+    assert config.org.roles["supervisor"] == ("petr",)
+    assert [r.name for r in config.recurring] == ["planning-meeting"]
