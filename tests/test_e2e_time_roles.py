@@ -347,3 +347,66 @@ def test_org_import_reads_the_portal_departments(portal: Any, tmp_path: Any) -> 
 
     refused = CliRunner().invoke(main, ["org-import", "--config", str(path), "--crm", "nope"])
     assert refused.exit_code != 0 and "no CRM named 'nope'" in refused.output
+
+
+PD_UA = """
+storage: {{url: "{db_url}"}}
+calendar: {{country: RU, timezone: Europe/Moscow, work_hours: "09:00-18:00"}}
+calendars:
+  ua_remote:
+    country: UA
+    timezone: Europe/Kyiv
+    work_hours: "10:00-19:00"
+    shifts: {{event_day: "15:00-23:00"}}
+    days: [{{date: 2026-03-12, shift: event_day, name: "Онлайн-вебинар"}}]
+crms:
+  pd: {{type: pipedrive, base_url: "{pd_url}", api_token: "pd-test-token-0123456789", webhook_user: hooks,
+       webhook_password: "hook-password-123"}}
+org:
+  people: {{taras: {{ids: {{pd: "{taras}"}}}}}}
+  teams: {{sales_ua: {{members: [taras], calendar: ua_remote}}}}
+rules:
+  - name: after-hours-lead
+    crm: pd
+    on: [deal.created]
+    when: {{working_time: false}}           # on the responsible's team's calendar
+    do:
+      - add_comment: {{text: "Лид пришёл в нерабочее время"}}
+      - create_task: {{title: "Связаться утром: {{{{ deal.title }}}}", responsible: responsible, due: 1 working hour}}
+"""
+
+
+def test_after_hours_on_the_ukrainian_teams_calendar_in_pipedrive(db_url: str) -> None:
+    """Seed 002: a remote team in Ukraine on Pipedrive, event days worked 15:00-23:00."""
+    from datetime import UTC
+
+    from simulators.pipedrive import PipedriveSimulator
+
+    kyiv = ZoneInfo("Europe/Kyiv")
+    clock = Clock(datetime(2026, 3, 12, 20, 0, tzinfo=kyiv))  # Thursday, the event day: in the shift
+    simulator = PipedriveSimulator(api_token="pd-test-token-0123456789", clock=clock)
+    taras = simulator.add_user("Тарас")
+    server = simulator.serve()
+    text = PD_UA.format(db_url=db_url, pd_url=server.base_url, taras=taras)
+    rt = Runtime(load_config_text(text), clock=clock)
+    try:
+        during_event = simulator.add_deal({"title": "Вебинар", "owner_id": taras})
+        rt.poll("pd")
+        _drain(rt)
+        clock.now = datetime(2026, 3, 13, 20, 0, tzinfo=kyiv)  # Friday after 19:00 Kyiv
+        late = simulator.add_deal({"title": "Вечерний лид", "owner_id": taras})
+        rt.poll("pd")
+        _drain(rt)
+
+        assert simulator.activities_for_deal(during_event) == []
+        [activity] = simulator.activities_for_deal(late)
+        assert activity["subject"] == "Связаться утром: Вечерний лид"
+        assert activity["owner_id"] == taras
+        due = datetime.fromisoformat(f"{activity['due_date']}T{activity['due_time']}").replace(tzinfo=UTC)
+        assert due.astimezone(kyiv) == datetime(2026, 3, 16, 11, 0, tzinfo=kyiv)  # Monday 10:00 + 1 h, Kyiv
+        notes = [n["content"] for n in simulator.notes.values() if n["deal_id"] == late]
+        assert len(notes) == 1 and notes[0].startswith("Лид пришёл в нерабочее время")
+    finally:
+        rt.stop()
+        server.stop()
+        simulator.close()
