@@ -107,7 +107,9 @@ class Runtime:
     def run_schedule(self, rule_name: str) -> int:
         """One run of a scheduled rule: an event per candidate deal."""
         rule = next(r for r in self.config.rules if r.name == rule_name)
-        return run_scheduled_rule(self.store, rule, self.clock(), self.calendar)
+        return run_scheduled_rule(
+            self.store, rule, self.clock(), self.calendar, calendars=self.config.calendars, org=self.config.org
+        )
 
     def run_report(self, name: str) -> int:
         """One run of a configured report: its tasks go to the outbox."""

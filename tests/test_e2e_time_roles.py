@@ -410,3 +410,23 @@ def test_after_hours_on_the_ukrainian_teams_calendar_in_pipedrive(db_url: str) -
         rt.stop()
         server.stop()
         simulator.close()
+
+
+def test_the_scheduler_prefilters_on_the_rules_own_calendar(db_url: str, portal: Any) -> None:
+    """No day off on 9 March in Ukraine: on the rule's UA calendar the proposal is stale a
+    day earlier than on the default Russian one, and the scheduler's first pass agrees."""
+    simulator, url, clock = portal
+    rules = STALE.replace("    once_per: run\n", "    once_per: run\n    calendar: ua\n")
+    ua = '\ncalendars: {ua: {country: UA, timezone: Europe/Kyiv, work_hours: "10:00-19:00"}}\n'
+    rt = _runtime(db_url, url, ua + rules, clock)
+    try:
+        clock.now = datetime(2026, 3, 2, 11, 0, tzinfo=MSK)  # 10:00 in Kyiv
+        stale = simulator.add_deal({"TITLE": "КП", "STAGE_ID": "PROPOSAL", "ASSIGNED_BY_ID": "2", "OPPORTUNITY": 5000})
+        rt.poll("b24")
+        _drain(rt)
+        clock.now = datetime(2026, 3, 10, 10, 0, tzinfo=MSK)  # Kyiv: 5 working days were up on 9 March
+        assert rt.run_schedule("stalled-proposal") == 1
+        _drain(rt)
+        assert len(simulator.tasks_for_deal(stale)) == 1
+    finally:
+        rt.stop()
