@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
@@ -179,12 +179,15 @@ class RecurringSchema(Schema):
                         errors[key] = ["plain time (e.g. 12h), not working time"]
                 except CalendarError as exc:
                     errors[key] = [str(exc)]
+        sample = {"now": datetime(2026, 1, 1, tzinfo=UTC), "occurrence": datetime(2026, 1, 1, tzinfo=UTC), "name": ""}
         for key in ("title", "description"):
             if data.get(key):
                 try:
-                    _template(data[key])
+                    _template(data[key]).render(sample)  # no deal here: a name it lacks fails now, not at 10:00
                 except ValidationError as exc:
                     errors[key] = [str(m) for m in exc.messages] if isinstance(exc.messages, list) else [str(exc)]
+                except TemplateProblem as exc:
+                    errors[key] = [f"{exc} (recurring work has no deal: templates see occurrence and name)"]
         targets = data.get("to")
         for i, target in enumerate(targets if isinstance(targets, list) else [targets]):
             problem = _target_problem(target)

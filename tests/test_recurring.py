@@ -117,6 +117,7 @@ def test_tasks_are_keyed_by_occurrence_and_person() -> None:
             "no calendar named 'ua'",
         ),
         (("    on_days_off: run\n", "    on_days_off: sometimes\n"), "recurring[1].on_days_off", "Must be one of"),
+        (('title: "Обновить сайт"', 'title: "Обновить {{ deal.title }}"'), "recurring[1].title", "has no deal"),
     ],
 )
 def test_check_refuses_bad_recurring_work(change: tuple[str, str], where: str, message: str) -> None:
