@@ -177,6 +177,36 @@ def test_check_command_names_a_wrong_role_and_an_unknown_calendar(tmp_path) -> N
     assert "Traceback" not in result.output
 
 
+def test_a_failing_rule_does_not_take_the_others_down() -> None:
+    """The issue's workaround: a Jinja lookup table in `to:` fails for an unmapped manager;
+    that rule is reported as not applied, the next rule still acts."""
+    from connector.dryrun.history import HistoryItem
+    from connector.dryrun.replay import Replay
+    from connector.runtime import build_calendar
+    from domain import Deal, EventKind
+
+    text = (
+        CONFIG.split("rules:")[0]
+        + """rules:
+  - name: lookup
+    crm: b24
+    on: [deal.created]
+    do: [{escalate: {to: "{{ {'12': '11'}[deal.responsible_id] }}", title: t}}]
+  - name: comment
+    crm: b24
+    on: [deal.created]
+    do: [{add_comment: {text: ok}}]
+"""
+    )
+    config = load_config_text(text)
+    moment = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    deal = Deal(crm="b24", id="1", responsible_id="999", created_at=moment, updated_at=moment)
+    result = Replay(config, build_calendar(config)).run([HistoryItem(moment, EventKind.DEAL_CREATED, deal)])
+    shown = {(o.rule, o.action): o.detail for o in result.outcomes}
+    assert "999" in shown[("lookup", "rule_error")]
+    assert ("comment", "add_comment") in shown
+
+
 def test_the_commented_example_in_config_example_loads_when_uncommented() -> None:
     from pathlib import Path
 
