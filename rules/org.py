@@ -231,7 +231,7 @@ class Org:
             if team.parent is not None and team.parent not in self.teams:
                 out.append(((*base, "parent"), f"no team named {team.parent!r} under org.teams"))
             if team.calendar is not None and team.calendar not in known_calendars:
-                out.append(((*base, "calendar"), _unknown_calendar(team.calendar, known_calendars)))
+                out.append(((*base, "calendar"), unknown_calendar(team.calendar, known_calendars)))
             if tkey in {t.key for t in self._ancestry(self.teams.get(team.parent or ""))}:
                 out.append(((*base, "parent"), "teams' parents go round in a circle"))
         for role, keys in self.roles.items():
@@ -254,13 +254,9 @@ class Org:
         return None
 
 
-def _unknown_calendar(name: str, known: set[str]) -> str:
-    return f"no calendar named {name!r}; known: {', '.join(sorted(known))} (define it under calendars)"
-
-
 def unknown_calendar(name: str, known: Iterable[str]) -> str:
     """The message for a calendar name that is not configured."""
-    return _unknown_calendar(name, set(known))
+    return f"no calendar named {name!r}; known: {', '.join(sorted(known))} (define it under calendars)"
 
 
 def org_block_from_departments(

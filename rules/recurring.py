@@ -17,7 +17,7 @@ from marshmallow import Schema, ValidationError, fields, post_load, validate, va
 
 from domain import CreateTask
 from rules.calendar import CalendarError, WorkCalendar, parse_duration
-from rules.org import SUBJECTS, Org, OrgRef, parse_ref
+from rules.org import SUBJECTS, Org, OrgRef, parse_ref, unknown_calendar
 from rules.templates import Template, TemplateProblem
 
 __all__ = [
@@ -243,10 +243,7 @@ def recurring_problems(
         if item.crm not in crms:
             yield ("recurring", i, "crm"), f"no CRM named {item.crm!r} under crms"
         if item.calendar is not None and item.calendar not in calendars:
-            yield (
-                ("recurring", i, "calendar"),
-                f"no calendar named {item.calendar!r}; known: {', '.join(sorted(calendars))}",
-            )
+            yield ("recurring", i, "calendar"), unknown_calendar(item.calendar, calendars)
         for j, target in enumerate(item.to):
             if isinstance(target, OrgRef):
                 problem = org.ref_problem(target)
