@@ -110,6 +110,7 @@ class Org:
         self.teams = {t.key: t for t in teams}
         self.roles = {name: tuple(keys) for name, keys in (roles or {}).items()}
         self.fallback = fallback
+        self._any = bool(self.people or self.teams or self.roles)
         self._by_id: dict[tuple[str | None, str], str] = {}
         for person in self.people.values():
             if person.id is not None:
@@ -125,7 +126,7 @@ class Org:
                 self._team_of.setdefault(team.lead, team)
 
     def __bool__(self) -> bool:
-        return bool(self.people or self.teams or self.roles)
+        return self._any  # asked for every rule of every event: answered from a field
 
     # -- lookups --------------------------------------------------------------------------
 
