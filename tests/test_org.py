@@ -191,7 +191,7 @@ def test_a_failing_rule_does_not_take_the_others_down() -> None:
   - name: lookup
     crm: b24
     on: [deal.created]
-    do: [{escalate: {to: "{{ {'12': '11'}[deal.responsible_id] }}", title: t}}]
+    do: [{escalate: {to: "{{ {'1': '10', '12': '11'}[deal.responsible_id] }}", title: t}}]
   - name: comment
     crm: b24
     on: [deal.created]

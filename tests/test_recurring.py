@@ -116,7 +116,7 @@ def test_tasks_are_keyed_by_occurrence_and_person() -> None:
             "recurring[1].calendar",
             "no calendar named 'ua'",
         ),
-        (("    on_days_off: run\n", "    on_days_off: sometimes\n"), "recurring[1].on_days_off", "Must be one of"),
+        (("    on_days_off: run\n", "    on_days_off: sometimes\n"), "recurring[1].on_days_off", "one of skip, run"),
         (('title: "Обновить сайт"', 'title: "Обновить {{ deal.title }}"'), "recurring[1].title", "has no deal"),
     ],
 )
