@@ -23,6 +23,7 @@ from marshmallow import Schema, missing
 from domain import CloseDeal, Command, Deal, Event, UpdateDeal, User
 from domain.bookmarks import Bookmark
 from domain.errors import AdapterError, FatalError
+from domain.org import Department
 
 
 @dataclass(frozen=True)
@@ -214,6 +215,15 @@ _NORMALISED: dict[str, Callable[[Any], Any]] = {
     "pipeline": lambda v: str(v or ""),
     "amount": lambda v: None if v in (None, "") else Decimal(str(v)),
 }
+
+
+class DepartmentSource(ABC):
+    """A CRM that keeps the company's structure: departments, their heads and members
+    (read by ``connector org-import`` to write an ``org:`` block for the config)."""
+
+    @abstractmethod
+    def departments(self) -> tuple[list[Department], dict[str, User]]:
+        """Every department with its active members, and those users by id."""
 
 
 class DealSearch(ABC):

@@ -224,7 +224,7 @@ def dry_run(
     with Progress(console=console, disable=not console.is_terminal, transient=True) as progress:
         task = progress.add_task("replaying", total=len(items))
         replay = Replay(cfg, build_calendar(cfg), adapters=adapters)
-        result = replay.run(items, until=end, progress=lambda n: progress.advance(task, n))
+        result = replay.run(items, until=end, since=start, progress=lambda n: progress.advance(task, n))
     print_summary(result, console, time.perf_counter() - began)
     if csv_path:
         write_csv(result, Path(csv_path))
@@ -563,6 +563,38 @@ def sandbox(**options: object) -> None:
     except SandboxError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+
+
+@main.command("org-import")
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--crm", required=True, help="the configured CRM whose departments to read")
+def org_import(config_path: str, crm: str) -> None:
+    """Print an `org:` block from the CRM's departments (heads become team leads) to edit
+    into the config; it changes nothing."""
+    import yaml
+
+    from adapters.contracts import DepartmentSource
+    from adapters.registry import build_adapter
+    from domain.errors import AdapterError
+    from rules.org import org_block_from_departments
+
+    cfg = _load(config_path)
+    if crm not in cfg.crms:
+        raise click.ClickException(f"no CRM named {crm!r} under crms; known: {', '.join(sorted(cfg.crms))}")
+    adapter = build_adapter(crm, cfg.crms[crm])
+    try:
+        if not isinstance(adapter, DepartmentSource):
+            raise click.ClickException(f"{crm!r} (type {cfg.crms[crm].type}) keeps no departments to read")
+        try:
+            departments, users = adapter.departments()
+        except AdapterError as exc:
+            raise click.ClickException(f"reading the departments of {crm!r} failed: {exc}") from exc
+    finally:
+        adapter.close()
+    block = org_block_from_departments(crm, departments, users)
+    click.echo(f"# from the departments of {crm!r}: {len(block['teams'])} teams, {len(block['people'])} people.")
+    click.echo("# Each department's head is its team's lead; mark heads of department with head:, add roles:.")
+    click.echo(yaml.safe_dump({"org": block}, allow_unicode=True, sort_keys=False), nl=False)
 
 
 if __name__ == "__main__":

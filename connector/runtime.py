@@ -30,6 +30,7 @@ from connector.worker import Worker
 from domain.clock import utcnow
 from jobs.poll import poll_deals
 from jobs.poll_documents import poll_documents
+from jobs.recurring import run_recurring
 from jobs.report import run_report
 from jobs.retention import purge_expired, retention_of
 from jobs.schedule import run_scheduled_rule
@@ -108,12 +109,20 @@ class Runtime:
     def run_schedule(self, rule_name: str) -> int:
         """One run of a scheduled rule: an event per candidate deal."""
         rule = next(r for r in self.config.rules if r.name == rule_name)
-        return run_scheduled_rule(self.store, rule, self.clock(), self.calendar)
+        return run_scheduled_rule(
+            self.store, rule, self.clock(), self.calendar, calendars=self.config.calendars, org=self.config.org
+        )
 
     def run_report(self, name: str) -> int:
         """One run of a configured report: its tasks go to the outbox."""
         report = next(r for r in self.config.reports if r.name == name)
         return run_report(self.store, report, self.clock(), self.calendar)
+
+    def run_recurring(self, name: str) -> int:
+        """One run of recurring work: the tasks of its latest occurrence, once."""
+        item = next(r for r in self.config.recurring if r.name == name)
+        assert self.config.calendars is not None  # built with every loaded config
+        return run_recurring(self.store, item, self.clock(), self.config.calendars, self.config.org)
 
     def purge(self) -> int:
         """One retention run: what expired is deleted; returns how many rows went."""
@@ -199,7 +208,8 @@ class Runtime:
         )
         for rule in self.config.rules:
             if rule.schedule and rule.enabled:
-                trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
+                zone = self.config.calendars.get(rule.calendar).tz if self.config.calendars else self.calendar.tz
+                trigger = CronTrigger.from_crontab(rule.schedule, timezone=zone)
                 self.scheduler.add_job(
                     lead,
                     trigger,
@@ -217,6 +227,19 @@ class Runtime:
                 id=f"report-{report.name}",
                 misfire_grace_time=3600,
                 **opts,
+            )
+        for item in self.config.recurring:
+            if not item.enabled:
+                continue
+            calendar = self.config.calendars.get(item.calendar) if self.config.calendars else self.calendar
+            trigger = CronTrigger.from_crontab(item.schedule, timezone=calendar.tz)
+            args = [self.run_recurring, item.name]
+            self.scheduler.add_job(
+                lead, trigger, args=args, id=f"recurring-{item.name}", misfire_grace_time=3600, **opts
+            )
+            # At start: an occurrence missed while stopped is made up (its key makes it once).
+            self.scheduler.add_job(
+                lead, args=args, id=f"recurring-{item.name}-catch-up", next_run_time=datetime.now(UTC)
             )
         self.scheduler.add_job(
             lead, "interval", args=[self.purge], seconds=self.config.storage["purge_every"], id="retention", **opts

@@ -18,12 +18,23 @@ from connector.storage.store import Store
 from domain import Event, EventKind, EventSource
 from domain.keys import schedule_key, schedule_run_key, schedule_slot
 from rules.calendar import WorkCalendar
+from rules.calendars import CalendarSet
+from rules.engine import with_rule_calendar
 from rules.model import Rule, RuleContext
+from rules.org import Org
 
 log = logging.getLogger(__name__)
 
 
-def run_scheduled_rule(store: Store, rule: Rule, now: datetime, calendar: WorkCalendar) -> int:
+def run_scheduled_rule(
+    store: Store,
+    rule: Rule,
+    now: datetime,
+    calendar: WorkCalendar,
+    *,
+    calendars: CalendarSet | None = None,
+    org: Org | None = None,
+) -> int:
     """Queue this run of ``rule`` for every candidate deal; returns how many were queued."""
     slot = schedule_slot(now)
     data = {"schedule": rule.name, "slot": slot}
@@ -43,8 +54,15 @@ def run_scheduled_rule(store: Store, rule: Rule, now: datetime, calendar: WorkCa
             if deal.id in done:
                 continue
             ctx = RuleContext(
-                deal=deal, event=probe_event, now=now, triggers=frozenset({str(EventKind.SCHEDULE)}), calendar=calendar
+                deal=deal,
+                event=probe_event,
+                now=now,
+                triggers=frozenset({str(EventKind.SCHEDULE)}),
+                calendar=calendar,
+                calendars=calendars,
+                org=org,
             )
+            ctx = with_rule_calendar(rule, ctx)  # the calendar the worker will count on
             try:
                 if not rule.condition(ctx):
                     continue

@@ -367,10 +367,9 @@ class WorkCalendar:
         cached = self._names.get(year)
         if cached is None:
             lib = holidays.country_holidays(self.country, years=year, language="ru") if 1 <= year <= 9999 else {}
-            # Moved days off ("Выходной (перенесено …)", "… (выходной)") are not holidays of their own.
-            cached = sorted(
-                (d, str(n)) for d, n in lib.items() if not str(n).startswith("Выходной") and "(выходной)" not in str(n)
-            )
+            # Moved days off ("Выходной (перенесено …)", "… (выходной)"; in other countries' default
+            # language "Day off (substituted …)", "… (observed)") are not holidays of their own.
+            cached = sorted((d, str(n)) for d, n in lib.items() if not _moved_day_off(str(n)))
             self._names[year] = cached
         return cached
 
@@ -583,6 +582,13 @@ class WorkCalendar:
 # ---------------------------------------------------------------------------------------------
 # helpers
 # ---------------------------------------------------------------------------------------------
+
+
+def _moved_day_off(name: str) -> bool:
+    lowered = name.lower()
+    return lowered.startswith(("выходной", "day off")) or any(
+        mark in lowered for mark in ("(выходной)", "(observed)", "substituted")
+    )
 
 
 def _utc(moment: datetime, name: str) -> datetime:

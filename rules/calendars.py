@@ -70,7 +70,6 @@ class CalendarSet:
     def __init__(self, default: WorkCalendar, named: Mapping[str, WorkCalendar] | None = None) -> None:
         self.default = default
         self._by_name: dict[str, WorkCalendar] = {DEFAULT_CALENDAR: default, **(named or {})}
-        self.day_names: dict[str, dict[date, str]] = {}
 
     @property
     def names(self) -> frozenset[str]:
@@ -92,13 +91,9 @@ class CalendarSet:
     def from_config(cls, default: Mapping[str, Any], named: Mapping[str, Mapping[str, Any]]) -> CalendarSet:
         """Build every calendar; the first bad one raises CalendarError naming it."""
         calendars: dict[str, WorkCalendar] = {}
-        day_names: dict[str, dict[date, str]] = {}
         for name, spec in named.items():
             try:
                 calendars[name] = build_calendar(spec)
             except CalendarError as exc:
                 raise CalendarError(f"calendars.{name}: {exc}") from exc
-            day_names[name] = {d.day: d.name for d in _days(spec.get("days") or ()) if d.name}
-        found = cls(build_calendar(default), calendars)
-        found.day_names = day_names
-        return found
+        return cls(build_calendar(default), calendars)

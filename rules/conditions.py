@@ -7,6 +7,9 @@ Forms:
   {stage_changed: {from: [..], to: [..]}}   this event moved the deal between those stages
   {deadline: NAME | [NAME, ...]}     the event is that deadline's reminder or breach
   {holiday_within: N}                a public holiday falls within the next N days
+  {weekday: [sat, sun]}, {working_time: false}, {working_day: B}, {holiday: B},
+  {time_between: "19:00-09:00"}      time tests, each with optional at: (event | now | FIELD)
+                                     and calendar: NAME (see rules.timeconds)
   {field: F, OP: ARG}                a deal field (normalised name or CRM field)
   {event_field: F, OP: ARG}          a value the event carries (a 1C payment's amount, ...)
   {all: [...]}, {any: [...]}, {not: {...}}
@@ -24,6 +27,7 @@ from typing import Any
 
 from domain.suggest import did_you_mean
 from rules.model import Condition, RuleContext
+from rules.timeconds import MODIFIERS, TIME_KEYS, TimeConditionError, compile_time
 
 
 class ConditionError(ValueError):
@@ -79,6 +83,17 @@ def compile_condition(spec: Any, path: str = "when") -> Condition:
             hint = did_you_mean(str(stray[0]), _FIELD_OPS) or f"; one of {', '.join(_FIELD_OPS)}"
             raise ConditionError(f"unknown field test {stray[0]!r}{hint}", f"{path}.{stray[0]}") from exc
         spec = {k: v for k, v in spec.items() if k not in own}
+    if any(k in spec for k in (*TIME_KEYS, *MODIFIERS)):
+        # A time test takes its moment (at:) and calendar (calendar:) from beside it.
+        timed = {k: v for k, v in spec.items() if k in TIME_KEYS or k in MODIFIERS}
+        if not any(k in spec for k in TIME_KEYS):
+            key = next(k for k in MODIFIERS if k in spec)
+            raise ConditionError(f"{key} goes with a time condition ({', '.join(TIME_KEYS)})", f"{path}.{key}")
+        try:
+            parts += compile_time(timed)
+        except TimeConditionError as exc:
+            raise ConditionError(str(exc), f"{path}.{exc.key}") from exc
+        spec = {k: v for k, v in spec.items() if k not in timed}
     parts += [_single(key, value, f"{path}.{key}") for key, value in spec.items()]
     if len(parts) == 1:
         return parts[0]

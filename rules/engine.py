@@ -37,8 +37,8 @@ def may_fire(rule: Rule, crm: str, triggers: frozenset[str]) -> bool:
 def with_rule_calendar(rule: Rule, ctx: RuleContext) -> RuleContext:
     """``ctx`` counting on the rule's calendar: its own ``calendar:``, else the calendar of the
     team of the deal's responsible, else the default one already in ``ctx``."""
-    if ctx.calendars is None:
-        return ctx
+    if ctx.calendars is None or (rule.calendar is None and not ctx.org):
+        return ctx  # the common case, on every rule of every event: nothing to choose
     name = rule.calendar
     if name is None and ctx.org is not None:
         name = ctx.org.team_calendar(ctx.deal.crm, ctx.deal.responsible_id)

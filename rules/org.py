@@ -21,10 +21,14 @@ Pure: the chart is data from the config; nothing here reads a CRM.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-__all__ = ["Org", "OrgRef", "Person", "Team", "parse_ref"]
+from domain import User
+from domain.org import Department
+
+__all__ = ["Org", "OrgRef", "Person", "Team", "org_block_from_departments", "parse_ref"]
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,7 @@ class Org:
         self.teams = {t.key: t for t in teams}
         self.roles = {name: tuple(keys) for name, keys in (roles or {}).items()}
         self.fallback = fallback
+        self._any = bool(self.people or self.teams or self.roles)
         self._by_id: dict[tuple[str | None, str], str] = {}
         for person in self.people.values():
             if person.id is not None:
@@ -121,7 +126,7 @@ class Org:
                 self._team_of.setdefault(team.lead, team)
 
     def __bool__(self) -> bool:
-        return bool(self.people or self.teams or self.roles)
+        return self._any  # asked for every rule of every event: answered from a field
 
     # -- lookups --------------------------------------------------------------------------
 
@@ -227,7 +232,7 @@ class Org:
             if team.parent is not None and team.parent not in self.teams:
                 out.append(((*base, "parent"), f"no team named {team.parent!r} under org.teams"))
             if team.calendar is not None and team.calendar not in known_calendars:
-                out.append(((*base, "calendar"), _unknown_calendar(team.calendar, known_calendars)))
+                out.append(((*base, "calendar"), unknown_calendar(team.calendar, known_calendars)))
             if tkey in {t.key for t in self._ancestry(self.teams.get(team.parent or ""))}:
                 out.append(((*base, "parent"), "teams' parents go round in a circle"))
         for role, keys in self.roles.items():
@@ -250,10 +255,34 @@ class Org:
         return None
 
 
-def _unknown_calendar(name: str, known: set[str]) -> str:
+def unknown_calendar(name: str, known: Iterable[str]) -> str:
+    """The message for a calendar name that is not configured."""
     return f"no calendar named {name!r}; known: {', '.join(sorted(known))} (define it under calendars)"
 
 
-def unknown_calendar(name: str, known: Iterable[str]) -> str:
-    """The message for a calendar name that is not configured."""
-    return _unknown_calendar(name, set(known))
+def org_block_from_departments(
+    crm: str, departments: Sequence[Department], users: Mapping[str, User]
+) -> dict[str, Any]:
+    """An ``org:`` block for the config from a CRM's departments: a person per active user
+    (their id in ``crm``), a team per department with its head as ``lead``, its parent and
+    its members. Heads of department above the team leads are the admin's to mark (``head:``)."""
+    people: dict[str, Any] = {}
+    wanted = {u for d in departments for u in (*d.member_ids, *((d.head_id,) if d.head_id else ()))}
+    for user_id in sorted(wanted, key=_natural):
+        user = users.get(user_id)
+        people[f"user{user_id}"] = {"ids": {crm: user_id}, "name": user.name if user else ""}
+    known = {d.id for d in departments}
+    teams: dict[str, Any] = {}
+    for dept in sorted(departments, key=lambda d: _natural(d.id)):
+        team: dict[str, Any] = {"name": dept.name}
+        if dept.parent_id in known:
+            team["parent"] = f"dept{dept.parent_id}"
+        if dept.head_id:
+            team["lead"] = f"user{dept.head_id}"
+        team["members"] = [f"user{m}" for m in sorted(dept.member_ids, key=_natural)]
+        teams[f"dept{dept.id}"] = team
+    return {"people": people, "teams": teams}
+
+
+def _natural(text: str) -> tuple[int, str]:
+    return (int(text), "") if text.isdigit() else (1 << 62, text)

@@ -535,6 +535,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.tasks: dict[str, dict[str, Any]] = {}
         self.users: dict[str, dict[str, Any]] = {}
         self.comments: dict[str, dict[str, Any]] = {}
+        self.departments: dict[str, dict[str, Any]] = {"1": {"ID": "1", "NAME": "Компания", "SORT": 500}}
         self.deal_user_fields: set[str] = set()
         # User fields declared in the portal's settings (name -> label), as crm.deal.fields lists them.
         self.deal_user_field_labels: dict[str, str] = {}
@@ -564,6 +565,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "tasks.task.update": self._task_update,
             "tasks.task.complete": self._task_complete,
             "user.get": self._user_get,
+            "department.get": self._department_get,
             "user.current": self._user_current,
             "crm.timeline.comment.add": self._comment_add,
             "crm.timeline.comment.list": self._comment_list,
@@ -611,6 +613,15 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
                 "DATE_REGISTER": self._iso(self.clock()),
             }
             return uid
+
+    def add_department(self, name: str, *, parent: str = "1", head: str | None = None, dept_id: str) -> str:
+        """Add a department of the company structure (``UF_HEAD`` is its head's user id)."""
+        with self._lock:
+            row: dict[str, Any] = {"ID": dept_id, "NAME": name, "SORT": 500, "PARENT": parent}
+            if head is not None:
+                row["UF_HEAD"] = head
+            self.departments[dept_id] = row
+            return dept_id
 
     def add_deal(self, fields: dict[str, Any]) -> str:
         """Create a deal as a UI user would; fires ONCRMDEALADD."""
@@ -1251,6 +1262,12 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         rows = _order_rows(rows, {str(p.get("SORT") or "ID"): str(p.get("ORDER") or "ASC")}, self._tz)
         chunk, total, nxt = _page(rows, p.get("START"))
         return _Answer([dict(u, UF_DEPARTMENT=list(u["UF_DEPARTMENT"])) for u in chunk], total, nxt)
+
+    def _department_get(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        rows = _order_rows(list(self.departments.values()), {"ID": "ASC"}, self._tz)
+        chunk, total, nxt = _page(rows, p.get("START"))
+        return _Answer([dict(d) for d in chunk], total, nxt)
 
     def _user_current(self, params: dict[str, Any]) -> _Answer:
         return _Answer(dict(self.users[str(self.webhook_user_id)]))

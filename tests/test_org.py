@@ -129,6 +129,11 @@ def test_team_calendar_is_found_through_membership() -> None:
         (("country: UA", "country: XX"), "calendars.ua_remote.country", "no calendar for 'XX'"),
         (("shift: event_day", "shift: event"), "calendars.ua_remote.days[0].shift", "no shift named 'event'"),
         (("    on: [deal.created]\n", "    on: [deal.created]\n    calendar: kz\n"), "rules[0].calendar", "'kz'"),
+        (
+            ("    on: [deal.created]\n", "    on: [deal.created]\n    when: {working_time: false, calendar: kz}\n"),
+            "rules[0].when.calendar",
+            "no calendar named 'kz'",
+        ),
         (("  ua_remote:\n", "  default:\n"), "calendars.default", "top-level calendar"),
     ],
 )
@@ -146,3 +151,70 @@ def test_default_calendar_stays_the_top_level_block() -> None:
     default = config.calendars.get(None)
     assert default.country == "RU"
     assert default.is_working_time(datetime(2026, 3, 12, 7, 0, tzinfo=UTC))  # 10:00 Moscow
+
+
+def test_check_command_names_a_wrong_role_and_an_unknown_calendar(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+
+    from connector.cli import main
+
+    path = tmp_path / "c.yaml"
+    text = CONFIG.replace("{role: accountant}", "{role: acountant}").replace(
+        "    on: [deal.created]\n", "    on: [deal.created]\n    calendar: ua\n"
+    )
+    path.write_text(text, encoding="utf-8")
+    result = CliRunner().invoke(main, ["check", str(path)])
+    assert result.exit_code == 2
+    lines = [line.strip() for line in result.output.splitlines()]
+    assert any(
+        line.startswith(f"{path}:47: rules[0].do[1].create_task.responsible: no role named 'acountant'")
+        for line in lines
+    ), result.output
+    assert any(
+        line.startswith(f"{path}:44: rules[0].calendar: no calendar named 'ua'; known: default, ua_remote")
+        for line in lines
+    ), result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_failing_rule_does_not_take_the_others_down() -> None:
+    """The issue's workaround: a Jinja lookup table in `to:` fails for an unmapped manager;
+    that rule is reported as not applied, the next rule still acts."""
+    from connector.dryrun.history import HistoryItem
+    from connector.dryrun.replay import Replay
+    from connector.runtime import build_calendar
+    from domain import Deal, EventKind
+
+    text = (
+        CONFIG.split("rules:")[0]
+        + """rules:
+  - name: lookup
+    crm: b24
+    on: [deal.created]
+    do: [{escalate: {to: "{{ {'1': '10', '12': '11'}[deal.responsible_id] }}", title: t}}]
+  - name: comment
+    crm: b24
+    on: [deal.created]
+    do: [{add_comment: {text: ok}}]
+"""
+    )
+    config = load_config_text(text)
+    moment = datetime(2026, 3, 6, 12, tzinfo=UTC)
+    deal = Deal(crm="b24", id="1", responsible_id="999", created_at=moment, updated_at=moment)
+    result = Replay(config, build_calendar(config)).run([HistoryItem(moment, EventKind.DEAL_CREATED, deal)])
+    shown = {(o.rule, o.action): o.detail for o in result.outcomes}
+    assert "999" in shown[("lookup", "rule_error")]
+    assert ("comment", "add_comment") in shown
+
+
+def test_the_commented_example_in_config_example_loads_when_uncommented() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parent.parent / "config.example.yaml").read_text(encoding="utf-8")
+    block = text[text.index("# calendars:") : text.index("\nworker:")]
+    uncommented = "\n".join(line[2:] if line.startswith("# ") else line for line in block.splitlines())
+    env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token"}
+    config = load_config_text(text.replace(block, uncommented), env)
+    assert config.calendars is not None and "ua_remote" in config.calendars
+    assert config.org.roles["supervisor"] == ("petr",)
+    assert [r.name for r in config.recurring] == ["planning-meeting"]

@@ -26,6 +26,7 @@ from adapters.contracts import (
     CrmInventory,
     DealSearch,
     DealSource,
+    DepartmentSource,
     IncomingRequest,
     Inspectable,
     WebhookReceiver,
@@ -34,6 +35,7 @@ from adapters.contracts import (
 from adapters.webhooks import TokenValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
 from domain.errors import AdapterError, NotFoundError
+from domain.org import Department
 
 _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 
@@ -42,7 +44,9 @@ _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 NEEDED_SCOPES = ("crm", "task", "user")
 
 
-class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, CommandSink, WebhookReceiver, Inspectable):
+class Bitrix24Adapter(
+    CrmAdapter[Bitrix24Settings], DealSource, DealSearch, DepartmentSource, CommandSink, WebhookReceiver, Inspectable
+):
     """One Bitrix24 portal, reached through an inbound webhook URL."""
 
     type = "bitrix24"
@@ -221,6 +225,27 @@ class Bitrix24Adapter(CrmAdapter[Bitrix24Settings], DealSource, DealSearch, Comm
             user = user_from_b24(raw)
             users[user.id] = user
         return users
+
+    def departments(self) -> tuple[list[Department], dict[str, User]]:
+        """``department.get`` (``UF_HEAD`` is the head) and the active users' ``UF_DEPARTMENT``."""
+        members: dict[str, list[str]] = {}
+        users: dict[str, User] = {}
+        for raw in self.client.list_all("user.get", {"FILTER": {"ACTIVE": True}}):
+            user = user_from_b24(raw)
+            users[user.id] = user
+            for dept in raw.get("UF_DEPARTMENT") or []:
+                members.setdefault(str(dept), []).append(user.id)
+        departments = [
+            Department(
+                id=str(raw.get("ID")),
+                name=str(raw.get("NAME") or ""),
+                parent_id=str(raw["PARENT"]) if raw.get("PARENT") not in (None, "", "0", 0) else None,
+                head_id=str(raw["UF_HEAD"]) if raw.get("UF_HEAD") not in (None, "", "0", 0) else None,
+                member_ids=tuple(members.get(str(raw.get("ID")), ())),
+            )
+            for raw in self.client.list_all("department.get", {})
+        ]
+        return departments, users
 
     # --- writes --------------------------------------------------------------------
 

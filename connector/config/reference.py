@@ -54,6 +54,8 @@ SECTION_INTRO: dict[str, str] = {
     "shifts on named days), chosen per rule or per team (see [Calendars](rules.md#calendars)).",
     "org": "The org chart: people, teams with their leads and heads, roles; targets such as "
     "`team_lead_of(responsible)` resolve against it (see [Org chart](rules.md#org-chart-and-roles)).",
+    "recurring": "Tasks on a schedule that belong to no deal (meetings, the weekly site update), once per "
+    "occurrence (see [Recurring work](rules.md#recurring-work)).",
 }
 
 _RULES_LINKS: dict[type[fields.Field], str] = {

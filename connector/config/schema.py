@@ -23,6 +23,7 @@ from rules.model import Rule
 from rules.org import Org
 from rules.org_checks import calendar_set_of, org_problems
 from rules.org_schema import NamedCalendarSchema, OrgSchema
+from rules.recurring import RecurringDef, RecurringSchema, recurring_problems
 from rules.reports import ReportDef
 from rules.schema import DeadlineSchema, ReportSchema, RuleSchema, TerritorySchema, build_deadline
 from rules.territories import Territory
@@ -267,6 +268,7 @@ class ConfigSchema(Schema):
         metadata={"doc": "named calendars besides the default one (`calendar:`)"},
     )
     org = fields.Nested(OrgSchema, load_default=dict)
+    recurring = fields.List(fields.Nested(RecurringSchema), load_default=list)
 
 
 @dataclass
@@ -289,6 +291,7 @@ class Config:
     source: str = "<config>"
     calendars: CalendarSet | None = None  # every calendar by name; "default" is ``calendar``
     org: Org = field(default_factory=Org)
+    recurring: list[RecurringDef] = field(default_factory=list)
 
 
 class ConfigError(Exception):
@@ -389,6 +392,15 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     calendars = calendar_set_of(data, add)
     for path, message in org_problems(raw.data, data, rules, calendars):
         add([message], path)
+    recurring = [(i, r) for i, r in enumerate(data.get("recurring") or []) if isinstance(r, RecurringDef)]
+    org = data["org"] if isinstance(data.get("org"), Org) else Org()
+    calendar_names = calendars.names if calendars is not None else frozenset(raw.data.get("calendars") or {})
+    for path, message in recurring_problems(recurring, org, calendar_names | {"default"}, named):
+        add([message], path)
+    for i, item in recurring:
+        problem = _cannot_write(item.crm, CreateTask, known, named) if item.crm in named else None
+        if problem:
+            add({"crm": [problem]}, ("recurring", i))
     seen: set[str] = set()
     for i, rule in rules:
         if rule.name in seen:
@@ -418,7 +430,8 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         secrets=raw.secrets,
         source=source,
         calendars=calendars,
-        org=data["org"] if isinstance(data["org"], Org) else Org(),
+        org=org,
+        recurring=data["recurring"],
     )
 
 

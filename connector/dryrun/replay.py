@@ -23,6 +23,7 @@ from apscheduler.triggers.cron import CronTrigger
 from adapters.contracts import CrmAdapter, DealSource
 from adapters.registry import build_adapter
 from connector.config import Config
+from connector.dryrun.scheduled import RecurringReplay
 from connector.processing import Processor
 from domain import Deal, Event, EventKind, EventSource
 from domain.commands import CloseDeal, UpdateDeal
@@ -84,6 +85,7 @@ class ReplayResult:
     events: int = 0
     deadline_events: int = 0
     schedule_events: int = 0
+    recurring_tasks: int = 0  # tasks recurring work would create (connector.dryrun.scheduled)
     follow_ups: int = 0  # changes of deals by the rules' own writes, seen again by the rules
     by_rule: Counter[tuple[str, str]] = field(default_factory=Counter)
     breaches: Counter[str] = field(default_factory=Counter)
@@ -130,6 +132,7 @@ class Replay:
         self._open: dict[str, Counter[str]] = {crm: Counter() for crm, group in self._groups.items() if group}
         self._counted: dict[tuple[str, str], str | None] = {}
         self._schedules: list[tuple[datetime, int, Rule, CronTrigger]] = []
+        self._recurring = RecurringReplay(config, calendar)
         self.result = ReplayResult(tz=calendar.tz)
 
     def run(
@@ -138,12 +141,16 @@ class Replay:
         *,
         until: datetime | None = None,
         progress: Callable[[int], None] | None = None,
+        since: datetime | None = None,
     ) -> ReplayResult:
-        """Replay ``items`` (sorted by time) and the deadlines and schedules they lead to, up to ``until``."""
+        """Replay ``items`` (sorted by time) and the deadlines and schedules they lead to, up to
+        ``until``; schedules and recurring work run from ``since`` (else the first item)."""
         last: datetime | None = None
+        if since is not None:
+            self._start_schedules(since)
         with _fewer_collections():
             for item in items:
-                if last is None:
+                if last is None and since is None:
                     self._start_schedules(item.at)
                 self._fire_due(item.at)
                 self._event(item.deal, item.kind, item.at, dict(item.data), recorded=True)
@@ -182,9 +189,12 @@ class Replay:
     # --- deadlines and schedules between events --------------------------------------------
 
     def _start_schedules(self, start: datetime) -> None:
+        self._recurring.start(start)
+        calendars = self.config.calendars
         for rule in self.config.rules:
             if rule.schedule and rule.enabled and rule.crm in self._sources:
-                trigger = CronTrigger.from_crontab(rule.schedule, timezone=self.calendar.tz)
+                zone = calendars.get(rule.calendar).tz if calendars is not None else self.calendar.tz
+                trigger = CronTrigger.from_crontab(rule.schedule, timezone=zone)
                 first = trigger.get_next_fire_time(None, start)
                 if first is not None:
                     self._seq += 1
@@ -192,6 +202,10 @@ class Replay:
 
     def _fire_due(self, now: datetime) -> None:
         """Deadlines and scheduled runs due by ``now``, in time order."""
+        for done in self._recurring.until(now):  # recurring work belongs to no deal: it goes first
+            self.result.recurring_tasks += done.kind != "note"
+            self.result.by_rule[(done.rule, done.kind)] += 1
+            self.result.outcomes.append(Outcome(done.at, done.crm, "", done.rule, "schedule", done.kind, done.detail))
         while True:
             timer_at = self._due[0][0] if self._due else None
             run_at = self._schedules[0][0] if self._schedules else None

@@ -25,11 +25,12 @@ def write_csv(result: ReplayResult, path: Path) -> None:
 
 def print_summary(result: ReplayResult, console: Console, seconds: float) -> None:
     """Counts per rule and action, and breaches per deadline."""
-    deals = len({(o.crm, o.deal_id) for o in result.outcomes})
+    deals = len({(o.crm, o.deal_id) for o in result.outcomes if o.deal_id})  # recurring work has none
     console.print(
         f"replayed {result.events} events and {result.deadline_events} deadline moments in "
         f"{seconds:.1f} s; {len(result.outcomes)} actions on {deals} deals (nothing written)"
         + (f"; {result.schedule_events} scheduled-rule events" if result.schedule_events else "")
+        + (f"; {result.recurring_tasks} recurring tasks" if result.recurring_tasks else "")
         + (f"; {result.follow_ups} changes by the rules' own writes" if result.follow_ups else "")
     )
     table = Table(title="What the rules would have done")

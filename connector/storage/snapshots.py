@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -19,7 +20,8 @@ if TYPE_CHECKING:
 
 
 def deal_from_snapshot(crm: str, deal_id: str, data: dict[str, Any]) -> Deal:
-    """A deal as last seen (what a snapshot keeps of it)."""
+    """A deal as last seen: every value a snapshot keeps, so that a scheduled rule's
+    pre-filter tests the same fields (amount, created_at, updated_at, …) the worker will."""
     return Deal(
         crm=crm,
         id=deal_id,
@@ -28,8 +30,27 @@ def deal_from_snapshot(crm: str, deal_id: str, data: dict[str, Any]) -> Deal:
         stage_semantic=data.get("stage_semantic") or "open",
         pipeline=data.get("pipeline") or "",
         responsible_id=data.get("responsible_id"),
+        amount=_decimal(data.get("amount")),
+        created_at=_moment(data.get("created_at")),
+        updated_at=_moment(data.get("updated_at")),
         fields=dict(data.get("fields") or {}),
     )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value not in (None, "") else None
+    except InvalidOperation:
+        return None
+
+
+def _moment(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 class Snapshots:
