@@ -162,6 +162,21 @@ ISP = [
         id="connection-3-and-control-5-working-days-over-new-year",
     ),
     pytest.param(
+        # First seen by the poll a day after it was created: the clocks still count from the application.
+        Case(
+            "isp-start-deadlines",
+            "C1:ROUTE",
+            triggers=("deal.stage_changed",),
+            created=msk(2026, 11, 24, 10, 0),
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[
+                ("deadline", "connection", "2026-11-27 10:00"),
+                ("deadline", "supervisor-control", "2026-12-01 10:00"),
+            ],
+        ),
+        id="deadlines-from-the-application-when-first-seen-late",
+    ),
+    pytest.param(
         Case(
             "isp-route-estimate",
             "C1:ROUTE",
