@@ -121,6 +121,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         territories=cfg.territories,
         calendar=calendar,
         calendars=cfg.calendars,
+        org=cfg.org,
         deadlines=cfg.deadlines,
     )
     rule = next(r for r in cfg.rules if r.name == case.rule)
@@ -159,6 +160,21 @@ ISP = [
             ],
         ),
         id="connection-3-and-control-5-working-days-over-new-year",
+    ),
+    pytest.param(
+        # First seen by the poll a day after it was created: the clocks still count from the application.
+        Case(
+            "isp-start-deadlines",
+            "C1:ROUTE",
+            triggers=("deal.stage_changed",),
+            created=msk(2026, 11, 24, 10, 0),
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[
+                ("deadline", "connection", "2026-11-27 10:00"),
+                ("deadline", "supervisor-control", "2026-12-01 10:00"),
+            ],
+        ),
+        id="deadlines-from-the-application-when-first-seen-late",
     ),
     pytest.param(
         Case(
@@ -246,6 +262,27 @@ ISP = [
             expect=[("comment", "Срок подключения истекает 2026-11-27 15:00.")],
         ),
         id="connection-reminder",
+    ),
+    pytest.param(
+        Case(
+            "isp-payment-reminder",
+            "C1:WON",
+            outcome="won",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.reminder",),
+            data={"deadline": "client-payment", "phase": "reminder", "due_at": "2026-11-30T18:00:00+03:00"},
+            expect=[
+                # Payment control is the sales supervisors' (user 7), not the engineer's.
+                (
+                    "task",
+                    "Проконтролировать оплату клиента до конца месяца: Заявка Иванова",
+                    "7",
+                    "2026-11-30 18:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="client-payment-reminder-to-the-supervisors",
     ),
     pytest.param(
         Case(
@@ -1124,7 +1161,6 @@ CATALOGUE = {
 SAME_SHAPE = {
     "isp-supervisor-control": "isp-connection-breached",
     "isp-visit-update-breached": "isp-connection-breached",
-    "isp-payment-reminder": "money-unpaid-reminder",
     "isp-payment-breached": "isp-connection-breached",
     "isp-connect": "isp-connect-agent-first",
     "b2b-proposal-reminder": "money-unpaid-reminder",

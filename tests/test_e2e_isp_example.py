@@ -151,6 +151,8 @@ def test_a_week_of_the_field_service(world) -> None:  # type: ignore[no-untyped-
     clock.set(30, 11, 10, 1)
     settle(rt, clock, [sim.webhooks])
     assert ("Контроль: заявка не подключена за 5 рабочих дней", "7") in tasks(sim, ids["c"])
+    # A, connected and not yet paid: its payment is the supervisors' to chase before the month ends.
+    assert ("Проконтролировать оплату клиента до конца месяца", "7") in tasks(sim, ids["a"])
 
     # The penalty report: one connection breach, charged to C's captain, none to user 1.
     with rt.store.sessions() as s:
