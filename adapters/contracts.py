@@ -1,7 +1,8 @@
 """What a CRM package offers the runtime: an adapter class with the capabilities its CRM has.
 
 The runtime never asks which CRM it talks to, only what the adapter can do: read deals
-(``DealSource``), find deals by a field (``DealSearch``), carry out writes (``CommandSink``),
+(``DealSource``), find deals by a field (``DealSearch``), count what happened
+(``FactSource``), carry out writes (``CommandSink``),
 report documents for another CRM's deals (``DocumentSource``), receive webhooks
 (``WebhookReceiver``). An adapter class derives from ``CrmAdapter`` and from each capability
 it implements, like django-anymail's backends build on one base and mix in what a provider
@@ -23,6 +24,7 @@ from marshmallow import Schema, missing
 from domain import CloseDeal, Command, Deal, Event, UpdateDeal, User
 from domain.bookmarks import Bookmark
 from domain.errors import AdapterError, FatalError
+from domain.facts import Fact
 from domain.org import Department
 
 
@@ -235,6 +237,19 @@ class DealSearch(ABC):
 
         Callers treat more than one match as ambiguous, so two is enough to know.
         """
+
+
+class FactSource(ABC):
+    """A CRM whose activity log and deals can be counted for plan-vs-fact reports."""
+
+    # Whether its facts include deals' entries into stages (conversions, time between stages).
+    stage_history: ClassVar[bool] = False
+
+    @abstractmethod
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        """Activities marked done in ``since`` … ``until`` (calls made, meetings held: never
+        ones only planned), deals created, won or lost then, the deals open now, and (with
+        ``stage_history``) the deals' entries into stages then."""
 
 
 class DealLookup(Protocol):

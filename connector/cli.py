@@ -197,6 +197,7 @@ def dry_run(
     from connector.dryrun.history import from_crm, from_inbox, read_jsonl
     from connector.dryrun.replay import HistoryItem, Replay
     from connector.dryrun.report import print_summary, write_csv
+    from connector.dryrun.reports import print_reports, report_occurrences
     from connector.runtime import build_calendar
 
     cfg = _load(config_path)
@@ -226,6 +227,8 @@ def dry_run(
         replay = Replay(cfg, build_calendar(cfg), adapters=adapters)
         result = replay.run(items, until=end, since=start, progress=lambda n: progress.advance(task, n))
     print_summary(result, console, time.perf_counter() - began)
+    last = end or (items[-1].at if items else start)
+    print_reports(report_occurrences(cfg, build_calendar(cfg), start, last), console)
     if csv_path:
         write_csv(result, Path(csv_path))
         console.print(f"actions written to {csv_path}")
@@ -327,6 +330,69 @@ def backfill(config_path: str, crm: str, since: str, force: bool) -> None:
         adapter.close()
         store.close()
     click.echo(f"{queued} change(s) queued from {crm} since {start.isoformat()}")
+
+
+@main.group()
+def plans() -> None:
+    """Plans per person and team per period (docs/rules.md, "Plans and indicators")."""
+
+
+@plans.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--allow-lower", is_flag=True, help="accept plans lower than the ones in force (a typo's fix)")
+def plans_load(file: str, config_path: str, allow_lower: bool) -> None:
+    """Check a CSV/YAML plan file and store it; any problem refuses it whole (exit 2)."""
+    from pathlib import Path
+
+    from connector.storage.store import Store
+    from domain.clock import utcnow
+    from jobs.plans import load_plans
+
+    cfg = _load(config_path)
+    store = Store.for_config(cfg.storage)
+    try:
+        result = load_plans(store, Path(file), cfg, utcnow(), allow_lower=allow_lower)
+    finally:
+        store.close()
+    if result.problems:
+        click.echo(f"plans refused ({len(result.problems)} problem(s)):", err=True)
+        for problem in result.problems:
+            click.echo("  " + problem.render(file), err=True)
+        sys.exit(2)
+    click.echo(f"{result.read} plan(s) read: {result.added} added, {result.changed} changed")
+    for warning in result.warnings:
+        click.echo("  " + warning.render(file), err=True)
+
+
+@plans.command("show")
+@click.option("--config", "config_path", required=True, type=click.Path())
+@click.option("--period", required=True, help="2026, 2026-Q1, 2026-03, 2026-W10 or 2026-03-02")
+def plans_show(config_path: str, period: str) -> None:
+    """Each person's and team's plan for a period, as the cascade splits the loaded plans."""
+    from rich.table import Table
+
+    from connector.runtime import build_calendar
+    from connector.storage.store import Store
+    from jobs.plans import plan_table
+    from rules.periods import parse_period
+
+    cfg = _load(config_path)
+    try:
+        wanted = parse_period(period)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+    store = Store.for_config(cfg.storage)
+    try:
+        rows = plan_table(store, cfg, build_calendar(cfg), wanted)
+    finally:
+        store.close()
+    table = Table(title=f"Plans for {wanted}")
+    for column in ("who", "indicator", "plan"):
+        table.add_column(column, justify="right" if column == "plan" else "left")
+    for row in rows:
+        table.add_row(*row)
+    _console().print(table)
 
 
 @main.command("generate-history")

@@ -14,7 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
-from adapters.contracts import CrmAdapter, DealSource, DocumentSource
+from adapters.contracts import CrmAdapter, DealSource, DocumentSource, FactSource
 from adapters.registry import build_adapter
 from connector.config import Config
 from connector.dispatcher import Dispatcher
@@ -28,6 +28,7 @@ from connector.ticker import Ticker
 from connector.web.status_page import status_blueprint
 from connector.worker import Worker
 from domain.clock import utcnow
+from jobs.plan_report import run_plan_report
 from jobs.poll import poll_deals
 from jobs.poll_documents import poll_documents
 from jobs.recurring import run_recurring
@@ -116,6 +117,13 @@ class Runtime:
     def run_report(self, name: str) -> int:
         """One run of a configured report: its tasks go to the outbox."""
         report = next(r for r in self.config.reports if r.name == name)
+        if report.indicators:
+            source = self.adapters[report.crm]
+            assert isinstance(source, FactSource)  # checked with the config
+            cfg = self.config
+            return run_plan_report(
+                self.store, report, self.clock(), self.calendar, source, cfg.indicators, cfg.teams_for(report.crm)
+            )
         return run_report(self.store, report, self.clock(), self.calendar)
 
     def run_recurring(self, name: str) -> int:

@@ -45,12 +45,13 @@ def run_report(store: Store, report: ReportDef, now: datetime, calendar: WorkCal
             for payload, created in Outbox.recent(session, report.crm, CreateTask.kind, since, excluding_rule=rule)
         ]
         figures = day_figures(snapshots, tasks, day, tz)
-        if report.to != "responsible":
+        to = report.to or "responsible"
+        if to != "responsible":
             total = Figures()
             for f in figures.values():
                 for key, value in f.as_dict().items():
                     setattr(total, key, getattr(total, key) + value)
-            figures = {report.to: total}
+            figures = {to: total}
         queued = 0
         due = calendar.add(now, report.due) if report.due else None
         for user, f in sorted(figures.items()):

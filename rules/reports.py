@@ -18,19 +18,42 @@ from typing import Any
 from rules.model import Condition
 from rules.templates import Template
 
+# Plan-vs-fact reports' task title and text when the config gives none (see rules.plan_reports).
+PLAN_TITLE = "План/факт {{ period }}: {{ scope }}"
+PLAN_TEXT = "{{ table }}"
+
+
+@dataclass(frozen=True)
+class MissedPlan:
+    """What a day report does for each person who missed a plan: a task to their team lead."""
+
+    title: Template
+    text: Template
+    to: str = "team_lead"
+
 
 @dataclass(frozen=True)
 class ReportDef:
-    """One configured report: ``to`` is ``responsible`` (each user their own) or a user id."""
+    """One configured report: ``to`` is ``responsible`` (each user their own) or a user id.
+
+    With ``indicators`` it is a plan-vs-fact report over the last ``period`` (see
+    ``rules.plan_reports``): ``to`` is then also ``person``, ``team_lead`` or ``head``, ``by``
+    the day of the next month it is due on, ``file`` a CSV path template.
+    """
 
     name: str
     crm: str
     schedule: str
     title: Template
     text: Template
-    to: str = "responsible"
+    to: str | None = "responsible"
     condition: Condition | None = None
     due: str | None = None
+    period: str = "day"
+    indicators: tuple[str, ...] = ()
+    by: int | None = None
+    file: Template | None = None
+    missed: MissedPlan | None = None
 
 
 @dataclass

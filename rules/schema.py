@@ -30,7 +30,7 @@ from rules.conditions import ConditionError, compile_condition
 from rules.deadlines import START_FROM, DeadlineDef
 from rules.model import ActionSpec, Rule
 from rules.org import OrgRef, parse_ref
-from rules.reports import ReportDef
+from rules.reports import PLAN_TEXT, PLAN_TITLE, MissedPlan, ReportDef
 from rules.templates import Template, TemplateProblem
 from rules.territories import MATCH_KEYS, Territory
 
@@ -385,36 +385,97 @@ def _check_cron(value: str) -> None:
 
 
 class ReportSchema(Schema):
-    """One entry of ``reports:``: a periodic report written as a task."""
+    """One entry of ``reports:``: a periodic report written as a task (and a CSV file)."""
 
     name = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9_.-]+$"))
     crm = fields.String(required=True)
     schedule = fields.String(required=True, metadata={"doc": "cron in the calendar's zone"})
-    to = fields.Raw(load_default="responsible", metadata={"doc": "'responsible' (each user their own) or a user id"})
+    to = fields.Raw(
+        load_default=None,
+        metadata={
+            "doc": "'responsible' (each user their own) or a user id; plan-vs-fact reports also "
+            "'person', 'team_lead', 'head', 'role(NAME)' or a person of org.people"
+        },
+    )
     when = ConditionField(load_default=None, allow_none=True)
-    title = fields.String(required=True)
-    text = fields.String(required=True)
+    title = fields.String(load_default=None, metadata={"doc": "task title (template); plan reports have one"})
+    text = fields.String(load_default=None, metadata={"doc": "task text (template); plan reports: the table"})
     due = fields.String(load_default=None, allow_none=True)
+    period = fields.String(
+        load_default="day",
+        validate=validate.OneOf(("day", "week", "month", "quarter", "year")),
+        metadata={"doc": "plan-vs-fact: the period reported on (the last one that ended)"},
+    )
+    indicators = fields.List(
+        fields.String(), load_default=list, metadata={"doc": "plan-vs-fact: the indicators compared with the plans"}
+    )
+    by = fields.Integer(
+        load_default=None,
+        allow_none=True,
+        validate=validate.Range(min=1, max=31),
+        metadata={"doc": "plan-vs-fact: due on this day of the next month, or the working day before"},
+    )
+    file = fields.String(load_default=None, metadata={"doc": "plan-vs-fact: also write a CSV here (template)"})
+    missed = fields.Dict(
+        load_default=None,
+        metadata={"doc": "plan-vs-fact: {title, text} of a task to the team lead of each person below plan"},
+    )
 
     @validates_schema
     def check(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("schedule"):
             _check_cron(data["schedule"])
-        for key in ("title", "text"):
+        for key in ("title", "text", "file"):
             if data.get(key):
                 _template(data[key], key)
         if data.get("due"):
             _duration(data["due"], "due")
+        planned = bool(data.get("indicators"))
+        if not planned:
+            for key in ("title", "text"):
+                if not data.get(key):
+                    raise ValidationError({key: ["Missing data for required field."]})
+            for key in ("by", "file", "missed"):
+                if data.get(key) is not None:
+                    raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
+            if data.get("period", "day") != "day":
+                raise ValidationError({"period": ["only a plan-vs-fact report (with indicators) covers a period"]})
+            if data.get("to") in ("head", "team_lead", "person"):
+                raise ValidationError({"to": [f"{data['to']}: only a plan-vs-fact report (with indicators) has it"]})
+        elif not data.get("to") and not data.get("file"):
+            raise ValidationError(
+                {
+                    "to": [
+                        "the report has no recipient: give to (head, team_lead, person, role(NAME), a user id) or file"
+                    ]
+                }
+            )
+        if data.get("missed") is not None:
+            _params(data["missed"], {"title", "text"}, {"title"}, "missed")
+            if data.get("period") != "day":
+                raise ValidationError({"missed": ["a missed plan is a day report's reaction (period: day)"]})
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> ReportDef:
+        planned = bool(data["indicators"])
+        missed = data["missed"]
         return ReportDef(
             name=data["name"],
             crm=data["crm"],
             schedule=data["schedule"],
-            to=str(data["to"]),
-            title=_template(data["title"], "title"),
-            text=_template(data["text"], "text"),
+            to=None if data["to"] is None and planned else str(data["to"] or "responsible"),
+            title=_template(data["title"] or PLAN_TITLE, "title"),
+            text=_template(data["text"] or PLAN_TEXT, "text"),
             condition=data["when"],
             due=data["due"],
+            period=data["period"],
+            indicators=tuple(data["indicators"]),
+            by=data["by"],
+            file=_template(data["file"], "file") if data["file"] else None,
+            missed=MissedPlan(
+                title=_template(missed["title"], "missed.title"),
+                text=_template(missed.get("text") or PLAN_TEXT, "missed.text"),
+            )
+            if missed
+            else None,
         )

@@ -57,6 +57,7 @@ WRITE_METHODS = frozenset(
         "tasks.task.update",
         "tasks.task.complete",
         "crm.timeline.comment.add",
+        "crm.activity.add",
         "event.bind",
         "event.unbind",
     }
@@ -542,7 +543,9 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         # The scopes ticked when the inbound webhook was created (``scope`` answers them).
         self.scopes: list[str] = ["crm", "task", "user"]
         self.member_id = hashlib.md5(domain.encode()).hexdigest()
-        self._ids = {"deal": 1, "task": 3701, "comment": 901, "user": 1, "handler": 1}
+        self.activities: dict[str, dict[str, Any]] = {}
+        self.stage_history: list[dict[str, Any]] = []  # crm.stagehistory.list rows of deals
+        self._ids = {"deal": 1, "task": 3701, "comment": 901, "user": 1, "handler": 1, "activity": 5001}
         # The outgoing webhook configured in the portal's UI: one handler id per event.
         self.outgoing_events: dict[str, int] = {ev: self._next_id("handler") for ev in DEAL_EVENTS}
         self.bindings: dict[str, tuple[int, str]] = {}  # event -> (handler id, url), from event.bind
@@ -572,6 +575,9 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "event.bind": self._event_bind,
             "event.unbind": self._event_unbind,
             "event.get": self._event_get,
+            "crm.activity.add": self._activity_add,
+            "crm.activity.list": self._activity_list,
+            "crm.stagehistory.list": self._stagehistory_list,
         }
         self.add_user("Admin", "Simulator", user_id=str(webhook_user_id), position="Administrator")
         self.app = self._build_app()
@@ -641,6 +647,11 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             del self.deals[str(deal_id)]
             self._views.clear()
             self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": str(deal_id)}})
+
+    def add_activity(self, fields: dict[str, Any]) -> str:
+        """Log an activity (a call, a meeting) as a UI user would; ``COMPLETED: "Y"`` when done."""
+        with self._lock:
+            return self._create_activity(fields)
 
     def tasks_for_deal(self, deal_id: str) -> list[dict[str, Any]]:
         """Tasks bound to the deal (``UF_CRM_TASK`` holds ``D_{id}``), stored field names."""
@@ -900,6 +911,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self._apply_deal_fields(deal, given, creating=True)
         deal["IS_NEW"] = "Y" if deal["STAGE_ID"] == _FIRST_STAGE.get(category) else "N"
         self.deals[deal_id] = deal
+        self._record_stage(deal, created=True)
         self._views.clear()
         self._fire("ONCRMDEALADD", {"FIELDS": {"ID": deal_id}})
         return deal_id
@@ -908,7 +920,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         deal = self.deals[deal_id]
         given = {str(k).upper(): v for k, v in fields.items()}
         given.pop("CATEGORY_ID", None)  # moving a deal between pipelines takes another method
+        stage = deal["STAGE_ID"]
         self._apply_deal_fields(deal, given, creating=False)
+        if deal["STAGE_ID"] != stage:
+            self._record_stage(deal, created=False)
         deal["DATE_MODIFY"] = self._iso(self.clock())
         deal["MODIFY_BY_ID"] = str(self.webhook_user_id)
         self._views.clear()
@@ -1306,6 +1321,75 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         chunk, total, nxt = _page(rows, p.get("start"))
         select = {str(s).upper() for s in _as_list(p.get("select"))}
         return _Answer([{k: v for k, v in c.items() if not select or k in select} for c in chunk], total, nxt)
+
+    # --- activities (calls, meetings, e-mails logged on deals): crm.activity.* ---------------
+
+    def _create_activity(self, fields: Mapping[str, Any]) -> str:
+        given = {str(k).upper(): v for k, v in fields.items()}
+        now = self._iso(self.clock())
+        activity_id = str(self._next_id("activity"))
+        activity: dict[str, Any] = {
+            "ID": activity_id,
+            "OWNER_TYPE_ID": "2",
+            "OWNER_ID": None,
+            "TYPE_ID": "2",
+            "PROVIDER_ID": "VOXIMPLANT_CALL",
+            "SUBJECT": "",
+            "COMPLETED": "N",
+            "RESPONSIBLE_ID": str(self.webhook_user_id),
+            "DIRECTION": "2",
+            "START_TIME": now,
+            "END_TIME": now,
+            "DEADLINE": now,
+            "CREATED": now,
+            "LAST_UPDATED": now,
+        }
+        for name in ("START_TIME", "END_TIME", "DEADLINE"):
+            if given.get(name):
+                given[name] = self._norm_dt(given[name])
+        activity.update({k: _str_value(v) for k, v in given.items() if k in activity and k not in ("ID", "CREATED")})
+        if str(activity["COMPLETED"]) not in ("Y", "N"):
+            raise RestError(400, "", "COMPLETED is Y or N.")
+        self.activities[activity_id] = activity
+        return activity_id
+
+    def _record_stage(self, deal: Mapping[str, Any], *, created: bool) -> None:
+        """A row of the deal's stage history: 1 created, 2 moved to a stage in progress, 3 to a final one."""
+        final = deal["STAGE_SEMANTIC_ID"] in ("S", "F")
+        self.stage_history.append(
+            {
+                "ID": str(len(self.stage_history) + 1),
+                "TYPE_ID": "1" if created else "3" if final else "2",
+                "OWNER_ID": str(deal["ID"]),
+                "CREATED_TIME": self._iso(self.clock()),
+                "CATEGORY_ID": str(deal["CATEGORY_ID"]),
+                "STAGE_SEMANTIC_ID": deal["STAGE_SEMANTIC_ID"],
+                "STAGE_ID": deal["STAGE_ID"],
+            }
+        )
+
+    def _stagehistory_list(self, params: dict[str, Any]) -> _Answer:
+        if str(params.get("entityTypeId") or params.get("ENTITYTYPEID") or "") != "2":
+            raise RestError(400, "", "Only deals (entityTypeId 2) are simulated.")
+        rows = _filter_rows(self.stage_history, _as_map(params.get("filter")), self._tz)
+        rows = _order_rows(rows, _as_map(params.get("order")), self._tz)
+        chunk, total, nxt = _page(rows, params.get("start"))
+        return _Answer({"items": chunk}, total, nxt)
+
+    def _activity_add(self, params: dict[str, Any]) -> _Answer:
+        fields = _upper_keys(params).get("FIELDS")
+        if not isinstance(fields, dict):
+            raise RestError(400, "", "Parameter 'fields' must be array.")
+        return _Answer(int(self._create_activity(fields)))
+
+    def _activity_list(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        rows = _filter_rows(self.activities.values(), _as_map(p.get("FILTER")), self._tz)
+        rows = _order_rows(rows, _as_map(p.get("ORDER")), self._tz)
+        chunk, total, nxt = _page(rows, p.get("START"))
+        select = [str(s) for s in _as_list(p.get("SELECT"))]
+        wanted = None if not select or "*" in select else set(select) | {"ID"}
+        return _Answer([{k: v for k, v in r.items() if wanted is None or k in wanted} for r in chunk], total, nxt)
 
     def _event_bind(self, params: dict[str, Any]) -> _Answer:
         p = {str(k).lower(): v for k, v in params.items()}

@@ -11,11 +11,16 @@ from typing import Any
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.keyset import DealReader
 from adapters.bitrix24.mapping import (
+    ACTIVITY_SELECT,
+    FACT_DEAL_SELECT,
     FIELD_NAMES,
     SEMANTICS,
+    activity_fact,
+    deal_fact,
     deal_fields_to_b24,
     deal_from_b24,
     format_datetime,
+    stage_fact,
     user_from_b24,
 )
 from adapters.bitrix24.settings import Bitrix24Settings
@@ -27,6 +32,7 @@ from adapters.contracts import (
     DealSearch,
     DealSource,
     DepartmentSource,
+    FactSource,
     IncomingRequest,
     Inspectable,
     WebhookReceiver,
@@ -35,6 +41,7 @@ from adapters.contracts import (
 from adapters.webhooks import TokenValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
 from domain.errors import AdapterError, NotFoundError
+from domain.facts import Fact
 from domain.org import Department
 
 _PRIORITY = {"low": 0, "normal": 1, "high": 2}
@@ -45,11 +52,19 @@ NEEDED_SCOPES = ("crm", "task", "user")
 
 
 class Bitrix24Adapter(
-    CrmAdapter[Bitrix24Settings], DealSource, DealSearch, DepartmentSource, CommandSink, WebhookReceiver, Inspectable
+    CrmAdapter[Bitrix24Settings],
+    DealSource,
+    DealSearch,
+    DepartmentSource,
+    FactSource,
+    CommandSink,
+    WebhookReceiver,
+    Inspectable,
 ):
     """One Bitrix24 portal, reached through an inbound webhook URL."""
 
     type = "bitrix24"
+    stage_history = True
     bookkeeping_fields = frozenset({"DATE_MODIFY", "MOVED_TIME"})
     field_names = FIELD_NAMES
 
@@ -189,6 +204,35 @@ class Bitrix24Adapter(
         """
         for raw in DealReader(format_datetime(since) if since is not None else None, crm=self.name).read(self.client):
             yield deal_from_b24(self.name, raw, self.location_fields)
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        """Completed activities (``COMPLETED=Y``) that ended in the window, deals changed since
+        its start (created, won or lost then), the deals still open, and the deals' entries into
+        stages in the window (``crm.stagehistory.list``, each with its deal's responsible)."""
+        owners: dict[str, str | None] = {}
+        select = {"order": {"ID": "ASC"}, "select": FACT_DEAL_SELECT}
+        for raw in self.client.list_all(
+            "crm.deal.list", {"filter": {">=DATE_MODIFY": format_datetime(since)}, **select}
+        ):
+            fact = deal_fact(raw)
+            owners[fact.id] = fact.user
+            yield fact
+        for raw in self.client.list_all("crm.deal.list", {"filter": {"STAGE_SEMANTIC_ID": "P"}, **select}):
+            if str(raw.get("ID")) not in owners:
+                fact = deal_fact(raw)
+                owners[fact.id] = fact.user
+                yield fact
+        window = {"COMPLETED": "Y", ">=END_TIME": format_datetime(since), "<END_TIME": format_datetime(until)}
+        activities = {"filter": window, "order": {"ID": "ASC"}, "select": ACTIVITY_SELECT}
+        for raw in self.client.list_all("crm.activity.list", activities):
+            yield activity_fact(raw)
+        moves = {
+            "entityTypeId": 2,
+            "filter": {">=CREATED_TIME": format_datetime(since), "<CREATED_TIME": format_datetime(until)},
+            "order": {"ID": "ASC"},
+        }
+        for raw in self.client.list_all("crm.stagehistory.list", moves, items_key="items"):
+            yield stage_fact(raw, owners.get(str(raw.get("OWNER_ID"))))
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         rows = (

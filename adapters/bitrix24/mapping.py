@@ -9,6 +9,7 @@ from typing import Any
 from adapters.addresses import parse_address, strip_city_prefix
 from adapters.values import to_decimal
 from domain import Deal, Location, StageSemantic, User
+from domain.facts import Fact
 
 SEMANTICS: dict[str, StageSemantic] = {"P": "open", "S": "won", "F": "lost"}
 # Fields every deal read selects, besides the custom ones ("UF_*").
@@ -80,6 +81,60 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
         created_at=parse_datetime(raw.get("DATE_CREATE")),
         updated_at=parse_datetime(raw.get("DATE_MODIFY")),
         location=location,
+        fields=dict(raw),
+    )
+
+
+# A deal read for plan-vs-fact also tells when it last moved stage (won or lost then).
+FACT_DEAL_SELECT = [*DEAL_SELECT, "MOVED_TIME"]
+# crm.activity TYPE_ID: what the portal logs (calls come from telephony or are logged by hand).
+ACTIVITY_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email", "6": "todo"}
+ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "RESPONSIBLE_ID", "OWNER_TYPE_ID",
+                   "OWNER_ID", "DIRECTION", "START_TIME", "END_TIME", "CREATED"]  # fmt: skip
+
+
+def activity_fact(raw: Mapping[str, Any]) -> Fact:
+    """A completed ``crm.activity`` as plan-vs-fact reports count it: done when it ended."""
+    owner_is_deal = str(raw.get("OWNER_TYPE_ID") or "") == "2"
+    return Fact(
+        kind="activity",
+        id=str(raw.get("ID")),
+        user=str(raw["RESPONSIBLE_ID"]) if raw.get("RESPONSIBLE_ID") else None,
+        at=parse_datetime(raw.get("END_TIME")),
+        created_at=parse_datetime(raw.get("CREATED")),
+        type=ACTIVITY_TYPES.get(str(raw.get("TYPE_ID") or ""), "other"),
+        deal_id=str(raw["OWNER_ID"]) if owner_is_deal and raw.get("OWNER_ID") else None,
+        fields=dict(raw),
+    )
+
+
+def deal_fact(raw: Mapping[str, Any]) -> Fact:
+    """A deal as plan-vs-fact reports count it: won or lost when it moved into that stage."""
+    semantic = SEMANTICS.get(str(raw.get("STAGE_SEMANTIC_ID") or "P"), "open")
+    return Fact(
+        kind="deal",
+        id=str(raw.get("ID")),
+        user=str(raw["ASSIGNED_BY_ID"]) if raw.get("ASSIGNED_BY_ID") else None,
+        at=parse_datetime(raw.get("MOVED_TIME")) if semantic != "open" else None,
+        created_at=parse_datetime(raw.get("DATE_CREATE")),
+        status=semantic,
+        stage=str(raw.get("STAGE_ID") or ""),
+        amount=to_decimal(raw.get("OPPORTUNITY")),
+        deal_id=str(raw.get("ID")),
+        fields=dict(raw),
+    )
+
+
+def stage_fact(raw: Mapping[str, Any], owner: str | None) -> Fact:
+    """A ``crm.stagehistory.list`` row of a deal: it entered ``STAGE_ID`` at ``CREATED_TIME``."""
+    return Fact(
+        kind="stage",
+        id=str(raw.get("ID")),
+        user=owner,
+        at=parse_datetime(raw.get("CREATED_TIME")),
+        stage=str(raw.get("STAGE_ID") or ""),
+        status=SEMANTICS.get(str(raw.get("STAGE_SEMANTIC_ID") or "P"), "open"),
+        deal_id=str(raw.get("OWNER_ID") or "") or None,
         fields=dict(raw),
     )
 

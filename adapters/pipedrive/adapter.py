@@ -15,6 +15,7 @@ from adapters.contracts import (
     CrmInventory,
     DealSearch,
     DealSource,
+    FactSource,
     IncomingRequest,
     Inspectable,
     WebhookReceiver,
@@ -24,6 +25,8 @@ from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import (
     CUSTOM_KEY,
     FIELD_NAMES,
+    activity_fact,
+    deal_fact,
     deal_fields_to_pd,
     deal_from_pd,
     format_time,
@@ -34,12 +37,13 @@ from adapters.pipedrive.webhook import DeliveryParser
 from adapters.webhooks import BasicAuthValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
 from domain.errors import NotFoundError
+from domain.facts import Fact
 
 IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
 
 
 class PipedriveAdapter(
-    CrmAdapter[PipedriveSettings], DealSource, DealSearch, CommandSink, WebhookReceiver, Inspectable
+    CrmAdapter[PipedriveSettings], DealSource, DealSearch, FactSource, CommandSink, WebhookReceiver, Inspectable
 ):
     """One Pipedrive company, reached with an API token."""
 
@@ -199,6 +203,23 @@ class PipedriveAdapter(
             if owner in wanted:
                 counts[owner] += 1
         return {u: counts.get(u, 0) for u in user_ids}
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        """Activities marked done (``done=true``; marking one done moves its ``update_time``, so
+        ``updated_since`` finds them), deals created or closed in the window, and open deals."""
+        params = {"done": "true", "updated_since": format_time(since)}
+        for raw in self.client.iter_v2("/api/v2/activities", params):
+            fact = activity_fact(raw)
+            if fact.at is not None and since <= fact.at < until:
+                yield fact
+        seen: set[str] = set()
+        for raw in self.client.iter_v2("/api/v2/deals", {"updated_since": format_time(since)}):
+            if not _deleted(raw):
+                seen.add(str(raw.get("id")))
+                yield deal_fact(raw)
+        for raw in self.client.iter_v2("/api/v2/deals", {"status": "open"}):
+            if str(raw.get("id")) not in seen:
+                yield deal_fact(raw)
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         """Users by id, from ``/v1/users`` (one call lists the company's users)."""

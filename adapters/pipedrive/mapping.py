@@ -10,6 +10,7 @@ from typing import Any
 from adapters.addresses import parse_address
 from adapters.values import to_decimal
 from domain import Deal, Location, StageSemantic, User
+from domain.facts import Fact
 
 CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
 _SEMANTICS: dict[str, StageSemantic] = {"open": "open", "won": "won", "lost": "lost"}
@@ -200,3 +201,36 @@ def _id_text(value: Any) -> str:
     if isinstance(value, Mapping):  # v1 expands ids into objects
         value = value.get("id", value.get("value"))
     return "" if value is None or value == "" else str(value)
+
+
+def activity_fact(raw: Mapping[str, Any]) -> Fact:
+    """An activity marked done (v2), as plan-vs-fact reports count it."""
+    return Fact(
+        kind="activity",
+        id=str(raw.get("id")),
+        user=_id_text(raw.get("owner_id")) or None,
+        at=parse_time(raw.get("marked_as_done_time")),
+        created_at=parse_time(raw.get("add_time")),
+        type=str(raw.get("type") or "").lower(),
+        deal_id=_id_text(raw.get("deal_id")) or None,
+        fields=dict(raw),
+    )
+
+
+def deal_fact(raw: Mapping[str, Any]) -> Fact:
+    """A deal (v2), as plan-vs-fact reports count it: closed at its won or lost time."""
+    fields = flatten(raw)
+    status = str(fields.get("status") or "open")
+    closed = fields.get("won_time") if status == "won" else fields.get("lost_time") if status == "lost" else None
+    return Fact(
+        kind="deal",
+        id=str(fields.get("id")),
+        user=_id_text(fields.get("owner_id")) or None,
+        at=parse_time(closed),
+        created_at=parse_time(fields.get("add_time")),
+        status=status if status in _SEMANTICS else "open",
+        stage=_id_text(fields.get("stage_id")),
+        amount=to_decimal(fields.get("value")),
+        deal_id=str(fields.get("id")),
+        fields=fields,
+    )

@@ -24,6 +24,7 @@ from marshmallow import Schema, fields, missing, validate
 from adapters.registry import CRM_TYPES
 from connector.config.schema import ConfigSchema
 from domain.fields import HttpUrl, Id, Span
+from rules.planning_schema import IndicatorsField
 from rules.schema import ACTIONS, ActionsField, ConditionField
 
 REGENERATE = "python -m connector.config.reference > docs/configuration.md"
@@ -56,11 +57,14 @@ SECTION_INTRO: dict[str, str] = {
     "`team_lead_of(responsible)` resolve against it (see [Org chart](rules.md#org-chart-and-roles)).",
     "recurring": "Tasks on a schedule that belong to no deal (meetings, the weekly site update), once per "
     "occurrence (see [Recurring work](rules.md#recurring-work)).",
+    "indicators": "What plans are set for and reports count, by name: counts and sums over the CRM's "
+    "activities marked done and its deals (see [Plans and indicators](rules.md#plans-and-indicators)).",
 }
 
 _RULES_LINKS: dict[type[fields.Field], str] = {
     ConditionField: "a condition, see [Conditions](rules.md#conditions-when)",
     ActionsField: "see [Steps](rules.md#steps-do)",
+    IndicatorsField: "see [Plans and indicators](rules.md#plans-and-indicators)",
 }
 
 
@@ -103,7 +107,7 @@ def _default(field: fields.Field) -> str:
         return "optional"
     if callable(default):
         default = default()
-    if isinstance(field, fields.Nested) and isinstance(default, dict):
+    if isinstance(field, fields.Nested) and (isinstance(default, dict) or not _plain_value(default)):
         return "all defaults"
     if isinstance(field, Span) and isinstance(default, (int, float)) and not isinstance(default, bool):
         return _code(format_span(float(default)))
@@ -125,6 +129,11 @@ def _nested_schema(field: fields.Field) -> type[Schema] | None:
     return None
 
 
+def _plain_value(value: object) -> bool:
+    """Whether a default is plain data (a section may load into an object of its own)."""
+    return value is None or isinstance(value, (str, int, float, bool, list, tuple, dict))
+
+
 def type_name(field: fields.Field) -> str:
     """A reader's name for the field's type."""
     named: list[tuple[type[fields.Field], str]] = [
@@ -133,6 +142,7 @@ def type_name(field: fields.Field) -> str:
         (HttpUrl, "http(s) URL"),
         (ConditionField, "condition"),
         (ActionsField, "list of steps"),
+        (IndicatorsField, "mapping string → indicator"),
         (fields.Nested, "mapping"),
         (fields.Boolean, "boolean"),
         (fields.Integer, "integer"),

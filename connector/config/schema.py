@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource
+from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource, FactSource
 from adapters.registry import configured, cross_check, load_settings
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
 from connector.config.meaning import check_meaning, explain
@@ -19,10 +19,13 @@ from domain.suggest import did_you_mean
 from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
 from rules.calendars import CalendarSet
 from rules.deadlines import DeadlineDef
+from rules.indicators import Indicator
 from rules.model import Rule
 from rules.org import Org
 from rules.org_checks import calendar_set_of, org_problems
 from rules.org_schema import NamedCalendarSchema, OrgSchema
+from rules.planning_schema import IndicatorsField, history_problem, report_problems
+from rules.plans import Teams, teams_from_org
 from rules.recurring import RecurringDef, RecurringSchema, recurring_problems
 from rules.reports import ReportDef
 from rules.schema import DeadlineSchema, ReportSchema, RuleSchema, TerritorySchema, build_deadline
@@ -269,6 +272,7 @@ class ConfigSchema(Schema):
     )
     org = fields.Nested(OrgSchema, load_default=dict)
     recurring = fields.List(fields.Nested(RecurringSchema), load_default=list)
+    indicators = IndicatorsField(load_default=dict)
 
 
 @dataclass
@@ -286,12 +290,22 @@ class Config:
     rules: list[Rule]
     deadlines: dict[str, DeadlineDef] = field(default_factory=dict)
     reports: list[ReportDef] = field(default_factory=list)
+    indicators: dict[str, Indicator] = field(default_factory=dict)
     timers: dict[str, Any] = field(default_factory=lambda: {"every": 30.0, "batch": 500})
     secrets: set[str] = field(default_factory=set)
     source: str = "<config>"
     calendars: CalendarSet | None = None  # every calendar by name; "default" is ``calendar``
     org: Org = field(default_factory=Org)
     recurring: list[RecurringDef] = field(default_factory=list)
+
+    def teams_for(self, crm: str) -> Teams:
+        """The org chart's teams in ``crm``'s user ids (what plans and their reports use)."""
+        return teams_from_org(self.org, crm)
+
+    @property
+    def planning_crm(self) -> str | None:
+        """The CRM whose user ids plan files give: that of the first plan-vs-fact report."""
+        return next((r.crm for r in self.reports if r.indicators), next(iter(self.crms), None))
 
 
 class ConfigError(Exception):
@@ -382,6 +396,15 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
                 add({"crm": [f"{report.crm!r} keeps no deals to report on ({_kind(target)})"]}, ("reports", i))
             elif problem:
                 add({"crm": [problem]}, ("reports", i))
+            elif report.indicators and not target.can(FactSource):
+                add(
+                    {"crm": [f"{report.crm!r} reads no activities or deals to count ({_kind(target)})"]}, ("reports", i)
+                )
+            elif history := history_problem(report, data.get("indicators"), target.adapter_class):
+                add({"indicators": [history]}, ("reports", i))
+        org = data.get("org")
+        teams = teams_from_org(org, report.crm) if isinstance(org, Org) else None
+        add(report_problems(report, data.get("indicators"), teams), ("reports", i))
     # Named in the file, even where a deadline's own keys are wrong (those are reported above).
     raw_deadlines = raw.data.get("deadlines")
     deadline_names = set(raw_deadlines) if isinstance(raw_deadlines, dict) else set()
@@ -427,6 +450,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         deadlines={n: build_deadline(n, d) for n, d in data["deadlines"].items()},
         timers=data["timers"],
         reports=data["reports"],
+        indicators=data["indicators"],
         secrets=raw.secrets,
         source=source,
         calendars=calendars,

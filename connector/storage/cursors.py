@@ -24,6 +24,7 @@ HEARTBEAT = ("_connector", "leader")
 # Rows saying a CRM's processing is paused (it refused our credentials), under the same name.
 PAUSE_PREFIX = "paused:"
 STARTED = "started"
+REPORT_PREFIX = "report:"
 
 
 class Cursors:
@@ -45,7 +46,11 @@ class Cursors:
         """The CRM's most recently saved bookmark and when it was saved (its last poll)."""
         row = session.scalar(
             select(CursorRow)
-            .where(CursorRow.crm == crm, ~CursorRow.stream.startswith(DOCUMENT_MEMORY_PREFIX))
+            .where(
+                CursorRow.crm == crm,
+                ~CursorRow.stream.startswith(DOCUMENT_MEMORY_PREFIX),
+                ~CursorRow.stream.startswith(REPORT_PREFIX),
+            )
             .order_by(CursorRow.updated_at.desc())
             .limit(1)
         )
@@ -103,6 +108,13 @@ class Cursors:
             select(CursorRow).where(CursorRow.crm == HEARTBEAT[0], CursorRow.stream.startswith(PAUSE_PREFIX))
         )
         return {r.stream.removeprefix(PAUSE_PREFIX): (r.updated_at, r.value or "") for r in rows}
+
+    def last_report(self, crm: str, report: str) -> str | None:
+        """The last period a plan-vs-fact report was delivered for."""
+        return self._get(crm, f"{REPORT_PREFIX}{report}"[:64])
+
+    def save_last_report(self, crm: str, report: str, period: str, now: datetime) -> None:
+        self._put(crm, f"{REPORT_PREFIX}{report}"[:64], period, now)
 
     def _get(self, crm: str, stream: str) -> str | None:
         with self.store.sessions() as session:

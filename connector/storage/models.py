@@ -198,3 +198,19 @@ class AuditRow(Base):
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     correlation_id: Mapped[str | None] = mapped_column(String(32))
     key: Mapped[str | None] = mapped_column(String(420), unique=True)
+
+
+class PlanRow(Base):
+    """One plan an admin loaded: a person's or team's target for an indicator in a period."""
+
+    __tablename__ = "plans"
+    __table_args__ = (UniqueConstraint("subject_kind", "subject", "indicator", "period"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(128))
+    indicator: Mapped[str] = mapped_column(String(128))
+    period: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(String(40))
+    source: Mapped[str | None] = mapped_column(String(500))
+    loaded_at: Mapped[datetime] = mapped_column(UtcDateTime())

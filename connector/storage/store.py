@@ -1,7 +1,7 @@
 """The database behind one connector process, and its repositories.
 
 Rows are built, claimed and moved between statuses by the repositories only: ``inbox``,
-``outbox``, ``timers``, ``cursors``, ``snapshots`` and ``audit``.
+``outbox``, ``timers``, ``cursors``, ``snapshots``, ``audit`` and ``plans``.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from connector.storage.engine import (
 from connector.storage.inbox import Inbox
 from connector.storage.models import InboxRow, OutboxRow
 from connector.storage.outbox import Outbox
+from connector.storage.plans import Plans
 from connector.storage.snapshots import Snapshots
 from connector.storage.timers import Timers
 
@@ -63,6 +64,7 @@ class Store:
         self.cursors = Cursors(self)
         self.snapshots = Snapshots(self)
         self.audit = Audit(self)
+        self.plans = Plans(self)
         try:
             if apply_migrations:
                 migrate(self.engine)

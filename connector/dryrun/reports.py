@@ -1,0 +1,83 @@
+"""What the configured reports would deliver in a dry-run's window: each occurrence, its due
+day and recipients, so no report is skipped silently (their figures are read when they run)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.triggers.cron import CronTrigger
+from rich.console import Console
+from rich.table import Table
+
+from connector.config.schema import Config
+from rules.calendar import WorkCalendar
+from rules.periods import due_date, last_completed
+from rules.plans import Teams
+from rules.reports import ReportDef
+
+
+@dataclass(frozen=True)
+class ReportOccurrence:
+    report: str
+    covers: str  # a period key, or "runs" for a cron report
+    due: str  # a date, or how many runs
+    to: str
+    delivery: str
+
+
+def _recipients(report: ReportDef, teams: Teams) -> str:
+    to = report.to
+    if to is None:
+        return "nobody (file only)"
+    if to == "head":
+        return f"head {teams.head}"
+    if to == "team_lead":
+        return "team leads " + ", ".join(sorted(set(teams.leads.values())))
+    if to in ("person", "responsible"):
+        return "each person" if report.indicators else "each responsible user"
+    return f"user {to}"
+
+
+def report_occurrences(
+    config: Config, calendar: WorkCalendar, start: datetime, end: datetime
+) -> list[ReportOccurrence]:
+    """Every report occurrence due between ``start`` and ``end``."""
+    out: list[ReportOccurrence] = []
+    first, last = start.astimezone(calendar.tz).date(), end.astimezone(calendar.tz).date()
+    for report in config.reports:
+        to = _recipients(report, config.teams_for(report.crm))
+        if not report.indicators:
+            trigger = CronTrigger.from_crontab(report.schedule, timezone=calendar.tz)
+            runs, moment = 0, trigger.get_next_fire_time(None, start - timedelta(microseconds=1))
+            while moment is not None and moment <= end and runs < 100_000:
+                runs += 1
+                moment = trigger.get_next_fire_time(moment, moment + timedelta(seconds=1))
+            out.append(ReportOccurrence(report.name, "day", f"{runs} runs ({report.schedule})", to, "task"))
+            continue
+        delivery = "task" if report.to else ""
+        if report.file is not None:
+            delivery += (" + " if delivery else "") + "CSV file"
+        if report.missed is not None:
+            delivery += " + task to the lead of each person below plan"
+        period = last_completed(report.period, first)
+        while True:
+            due = due_date(period, report.by, calendar)
+            if due > last:
+                break
+            working = report.period != "day" or calendar.is_working_day(period.first)
+            if due >= first and working:
+                out.append(ReportOccurrence(report.name, period.key, due.isoformat(), to, delivery))
+            period = period.next()
+    return out
+
+
+def print_reports(occurrences: list[ReportOccurrence], console: Console) -> None:
+    if not occurrences:
+        return
+    table = Table(title="Reports due in the window (figures are read from the CRM when each runs)")
+    for column in ("report", "covers", "due", "to", "delivery"):
+        table.add_column(column)
+    for o in occurrences:
+        table.add_row(o.report, o.covers, o.due, o.to, o.delivery)
+    console.print(table)

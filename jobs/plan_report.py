@@ -1,0 +1,220 @@
+"""Run one plan-vs-fact report: on its due day, the last period's figures from the CRM against
+the plans, as tasks to the recipients, a CSV file and (when a channel is given) a message.
+
+Exactly once per period: the tasks' keys hold the period, the file is written only if it is
+not there yet, and the period is remembered so later runs read nothing from the CRM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from adapters.contracts import FactSource
+from connector.storage.outbox import Outbox
+from connector.storage.store import Store
+from domain import CreateTask, EventKind
+from domain.errors import AdapterError
+from domain.keys import report_rule, report_task_key
+from rules.calendar import WorkCalendar
+from rules.indicators import Indicator
+from rules.periods import Period, due_date, last_completed
+from rules.plan_reports import FILE_COLUMNS, Row, file_rows, missed_by, plan_vs_fact, split_by_recipient, table, to_csv
+from rules.plans import PlanBook, Teams
+from rules.reports import ReportDef
+
+log = logging.getLogger(__name__)
+
+# How far back a report reads facts when it measures time between stages.
+HISTORY_LOOKBACK = timedelta(days=180)
+
+# A delivery hook: (report name, period key, recipient, text, idempotency key) -> None. A chat
+# channel plugs in here; it must itself send once per key.
+Delivery = Callable[[str, str, str, str, str], None]
+
+
+def period_window(period: Period, calendar: WorkCalendar) -> tuple[datetime, datetime]:
+    """The period as UTC moments: from its first local midnight to the one after its last day."""
+    start = datetime.combine(period.first, time(), tzinfo=calendar.tz)
+    end = datetime.combine(period.last + timedelta(days=1), time(), tzinfo=calendar.tz)
+    return start, end
+
+
+def due_moment(period: Period, report: ReportDef, calendar: WorkCalendar) -> datetime:
+    """The end of work on the day the report on ``period`` is due."""
+    day = due_date(period, report.by, calendar)
+    return calendar.end_of_working_day(datetime.combine(day, time(12), tzinfo=calendar.tz))
+
+
+def run_plan_report(
+    store: Store,
+    report: ReportDef,
+    now: datetime,
+    calendar: WorkCalendar,
+    source: FactSource,
+    indicators: Mapping[str, Indicator],
+    teams: Teams,
+    deliveries: Sequence[Delivery] = (),
+) -> int:
+    """Deliver the report on the last ``report.period`` once its due day has come; returns how
+    many tasks were queued (0 before the due day and on every later run)."""
+    today = now.astimezone(calendar.tz).date()
+    period = last_completed(report.period, today, calendar)
+    due = due_date(period, report.by, calendar)
+    if today < due or store.cursors.last_report(report.crm, report.name) == period.key:
+        return 0
+    since, until = period_window(period, calendar)
+    if any(_reaches_back(indicators, name) for name in report.indicators):
+        since -= HISTORY_LOOKBACK  # a deal that reached a stage now may have entered the one before long ago
+    try:
+        facts = list(source.read_facts(since, until))
+    except AdapterError as exc:  # the next scheduled run tries again: nothing was delivered
+        log.warning(
+            "plan report name=%s period=%s: facts not read (%s); retried at its next run", report.name, period, exc
+        )
+        return 0
+    book = PlanBook(store.plans.all(), calendar, teams)
+    rows = plan_vs_fact(period, report.indicators, indicators, facts, book, teams, calendar.tz)
+    deadline = due_moment(period, report, calendar)
+    rule = report_rule(report.name)
+    queued = 0
+    texts: dict[str, str] = {}
+    with store.sessions() as session, session.begin():
+        recipients = split_by_recipient(report.to, rows, teams) if report.to else {}
+        for user, mine in sorted(recipients.items()):
+            variables = _variables(report.name, period, due, user, mine, indicators, scope=_scope(mine))
+            texts[user] = report.text.render(variables)
+            task = CreateTask(
+                "",
+                title=report.title.render(variables),
+                description=texts[user],
+                responsible_id=user,
+                deadline=deadline,
+            )
+            if Outbox.stage(
+                session,
+                key=report_task_key(report.name, report.crm, period.key, user),
+                crm=report.crm,
+                command=task,
+                rule=rule,
+                now=now,
+                trigger=str(EventKind.SCHEDULE),
+                audit_message=f"plan-vs-fact {period} for user {user}",
+                audit_detail={"period": period.key, "due": due.isoformat(), "rows": [_plain(r) for r in mine]},
+            ):
+                queued += 1
+        if report.missed is not None:
+            for lead, behind in sorted(missed_by(rows, teams).items()):
+                variables = _variables(report.name, period, due, lead, behind, indicators, scope="below plan")
+                task = CreateTask(
+                    "",
+                    title=report.missed.title.render(variables),
+                    description=report.missed.text.render(variables),
+                    responsible_id=lead,
+                    deadline=calendar.end_of_working_day(now),
+                )
+                if Outbox.stage(
+                    session,
+                    key=report_task_key(f"{report.name}!missed", report.crm, period.key, lead),
+                    crm=report.crm,
+                    command=task,
+                    rule=rule,
+                    now=now,
+                    trigger=str(EventKind.SCHEDULE),
+                    audit_message=f"plan missed {period} by users {', '.join(r.name for r in behind)}",
+                    audit_detail={"period": period.key, "rows": [_plain(r) for r in behind]},
+                ):
+                    queued += 1
+    if report.file is not None:
+        path = Path(report.file.render({"report": report.name, "period": period.key}))
+        if path.suffix.lower() == ".xlsx":
+            write_xlsx_once(path, rows, period)
+        else:
+            write_once(path, to_csv(rows, period))
+    for deliver in deliveries:
+        for user, text in texts.items():
+            deliver(report.name, period.key, user, text, report_task_key(report.name, "chat", period.key, user))
+    store.cursors.save_last_report(report.crm, report.name, period.key, now)
+    log.info("plan report name=%s period=%s due=%s queued=%d", report.name, period, due, queued)
+    return queued
+
+
+def _reaches_back(indicators: Mapping[str, Indicator], name: str) -> bool:
+    ind = indicators[name]
+    return ind.how == "stage_days" or (ind.how == "ratio" and any(_reaches_back(indicators, p) for p in ind.parts))
+
+
+def write_xlsx_once(path: Path, rows: Sequence[Row], period: Period) -> bool:
+    """The report as a spreadsheet (numbers as numbers), unless the file exists; needs openpyxl
+    (``pip install -e '.[xlsx]'``)."""
+    if path.exists():
+        return False
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.title = period.key
+    sheet.append(list(FILE_COLUMNS))
+    for line in file_rows(rows, period):
+        sheet.append([float(v) if isinstance(v, Decimal) else v for v in line])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    book.save(partial)
+    os.replace(partial, path)
+    return True
+
+
+def write_once(path: Path, content: str) -> bool:
+    """Write ``content`` to ``path`` unless it exists (atomically: a reader never sees half)."""
+    if path.exists():
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(content, encoding="utf-8")
+    os.replace(partial, path)
+    return True
+
+
+def _scope(rows: Sequence[Row]) -> str:
+    if len(rows) == 1 and rows[0].scope == "person":
+        return f"user {rows[0].name}"
+    teams = sorted({r.team for r in rows if r.team})
+    if any(r.scope == "all" for r in rows) or not teams:
+        return "all"
+    return "team " + ", ".join(teams)
+
+
+def _variables(
+    name: str,
+    period: Period,
+    due: object,
+    user: str,
+    rows: Sequence[Row],
+    indicators: Mapping[str, Indicator],
+    *,
+    scope: str,
+) -> dict[str, object]:
+    return {
+        "report": name,
+        "period": period.key,
+        "due": due,
+        "user": user,
+        "scope": scope,
+        "rows": [r.as_dict() for r in rows],
+        "table": table(rows, indicators),
+    }
+
+
+def _plain(row: Row) -> dict[str, object]:
+    return {
+        "scope": row.scope,
+        "name": row.name,
+        "cells": {
+            k: {"plan": None if c.plan is None else str(c.plan), "fact": None if c.fact is None else str(c.fact)}
+            for k, c in row.cells.items()
+        },
+    }

@@ -1,0 +1,316 @@
+"""Plans, periods, due dates, indicators and plan-vs-fact rows: table tests of the pure layer."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from domain.facts import Fact
+from rules.calendar import WorkCalendar
+from rules.indicators import IndicatorError, figure, parse_indicator
+from rules.periods import due_date, last_completed, parse_period, working_days
+from rules.plan_reports import missed_by, plan_vs_fact, split_by_recipient, table, to_csv
+from rules.plans import PERSON, TEAM, PlanBook, PlanEntry, Teams, lowered, mismatches, parse_plan_file
+
+CAL = WorkCalendar()
+TEAMS = Teams(
+    members={"north": ("11", "12"), "south": ("21",)},
+    leads={"north": "7", "south": "8"},
+    head="1",
+    people={"ceo": "2"},
+    roles={"directors": ("2", "3")},
+)
+
+
+@pytest.mark.parametrize(
+    ("key", "first", "last"),
+    [
+        ("2026", date(2026, 1, 1), date(2026, 12, 31)),
+        ("2026-Q2", date(2026, 4, 1), date(2026, 6, 30)),
+        ("2026-02", date(2026, 2, 1), date(2026, 2, 28)),
+        ("2026-W10", date(2026, 3, 2), date(2026, 3, 8)),
+        ("2026-03-02", date(2026, 3, 2), date(2026, 3, 2)),
+        ("2026-q4", date(2026, 10, 1), date(2026, 12, 31)),
+    ],
+)
+def test_period_keys(key: str, first: date, last: date) -> None:
+    period = parse_period(key)
+    assert (period.first, period.last) == (first, last)
+    assert parse_period(period.key) == period
+
+
+@pytest.mark.parametrize("key", ["2026-13", "2026-Q5", "March", "2026-W54", "2026-02-30", ""])
+def test_bad_period_keys_say_what_keys_look_like(key: str) -> None:
+    with pytest.raises(ValueError, match="period|no real"):
+        parse_period(key)
+
+
+@pytest.mark.parametrize(
+    ("period", "by", "due", "why"),
+    [
+        ("2026-10", 5, date(2026, 11, 5), "the 5th is a working day"),
+        ("2026-03", 5, date(2026, 4, 3), "5 April 2026 is a Sunday: the Friday before"),
+        ("2026-12", 5, date(2027, 1, 11), "5 January is a holiday and so is every day back to 31 December"),
+        ("2026-Q1", 10, date(2026, 4, 10), "quarterly by the 10th"),
+        ("2026-Q4", 10, date(2027, 1, 11), "the 10th is a Sunday; the working day before is in the holidays"),
+        ("2026-03", None, date(2026, 4, 1), "no 'by': the first working day after"),
+        ("2026-W10", None, date(2026, 3, 10), "8 March (Sunday) moves the holiday to Monday 9 March"),
+        ("2026-03-06", None, date(2026, 3, 10), "a day report: the next working day"),
+    ],
+)
+def test_due_dates(period: str, by: int | None, due: date, why: str) -> None:
+    assert due_date(parse_period(period), by, CAL) == due, why
+
+
+def test_last_completed_period() -> None:
+    assert last_completed("month", date(2026, 4, 3)).key == "2026-03"
+    assert last_completed("quarter", date(2026, 4, 10)).key == "2026-Q1"
+    assert last_completed("week", date(2026, 3, 9)).key == "2026-W10"
+    assert last_completed("day", date(2026, 3, 10)).key == "2026-03-09"
+    # With the calendar a day report covers the last working day: Friday, on a Tuesday after a holiday.
+    assert last_completed("day", date(2026, 3, 10), CAL).key == "2026-03-06"
+    assert last_completed("day", date(2026, 3, 16), CAL).key == "2026-03-13"
+
+
+def _entry(kind: str, subject: str, period: str, value: int | str, indicator: str = "calls") -> PlanEntry:
+    return PlanEntry(kind, subject, indicator, parse_period(period), Decimal(str(value)))
+
+
+def test_cascade_splits_a_month_over_its_working_days() -> None:
+    # March 2026 has 21 working days (8 March moved to Monday the 9th).
+    book = PlanBook([_entry(PERSON, "11", "2026-03", 840)], CAL, TEAMS)
+    assert book.person("11", "calls", parse_period("2026-03")) == 840
+    assert book.person("11", "calls", parse_period("2026-03-02")) == 40
+    assert book.person("11", "calls", parse_period("2026-03-07")) == 0  # Saturday
+    assert book.person("11", "calls", parse_period("2026-W10")) == 5 * 40
+    assert book.person("11", "calls", parse_period("2026-W11")) == 4 * 40  # Monday 9 March is off
+    assert book.person("11", "calls", parse_period("2026-04")) is None
+
+
+def test_finer_plans_take_their_part_and_the_rest_is_spread() -> None:
+    entries = [
+        _entry(PERSON, "11", "2026", 12000),
+        _entry(PERSON, "11", "2026-03", 1050),
+        _entry(PERSON, "11", "2026-03-02", 90),
+    ]
+    book = PlanBook(entries, CAL, TEAMS)
+    # 1050 - 90 over the 20 other working days of March.
+    assert book.person("11", "calls", parse_period("2026-03-03")) == 48
+    assert book.person("11", "calls", parse_period("2026-03-02")) == 90
+    # The year's other months share 12000 - 1050 over their working days (247 - 21); April has 22.
+    assert len(working_days(parse_period("2026"), CAL)) == 247
+    assert book.person("11", "calls", parse_period("2026-04")) == (Decimal(10950) / 226 * 22).quantize(
+        Decimal("0.0001")
+    )
+    assert book.person("11", "calls", parse_period("2026")) == 12000
+
+
+def test_team_is_its_own_plan_or_the_sum_of_its_members() -> None:
+    entries = [
+        _entry(PERSON, "11", "2026-03", 100),
+        _entry(PERSON, "12", "2026-03", 50),
+        _entry(TEAM, "south", "2026-03", 70),
+    ]
+    book = PlanBook(entries, CAL, TEAMS)
+    march = parse_period("2026-03")
+    assert book.team("north", "calls", march) == 150
+    assert book.team("south", "calls", march) == 70
+    assert book.everyone("calls", march) == 220
+
+
+PLAN_CSV = """period,person,team,indicator,plan
+2026-03,11,,calls,840
+2026-03,,north,turnover,"1500000"
+2026-Q5,11,,calls,1
+2026-03,11,north,calls,1
+2026-03,12,,call,3
+2026-03,,west,calls,3
+2026-03,12,,calls,-4
+2026-03,11,,calls,840
+"""
+
+
+def test_plan_file_problems_each_with_its_line() -> None:
+    entries, problems = parse_plan_file(PLAN_CSV, fmt="csv", indicators=["calls", "turnover"], teams=TEAMS)
+    assert [e.key for e in entries] == [("person", "11", "calls", "2026-03"), ("team", "north", "turnover", "2026-03")]
+    rendered = [p.render("plans.csv") for p in problems]
+    assert rendered == [
+        "plans.csv:4: '2026-Q5' is not a period; write 2026, 2026-Q1, 2026-03, 2026-W10 or 2026-03-02",
+        "plans.csv:5: give either a person or a team",
+        "plans.csv:6: unknown indicator 'call'; known: calls, turnover",
+        "plans.csv:7: no team 'west' under org.teams; known: north, south",
+        "plans.csv:8: plan '-4' is not a number of zero or more",
+        "plans.csv:9: the same plan is already on line 2",
+    ]
+
+
+def test_yaml_plan_file_lines() -> None:
+    text = (
+        "plans:\n"
+        "  - {period: 2026-03, person: 11, indicator: calls, plan: 840}\n"
+        "  - period: 2026-03\n    team: north\n    indicator: calls\n    plan: x\n"
+    )
+    entries, problems = parse_plan_file(text, fmt="yaml", indicators=["calls"], teams=TEAMS)
+    assert [(e.subject, e.value, e.line) for e in entries] == [("11", Decimal(840), 2)]
+    assert [(p.line, p.message) for p in problems] == [(3, "plan 'x' is not a number of zero or more")]
+
+
+def test_corrections_only_upward() -> None:
+    stored = [_entry(PERSON, "11", "2026-04", 800), _entry(PERSON, "12", "2026-04", 800)]
+    loaded = [
+        PlanEntry(PERSON, "11", "calls", parse_period("2026-04"), Decimal(900), line=2),
+        PlanEntry(PERSON, "12", "calls", parse_period("2026-04"), Decimal(700), line=3),
+    ]
+    assert [(p.line, p.message) for p in lowered(stored, loaded)] == [
+        (
+            3,
+            "person 12 calls 2026-04: plan lowered from 800 to 700; plans may only be raised "
+            "(--allow-lower to override)",
+        )
+    ]
+
+
+def _at(day: int, hour: int = 12, month: int = 3) -> datetime:
+    return datetime(2026, month, day, hour, tzinfo=UTC)
+
+
+FACTS = [
+    Fact("activity", "a1", "11", at=_at(2), type="call"),
+    Fact("activity", "a2", "11", at=_at(2), type="call"),
+    Fact("activity", "a3", "11", at=_at(3), type="meeting"),
+    Fact("activity", "a4", "12", at=_at(3), type="call"),
+    Fact("activity", "a5", "12", at=_at(1, month=4), type="call"),  # the next month
+    Fact(
+        "deal",
+        "d1",
+        "11",
+        at=_at(20),
+        created_at=_at(2),
+        status="won",
+        amount=Decimal(1000),
+        fields={"SEG": "SMB", "KP_SENT": "2026-03-04T12:00:00+00:00", "SCORE": "4"},
+    ),
+    Fact("deal", "d2", "12", at=_at(25), created_at=_at(5), status="won", amount=Decimal(500), fields={"SEG": "ENT"}),
+    Fact("deal", "d3", "12", at=_at(26), created_at=_at(10), status="lost"),
+    Fact("deal", "d4", "21", created_at=_at(11), status="open", amount=Decimal(70)),
+    Fact("stage", "s1", "11", at=_at(25, month=2), stage="KP", deal_id="d1"),  # entered in February
+    Fact("stage", "s2", "11", at=_at(4), stage="KP", deal_id="d1"),  # and again in March
+    Fact("stage", "s3", "11", at=_at(6), stage="MEET", deal_id="d1"),
+    Fact("stage", "s4", "12", at=_at(2), stage="KP", deal_id="d2"),
+    Fact("stage", "s5", "12", at=_at(12), stage="MEET", deal_id="d2"),
+    Fact("stage", "s6", "12", at=_at(1, month=4), stage="MEET", deal_id="d3"),  # April
+]
+INDICATORS = {
+    name: parse_indicator(name, spec)
+    for name, spec in {
+        "calls": {"count": "activities", "type": "call", "title": "Calls"},
+        "meetings": {"count": "activities", "type": ["meeting"]},
+        "won": {"count": "won_deals"},
+        "won_smb": {"count": "won_deals", "where": {"SEG": "SMB"}},
+        "turnover": {"sum": "amount", "of": "won_deals"},
+        "score": {"average": "SCORE", "of": "won_deals"},
+        "new": {"count": "new_deals"},
+        "lost": {"count": "lost_deals"},
+        "open": {"count": "open_deals"},
+        "call_to_meeting": {"ratio": ["meetings", "calls"]},
+        "days_to_win": {"average_days": ["created_at", "at"], "of": "won_deals"},
+        "days_to_proposal": {"average_days": ["created_at", "KP_SENT"], "of": "won_deals"},
+        "proposals": {"count": "stage_entries", "where": {"stage": "KP"}},
+        "meetings_held": {"count": "stage_entries", "where": {"stage": ["MEET"]}},
+        "kp_to_meeting": {"ratio": ["meetings_held", "proposals"]},
+        "kp_days": {"stage_days": ["KP", "MEET"]},
+    }.items()
+}
+
+
+@pytest.mark.parametrize(
+    ("indicator", "expected"),
+    [
+        ("calls", Decimal(3)),
+        ("meetings", Decimal(1)),
+        ("won", Decimal(2)),
+        ("won_smb", Decimal(1)),
+        ("turnover", Decimal(1500)),
+        ("score", Decimal("4.00")),  # the deal without a score is not a zero
+        ("new", Decimal(4)),
+        ("lost", Decimal(1)),
+        ("open", Decimal(1)),
+        ("call_to_meeting", Decimal("33.3")),
+        ("days_to_win", Decimal("19.0")),
+        ("days_to_proposal", Decimal("2.0")),  # only the deal with the field set counts
+        ("proposals", Decimal(2)),  # entries in March; d1's February entry is another period's
+        ("meetings_held", Decimal(2)),
+        ("kp_to_meeting", Decimal("100.0")),
+        ("kp_days", Decimal("6.0")),  # d1 from its latest entry: 2 days; d2: 10 days
+    ],
+)
+def test_indicators_over_facts(indicator: str, expected: Decimal) -> None:
+    assert figure(INDICATORS[indicator], FACTS, parse_period("2026-03"), CAL.tz, INDICATORS) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"count": "calls"}, "'calls' is not one of activities"),
+        ({"count": "won_deals", "type": "call"}, "type filters activities only"),
+        ({"count": "activities", "sum": "amount"}, "exactly one of"),
+        ({"ratio": ["a"]}, "two indicator names"),
+        ({"stage_days": "KP"}, "two stage ids"),
+        ({"count": "activities", "per": "day"}, "unknown key"),
+    ],
+)
+def test_bad_indicators(spec: dict[str, object], message: str) -> None:
+    with pytest.raises(IndicatorError, match=message):
+        parse_indicator("x", spec)
+
+
+def test_plan_vs_fact_rows_recipients_and_missed() -> None:
+    march = parse_period("2026-03")
+    book = PlanBook(
+        [_entry(PERSON, "11", "2026-03", 2), _entry(PERSON, "12", "2026-03", 5), _entry(TEAM, "south", "2026-03", 1)],
+        CAL,
+        TEAMS,
+    )
+    rows = plan_vs_fact(march, ["calls"], INDICATORS, FACTS, book, TEAMS, CAL.tz)
+    got = [(r.scope, r.name, r.cells["calls"].plan, r.cells["calls"].fact) for r in rows]
+    assert got == [
+        ("person", "11", 2, 2),
+        ("person", "12", 5, 1),
+        ("team", "north", 7, 3),
+        ("person", "21", None, 0),
+        ("team", "south", 1, 0),
+        ("all", "", 8, 3),
+    ]
+    assert {u: [r.name for r in rs] for u, rs in split_by_recipient("team_lead", rows, TEAMS).items()} == {
+        "7": ["11", "12", "north"],
+        "8": ["21", "south"],
+    }
+    assert list(split_by_recipient("head", rows, TEAMS)) == ["1"]
+    assert list(split_by_recipient("person", rows, TEAMS)) == ["11", "12", "21"]
+    assert list(split_by_recipient("ceo", rows, TEAMS)) == ["2"]  # a person of org.people
+    assert list(split_by_recipient("role(directors)", rows, TEAMS)) == ["2", "3"]
+    assert list(split_by_recipient("99", rows, TEAMS)) == ["99"]
+    assert {lead: [r.name for r in rs] for lead, rs in missed_by(rows, TEAMS).items()} == {"7": ["12"]}
+    assert table(rows[:2], INDICATORS) == "user 11 (north): Calls 2/2 (100%)\nuser 12 (north): Calls 5/1 (20%)"
+    assert to_csv(rows[:1], march).splitlines() == [
+        "period,scope,name,team,indicator,plan,fact,percent",
+        "2026-03,person,11,north,calls,2,2,100",
+    ]
+
+
+def test_finer_plans_that_do_not_add_up_are_warned_about() -> None:
+    def entry(period: str, value: int, line: int) -> PlanEntry:
+        return PlanEntry(TEAM, "north", "turnover", parse_period(period), Decimal(value), line)
+
+    year = [entry("2026", 1000, 2)]
+    quarters = [entry(f"2026-Q{q}", 240, 3 + q) for q in range(1, 5)]  # 960 in all
+    months = [entry("2026-01", 90, 8), entry("2026-02", 90, 9)]  # 180 < 240: fine, March gets the rest
+    assert [(w.line, w.message) for w in mismatches(year + quarters + months)] == [
+        (2, "warning: team north turnover: the quarter plans inside 2026 add up to 960, not its 1000")
+    ]
+    over = [entry("2026-Q1", 300, 4), entry("2026-01", 200, 8), entry("2026-02", 150, 9)]
+    assert [(w.line, w.message) for w in mismatches(over)] == [
+        (4, "warning: team north turnover: the month plans inside 2026-Q1 add up to 350, more than its 300")
+    ]
