@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from connector.config import ConfigError, load_config
+from connector.failures import EXIT_ANOTHER_INSTANCE, EXIT_CRM, EXIT_DATABASE, EXIT_PORT
 
 
 def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -44,45 +45,32 @@ def _console():  # type: ignore[no-untyped-def]
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-# Exit codes of expected failures (besides 1, "needs attention", and 2, a refused config).
-EXIT_DATABASE = 3
-EXIT_ANOTHER_INSTANCE = 4
+__all__ = ["EXIT_ANOTHER_INSTANCE", "EXIT_CRM", "EXIT_DATABASE", "EXIT_PORT", "main"]
 
 
 class _Commands(click.Group):
-    """Expected failures end a command with one line and an exit code, never a traceback."""
+    """Expected failures end a command with one line and an exit code; the traceback only with
+    ``--traceback`` or at DEBUG."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        import logging
+
+        from connector.failures import explain
+
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            failure = _expected_failure(exc)
-            if failure is None:
+            failure = explain(exc)
+            if failure is None or ctx.params.get("traceback") or logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            click.echo(failure[0], err=True)
-            sys.exit(failure[1])
-
-
-def _expected_failure(exc: Exception) -> tuple[str, int] | None:
-    """One line and an exit code for a failure the operator can act on, or None."""
-    from sqlalchemy.exc import DBAPIError
-
-    from connector.redaction import redact
-    from connector.storage.engine import DatabaseUnavailable, database_problem
-    from connector.storage.instance import AnotherInstance
-
-    if isinstance(exc, DatabaseUnavailable):
-        return redact(str(exc)), EXIT_DATABASE
-    if isinstance(exc, DBAPIError):
-        return redact(database_problem(exc)), EXIT_DATABASE
-    if isinstance(exc, AnotherInstance):
-        return redact(str(exc)), EXIT_ANOTHER_INSTANCE
-    return None
+            click.echo(failure.line, err=True)
+            sys.exit(failure.exit_code)
 
 
 @click.group(cls=_Commands)
 @click.version_option(package_name="crm-connector", message="connector %(version)s")
-def main() -> None:
+@click.option("--traceback", is_flag=True, help="show the traceback of an expected failure, not only its one line")
+def main(traceback: bool) -> None:
     """crm-connector: CRM regulations, applied by themselves."""
 
 
@@ -153,7 +141,13 @@ def run(config_path: str, roles: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runtime.start(roles=chosen)
+    try:
+        runtime.start(roles=chosen)
+    except BaseException:
+        runtime.stop()
+        if instance is not None:
+            instance.release()
+        raise
     if "intake" in chosen:
         click.echo(f"listening on {runtime.intake_url}")
     stop.wait()

@@ -18,6 +18,7 @@ from adapters.contracts import CrmAdapter, DealSource, DocumentSource
 from adapters.registry import build_adapter
 from connector.config import Config
 from connector.dispatcher import Dispatcher
+from connector.failures import CannotListen, explain, listen_problem
 from connector.http_server import IntakeServer, make_server
 from connector.intake import create_app
 from connector.leader import Leadership
@@ -169,14 +170,17 @@ class Runtime:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
         if serve and "intake" in wanted:
             srv = self.config.server
-            self._server = make_server(
-                srv["engine"],
-                self.app,
-                srv["host"],
-                srv["port"],
-                threads=srv["threads"],
-                max_body=srv["max_body_bytes"],
-            )
+            try:
+                self._server = make_server(
+                    srv["engine"],
+                    self.app,
+                    srv["host"],
+                    srv["port"],
+                    threads=srv["threads"],
+                    max_body=srv["max_body_bytes"],
+                )
+            except (OSError, RuntimeError) as exc:  # Granian reports a taken port as a RuntimeError
+                raise CannotListen(srv["host"], srv["port"], listen_problem(exc)) from exc
             self._server.start()
         opts = {"max_instances": 1, "coalesce": True}
         if "worker" in wanted:
@@ -199,7 +203,7 @@ class Runtime:
         lead = self._as_leader
         # Checked at once and then regularly: the heartbeat tells other processes a leader lives.
         self.scheduler.add_job(
-            lambda: self.leadership.held(self.clock()),
+            lambda: self._quietly("leadership check", self.leadership.held, self.clock()),
             "interval",
             seconds=LEADER_CHECK,
             id="leader",
@@ -283,9 +287,25 @@ class Runtime:
 
     def _as_leader(self, job: Callable[..., int], *args: Any) -> int:
         """Run a scheduled job only while this process leads (the others skip it)."""
-        if not self.leadership.held(self.clock()):
+        if not self._quietly("leadership check", self.leadership.held, self.clock()):
             return 0
-        return job(*args)
+        what = " ".join([job.__name__.strip("_").replace("_", " "), *map(str, args)])
+        return self._quietly(what, job, *args) or 0
+
+    @staticmethod
+    def _quietly(what: str, job: Callable[..., Any], *args: Any) -> Any:
+        """Run a scheduled job; an expected failure is one log line (the traceback at DEBUG),
+        and the next run tries again."""
+        try:
+            return job(*args)
+        except Exception as exc:
+            failure = explain(exc)
+            if failure is None:
+                log.exception("%s failed", what)
+            else:
+                log.error("%s failed: %s", what, failure.line)
+                log.debug("%s failed", what, exc_info=True)
+            return None
 
     def stop(self) -> None:
         """Stop taking webhooks, cut CRM waits short, let running ticks finish, close: every
