@@ -344,30 +344,61 @@ def generate_history(out: str, year: int, deals: int, seed: int) -> None:
 @click.option("--config", "config_path", required=True, type=click.Path())
 @click.option("--crm", default=None, help="the CRM's name, when several hold a deal with this id")
 def why(deal: str, config_path: str, crm: str | None) -> None:
-    """Print every action taken on DEAL, with the rule, the trigger and the time."""
-    from rich.table import Table
+    """Print every action taken on DEAL, with the rule, the trigger and the time, and what is
+    still open for it: inbox rows not processed and writes not carried out, with their errors.
 
+    Exits 1 when nothing at all is recorded for the deal.
+    """
     from connector.storage.store import Store
+    from connector.storage.unfinished import open_for_deal
 
     cfg = _load(config_path)
     store = Store.for_config(cfg.storage, apply_migrations=False)
-    rows = store.audit.for_deal(crm, deal)
-    if not rows:
+    try:
+        rows = store.audit.for_deal(crm, deal)
+        still_open = open_for_deal(store, crm, deal)
+    finally:
+        store.close()
+    if not rows and not still_open:
         click.echo(f"nothing recorded for deal {deal}")
         sys.exit(1)
-    table = Table(title=f"Deal {deal}: what the connector did and why")
-    for column in ("time", "crm", "rule", "trigger", "action", "what"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            r.at.astimezone(ZoneInfo(cfg.calendar["timezone"])).strftime("%Y-%m-%d %H:%M:%S"),
-            r.crm,
-            r.rule or "",
-            r.trigger or "",
-            r.action,
-            r.message,
-        )
-    _console().print(table)
+    _print_why(deal, rows, still_open, cfg.calendar["timezone"])
+
+
+def _print_why(deal: str, rows, still_open, tz: str) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    zone = ZoneInfo(tz)
+    console = _console()
+    if rows:
+        table = Table(title=f"Deal {deal}: what the connector did and why")
+        for column in (f"time ({tz})", "crm", "rule", "trigger", "action", "what"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                r.crm,
+                r.rule or "",
+                r.trigger or "",
+                r.action,
+                r.message,
+            )
+        console.print(table)
+    if still_open:
+        table = Table(title=f"Deal {deal}: still open (connector replay --inbox --id N / replay --id N)")
+        for column in ("row", f"since ({tz})", "crm", "status", "tries", "what", "error"):
+            table.add_column(column)
+        for item in still_open:
+            table.add_row(
+                f"{item.table} {item.id}",
+                item.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                item.crm,
+                item.status,
+                str(item.attempts),
+                item.what,
+                item.error,
+            )
+        console.print(table)
 
 
 @main.command()
