@@ -47,6 +47,10 @@ class Ticker:
         """Tick as soon as the running tick (if any) ends."""
         self._wake.set()
 
+    def every_seconds(self, every: float) -> None:
+        """Wait this long between idle ticks from now on (a reloaded config)."""
+        self._every = every
+
     def pause(self) -> None:
         """No tick starts until ``resume`` (the running one finishes)."""
         self._running.clear()
