@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import requests
 
+from adapters.causes import network_cause
 from adapters.metrics import RATE_LIMIT_WAIT, crm_call
 from adapters.retrying import RetryPolicy
 from adapters.throttle import Throttle
@@ -220,8 +221,12 @@ class HttpClient(ABC):
                 self.release(admission, None)  # it may have arrived: it counts as sent
                 if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
                     cls = self.lost_answer(idempotent or never_sent(exc))
+                    # The cause (the host that did not resolve, refused, timed out) goes into
+                    # the message: every log line and audit entry that shows it names it.
                     raise cls(
-                        f"{type(exc).__name__} calling {self.vendor}", crm=self.crm, method=request.label
+                        f"{type(exc).__name__} calling {self.vendor}{network_cause(exc)}",
+                        crm=self.crm,
+                        method=request.label,
                     ) from exc
                 raise
             self.release(admission, response)

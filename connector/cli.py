@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import click
 
 from connector.config import ConfigError, load_config
+from connector.failures import EXIT_ANOTHER_INSTANCE, EXIT_CRM, EXIT_DATABASE, EXIT_PORT
 
 
 def _setup_logging(level: str = "INFO", fmt: str = "text") -> None:
@@ -44,45 +45,32 @@ def _console():  # type: ignore[no-untyped-def]
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-# Exit codes of expected failures (besides 1, "needs attention", and 2, a refused config).
-EXIT_DATABASE = 3
-EXIT_ANOTHER_INSTANCE = 4
+__all__ = ["EXIT_ANOTHER_INSTANCE", "EXIT_CRM", "EXIT_DATABASE", "EXIT_PORT", "main"]
 
 
 class _Commands(click.Group):
-    """Expected failures end a command with one line and an exit code, never a traceback."""
+    """Expected failures end a command with one line and an exit code; the traceback only with
+    ``--traceback`` or at DEBUG."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        import logging
+
+        from connector.failures import explain
+
         try:
             return super().invoke(ctx)
         except Exception as exc:
-            failure = _expected_failure(exc)
-            if failure is None:
+            failure = explain(exc)
+            if failure is None or ctx.params.get("traceback") or logging.getLogger().isEnabledFor(logging.DEBUG):
                 raise
-            click.echo(failure[0], err=True)
-            sys.exit(failure[1])
-
-
-def _expected_failure(exc: Exception) -> tuple[str, int] | None:
-    """One line and an exit code for a failure the operator can act on, or None."""
-    from sqlalchemy.exc import DBAPIError
-
-    from connector.redaction import redact
-    from connector.storage.engine import DatabaseUnavailable, database_problem
-    from connector.storage.instance import AnotherInstance
-
-    if isinstance(exc, DatabaseUnavailable):
-        return redact(str(exc)), EXIT_DATABASE
-    if isinstance(exc, DBAPIError):
-        return redact(database_problem(exc)), EXIT_DATABASE
-    if isinstance(exc, AnotherInstance):
-        return redact(str(exc)), EXIT_ANOTHER_INSTANCE
-    return None
+            click.echo(failure.line, err=True)
+            sys.exit(failure.exit_code)
 
 
 @click.group(cls=_Commands)
 @click.version_option(package_name="crm-connector", message="connector %(version)s")
-def main() -> None:
+@click.option("--traceback", is_flag=True, help="show the traceback of an expected failure, not only its one line")
+def main(traceback: bool) -> None:
     """crm-connector: CRM regulations, applied by themselves."""
 
 
@@ -153,13 +141,48 @@ def run(config_path: str, roles: str) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    runtime.start(roles=chosen)
+    if hasattr(signal, "SIGHUP"):  # POSIX; elsewhere `connector reload`
+        signal.signal(signal.SIGHUP, lambda *_: runtime.request_reload())
+    try:
+        runtime.start(roles=chosen)
+    except BaseException:
+        runtime.stop()
+        if instance is not None:
+            instance.release()
+        raise
     if "intake" in chosen:
         click.echo(f"listening on {runtime.intake_url}")
     stop.wait()
     runtime.stop()
     if instance is not None:
         instance.release()
+
+
+@main.command()
+@click.option("--config", "config_path", required=True, type=click.Path())
+def reload(config_path: str) -> None:
+    """Validate the config as `check` does, then ask every running connector on its database
+    to reload it (rules, territories, calendars, org, schedules) without a restart.
+
+    Exits 2 when the config is refused (the running ones keep theirs). On POSIX, SIGHUP to
+    the process does the same for that process.
+    """
+    import getpass
+
+    from connector.reloading import RELOAD_CHECK, request_reload
+    from connector.storage.store import Store
+    from domain.clock import utcnow
+
+    cfg = _load(config_path)
+    store = Store.for_config(cfg.storage, apply_migrations=False)
+    try:
+        request_reload(store, f"{getpass.getuser()} (cli)", utcnow())
+    finally:
+        store.close()
+    click.echo(
+        f"{config_path}: OK; reload requested: running connectors reload within {RELOAD_CHECK:.0f} s "
+        "(their log says 'config reloaded' or why it was refused)"
+    )
 
 
 def _moment(text: str | None, tz: str) -> datetime | None:
@@ -416,30 +439,61 @@ def generate_history(out: str, year: int, deals: int, seed: int) -> None:
 @click.option("--config", "config_path", required=True, type=click.Path())
 @click.option("--crm", default=None, help="the CRM's name, when several hold a deal with this id")
 def why(deal: str, config_path: str, crm: str | None) -> None:
-    """Print every action taken on DEAL, with the rule, the trigger and the time."""
-    from rich.table import Table
+    """Print every action taken on DEAL, with the rule, the trigger and the time, and what is
+    still open for it: inbox rows not processed and writes not carried out, with their errors.
 
+    Exits 1 when nothing at all is recorded for the deal.
+    """
     from connector.storage.store import Store
+    from connector.storage.unfinished import open_for_deal
 
     cfg = _load(config_path)
     store = Store.for_config(cfg.storage, apply_migrations=False)
-    rows = store.audit.for_deal(crm, deal)
-    if not rows:
+    try:
+        rows = store.audit.for_deal(crm, deal)
+        still_open = open_for_deal(store, crm, deal)
+    finally:
+        store.close()
+    if not rows and not still_open:
         click.echo(f"nothing recorded for deal {deal}")
         sys.exit(1)
-    table = Table(title=f"Deal {deal}: what the connector did and why")
-    for column in ("time", "crm", "rule", "trigger", "action", "what"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(
-            r.at.astimezone(ZoneInfo(cfg.calendar["timezone"])).strftime("%Y-%m-%d %H:%M:%S"),
-            r.crm,
-            r.rule or "",
-            r.trigger or "",
-            r.action,
-            r.message,
-        )
-    _console().print(table)
+    _print_why(deal, rows, still_open, cfg.calendar["timezone"])
+
+
+def _print_why(deal: str, rows, still_open, tz: str) -> None:  # type: ignore[no-untyped-def]
+    from rich.table import Table
+
+    zone = ZoneInfo(tz)
+    console = _console()
+    if rows:
+        table = Table(title=f"Deal {deal}: what the connector did and why")
+        for column in (f"time ({tz})", "crm", "rule", "trigger", "action", "what"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                r.crm,
+                r.rule or "",
+                r.trigger or "",
+                r.action,
+                r.message,
+            )
+        console.print(table)
+    if still_open:
+        table = Table(title=f"Deal {deal}: still open (connector replay --inbox --id N / replay --id N)")
+        for column in ("row", f"since ({tz})", "crm", "status", "tries", "what", "error"):
+            table.add_column(column)
+        for item in still_open:
+            table.add_row(
+                f"{item.table} {item.id}",
+                item.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                item.crm,
+                item.status,
+                str(item.attempts),
+                item.what,
+                item.error,
+            )
+        console.print(table)
 
 
 @main.command()

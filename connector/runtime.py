@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,12 +17,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource, FactSource
 from adapters.registry import build_adapter
-from connector.config import Config
+from connector.config import Config, ConfigError, load_config
 from connector.dispatcher import Dispatcher
+from connector.failures import CannotListen, explain, listen_problem
 from connector.http_server import IntakeServer, make_server
 from connector.intake import create_app
 from connector.leader import Leadership
 from connector.redaction import configure_for
+from connector.reloading import RELOAD_CHECK, latest_request, refusal, waiting_for_restart
 from connector.storage.audit import record_poll_failure
 from connector.storage.store import Store
 from connector.ticker import Ticker
@@ -97,6 +100,11 @@ class Runtime:
             "worker", lambda: self.worker.tick(), config.worker["every"], on_work=self.dispatcher_loop.wake
         )
         self._loops: list[Ticker] = []
+        self._roles: set[str] = set()
+        self._reload_lock = threading.Lock()
+        self._reload_seen: str | None = None  # the last reload request in the database acted on
+        self._reload_wanted = threading.Event()  # SIGHUP
+        self.reload_check = RELOAD_CHECK
 
     @property
     def intake_url(self) -> str:
@@ -177,14 +185,17 @@ class Runtime:
             raise ValueError(f"unknown role(s) {', '.join(sorted(unknown))}; known: {', '.join(ROLES)}")
         if serve and "intake" in wanted:
             srv = self.config.server
-            self._server = make_server(
-                srv["engine"],
-                self.app,
-                srv["host"],
-                srv["port"],
-                threads=srv["threads"],
-                max_body=srv["max_body_bytes"],
-            )
+            try:
+                self._server = make_server(
+                    srv["engine"],
+                    self.app,
+                    srv["host"],
+                    srv["port"],
+                    threads=srv["threads"],
+                    max_body=srv["max_body_bytes"],
+                )
+            except (OSError, RuntimeError) as exc:  # Granian reports a taken port as a RuntimeError
+                raise CannotListen(srv["host"], srv["port"], listen_problem(exc)) from exc
             self._server.start()
         opts = {"max_instances": 1, "coalesce": True}
         if "worker" in wanted:
@@ -193,12 +204,15 @@ class Runtime:
             self._loops.append(self.dispatcher_loop)
         for loop in self._loops:
             loop.start()
+        self._roles = wanted
         if "scheduler" in wanted:
             try:
                 self.store.cursors.started(self.leadership.owner, self.clock())
             except SQLAlchemyError:
                 log.warning("start time not recorded: status may call the first poll late")
             self._add_leader_jobs(opts)
+        self._reload_seen = self._quietly("reload request check", latest_request, self.store)
+        self.scheduler.add_job(self._reload_if_requested, "interval", seconds=self.reload_check, id="reload", **opts)
         if self.scheduler.get_jobs():
             self.scheduler.start()
         log.info("connector running crms=%s roles=%s", ",".join(self.config.crms), ",".join(sorted(wanted)))
@@ -207,7 +221,7 @@ class Runtime:
         lead = self._as_leader
         # Checked at once and then regularly: the heartbeat tells other processes a leader lives.
         self.scheduler.add_job(
-            lambda: self.leadership.held(self.clock()),
+            lambda: self._quietly("leadership check", self.leadership.held, self.clock()),
             "interval",
             seconds=LEADER_CHECK,
             id="leader",
@@ -269,6 +283,73 @@ class Runtime:
                     **opts,
                 )
 
+    def request_reload(self) -> None:
+        """Reload soon, on the scheduler's thread (safe to call from a signal handler)."""
+        self._reload_wanted.set()
+        if self.scheduler.running:
+            self.scheduler.modify_job("reload", next_run_time=datetime.now(UTC))
+
+    def _reload_if_requested(self) -> None:
+        """Reload when asked by SIGHUP or by a new request in the database (``connector reload``)."""
+        latest = self._quietly("reload request check", latest_request, self.store)
+        asked = latest is not None and latest != self._reload_seen
+        if asked:
+            self._reload_seen = latest
+        if self._reload_wanted.is_set() or asked:
+            self._reload_wanted.clear()
+            self.reload()
+
+    def reload(self, path: str | None = None) -> bool:
+        """Re-read the config file (``path``, else the one running), validate it as ``check``
+        does, and swap it in; work under way finishes on the old one, the next tick and
+        scheduled run use the new one. A config that is refused leaves the old one running.
+        """
+        source = path or self.config.source
+        with self._reload_lock:
+            try:
+                new = load_config(source)
+            except ConfigError as exc:
+                log.error("config reload refused: %d problem(s); the running config stays", len(exc.problems))
+                for problem in exc.problems:
+                    log.error("config reload refused: %s", problem.render(exc.source))
+                return False
+            except OSError as exc:
+                log.error("config reload refused: cannot read %s: %s; the running config stays", source, exc.strerror)
+                return False
+            if reason := refusal(self.config, new):
+                log.error("config reload refused: %s; the running config stays", reason)
+                return False
+            self._swap(new)
+        if waiting := waiting_for_restart(self.config, new):
+            log.warning("config reloaded; changes to %s apply at the next restart", ", ".join(waiting))
+        log.info(
+            "config reloaded from %s: %d rule(s) (%d enabled), %d territories",
+            source,
+            len(new.rules),
+            sum(1 for r in new.rules if r.enabled),
+            len(new.territories),
+        )
+        return True
+
+    def _swap(self, new: Config) -> None:
+        # Connections (adapters, the store, the intake) stay as they are: see connector.reloading.
+        configure_for(new)
+        calendar = build_calendar(new)
+        worker = Worker(new, self.store, self.adapters, clock=self.clock, calendar=calendar, owner=self.worker.owner)
+        # What the worker learned of the CRMs (paused ones, users) is still true.
+        worker._pauses, worker._resumed, worker._users = self.worker._pauses, self.worker._resumed, self.worker._users
+        worker.probe_every = self.worker.probe_every
+        self.config, self.calendar, self.worker = new, calendar, worker
+        self.dispatcher.config = new
+        self.worker_loop.every_seconds(new.worker["every"])
+        self.dispatcher_loop.every_seconds(new.dispatcher["every"])
+        if "scheduler" in self._roles:
+            # The jobs of the old config go; a run under way finishes (same id: never twice at once).
+            for job in self.scheduler.get_jobs():
+                if job.id != "reload":
+                    job.remove()
+            self._add_leader_jobs({"max_instances": 1, "coalesce": True})
+
     def pause(self) -> None:
         """No tick or scheduled job starts until ``resume`` (running ones finish)."""
         for loop in self._loops:
@@ -291,9 +372,25 @@ class Runtime:
 
     def _as_leader(self, job: Callable[..., int], *args: Any) -> int:
         """Run a scheduled job only while this process leads (the others skip it)."""
-        if not self.leadership.held(self.clock()):
+        if not self._quietly("leadership check", self.leadership.held, self.clock()):
             return 0
-        return job(*args)
+        what = " ".join([job.__name__.strip("_").replace("_", " "), *map(str, args)])
+        return self._quietly(what, job, *args) or 0
+
+    @staticmethod
+    def _quietly(what: str, job: Callable[..., Any], *args: Any) -> Any:
+        """Run a scheduled job; an expected failure is one log line (the traceback at DEBUG),
+        and the next run tries again."""
+        try:
+            return job(*args)
+        except Exception as exc:
+            failure = explain(exc)
+            if failure is None:
+                log.exception("%s failed", what)
+            else:
+                log.error("%s failed: %s", what, failure.line)
+                log.debug("%s failed", what, exc_info=True)
+            return None
 
     def stop(self) -> None:
         """Stop taking webhooks, cut CRM waits short, let running ticks finish, close: every

@@ -13,6 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 
+from connector.failures import explain
+
 log = logging.getLogger(__name__)
 
 
@@ -45,6 +47,10 @@ class Ticker:
         """Tick as soon as the running tick (if any) ends."""
         self._wake.set()
 
+    def every_seconds(self, every: float) -> None:
+        """Wait this long between idle ticks from now on (a reloaded config)."""
+        self._every = every
+
     def pause(self) -> None:
         """No tick starts until ``resume`` (the running one finishes)."""
         self._running.clear()
@@ -73,8 +79,13 @@ class Ticker:
             self._wake.clear()
             try:
                 finished = self._tick()
-            except Exception:  # the next tick retries; a loop that died would stop the role
-                log.exception("%s tick failed", self.name)
+            except Exception as exc:  # the next tick retries; a loop that died would stop the role
+                failure = explain(exc)
+                if failure is None:
+                    log.exception("%s tick failed", self.name)
+                else:
+                    log.error("%s tick failed: %s", self.name, failure.line)
+                    log.debug("%s tick failed", self.name, exc_info=True)
                 finished = 0
             if finished:
                 if self._on_work is not None:
