@@ -216,5 +216,5 @@ def test_the_commented_example_in_config_example_loads_when_uncommented() -> Non
     env = {"B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/", "B24_APP_TOKEN": "example-token"}
     config = load_config_text(text.replace(block, uncommented), env)
     assert config.calendars is not None and "ua_remote" in config.calendars
-    assert config.org.roles["supervisor"] == ("petr",)
+    assert config.org.roles["supervisor"] == ("elena",)
     assert [r.name for r in config.recurring] == ["planning-meeting"]
