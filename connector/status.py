@@ -81,7 +81,7 @@ def gather(store: Store, config: Config, now: datetime, *, listed: int = 10) -> 
             c = CrmStatus(name=name, type=settings.type)
             if name in paused:
                 since, why = paused[name]
-                c.paused = f"since {since.isoformat(timespec='seconds')}: {why}"
+                c.paused = f"since {since.astimezone(ZoneInfo(tz)).isoformat(timespec='seconds')}: {why}"
             c.last_webhook = s.scalar(
                 select(func.max(InboxRow.received_at)).where(
                     InboxRow.crm == name, InboxRow.source == EventSource.WEBHOOK

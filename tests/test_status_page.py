@@ -16,9 +16,12 @@ from sqlalchemy import select, update
 
 from connector.config import load_config_text
 from connector.runtime import Runtime
-from connector.storage.models import AuditRow, OutboxRow
+from connector.status import gather
+from connector.storage.models import AuditRow, InboxRow, OutboxRow
 from connector.web.status_page import SESSION_COOKIE
-from domain.statuses import OutboxStatus
+from domain import Event, EventKind
+from domain.clock import utcnow
+from domain.statuses import InboxStatus, OutboxStatus
 from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import CONFIG, TOKEN, wait_for
 
@@ -59,6 +62,16 @@ def _kill_written_task(rt: Runtime, error: str) -> int:
     with rt.store.sessions() as s, s.begin():
         row = s.scalars(select(OutboxRow).where(OutboxRow.command == "create_task")).one()
         s.execute(update(OutboxRow).where(OutboxRow.id == row.id).values(status=OutboxStatus.DEAD, last_error=error))
+        return row.id
+
+
+def _park_an_inbox_row(rt: Runtime, reason: str) -> int:
+    """An event whose deal the CRM refuses to show us, set aside by the worker."""
+    now = utcnow()
+    rt.store.inbox.add(Event("b24", EventKind.DEAL_UPDATED, "99", now, "parked-99"), now)
+    with rt.store.sessions() as s, s.begin():
+        row = s.scalars(select(InboxRow).where(InboxRow.dedup_key == "parked-99")).one()
+        row.status, row.last_error = InboxStatus.PARKED, reason
         return row.id
 
 
@@ -201,6 +214,11 @@ def test_page_is_used_in_headless_chromium(running, tmp_path: Path) -> None:  # 
 
     rt, simulator, deal = running
     dead = _kill_written_task(rt, "user 17 not found")
+    parked = _park_an_inbox_row(rt, "the webhook user may not read deal 99 (Access denied)")
+    # The portal stops accepting the connector's webhook code: the next event pauses the CRM.
+    good_code, simulator.webhook_code = simulator.webhook_code, "revoked-code"
+    simulator.add_deal({"TITLE": "Новая заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW"})
+    assert wait_for(lambda: any("processing since" in line for line in gather(rt.store, rt.config, utcnow()).attention))
     shots = Path(os.environ.get("CONNECTOR_SCREENSHOT_DIR", tmp_path))
     with sync_playwright() as driver:
         chromium = driver.chromium.launch(executable_path=browser_path, args=["--no-sandbox"])
@@ -209,17 +227,22 @@ def test_page_is_used_in_headless_chromium(running, tmp_path: Path) -> None:  # 
             page.goto(f"{rt.intake_url}/status")
             page.fill("input[name=token]", STATUS_TOKEN)
             page.click("button[type=submit]")
-            assert "Needs attention" in page.content() and "user 17 not found" in page.content()
+            content = page.content()
+            assert "Needs attention" in content and "user 17 not found" in content
+            assert "processing since" in content and "Access denied" in content  # paused CRM, parked row
             assert STATUS_TOKEN not in page.url
-            page.screenshot(path=str(shots / "status-page.png"))
+            page.screenshot(path=str(shots / "status-page.png"), full_page=True)
+            simulator.webhook_code = good_code  # the admin renewed the webhook: the CRM resumes by itself
             page.click(f"#replay-{dead}")
             assert f"Dead letter {dead} queued again" in page.content()
-            page.screenshot(path=str(shots / "status-page-replayed.png"))
+            page.click(f"#replay-inbox-{parked}")
+            assert f"Inbox row {parked} queued again" in page.content()
+            page.screenshot(path=str(shots / "status-page-replayed.png"), full_page=True)
         finally:
             chromium.close()
     assert wait_for(lambda: _status_of(rt, dead) == OutboxStatus.DONE)
     assert len(simulator.tasks_for_deal(deal)) == 1
     data = (shots / "status-page.png").read_bytes()
-    assert _png_size(data) == (1280, 900)
+    assert _png_size(data)[0] == 1280 and _png_size(data)[1] >= 900
     # A blank or error page compresses to almost nothing; tables and text do not.
     assert len(data) > 20_000, len(data)

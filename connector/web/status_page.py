@@ -40,6 +40,8 @@ NOTES = {
     "discarded": "Dead letter {id} discarded; the audit trail keeps who and why.",
     "nothing": "Dead letter {id} is no longer dead: nothing was changed.",
     "reason": "Say why before discarding dead letter {id}.",
+    "inbox": "Inbox row {id} queued again; the worker reads its deal afresh.",
+    "inbox-nothing": "Inbox row {id} is not parked or failed: nothing was changed.",
 }
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",
@@ -89,6 +91,7 @@ def _masked(state: Status) -> Status:
         attention=[redact(line) for line in state.attention],
         dead_letters=[{**d, "error": redact(d["error"])} for d in state.dead_letters],
         unlinked=[{**u, "what": redact(u["what"])} for u in state.unlinked],
+        parked=[{**r, "reason": redact(r["reason"])} for r in state.parked],
     )
 
 
@@ -186,6 +189,15 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
         chosen = store.outbox.replay_dead(clock(), ids=[row_id])
         log.info("status page: dead letter %d %s", row_id, "queued again" if chosen else "was not dead")
         return redirect(f"/status?note={'replayed' if chosen else 'nothing'}&id={row_id}", 303)
+
+    @page.post("/status/replay-inbox")
+    def replay_inbox() -> BaseResponse:
+        row_id = _chosen_id()
+        if row_id is None:
+            return Response("choose an inbox row by its id\n", 400, mimetype="text/plain")
+        chosen = store.inbox.requeue(clock(), ids=[row_id])
+        log.info("status page: inbox row %d %s", row_id, "queued again" if chosen else "was not parked or failed")
+        return redirect(f"/status?note={'inbox' if chosen else 'inbox-nothing'}&id={row_id}", 303)
 
     @page.post("/status/discard")
     def discard() -> BaseResponse:
