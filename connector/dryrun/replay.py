@@ -63,7 +63,7 @@ class Outcome:
     trigger: str
     action: str
     detail: str
-    decision: Decision | None = None  # its key and action, as the worker would store them
+    key: str = ""  # the decision's key, as the worker would store it
 
 
 @dataclass
@@ -415,7 +415,9 @@ class Replay:
         self.result.by_rule[(decision.rule, action.kind)] += 1
         trigger = self._trigger(decision.triggers)
         self.result.outcomes.append(
-            Outcome(at, deal.crm, deal.id, decision.rule, trigger, action.kind, detail or action.describe(), decision)
+            Outcome(
+                at, deal.crm, deal.id, decision.rule, trigger, action.kind, detail or action.describe(), decision.key
+            )
         )
         return after
 
