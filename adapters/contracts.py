@@ -4,8 +4,9 @@ The runtime never asks which CRM it talks to, only what the adapter can do: read
 (``DealSource``), find deals by a field (``DealSearch``), count what happened
 (``FactSource``), carry out writes (``CommandSink``),
 report documents for another CRM's deals (``DocumentSource``), receive webhooks
-(``WebhookReceiver``). An adapter class derives from ``CrmAdapter`` and from each capability
-it implements, like django-anymail's backends build on one base and mix in what a provider
+(``WebhookReceiver``). A chat or mail channel is a ``Channel``: a sink of messages only.
+An adapter class derives from ``CrmAdapter`` and from each capability it implements, like
+django-anymail's backends build on one base and mix in what a provider
 supports; a capability it lacks is absent, not a method that fails at run time.
 """
 
@@ -307,6 +308,45 @@ class CommandSink(ABC):
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find the effect of an earlier try of ``command`` by its marker, if any (a write
         whose repetition changes nothing, such as setting fields, needs no search: None)."""
+
+
+LOST_ANSWER_POLICIES = ("resend", "drop")
+# What the outbox records as the remote id of a message dropped after a lost answer.
+LOST_AND_DROPPED = "answer-lost:not-resent"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelSettings(CrmSettings):
+    """What every ``channels.<name>`` block holds; each channel type adds its own keys.
+
+    ``on_lost_answer``: what to do with a message whose answer was lost (it may or may not
+    have been delivered, and a chat cannot be searched for it): ``resend`` it (never lost;
+    a duplicate when the lost call had posted) or ``drop`` it (never twice; lost when the
+    lost call had not posted).
+    """
+
+    on_lost_answer: str = "resend"
+
+
+class Channel(CommandSink):
+    """A place to post messages (a chat, a mailbox): it carries out ``SendMessage`` only.
+
+    Unlike a CRM it keeps no marker a later try could find, so ``find_written`` finds
+    nothing, and a try whose answer was lost is settled by ``after_lost_answer``.
+    """
+
+    lost_answer_policy: str = "resend"
+
+    def find_written(self, command: Command, marker: str) -> WriteResult | None:
+        return None
+
+    def after_lost_answer(self, command: Command, marker: str) -> WriteResult:
+        """Settle a message whose last try lost its answer. ``drop``: record it as sent
+        without sending (at most once); ``resend``: send it again (at least once: each lost
+        answer of a call that had in fact posted costs one duplicate)."""
+        if self.lost_answer_policy == "drop":
+            return WriteResult(remote_id=LOST_AND_DROPPED, reconciled=True)
+        return self.execute(command, marker)
 
 
 class DocumentFiling(Protocol):

@@ -143,6 +143,52 @@ def _onec_cross_check(name: str, settings: Any, crms: Mapping[str, ConfiguredCrm
     return check(name, settings, crms)
 
 
+# --- channels: where messages are posted (a chat; a mailbox would be one more type) -------------
+
+CHANNEL_TYPES: dict[str, CrmType] = {}
+
+
+def register_channel_type(
+    name: str,
+    *,
+    settings: type[SettingsSchema] | Callable[[], type[SettingsSchema]],
+    adapter: type[CrmAdapter[Any]] | Callable[[], type[CrmAdapter[Any]]],
+) -> CrmType:
+    """Make ``channels.<name>: {type: name}`` known: its settings schema and its ``Channel`` adapter."""
+    if name in CHANNEL_TYPES:
+        raise ValueError(f"channel type {name!r} is registered already")
+    entry = CrmType(name, _loader(settings), _loader(adapter))
+    CHANNEL_TYPES[name] = entry
+    return entry
+
+
+def load_channel_settings(block: Mapping[str, Any]) -> CrmSettings:
+    """One ``channels.<name>`` block as its type's settings; a ``ValidationError`` says what is wrong."""
+    kind = block.get("type")
+    entry = CHANNEL_TYPES.get(kind) if isinstance(kind, str) else None
+    if entry is None:
+        raise ValidationError({"type": [f"unknown channel type {kind!r}; known: {', '.join(CHANNEL_TYPES)}"]})
+    return entry.settings()().load_settings(block)
+
+
+def build_channel(name: str, settings: CrmSettings) -> CrmAdapter[Any]:
+    """The adapter of one configured channel."""
+    return CHANNEL_TYPES[settings.type].adapter()(name, settings)
+
+
+def _telegram_settings() -> type[SettingsSchema]:
+    from adapters.telegram.settings import TelegramSettingsSchema
+
+    return TelegramSettingsSchema
+
+
+def _telegram_adapter() -> type[CrmAdapter[Any]]:
+    from adapters.telegram.adapter import TelegramChannel
+
+    return TelegramChannel
+
+
+register_channel_type("telegram", settings=_telegram_settings, adapter=_telegram_adapter)
 register_crm_type("bitrix24", settings=_bitrix24_settings, adapter=_bitrix24_adapter)
 register_crm_type("pipedrive", settings=_pipedrive_settings, adapter=_pipedrive_adapter)
 register_crm_type("onec", settings=_onec_settings, adapter=_onec_adapter, cross_check=_onec_cross_check)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
-from adapters.contracts import CommandSink, CrmAdapter, WriteResult
+from adapters.contracts import Channel, CommandSink, CrmAdapter, WriteResult
 from connector.config import Config
 from connector.metrics import WRITES
 from connector.observability import correlation
@@ -144,8 +144,12 @@ class Dispatcher:
                 if found is not None:
                     self._done(row, found)
                     return True
+            answer_lost = row.status == OutboxStatus.SENDING
             self._mark_sending(row)
-            result = adapter.execute(command, marker)
+            if answer_lost and isinstance(adapter, Channel):
+                result = adapter.after_lost_answer(command, marker)  # a chat cannot be searched
+            else:
+                result = adapter.execute(command, marker)
         except AdapterError as exc:
             self._failed(row, exc)
             return False

@@ -70,11 +70,12 @@ def secrets_of(config: Config) -> set[str]:
     secret, the status page's token and the database password."""
     from sqlalchemy.engine import make_url
 
-    from adapters.registry import CRM_TYPES
+    from adapters.registry import CHANNEL_TYPES, CRM_TYPES
 
     found = set(config.secrets)
-    for settings in config.crms.values():
-        entry = CRM_TYPES.get(settings.type)
+    blocks = [(CRM_TYPES, s) for s in config.crms.values()] + [(CHANNEL_TYPES, s) for s in config.channels.values()]
+    for types, settings in blocks:
+        entry = types.get(settings.type)
         if entry is None:
             continue
         schema = entry.settings()

@@ -16,7 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource, FactSource
-from adapters.registry import build_adapter
+from adapters.registry import build_adapter, build_channel
 from connector.config import Config, ConfigError, load_config
 from connector.dispatcher import Dispatcher
 from connector.failures import CannotListen, explain, listen_problem
@@ -73,6 +73,8 @@ class Runtime:
         configure_for(config)  # every log record of the process is masked of its secrets
         self.store = Store.for_config(config.storage)
         self.adapters: dict[str, CrmAdapter] = {n: build_adapter(n, s) for n, s in config.crms.items()}
+        # Channels take outbox rows like a CRM: the dispatcher carries out their messages.
+        self.adapters.update({n: build_channel(n, s) for n, s in config.channels.items()})
         self.calendar = build_calendar(config)
         self.worker = Worker(config, self.store, self.adapters, clock=clock, calendar=self.calendar)
         self.dispatcher = Dispatcher(config, self.store, self.adapters, clock=clock)

@@ -32,7 +32,7 @@ from connector.storage.outbox import Outbox
 from connector.storage.snapshots import Snapshots
 from connector.storage.store import Store
 from connector.storage.timers import Timers
-from domain import Command, CreateCounterparty, Deal, Event, EventKind, User
+from domain import Command, Deal, Event, EventKind, User
 from domain.clock import utcnow
 from domain.errors import AdapterError, AuthError, FatalError, RetriableError
 from domain.statuses import EventSource
@@ -404,8 +404,9 @@ class Worker:
         Outbox.stage(
             session,
             key=decision.key,
-            # A counterparty goes to the system that keeps them; every other write to the deal's CRM.
-            crm=action.target if isinstance(action, CreateCounterparty) else row.crm,
+            # A counterparty goes to the system that keeps them, a message to its channel; every
+            # other write to the deal's CRM.
+            crm=action.destination() or row.crm,
             command=action,
             rule=decision.rule,
             now=now,

@@ -25,6 +25,10 @@ class Command:
         """One line for the audit and the CLI, from the values as the outbox stores them."""
         return self.kind
 
+    def destination(self) -> str | None:
+        """The configured system that carries this out when it is not the deal's own CRM."""
+        return None
+
 
 @dataclass(frozen=True)
 class CreateTask(Command):
@@ -101,9 +105,27 @@ class CreateCounterparty(Command):
     def describe(self) -> str:
         return f"counterparty {jsonable(self.name)!r} (INN {jsonable(self.inn) or '—'}) in {jsonable(self.target)}"
 
+    def destination(self) -> str | None:
+        return self.target
+
+
+@dataclass(frozen=True)
+class SendMessage(Command):
+    """Post a text to a configured channel (a chat, a mailbox); ``deal_id`` is the deal it is about."""
+
+    kind: ClassVar[str] = "send_message"
+    channel: str = ""
+    text: str = ""
+
+    def describe(self) -> str:
+        return f"message to {jsonable(self.channel)}: {jsonable(self.text)[:80]!r}"
+
+    def destination(self) -> str | None:
+        return self.channel
+
 
 COMMANDS: dict[str, type[Command]] = {
-    c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal, CreateCounterparty)
+    c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal, CreateCounterparty, SendMessage)
 }
 
 

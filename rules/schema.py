@@ -212,6 +212,13 @@ def _create_counterparty(v: Any, path: str) -> ActionSpec:
     )
 
 
+def _message(v: Any, path: str) -> ActionSpec:
+    from rules.messages import MessageSpec
+
+    p = _params(v, {"channel", "text"}, {"channel", "text"}, path)
+    return MessageSpec(channel=str(p["channel"]), text=_template(p["text"], f"{path}.text"))
+
+
 ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "assign_captain": _assign_captain,
     "assign": _assign,
@@ -225,6 +232,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "cancel_deadline": lambda v, path: CancelDeadlineSpec(deadline=_deadline_name(v, path)),
     "escalate": _escalate,
     "create_counterparty": _create_counterparty,
+    "message": _message,
 }
 
 

@@ -90,8 +90,10 @@ class ApiSimulator(ABC, Generic[CallT, ResultT]):
 
     def answer(self, call: CallT) -> Response:
         """Take one request through the pipeline, answering in the API's envelopes."""
-        self.faults.delay()
+        stalled = self.faults.delay()
         try:
+            if stalled and not self.faults.stall_takes_effect:
+                raise self.transient_error(call)  # the client gave up; nothing was done
             self.authenticate(call)
             self.resolve(call)
             self.admit(call)

@@ -21,6 +21,8 @@ class FaultKnobs:
     latency: seconds added to every API answer (a (min, max) range).
     timeout_rate: share of API calls that stall for ``timeout_stall`` seconds, longer than
         a sane client timeout, before answering.
+    stall_takes_effect: whether a stalled call is still carried out after its stall (a slow
+        server), or answered with a transient error without effect (a gateway that gave up).
     drop_webhook_rate: share of outgoing webhooks silently not sent.
     duplicate_webhooks: every webhook is sent this many times (>= 1).
     """
@@ -31,6 +33,7 @@ class FaultKnobs:
     latency: tuple[float, float] = (0.0, 0.0)
     timeout_rate: float = 0.0
     timeout_stall: float = 5.0
+    stall_takes_effect: bool = True
     drop_webhook_rate: float = 0.0
     duplicate_webhooks: int = 1
     seed: int | None = None
@@ -50,10 +53,12 @@ class FaultKnobs:
                 self.injected[kind] += 1
         return hit
 
-    def delay(self) -> None:
-        """Sleep for the configured latency (and a stall, when one is rolled)."""
+    def delay(self) -> bool:
+        """Sleep for the configured latency (and a stall, when one is rolled); True on a stall."""
         low, high = self.latency
         if high > 0:
             time.sleep(self._rng.uniform(low, high))
         if self.roll(self.timeout_rate, "timeout"):
             time.sleep(self.timeout_stall)
+            return True
+        return False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from connector.config import load_config
+from connector.config import load_config, load_config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,6 +14,23 @@ def test_example_config_is_valid() -> None:
     cfg = load_config(ROOT / "config.example.yaml", env)
     assert [r.name for r in cfg.rules] == ["captain-by-location", "connection-deadline", "connection-breached"]
     assert len(cfg.territories) == 3 and list(cfg.deadlines) == ["connection"]
+
+
+def test_the_example_channel_is_valid_once_uncommented() -> None:
+    text = (ROOT / "config.example.yaml").read_text(encoding="utf-8")
+    lines = text.splitlines()
+    start = lines.index("# channels:")
+    end = lines.index("", start)  # the block ends at the first blank line
+    lines[start:end] = [line[2:] for line in lines[start:end]]
+    text = "\n".join(lines).replace("      # - message:", "      - message:")
+    env = {
+        "B24_WEBHOOK_URL": "https://x.bitrix24.ru/rest/1/abc/",
+        "B24_APP_TOKEN": "example-token",
+        "TG_BOT_TOKEN": "7012345678:AAH-example-token-0123456789",
+    }
+    cfg = load_config_text(text, env)
+    assert list(cfg.channels) == ["sales_chat"]
+    assert [s.name for s in cfg.rules[2].actions][-1] == "message"
 
 
 def test_examples_are_valid() -> None:

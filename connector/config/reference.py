@@ -21,7 +21,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, missing, validate
 
-from adapters.registry import CRM_TYPES
+from adapters.registry import CHANNEL_TYPES, CRM_TYPES
 from connector.config.schema import ConfigSchema
 from domain.fields import HttpUrl, Id, Span
 from rules.planning_schema import IndicatorsField
@@ -59,6 +59,8 @@ SECTION_INTRO: dict[str, str] = {
     "occurrence (see [Recurring work](rules.md#recurring-work)).",
     "indicators": "What plans are set for and reports count, by name: counts and sums over the CRM's "
     "activities marked done and its deals (see [Plans and indicators](rules.md#plans-and-indicators)).",
+    "channels": "Places rules post messages to with the `message` step (see [Messages](rules.md#messages-to-a-chat)). "
+    "The block's key is the channel's *name*; it must differ from every CRM's. `type` chooses the settings below.",
 }
 
 _RULES_LINKS: dict[type[fields.Field], str] = {
@@ -327,13 +329,14 @@ def _section(
         _section(out, min(level + 1, 6), _code(path), child, path)
 
 
-def _crm_title(type_key: str) -> str:
-    return f"`crms.<name>` with `type: {type_key}`"
+def _crm_title(type_key: str, section: str = "crms") -> str:
+    return f"`{section}.<name>` with `type: {type_key}`"
 
 
-def _crm_sections(out: list[str]) -> None:
-    for type_key, crm_type in CRM_TYPES.items():
-        title = _crm_title(type_key)
+def _crm_sections(out: list[str], section: str = "crms") -> None:
+    types = CHANNEL_TYPES if section == "channels" else CRM_TYPES
+    for type_key, crm_type in types.items():
+        title = _crm_title(type_key, section)
         try:
             settings = crm_type.settings()
         except Exception as exc:  # a settings module being written, or broken: note it, go on
@@ -345,7 +348,7 @@ def _crm_sections(out: list[str]) -> None:
                 "",
             ]
             continue
-        _section(out, 3, title, settings, "crms.<name>", fixed={"type": _code(type_key)})
+        _section(out, 3, title, settings, f"{section}.<name>", fixed={"type": _code(type_key)})
 
 
 # --- the page ----------------------------------------------------------------------------------
@@ -392,13 +395,17 @@ def render_reference() -> str:
     top_lines, _ = _table(ConfigSchema, "", notes=notes)
     out += ["## Top-level sections", ""] + top_lines + [""]
     for name, field in ConfigSchema._declared_fields.items():
-        if name == "crms":
-            out += ["## `crms`", "", SECTION_INTRO["crms"], ""]
+        if name in ("crms", "channels"):
+            out += [f"## `{name}`", "", SECTION_INTRO[name], ""]
             key_field = field.key_field if isinstance(field, fields.Dict) else None
             if key_field is not None and key_field.validators:
-                out += [f"CRM names: {allowed(key_field)}.", ""]
-            out += ["Known types: " + ", ".join(f"[{_code(t)}](#{anchor(_crm_title(t))})" for t in CRM_TYPES) + ".", ""]
-            _crm_sections(out)
+                out += [f"{'CRM' if name == 'crms' else 'Channel'} names: {allowed(key_field)}.", ""]
+            types = CRM_TYPES if name == "crms" else CHANNEL_TYPES
+            out += [
+                "Known types: " + ", ".join(f"[{_code(t)}](#{anchor(_crm_title(t, name))})" for t in types) + ".",
+                "",
+            ]
+            _crm_sections(out, name)
             continue
         child = _children(name, field, "")
         if child is None:

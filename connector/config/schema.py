@@ -11,9 +11,10 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource, FactSource
 from adapters.registry import configured, cross_check, load_settings
+from connector.config.channels import configured_channels, load_channels
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
 from connector.config.meaning import check_meaning, explain
-from domain import Command, CreateTask
+from domain import Command, CreateTask, SendMessage
 from domain.fields import Span
 from domain.suggest import did_you_mean
 from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
@@ -273,6 +274,11 @@ class ConfigSchema(Schema):
     org = fields.Nested(OrgSchema, load_default=dict)
     recurring = fields.List(fields.Nested(RecurringSchema), load_default=list)
     indicators = IndicatorsField(load_default=dict)
+    channels = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[a-z0-9_-]+$", error="lower-case letters, digits, - and _")),
+        values=fields.Raw(),
+        load_default=dict,
+    )
 
 
 @dataclass
@@ -297,6 +303,7 @@ class Config:
     calendars: CalendarSet | None = None  # every calendar by name; "default" is ``calendar``
     org: Org = field(default_factory=Org)
     recurring: list[RecurringDef] = field(default_factory=list)
+    channels: dict[str, CrmSettings] = field(default_factory=dict)
 
     def teams_for(self, crm: str) -> Teams:
         """The org chart's teams in ``crm``'s user ids (what plans and their reports use)."""
@@ -371,6 +378,9 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     if named == set(known):  # a refused block is its own problem; its neighbours' checks would only echo it
         for name, messages in cross_check(known).items():
             add(messages, ("crms", name))
+    channels = load_channels(raw.data.get("channels"), named, add)
+    known.update(configured_channels(channels))
+    named |= set(raw.data.get("channels") or {}) if isinstance(raw.data.get("channels"), dict) else set()
 
     for i, rule in rules:
         if not named:
@@ -456,6 +466,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         calendars=calendars,
         org=org,
         recurring=data["recurring"],
+        channels=channels,
     )
 
 
@@ -487,6 +498,8 @@ def _kind(crm: ConfiguredCrm) -> str:
 def _cannot_write(crm: str, command: type[Command], known: dict[str, ConfiguredCrm], named: set[str]) -> str | None:
     """Why ``crm`` cannot carry out ``command``, or None when it can (or its own block is wrong)."""
     if crm not in named:
+        if command is SendMessage:
+            return f"no channel named {crm!r} under channels"
         return f"no CRM named {crm!r} under crms"
     target = known.get(crm)
     if target is None:
