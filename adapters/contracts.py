@@ -1,10 +1,10 @@
 """What a CRM package offers the runtime: an adapter class with the capabilities its CRM has.
 
 The runtime never asks which CRM it talks to, only what the adapter can do: read deals
-(``DealSource``), find deals by a field (``DealSearch``), count what happened
-(``FactSource``), carry out writes (``CommandSink``),
-report documents for another CRM's deals (``DocumentSource``), receive webhooks
-(``WebhookReceiver``). A chat or mail channel is a ``Channel``: a sink of messages only.
+(``DealSource``), find deals by a field (``DealSearch``) or records sharing a client's phone,
+e-mail or INN (``DuplicateSearch``), count what happened (``FactSource``), carry out writes
+(``CommandSink``), report documents for another CRM's deals (``DocumentSource``), receive
+webhooks (``WebhookReceiver``). A chat or mail channel is a ``Channel``: a sink of messages only.
 An adapter class derives from ``CrmAdapter`` and from each capability it implements, like
 django-anymail's backends build on one base and mix in what a provider
 supports; a capability it lacks is absent, not a method that fails at run time.
@@ -24,6 +24,7 @@ from marshmallow import Schema, missing
 
 from domain import CloseDeal, Command, Deal, Event, UpdateDeal, User
 from domain.bookmarks import Bookmark
+from domain.duplicates import Duplicate
 from domain.errors import AdapterError, FatalError
 from domain.facts import Fact
 from domain.org import Department
@@ -251,6 +252,16 @@ class FactSource(ABC):
         """Activities marked done in ``since`` … ``until`` (calls made, meetings held: never
         ones only planned), deals created, won or lost then, the deals open now, and (with
         ``stage_history``) the deals' entries into stages then."""
+
+
+class DuplicateSearch(ABC):
+    """A CRM that finds other records (deals, contacts, companies, leads) sharing a client's
+    phone, e-mail or INN with a deal: repeat clients and double entries."""
+
+    @abstractmethod
+    def find_duplicates(self, deal: Deal, by: str, values: Sequence[str]) -> list[Duplicate]:
+        """Records whose ``by`` (``phone`` in E.164, ``email`` lower-cased, ``inn``) is one of
+        ``values``, leaving out ``deal`` itself and the client records it is bound to."""
 
 
 class DealLookup(Protocol):

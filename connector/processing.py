@@ -12,13 +12,14 @@ A rule whose condition or template fails is recorded against that rule and event
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
 from connector.config import Config
 from domain import Deal, Event, EventKind, User
+from domain.duplicates import Duplicate
 from domain.keys import deadline_decision_key
 from domain.statuses import TimerStatus
 from rules.actions import AssignSpec
@@ -119,6 +120,7 @@ class Processor:
         users: Mapping[str, User] | None = None,
         workload: Mapping[str, int] | None = None,
         current: dict[str, Any] | None = None,
+        duplicates: Mapping[str, Sequence[Duplicate]] | None = None,
     ) -> Processed:
         """Decide what ``event`` on ``deal`` calls for at ``now``. ``current`` is the deal's
         snapshot when the caller has it already."""
@@ -145,6 +147,7 @@ class Processor:
             workload=workload or {},
             deadlines=self.config.deadlines,
             assigned=memory.assignments(),
+            duplicates=duplicates,
         )
         out = Processed(snapshot=current)
         reviewed = review_deadlines(self.config.deadlines, memory.running_deadlines(crm, deal.id), ctx)

@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from adapters.contracts import CrmAdapter, DealSource
+from adapters.contracts import CrmAdapter, DealSource, DuplicateSearch
 from connector.config import Config
 from connector.metrics import PROCESSING, RULE_ERRORS
 from connector.observability import correlation
@@ -34,9 +34,11 @@ from connector.storage.store import Store
 from connector.storage.timers import Timers
 from domain import Command, Deal, Event, EventKind, User
 from domain.clock import utcnow
+from domain.duplicates import Duplicate
 from domain.errors import AdapterError, AuthError, FatalError, RetriableError
 from domain.statuses import EventSource
 from rules.deadlines import OpenDeadline
+from rules.duplicates import lookups_of, search_plan
 from rules.model import (
     CancelDeadline,
     CountAssignment,
@@ -86,6 +88,14 @@ def _reason(exc: Exception) -> str:
     return str(exc) if isinstance(exc, AdapterError) else f"{type(exc).__name__}: {exc}"
 
 
+# The triggers an inbox row of a kind may fire (the exact ones need the deal's diff).
+_TRIGGERS_OF_KIND = {
+    str(EventKind.DEAL_CREATED): frozenset({"deal.created", "deal.updated", "deal.stage_changed"}),
+    str(EventKind.DEAL_UPDATED): frozenset({"deal.created", "deal.updated", "deal.stage_changed"}),
+    str(EventKind.TIMER_DUE): frozenset({"deadline.reminder", "deadline.breached"}),
+}
+
+
 class Worker:
     """Processes the inbox; call ``tick`` on a schedule."""
 
@@ -106,6 +116,7 @@ class Worker:
         self.calendar = calendar
         self.owner = owner or f"worker-{os.getpid()}"
         self._users: dict[str, tuple[float, dict[str, User]]] = {}
+        self._duplicates: dict[str, dict[str, list[Duplicate]] | None] = {}  # of the batch being processed
         self._wanted_users = sorted(
             {t.captain for t in config.territories} | {t.backup for t in config.territories if t.backup}
         )
@@ -154,6 +165,7 @@ class Worker:
             deals, unreadable = self._read_deals(adapter, to_read)
             users = self._users_for(crm, adapter)
             workload = self._workload_for(crm, adapter)
+            self._duplicates = self._duplicates_for(crm, adapter, deals, rows)
         except AuthError as exc:
             self._pause(crm, rows, exc)
             return 0
@@ -282,6 +294,31 @@ class Worker:
         group = self.processor.workload_group(crm)
         return adapter.open_deal_counts(group) if group else {}
 
+    def _duplicates_for(
+        self, crm: str, adapter: DealSource, deals: Mapping[str, Deal], rows: list[InboxRow]
+    ) -> dict[str, dict[str, list[Duplicate]] | None]:
+        """What the CRM finds for the ``find_duplicates`` steps of rules these rows may fire:
+        searched before evaluation, as the rules never fetch."""
+        steps = [(rule, lookups_of(rule.actions)) for rule in self.config.rules if rule.crm == crm and rule.enabled]
+        steps = [(rule, found) for rule, found in steps if found]
+        if not steps:
+            return {}
+        found: dict[str, dict[str, list[Duplicate]] | None] = {}
+        for row in rows:
+            deal = deals.get(row.deal_id or "")
+            if deal is None or deal.id in found:
+                continue
+            possible = _TRIGGERS_OF_KIND.get(row.kind, frozenset({row.kind}))
+            specs = [spec for rule, specs in steps if not rule.triggers.isdisjoint(possible) for spec in specs]
+            if not specs:
+                continue
+            if not isinstance(adapter, DuplicateSearch):
+                found[deal.id] = None
+                continue
+            plan = search_plan(specs, deal)
+            found[deal.id] = {by: adapter.find_duplicates(deal, by, values) for by, values in plan.items()}
+        return found
+
     def _process_row(
         self,
         row: InboxRow,
@@ -355,7 +392,13 @@ class Worker:
             data=payload.get("data") or {},
         )
         processed = self.processor.process(
-            event, deal, _KeptInDatabase(session), now=now, users=users, workload=workload
+            event,
+            deal,
+            _KeptInDatabase(session),
+            now=now,
+            users=users,
+            workload=workload,
+            duplicates=self._duplicates.get(deal.id, {}),
         )
         for decision in processed.decisions:
             self._record(session, row, decision, now)

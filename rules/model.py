@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from domain import Command, Deal, Event, User
+from domain.duplicates import Duplicate
 from rules.territories import Territory
 
 if TYPE_CHECKING:
@@ -114,6 +115,9 @@ class RuleContext:
     # the org chart that targets such as team_lead_of(responsible) are resolved against.
     calendars: CalendarSet | None = None
     org: Org | None = None
+    # Other records sharing the deal's phone, e-mail or INN, by key, as the CRM found them
+    # for the ``find_duplicates`` steps; None when nobody searched (the CRM cannot, a dry-run).
+    duplicates: Mapping[str, Sequence[Duplicate]] | None = None
 
     def next_holiday(self, days: int = 60) -> dict[str, Any]:
         """The next public holiday within ``days`` ({"date", "name"}; empty values if none)."""

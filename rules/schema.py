@@ -219,6 +219,38 @@ def _message(v: Any, path: str) -> ActionSpec:
     return MessageSpec(channel=str(p["channel"]), text=_template(p["text"], f"{path}.text"))
 
 
+def _reaction(block: Any, where: str) -> Any:
+    """``comment`` and ``task`` of a check's reaction."""
+    from rules.reactions import Reaction
+
+    q = _params(block, {"comment", "task"}, set(), where)
+    return Reaction(
+        comment=_template(q["comment"], f"{where}.comment") if "comment" in q else None,
+        task=_create_task(q["task"], f"{where}.task") if "task" in q else None,  # type: ignore[arg-type]  # a CreateTaskSpec
+    )
+
+
+def _find_duplicates(v: Any, path: str) -> ActionSpec:
+    from rules.duplicates import FindDuplicatesSpec
+    from rules.reactions import Reaction
+
+    p = _params(v, {"phone", "email", "inn", "region", "comment", "task", "link", "invalid"}, set(), path)
+    keys: dict[str, str] = {k: str(p[k]) for k in ("phone", "email", "inn") if k in p}
+    if not keys:
+        raise ValidationError({path: ["name the deal field of at least one of phone, email, inn"]})
+    region = str(p.get("region", "RU")).upper()
+    if not re.fullmatch(r"[A-Z]{2}", region):
+        raise ValidationError({f"{path}.region": ["a two-letter country code such as RU, UA, KZ"]})
+    invalid = p.get("invalid")
+    return FindDuplicatesSpec(
+        fields=keys,
+        region=region,
+        found=_reaction({k: p[k] for k in ("comment", "task") if k in p}, path),
+        link=str(p["link"]) if "link" in p else None,
+        invalid=_reaction(invalid, f"{path}.invalid") if invalid is not None else Reaction(),
+    )
+
+
 ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "assign_captain": _assign_captain,
     "assign": _assign,
@@ -233,6 +265,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "escalate": _escalate,
     "create_counterparty": _create_counterparty,
     "message": _message,
+    "find_duplicates": _find_duplicates,
 }
 
 

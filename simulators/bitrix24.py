@@ -486,6 +486,14 @@ class _SortedView:
         return tag in (1, 2) and self.tags[i] == tag
 
 
+def _comm_key(kind: str, value: str) -> str:
+    """A phone or e-mail as the portal compares them: digits (a Russian 8 read as 7), or lower case."""
+    if kind == "EMAIL":
+        return value.strip().lower()
+    digits = re.sub(r"\D", "", value)
+    return "7" + digits[1:] if len(digits) == 11 and digits[0] == "8" else digits
+
+
 def _camel(name: str) -> str:
     head, *rest = name.lower().split("_")
     return head + "".join(p.capitalize() for p in rest)
@@ -542,6 +550,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.deal_user_field_labels: dict[str, str] = {}
         # The scopes ticked when the inbound webhook was created (``scope`` answers them).
         self.scopes: list[str] = ["crm", "task", "user"]
+        # Client records: contacts, companies and leads with their PHONE/EMAIL multi-fields, and
+        # requisites (RQ_INN) of contacts (ENTITY_TYPE_ID 3) and companies (4).
+        self.clients: dict[str, dict[str, dict[str, Any]]] = {"CONTACT": {}, "COMPANY": {}, "LEAD": {}}
+        self.requisites: list[dict[str, Any]] = []
         self.member_id = hashlib.md5(domain.encode()).hexdigest()
         self.activities: dict[str, dict[str, Any]] = {}
         self.stage_history: list[dict[str, Any]] = []  # crm.stagehistory.list rows of deals
@@ -562,6 +574,8 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "crm.status.list": self._status_list,
             "crm.deal.fields": self._deal_fields,
             "scope": self._scope,
+            "crm.duplicate.findbycomm": self._duplicate_findbycomm,
+            "crm.requisite.list": self._requisite_list,
             "tasks.task.add": self._task_add,
             "tasks.task.get": self._task_get,
             "tasks.task.list": self._task_list,
@@ -633,6 +647,30 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         """Create a deal as a UI user would; fires ONCRMDEALADD."""
         with self._lock:
             return self._create_deal(fields)
+
+    def add_client(
+        self, entity: str, name: str, *, phones: tuple[str, ...] = (), emails: tuple[str, ...] = (), inn: str = ""
+    ) -> str:
+        """A contact, company or lead (``entity``: CONTACT, COMPANY, LEAD) as a UI user enters it."""
+        with self._lock:
+            records = self.clients[entity]
+            record_id = str(len(records) + 1)
+            records[record_id] = {
+                "ID": record_id,
+                "TITLE" if entity != "CONTACT" else "NAME": name,
+                "PHONE": [{"ID": str(i), "VALUE": v, "VALUE_TYPE": "WORK"} for i, v in enumerate(phones, 1)],
+                "EMAIL": [{"ID": str(i), "VALUE": v, "VALUE_TYPE": "WORK"} for i, v in enumerate(emails, 1)],
+            }
+            if inn and entity in ("CONTACT", "COMPANY"):
+                self.requisites.append(
+                    {
+                        "ID": str(len(self.requisites) + 1),
+                        "ENTITY_TYPE_ID": "3" if entity == "CONTACT" else "4",
+                        "ENTITY_ID": record_id,
+                        "RQ_INN": inn,
+                    }
+                )
+            return record_id
 
     def update_deal(self, deal_id: str, fields: dict[str, Any]) -> None:
         """Change a deal as a UI user would; fires ONCRMDEALUPDATE. KeyError if missing."""
@@ -1088,6 +1126,39 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
                 "settings": {"SIZE": 20, "ROWS": 1, "REGEXP": "", "MIN_LENGTH": 0, "MAX_LENGTH": 0},
             }
         return _Answer(out)
+
+    def _duplicate_findbycomm(self, params: dict[str, Any]) -> _Answer:
+        """Ids of leads, contacts and companies holding one of the phones or e-mails: an object
+        by entity type, or an empty array when nothing matched (PHP's empty array)."""
+        p = _upper_keys(params)
+        kind = str(p.get("TYPE") or "").upper()
+        values = _as_list(p.get("VALUES"))
+        if kind not in ("PHONE", "EMAIL") or not values:
+            raise RestError(400, "ERROR_ARGUMENT", "Parameter 'type' or 'values' is not valid")
+        if len(values) > 20:
+            raise RestError(400, "ERROR_ARGUMENT", "Too many values: 20 at most")
+        wanted = {_comm_key(kind, str(v)) for v in values}
+        entity = str(p.get("ENTITY_TYPE") or "").upper()
+        types = [entity] if entity in self.clients else list(self.clients)
+        found: dict[str, list[int]] = {}
+        for name in types:
+            ids = [
+                int(rid)
+                for rid, record in self.clients[name].items()
+                if any(_comm_key(kind, str(c["VALUE"])) in wanted for c in record.get(kind, []))
+            ][:20]
+            if ids:
+                found[name] = ids
+        return _Answer(found or [], None, None)
+
+    def _requisite_list(self, params: dict[str, Any]) -> _Answer:
+        p = _upper_keys(params)
+        rows = _filter_rows([dict(r) for r in self.requisites], _as_map(p.get("FILTER")), self._tz)
+        select = [str(x) for x in _as_list(p.get("SELECT"))]
+        if select:
+            rows = [{k: r.get(k) for k in ["ID", *select]} for r in rows]
+        chunk, total, nxt = _page(rows, p.get("START"))
+        return _Answer(chunk, total, nxt)
 
     def _status_list(self, params: dict[str, Any]) -> _Answer:
         p = _upper_keys(params)

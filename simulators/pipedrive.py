@@ -406,6 +406,9 @@ class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
         self.activities: dict[int, dict[str, Any]] = {}
         self.users: dict[int, dict[str, Any]] = {}
         self.notes: dict[int, dict[str, Any]] = {}
+        # Persons (phones, e-mails) and organizations (custom fields such as an INN).
+        self.persons: dict[int, dict[str, Any]] = {}
+        self.organizations: dict[int, dict[str, Any]] = {}
         self.webhooks: dict[int, dict[str, Any]] = {}
         self.deal_fields: dict[str, dict[str, Any]] = {}  # custom field key -> {"name", "field_type"}
         self.strict_fields = True
@@ -584,6 +587,8 @@ class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
             ("GET", "/v1/dealFields", self._deal_fields),
             ("POST", "/v1/notes", self._notes_add),
             ("GET", "/v1/notes", self._notes_list),
+            ("GET", "/api/v2/persons/search", self._persons_search),
+            ("GET", "/api/v2/organizations/search", self._organizations_search),
             ("POST", "/v1/webhooks", self._webhooks_add),
             ("GET", "/v1/webhooks", self._webhooks_list),
             ("DELETE", "/v1/webhooks/{id}", self._webhooks_delete),
@@ -1766,6 +1771,69 @@ class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
         self.notes[note_id] = note
         self._fire("note", "create", note_id, None, note, "api")
         return 201, {"success": True, "data": self._note_v1(note)}
+
+    # persons and organizations: what a search needs of them
+
+    def add_person(self, name: str, *, phones: tuple[str, ...] = (), emails: tuple[str, ...] = ()) -> int:
+        """A person as a user enters it in the web app."""
+        with self._lock:
+            person_id = len(self.persons) + 1
+            self.persons[person_id] = {"id": person_id, "name": name, "phones": list(phones), "emails": list(emails)}
+            return person_id
+
+    def add_organization(self, name: str, custom_fields: dict[str, str] | None = None) -> int:
+        """An organization with custom field values (an INN under its hash key)."""
+        with self._lock:
+            org_id = len(self.organizations) + 1
+            self.organizations[org_id] = {"id": org_id, "name": name, "custom_fields": dict(custom_fields or {})}
+            return org_id
+
+    def _search_args(self, allowed: set[str]) -> tuple[str, set[str], bool]:
+        term = (request.args.get("term") or "").strip()
+        exact = request.args.get("exact_match", "false").lower() == "true"
+        if len(term) < (1 if exact else 2):
+            raise ApiError(400, "term must be at least 2 characters long (1 with exact_match)")
+        fields = {f.strip() for f in (request.args.get("fields") or ",".join(sorted(allowed))).split(",")}
+        if not fields <= allowed:
+            raise ApiError(400, f"fields must be of: {', '.join(sorted(allowed))}")
+        return term, fields, exact
+
+    @staticmethod
+    def _search_hit(text: str, term: str, exact: bool, digits: bool = False) -> bool:
+        if digits:  # phones are searched by their digits, as typed in any format
+            text, term = re.sub(r"\D", "", text), re.sub(r"\D", "", term)
+        return text.lower() == term.lower() if exact else term.lower() in text.lower()
+
+    def _persons_search(self, _: int | None) -> tuple[int, dict[str, Any]]:
+        term, fields, exact = self._search_args({"name", "email", "phone", "notes", "custom_fields"})
+        items = []
+        for person in self.persons.values():
+            hit = (
+                ("name" in fields and self._search_hit(person["name"], term, exact))
+                or ("email" in fields and any(self._search_hit(e, term, exact) for e in person["emails"]))
+                or ("phone" in fields and any(self._search_hit(p, term, exact, digits=True) for p in person["phones"]))
+            )
+            if hit:
+                item = {"id": person["id"], "type": "person", "name": person["name"], "phones": person["phones"]}
+                item.update(emails=person["emails"], visible_to=3, owner={"id": self.user_id}, organization=None)
+                items.append({"result_score": 1.0 if exact else 0.5, "item": item})
+        limit = self._limit()
+        return 200, {"success": True, "data": {"items": items[:limit]}, "additional_data": {"next_cursor": None}}
+
+    def _organizations_search(self, _: int | None) -> tuple[int, dict[str, Any]]:
+        term, fields, exact = self._search_args({"name", "address", "notes", "custom_fields"})
+        items = []
+        for org in self.organizations.values():
+            hit = ("name" in fields and self._search_hit(org["name"], term, exact)) or (
+                "custom_fields" in fields
+                and any(self._search_hit(str(v), term, exact) for v in org["custom_fields"].values())
+            )
+            if hit:
+                item = {"id": org["id"], "type": "organization", "name": org["name"], "address": None}
+                item.update(visible_to=3, owner={"id": self.user_id}, custom_fields=list(org["custom_fields"].values()))
+                items.append({"result_score": 1.0 if exact else 0.5, "item": item})
+        limit = self._limit()
+        return 200, {"success": True, "data": {"items": items[:limit]}, "additional_data": {"next_cursor": None}}
 
     def _notes_list(self, _: int | None) -> tuple[int, dict[str, Any]]:
         start = self._arg_int("start") or 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -32,6 +32,7 @@ from adapters.contracts import (
     DealSearch,
     DealSource,
     DepartmentSource,
+    DuplicateSearch,
     FactSource,
     IncomingRequest,
     Inspectable,
@@ -40,6 +41,7 @@ from adapters.contracts import (
 )
 from adapters.webhooks import TokenValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
+from domain.duplicates import Duplicate
 from domain.errors import AdapterError, NotFoundError
 from domain.facts import Fact
 from domain.org import Department
@@ -51,12 +53,17 @@ _PRIORITY = {"low": 0, "normal": 1, "high": 2}
 NEEDED_SCOPES = ("crm", "task", "user")
 
 
+# crm.requisite.list: the owner's ENTITY_TYPE_ID (3 a contact, 4 a company).
+REQUISITE_OWNERS = {"3": "contact", "4": "company"}
+
+
 class Bitrix24Adapter(
     CrmAdapter[Bitrix24Settings],
     DealSource,
     DealSearch,
     DepartmentSource,
     FactSource,
+    DuplicateSearch,
     CommandSink,
     WebhookReceiver,
     Inspectable,
@@ -240,6 +247,56 @@ class Bitrix24Adapter(
             or []
         )
         return [str(r["ID"]) for r in rows[:limit]]
+
+    def find_duplicates(self, deal: Deal, by: str, values: Sequence[str]) -> list[Duplicate]:
+        """Leads, contacts and companies with the phone or e-mail (``crm.duplicate.findbycomm``,
+        20 values a call) or the INN (``crm.requisite.list`` by ``RQ_INN``), then the other deals
+        of those contacts and companies; the deal's own contact, company and lead are left out."""
+        own = {
+            ("contact", str(deal.fields.get("CONTACT_ID") or "")),
+            ("company", str(deal.fields.get("COMPANY_ID") or "")),
+            ("lead", str(deal.fields.get("LEAD_ID") or "")),
+        }
+        found: list[Duplicate] = []
+        for value in values:
+            if by == "inn":
+                rows = self.client.call(
+                    "crm.requisite.list",
+                    {"filter": {"RQ_INN": value}, "select": ["ENTITY_TYPE_ID", "ENTITY_ID"]},
+                )
+                matches = [
+                    (REQUISITE_OWNERS[str(r["ENTITY_TYPE_ID"])], str(r["ENTITY_ID"]))
+                    for r in rows or []
+                    if str(r.get("ENTITY_TYPE_ID")) in REQUISITE_OWNERS
+                ]
+            else:
+                result = self.client.call("crm.duplicate.findbycomm", {"type": by.upper(), "values": [value]})
+                # An object of id lists by entity type; an empty array when nothing matched.
+                matches = [
+                    (entity.lower(), str(i))
+                    for entity, ids in (result.items() if isinstance(result, dict) else [])
+                    for i in ids or []
+                ]
+            found += [Duplicate(kind, i, by, value) for kind, i in matches if (kind, i) not in own]
+        found += self._deals_of(found, deal.id)
+        return found
+
+    def _deals_of(self, clients: list[Duplicate], deal_id: str) -> list[Duplicate]:
+        """The deals of the contacts and companies found: the client's other deals."""
+        deals: list[Duplicate] = []
+        for kind, field in (("contact", "CONTACT_ID"), ("company", "COMPANY_ID")):
+            by_id = {d.id: d for d in clients if d.kind == kind}
+            if not by_id:
+                continue
+            rows = self.client.call(
+                "crm.deal.list",
+                {"filter": {field: list(by_id)}, "order": {"ID": "DESC"}, "select": ["ID", field]},
+            )
+            for row in rows or []:
+                if str(row["ID"]) != deal_id and str(row.get(field)) in by_id:
+                    match = by_id[str(row.get(field))]
+                    deals.append(Duplicate("deal", str(row["ID"]), match.by, match.value))
+        return deals
 
     def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
         """One batch: ``crm.deal.list`` per user over open deals, reading only ``total``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -15,6 +15,7 @@ from adapters.contracts import (
     CrmInventory,
     DealSearch,
     DealSource,
+    DuplicateSearch,
     FactSource,
     IncomingRequest,
     Inspectable,
@@ -36,14 +37,23 @@ from adapters.pipedrive.settings import PipedriveSettings
 from adapters.pipedrive.webhook import DeliveryParser
 from adapters.webhooks import BasicAuthValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
+from domain.duplicates import Duplicate
 from domain.errors import NotFoundError
 from domain.facts import Fact
+from rules.identity import check_phone, national_digits
 
 IDS_PER_CALL = 100  # the v2 list's ``ids`` filter takes at most 100
 
 
 class PipedriveAdapter(
-    CrmAdapter[PipedriveSettings], DealSource, DealSearch, FactSource, CommandSink, WebhookReceiver, Inspectable
+    CrmAdapter[PipedriveSettings],
+    DealSource,
+    DealSearch,
+    DuplicateSearch,
+    FactSource,
+    CommandSink,
+    WebhookReceiver,
+    Inspectable,
 ):
     """One Pipedrive company, reached with an API token."""
 
@@ -193,6 +203,47 @@ class PipedriveAdapter(
         deals = self.get_deals(candidates) if candidates else {}
         matched = [d for d in candidates if d in deals and str(deals[d].fields.get(field) or "") == value]
         return matched[:limit]
+
+    def find_duplicates(self, deal: Deal, by: str, values: Sequence[str]) -> list[Duplicate]:
+        """Persons with the phone or e-mail (``persons/search``), organizations with the INN in a
+        custom field (``organizations/search``), then those persons' and organizations' other
+        deals; the deal's own person and organization are left out.
+
+        A phone is searched by its national digits (people type "8 916…", "+7 (916)…") and a hit
+        kept only when one of the person's numbers is the same number.
+        """
+        own = {
+            ("person", str(deal.fields.get("person_id") or "")),
+            ("organization", str(deal.fields.get("org_id") or "")),
+        }
+        found: list[Duplicate] = []
+        for value in values:
+            if by == "inn":
+                items = self._search("/api/v2/organizations/search", value, "custom_fields", exact=True)
+                matches = [("organization", str(i["id"])) for i in items]
+            elif by == "email":
+                items = self._search("/api/v2/persons/search", value, "email", exact=True)
+                matches = [
+                    ("person", str(i["id"])) for i in items if value in [e.lower() for e in i.get("emails") or []]
+                ]
+            else:
+                term = national_digits(value)
+                items = self._search("/api/v2/persons/search", term, "phone", exact=False)
+                matches = [
+                    ("person", str(i["id"]))
+                    for i in items
+                    if any(check_phone(str(p)).value == value for p in i.get("phones") or [])
+                ]
+            found += [Duplicate(kind, i, by, value) for kind, i in matches if (kind, i) not in own]
+        for kind, param in (("person", "person_id"), ("organization", "org_id")):
+            for match in [d for d in found if d.kind == kind]:
+                rows = self.client.get("/api/v2/deals", {param: match.id, "limit": 50}) or []
+                found += [Duplicate("deal", str(r["id"]), by, match.value) for r in rows if str(r["id"]) != deal.id]
+        return found
+
+    def _search(self, path: str, term: str, field: str, *, exact: bool) -> list[dict[str, Any]]:
+        data = self.client.get(path, {"term": term, "fields": field, "exact_match": str(exact).lower(), "limit": 50})
+        return [entry["item"] for entry in (data or {}).get("items") or [] if isinstance(entry.get("item"), dict)]
 
     def open_deal_counts(self, user_ids: list[str]) -> dict[str, int]:
         """Open deals per owner, from one paged list of open deals."""
