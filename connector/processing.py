@@ -28,7 +28,7 @@ from rules.changes import diff, triggers_for
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
 from rules.engine import evaluate, may_fire
-from rules.model import CancelDeadline, Decision, Rule, RuleContext
+from rules.model import CancelDeadline, Decision, ExpectStage, Rule, RuleContext
 
 # The rule name a deadline's own decisions (met, cancelled, re-armed) are recorded under.
 DEADLINE_RULE = "deadline"
@@ -173,6 +173,11 @@ class Processor:
                     out.decisions.extend(evaluate((rule,), ctx))
                 except Exception as exc:
                     out.errors.append(RuleError(rule.name, f"{type(exc).__name__}: {exc}"))
+        for decision in out.decisions:
+            if isinstance(decision.action, ExpectStage):
+                # The stage the connector sets is the one it remembers: the CRM's echo of that
+                # move (or the next reading of the deal) is then no change.
+                out.snapshot = {**out.snapshot, "stage": decision.action.stage}
         return out
 
 

@@ -90,7 +90,19 @@ class CountAssignment:
         return f"round-robin count +1 for user {self.user_id}"
 
 
-LocalAction = Note | StartDeadline | CancelDeadline | RecordBreach | CountAssignment
+@dataclass(frozen=True)
+class ExpectStage:
+    """The connector moves the deal to ``stage`` itself: its echo from the CRM is no change
+    (a stage guard's return must not look like a new move and fire the guards again)."""
+
+    stage: str
+    kind = "expect_stage"
+
+    def describe(self) -> str:
+        return f"the connector moves the deal to {self.stage}: its echo is not a new move"
+
+
+LocalAction = Note | StartDeadline | CancelDeadline | RecordBreach | CountAssignment | ExpectStage
 Action = Command | LocalAction
 
 

@@ -251,6 +251,39 @@ def _find_duplicates(v: Any, path: str) -> ActionSpec:
     )
 
 
+def _stage_list(value: Any, path: str) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(i, (str, int)) and str(i).strip() for i in items):
+        raise ValidationError({path: ["a stage id or a list of them"]})
+    stages = [str(i) for i in items]
+    twice = sorted({s for s in stages if stages.count(s) > 1})
+    if twice:
+        raise ValidationError({path: [f"named twice: {', '.join(twice)}"]})
+    return stages
+
+
+def _guard_stage(v: Any, path: str) -> ActionSpec:
+    from rules.guards import GuardStageSpec
+
+    p = _params(v, {"stage", "require", "order", "comment", "task"}, {"stage"}, path)
+    stages = _stage_list(p["stage"], f"{path}.stage")
+    require = p.get("require") or []
+    if not isinstance(require, list) or not all(isinstance(f, str) and f for f in require):
+        raise ValidationError({f"{path}.require": ["a list of deal fields that must be filled"]})
+    order = _stage_list(p["order"], f"{path}.order") if "order" in p else []
+    if not require and not order:
+        raise ValidationError({path: ["a guard needs require (fields) or order (the stages in sequence), or both"]})
+    outside = [s for s in stages if order and s not in order]
+    if outside:
+        raise ValidationError({f"{path}.stage": [f"not in order: {', '.join(outside)}"]})
+    return GuardStageSpec(
+        stages=stages,
+        require=list(require),
+        order=order,
+        reaction=_reaction({k: p[k] for k in ("comment", "task") if k in p}, path),
+    )
+
+
 ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "assign_captain": _assign_captain,
     "assign": _assign,
@@ -266,6 +299,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "create_counterparty": _create_counterparty,
     "message": _message,
     "find_duplicates": _find_duplicates,
+    "guard_stage": _guard_stage,
 }
 
 
@@ -337,6 +371,14 @@ class RuleSchema(Schema):
             if not scheduled:
                 raise ValidationError({"schedule": ["only for rules with on: [schedule]"]})
             _check_cron(data["schedule"])
+
+    @validates_schema
+    def check_guards(self, data: dict[str, Any], **kwargs: Any) -> None:
+        from rules.guards import GuardStageSpec
+
+        moves = {"deal.stage_changed", "deal.updated"}
+        if any(isinstance(s, GuardStageSpec) for s in data.get("do") or []) and not moves & set(data.get("on") or []):
+            raise ValidationError({"on": ["a stage guard acts on moves: include deal.stage_changed"]})
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> Rule:
