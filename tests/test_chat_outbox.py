@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -129,3 +130,63 @@ def test_a_lost_answer_is_settled_by_the_channel_policy(
     # lost answer of a call that posted nothing would mean no message at all.
     assert sim.texts(CHAT) == ["Счёт оплачен"] * posted
     assert rows[0].status == OutboxStatus.DONE and rows[0].remote_id == remote_id
+
+
+# --- the whole path: a rule's message, from a CRM event to the chat ------------------------------
+
+RULE_AND_CHANNEL = """
+  - name: won-to-chat
+    crm: b24
+    on: [deal.updated]
+    when: {{outcome: won}}
+    do:
+      - message: {{channel: sales_chat, text: "Оплата получена: {{{{ deal.title }}}}"}}
+channels:
+  sales_chat:
+    type: telegram
+    token: "${{TG_TOKEN}}"
+    chat_id: "{chat}"
+    api_url: "{tg_url}"
+    timeout: 0.4s
+    backoff_initial: 0.01s
+    backoff_max: 1s
+    max_attempts: 3
+    rate: 30
+    burst: 30
+"""
+
+
+def test_a_rule_posts_to_the_chat_once_through_the_whole_path(
+    telegram: tuple[TelegramSimulator, SimulatorServer], db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from simulators.bitrix24 import Bitrix24Simulator
+    from tests.helpers import CONFIG as B24_CONFIG
+    from tests.helpers import TOKEN as B24_TOKEN
+    from tests.helpers import wait_for
+
+    sim, tg_server = telegram
+    sim.faults = FaultKnobs(
+        error_rate=0.1, limit_rate=0.05, timeout_rate=0.05, timeout_stall=0.6, stall_takes_effect=False, seed=3
+    )
+    b24 = Bitrix24Simulator(application_token=B24_TOKEN, rate=50, burst=50)
+    b24_server = b24.serve()
+    monkeypatch.setenv("B24_TOKEN", B24_TOKEN)
+    monkeypatch.setenv("TG_TOKEN", TOKEN)
+    text = (B24_CONFIG + RULE_AND_CHANNEL).format(
+        db_url=db_url, b24_url=b24_server.base_url + b24.webhook_base, chat=CHAT, tg_url=tg_server.base_url
+    )
+    rt = Runtime(load_config_text(text))
+    try:
+        rt.start()
+        b24.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"
+        deals = [b24.add_deal({"TITLE": f"Ромашка {i}", "CATEGORY_ID": "0", "STAGE_ID": "NEW"}) for i in range(5)]
+        for deal in deals:
+            b24.update_deal(deal, {"STAGE_ID": "WON"})
+        b24.update_deal(deals[0], {"COMMENTS": "ещё одно изменение"})  # the rule fired once per deal already
+        assert wait_for(lambda: len(sim.texts(CHAT)) >= 5, timeout=30)
+        time.sleep(1.0)  # a second message would have arrived by now
+    finally:
+        rt.stop()
+        b24_server.stop()
+        b24.close()
+    assert sorted(sim.texts(CHAT)) == sorted(f"Оплата получена: Ромашка {i}" for i in range(5))
