@@ -376,9 +376,14 @@ class RuleSchema(Schema):
     def check_guards(self, data: dict[str, Any], **kwargs: Any) -> None:
         from rules.guards import GuardStageSpec
 
-        moves = {"deal.stage_changed", "deal.updated"}
-        if any(isinstance(s, GuardStageSpec) for s in data.get("do") or []) and not moves & set(data.get("on") or []):
+        if not any(isinstance(s, GuardStageSpec) for s in data.get("do") or []):
+            return
+        if not {"deal.stage_changed", "deal.updated"} & set(data.get("on") or []):
             raise ValidationError({"on": ["a stage guard acts on moves: include deal.stage_changed"]})
+        if data.get("once_per") != "event":
+            # Keyed once per deal or stage, a second refused move would repeat the first's keys
+            # and never be returned.
+            raise ValidationError({"once_per": ["a stage guard acts on every move: once_per: event"]})
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> Rule:

@@ -184,3 +184,14 @@ def test_check_names_a_wrong_find_duplicates_with_its_line(change: tuple[str, st
         load_config_text(CONFIG.replace(*change), source="c.yaml")
     assert "c.yaml:" in str(err.value) and "rules[0].do[0].find_duplicates" in str(err.value)
     assert message in str(err.value)
+
+
+def test_check_refuses_find_duplicates_on_a_crm_that_cannot_search() -> None:
+    onec = (
+        '  acc: {type: onec, base_url: "http://1c.local/trade/odata/standard.odata", username: u, password: "p-123456",'
+        " deal_crm: b24}\n"
+    )
+    text = CONFIG.replace("rules:\n", onec + "rules:\n").replace("crm: b24\n    on:", "crm: acc\n    on:")
+    with pytest.raises(ConfigError) as err:
+        load_config_text(text, source="c.yaml")
+    assert "rules[0].do[0].find_duplicates: 'acc' (type onec) cannot search duplicates" in str(err.value)

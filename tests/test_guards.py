@@ -91,6 +91,7 @@ def test_the_guards_own_return_is_no_move() -> None:
         (("          require: [UF_CRM_PROTOCOL]\n", ""), "guard_stage.require", ""),
         (("on: [deal.stage_changed]", "on: [deal.created]"), "rules[0].on", "include deal.stage_changed"),
         (('stage: ["C2:PLAN", "C2:CONTRACT"]', "stage: []"), "guard_stage.stage", "a stage id"),
+        (("once_per: event", "once_per: stage"), "rules[0].once_per", "acts on every move"),
     ],
 )
 def test_check_refuses_a_wrong_guard_with_its_line(change: tuple[str, str], where: str, message: str) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource, FactSource
+from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource, DuplicateSearch, FactSource
 from adapters.registry import configured, cross_check, load_settings
 from connector.config.channels import configured_channels, load_channels
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
@@ -20,6 +20,7 @@ from domain.suggest import did_you_mean
 from rules.actions import CancelDeadlineSpec, StartDeadlineSpec
 from rules.calendars import CalendarSet
 from rules.deadlines import DeadlineDef
+from rules.duplicates import FindDuplicatesSpec
 from rules.indicators import Indicator
 from rules.model import Rule
 from rules.org import Org
@@ -390,6 +391,9 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         elif rule.crm in known and not known[rule.crm].can(DealSource):
             add({"crm": [f"{rule.crm!r} keeps no deals for a rule to act on ({_kind(known[rule.crm])})"]}, ("rules", i))
         for j, step in enumerate(rule.actions if rule.crm in named else ()):
+            if isinstance(step, FindDuplicatesSpec) and rule.crm in known and not known[rule.crm].can(DuplicateSearch):
+                cannot = f"{rule.crm!r} ({_kind(known[rule.crm])}) cannot search duplicates"
+                add({step.name: [cannot]}, ("rules", i, "do", j))
             for write in step.writes():
                 problem = _cannot_write(write.crm or rule.crm, write.command, known, named)
                 if problem:
