@@ -8,7 +8,7 @@ in ``RuleContext.duplicates``; the step only decides what to do about it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,13 @@ class FindDuplicatesSpec(ActionSpec):
 
     def writes(self) -> list[StepWrite]:
         return self.found.writes() + self.invalid.writes() + ([StepWrite(UpdateDeal)] if self.link else [])
+
+    def names(self) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+        """The deal fields it reads and writes, for ``check --online`` to hold against the CRM's."""
+        for by, name in self.fields.items():
+            yield (by,), "field", name
+        if self.link:
+            yield ("link",), "field", self.link
 
     def checked(self, deal: Deal) -> dict[str, list[Checked]]:
         """The deal's values per key, each checked (the worker searches the valid ones)."""

@@ -10,6 +10,7 @@ in the deal's snapshot, so the CRM's echo of that move is no change and fires no
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,15 @@ class GuardStageSpec(ActionSpec):
 
     def writes(self) -> list[StepWrite]:
         return [StepWrite(UpdateDeal), *self.reaction.writes()]
+
+    def names(self) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+        """The stages and fields it names, for ``check`` to hold against the CRM's."""
+        for i, stage in enumerate(self.stages):
+            yield ("stage", i), "stage", stage
+        for i, stage in enumerate(self.order):
+            yield ("order", i), "stage", stage
+        for i, name in enumerate(self.require):
+            yield ("require", i), "field", name
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         before, after = ctx.changes.get("stage", (None, None))

@@ -102,3 +102,15 @@ def test_check_refuses_a_wrong_guard_with_its_line(change: tuple[str, str], wher
     with pytest.raises(ConfigError) as err:
         load_config_text(text, source="c.yaml")
     assert "c.yaml:" in str(err.value) and where in str(err.value) and message in str(err.value), str(err.value)
+
+
+def test_check_holds_guard_stages_to_the_crms_stage_list() -> None:
+    stages = 'stages: ["C2:NEW", "C2:MEETING", "C2:PROTOCOL", "C2:PLAN", "C2:CONTRACT"]'
+    listed = CONFIG.replace('application_token: "tok-12345678"}', f'application_token: "tok-12345678", {stages}}}')
+    load_config_text(listed)  # every guard stage is a stage of the CRM
+    with pytest.raises(ConfigError) as err:
+        load_config_text(
+            listed.replace('order: ["C2:NEW", "C2:MEETING"', 'order: ["C2:NEW", "C2:MEETNG"'),
+            source="c.yaml",
+        )
+    assert "rules[0].do[0].guard_stage.order[1]: no stage 'C2:MEETNG' in crms.b24.stages" in str(err.value)

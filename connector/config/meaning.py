@@ -410,6 +410,8 @@ def _step_names(step: ActionSpec) -> Iterator[tuple[tuple[str | int, ...], str, 
     for sub, template in step_templates(step):
         for name in _deal_fields_named(template):
             yield sub, "field", name
+    # A step of its own module says what it names (a stage guard's stages, its required fields).
+    yield from getattr(step, "names", lambda: ())()
 
 
 def _deal_fields_named(template: Template) -> list[str]:
