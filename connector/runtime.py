@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource, FactSource
 from adapters.registry import build_adapter, build_channel
+from connector.alerts import Alerter, EmailSender
 from connector.config import Config, ConfigError, load_config
 from connector.dispatcher import Dispatcher
 from connector.failures import CannotListen, explain, listen_problem
@@ -103,6 +104,7 @@ class Runtime:
         )
         self._loops: list[Ticker] = []
         self._roles: set[str] = set()
+        self.alerter = self._alerter_for(config)
         self._reload_lock = threading.Lock()
         self._reload_seen: str | None = None  # the last reload request in the database acted on
         self._reload_wanted = threading.Event()  # SIGHUP
@@ -284,6 +286,7 @@ class Runtime:
                     next_run_time=datetime.now(UTC) + FIRST_POLL_AFTER,
                     **opts,
                 )
+        self._add_alert_job(opts)
 
     def request_reload(self) -> None:
         """Reload soon, on the scheduler's thread (safe to call from a signal handler)."""
@@ -342,6 +345,7 @@ class Runtime:
         worker._pauses, worker._resumed, worker._users = self.worker._pauses, self.worker._resumed, self.worker._users
         worker.probe_every = self.worker.probe_every
         self.config, self.calendar, self.worker = new, calendar, worker
+        self.alerter = self._alerter_for(new)
         self.dispatcher.config = new
         self.worker_loop.every_seconds(new.worker["every"])
         self.dispatcher_loop.every_seconds(new.dispatcher["every"])
@@ -351,6 +355,29 @@ class Runtime:
                 if job.id != "reload":
                     job.remove()
             self._add_leader_jobs({"max_instances": 1, "coalesce": True})
+
+    def _alerter_for(self, config: Config) -> Alerter | None:
+        if not config.alerts:
+            return None
+        alerter = Alerter(
+            self.store, config.alerts, EmailSender(config.alerts["email"]), self.clock, config.calendar["timezone"]
+        )
+        old = getattr(self, "alerter", None)
+        if old is not None:  # a reload: what the admins were told still holds
+            alerter.seen, alerter.pending, alerter.last_sent = old.seen, old.pending, old.last_sent
+        return alerter
+
+    def _add_alert_job(self, opts: dict[str, Any]) -> None:
+        if self.alerter is not None:
+            alerter = self.alerter
+            self.scheduler.add_job(
+                self._as_leader,
+                "interval",
+                args=[alerter.check],
+                seconds=alerter.settings["every"],
+                id="alerts",
+                **opts,
+            )
 
     def pause(self) -> None:
         """No tick or scheduled job starts until ``resume`` (running ones finish)."""

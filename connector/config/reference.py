@@ -55,6 +55,9 @@ SECTION_INTRO: dict[str, str] = {
     "shifts on named days), chosen per rule or per team (see [Calendars](rules.md#calendars)).",
     "org": "The org chart: people, teams with their leads and heads, roles; targets such as "
     "`team_lead_of(responsible)` resolve against it (see [Org chart](rules.md#org-chart-and-roles)).",
+    "alerts": "One message to the admins when a CRM is paused, dead letters rise, a deadline is breached "
+    "or the connector cannot store; each once, with a resolve message when it clears "
+    "(see [deployment.md](deployment.md#alerts)). Without this section no alert is sent.",
     "recurring": "Tasks on a schedule that belong to no deal (meetings, the weekly site update), once per "
     "occurrence (see [Recurring work](rules.md#recurring-work)).",
     "indicators": "What plans are set for and reports count, by name: counts and sums over the CRM's "

@@ -11,6 +11,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from adapters.contracts import CommandSink, ConfiguredCrm, CrmSettings, DealSource, DuplicateSearch, FactSource
 from adapters.registry import configured, cross_check, load_settings
+from connector.config.alerts import AlertsSchema
 from connector.config.channels import configured_channels, load_channels
 from connector.config.loader import ConfigProblem, RawConfig, dotted, load_file, load_raw
 from connector.config.meaning import check_meaning, explain
@@ -280,6 +281,7 @@ class ConfigSchema(Schema):
         values=fields.Raw(),
         load_default=dict,
     )
+    alerts = fields.Nested(AlertsSchema, load_default=None)
 
 
 @dataclass
@@ -305,6 +307,7 @@ class Config:
     org: Org = field(default_factory=Org)
     recurring: list[RecurringDef] = field(default_factory=list)
     channels: dict[str, CrmSettings] = field(default_factory=dict)
+    alerts: dict[str, Any] | None = None  # connector.alerts; None: no alerts are sent
 
     def teams_for(self, crm: str) -> Teams:
         """The org chart's teams in ``crm``'s user ids (what plans and their reports use)."""
@@ -471,6 +474,7 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         org=org,
         recurring=data["recurring"],
         channels=channels,
+        alerts=data["alerts"],
     )
 
 
