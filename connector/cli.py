@@ -138,11 +138,6 @@ def run(config_path: str, roles: str) -> None:
 
     instance = hold_single_instance(cfg.storage["url"])  # SQLite: one process per file
     runtime = Runtime(cfg)
-    stop = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    if hasattr(signal, "SIGHUP"):  # POSIX; elsewhere `connector reload`
-        signal.signal(signal.SIGHUP, lambda *_: runtime.request_reload())
     try:
         runtime.start(roles=chosen)
     except BaseException:
@@ -150,6 +145,11 @@ def run(config_path: str, roles: str) -> None:
         if instance is not None:
             instance.release()
         raise
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if hasattr(signal, "SIGHUP"):  # POSIX; elsewhere `connector reload`
+        signal.signal(signal.SIGHUP, lambda *_: runtime.request_reload())
     if "intake" in chosen:
         click.echo(f"listening on {runtime.intake_url}")
     stop.wait()

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 from waitress import wasyncore
 from waitress.server import create_server
+from waitress.task import ThreadedTaskDispatcher
 
 log = logging.getLogger(__name__)
 ENGINES = ("granian", "waitress")
@@ -226,14 +227,23 @@ class WaitressServer:
     """waitress in a thread of this process (pure Python)."""
 
     def __init__(self, app: Callable[..., Any], host: str, port: int, *, threads: int) -> None:
-        self._server: Any = create_server(
-            app,
-            host=host,
-            port=port,
-            threads=threads,
-            connection_limit=CONNECTION_LIMIT,
-            channel_timeout=WAITRESS_CHANNEL_TIMEOUT,
-        )
+        # Our own task dispatcher: waitress starts its threads before it binds, and a port in
+        # use would leave them running.
+        dispatcher = ThreadedTaskDispatcher()
+        dispatcher.set_thread_count(threads)
+        try:
+            self._server: Any = create_server(
+                app,
+                host=host,
+                port=port,
+                threads=threads,
+                connection_limit=CONNECTION_LIMIT,
+                channel_timeout=WAITRESS_CHANNEL_TIMEOUT,
+                _dispatcher=dispatcher,
+            )
+        except BaseException:
+            dispatcher.shutdown(timeout=STOP_WAIT)
+            raise
         self.port = int(self._server.effective_port)
         self._thread = threading.Thread(target=self._server.run, name="intake", daemon=True)
 

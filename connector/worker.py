@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from adapters.contracts import CrmAdapter, DealSource, DuplicateSearch
 from connector.config import Config
+from connector.failures import explain
 from connector.metrics import PROCESSING, RULE_ERRORS
 from connector.observability import correlation
 from connector.processing import Processor
@@ -189,7 +190,17 @@ class Worker:
                 log.info("worker raced crm=%s inbox=%s: retrying", crm, row.id)
                 self._fail([row], f"concurrent update: {type(exc).__name__}", final=False)
             except Exception as exc:  # one row's trouble (a dropped connection, a bug) never ends it
-                log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
+                failure = explain(exc)
+                if failure is None:
+                    log.exception("worker failed crm=%s inbox=%s correlation=%s", crm, row.id, row.correlation_id)
+                else:
+                    log.warning(
+                        "worker failed crm=%s inbox=%s correlation=%s: %s",
+                        crm,
+                        row.id,
+                        row.correlation_id,
+                        failure.line,
+                    )
                 self._fail([row], _reason(exc), final=False)
         return finished
 

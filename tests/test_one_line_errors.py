@@ -7,6 +7,7 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,7 +91,18 @@ def test_traceback_flag_shows_the_traceback(tmp_path: Path) -> None:
     assert isinstance(result.exception, AdapterError)
 
 
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """`connector run` configures the process's logging: put it back for the tests after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.mark.parametrize("engine", ["waitress", "granian"])
+@pytest.mark.usefixtures("root_logging")
 def test_run_with_the_port_in_use_is_one_line_and_exit_6(tmp_path: Path, engine: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -183,3 +195,31 @@ def test_the_adapter_error_itself_names_the_host(tmp_path: Path) -> None:
     finally:
         adapter.close()
     assert "ConnectionError calling Bitrix24: cannot resolve portal.invalid" in str(caught.value)
+
+
+def test_a_row_the_database_drops_is_one_worker_line(caplog: pytest.LogCaptureFixture, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy.exc import OperationalError
+
+    from connector.config import load_config_text
+    from connector.storage.store import Store
+    from connector.worker import Worker
+    from domain.clock import utcnow
+    from domain.events import Event, EventKind
+    from tests.test_dispatcher import CONFIG as PLAIN_CONFIG
+    from tests.test_worker_faults import OneDeal
+
+    store = Store("sqlite://")
+    now = utcnow()
+    store.inbox.add(Event("b24", EventKind.DEAL_UPDATED, "7", now, "k1"), now)
+    worker = Worker(load_config_text(PLAIN_CONFIG), store, {"b24": OneDeal()}, clock=lambda: now)
+
+    def dropped(*args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        raise OperationalError("UPDATE inbox", {}, Exception("server closed the connection unexpectedly"))
+
+    monkeypatch.setattr(worker, "_process_row_now", dropped)
+    with caplog.at_level(logging.INFO, logger="connector.worker"):
+        worker.tick()
+    store.close()
+    failed = [r for r in caplog.records if r.getMessage().startswith("worker failed")]
+    assert len(failed) == 1 and failed[0].exc_info is None
+    assert "server closed the connection unexpectedly" in failed[0].getMessage()
