@@ -341,8 +341,9 @@ class Runtime:
         configure_for(new)
         calendar = build_calendar(new)
         worker = Worker(new, self.store, self.adapters, clock=self.clock, calendar=calendar, owner=self.worker.owner)
-        # What the worker learned of the CRMs (paused ones, users) is still true.
-        worker._pauses, worker._resumed, worker._users = self.worker._pauses, self.worker._resumed, self.worker._users
+        # What the worker learned of the CRMs (which are paused) is still true; its user cache
+        # is not carried over, as new territories may name other people.
+        worker._pauses, worker._resumed = self.worker._pauses, self.worker._resumed
         worker.probe_every = self.worker.probe_every
         self.config, self.calendar, self.worker = new, calendar, worker
         self.alerter = self._alerter_for(new)
