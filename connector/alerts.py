@@ -1,5 +1,5 @@
-"""Alerts to the admins: a CRM paused, dead letters rising, a deadline breached, the connector
-unable to store.
+"""Alerts to the admins, in their chat channel or by e-mail: a CRM paused, dead letters rising,
+a deadline breached, the connector unable to store.
 
 The leading process looks every ``alerts.every``. Each condition is told once when it starts
 and once when it clears ("resolved"); a breach is told once. Messages go out at most once per
@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from connector.storage.cursors import Cursors
 from connector.storage.models import BreachRow, OutboxRow
 from connector.storage.store import Store
+from domain.errors import AdapterError
 from domain.statuses import OutboxStatus
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,21 @@ class EmailSender:
             if s["username"]:
                 smtp.login(s["username"], s["password"])
             smtp.send_message(message)
+
+
+class ChannelSender:
+    """One post per message to a configured channel (the admins' chat)."""
+
+    def __init__(self, channel: str, adapter: Any) -> None:
+        self.channel = channel
+        self.adapter = adapter
+
+    def send(self, subject: str, body: str) -> None:
+        import uuid
+
+        from domain import SendMessage
+
+        self.adapter.execute(SendMessage("", channel=self.channel, text=f"{subject}\n\n{body}"), uuid.uuid4().hex)
 
 
 @dataclass
@@ -89,7 +105,7 @@ class Alerter:
         subject = f"[crm-connector] {alerts} alert(s), {len(lines) - alerts} resolved"
         try:
             self.sender.send(subject, "\n".join(lines) + "\n\nconnector status --config FILE shows the details.\n")
-        except (OSError, smtplib.SMTPException) as exc:
+        except (OSError, smtplib.SMTPException, AdapterError) as exc:
             log.error("alert not sent (kept for the next try): %s: %s", type(exc).__name__, exc)
             return 0
         self.pending = self.pending[len(lines) :]

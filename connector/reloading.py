@@ -12,7 +12,7 @@ What a reload swaps: rules (``enabled: false`` switches one off), territories, c
 org, deadlines, reports, recurring work, schedules and their cron jobs, worker and
 dispatcher settings. What needs a restart: the CRMs' connections (``crms``), ``storage``,
 ``server`` and ``logging``; a reload that changes them applies the rest and logs what waits
-for the restart. A CRM added or removed is refused: the running adapters could not serve it.
+for the restart. A CRM or channel added or removed is refused: the running adapters could not serve it.
 """
 
 from __future__ import annotations
@@ -63,6 +63,8 @@ def refusal(old: Config, new: Config) -> str | None:
         added, removed = sorted(set(new.crms) - set(old.crms)), sorted(set(old.crms) - set(new.crms))
         change = ", ".join([*(f"{n} added" for n in added), *(f"{n} removed" for n in removed)])
         return f"the CRMs changed ({change}): restart the connector for that"
+    if set(old.channels) != set(new.channels):
+        return "the channels changed: restart the connector for that"
     return None
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from adapters.contracts import CrmAdapter, DealSource, DocumentSource, FactSource
 from adapters.registry import build_adapter, build_channel
-from connector.alerts import Alerter, EmailSender
+from connector.alerts import Alerter, ChannelSender, EmailSender
 from connector.config import Config, ConfigError, load_config
 from connector.dispatcher import Dispatcher
 from connector.failures import CannotListen, explain, listen_problem
@@ -360,9 +360,9 @@ class Runtime:
     def _alerter_for(self, config: Config) -> Alerter | None:
         if not config.alerts:
             return None
-        alerter = Alerter(
-            self.store, config.alerts, EmailSender(config.alerts["email"]), self.clock, config.calendar["timezone"]
-        )
+        channel = config.alerts["channel"]
+        sender = ChannelSender(channel, self.adapters[channel]) if channel else EmailSender(config.alerts["email"])
+        alerter = Alerter(self.store, config.alerts, sender, self.clock, config.calendar["timezone"])
         old = getattr(self, "alerter", None)
         if old is not None:  # a reload: what the admins were told still holds
             alerter.seen, alerter.pending, alerter.last_sent = old.seen, old.pending, old.last_sent

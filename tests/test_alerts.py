@@ -3,15 +3,18 @@ database that cannot store; each once, resolved once, rate-limited; kept when SM
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import responses
 
 from connector.alerts import Alerter, EmailSender
-from connector.config import load_config_text
+from connector.config import ConfigError, load_config_text
 from connector.runtime import Runtime
 from connector.storage.engine import DatabaseUnavailable
 from connector.storage.models import BreachRow, OutboxRow
@@ -192,3 +195,50 @@ alerts:
         assert runtime.alerter is not None and runtime.alerter.settings["min_interval"] == 600.0
     finally:
         runtime.stop()
+
+
+CHANNEL_CONFIG = """
+storage: {{url: "sqlite:///{db}"}}
+crms:
+  b24: {{type: bitrix24, webhook_url: "http://127.0.0.1:9/rest/1/abcdefgh1/", application_token: "tok-12345678"}}
+channels:
+  admins: {{type: telegram, token: "123456:ABCDEFGHIJKLMNOPQRSTUVWXYZ", chat_id: -1001234567890,
+            api_url: "https://tg.example"}}
+alerts: {{channel: {channel}, min_interval: 0}}
+"""
+
+
+@responses.activate
+def test_alerts_go_to_the_admins_chat_channel(tmp_path: Path) -> None:
+    posted = responses.add(
+        responses.POST,
+        re.compile(r"https://tg\.example/bot.*/sendMessage"),
+        json={"ok": True, "result": {"message_id": 7}},
+    )
+    runtime = Runtime(load_config_text(CHANNEL_CONFIG.format(db=tmp_path / "r.db", channel="admins")))
+    try:
+        assert runtime.alerter is not None
+        runtime.alerter.check()
+        _dead_letter(runtime.store, 1, utcnow())
+        assert runtime.alerter.check() == 1
+    finally:
+        runtime.stop()
+    assert posted.call_count == 1
+    sent = json.loads(posted.calls[0].request.body or "{}")
+    assert sent["chat_id"] in (-1001234567890, "-1001234567890")
+    assert (
+        sent["text"].startswith("[crm-connector] 1 alert(s), 0 resolved") and "dead letters: 1 (was 0)" in sent["text"]
+    )
+
+
+def test_an_alert_channel_that_is_not_configured_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_config_text(CHANNEL_CONFIG.format(db=tmp_path / "r.db", channel="admns"))
+    assert "alerts.channel: no channel named 'admns' under channels" in str(refused.value)
+
+
+def test_alerts_need_a_channel_or_an_email(tmp_path: Path) -> None:
+    text = CHANNEL_CONFIG.format(db=tmp_path / "r.db", channel="admins").replace("channel: admins, ", "")
+    with pytest.raises(ConfigError) as refused:
+        load_config_text(text)
+    assert "say where alerts go" in str(refused.value)

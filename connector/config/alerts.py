@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from marshmallow import Schema, fields, validate
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from domain.fields import Span
 
@@ -27,7 +29,13 @@ class EmailSchema(Schema):
 
 
 class AlertsSchema(Schema):
-    email = fields.Nested(EmailSchema, required=True, metadata={"doc": "send alerts by e-mail over SMTP"})
+    channel = fields.String(
+        load_default=None,
+        metadata={"doc": "post alerts to this configured channel (the admins' chat, under `channels`)"},
+    )
+    email = fields.Nested(
+        EmailSchema, load_default=None, metadata={"doc": "send alerts by e-mail over SMTP (when no channel)"}
+    )
     every = Span(load_default=60.0, metadata={"doc": "how often the leading process looks for trouble"})
     min_interval = Span(
         load_default=600.0,
@@ -37,3 +45,8 @@ class AlertsSchema(Schema):
             "so a flapping CRM cannot flood the admins"
         },
     )
+
+    @validates_schema
+    def _one_way(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("channel") and not data.get("email"):
+            raise ValidationError("say where alerts go: channel: NAME (one of channels) or email: {host, from, to}")

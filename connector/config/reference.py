@@ -57,7 +57,8 @@ SECTION_INTRO: dict[str, str] = {
     "`team_lead_of(responsible)` resolve against it (see [Org chart](rules.md#org-chart-and-roles)).",
     "alerts": "One message to the admins when a CRM is paused, dead letters rise, a deadline is breached "
     "or the connector cannot store; each once, with a resolve message when it clears "
-    "(see [deployment.md](deployment.md#alerts)). Without this section no alert is sent.",
+    "in the admins' chat (`channel`) or by e-mail (see [deployment.md](deployment.md#alerts)). "
+    "Without this section no alert is sent.",
     "recurring": "Tasks on a schedule that belong to no deal (meetings, the weekly site update), once per "
     "occurrence (see [Recurring work](rules.md#recurring-work)).",
     "indicators": "What plans are set for and reports count, by name: counts and sums over the CRM's "

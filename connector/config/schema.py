@@ -452,6 +452,15 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     problems += check_meaning(raw, rules, reports, territories, known).problems
     problems = sorted(one_per_cause(problems, raw.problems), key=lambda p: p.line or 0)
 
+    alerts = data.get("alerts")
+    if isinstance(alerts, dict) and alerts.get("channel") and alerts["channel"] not in (raw.data.get("channels") or {}):
+        problems.append(
+            ConfigProblem(
+                "alerts.channel",
+                f"no channel named {alerts['channel']!r} under channels",
+                raw.line_of(("alerts", "channel")),
+            )
+        )
     if problems:
         raise ConfigError(source, problems)
     return Config(
