@@ -3,8 +3,10 @@
 It behaves like a Bitrix24 portal seen through ``https://PORTAL/rest/{USER_ID}/{CODE}/``
 (see ``/work/shared/api-notes/bitrix24.md`` and the official REST docs): the success and
 error envelopes, 50-row paging with ``total``/``next`` (and ``start=-1``), ``batch`` with
-``$result[...]`` substitution, the per-portal leaky bucket answering 503
-``QUERY_LIMIT_EXCEEDED``, string-typed deal fields, camelCase task answers and
+``$result[...]`` substitution (up to 50 commands), the per-portal leaky bucket answering 503
+``QUERY_LIMIT_EXCEEDED`` (one hit per HTTP request, a ``batch`` included), the per-method
+operating-time limit answering 429 ``OPERATION_TIME_LIMIT`` (``time.operating`` and
+``operating_reset_at`` in every answer), 401 ``NO_AUTH_FOUND`` for an unknown webhook, string-typed deal fields, camelCase task answers and
 form-encoded outbound events (``ONCRMDEALADD``/``UPDATE``/``DELETE``) that are never retried.
 
 Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901) so a
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -44,7 +47,8 @@ log = logging.getLogger(__name__)
 MSK = timezone(timedelta(hours=3))
 PAGE_SIZE = 50
 BATCH_MAX = 50
-OPERATING_WINDOW = 600  # seconds: Bitrix24 sums a method's running time per 10 minutes
+OPERATING_WINDOW = 600  # seconds: Bitrix24 sums a method's running time over the last 10 minutes
+OPERATING_LIMIT = 480.0  # seconds of one method's running time in that window before it is blocked
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
 KNOWN_EVENTS = frozenset({*DEAL_EVENTS, "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE", "ONCRMTIMELINECOMMENTADD"})
@@ -188,7 +192,6 @@ class _Call(Call):
     t0: float  # perf_counter() when it arrived: the answer's duration counts from here
     started: datetime
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    units: int = 1  # leaky-bucket units: one per call, one per command of a batch
 
 
 # --- PHP-style parameters -------------------------------------------------------------------
@@ -525,6 +528,8 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         handler_url: str | None = None,
+        operating_limit: float = OPERATING_LIMIT,
+        method_time: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(faults)
         self.webhook_user_id = webhook_user_id
@@ -562,7 +567,14 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.outgoing_events: dict[str, int] = {ev: self._next_id("handler") for ev in DEAL_EVENTS}
         self.bindings: dict[str, tuple[int, str]] = {}  # event -> (handler id, url), from event.bind
         self._blocked: dict[str, float] = {}
-        self._operating: dict[str, tuple[int, float]] = {}
+        # The operating-time limit: past ``operating_limit`` seconds of one method's server time
+        # within the last ``OPERATING_WINDOW`` seconds, that method answers 429 until enough of
+        # its time leaves the window; other methods go on. ``method_time`` sets the server time a
+        # call of a method costs (e.g. a heavy ``crm.deal.list``); others cost what they took here.
+        self.operating_limit = operating_limit
+        self.method_time: dict[str, float] = dict(method_time or {})
+        self._operating: dict[str, collections.deque[tuple[float, float]]] = {}
+        self.http_requests = 0  # hits of the leaky bucket: one per HTTP request, a batch included
         # Sorted deal lists by (order, time zone), valid while no deal is added, changed or deleted.
         self._views: dict[tuple[Any, ...], _SortedView] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], _Answer]] = {
@@ -721,8 +733,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         return self.answer(call)
 
     def authenticate(self, call: _Call) -> None:
+        # A webhook path with a wrong user or code is an unknown webhook: 401 NO_AUTH_FOUND (the
+        # documented 403 INVALID_CREDENTIALS is for a known user whose credentials are refused).
         if call.user_id != str(self.webhook_user_id) or not hmac.compare_digest(call.code, self.webhook_code):
-            raise RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials")
+            raise RestError(401, "NO_AUTH_FOUND", "Wrong authorization data")
 
     def resolve(self, call: _Call) -> None:
         call.method = call.method.lower().removesuffix(".json")
@@ -733,13 +747,18 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             cmd = _as_map(_upper_keys(call.params).get("CMD"))
             if len(cmd) > BATCH_MAX:
                 raise RestError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
-            call.units = len(cmd)  # the batch is free; each of its commands costs one unit
         elif call.method not in self._methods:
             raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
     def admit(self, call: _Call) -> None:
-        """The leaky bucket, then the method's operating-time block, then the ``limit_rate`` knob."""
-        if not self.bucket.try_take(call.units):
+        """The leaky bucket, then the method's operating-time block, then the ``limit_rate`` knob.
+
+        The bucket counts hits: one per HTTP request, a ``batch`` of up to 50 commands included
+        (Bitrix24's performance guide: a batch makes several calls in one hit).
+        """
+        with self._lock:
+            self.http_requests += 1
+        if not self.bucket.try_take(1):
             raise self._refuse()
         if call.method != "batch":
             self._check_blocked(call.method)
@@ -785,6 +804,22 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         until = self._blocked.get(method)
         if until is not None and self.monotonic() < until:
             raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+        with self._lock:
+            used, _ = self._operating_now(method, self.clock().timestamp())
+        if used >= self.operating_limit:
+            raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+
+    def operating(self, method: str) -> tuple[float, int]:
+        """``method``'s server time within the window and when part of it is released."""
+        with self._lock:
+            return self._operating_now(method, self.clock().timestamp())
+
+    def _operating_now(self, method: str, now: float) -> tuple[float, int]:
+        spent = self._operating.setdefault(method, collections.deque())
+        while spent and spent[0][0] + OPERATING_WINDOW <= now:
+            spent.popleft()
+        oldest = spent[0][0] if spent else now
+        return sum(cost for _, cost in spent), int(oldest + OPERATING_WINDOW)
 
     def _read_params(self) -> dict[str, Any]:
         params = parse_php_params(request.args.items(multi=True))
@@ -835,20 +870,18 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
                     sections["result_total"][key] = answer.total
                 if answer.next is not None:
                     sections["result_next"][key] = answer.next
-                timing = self._time(name, c0, c_started)
-                # Per-command times carry no operating figures, as in the documented answer.
-                sections["result_time"][key] = {k: v for k, v in timing.items() if "operating" not in k}
+                # Each command's own time, operating figures included, is in ``result_time``: the
+                # batch's top-level ``time`` is the batch method's.
+                sections["result_time"][key] = self._time(name, c0, c_started)
         return _Answer({name: _php_json(section) for name, section in sections.items()})
 
     def _time(self, method: str, t0: float, started: datetime) -> dict[str, Any]:
         spent = time.perf_counter() - t0
         start = started.timestamp()
+        cost = self.method_time.get(method, spent)
         with self._lock:
-            reset_at, used = self._operating.get(method, (int(start) + OPERATING_WINDOW, 0.0))
-            if start >= reset_at:
-                reset_at, used = int(start) + OPERATING_WINDOW, 0.0
-            used += spent
-            self._operating[method] = (reset_at, used)
+            self._operating.setdefault(method, collections.deque()).append((start, cost))
+            used, reset_at = self._operating_now(method, start)
         return {
             "start": start,
             "finish": start + spent,
