@@ -6,8 +6,9 @@ error envelopes, 50-row paging with ``total``/``next`` (and ``start=-1``), ``bat
 ``$result[...]`` substitution (up to 50 commands), the per-portal leaky bucket answering 503
 ``QUERY_LIMIT_EXCEEDED`` (one hit per HTTP request, a ``batch`` included), the per-method
 operating-time limit answering 429 ``OPERATION_TIME_LIMIT`` (``time.operating`` and
-``operating_reset_at`` in every answer), 401 ``NO_AUTH_FOUND`` for an unknown webhook, string-typed deal fields, camelCase task answers and
-form-encoded outbound events (``ONCRMDEALADD``/``UPDATE``/``DELETE``) that are never retried.
+``operating_reset_at`` in every answer), 401 ``NO_AUTH_FOUND`` for an unknown webhook,
+string-typed deal fields, camelCase task answers and form-encoded outbound events
+(``ONCRMDEALADD``/``UPDATE``/``DELETE``) that are never retried.
 
 Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901) so a
 client that mixes them up is caught. Users start with the webhook's own user (the portal

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from connector.storage.audit import DEAD_LETTER, DISCARDED, REPLAYED, Audit, decided
 from connector.storage.inbox import new_correlation_id
-from connector.storage.models import OutboxRow
+from connector.storage.models import AuditRow, OutboxRow
 from domain import Command, OutboxStatus, command_from_payload
 from domain.keys import decided_audit_key, done_audit_key
 from domain.statuses import OUTBOX_DUE
@@ -94,6 +94,22 @@ class Outbox:
             session.expunge(live)
             return live
 
+    def reload_many(self, row_ids: Sequence[int], owner: str) -> list[OutboxRow]:
+        """``reload`` for several rows in one query, in the order of ``row_ids``."""
+        with self.store.sessions() as session:
+            live = {
+                row.id: row
+                for row in session.scalars(
+                    select(OutboxRow).where(
+                        OutboxRow.id.in_(list(row_ids)),
+                        OutboxRow.status.in_(list(OUTBOX_DUE)),
+                        OutboxRow.claimed_by == owner,
+                    )
+                )
+            }
+            session.expunge_all()
+        return [live[i] for i in row_ids if i in live]
+
     def postpone(self, row: OutboxRow, until: datetime) -> None:
         """Leave the row for a later look, released from its lease."""
         with self.store.sessions() as session, session.begin():
@@ -107,25 +123,74 @@ class Outbox:
             live.status, live.attempts, live.updated_at = OutboxStatus.SENDING, live.attempts + 1, now
         row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
 
+    def mark_sending_many(self, rows: Sequence[OutboxRow], now: datetime) -> None:
+        """``mark_sending`` for the rows of one batched call, in one transaction: every row of
+        the batch is visibly "sending" before any of them is sent."""
+        with self.store.sessions() as session, session.begin():
+            live_rows = {
+                live.id: live
+                for live in session.scalars(select(OutboxRow).where(OutboxRow.id.in_([row.id for row in rows])))
+            }
+            for row in rows:
+                live = live_rows[row.id]
+                live.status, live.attempts, live.updated_at = OutboxStatus.SENDING, live.attempts + 1, now
+        for row in rows:
+            row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
+
+    def mark_done_many(self, done: Sequence[tuple[OutboxRow, str | None, bool]], now: datetime) -> None:
+        """``mark_done`` for several rows ``(row, remote_id, reconciled)`` in one transaction."""
+        with self.store.sessions() as session, session.begin(), session.no_autoflush:
+            # A few queries and one flush at commit, not a query and a flush per row.
+            loaded = list(session.scalars(select(OutboxRow).where(OutboxRow.id.in_([row.id for row, _, _ in done]))))
+            keys = [done_audit_key(row.idempotency_key) for row, _, _ in done]
+            audited = set(session.scalars(select(AuditRow.key).where(AuditRow.key.in_(keys))))
+            for row, remote_id, reconciled in done:
+                self._record_done(
+                    session,
+                    row,
+                    remote_id=remote_id,
+                    reconciled=reconciled,
+                    now=now,
+                    audit=done_audit_key(row.idempotency_key) not in audited,
+                )
+            del loaded
+
     def mark_done(self, row: OutboxRow, *, remote_id: str | None, reconciled: bool, now: datetime) -> None:
         """The write took effect (now, or found from an earlier try): done, and audited once."""
         with self.store.sessions() as session, session.begin():
-            live = self._get(session, row)
-            live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, remote_id, now, now
-            live.claimed_until, live.last_error = None, None
-            how = "found earlier write" if reconciled else "written"
-            Audit.record(
-                session,
-                at=now,
-                crm=row.crm,
-                deal_id=row.deal_id,
-                rule=row.rule,
-                action=row.command,
-                message=f"{how}: {command_of(row).describe()} (remote id {remote_id})",
-                detail={"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
-                correlation_id=row.correlation_id,
-                key=done_audit_key(row.idempotency_key),
-            )
+            self._record_done(session, row, remote_id=remote_id, reconciled=reconciled, now=now)
+
+    def _record_done(
+        self,
+        session: Session,
+        row: OutboxRow,
+        *,
+        remote_id: str | None,
+        reconciled: bool,
+        now: datetime,
+        audit: bool | None = None,
+    ) -> None:
+        """Mark ``row`` done and audit it once (``audit``: whether its line is known to be new;
+        None: look)."""
+        live = self._get(session, row)
+        live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, remote_id, now, now
+        live.claimed_until, live.last_error = None, None
+        if audit is False:
+            return
+        how = "found earlier write" if reconciled else "written"
+        Audit.record(
+            session,
+            at=now,
+            crm=row.crm,
+            deal_id=row.deal_id,
+            rule=row.rule,
+            action=row.command,
+            message=f"{how}: {command_of(row).describe()} (remote id {remote_id})",
+            detail={"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
+            correlation_id=row.correlation_id,
+            key=done_audit_key(row.idempotency_key),
+            key_is_new=audit is True,
+        )
 
     def mark_failed(
         self,
