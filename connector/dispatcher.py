@@ -70,6 +70,10 @@ class Dispatcher:
         if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
             lanes = 1  # each thread would see its own empty in-memory database
         self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="dispatch") if lanes > 1 else None
+        # Batched calls of one wave (rows of different deals) overlap too: one call's database
+        # work runs while another waits for the CRM. A pool of its own, as its jobs start from
+        # inside the lanes' pool.
+        self._batch_pool = ThreadPoolExecutor(lanes, thread_name_prefix="dispatch-batch") if lanes > 1 else None
 
     def tick(self) -> int:
         """Carry out one batch of due rows; returns how many reached done."""
@@ -94,8 +98,9 @@ class Dispatcher:
 
     def close(self) -> None:
         """Let running lanes finish and free their threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in (self._pool, self._batch_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def _lane(self, rows: Sequence[OutboxRow]) -> int:
         return sum(1 for row in rows if self.dispatch(row))
@@ -147,35 +152,47 @@ class Dispatcher:
         done = 0
         for depth in range(max((len(lane) for lane in lanes), default=0)):
             wave = [lane[depth] for lane in lanes if len(lane) > depth]
-            for start in range(0, len(wave), sink.batch_limit):
-                done += self._dispatch_batch(sink, wave[start : start + sink.batch_limit])
+            calls = [wave[start : start + sink.batch_limit] for start in range(0, len(wave), sink.batch_limit)]
+            if self._batch_pool is None or len(calls) < 2:
+                done += sum(self._dispatch_batch(sink, rows) for rows in calls)
+            else:
+                done += sum(self._batch_pool.map(functools.partial(self._dispatch_batch, sink), calls))
         return done
 
     def _dispatch_batch(self, sink: CommandSink, claimed: Sequence[OutboxRow]) -> int:
         """Carry out claimed rows of different deals in one batched call; how many are done."""
-        with self._exclusive_many([row.id for row in claimed]) as mine:
-            rows = self.store.outbox.reload_many([row.id for row in claimed if row.id in mine], self.owner)
+        # A call for one row logs under its correlation; a call for many, under none of them
+        # (each row's "dispatched" line carries its own).
+        alone = correlation(claimed[0].correlation_id) if len(claimed) == 1 else contextlib.nullcontext()
+        with alone, self._exclusive_many([row.id for row in claimed]) as mine:
+            # Rows never tried are committed "sending" right away; rows with earlier tries may
+            # have reached the CRM before their answer (or we) died, and are looked for first.
+            ready, tried = self.store.outbox.begin_batch(
+                [r.id for r in claimed if r.id in mine], self.owner, self.clock()
+            )
+            rows = ready + tried
             settle = timedelta(seconds=self.config.dispatcher["reconcile_after"])
-            ready: list[OutboxRow] = []
-            for row in rows:
+            finished: list[tuple[OutboxRow, WriteResult]] = []
+            suspects: list[OutboxRow] = []
+            for row in tried:
                 if row.status == OutboxStatus.SENDING and row.updated_at + settle > self.clock():
                     self._postpone(row, row.updated_at + settle)  # an earlier try may still be landing
                 else:
-                    ready.append(row)
-            finished: list[tuple[OutboxRow, WriteResult]] = []
-            suspects = [row for row in ready if row.status == OutboxStatus.SENDING or row.attempts > 0]
+                    suspects.append(row)
             if suspects:
-                # Earlier tries may have reached the CRM before their answer (or we) died.
                 found = sink.find_written_many([(command_of(r), marker_for(r.idempotency_key)) for r in suspects])
+                again: list[OutboxRow] = []
                 for row, hit in zip(suspects, found, strict=True):
                     if isinstance(hit, AdapterError):
                         self._failed(row, hit)
-                        ready.remove(row)
                     elif hit is not None:
                         finished.append((row, hit))
-                        ready.remove(row)
+                    else:
+                        again.append(row)
+                if again:
+                    self.store.outbox.mark_sending_many(again, self.clock())
+                ready += again
             if ready:
-                self.store.outbox.mark_sending_many(ready, self.clock())
                 outcomes = sink.execute_many([(command_of(r), marker_for(r.idempotency_key)) for r in ready])
                 for row, outcome in zip(ready, outcomes, strict=True):
                     if isinstance(outcome, AdapterError):
@@ -185,8 +202,9 @@ class Dispatcher:
                             self.after_call(row, outcome)
                         finished.append((row, outcome))
             self._done_many(finished)
+            done_ids = {row.id for row, _ in finished}
             for row in rows:
-                WRITES.labels(row.crm, row.command, "done" if any(r is row for r, _ in finished) else "not_done").inc()
+                WRITES.labels(row.crm, row.command, "done" if row.id in done_ids else "not_done").inc()
             return len(finished)
 
     @contextlib.contextmanager

@@ -193,6 +193,7 @@ class _Call(Call):
     t0: float  # perf_counter() when it arrived: the answer's duration counts from here
     started: datetime
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    cost: float | None = None  # server time spent on it, waits for the simulator's lock excluded
 
 
 # --- PHP-style parameters -------------------------------------------------------------------
@@ -727,7 +728,27 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         def rest(user_id: str, code: str, method: str) -> Response:
             return self._handle(user_id, code, method)
 
+        @app.route("/_sim/stats", methods=["GET"])
+        def stats() -> Response:
+            # The simulator's own counters, for a benchmark running it in another process.
+            return self._json(self.stats(), 200)
+
         return app
+
+    def stats(self) -> dict[str, Any]:
+        """Hits, refusals, calls by method, the bucket's level and tasks per deal (``D_{id}``)."""
+        with self._lock:
+            per_deal: collections.Counter[str] = collections.Counter(
+                mark for task in self.tasks.values() for mark in task.get("UF_CRM_TASK") or []
+            )
+            return {
+                "http_requests": self.http_requests,
+                "refusals": self.refusals,
+                "calls": dict(self.calls),
+                "bucket_level": self.bucket.level,
+                "tasks": len(self.tasks),
+                "tasks_per_deal": dict(per_deal),
+            }
 
     def _handle(self, user_id: str, code: str, method: str) -> Response:
         call = _Call(user_id=user_id, code=code, method=method, t0=time.perf_counter(), started=self.clock())
@@ -775,8 +796,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         if call.method == "batch":
             return self._run_batch(call)
         with self._lock:
+            c0 = time.perf_counter()
             self.calls[call.method] += 1
             answer = self._methods[call.method](call.params)
+            call.cost = time.perf_counter() - c0
         call.wrote = call.method in WRITE_METHODS
         return answer
 
@@ -789,7 +812,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             body["total"] = result.total
         if result.next is not None:
             body["next"] = result.next
-        body["time"] = self._time(call.method, call.t0, call.started)
+        body["time"] = self._time(call.method, call.t0, call.started, cost=call.cost)
         return self._json(body, 200)
 
     def error(self, call: _Call, exc: ErrorAnswer) -> Response:
@@ -845,6 +868,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "result_time": {},
         }
         with self._lock:
+            b0 = time.perf_counter()
             self.calls["batch"] += 1
             for key, query in cmd.items():
                 c0, c_started = time.perf_counter(), self.clock()
@@ -874,12 +898,16 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
                 # Each command's own time, operating figures included, is in ``result_time``: the
                 # batch's top-level ``time`` is the batch method's.
                 sections["result_time"][key] = self._time(name, c0, c_started)
+            # The commands' time is charged to their methods; ``batch`` itself is never blocked.
+            call.cost = time.perf_counter() - b0
         return _Answer({name: _php_json(section) for name, section in sections.items()})
 
-    def _time(self, method: str, t0: float, started: datetime) -> dict[str, Any]:
+    def _time(self, method: str, t0: float, started: datetime, cost: float | None = None) -> dict[str, Any]:
+        """The answer's ``time`` block; the method is charged ``cost`` (its configured server
+        time, or what it took here without waiting for the simulator's lock)."""
         spent = time.perf_counter() - t0
         start = started.timestamp()
-        cost = self.method_time.get(method, spent)
+        cost = self.method_time.get(method, spent if cost is None else cost)
         with self._lock:
             self._operating.setdefault(method, collections.deque()).append((start, cost))
             used, reset_at = self._operating_now(method, start)
@@ -1573,7 +1601,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--domain", default="sim.bitrix24.ru")
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--burst", type=float, default=50)
+    parser.add_argument("--deals", type=int, default=0, help="deals to create at start (ids 1..N)")
+    parser.add_argument("--quiet", action="store_true", help="no line per request on stderr")
     args = parser.parse_args(argv)
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     sim = Bitrix24Simulator(
         webhook_user_id=args.user_id,
         webhook_code=args.code,
@@ -1583,6 +1615,8 @@ def main(argv: list[str] | None = None) -> None:
         burst=args.burst,
         handler_url=args.handler_url,
     )
+    for i in range(args.deals):
+        sim.add_deal({"TITLE": f"Deal {i + 1}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1"})
     sim.serve_until_interrupted(
         args.host, args.port, lambda url: f"Bitrix24 simulator: webhook_url={url}{sim.webhook_base}"
     )

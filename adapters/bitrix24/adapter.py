@@ -405,6 +405,12 @@ class Bitrix24Adapter(
         order = list(plans)
         for start in range(0, len(order), BATCH_LIMIT):
             chunk = order[start : start + BATCH_LIMIT]
+            if len(chunk) == 1:  # one write: its own method's call, the same single hit
+                try:
+                    outcomes[chunk[0]] = self._write_one(plans[chunk[0]])
+                except AdapterError as exc:
+                    outcomes[chunk[0]] = exc
+                continue
             commands = {f"w{i}": (plans[i].method, plans[i].params) for i in chunk}
             try:
                 answer = self.client.batch(commands, idempotent=False)
@@ -470,6 +476,12 @@ class Bitrix24Adapter(
         order = list(lookups)
         for start in range(0, len(order), BATCH_LIMIT):
             chunk = order[start : start + BATCH_LIMIT]
+            if len(chunk) == 1:
+                try:
+                    found[chunk[0]] = self.find_written(*writes[chunk[0]])
+                except AdapterError as exc:
+                    found[chunk[0]] = exc
+                continue
             try:
                 answer = self.client.batch({f"f{i}": (lookups[i][0], lookups[i][1]) for i in chunk})
             except AdapterError as exc:

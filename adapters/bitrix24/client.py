@@ -103,10 +103,14 @@ class Bitrix24Client(HttpClient):
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True, units: int = 1
     ) -> dict[str, Any]:
         """Like ``call`` but return the whole envelope (``result``, ``total``, ``next``, ``time``)."""
-        self._wait_for_method([method])
+        # A batch's commands are budgeted by their own methods (``batch`` checks them).
+        budgeted = method != "batch"
+        if budgeted:
+            self._wait_for_method([method])
         request = ApiRequest("POST", f"{self.base}{method}.json", method, json=dict(params or {}), units=units)
         body: dict[str, Any] = self.send(request, idempotent=idempotent)
-        self.operating.note(method, body.get("time"))
+        if budgeted:
+            self.operating.note(method, body.get("time"))
         return body
 
     def _wait_for_method(self, methods: Iterable[str]) -> None:

@@ -50,11 +50,9 @@ class Audit:
         detail: dict[str, Any] | None = None,
         correlation_id: str | None = None,
         key: str | None = None,
-        key_is_new: bool = False,
     ) -> None:
-        """Add an audit line inside the caller's transaction; a ``key`` seen before is skipped
-        (``key_is_new``: the caller looked already, for many lines in one query)."""
-        if key is not None and not key_is_new and Audit.has(session, key):
+        """Add an audit line inside the caller's transaction; a ``key`` seen before is skipped."""
+        if key is not None and Audit.has(session, key):
             return
         session.add(
             AuditRow(

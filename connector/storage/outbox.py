@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from connector.storage.audit import DEAD_LETTER, DISCARDED, REPLAYED, Audit, decided
@@ -94,21 +94,35 @@ class Outbox:
             session.expunge(live)
             return live
 
-    def reload_many(self, row_ids: Sequence[int], owner: str) -> list[OutboxRow]:
-        """``reload`` for several rows in one query, in the order of ``row_ids``."""
-        with self.store.sessions() as session:
+    def begin_batch(self, row_ids: Sequence[int], owner: str, now: datetime) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        """Start a batched call over the rows still ``owner``'s, in one transaction: the rows
+        never tried are committed "sending" at once (first list); rows with earlier tries are
+        returned as they are (second list) for the caller to look for their effect first."""
+        wanted = list(row_ids)
+        with self.store.sessions() as session, session.begin():
             live = {
                 row.id: row
                 for row in session.scalars(
                     select(OutboxRow).where(
-                        OutboxRow.id.in_(list(row_ids)),
+                        OutboxRow.id.in_(wanted),
                         OutboxRow.status.in_(list(OUTBOX_DUE)),
                         OutboxRow.claimed_by == owner,
                     )
                 )
             }
+            fresh, tried = [], []
+            for row_id in wanted:
+                row = live.get(row_id)
+                if row is None:
+                    continue
+                if row.status == OutboxStatus.PENDING and row.attempts == 0:
+                    row.status, row.attempts, row.updated_at = OutboxStatus.SENDING, 1, now
+                    fresh.append(row)
+                else:
+                    tried.append(row)
+            session.flush()
             session.expunge_all()
-        return [live[i] for i in row_ids if i in live]
+        return fresh, tried
 
     def postpone(self, row: OutboxRow, until: datetime) -> None:
         """Leave the row for a later look, released from its lease."""
@@ -138,22 +152,44 @@ class Outbox:
             row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
 
     def mark_done_many(self, done: Sequence[tuple[OutboxRow, str | None, bool]], now: datetime) -> None:
-        """``mark_done`` for several rows ``(row, remote_id, reconciled)`` in one transaction."""
-        with self.store.sessions() as session, session.begin(), session.no_autoflush:
-            # A few queries and one flush at commit, not a query and a flush per row.
-            loaded = list(session.scalars(select(OutboxRow).where(OutboxRow.id.in_([row.id for row, _, _ in done]))))
-            keys = [done_audit_key(row.idempotency_key) for row, _, _ in done]
-            audited = set(session.scalars(select(AuditRow.key).where(AuditRow.key.in_(keys))))
-            for row, remote_id, reconciled in done:
-                self._record_done(
-                    session,
-                    row,
-                    remote_id=remote_id,
-                    reconciled=reconciled,
-                    now=now,
-                    audit=done_audit_key(row.idempotency_key) not in audited,
-                )
-            del loaded
+        """``mark_done`` for several rows ``(row, remote_id, reconciled)`` in one transaction,
+        as two bulk statements (the rows' update and their audit lines) instead of one per row."""
+        keys = {row.id: done_audit_key(row.idempotency_key) for row, _, _ in done}
+        with self.store.sessions() as session, session.begin():
+            audited = set(session.scalars(select(AuditRow.key).where(AuditRow.key.in_(list(keys.values())))))
+            session.execute(
+                update(OutboxRow),
+                [
+                    {
+                        "id": row.id,
+                        "status": OutboxStatus.DONE,
+                        "remote_id": remote_id,
+                        "done_at": now,
+                        "updated_at": now,
+                        "claimed_until": None,
+                        "last_error": None,
+                    }
+                    for row, remote_id, _ in done
+                ],
+            )
+            lines = [
+                {
+                    "at": now,
+                    "crm": row.crm,
+                    "deal_id": row.deal_id,
+                    "rule": row.rule,
+                    "trigger": None,
+                    "action": row.command,
+                    "message": _done_message(row, remote_id, reconciled),
+                    "detail": {"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
+                    "correlation_id": row.correlation_id,
+                    "key": keys[row.id],
+                }
+                for row, remote_id, reconciled in done
+                if keys[row.id] not in audited
+            ]
+            if lines:
+                session.execute(insert(AuditRow), lines)
 
     def mark_done(self, row: OutboxRow, *, remote_id: str | None, reconciled: bool, now: datetime) -> None:
         """The write took effect (now, or found from an earlier try): done, and audited once."""
@@ -168,16 +204,10 @@ class Outbox:
         remote_id: str | None,
         reconciled: bool,
         now: datetime,
-        audit: bool | None = None,
     ) -> None:
-        """Mark ``row`` done and audit it once (``audit``: whether its line is known to be new;
-        None: look)."""
         live = self._get(session, row)
         live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, remote_id, now, now
         live.claimed_until, live.last_error = None, None
-        if audit is False:
-            return
-        how = "found earlier write" if reconciled else "written"
         Audit.record(
             session,
             at=now,
@@ -185,11 +215,10 @@ class Outbox:
             deal_id=row.deal_id,
             rule=row.rule,
             action=row.command,
-            message=f"{how}: {command_of(row).describe()} (remote id {remote_id})",
+            message=_done_message(row, remote_id, reconciled),
             detail={"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
             correlation_id=row.correlation_id,
             key=done_audit_key(row.idempotency_key),
-            key_is_new=audit is True,
         )
 
     def mark_failed(
@@ -321,6 +350,11 @@ class Outbox:
         live = session.get(OutboxRow, row.id)
         assert live is not None, f"outbox row {row.id} vanished"
         return live
+
+
+def _done_message(row: OutboxRow, remote_id: str | None, reconciled: bool) -> str:
+    how = "found earlier write" if reconciled else "written"
+    return f"{how}: {command_of(row).describe()} (remote id {remote_id})"
 
 
 def command_of(row: OutboxRow) -> Command:
