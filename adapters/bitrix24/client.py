@@ -197,7 +197,7 @@ class Bitrix24Client(HttpClient):
         body = self.call_full("batch", {"halt": 0, "cmd": cmd}, idempotent=idempotent, units=len(cmd))
         inner = body["result"] or {}
         if not isinstance(inner, dict):
-            raise self.lost_answer(idempotent)("Bitrix24 batch answer could not be read", crm=self.crm, method="batch")
+            raise self.undecodable("batch", 200, idempotent=idempotent)
         for key, timing in _section(inner, "result_time").items():
             if key in to_send:
                 self.operating.note(to_send[key][0], timing)
