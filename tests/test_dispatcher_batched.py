@@ -137,3 +137,30 @@ def test_one_deals_writes_keep_their_order_across_batches(
         assert texts == ["step 0", "step 1"]
     assert sim.calls["batch"] == 4  # two waves of 60 rows: 50 + 10 each
     store.close()
+
+
+def test_a_truncated_200_after_a_batch_of_writes_is_reconciled_never_a_dead_letter(
+    tmp_path: Path, portal: tuple[Bitrix24Simulator, SimulatorServer]
+) -> None:
+    sim, server = portal
+    real_success = sim.success
+    cut: list[int] = []
+
+    def truncated(call, result):  # type: ignore[no-untyped-def]
+        answer = real_success(call, result)
+        if call.method == "batch" and call.wrote and not cut:
+            cut.append(1)
+            answer.set_data(answer.get_data()[:40])  # the whole batch applied, its 200 cut short
+        return answer
+
+    sim.success = truncated  # type: ignore[method-assign]
+    dispatcher, store, clock, adapter = _dispatcher(f"sqlite:///{tmp_path / 'c.db'}", sim, server, _tasks(60))
+    _drain(dispatcher, store, clock, adapter)
+    assert cut
+    per_deal = _tasks_per_deal(sim)
+    assert len(per_deal) == 60 and set(per_deal.values()) == {1}
+    with store.sessions() as session:
+        dead = session.scalar(select(func.count()).where(OutboxRow.status == OutboxStatus.DEAD))
+        found = session.scalar(select(func.count()).where(AuditRow.message.startswith("found earlier write")))
+    assert dead == 0 and found in (10, 50)  # the cut batch's rows (50 or the 10) were found by marker
+    store.close()
