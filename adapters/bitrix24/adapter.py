@@ -370,7 +370,7 @@ class Bitrix24Adapter(
         return self._write_one(self._plan(command, marker, {command.deal_id: deal}))
 
     def _write_one(self, plan: _WritePlan) -> WriteResult:
-        return plan.result(self.client.call(plan.method, plan.params, idempotent=plan.method != "crm.deal.update"))
+        return plan.result(self.client.call(plan.method, plan.params, idempotent=plan.idempotent))
 
     def execute_many(self, writes: Sequence[Write]) -> list[WriteResult | AdapterError]:
         """Carry out writes in ``batch`` requests of up to 50 commands (one hit each).
@@ -413,7 +413,8 @@ class Bitrix24Adapter(
                 continue
             commands = {f"w{i}": (plans[i].method, plans[i].params) for i in chunk}
             try:
-                answer = self.client.batch(commands, idempotent=False)
+                # Only setting fields may be sent again blindly: a batch that adds anything is not.
+                answer = self.client.batch(commands, idempotent=all(plans[i].idempotent for i in chunk))
             except AdapterError as exc:
                 for i in chunk:
                     outcomes[i] = exc
@@ -581,6 +582,11 @@ class _WritePlan:
     method: str
     params: dict[str, Any]
     result: Callable[[Any], WriteResult]
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether sending it twice changes nothing (setting a deal's fields)."""
+        return self.method == "crm.deal.update"
 
 
 def _marked(rows: Iterable[Any], marker: str) -> WriteResult | None:
