@@ -289,6 +289,8 @@ class CommandSink(ABC):
 
     name: str
     handlers: ClassVar[Mapping[type[Command], Handler]] = {}
+    # How many writes one ``execute_many`` call should carry: 1 for a CRM without a batch API.
+    batch_limit: ClassVar[int] = 1
 
     @classmethod
     def accepts(cls, command: type[Command]) -> bool:
@@ -305,7 +307,9 @@ class CommandSink(ABC):
     def execute_many(self, writes: Sequence[Write]) -> list[WriteResult | AdapterError]:
         """Carry out several writes; each answer is its result or the error it ended in.
 
-        One call per write unless the CRM batches them; a failed write does not stop the others.
+        One call per write unless the CRM batches them (``batch_limit`` > 1: the dispatcher then
+        hands it up to that many writes of different deals at once); a failed write does not stop
+        the others.
         """
         outcomes: list[WriteResult | AdapterError] = []
         for command, marker in writes:
@@ -314,6 +318,16 @@ class CommandSink(ABC):
             except AdapterError as exc:
                 outcomes.append(exc)
         return outcomes
+
+    def find_written_many(self, writes: Sequence[Write]) -> list[WriteResult | AdapterError | None]:
+        """``find_written`` for several writes; a CRM with a batch API looks them up together."""
+        found: list[WriteResult | AdapterError | None] = []
+        for command, marker in writes:
+            try:
+                found.append(self.find_written(command, marker))
+            except AdapterError as exc:
+                found.append(exc)
+        return found
 
     @abstractmethod
     def find_written(self, command: Command, marker: str) -> WriteResult | None:

@@ -84,8 +84,8 @@ def basic_auth_utf8(username: str, password: str) -> str:
 @dataclass(frozen=True)
 class ApiRequest:
     """One request as the pipeline sends it; ``label`` names it in logs and metrics instead of
-    the URL. ``units`` is what it costs against the rate limit (a Bitrix24 ``batch``: one per
-    command)."""
+    the URL. ``units`` is how many API calls it carries (a Bitrix24 ``batch``: its commands),
+    counted in ``commands_sent``; against the rate limit every request costs one hit."""
 
     method: str
     url: str
@@ -237,7 +237,7 @@ class HttpClient(ABC):
 
     def admit(self, request: ApiRequest) -> Admission:
         """Wait for the request's turn under the rate limit (our side's leaky bucket, if any)."""
-        return Admission(self.throttle.acquire(request.units) if self.throttle is not None else 0.0)
+        return Admission(self.throttle.acquire(1) if self.throttle is not None else 0.0)
 
     def release(self, admission: Admission, response: requests.Response | None, *, sent: bool = True) -> None:  # noqa: B027
         """The request's answer arrived (``response``), it failed without one, or it was never

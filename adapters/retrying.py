@@ -17,13 +17,14 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_when_event_set,
     wait_exponential_jitter,
 )
 
 from adapters.throttle import Throttle
-from domain.errors import RateLimited, RetriableError
+from domain.errors import MethodSuspended, RateLimited, RetriableError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -63,7 +64,8 @@ class RetryPolicy:
         the process stops."""
         retryable: tuple[type[BaseException], ...] = (RetriableError,) if idempotent else (RateLimited,)
         retrying = Retrying(
-            retry=retry_if_exception_type(retryable),
+            # A suspended method waits minutes: the caller reschedules instead of holding a thread.
+            retry=retry_if_exception_type(retryable) & retry_if_not_exception_type(MethodSuspended),
             stop=stop_after_attempt(self.max_attempts) | stop_when_event_set(self.interrupted),
             wait=self.wait,
             sleep=self.sleep,

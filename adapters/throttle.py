@@ -49,6 +49,12 @@ class Throttle:
             self._sleep(wait)
         return wait
 
+    @property
+    def level(self) -> float:
+        """The units in the bucket now."""
+        with self._lock:
+            return max(0.0, self._level - (self._clock() - self._last) * self.rate)
+
     def penalise(self) -> None:
         """The server refused us anyway: assume its bucket is full."""
         with self._lock:

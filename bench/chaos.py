@@ -62,6 +62,7 @@ crms:
     application_token: "{token}"
     poll_every: 2s
     poll_overlap: 30s
+    initial_lookback: 1h  # the run's deals predate the first poll that survives the kills
     rate: 400
     burst: 200
     timeout: 1.5s

@@ -3,8 +3,8 @@
 The embedded shape as an operator runs it: ``connector run`` (intake, worker, dispatcher,
 scheduler in one process, SQLite) with one rule, "a new deal gets a task", against the
 Bitrix24 simulator (``simulators/bitrix24.py``) in this process, at zero network latency and
-with the portal's documented limit (leaky bucket: 2 units/s, burst 50; the client at the same
-figures). The clock starts when this bench posts the deal's ``ONCRMDEALADD`` delivery (as the
+with the portal's documented limit (leaky bucket: 2 hits/s, burst 50, a ``batch`` one hit; the
+client at the same figures). The clock starts when this bench posts the deal's ``ONCRMDEALADD`` delivery (as the
 portal would) and stops when the simulator executes the ``tasks.task.add`` for that deal.
 
 * single events: ``--singles`` new deals, one at a time, ``--gap`` seconds apart (long enough
@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{f.floor_hits_empty_s:.1f} s from an empty one"
         )
         print(
-            f"  floor, as the simulator charges (every command one unit, {2 * f.burst} commands: a read and a write "
+            f"  floor if every command cost a unit (the former model; {2 * f.burst} commands: a read and a write "
             f"per deal) = {f.floor_units_s:.1f} s"
             + (f"; measured {f.burst_done_s / f.floor_units_s:.2f}x of it" if f.floor_units_s else "")
         )

@@ -10,11 +10,20 @@ A claimed batch is carried out in ``concurrency`` lanes: the rows of one deal st
 lane, in the order the rules wrote them, while different deals' writes overlap, so one slow
 or retried CRM call does not hold up every other deal. The CRM client's throttle is shared
 by the lanes, so they never exceed the CRM's rate together.
+
+A CRM with a batch API (``CommandSink.batch_limit`` > 1) gets its rows in batched calls
+instead: the n-th row of every deal goes in one wave, each wave in calls of up to
+``batch_limit`` rows of different deals (a deal's next row waits for the wave before). Each
+row still has its effect once: all rows of a call are committed "sending" in one transaction
+before it; each row's own answer decides it (done, retry, dead letter); a call whose answer
+was lost leaves every row in it ambiguous, and each is looked for by its marker (in batched
+look-ups) before it is written again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -61,21 +70,37 @@ class Dispatcher:
         if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
             lanes = 1  # each thread would see its own empty in-memory database
         self._pool = ThreadPoolExecutor(lanes, thread_name_prefix="dispatch") if lanes > 1 else None
+        # Batched calls of one wave (rows of different deals) overlap too: one call's database
+        # work runs while another waits for the CRM. A pool of its own, as its jobs start from
+        # inside the lanes' pool.
+        self._batch_pool = ThreadPoolExecutor(lanes, thread_name_prefix="dispatch-batch") if lanes > 1 else None
 
     def tick(self) -> int:
         """Carry out one batch of due rows; returns how many reached done."""
         cfg = self.config.dispatcher
         now = self.clock()
         rows = self.store.outbox.claim(now, timedelta(seconds=cfg["lease"]), cfg["batch"], self.owner)
-        lanes = by_deal(rows)
-        if self._pool is None or len(lanes) < 2:
-            return sum(self._lane(lane) for lane in lanes)
-        return sum(self._pool.map(self._lane, lanes))
+        jobs: list[Callable[[], int]] = []
+        batched: dict[str, list[list[OutboxRow]]] = {}
+        for lane in by_deal(rows):
+            adapter = self.adapters.get(lane[0].crm)
+            if isinstance(adapter, CommandSink) and adapter.batch_limit > 1:
+                batched.setdefault(lane[0].crm, []).append(lane)
+            else:
+                jobs.append(functools.partial(self._lane, lane))
+        for crm, lanes in batched.items():
+            sink = self.adapters[crm]
+            assert isinstance(sink, CommandSink)
+            jobs.append(functools.partial(self._batched, sink, lanes))
+        if self._pool is None or len(jobs) < 2:
+            return sum(job() for job in jobs)
+        return sum(self._pool.map(_run, jobs))
 
     def close(self) -> None:
         """Let running lanes finish and free their threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+        for pool in (self._pool, self._batch_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def _lane(self, rows: Sequence[OutboxRow]) -> int:
         return sum(1 for row in rows if self.dispatch(row))
@@ -118,6 +143,113 @@ class Dispatcher:
                 if got:
                     conn.exec_driver_sql(f"SELECT pg_advisory_unlock({OUTBOX_LOCK}, {row_id % 2_147_483_647})")
                     conn.commit()
+
+    # --- batched calls ----------------------------------------------------------------
+
+    def _batched(self, sink: CommandSink, lanes: Sequence[Sequence[OutboxRow]]) -> int:
+        """Carry out one CRM's rows in waves (the n-th row of each deal), each wave in calls of
+        up to ``batch_limit`` rows."""
+        done = 0
+        for depth in range(max((len(lane) for lane in lanes), default=0)):
+            wave = [lane[depth] for lane in lanes if len(lane) > depth]
+            calls = [wave[start : start + sink.batch_limit] for start in range(0, len(wave), sink.batch_limit)]
+            if self._batch_pool is None or len(calls) < 2:
+                done += sum(self._dispatch_batch(sink, rows) for rows in calls)
+            else:
+                done += sum(self._batch_pool.map(functools.partial(self._dispatch_batch, sink), calls))
+        return done
+
+    def _dispatch_batch(self, sink: CommandSink, claimed: Sequence[OutboxRow]) -> int:
+        """Carry out claimed rows of different deals in one batched call; how many are done."""
+        # A call for one row logs under its correlation; a call for many, under none of them
+        # (each row's "dispatched" line carries its own).
+        alone = correlation(claimed[0].correlation_id) if len(claimed) == 1 else contextlib.nullcontext()
+        with alone, self._exclusive_many([row.id for row in claimed]) as mine:
+            # Rows never tried are committed "sending" right away; rows with earlier tries may
+            # have reached the CRM before their answer (or we) died, and are looked for first.
+            ready, tried = self.store.outbox.begin_batch(
+                [r.id for r in claimed if r.id in mine], self.owner, self.clock()
+            )
+            rows = ready + tried
+            settle = timedelta(seconds=self.config.dispatcher["reconcile_after"])
+            finished: list[tuple[OutboxRow, WriteResult]] = []
+            suspects: list[OutboxRow] = []
+            for row in tried:
+                if row.status == OutboxStatus.SENDING and row.updated_at + settle > self.clock():
+                    self._postpone(row, row.updated_at + settle)  # an earlier try may still be landing
+                else:
+                    suspects.append(row)
+            if suspects:
+                found = sink.find_written_many([(command_of(r), marker_for(r.idempotency_key)) for r in suspects])
+                again: list[OutboxRow] = []
+                for row, hit in zip(suspects, found, strict=True):
+                    if isinstance(hit, AdapterError):
+                        self._failed(row, hit)
+                    elif hit is not None:
+                        finished.append((row, hit))
+                    else:
+                        again.append(row)
+                if again:
+                    self.store.outbox.mark_sending_many(again, self.clock())
+                ready += again
+            if ready:
+                outcomes = sink.execute_many([(command_of(r), marker_for(r.idempotency_key)) for r in ready])
+                for row, outcome in zip(ready, outcomes, strict=True):
+                    if isinstance(outcome, AdapterError):
+                        self._failed(row, outcome)
+                    else:
+                        if self.after_call is not None:
+                            self.after_call(row, outcome)
+                        finished.append((row, outcome))
+            self._done_many(finished)
+            done_ids = {row.id for row, _ in finished}
+            for row in rows:
+                WRITES.labels(row.crm, row.command, "done" if row.id in done_ids else "not_done").inc()
+            return len(finished)
+
+    @contextlib.contextmanager
+    def _exclusive_many(self, row_ids: Sequence[int]) -> Iterator[set[int]]:
+        """``_exclusive`` for the rows of one batched call: the ids whose locks this took."""
+        if self.store.engine.dialect.name != "postgresql" or not row_ids:
+            yield set(row_ids)
+            return
+        keys = ",".join(str(int(i) % 2_147_483_647) for i in row_ids)
+        with self.store.engine.connect() as conn:
+            got = {
+                int(k)
+                for (k,) in conn.exec_driver_sql(
+                    f"SELECT k FROM unnest(ARRAY[{keys}]::int[]) AS k WHERE pg_try_advisory_lock({OUTBOX_LOCK}, k)"
+                )
+            }
+            conn.commit()
+            try:
+                yield {i for i in row_ids if int(i) % 2_147_483_647 in got}
+            finally:
+                if got:
+                    locked = ",".join(str(k) for k in got)
+                    conn.exec_driver_sql(
+                        f"SELECT pg_advisory_unlock({OUTBOX_LOCK}, k) FROM unnest(ARRAY[{locked}]::int[]) AS k"
+                    )
+                    conn.commit()
+
+    def _done_many(self, finished: Sequence[tuple[OutboxRow, WriteResult]]) -> None:
+        if not finished:
+            return
+        self.store.outbox.mark_done_many(
+            [(row, result.remote_id, result.reconciled) for row, result in finished], self.clock()
+        )
+        for row, result in finished:
+            with correlation(row.correlation_id):
+                log.info(
+                    "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
+                    row.crm,
+                    row.deal_id,
+                    row.id,
+                    row.command,
+                    result.remote_id,
+                    result.reconciled,
+                    row.correlation_id,
+                )
 
     def _reload(self, row: OutboxRow) -> OutboxRow | None:
         """The row as stored now, if it is still this dispatcher's to carry out."""
@@ -209,6 +341,10 @@ class Dispatcher:
             exc,
             row.correlation_id,
         )
+
+
+def _run(job: Callable[[], int]) -> int:
+    return job()
 
 
 def by_deal(rows: Sequence[OutboxRow]) -> list[list[OutboxRow]]:

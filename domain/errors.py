@@ -58,6 +58,12 @@ class MalformedAnswer(RetriableError):
     envelope): the same read may succeed later."""
 
 
+class MethodSuspended(RateLimited):
+    """One method of the CRM is blocked for ``retry_after`` seconds (its server-time budget is
+    spent); the CRM's other methods go on, so the request budget is not touched and the call is
+    not retried in place: the wait is long, the caller reschedules."""
+
+
 class AmbiguousWriteError(RetriableError):
     """A write whose answer was lost (timeout, reset, 5xx): it may have taken effect.
 

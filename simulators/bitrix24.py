@@ -3,9 +3,12 @@
 It behaves like a Bitrix24 portal seen through ``https://PORTAL/rest/{USER_ID}/{CODE}/``
 (see ``/work/shared/api-notes/bitrix24.md`` and the official REST docs): the success and
 error envelopes, 50-row paging with ``total``/``next`` (and ``start=-1``), ``batch`` with
-``$result[...]`` substitution, the per-portal leaky bucket answering 503
-``QUERY_LIMIT_EXCEEDED``, string-typed deal fields, camelCase task answers and
-form-encoded outbound events (``ONCRMDEALADD``/``UPDATE``/``DELETE``) that are never retried.
+``$result[...]`` substitution (up to 50 commands), the per-portal leaky bucket answering 503
+``QUERY_LIMIT_EXCEEDED`` (one hit per HTTP request, a ``batch`` included), the per-method
+operating-time limit answering 429 ``OPERATION_TIME_LIMIT`` (``time.operating`` and
+``operating_reset_at`` in every answer), 401 ``NO_AUTH_FOUND`` for an unknown webhook,
+string-typed deal fields, camelCase task answers and form-encoded outbound events
+(``ONCRMDEALADD``/``UPDATE``/``DELETE``) that are never retried.
 
 Ids come from separate ranges (deals from 1, tasks from 3701, comments from 901) so a
 client that mixes them up is caught. Users start with the webhook's own user (the portal
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -44,7 +48,8 @@ log = logging.getLogger(__name__)
 MSK = timezone(timedelta(hours=3))
 PAGE_SIZE = 50
 BATCH_MAX = 50
-OPERATING_WINDOW = 600  # seconds: Bitrix24 sums a method's running time per 10 minutes
+OPERATING_WINDOW = 600  # seconds: Bitrix24 sums a method's running time over the last 10 minutes
+OPERATING_LIMIT = 480.0  # seconds of one method's running time in that window before it is blocked
 
 DEAL_EVENTS = ("ONCRMDEALADD", "ONCRMDEALUPDATE", "ONCRMDEALDELETE")
 KNOWN_EVENTS = frozenset({*DEAL_EVENTS, "ONTASKADD", "ONTASKUPDATE", "ONTASKDELETE", "ONCRMTIMELINECOMMENTADD"})
@@ -188,7 +193,7 @@ class _Call(Call):
     t0: float  # perf_counter() when it arrived: the answer's duration counts from here
     started: datetime
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    units: int = 1  # leaky-bucket units: one per call, one per command of a batch
+    cost: float | None = None  # server time spent on it, waits for the simulator's lock excluded
 
 
 # --- PHP-style parameters -------------------------------------------------------------------
@@ -525,6 +530,8 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         clock: Callable[[], datetime] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         handler_url: str | None = None,
+        operating_limit: float = OPERATING_LIMIT,
+        method_time: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(faults)
         self.webhook_user_id = webhook_user_id
@@ -562,7 +569,14 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.outgoing_events: dict[str, int] = {ev: self._next_id("handler") for ev in DEAL_EVENTS}
         self.bindings: dict[str, tuple[int, str]] = {}  # event -> (handler id, url), from event.bind
         self._blocked: dict[str, float] = {}
-        self._operating: dict[str, tuple[int, float]] = {}
+        # The operating-time limit: past ``operating_limit`` seconds of one method's server time
+        # within the last ``OPERATING_WINDOW`` seconds, that method answers 429 until enough of
+        # its time leaves the window; other methods go on. ``method_time`` sets the server time a
+        # call of a method costs (e.g. a heavy ``crm.deal.list``); others cost what they took here.
+        self.operating_limit = operating_limit
+        self.method_time: dict[str, float] = dict(method_time or {})
+        self._operating: dict[str, collections.deque[tuple[float, float]]] = {}
+        self.http_requests = 0  # hits of the leaky bucket: one per HTTP request, a batch included
         # Sorted deal lists by (order, time zone), valid while no deal is added, changed or deleted.
         self._views: dict[tuple[Any, ...], _SortedView] = {}
         self._methods: dict[str, Callable[[dict[str, Any]], _Answer]] = {
@@ -714,15 +728,37 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         def rest(user_id: str, code: str, method: str) -> Response:
             return self._handle(user_id, code, method)
 
+        @app.route("/_sim/stats", methods=["GET"])
+        def stats() -> Response:
+            # The simulator's own counters, for a benchmark running it in another process.
+            return self._json(self.stats(), 200)
+
         return app
+
+    def stats(self) -> dict[str, Any]:
+        """Hits, refusals, calls by method, the bucket's level and tasks per deal (``D_{id}``)."""
+        with self._lock:
+            per_deal: collections.Counter[str] = collections.Counter(
+                mark for task in self.tasks.values() for mark in task.get("UF_CRM_TASK") or []
+            )
+            return {
+                "http_requests": self.http_requests,
+                "refusals": self.refusals,
+                "calls": dict(self.calls),
+                "bucket_level": self.bucket.level,
+                "tasks": len(self.tasks),
+                "tasks_per_deal": dict(per_deal),
+            }
 
     def _handle(self, user_id: str, code: str, method: str) -> Response:
         call = _Call(user_id=user_id, code=code, method=method, t0=time.perf_counter(), started=self.clock())
         return self.answer(call)
 
     def authenticate(self, call: _Call) -> None:
+        # A webhook path with a wrong user or code is an unknown webhook: 401 NO_AUTH_FOUND (the
+        # documented 403 INVALID_CREDENTIALS is for a known user whose credentials are refused).
         if call.user_id != str(self.webhook_user_id) or not hmac.compare_digest(call.code, self.webhook_code):
-            raise RestError(401, "INVALID_CREDENTIALS", "Invalid request credentials")
+            raise RestError(401, "NO_AUTH_FOUND", "Wrong authorization data")
 
     def resolve(self, call: _Call) -> None:
         call.method = call.method.lower().removesuffix(".json")
@@ -733,13 +769,18 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             cmd = _as_map(_upper_keys(call.params).get("CMD"))
             if len(cmd) > BATCH_MAX:
                 raise RestError(400, "ERROR_BATCH_LENGTH_EXCEEDED", "Max batch length exceeded")
-            call.units = len(cmd)  # the batch is free; each of its commands costs one unit
         elif call.method not in self._methods:
             raise RestError(404, "ERROR_METHOD_NOT_FOUND", "Method not found!")
 
     def admit(self, call: _Call) -> None:
-        """The leaky bucket, then the method's operating-time block, then the ``limit_rate`` knob."""
-        if not self.bucket.try_take(call.units):
+        """The leaky bucket, then the method's operating-time block, then the ``limit_rate`` knob.
+
+        The bucket counts hits: one per HTTP request, a ``batch`` of up to 50 commands included
+        (Bitrix24's performance guide: a batch makes several calls in one hit).
+        """
+        with self._lock:
+            self.http_requests += 1
+        if not self.bucket.try_take(1):
             raise self._refuse()
         if call.method != "batch":
             self._check_blocked(call.method)
@@ -755,8 +796,10 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         if call.method == "batch":
             return self._run_batch(call)
         with self._lock:
+            c0 = time.perf_counter()
             self.calls[call.method] += 1
             answer = self._methods[call.method](call.params)
+            call.cost = time.perf_counter() - c0
         call.wrote = call.method in WRITE_METHODS
         return answer
 
@@ -769,7 +812,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             body["total"] = result.total
         if result.next is not None:
             body["next"] = result.next
-        body["time"] = self._time(call.method, call.t0, call.started)
+        body["time"] = self._time(call.method, call.t0, call.started, cost=call.cost)
         return self._json(body, 200)
 
     def error(self, call: _Call, exc: ErrorAnswer) -> Response:
@@ -785,6 +828,22 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         until = self._blocked.get(method)
         if until is not None and self.monotonic() < until:
             raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+        with self._lock:
+            used, _ = self._operating_now(method, self.clock().timestamp())
+        if used >= self.operating_limit:
+            raise RestError(429, "OPERATION_TIME_LIMIT", "Method is blocked due to operation time limit.")
+
+    def operating(self, method: str) -> tuple[float, int]:
+        """``method``'s server time within the window and when part of it is released."""
+        with self._lock:
+            return self._operating_now(method, self.clock().timestamp())
+
+    def _operating_now(self, method: str, now: float) -> tuple[float, int]:
+        spent = self._operating.setdefault(method, collections.deque())
+        while spent and spent[0][0] + OPERATING_WINDOW <= now:
+            spent.popleft()
+        oldest = spent[0][0] if spent else now
+        return sum(cost for _, cost in spent), int(oldest + OPERATING_WINDOW)
 
     def _read_params(self) -> dict[str, Any]:
         params = parse_php_params(request.args.items(multi=True))
@@ -809,6 +868,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "result_time": {},
         }
         with self._lock:
+            b0 = time.perf_counter()
             self.calls["batch"] += 1
             for key, query in cmd.items():
                 c0, c_started = time.perf_counter(), self.clock()
@@ -835,20 +895,22 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
                     sections["result_total"][key] = answer.total
                 if answer.next is not None:
                     sections["result_next"][key] = answer.next
-                timing = self._time(name, c0, c_started)
-                # Per-command times carry no operating figures, as in the documented answer.
-                sections["result_time"][key] = {k: v for k, v in timing.items() if "operating" not in k}
+                # Each command's own time, operating figures included, is in ``result_time``: the
+                # batch's top-level ``time`` is the batch method's.
+                sections["result_time"][key] = self._time(name, c0, c_started)
+            # The commands' time is charged to their methods; ``batch`` itself is never blocked.
+            call.cost = time.perf_counter() - b0
         return _Answer({name: _php_json(section) for name, section in sections.items()})
 
-    def _time(self, method: str, t0: float, started: datetime) -> dict[str, Any]:
+    def _time(self, method: str, t0: float, started: datetime, cost: float | None = None) -> dict[str, Any]:
+        """The answer's ``time`` block; the method is charged ``cost`` (its configured server
+        time, or what it took here without waiting for the simulator's lock)."""
         spent = time.perf_counter() - t0
         start = started.timestamp()
+        cost = self.method_time.get(method, spent if cost is None else cost)
         with self._lock:
-            reset_at, used = self._operating.get(method, (int(start) + OPERATING_WINDOW, 0.0))
-            if start >= reset_at:
-                reset_at, used = int(start) + OPERATING_WINDOW, 0.0
-            used += spent
-            self._operating[method] = (reset_at, used)
+            self._operating.setdefault(method, collections.deque()).append((start, cost))
+            used, reset_at = self._operating_now(method, start)
         return {
             "start": start,
             "finish": start + spent,
@@ -1539,7 +1601,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--domain", default="sim.bitrix24.ru")
     parser.add_argument("--rate", type=float, default=2.0)
     parser.add_argument("--burst", type=float, default=50)
+    parser.add_argument("--deals", type=int, default=0, help="deals to create at start (ids 1..N)")
+    parser.add_argument("--quiet", action="store_true", help="no line per request on stderr")
     args = parser.parse_args(argv)
+    if args.quiet:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     sim = Bitrix24Simulator(
         webhook_user_id=args.user_id,
         webhook_code=args.code,
@@ -1549,6 +1615,8 @@ def main(argv: list[str] | None = None) -> None:
         burst=args.burst,
         handler_url=args.handler_url,
     )
+    for i in range(args.deals):
+        sim.add_deal({"TITLE": f"Deal {i + 1}", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "ASSIGNED_BY_ID": "1"})
     sim.serve_until_interrupted(
         args.host, args.port, lambda url: f"Bitrix24 simulator: webhook_url={url}{sim.webhook_base}"
     )

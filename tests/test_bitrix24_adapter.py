@@ -177,11 +177,11 @@ def test_list_all_fetches_the_pages_after_the_first_in_batches() -> None:
     cmd = _batch_body(responses.calls[1])
     assert list(cmd) == ["p50", "p100", "p150"]
     assert all("start=" + k[1:] in v and v.startswith("crm.deal.list?") for k, v in cmd.items())
-    assert (c.requests_sent, c.commands_sent) == (2, 4)  # every page costs a unit, batched or not
+    assert (c.requests_sent, c.commands_sent) == (2, 4)  # two hits; four page reads
 
 
 @responses.activate
-def test_list_all_batches_fit_the_throttle_and_stop_where_the_list_ends() -> None:
+def test_list_all_batches_ignore_the_bucket_size_and_stop_where_the_list_ends() -> None:
     responses.post(
         BASE + "tasks.task.list.json",
         json={"result": {"tasks": _page_rows(1, 50)}, "next": 50, "total": 1000, "time": {}},
@@ -204,10 +204,11 @@ def test_list_all_batches_fit_the_throttle_and_stop_where_the_list_ends() -> Non
             "time": {},
         },
     )
-    c = Bitrix24Client(BASE, rate=1000, burst=10, backoff_initial=0.001)  # our bucket: 9 units
+    c = Bitrix24Client(BASE, rate=1000, burst=10, backoff_initial=0.001)  # a bucket of 9 hits
     rows = list(c.list_all("tasks.task.list", {"filter": {"UF_CRM_TASK": "D_1"}}, items_key="tasks"))
     assert len(rows) == 103
-    assert len(_batch_body(responses.calls[1])) == 9 == c.batch_size
+    # A batch is one hit however many commands it holds: the 19 pages left go in one batch.
+    assert len(_batch_body(responses.calls[1])) == 19 and c.batch_size == 50
 
 
 @responses.activate
@@ -218,21 +219,19 @@ def test_list_all_raises_a_later_pages_error() -> None:
         list(client().list_all("crm.deal.list", {}))  # one page left: a plain call
 
 
-def test_deal_reads_are_batched_to_fit_the_default_bucket() -> None:
-    # Our throttle keeps a unit of margin (49 of the portal's 50) and books at most that: a
-    # 50-command batch would be booked as 49 and the next full one refused, so batches hold at
-    # most 49 commands. (Refusals are not asserted: at 50/s the margin is 20 ms, which a busy
-    # machine's request timing can eat; the sizes are what this code decides.)
+def test_deal_reads_travel_in_full_batches_of_fifty_without_refusals() -> None:
+    # A batch is one hit of the portal's bucket: 100 deals are two hits, never refused, even
+    # with a bucket of 2 (our side keeps a unit of margin).
     from simulators.bitrix24 import Bitrix24Simulator
 
-    simulator = Bitrix24Simulator(rate=50, burst=50)
+    simulator = Bitrix24Simulator(rate=2, burst=2)
     server = simulator.serve()
     try:
         ids = [simulator.add_deal({"TITLE": f"D{i}"}) for i in range(100)]
         b24 = Bitrix24Adapter(
             "b24",
             Bitrix24Settings(
-                webhook_url=server.base_url + simulator.webhook_base, application_token="t" * 8, rate=50, burst=50
+                webhook_url=server.base_url + simulator.webhook_base, application_token="t" * 8, rate=2, burst=2
             ),
         )
         sizes: list[int] = []
@@ -243,9 +242,10 @@ def test_deal_reads_are_batched_to_fit_the_default_bucket() -> None:
             return real_batch(commands, **kw)
 
         b24.client.batch = recording_batch  # type: ignore[method-assign]
-        assert b24.client.batch_size == 49
+        assert b24.client.batch_size == 50
         assert set(b24.get_deals(ids)) == set(ids)
-        assert sizes == [49, 49, 2]
+        assert sizes == [50, 50]
+        assert simulator.http_requests == 2 and simulator.refusals == 0
     finally:
         server.stop()
         simulator.close()

@@ -141,7 +141,7 @@ def test_success_envelope_and_time(url: str) -> None:
 
 def test_wrong_credentials_and_unknown_method(sim: Bitrix24Simulator, server: SimulatorServer, url: str) -> None:
     bad = requests.post(f"{server.base_url}/rest/1/wrong/crm.deal.list.json", json={}, timeout=5)
-    assert bad.status_code == 401 and bad.json()["error"] == "INVALID_CREDENTIALS"
+    assert bad.status_code == 401 and bad.json()["error"] == "NO_AUTH_FOUND"
     bad_user = requests.post(f"{server.base_url}/rest/2/simcode/crm.deal.list", json={}, timeout=5)
     assert bad_user.status_code == 401
     unknown = call(url, "crm.deal.frobnicate")
@@ -381,13 +381,16 @@ def test_bucket_refuses_the_51st_call_and_recovers(sim: Bitrix24Simulator, clock
     assert [call(url, "user.get").status_code for _ in range(3)] == [200, 200, 503]
 
 
-def test_batch_takes_one_unit_per_command_or_none(sim: Bitrix24Simulator, clock: FakeClock, url: str) -> None:
+def test_a_batch_is_one_hit_of_the_bucket(sim: Bitrix24Simulator, clock: FakeClock, url: str) -> None:
     sim.bucket = LeakyBucket(2.0, 50, clock=lambda: clock.mono)
-    assert call(url, "batch", {"cmd": {f"k{i}": "user.get" for i in range(40)}}).status_code == 200
-    refused = call(url, "batch", {"cmd": {f"k{i}": "user.get" for i in range(11)}})
+    for _ in range(50):  # 50 full batches: 2,500 commands in 50 hits
+        assert call(url, "batch", {"cmd": {f"k{i}": "user.get" for i in range(50)}}).status_code == 200
+    refused = call(url, "batch", {"cmd": {"k": "user.get"}})
     assert refused.status_code == 503 and refused.json()["error"] == "QUERY_LIMIT_EXCEEDED"
-    assert sim.calls["user.get"] == 40 and sim.calls["batch"] == 1
-    assert call(url, "batch", {"cmd": {f"k{i}": "user.get" for i in range(10)}}).status_code == 200
+    assert sim.calls["user.get"] == 2500 and sim.calls["batch"] == 50 and sim.http_requests == 51
+    too_long = call(url, "batch", {"cmd": {f"k{i}": "user.get" for i in range(51)}})
+    assert too_long.status_code == 400 and too_long.json()["error"] == "ERROR_BATCH_LENGTH_EXCEEDED"
+    assert sim.calls["user.get"] == 2500  # refused whole, before any command ran
 
 
 def test_error_after_effect_writes_then_fails(sim: Bitrix24Simulator, url: str) -> None:
@@ -423,21 +426,27 @@ def test_operation_time_limit_and_overload(sim: Bitrix24Simulator, clock: FakeCl
     assert call(url, "user.get").json()["error"] == "OVERLOAD_LIMIT"
 
 
-def test_operating_time_adds_up_per_method_and_resets_every_ten_minutes(
+def test_operating_time_adds_up_per_method_over_a_sliding_ten_minutes(
     sim: Bitrix24Simulator, clock: FakeClock, url: str
 ) -> None:
-    first = call(url, "user.get").json()["time"]
-    window_end = first["operating_reset_at"]
-    assert window_end == int(first["start"]) + 600 and first["operating"] == first["duration"]
-    clock.advance(599)
-    second = call(url, "user.get").json()["time"]
-    assert second["operating_reset_at"] == window_end
-    assert second["operating"] == first["operating"] + second["duration"]
-    other = call(url, "crm.deal.list").json()["time"]
-    assert other["operating"] == other["duration"]  # counted per method
-    clock.advance(1)
-    third = call(url, "user.get").json()["time"]
-    assert third["operating_reset_at"] == window_end + 600 and third["operating"] == third["duration"]
+    sim.method_time = {"crm.deal.list": 100.0, "user.get": 1.0}
+    first = call(url, "crm.deal.list").json()["time"]
+    assert first["operating"] == 100.0 and first["operating_reset_at"] == int(first["start"]) + 600
+    clock.advance(300)
+    second = call(url, "crm.deal.list").json()["time"]
+    # The first call's time leaves the window 600 s after it: that is when part of the limit frees.
+    assert second["operating"] == 200.0 and second["operating_reset_at"] == first["operating_reset_at"]
+    assert call(url, "user.get").json()["time"]["operating"] == 1.0  # counted per method
+    for _ in range(3):
+        assert call(url, "crm.deal.list").status_code == 200  # 500 s: past the 480 s limit now
+    blocked = call(url, "crm.deal.list")
+    assert blocked.status_code == 429 and blocked.json()["error"] == "OPERATION_TIME_LIMIT"
+    assert call(url, "user.get").status_code == 200  # the other methods go on
+    batch = call(url, "batch", {"cmd": {"a": "crm.deal.list", "b": "user.get"}}).json()["result"]
+    assert batch["result_error"]["a"]["error"] == "OPERATION_TIME_LIMIT"
+    assert batch["result_time"]["b"]["operating"] == 3.0 and "operating_reset_at" in batch["result_time"]["b"]
+    clock.advance(300)  # the first call's 100 s leave the window: 400 s remain, under the limit
+    assert call(url, "crm.deal.list").status_code == 200
 
 
 # --- tasks, users, comments ---------------------------------------------------------------------

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from adapters.bitrix24.client import Bitrix24Client
+from adapters.bitrix24.client import BATCH_LIMIT, Bitrix24Client
 from adapters.bitrix24.keyset import DealReader
 from adapters.bitrix24.mapping import (
     ACTIVITY_SELECT,
@@ -37,12 +38,13 @@ from adapters.contracts import (
     IncomingRequest,
     Inspectable,
     WebhookReceiver,
+    Write,
     WriteResult,
 )
 from adapters.webhooks import TokenValidator
 from domain import AddComment, CloseDeal, Command, CreateTask, Deal, Event, UpdateDeal, User
 from domain.duplicates import Duplicate
-from domain.errors import AdapterError, NotFoundError
+from domain.errors import AdapterError, AmbiguousWriteError, FatalError, NotFoundError
 from domain.facts import Fact
 from domain.org import Department
 
@@ -180,7 +182,7 @@ class Bitrix24Adapter(
         """Read deals, up to ``batch_size`` (50) per ``batch`` request; missing deals are left out."""
         ids = list(dict.fromkeys(str(i) for i in deal_ids))
         found: dict[str, Deal] = {}
-        size = self.client.batch_size  # 50, or our bucket's capacity if smaller (each command costs a unit)
+        size = self.client.batch_size  # 50: a batch is one hit of the bucket
         for chunk_start in range(0, len(ids), size):
             chunk = ids[chunk_start : chunk_start + size]
             if len(chunk) == 1:
@@ -348,56 +350,175 @@ class Bitrix24Adapter(
         ]
         return departments, users
 
-    # --- writes --------------------------------------------------------------------
+    # --- writes ---------------------------------------------------------------------
+
+    batch_limit = BATCH_LIMIT  # writes of different deals travel together, one hit per 50
 
     def _create_task(self, command: CreateTask, marker: str) -> WriteResult:
-        fields = self._task_fields(command, marker)
-        result = self.client.call("tasks.task.add", {"fields": fields}, idempotent=False)
-        task = (result or {}).get("task") or {}
-        return WriteResult(remote_id=str(task.get("id")) if task.get("id") else None)
+        return self._write_one(self._plan(command, marker, {}))
 
     def _update(self, command: UpdateDeal, marker: str) -> WriteResult:
-        self._update_deal(command.deal_id, deal_fields_to_b24(command.values))
-        return WriteResult(remote_id=command.deal_id)
+        return self._write_one(self._plan(command, marker, {}))
 
     def _add_comment(self, command: AddComment, marker: str) -> WriteResult:
-        comment_id = self.client.call(
-            "crm.timeline.comment.add",
-            {
-                "fields": {
-                    "ENTITY_ID": command.deal_id,
-                    "ENTITY_TYPE": "deal",
-                    "COMMENT": f"{command.text}\n[{marker}]",
-                }
-            },
-            idempotent=False,
-        )
-        return WriteResult(remote_id=str(comment_id))
+        return self._write_one(self._plan(command, marker, {}))
+
+    def _close(self, command: CloseDeal, marker: str) -> WriteResult:
+        deal = self.get_deal(command.deal_id)
+        if deal is None:
+            raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
+        return self._write_one(self._plan(command, marker, {command.deal_id: deal}))
+
+    def _write_one(self, plan: _WritePlan) -> WriteResult:
+        return plan.result(self.client.call(plan.method, plan.params, idempotent=plan.idempotent))
+
+    def execute_many(self, writes: Sequence[Write]) -> list[WriteResult | AdapterError]:
+        """Carry out writes in ``batch`` requests of up to 50 commands (one hit each).
+
+        Each command's own answer or ``result_error`` decides its write; a batch whose answer
+        was lost leaves every write in it ambiguous (``AmbiguousWriteError``): the caller
+        reconciles each by its marker. Deals to close are read first, in batches too.
+        """
+        outcomes: list[WriteResult | AdapterError | None] = [None] * len(writes)
+        closing = [command.deal_id for command, _ in writes if isinstance(command, CloseDeal)]
+        deals: dict[str, Deal] = {}
+        read_error: AdapterError | None = None
+        if closing:
+            try:
+                deals = self.get_deals(closing)
+            except AdapterError as exc:
+                read_error = exc
+        plans: dict[int, _WritePlan] = {}
+        for i, (command, marker) in enumerate(writes):
+            if isinstance(command, CloseDeal) and read_error is not None:
+                outcomes[i] = read_error
+                continue
+            try:
+                plans[i] = self._plan(command, marker, deals)
+            except AdapterError as exc:
+                outcomes[i] = exc
+            except _NoPlan:
+                try:
+                    outcomes[i] = self.execute(command, marker)
+                except AdapterError as exc:
+                    outcomes[i] = exc
+        order = list(plans)
+        for start in range(0, len(order), BATCH_LIMIT):
+            chunk = order[start : start + BATCH_LIMIT]
+            if len(chunk) == 1:  # one write: its own method's call, the same single hit
+                try:
+                    outcomes[chunk[0]] = self._write_one(plans[chunk[0]])
+                except AdapterError as exc:
+                    outcomes[chunk[0]] = exc
+                continue
+            commands = {f"w{i}": (plans[i].method, plans[i].params) for i in chunk}
+            try:
+                # Only setting fields may be sent again blindly: a batch that adds anything is not.
+                answer = self.client.batch(commands, idempotent=all(plans[i].idempotent for i in chunk))
+            except AdapterError as exc:
+                for i in chunk:
+                    outcomes[i] = exc
+                continue
+            for i in chunk:
+                key = f"w{i}"
+                if key in answer.errors:
+                    outcomes[i] = answer.errors[key]
+                elif key in answer.result:
+                    outcomes[i] = plans[i].result(answer.result[key])
+                else:  # neither a result nor an error: whether it ran is unknown
+                    outcomes[i] = AmbiguousWriteError(
+                        "Bitrix24 batch gave no answer for the command", crm=self.name, method=plans[i].method
+                    )
+        return [o if o is not None else FatalError("no outcome", crm=self.name) for o in outcomes]
+
+    def _plan(self, command: Command, marker: str, deals: Mapping[str, Deal]) -> _WritePlan:
+        """The REST call that carries out ``command`` and how to read its answer."""
+        if isinstance(command, CreateTask):
+
+            def task_id(result: Any) -> WriteResult:
+                task = (result or {}).get("task") or {} if isinstance(result, dict) else {}
+                return WriteResult(remote_id=str(task.get("id")) if task.get("id") else None)
+
+            return _WritePlan("tasks.task.add", {"fields": self._task_fields(command, marker)}, task_id)
+        if isinstance(command, AddComment):
+            comment = {"ENTITY_ID": command.deal_id, "ENTITY_TYPE": "deal", "COMMENT": f"{command.text}\n[{marker}]"}
+            return _WritePlan(
+                "crm.timeline.comment.add", {"fields": comment}, lambda result: WriteResult(remote_id=str(result))
+            )
+        if isinstance(command, UpdateDeal):
+            return self._deal_update(command.deal_id, deal_fields_to_b24(command.values))
+        if isinstance(command, CloseDeal):
+            deal = deals.get(command.deal_id)
+            if deal is None:
+                raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
+            fields: dict[str, Any] = {"STAGE_ID": self.closed_stage(deal, command.outcome)}
+            if command.reason and command.reason_field:
+                fields[command.reason_field] = command.reason
+            return self._deal_update(command.deal_id, fields)
+        raise _NoPlan
+
+    def _deal_update(self, deal_id: str, fields: dict[str, Any]) -> _WritePlan:
+        params = {"ID": deal_id, "FIELDS": fields, "PARAMS": {"REGISTER_SONET_EVENT": "N"}}
+        return _WritePlan("crm.deal.update", params, lambda result: WriteResult(remote_id=deal_id))
 
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         """Find an earlier try's task or comment by its marker; updates are idempotent."""
+        lookup = self._lookup(command)
+        if lookup is None:
+            return None
+        method, params, items_key = lookup
+        return _marked(self.client.list_all(method, params, items_key=items_key), marker)
+
+    def find_written_many(self, writes: Sequence[Write]) -> list[WriteResult | AdapterError | None]:
+        """Look for earlier tries by their markers, one list command per write, 50 per hit; a
+        deal with more than a page of tasks or comments is read to its end on its own."""
+        found: list[WriteResult | AdapterError | None] = [None] * len(writes)
+        lookups = {i: lookup for i, (command, _) in enumerate(writes) if (lookup := self._lookup(command))}
+        order = list(lookups)
+        for start in range(0, len(order), BATCH_LIMIT):
+            chunk = order[start : start + BATCH_LIMIT]
+            if len(chunk) == 1:
+                try:
+                    found[chunk[0]] = self.find_written(*writes[chunk[0]])
+                except AdapterError as exc:
+                    found[chunk[0]] = exc
+                continue
+            try:
+                answer = self.client.batch({f"f{i}": (lookups[i][0], lookups[i][1]) for i in chunk})
+            except AdapterError as exc:
+                for i in chunk:
+                    found[i] = exc
+                continue
+            for i in chunk:
+                key, (command, marker) = f"f{i}", writes[i]
+                if key in answer.errors:
+                    found[i] = answer.errors[key]
+                    continue
+                rows = answer.result.get(key)
+                if lookups[i][2] and isinstance(rows, dict):
+                    rows = rows.get(lookups[i][2])
+                hit = _marked(rows or [], marker)
+                if hit is None and answer.next.get(key):
+                    try:
+                        hit = self.find_written(command, marker)
+                    except AdapterError as exc:
+                        found[i] = exc
+                        continue
+                found[i] = hit
+        return found
+
+    def _lookup(self, command: Command) -> tuple[str, dict[str, Any], str | None] | None:
+        """The list call whose rows would hold an earlier try of ``command`` (None: no need)."""
         if isinstance(command, CreateTask):
             flt = (
                 {"UF_CRM_TASK": f"D_{command.deal_id}"}
                 if command.deal_id
                 else {"RESPONSIBLE_ID": command.responsible_id, "TITLE": command.title}
             )
-            tasks = self.client.list_all(
-                "tasks.task.list", {"filter": flt, "select": ["ID", "DESCRIPTION", "TITLE"]}, items_key="tasks"
-            )
-            for task in tasks:
-                if marker in str(task.get("description") or task.get("DESCRIPTION") or ""):
-                    return WriteResult(remote_id=str(task.get("id") or task.get("ID")), reconciled=True)
-            return None
+            return "tasks.task.list", {"filter": flt, "select": ["ID", "DESCRIPTION", "TITLE"]}, "tasks"
         if isinstance(command, AddComment):
-            comments = self.client.list_all(
-                "crm.timeline.comment.list",
-                {"filter": {"ENTITY_ID": command.deal_id, "ENTITY_TYPE": "deal"}, "select": ["ID", "COMMENT"]},
-            )
-            for comment in comments:
-                if marker in str(comment.get("COMMENT") or ""):
-                    return WriteResult(remote_id=str(comment.get("ID")), reconciled=True)
-            return None
+            params = {"filter": {"ENTITY_ID": command.deal_id, "ENTITY_TYPE": "deal"}, "select": ["ID", "COMMENT"]}
+            return "crm.timeline.comment.list", params, None
         return None  # field updates set values: doing them again changes nothing
 
     def _task_fields(self, command: CreateTask, marker: str) -> dict[str, Any]:
@@ -418,12 +539,6 @@ class Bitrix24Adapter(
         if self.settings.task_created_by:
             fields["CREATED_BY"] = self.settings.task_created_by
         return fields
-
-    def _update_deal(self, deal_id: str, fields: dict[str, Any]) -> None:
-        self.client.call(
-            "crm.deal.update",
-            {"ID": deal_id, "FIELDS": fields, "PARAMS": {"REGISTER_SONET_EVENT": "N"}},
-        )
 
     def closed_stage(self, deal: Deal, outcome: str) -> str:
         stages = self.settings.won_stage if outcome == "won" else self.settings.lost_stage
@@ -453,14 +568,33 @@ class Bitrix24Adapter(
             return "F"
         return "P"
 
-    def _close(self, command: CloseDeal, marker: str) -> WriteResult:
-        deal = self.get_deal(command.deal_id)
-        if deal is None:
-            raise NotFoundError("deal not found", crm=self.name, method="crm.deal.get")
-        fields: dict[str, Any] = {"STAGE_ID": self.closed_stage(deal, command.outcome)}
-        if command.reason and command.reason_field:
-            fields[command.reason_field] = command.reason
-        self._update_deal(command.deal_id, fields)
-        return WriteResult(remote_id=command.deal_id)
-
     handlers = {CreateTask: _create_task, UpdateDeal: _update, AddComment: _add_comment, CloseDeal: _close}
+
+
+class _NoPlan(Exception):
+    """A command with no batched form: it is carried out on its own."""
+
+
+@dataclass(frozen=True)
+class _WritePlan:
+    """One write as a REST call: the method, its parameters, and how its answer reads."""
+
+    method: str
+    params: dict[str, Any]
+    result: Callable[[Any], WriteResult]
+
+    @property
+    def idempotent(self) -> bool:
+        """Whether sending it twice changes nothing (setting a deal's fields)."""
+        return self.method == "crm.deal.update"
+
+
+def _marked(rows: Iterable[Any], marker: str) -> WriteResult | None:
+    """The task or comment among ``rows`` that carries ``marker``, as a reconciled result."""
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        text = row.get("description") or row.get("DESCRIPTION") or row.get("COMMENT") or ""
+        if marker in str(text):
+            return WriteResult(remote_id=str(row.get("id") or row.get("ID")), reconciled=True)
+    return None

@@ -1,20 +1,26 @@
 """One HTTP client for a Bitrix24 inbound webhook: throttled, retried, typed errors.
 
-The portal's leaky bucket (2 req/s, threshold 50) is mirrored on our side so we wait
+The portal's leaky bucket (2 hits/s, threshold 50) is mirrored on our side so we wait
 instead of being refused; a refusal (503 QUERY_LIMIT_EXCEEDED) is retried with backoff
-anyway. Writes that may have taken effect (a timeout, a reset, a 5xx) are not retried
-here: the caller reconciles first (see ``AmbiguousWriteError``).
+anyway. The bucket counts HTTP requests: a ``batch`` of up to 50 commands is one hit, so
+reads and writes travel in full batches. Each method's server time is mirrored too
+(``OperatingBudget``): a method near its limit is slowed, a blocked one suspended until its
+reset while the others go on. Writes that may have taken effect (a timeout, a reset, a 5xx,
+a 200 that cannot be read) are not retried here: the caller reconciles first (see
+``AmbiguousWriteError``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import requests
 
+from adapters.bitrix24.operating import OPERATING_LIMIT, OperatingBudget
 from adapters.http import ApiRequest, ErrorAnswer, HttpClient
 from adapters.paging import OffsetPaginator
 from adapters.throttle import Throttle
@@ -23,6 +29,7 @@ from domain.errors import (
     AdapterError,
     AuthError,
     FatalError,
+    MethodSuspended,
     NotFoundError,
     RateLimited,
 )
@@ -33,7 +40,7 @@ PAGE_SIZE = 50
 BATCH_LIMIT = 50
 
 # Codes whose request certainly did not take effect: safe to resend even for writes.
-_REFUSED_CODES = {"QUERY_LIMIT_EXCEEDED", "OPERATION_TIME_LIMIT"}
+_REFUSED_CODES = {"QUERY_LIMIT_EXCEEDED"}
 _AUTH_CODES = {"NO_AUTH_FOUND", "expired_token", "insufficient_scope", "INVALID_CREDENTIALS", "ACCESS_DENIED"}
 
 
@@ -66,6 +73,8 @@ class Bitrix24Client(HttpClient):
         max_attempts: int = 5,
         backoff_initial: float = 0.5,
         backoff_max: float = 30.0,
+        operating_limit: float = OPERATING_LIMIT,
+        wall_clock: Callable[[], float] = time.time,
         session: requests.Session | None = None,
     ) -> None:
         super().__init__(
@@ -78,6 +87,7 @@ class Bitrix24Client(HttpClient):
         )
         self.base = webhook_url.rstrip("/") + "/"
         self.use_throttle(rate, burst)
+        self.operating = OperatingBudget(operating_limit, clock=wall_clock)
 
     # --- single calls ---------------------------------------------------------------
 
@@ -93,9 +103,35 @@ class Bitrix24Client(HttpClient):
         self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True, units: int = 1
     ) -> dict[str, Any]:
         """Like ``call`` but return the whole envelope (``result``, ``total``, ``next``, ``time``)."""
+        # A batch's commands are budgeted by their own methods (``batch`` checks them).
+        budgeted = method != "batch"
+        if budgeted:
+            self._wait_for_method([method])
         request = ApiRequest("POST", f"{self.base}{method}.json", method, json=dict(params or {}), units=units)
         body: dict[str, Any] = self.send(request, idempotent=idempotent)
+        if budgeted:
+            self.operating.note(method, body.get("time"))
         return body
+
+    def _wait_for_method(self, methods: Iterable[str]) -> None:
+        """Refuse a suspended method without sending; slow a method near its time budget."""
+        wait = 0.0
+        for method in dict.fromkeys(m.lower() for m in methods):
+            blocked = self.operating.suspended_for(method)
+            if blocked > 0:
+                raise self._suspended(method, blocked)
+            wait = max(wait, self.operating.pace(method))
+        if wait > 0:
+            self._interruptible_sleep(wait)
+
+    def _suspended(self, method: str, seconds: float) -> MethodSuspended:
+        return MethodSuspended(
+            f"Bitrix24 method suspended for {seconds:.0f} s (operating-time limit)",
+            retry_after=seconds,
+            crm=self.crm,
+            method=method,
+            code="OPERATION_TIME_LIMIT",
+        )
 
     def decode(self, request: ApiRequest, response: requests.Response, *, idempotent: bool) -> dict[str, Any]:
         """The envelope of a successful answer; an ``error`` answer becomes a typed error."""
@@ -119,6 +155,11 @@ class Bitrix24Client(HttpClient):
         code, desc, status = answer.code or "", answer.description, answer.status
         if code in _REFUSED_CODES:
             return RateLimited("Bitrix24 rate limit", **kw)
+        if code == "OPERATION_TIME_LIMIT":
+            # This method's server time is spent; the others go on, and the bucket is not full.
+            return MethodSuspended("Bitrix24 operating-time limit", retry_after=self.operating.suspend(label), **kw)
+        if code == "PORTAL_DELETED":
+            return FatalError("Bitrix24 portal deleted", **kw)
         if code == "OVERLOAD_LIMIT":
             # A manual block by Bitrix24's staff: back off hard, never hammer.
             return RateLimited("Bitrix24 overload block", retry_after=60.0, **kw)
@@ -136,15 +177,34 @@ class Bitrix24Client(HttpClient):
     # --- batch and paging -------------------------------------------------------------
 
     def batch(self, commands: Mapping[str, tuple[str, Mapping[str, Any]]], *, idempotent: bool = True) -> BatchResult:
-        """Run up to 50 commands in one request; errors come back per command."""
+        """Run up to 50 commands in one request (one hit); errors come back per command.
+
+        A command whose method is suspended is answered here with ``MethodSuspended`` and not
+        sent; the others go.
+        """
         if len(commands) > BATCH_LIMIT:
             raise ValueError(f"batch takes at most {BATCH_LIMIT} commands, got {len(commands)}")
-        cmd = {key: f"{method}?{encode_query(params)}" for key, (method, params) in commands.items()}
+        errors: dict[str, AdapterError] = {}
+        for key, (method, _) in commands.items():
+            blocked = self.operating.suspended_for(method)
+            if blocked > 0:
+                errors[key] = self._suspended(method, blocked)
+        to_send = {key: command for key, command in commands.items() if key not in errors}
+        if not to_send:
+            return BatchResult({}, errors, {}, {})
+        self._wait_for_method(method for method, _ in to_send.values())
+        cmd = {key: f"{method}?{encode_query(params)}" for key, (method, params) in to_send.items()}
         body = self.call_full("batch", {"halt": 0, "cmd": cmd}, idempotent=idempotent, units=len(cmd))
         inner = body["result"] or {}
+        if not isinstance(inner, dict):
+            raise self.undecodable("batch", 200, idempotent=idempotent)
+        for key, timing in _section(inner, "result_time").items():
+            if key in to_send:
+                self.operating.note(to_send[key][0], timing)
         results = _section(inner, "result")
-        errors: dict[str, AdapterError] = {}
         for key, err in _section(inner, "result_error").items():
+            if key not in to_send:
+                continue
             if isinstance(err, dict):
                 code, desc = str(err.get("error", "")), str(err.get("error_description", ""))
             else:
@@ -154,19 +214,16 @@ class Bitrix24Client(HttpClient):
 
     @property
     def batch_size(self) -> int:
-        """The most commands one ``batch`` should carry: 50, or fewer when our bucket is smaller.
-
-        Every command costs the portal a unit, so a batch larger than our side's bucket would
-        be booked short by the throttle (it takes at most its capacity) and refused.
-        """
-        return max(1, min(BATCH_LIMIT, int(self.throttle.capacity)))
+        """The most commands one ``batch`` carries: 50, whatever the bucket's size (a batch is
+        one hit of it however many commands it holds)."""
+        return BATCH_LIMIT
 
     def list_all(self, method: str, params: Mapping[str, Any], *, items_key: str | None = None) -> Iterator[Any]:
         """Yield every row of a paged list method, following ``next``.
 
         The first page tells ``total``; the pages after it are asked for together, up to
-        ``batch_size`` ``start`` offsets per ``batch`` request, so a long list costs one round
-        trip per 50 pages instead of one per page (the units are the same: one per page).
+        ``batch_size`` ``start`` offsets per ``batch`` request, so a long list costs one hit
+        per 50 pages instead of one per page.
         """
         pager = OffsetPaginator(PAGE_SIZE, crm=self.crm, method=method)
         body = self.call_full(method, {**params, "start": 0})

@@ -201,7 +201,9 @@ class WorkerSchema(Schema):
 class DispatcherSchema(Schema):
     every = Span(load_default=1.0, metadata={"doc": "how often the dispatcher looks at the outbox"})
     batch = fields.Integer(
-        load_default=50, validate=validate.Range(min=1, max=1000), metadata={"doc": "outbox rows claimed per tick"}
+        load_default=200,
+        validate=validate.Range(min=1, max=1000),
+        metadata={"doc": "outbox rows claimed per tick (a CRM with a batch API gets them in calls of up to 50)"},
     )
     max_attempts = fields.Integer(
         load_default=8, validate=validate.Range(min=1), metadata={"doc": "tries before a write becomes a dead letter"}

@@ -7,12 +7,12 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from connector.storage.audit import DEAD_LETTER, DISCARDED, REPLAYED, Audit, decided
 from connector.storage.inbox import new_correlation_id
-from connector.storage.models import OutboxRow
+from connector.storage.models import AuditRow, OutboxRow
 from domain import Command, OutboxStatus, command_from_payload
 from domain.keys import decided_audit_key, done_audit_key
 from domain.statuses import OUTBOX_DUE
@@ -94,6 +94,36 @@ class Outbox:
             session.expunge(live)
             return live
 
+    def begin_batch(self, row_ids: Sequence[int], owner: str, now: datetime) -> tuple[list[OutboxRow], list[OutboxRow]]:
+        """Start a batched call over the rows still ``owner``'s, in one transaction: the rows
+        never tried are committed "sending" at once (first list); rows with earlier tries are
+        returned as they are (second list) for the caller to look for their effect first."""
+        wanted = list(row_ids)
+        with self.store.sessions() as session, session.begin():
+            live = {
+                row.id: row
+                for row in session.scalars(
+                    select(OutboxRow).where(
+                        OutboxRow.id.in_(wanted),
+                        OutboxRow.status.in_(list(OUTBOX_DUE)),
+                        OutboxRow.claimed_by == owner,
+                    )
+                )
+            }
+            fresh, tried = [], []
+            for row_id in wanted:
+                row = live.get(row_id)
+                if row is None:
+                    continue
+                if row.status == OutboxStatus.PENDING and row.attempts == 0:
+                    row.status, row.attempts, row.updated_at = OutboxStatus.SENDING, 1, now
+                    fresh.append(row)
+                else:
+                    tried.append(row)
+            session.flush()
+            session.expunge_all()
+        return fresh, tried
+
     def postpone(self, row: OutboxRow, until: datetime) -> None:
         """Leave the row for a later look, released from its lease."""
         with self.store.sessions() as session, session.begin():
@@ -107,25 +137,89 @@ class Outbox:
             live.status, live.attempts, live.updated_at = OutboxStatus.SENDING, live.attempts + 1, now
         row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
 
+    def mark_sending_many(self, rows: Sequence[OutboxRow], now: datetime) -> None:
+        """``mark_sending`` for the rows of one batched call, in one transaction: every row of
+        the batch is visibly "sending" before any of them is sent."""
+        with self.store.sessions() as session, session.begin():
+            live_rows = {
+                live.id: live
+                for live in session.scalars(select(OutboxRow).where(OutboxRow.id.in_([row.id for row in rows])))
+            }
+            for row in rows:
+                live = live_rows[row.id]
+                live.status, live.attempts, live.updated_at = OutboxStatus.SENDING, live.attempts + 1, now
+        for row in rows:
+            row.status, row.attempts = OutboxStatus.SENDING, row.attempts + 1
+
+    def mark_done_many(self, done: Sequence[tuple[OutboxRow, str | None, bool]], now: datetime) -> None:
+        """``mark_done`` for several rows ``(row, remote_id, reconciled)`` in one transaction,
+        as two bulk statements (the rows' update and their audit lines) instead of one per row."""
+        keys = {row.id: done_audit_key(row.idempotency_key) for row, _, _ in done}
+        with self.store.sessions() as session, session.begin():
+            audited = set(session.scalars(select(AuditRow.key).where(AuditRow.key.in_(list(keys.values())))))
+            session.execute(
+                update(OutboxRow),
+                [
+                    {
+                        "id": row.id,
+                        "status": OutboxStatus.DONE,
+                        "remote_id": remote_id,
+                        "done_at": now,
+                        "updated_at": now,
+                        "claimed_until": None,
+                        "last_error": None,
+                    }
+                    for row, remote_id, _ in done
+                ],
+            )
+            lines = [
+                {
+                    "at": now,
+                    "crm": row.crm,
+                    "deal_id": row.deal_id,
+                    "rule": row.rule,
+                    "trigger": None,
+                    "action": row.command,
+                    "message": _done_message(row, remote_id, reconciled),
+                    "detail": {"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
+                    "correlation_id": row.correlation_id,
+                    "key": keys[row.id],
+                }
+                for row, remote_id, reconciled in done
+                if keys[row.id] not in audited
+            ]
+            if lines:
+                session.execute(insert(AuditRow), lines)
+
     def mark_done(self, row: OutboxRow, *, remote_id: str | None, reconciled: bool, now: datetime) -> None:
         """The write took effect (now, or found from an earlier try): done, and audited once."""
         with self.store.sessions() as session, session.begin():
-            live = self._get(session, row)
-            live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, remote_id, now, now
-            live.claimed_until, live.last_error = None, None
-            how = "found earlier write" if reconciled else "written"
-            Audit.record(
-                session,
-                at=now,
-                crm=row.crm,
-                deal_id=row.deal_id,
-                rule=row.rule,
-                action=row.command,
-                message=f"{how}: {command_of(row).describe()} (remote id {remote_id})",
-                detail={"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
-                correlation_id=row.correlation_id,
-                key=done_audit_key(row.idempotency_key),
-            )
+            self._record_done(session, row, remote_id=remote_id, reconciled=reconciled, now=now)
+
+    def _record_done(
+        self,
+        session: Session,
+        row: OutboxRow,
+        *,
+        remote_id: str | None,
+        reconciled: bool,
+        now: datetime,
+    ) -> None:
+        live = self._get(session, row)
+        live.status, live.remote_id, live.done_at, live.updated_at = OutboxStatus.DONE, remote_id, now, now
+        live.claimed_until, live.last_error = None, None
+        Audit.record(
+            session,
+            at=now,
+            crm=row.crm,
+            deal_id=row.deal_id,
+            rule=row.rule,
+            action=row.command,
+            message=_done_message(row, remote_id, reconciled),
+            detail={"remote_id": remote_id, "outbox_id": row.id, "reconciled": reconciled},
+            correlation_id=row.correlation_id,
+            key=done_audit_key(row.idempotency_key),
+        )
 
     def mark_failed(
         self,
@@ -256,6 +350,11 @@ class Outbox:
         live = session.get(OutboxRow, row.id)
         assert live is not None, f"outbox row {row.id} vanished"
         return live
+
+
+def _done_message(row: OutboxRow, remote_id: str | None, reconciled: bool) -> str:
+    how = "found earlier write" if reconciled else "written"
+    return f"{how}: {command_of(row).describe()} (remote id {remote_id})"
 
 
 def command_of(row: OutboxRow) -> Command:
