@@ -7,7 +7,7 @@ actions that rule must take (and no others).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -62,6 +62,7 @@ class Case:
     data: dict[str, Any] = field(default_factory=dict)
     now: datetime = msk(2026, 11, 25, 10, 0)
     created: datetime = msk(2026, 11, 25, 9, 30)
+    updated: datetime | None = None  # the deal's last change; the moment itself when None
     outcome: str = "open"
     pipeline: str = "1"
     location: Location | None = None
@@ -101,7 +102,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         pipeline=case.pipeline,
         responsible_id=case.responsible,
         created_at=case.created,
-        updated_at=case.now,
+        updated_at=case.updated or case.now,
         location=case.location,
         fields=case.fields,
     )
@@ -421,6 +422,106 @@ B2B = [
             ],
         ),
         id="new-lead-proposal-deadline-and-next-working-day-call",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 21, 40),
+            created=msk(2026, 11, 27, 21, 40),
+            expect=[
+                ("comment", "Заявка пришла в нерабочее время; менеджер перезвонит в начале следующего рабочего дня."),
+                # Friday night: first thing on Monday, an hour after the work start.
+                (
+                    "task",
+                    "Перезвонить утром (заявка в нерабочее время): Заявка Иванова",
+                    "17",
+                    "2026-11-30 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="after-hours-lead-called-first-thing-next-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 17, 0),
+            created=msk(2026, 11, 27, 17, 0),
+            expect=[],
+        ),
+        id="lead-in-working-hours-not-after-hours",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2027, 1, 4, 11, 0),
+            created=msk(2027, 1, 4, 11, 0),
+            expect=[
+                ("comment", "Заявка пришла в нерабочее время; менеджер перезвонит в начале следующего рабочего дня."),
+                # New-year holidays: the next working morning is Monday 11 January.
+                (
+                    "task",
+                    "Перезвонить утром (заявка в нерабочее время): Заявка Иванова",
+                    "17",
+                    "2027-01-11 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="holiday-lead-waits-for-the-first-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-undecided-follow-up",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-undecided-follow-up"},
+            now=msk(2026, 11, 30, 10, 0),
+            updated=msk(2026, 11, 24, 15, 0),
+            expect=[
+                (
+                    "task",
+                    "Клиент не определился: уточнить потребность: Заявка Иванова",
+                    "17",
+                    "2026-12-01 10:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="undecided-lead-followed-up-after-3-working-days",
+    ),
+    pytest.param(
+        Case(
+            "b2b-undecided-follow-up",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-undecided-follow-up"},
+            now=msk(2026, 11, 30, 10, 0),
+            updated=msk(2026, 11, 26, 11, 0),
+            expect=[],
+        ),
+        id="lead-changed-within-3-working-days-not-followed-up",
     ),
     pytest.param(
         Case(
@@ -1231,3 +1332,102 @@ def test_generated_isp_year_leaves_at_most_one_percent_to_the_fallback_captain()
     fallback = [d for d in created if choose_captain(cfg.territories, d.location, {}, "1").territory is None]
     assert len(created) == 2000
     assert len(fallback) <= len(created) // 100, {d.location for d in fallback[:5]}
+
+
+# Recurring work of the examples: one occurrence each, the tasks it makes (person, title, due).
+RECURRING = [
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-planning-meeting",
+        msk(2026, 11, 26, 10, 0),  # Thursday, the week's second meeting
+        [("7", "Планёрка супервайзеров 26.11", "2026-11-26 12:00")],
+        id="isp-planning-meeting-twice-a-week-to-the-supervisors",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-field-check",
+        msk(2026, 11, 23, 9, 0),
+        [("7", "Выезд на локации: проверка работы агентов (неделя с 23.11)", "2026-11-27 18:00")],
+        id="isp-field-check-weekly-to-the-supervisors",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-hiring-plan-to-hr",
+        msk(2026, 11, 1, 10, 0),  # a Sunday: still made, due by the end of the next working day
+        [("7", "Передать HR месячный план на подбор агентов (11.2026)", "2026-11-02 18:00")],
+        id="isp-hiring-plan-monthly-even-when-the-1st-is-a-day-off",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-site-update",
+        msk(2026, 11, 23, 10, 0),
+        [("5", "Обновить соцсети и сайт: тарифы, адреса и т. д.", "2026-11-30 10:00")],
+        id="isp-site-update-weekly-to-marketing",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "daily-operational-meeting",
+        msk(2026, 11, 25, 9, 30),
+        [
+            ("7", "Оперативка группы 25.11: план дня и вчерашний факт", "2026-11-25 10:30"),
+            ("8", "Оперативка группы 25.11: план дня и вчерашний факт", "2026-11-25 10:30"),
+        ],
+        id="daily-operational-meeting-to-each-team-lead",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "daily-operational-meeting",
+        msk(2026, 11, 4, 9, 30),  # National Unity Day: no meeting
+        [],
+        id="no-operational-meeting-on-a-holiday",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "weekly-sales-meeting",
+        msk(2026, 11, 27, 16, 0),
+        [
+            (u, "Еженедельное совещание ДККР 27.11: итоги недели, план следующей", "2026-11-27 18:00")
+            for u in ("5", "7", "8")
+        ],
+        id="weekly-sales-meeting-head-and-team-leads",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "monthly-sales-meeting",
+        msk(2026, 12, 7, 11, 0),  # the first Monday of December
+        [
+            (u, "Ежемесячное совещание ДККР 12.2026: итоги месяца, план месяца", "2026-12-07 13:00")
+            for u in ("5", "7", "8")
+        ],
+        id="monthly-sales-meeting-first-monday",
+    ),
+]
+
+
+@pytest.mark.parametrize(("example", "name", "occurrence", "expect"), RECURRING)
+def test_example_recurring_work(example: str, name: str, occurrence: datetime, expect: list[tuple[str, ...]]) -> None:
+    from rules.recurring import cron_moments, plan_occurrence
+
+    cfg = load_config(EXAMPLES / example, ENV)
+    item = next(r for r in cfg.recurring if r.name == name)
+    assert cfg.calendars is not None
+    calendar = cfg.calendars.default
+    # The moment is one of the schedule's own.
+    assert occurrence in set(cron_moments(item.schedule, occurrence - timedelta(minutes=1), occurrence, calendar))
+    tasks, _ = plan_occurrence(item, occurrence, calendar, cfg.org)
+    shown = [
+        (
+            t.task.responsible_id,
+            t.task.title,
+            t.task.deadline.astimezone(MSK).strftime("%Y-%m-%d %H:%M") if t.task.deadline else None,
+        )
+        for t in tasks
+    ]
+    assert shown == expect
+
+
+def test_every_example_recurring_item_has_a_case() -> None:
+    covered = {(p.values[0], p.values[1]) for p in RECURRING}
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for item in load_config(path, ENV).recurring:
+            assert (path.name, item.name) in covered, f"{path.name}: recurring {item.name} has no case"
