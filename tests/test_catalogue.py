@@ -598,6 +598,96 @@ B2B = [
     ),
     pytest.param(
         Case(
+            "b2b-production-reminder",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-27T00:00:00+03:00", "UF_CRM_ACCOUNT_MANAGER": "31"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-reminder"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[
+                (
+                    "task",
+                    "Срок производства 2026-11-27: проверить готовность у поставщика: Заявка Иванова",
+                    "31",
+                    "2026-11-25 14:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="production-date-two-working-days-away-reminder",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-reminder",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-12-01T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-reminder"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[],
+        ),
+        id="production-date-far-no-reminder-yet",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-reminder",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-23T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-reminder"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[],
+        ),
+        id="production-date-past-no-reminder-but-late",
+    ),
+    pytest.param(
+        Case(
+            "b2b-refused-recontact",
+            "LOSE",
+            {**B2B_FULL, "UF_CRM_LOST_REASON": "Дорого, выбрали другого поставщика"},
+            pipeline="0",
+            outcome="lost",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-refused-recontact"},
+            now=msk(2026, 11, 30, 11, 0),
+            updated=msk(2026, 8, 31, 12, 0),
+            expect=[
+                (
+                    "task",
+                    "Повторный контакт с отказавшимся клиентом: Заявка Иванова",
+                    "17",
+                    "2026-12-02 11:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="refused-client-recontacted-after-90-days",
+    ),
+    pytest.param(
+        Case(
+            "b2b-refused-recontact",
+            "LOSE",
+            {**B2B_FULL, "UF_CRM_LOST_REASON": "Дорого, выбрали другого поставщика"},
+            pipeline="0",
+            outcome="lost",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-refused-recontact"},
+            now=msk(2026, 11, 30, 11, 0),
+            updated=msk(2026, 9, 15, 12, 0),
+            expect=[],
+        ),
+        id="refused-client-not-yet-90-days",
+    ),
+    pytest.param(
+        Case(
             "b2b-required-fields",
             "NEW",
             {**B2B_FULL, "UF_CRM_POSITION": "", "UF_CRM_EMAIL": None},
