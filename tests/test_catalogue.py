@@ -6,14 +6,17 @@ actions that rule must take (and no others).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from adapters.contracts import FactSource
 from connector.config import Config, load_config
 from domain import (
     AddComment,
@@ -27,6 +30,7 @@ from domain import (
     UpdateDeal,
     User,
 )
+from domain.facts import Fact
 from rules.calendar import WorkCalendar
 from rules.deadlines import DeadlineDef
 from rules.engine import evaluate
@@ -1705,3 +1709,95 @@ def test_every_example_recurring_item_has_a_case() -> None:
     for path in sorted(EXAMPLES.glob("*.yaml")):
         for item in load_config(path, ENV).recurring:
             assert (path.name, item.name) in covered, f"{path.name}: recurring {item.name} has no case"
+
+
+class PipedriveDay(FactSource):
+    """What Pipedrive logged on Wednesday 2 December 2026 (Kyiv): manager 31 made 40 contacts
+    and one sale; manager 32 made 25 contacts."""
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        at = datetime(2026, 12, 2, 12, tzinfo=ZoneInfo("Europe/Kyiv"))
+        for n in range(30):
+            yield Fact("activity", f"c{n}", "31", at=at, type="call")
+        for n in range(10):
+            yield Fact("activity", f"e{n}", "31", at=at, type="email")
+        yield Fact("deal", "d1", "31", at=at, created_at=at, status="won", amount=Decimal(18_000))
+        for n in range(25):
+            yield Fact("activity", f"k{n}", "32", at=at, type="call")
+        yield Fact("activity", "t1", "32", at=at, type="task")  # a to-do is not a contact
+
+
+def test_pipedrive_day_plan_of_40_contacts_shortfall_to_the_head_of_sales(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 002: «40 дозвонов/переписок в день», the plan set by the head of sales, checked daily."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+    from jobs.plans import load_plans
+    from rules.periods import parse_period
+    from rules.plans import PlanBook
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales-pipedrive.yaml", ENV)
+    assert cfg.calendars is not None
+    calendar = cfg.calendars.default
+    teams = cfg.teams_for("pd")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        loaded = load_plans(store, EXAMPLES / "b2b-sales-pipedrive-plans.csv", cfg, datetime(2026, 11, 30, tzinfo=UTC))
+        assert loaded.problems == []
+        book = PlanBook(store.plans.all(), calendar, teams)
+        assert book.person("31", "contacts", parse_period("2026-12-02")) == 40
+        assert book.person("32", "contacts", parse_period("2027-01-13")) == 40
+        report = next(r for r in cfg.reports if r.name == "pd-daily-plan")
+        texts: dict[str, str] = {}
+
+        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
+            texts[user] = text
+
+        thursday = datetime(2026, 12, 3, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
+        queued = run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams, [deliver])
+        assert queued == 3  # each manager their own, and one task to the head of sales for manager 32
+        assert "Дозвоны и переписки с клиентами 40/40 (100%)" in texts["31"]
+        assert "Дозвоны и переписки с клиентами 40/25 (62%)" in texts["32"]
+        assert run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams) == 0
+        kept = (tmp_path / "reports" / "pd-daily-plan-2026-12-02.csv").read_text(encoding="utf-8")
+        assert "2026-12-02,person,32,sales,contacts,40,25,62" in kept
+    finally:
+        store.close()
+
+
+def test_pipedrive_weekly_and_monthly_progress_per_manager(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 002: «можно отследить свой прогресс по текущей неделе и месяцу»."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+    from jobs.plans import load_plans
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales-pipedrive.yaml", ENV)
+    assert cfg.calendars is not None
+    calendar = cfg.calendars.default
+    teams = cfg.teams_for("pd")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        assert (
+            load_plans(
+                store, EXAMPLES / "b2b-sales-pipedrive-plans.csv", cfg, datetime(2026, 11, 30, tzinfo=UTC)
+            ).problems
+            == []
+        )
+        texts: dict[tuple[str, str], str] = {}
+
+        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
+            texts[(name, user)] = text
+
+        weekly = next(r for r in cfg.reports if r.name == "pd-weekly-progress")
+        monday = datetime(2026, 12, 7, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
+        assert run_plan_report(store, weekly, monday, calendar, PipedriveDay(), cfg.indicators, teams, [deliver]) == 2
+        # Week 49 starts on 30 November, before the first plan: four December days of 40.
+        assert "Дозвоны и переписки с клиентами 160/40 (25%)" in texts[("pd-weekly-progress", "31")]
+        monthly = next(r for r in cfg.reports if r.name == "pd-monthly-progress")
+        january = datetime(2027, 1, 4, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
+        assert run_plan_report(store, monthly, january, calendar, PipedriveDay(), cfg.indicators, teams, [deliver]) == 2
+        assert "Дозвоны и переписки с клиентами 920/25 (3%)" in texts[("pd-monthly-progress", "32")]
+        assert (tmp_path / "reports" / "pd-monthly-progress-2026-12.csv").exists()
+    finally:
+        store.close()
