@@ -1289,6 +1289,67 @@ MONEY = [
     ),
     pytest.param(
         Case(
+            "money-closing-documents",
+            "WON",
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            now=msk(2026, 11, 27, 15, 0),
+            expect=[
+                ("deadline", "closing-documents", "2026-12-04 15:00"),
+                (
+                    "task",
+                    "Подготовить, подписать и передать в бухгалтерию закрывающие документы: Заявка Иванова",
+                    "17",
+                    "2026-12-04 15:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="sale-won-closing-documents-within-5-working-days",
+    ),
+    pytest.param(
+        Case(
+            "money-closing-documents",
+            "WON",
+            {"UF_CRM_CLOSING_DOCS": "Y"},
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="closing-documents-already-with-accounting",
+    ),
+    pytest.param(
+        Case(
+            "money-closing-documents-late",
+            "WON",
+            pipeline="0",
+            outcome="won",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.breached",),
+            data={
+                "deadline": "closing-documents",
+                "phase": "breached",
+                "due_at": "2026-11-25T10:00:00+03:00",
+                "responsible_id": "17",
+            },
+            expect=[
+                ("breach", "closing-documents", "17"),
+                (
+                    "task",
+                    "Закрывающие документы не переданы в бухгалтерию за 5 рабочих дней: Заявка Иванова",
+                    "8",
+                    None,
+                    "high",
+                ),
+                ("comment", "Закрывающие документы просрочены; ответственный: 17."),
+            ],
+        ),
+        id="closing-documents-late-escalated-to-the-accountant",
+    ),
+    pytest.param(
+        Case(
             "money-counterparty-from-card",
             "PREPAYMENT_INVOICE",
             {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543", "UF_CRM_PHONE": "+7 812 000"},
@@ -1634,6 +1695,13 @@ RECURRING = [
         msk(2026, 11, 1, 10, 0),  # a Sunday: still made, due by the end of the next working day
         [("7", "Передать HR месячный план на подбор агентов (11.2026)", "2026-11-02 18:00")],
         id="isp-hiring-plan-monthly-even-when-the-1st-is-a-day-off",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-month-plan-decomposition",
+        msk(2026, 12, 1, 9, 0),
+        [("7", "Декомпозиция плана на 12.2026: заявки и подключения по неделям, дням и агентам", "2026-12-01 18:00")],
+        id="isp-month-plan-decomposition-at-the-month-start",
     ),
     pytest.param(
         "isp-field-service.yaml",
