@@ -1869,3 +1869,51 @@ def test_pipedrive_weekly_and_monthly_progress_per_manager(tmp_path: Path, monke
         assert (tmp_path / "reports" / "pd-monthly-progress-2026-12.csv").exists()
     finally:
         store.close()
+
+
+class BitrixNovember(FactSource):
+    """What Bitrix24 logged in November 2026: manager 17 won two orders, one offered 2 hours
+    after the application and one after 3 days; manager 18 won one."""
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        def stage(deal: str, name: str, at: datetime) -> Fact:
+            return Fact("stage", f"{deal}-{name}", "17", at=at, stage=name, deal_id=deal)
+
+        yield stage("d1", "NEW", msk(2026, 11, 10, 10, 0))
+        yield stage("d1", "PREPARATION", msk(2026, 11, 10, 12, 0))
+        yield stage("d2", "NEW", msk(2026, 11, 16, 10, 0))
+        yield stage("d2", "PREPARATION", msk(2026, 11, 19, 10, 0))
+        won = msk(2026, 11, 20, 15, 0)
+        yield Fact("deal", "d1", "17", at=won, created_at=won, status="won", amount=Decimal(120_000))
+        yield Fact("deal", "d2", "17", at=won, created_at=won, status="won", amount=Decimal(80_000))
+        yield Fact("deal", "d3", "18", at=won, created_at=won, status="won", amount=Decimal(50_000))
+
+
+def test_b2b_monthly_orders_for_payroll_per_manager(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 004: completed orders per manager for payroll, and the time from application to offer."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales.yaml", ENV)
+    assert cfg.calendars is not None
+    report = next(r for r in cfg.reports if r.name == "b2b-monthly-orders-for-payroll")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        texts: dict[str, str] = {}
+
+        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
+            texts[user] = text
+
+        args = (cfg.calendars.default, BitrixNovember(), cfg.indicators, cfg.teams_for("b24"))
+        assert run_plan_report(store, report, msk(2026, 12, 1, 9, 0), *args, [deliver]) == 1  # its first working day
+        assert run_plan_report(store, report, msk(2026, 12, 1, 12, 0), *args) == 0  # once
+        assert list(texts) == ["5"]  # the head of sales
+        assert (
+            "user 17 (sales): Выполненные заказы —/2; Сумма выполненных заказов —/200000; Дней от заявки до КП —/1.5"
+            in texts["5"]
+        )
+        kept = (tmp_path / "reports" / "b2b-monthly-orders-for-payroll-2026-11.csv").read_text(encoding="utf-8")
+        assert "2026-11,person,18,sales,orders_done,,1," in kept
+    finally:
+        store.close()
