@@ -30,6 +30,7 @@ from domain import (
     UpdateDeal,
     User,
 )
+from domain.duplicates import Duplicate
 from domain.facts import Fact
 from rules.calendar import WorkCalendar
 from rules.deadlines import DeadlineDef
@@ -72,6 +73,7 @@ class Case:
     location: Location | None = None
     crm: str = "b24"
     responsible: str = "17"
+    duplicates: dict[str, list[Duplicate]] | None = None  # what the worker's search found, by key
     expect: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -128,6 +130,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         calendars=cfg.calendars,
         org=cfg.org,
         deadlines=cfg.deadlines,
+        duplicates=case.duplicates,
     )
     rule = next(r for r in cfg.rules if r.name == case.rule)
     return [summarise(d.action) for d in evaluate([rule], ctx) if summarise(d.action) != ("note",)]
@@ -689,6 +692,57 @@ B2B = [
             expect=[],
         ),
         id="refused-client-not-yet-90-days",
+    ),
+    pytest.param(
+        Case(
+            "b2b-repeat-client",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            duplicates={
+                "phone": [
+                    Duplicate("contact", "12", "phone", "+79000000000"),
+                    Duplicate("deal", "7", "phone", "+79000000000"),
+                ],
+                "email": [],
+            },
+            expect=[
+                ("comment", "Повторный клиент: contact 12, deal 7"),
+                (
+                    "task",
+                    "Повторное обращение: проверить историю клиента: Заявка Иванова",
+                    "17",
+                    "2026-11-25 12:00",
+                    "normal",
+                ),
+                ("update", {"UF_CRM_DUPLICATES": "contact 12, deal 7"}),
+            ],
+        ),
+        id="repeat-client-linked-with-a-comment-and-a-task",
+    ),
+    pytest.param(
+        Case(
+            "b2b-repeat-client",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_PHONE": "8 (916) 123-45-6", "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            duplicates={"phone": [], "email": []},
+            expect=[
+                ("comment", "Ошибка в контактах от КЦ: «8 (916) 123-45-6» is not a valid phone number: no such number"),
+                (
+                    "task",
+                    "Уточнить телефон клиента (ошибка при передаче из КЦ): Заявка Иванова",
+                    "41",
+                    "2026-11-25 12:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="bad-phone-back-to-the-call-centre-operator",
     ),
     pytest.param(
         Case(
