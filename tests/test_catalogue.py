@@ -746,6 +746,70 @@ B2B = [
     ),
     pytest.param(
         Case(
+            "b2b-stage-order",
+            "PREPAYMENT_INVOICE",
+            B2B_FULL,
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("NEW", "PREPAYMENT_INVOICE")},
+            expect=[
+                ("update", {"stage": "NEW"}),
+                ("comment", "Сделка возвращена на этап NEW: пропущены этапы: PREPARATION."),
+                ("task", "Пройти пропущенный этап: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="skipped-proposal-stage-returned",
+    ),
+    pytest.param(
+        Case(
+            "b2b-stage-order",
+            "PREPAYMENT_INVOICE",
+            B2B_FULL,
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[],
+        ),
+        id="stages-in-order-pass",
+    ),
+    pytest.param(
+        Case(
+            "b2b-project-checkboxes",
+            "WON",
+            {**B2B_FULL, "UF_CRM_SUPPLIER_INVOICE": "Y"},
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "WON")},
+            expect=[
+                ("update", {"stage": "EXECUTING"}),
+                ("comment", "Сделка возвращена на этап EXECUTING: в проекте не заполнено: UF_CRM_UPD_SIGNED."),
+                (
+                    "task",
+                    "Заполнить проект (счёт поставщика, подписанный УПД): Заявка Иванова",
+                    "6",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="won-without-signed-upd-returned-assistant-told",
+    ),
+    pytest.param(
+        Case(
+            "b2b-project-checkboxes",
+            "WON",
+            {**B2B_FULL, "UF_CRM_SUPPLIER_INVOICE": "Y", "UF_CRM_UPD_SIGNED": "Y"},
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "WON")},
+            expect=[],
+        ),
+        id="project-complete-won",
+    ),
+    pytest.param(
+        Case(
             "b2b-required-fields",
             "NEW",
             {**B2B_FULL, "UF_CRM_POSITION": "", "UF_CRM_EMAIL": None},
