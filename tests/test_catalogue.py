@@ -6,14 +6,17 @@ actions that rule must take (and no others).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from adapters.contracts import FactSource
 from connector.config import Config, load_config
 from domain import (
     AddComment,
@@ -27,6 +30,8 @@ from domain import (
     UpdateDeal,
     User,
 )
+from domain.duplicates import Duplicate
+from domain.facts import Fact
 from rules.calendar import WorkCalendar
 from rules.deadlines import DeadlineDef
 from rules.engine import evaluate
@@ -62,11 +67,13 @@ class Case:
     data: dict[str, Any] = field(default_factory=dict)
     now: datetime = msk(2026, 11, 25, 10, 0)
     created: datetime = msk(2026, 11, 25, 9, 30)
+    updated: datetime | None = None  # the deal's last change; the moment itself when None
     outcome: str = "open"
     pipeline: str = "1"
     location: Location | None = None
     crm: str = "b24"
     responsible: str = "17"
+    duplicates: dict[str, list[Duplicate]] | None = None  # what the worker's search found, by key
     expect: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -101,7 +108,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         pipeline=case.pipeline,
         responsible_id=case.responsible,
         created_at=case.created,
-        updated_at=case.now,
+        updated_at=case.updated or case.now,
         location=case.location,
         fields=case.fields,
     )
@@ -123,6 +130,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         calendars=cfg.calendars,
         org=cfg.org,
         deadlines=cfg.deadlines,
+        duplicates=case.duplicates,
     )
     rule = next(r for r in cfg.rules if r.name == case.rule)
     return [summarise(d.action) for d in evaluate([rule], ctx) if summarise(d.action) != ("note",)]
@@ -421,6 +429,384 @@ B2B = [
             ],
         ),
         id="new-lead-proposal-deadline-and-next-working-day-call",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 21, 40),
+            created=msk(2026, 11, 27, 21, 40),
+            expect=[
+                ("comment", "Заявка пришла в нерабочее время; менеджер перезвонит в начале следующего рабочего дня."),
+                # Friday night: first thing on Monday, an hour after the work start.
+                (
+                    "task",
+                    "Перезвонить утром (заявка в нерабочее время): Заявка Иванова",
+                    "17",
+                    "2026-11-30 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="after-hours-lead-called-first-thing-next-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 17, 0),
+            created=msk(2026, 11, 27, 17, 0),
+            expect=[],
+        ),
+        id="lead-in-working-hours-not-after-hours",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2027, 1, 4, 11, 0),
+            created=msk(2027, 1, 4, 11, 0),
+            expect=[
+                ("comment", "Заявка пришла в нерабочее время; менеджер перезвонит в начале следующего рабочего дня."),
+                # New-year holidays: the next working morning is Monday 11 January.
+                (
+                    "task",
+                    "Перезвонить утром (заявка в нерабочее время): Заявка Иванова",
+                    "17",
+                    "2027-01-11 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="holiday-lead-waits-for-the-first-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-undecided-follow-up",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-undecided-follow-up"},
+            now=msk(2026, 11, 30, 10, 0),
+            updated=msk(2026, 11, 24, 15, 0),
+            expect=[
+                (
+                    "task",
+                    "Клиент не определился: уточнить потребность: Заявка Иванова",
+                    "17",
+                    "2026-12-01 10:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="undecided-lead-followed-up-after-3-working-days",
+    ),
+    pytest.param(
+        Case(
+            "b2b-undecided-follow-up",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-undecided-follow-up"},
+            now=msk(2026, 11, 30, 10, 0),
+            updated=msk(2026, 11, 26, 11, 0),
+            expect=[],
+        ),
+        id="lead-changed-within-3-working-days-not-followed-up",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-due-control",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-12-04T00:00:00+03:00", "UF_CRM_ACCOUNT_MANAGER": "31"},
+            pipeline="0",
+            changes={"UF_CRM_PRODUCTION_DUE": (None, "2026-12-04T00:00:00+03:00")},
+            expect=[("task", "Контроль срока производства: Заявка Иванова", "31", "2026-12-04 00:00", "normal")],
+        ),
+        id="production-date-set-control-task-to-the-account-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-due-control",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-12-04T00:00:00+03:00"},
+            pipeline="0",
+            changes={"UF_CRM_PHONE": ("+7 900 000-00-01", "+7 900 000-00-00")},
+            expect=[],
+        ),
+        id="production-date-unchanged-no-task",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-late",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-23T00:00:00+03:00", "UF_CRM_ACCOUNT_MANAGER": "31"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-late"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[
+                (
+                    "task",
+                    "Срыв срока производства: клиент и поставщик: Заявка Иванова",
+                    "31",
+                    "2026-11-25 14:00",
+                    "high",
+                ),
+                ("task", "Сорван срок производства: Заявка Иванова", "5", None, "high"),
+            ],
+        ),
+        id="production-late-account-manager-and-head-of-sales",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-late",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-23T00:00:00+03:00", "UF_CRM_GOODS_RECEIVED": "Y"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-late"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[],
+        ),
+        id="goods-at-the-warehouse-not-late",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-late",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-25T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-late"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[],
+        ),
+        id="production-due-today-not-late-yet",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-reminder",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-27T00:00:00+03:00", "UF_CRM_ACCOUNT_MANAGER": "31"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-reminder"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[
+                (
+                    "task",
+                    "Срок производства 2026-11-27: проверить готовность у поставщика: Заявка Иванова",
+                    "31",
+                    "2026-11-25 14:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="production-date-two-working-days-away-reminder",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-reminder",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-12-01T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-reminder"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[],
+        ),
+        id="production-date-far-no-reminder-yet",
+    ),
+    pytest.param(
+        Case(
+            "b2b-production-reminder",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_PRODUCTION_DUE": "2026-11-23T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-production-reminder"},
+            now=msk(2026, 11, 25, 10, 0),
+            expect=[],
+        ),
+        id="production-date-past-no-reminder-but-late",
+    ),
+    pytest.param(
+        Case(
+            "b2b-refused-recontact",
+            "LOSE",
+            {**B2B_FULL, "UF_CRM_LOST_REASON": "Дорого, выбрали другого поставщика"},
+            pipeline="0",
+            outcome="lost",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-refused-recontact"},
+            now=msk(2026, 11, 30, 11, 0),
+            updated=msk(2026, 8, 31, 12, 0),
+            expect=[
+                (
+                    "task",
+                    "Повторный контакт с отказавшимся клиентом: Заявка Иванова",
+                    "17",
+                    "2026-12-02 11:00",
+                    "normal",
+                )
+            ],
+        ),
+        id="refused-client-recontacted-after-90-days",
+    ),
+    pytest.param(
+        Case(
+            "b2b-refused-recontact",
+            "LOSE",
+            {**B2B_FULL, "UF_CRM_LOST_REASON": "Дорого, выбрали другого поставщика"},
+            pipeline="0",
+            outcome="lost",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "b2b-refused-recontact"},
+            now=msk(2026, 11, 30, 11, 0),
+            updated=msk(2026, 9, 15, 12, 0),
+            expect=[],
+        ),
+        id="refused-client-not-yet-90-days",
+    ),
+    pytest.param(
+        Case(
+            "b2b-repeat-client",
+            "NEW",
+            B2B_FULL,
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            duplicates={
+                "phone": [
+                    Duplicate("contact", "12", "phone", "+79000000000"),
+                    Duplicate("deal", "7", "phone", "+79000000000"),
+                ],
+                "email": [],
+            },
+            expect=[
+                ("comment", "Повторный клиент: contact 12, deal 7"),
+                (
+                    "task",
+                    "Повторное обращение: проверить историю клиента: Заявка Иванова",
+                    "17",
+                    "2026-11-25 12:00",
+                    "normal",
+                ),
+                ("update", {"UF_CRM_DUPLICATES": "contact 12, deal 7"}),
+            ],
+        ),
+        id="repeat-client-linked-with-a-comment-and-a-task",
+    ),
+    pytest.param(
+        Case(
+            "b2b-repeat-client",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_PHONE": "8 (916) 123-45-6", "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            duplicates={"phone": [], "email": []},
+            expect=[
+                ("comment", "Ошибка в контактах от КЦ: «8 (916) 123-45-6» is not a valid phone number: no such number"),
+                (
+                    "task",
+                    "Уточнить телефон клиента (ошибка при передаче из КЦ): Заявка Иванова",
+                    "41",
+                    "2026-11-25 12:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="bad-phone-back-to-the-call-centre-operator",
+    ),
+    pytest.param(
+        Case(
+            "b2b-stage-order",
+            "PREPAYMENT_INVOICE",
+            B2B_FULL,
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("NEW", "PREPAYMENT_INVOICE")},
+            expect=[
+                ("update", {"stage": "NEW"}),
+                ("comment", "Сделка возвращена на этап NEW: пропущены этапы: PREPARATION."),
+                ("task", "Пройти пропущенный этап: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="skipped-proposal-stage-returned",
+    ),
+    pytest.param(
+        Case(
+            "b2b-stage-order",
+            "PREPAYMENT_INVOICE",
+            B2B_FULL,
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[],
+        ),
+        id="stages-in-order-pass",
+    ),
+    pytest.param(
+        Case(
+            "b2b-project-checkboxes",
+            "WON",
+            {**B2B_FULL, "UF_CRM_SUPPLIER_INVOICE": "Y"},
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "WON")},
+            expect=[
+                ("update", {"stage": "EXECUTING"}),
+                ("comment", "Сделка возвращена на этап EXECUTING: в проекте не заполнено: UF_CRM_UPD_SIGNED."),
+                (
+                    "task",
+                    "Заполнить проект (счёт поставщика, подписанный УПД): Заявка Иванова",
+                    "6",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="won-without-signed-upd-returned-assistant-told",
+    ),
+    pytest.param(
+        Case(
+            "b2b-project-checkboxes",
+            "WON",
+            {**B2B_FULL, "UF_CRM_SUPPLIER_INVOICE": "Y", "UF_CRM_UPD_SIGNED": "Y"},
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "WON")},
+            expect=[],
+        ),
+        id="project-complete-won",
     ),
     pytest.param(
         Case(
@@ -910,6 +1296,178 @@ MONEY = [
     ),
     pytest.param(
         Case(
+            "money-do-not-ship-unpaid",
+            "EXECUTING",
+            {"UF_CRM_PAYMENT_DUE": "2026-12-10T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={
+                "document": "order",
+                "number": "0000-000009",
+                "status": "КОтгрузке",
+                "shipment_requested": True,
+                "paid": False,
+            },
+            expect=[],
+        ),
+        id="deferral-agreed-order-not-stopped",
+    ),
+    pytest.param(
+        Case(
+            "money-deferred-payment-control",
+            "EXECUTING",
+            {"UF_CRM_PAYMENT_DUE": "2026-12-10T00:00:00+03:00"},
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={
+                "document": "order",
+                "number": "0000-000009",
+                "status": "КОтгрузке",
+                "shipment_requested": True,
+                "paid": False,
+            },
+            expect=[
+                (
+                    "task",
+                    "Получить оплату по отсрочке до 2026-12-10: заказ 0000-000009",
+                    "17",
+                    "2026-12-10 00:00",
+                    "normal",
+                ),
+                ("comment", "Заказ 0000-000009 отгружен с отсрочкой платежа до 2026-12-10."),
+            ],
+        ),
+        id="deferred-order-shipped-payment-task-at-the-agreed-date",
+    ),
+    pytest.param(
+        Case(
+            "money-deferred-payment-control",
+            "EXECUTING",
+            pipeline="0",
+            kind=EventKind.ORDER_STATUS_CHANGED,
+            triggers=("order.status_changed",),
+            data={
+                "document": "order",
+                "number": "0000-000007",
+                "status": "КОтгрузке",
+                "shipment_requested": True,
+                "paid": False,
+            },
+            expect=[],
+        ),
+        id="no-deferral-no-payment-task",
+    ),
+    pytest.param(
+        Case(
+            "money-deferred-payment-overdue",
+            "WON",
+            {
+                "UF_CRM_PAYMENT_DUE": "2026-11-23T00:00:00+03:00",
+                "UF_CRM_1C_ORDER": "0000-000009",
+                "UF_CRM_PAID_TOTAL": "5000",
+            },
+            pipeline="0",
+            outcome="won",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "money-deferred-payment-overdue"},
+            expect=[
+                ("task", "Просрочена оплата по отсрочке: Заявка Иванова", "5", None, "high"),
+                ("comment", "Согласованная дата оплаты 2026-11-23 прошла, оплаты нет."),
+                (
+                    "task",
+                    "Дебиторская задолженность: оплата по отсрочке просрочена: Заявка Иванова",
+                    "8",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="deferral-overdue-head-and-accountant-told",
+    ),
+    pytest.param(
+        Case(
+            "money-deferred-payment-overdue",
+            "WON",
+            {
+                "UF_CRM_PAYMENT_DUE": "2026-11-23T00:00:00+03:00",
+                "UF_CRM_1C_ORDER": "0000-000009",
+                "UF_CRM_PAID_IN_FULL": "Y",
+            },
+            pipeline="0",
+            outcome="won",
+            kind=EventKind.SCHEDULE,
+            triggers=("schedule",),
+            data={"schedule": "money-deferred-payment-overdue"},
+            expect=[],
+        ),
+        id="deferral-paid-in-full-not-overdue",
+    ),
+    pytest.param(
+        Case(
+            "money-closing-documents",
+            "WON",
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            now=msk(2026, 11, 27, 15, 0),
+            expect=[
+                ("deadline", "closing-documents", "2026-12-04 15:00"),
+                (
+                    "task",
+                    "Подготовить, подписать и передать в бухгалтерию закрывающие документы: Заявка Иванова",
+                    "17",
+                    "2026-12-04 15:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="sale-won-closing-documents-within-5-working-days",
+    ),
+    pytest.param(
+        Case(
+            "money-closing-documents",
+            "WON",
+            {"UF_CRM_CLOSING_DOCS": "Y"},
+            pipeline="0",
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="closing-documents-already-with-accounting",
+    ),
+    pytest.param(
+        Case(
+            "money-closing-documents-late",
+            "WON",
+            pipeline="0",
+            outcome="won",
+            kind=EventKind.TIMER_DUE,
+            triggers=("deadline.breached",),
+            data={
+                "deadline": "closing-documents",
+                "phase": "breached",
+                "due_at": "2026-11-25T10:00:00+03:00",
+                "responsible_id": "17",
+            },
+            expect=[
+                ("breach", "closing-documents", "17"),
+                (
+                    "task",
+                    "Закрывающие документы не переданы в бухгалтерию за 5 рабочих дней: Заявка Иванова",
+                    "8",
+                    None,
+                    "high",
+                ),
+                ("comment", "Закрывающие документы просрочены; ответственный: 17."),
+            ],
+        ),
+        id="closing-documents-late-escalated-to-the-accountant",
+    ),
+    pytest.param(
+        Case(
             "money-counterparty-from-card",
             "PREPAYMENT_INVOICE",
             {"UF_CRM_COMPANY": "Лютик ООО", "UF_CRM_INN": "7809876543", "UF_CRM_PHONE": "+7 812 000"},
@@ -1231,3 +1789,249 @@ def test_generated_isp_year_leaves_at_most_one_percent_to_the_fallback_captain()
     fallback = [d for d in created if choose_captain(cfg.territories, d.location, {}, "1").territory is None]
     assert len(created) == 2000
     assert len(fallback) <= len(created) // 100, {d.location for d in fallback[:5]}
+
+
+# Recurring work of the examples: one occurrence each, the tasks it makes (person, title, due).
+RECURRING = [
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-planning-meeting",
+        msk(2026, 11, 26, 10, 0),  # Thursday, the week's second meeting
+        [("7", "Планёрка супервайзеров 26.11", "2026-11-26 12:00")],
+        id="isp-planning-meeting-twice-a-week-to-the-supervisors",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-field-check",
+        msk(2026, 11, 23, 9, 0),
+        [("7", "Выезд на локации: проверка работы агентов (неделя с 23.11)", "2026-11-27 18:00")],
+        id="isp-field-check-weekly-to-the-supervisors",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-hiring-plan-to-hr",
+        msk(2026, 11, 1, 10, 0),  # a Sunday: still made, due by the end of the next working day
+        [("7", "Передать HR месячный план на подбор агентов (11.2026)", "2026-11-02 18:00")],
+        id="isp-hiring-plan-monthly-even-when-the-1st-is-a-day-off",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-month-plan-decomposition",
+        msk(2026, 12, 1, 9, 0),
+        [("7", "Декомпозиция плана на 12.2026: заявки и подключения по неделям, дням и агентам", "2026-12-01 18:00")],
+        id="isp-month-plan-decomposition-at-the-month-start",
+    ),
+    pytest.param(
+        "isp-field-service.yaml",
+        "isp-site-update",
+        msk(2026, 11, 23, 10, 0),
+        [("5", "Обновить соцсети и сайт: тарифы, адреса и т. д.", "2026-11-30 10:00")],
+        id="isp-site-update-weekly-to-marketing",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "daily-operational-meeting",
+        msk(2026, 11, 25, 9, 30),
+        [
+            ("7", "Оперативка группы 25.11: план дня и вчерашний факт", "2026-11-25 10:30"),
+            ("8", "Оперативка группы 25.11: план дня и вчерашний факт", "2026-11-25 10:30"),
+        ],
+        id="daily-operational-meeting-to-each-team-lead",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "daily-operational-meeting",
+        msk(2026, 11, 4, 9, 30),  # National Unity Day: no meeting
+        [],
+        id="no-operational-meeting-on-a-holiday",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "weekly-sales-meeting",
+        msk(2026, 11, 27, 16, 0),
+        [
+            (u, "Еженедельное совещание ДККР 27.11: итоги недели, план следующей", "2026-11-27 18:00")
+            for u in ("5", "7", "8")
+        ],
+        id="weekly-sales-meeting-head-and-team-leads",
+    ),
+    pytest.param(
+        "sales-planning.yaml",
+        "monthly-sales-meeting",
+        msk(2026, 12, 7, 11, 0),  # the first Monday of December
+        [
+            (u, "Ежемесячное совещание ДККР 12.2026: итоги месяца, план месяца", "2026-12-07 13:00")
+            for u in ("5", "7", "8")
+        ],
+        id="monthly-sales-meeting-first-monday",
+    ),
+]
+
+
+@pytest.mark.parametrize(("example", "name", "occurrence", "expect"), RECURRING)
+def test_example_recurring_work(example: str, name: str, occurrence: datetime, expect: list[tuple[str, ...]]) -> None:
+    from rules.recurring import cron_moments, plan_occurrence
+
+    cfg = load_config(EXAMPLES / example, ENV)
+    item = next(r for r in cfg.recurring if r.name == name)
+    assert cfg.calendars is not None
+    calendar = cfg.calendars.default
+    # The moment is one of the schedule's own.
+    assert occurrence in set(cron_moments(item.schedule, occurrence - timedelta(minutes=1), occurrence, calendar))
+    tasks, _ = plan_occurrence(item, occurrence, calendar, cfg.org)
+    shown = [
+        (
+            t.task.responsible_id,
+            t.task.title,
+            t.task.deadline.astimezone(MSK).strftime("%Y-%m-%d %H:%M") if t.task.deadline else None,
+        )
+        for t in tasks
+    ]
+    assert shown == expect
+
+
+def test_every_example_recurring_item_has_a_case() -> None:
+    covered = {(p.values[0], p.values[1]) for p in RECURRING}
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for item in load_config(path, ENV).recurring:
+            assert (path.name, item.name) in covered, f"{path.name}: recurring {item.name} has no case"
+
+
+class PipedriveDay(FactSource):
+    """What Pipedrive logged on Wednesday 2 December 2026 (Kyiv): manager 31 made 40 contacts
+    and one sale; manager 32 made 25 contacts."""
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        at = datetime(2026, 12, 2, 12, tzinfo=ZoneInfo("Europe/Kyiv"))
+        for n in range(30):
+            yield Fact("activity", f"c{n}", "31", at=at, type="call")
+        for n in range(10):
+            yield Fact("activity", f"e{n}", "31", at=at, type="email")
+        yield Fact("deal", "d1", "31", at=at, created_at=at, status="won", amount=Decimal(18_000))
+        for n in range(25):
+            yield Fact("activity", f"k{n}", "32", at=at, type="call")
+        yield Fact("activity", "t1", "32", at=at, type="task")  # a to-do is not a contact
+
+
+def test_pipedrive_day_plan_of_40_contacts_shortfall_to_the_head_of_sales(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 002: «40 дозвонов/переписок в день», the plan set by the head of sales, checked daily."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+    from jobs.plans import load_plans
+    from rules.periods import parse_period
+    from rules.plans import PlanBook
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales-pipedrive.yaml", ENV)
+    assert cfg.calendars is not None
+    calendar = cfg.calendars.default
+    teams = cfg.teams_for("pd")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        loaded = load_plans(store, EXAMPLES / "b2b-sales-pipedrive-plans.csv", cfg, datetime(2026, 11, 30, tzinfo=UTC))
+        assert loaded.problems == []
+        book = PlanBook(store.plans.all(), calendar, teams)
+        assert book.person("31", "contacts", parse_period("2026-12-02")) == 40
+        assert book.person("32", "contacts", parse_period("2027-01-13")) == 40
+        report = next(r for r in cfg.reports if r.name == "pd-daily-plan")
+        texts: dict[str, str] = {}
+
+        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
+            texts[user] = text
+
+        thursday = datetime(2026, 12, 3, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
+        queued = run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams, [deliver])
+        assert queued == 3  # each manager their own, and one task to the head of sales for manager 32
+        assert "Дозвоны и переписки с клиентами 40/40 (100%)" in texts["31"]
+        assert "Дозвоны и переписки с клиентами 40/25 (62%)" in texts["32"]
+        assert run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams) == 0
+        kept = (tmp_path / "reports" / "pd-daily-plan-2026-12-02.csv").read_text(encoding="utf-8")
+        assert "2026-12-02,person,32,sales,contacts,40,25,62" in kept
+    finally:
+        store.close()
+
+
+def test_pipedrive_weekly_and_monthly_progress_per_manager(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 002: «можно отследить свой прогресс по текущей неделе и месяцу»."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+    from jobs.plans import load_plans
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales-pipedrive.yaml", ENV)
+    assert cfg.calendars is not None
+    calendar = cfg.calendars.default
+    teams = cfg.teams_for("pd")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        assert (
+            load_plans(
+                store, EXAMPLES / "b2b-sales-pipedrive-plans.csv", cfg, datetime(2026, 11, 30, tzinfo=UTC)
+            ).problems
+            == []
+        )
+        texts: dict[tuple[str, str], str] = {}
+
+        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
+            texts[(name, user)] = text
+
+        weekly = next(r for r in cfg.reports if r.name == "pd-weekly-progress")
+        monday = datetime(2026, 12, 7, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
+        assert run_plan_report(store, weekly, monday, calendar, PipedriveDay(), cfg.indicators, teams, [deliver]) == 2
+        # Week 49 starts on 30 November, before the first plan: four December days of 40.
+        assert "Дозвоны и переписки с клиентами 160/40 (25%)" in texts[("pd-weekly-progress", "31")]
+        monthly = next(r for r in cfg.reports if r.name == "pd-monthly-progress")
+        january = datetime(2027, 1, 4, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
+        assert run_plan_report(store, monthly, january, calendar, PipedriveDay(), cfg.indicators, teams, [deliver]) == 2
+        assert "Дозвоны и переписки с клиентами 920/25 (3%)" in texts[("pd-monthly-progress", "32")]
+        assert (tmp_path / "reports" / "pd-monthly-progress-2026-12.csv").exists()
+    finally:
+        store.close()
+
+
+class BitrixNovember(FactSource):
+    """What Bitrix24 logged in November 2026: manager 17 won two orders, one offered 2 hours
+    after the application and one after 3 days; manager 18 won one."""
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        def stage(deal: str, name: str, at: datetime) -> Fact:
+            return Fact("stage", f"{deal}-{name}", "17", at=at, stage=name, deal_id=deal)
+
+        yield stage("d1", "NEW", msk(2026, 11, 10, 10, 0))
+        yield stage("d1", "PREPARATION", msk(2026, 11, 10, 12, 0))
+        yield stage("d2", "NEW", msk(2026, 11, 16, 10, 0))
+        yield stage("d2", "PREPARATION", msk(2026, 11, 19, 10, 0))
+        won = msk(2026, 11, 20, 15, 0)
+        yield Fact("deal", "d1", "17", at=won, created_at=won, status="won", amount=Decimal(120_000))
+        yield Fact("deal", "d2", "17", at=won, created_at=won, status="won", amount=Decimal(80_000))
+        yield Fact("deal", "d3", "18", at=won, created_at=won, status="won", amount=Decimal(50_000))
+
+
+def test_b2b_monthly_orders_for_payroll_per_manager(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 004: completed orders per manager for payroll, and the time from application to offer."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales.yaml", ENV)
+    assert cfg.calendars is not None
+    report = next(r for r in cfg.reports if r.name == "b2b-monthly-orders-for-payroll")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        texts: dict[str, str] = {}
+
+        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
+            texts[user] = text
+
+        args = (cfg.calendars.default, BitrixNovember(), cfg.indicators, cfg.teams_for("b24"))
+        assert run_plan_report(store, report, msk(2026, 12, 1, 9, 0), *args, [deliver]) == 1  # its first working day
+        assert run_plan_report(store, report, msk(2026, 12, 1, 12, 0), *args) == 0  # once
+        assert list(texts) == ["5"]  # the head of sales
+        assert (
+            "user 17 (sales): Выполненные заказы —/2; Сумма выполненных заказов —/200000; Дней от заявки до КП —/1.5"
+            in texts["5"]
+        )
+        kept = (tmp_path / "reports" / "b2b-monthly-orders-for-payroll-2026-11.csv").read_text(encoding="utf-8")
+        assert "2026-11,person,18,sales,orders_done,,1," in kept
+    finally:
+        store.close()

@@ -18,7 +18,7 @@ from adapters.contracts import FactSource
 from connector.cli import main
 from connector.config import Config, load_config
 from connector.storage.store import Store
-from domain import AddComment, CreateTask, Deal, Event, EventKind
+from domain import AddComment, CreateTask, Deal, Event, EventKind, UpdateDeal
 from domain.errors import RetriableError
 from domain.facts import Fact
 from jobs.plan_report import run_plan_report
@@ -43,7 +43,10 @@ def cfg() -> Config:
     return load_config(EXAMPLE, ENV)
 
 
-def _run(cfg: Config, rule: str, to_stage: str, fields: dict[str, Any]) -> list[tuple[str, ...]]:
+def _run(cfg: Config, rule: str, stage: str, fields: dict[str, Any]) -> list[tuple[str, ...]]:
+    """``stage`` is the stage moved to, from C2:COLD, or ``FROM>TO``."""
+    from_stage, _, to_stage = stage.rpartition(">")
+    from_stage = from_stage or "C2:COLD"
     now = datetime(2026, 3, 4, 11, tzinfo=MSK)  # Wednesday
     deal = Deal("b24", "42", title="ООО Ромашка", stage=to_stage, pipeline="2", responsible_id="11", fields=fields)
     ctx = RuleContext(
@@ -51,7 +54,7 @@ def _run(cfg: Config, rule: str, to_stage: str, fields: dict[str, Any]) -> list[
         event=Event("b24", EventKind.DEAL_UPDATED, "42", now, "d-1"),
         now=now,
         triggers=frozenset({"deal.updated", "deal.stage_changed"}),
-        changes={"stage": ("C2:COLD", to_stage)},
+        changes={"stage": (from_stage, to_stage)},
         calendar=CAL,
     )
     out: list[tuple[str, ...]] = []
@@ -62,6 +65,8 @@ def _run(cfg: Config, rule: str, to_stage: str, fields: dict[str, Any]) -> list[
             out.append(("task", action.title, action.responsible_id, due))
         elif isinstance(action, AddComment):
             out.append(("comment", action.text[:40]))
+        elif isinstance(action, UpdateDeal):
+            out.append(("move", str(action.values.get("stage"))))
     return out
 
 
@@ -83,14 +88,43 @@ CASES = [
     ),
     (
         "ladder-no-protocol",
-        "C2:WON",
+        "C2:MEETING>C2:PLAN",
         {},
         [
-            ("comment", "Сделка переведена дальше встречи без про"),
+            ("move", "C2:MEETING"),
+            ("comment", "Сделка возвращена на этап C2:MEETING: не"),
             ("task", "Нет протокола встречи: ООО Ромашка", "11", "2026-03-05 11:00"),
         ],
     ),
     ("ladder-no-protocol", "C2:TENDER", {"UF_CRM_PROTOCOL": "https://disk/protocol.pdf"}, []),
+    (
+        "ladder-meeting-before-plan",
+        "C2:PROPOSAL>C2:PLAN",
+        {"UF_CRM_PROTOCOL": "x"},
+        [
+            ("move", "C2:PROPOSAL"),
+            ("comment", "Сделка возвращена на этап C2:PROPOSAL: п"),
+            ("task", "Провести встречу с ЛПР: ООО Ромашка", "11", "2026-03-05 11:00"),
+        ],
+    ),
+    ("ladder-meeting-before-plan", "C2:MEETING>C2:PLAN", {"UF_CRM_PROTOCOL": "x"}, []),
+    ("ladder-meeting-before-plan", "C2:PLAN>C2:MEETING", {}, []),  # moving back is allowed
+    (
+        "ladder-lpr-contacts",
+        "C2:COLD>C2:LPR",
+        {"UF_CRM_LPR_NAME": "Иванов Иван Иванович"},
+        [
+            ("move", "C2:COLD"),
+            ("comment", "Сделка возвращена на этап C2:COLD: не за"),
+            ("task", "Заполнить ФИО и телефон ЛПР: ООО Ромашка", "11", "2026-03-05 11:00"),
+        ],
+    ),
+    (
+        "ladder-lpr-contacts",
+        "C2:COLD>C2:LPR",
+        {"UF_CRM_LPR_NAME": "Иванов Иван Иванович", "UF_CRM_LPR_PHONE": "+7 831 000-00-00"},
+        [],
+    ),
     (
         "ladder-call-lpr",
         "C2:LPR",
@@ -100,10 +134,11 @@ CASES = [
     ("ladder-call-lpr", "C2:PROPOSAL", {}, []),
     (
         "ladder-won-without-contract",
-        "C2:WON",
+        "C2:PLAN>C2:WON",
         {"UF_CRM_PROTOCOL": "x"},
         [
-            ("comment", "Сделка выиграна без подписанного договор"),
+            ("move", "C2:PLAN"),
+            ("comment", "Сделка возвращена на этап C2:PLAN: выигр"),
             ("task", "Приложить подписанный договор или гарантийное письмо: ООО Ромашка", "11", "2026-03-05 11:00"),
         ],
     ),

@@ -63,6 +63,8 @@ B24_DEAL_FIELDS = {
     "UF_CRM_EMAIL": "E-mail",
     "UF_CRM_1C_ORDER": "Заказ 1С",
     "UF_CRM_1C_ORDER_STATUS": "Статус заказа 1С",
+    "UF_CRM_PAYMENT_DUE": "Дата оплаты по отсрочке",
+    "UF_CRM_CLOSING_DOCS": "Закрывающие документы в бухгалтерии",
     "UF_CRM_AGENT": "Агент",
     "UF_CRM_SUPERVISOR": "Руководитель агента",
     "UF_CRM_CARE_MANAGER": "Менеджер сопровождения",
