@@ -39,7 +39,7 @@ stopped may be stored unanswered), distinct keys = rows.
     python bench/intake.py --shapes prod --prod-servers gunicorn,granian --concurrency 32 --reps 3
     python bench/intake.py --n8n /path/to/node_modules/.bin/n8n --seconds 15
 
-Targets (the documented servers, Granian and waitress; ``--judge`` for others): production
+Targets (the documented servers: Granian in both shapes; ``--judge`` for others): production
 >= 2,000 accepted/s with p99 <= 25 ms and >= 0.9x the ceiling under the same server; embedded
 >= 1,000 accepted/s; >= 20x n8n; 0 errors; every accepted delivery stored. Exits 1 when one is
 missed. POSIX only (gunicorn, /proc).
@@ -83,7 +83,7 @@ TARGET_RATE, TARGET_P99_MS = 2000.0, 25.0
 TARGET_CEILING_SHARE = 0.9
 TARGET_EMBEDDED_RATE = 1000.0
 TARGET_N8N_RATIO = 20.0
-DOCUMENTED = {"prod": "granian", "embedded": "waitress"}  # the servers the docs deploy today
+DOCUMENTED = {"prod": "granian", "embedded": "granian-thread"}  # the servers the docs deploy today
 CONFIG = """
 storage: {{url: "{db}"}}
 server: {{host: 127.0.0.1, port: {port}, threads: {threads}, engine: {engine}}}
@@ -1072,7 +1072,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--group-wait-ms", type=float, default=0.0, help="group commit: wait this long for more rows")
     parser.add_argument(
         "--judge",
-        default="prod=granian,embedded=waitress",
+        default="prod=granian,embedded=granian-thread",
         help="the server whose rows the targets judge, per shape (the documented ones by default)",
     )
     parser.add_argument(

@@ -13,9 +13,9 @@ waitress`` is the fallback, pure Python, with its connection limit and channel t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
-import os
 import socket
 import sys
 import threading
@@ -71,9 +71,9 @@ class GranianServer:
         # Bound here, on every platform (Granian's own server binds this way on Windows and
         # macOS): port 0 gets its free port, and no SO_REUSEPORT lets two processes share one.
         self._holder: Any = _granian.ListenerSpec(host, port, BACKLOG).build()
-        probe = socket.socket(fileno=os.dup(self._holder.get_fd()))
+        probe = socket.socket(fileno=self._holder.get_fd())
         self.port = int(probe.getsockname()[1])
-        probe.close()
+        probe.detach()  # the socket stays Granian's
         self._app = app
         self._host = host
         self._max_body = max_body
@@ -130,6 +130,12 @@ class GranianServer:
             self._signal.set()
             self._started = False
             self._pool.shutdown(wait=True)
+            # Requests still waiting for their body end here, not later from Rust's side.
+            drained = asyncio.run_coroutine_threadsafe(_cancel_pending(), self._loop)
+            try:
+                drained.result(STOP_WAIT)
+            except Exception:  # a stuck request must not stop the stop
+                log.warning("intake requests did not end within %.0f s", STOP_WAIT)
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._loop_thread.join(STOP_WAIT)
             # Left open: Granian's Rust side may still hand a late callback to the stopped
@@ -150,6 +156,10 @@ class GranianServer:
             body = await asyncio.wait_for(self._read(proto), self._body_timeout)
         except TimeoutError:
             proto.response_bytes(408, _TEXT + [("connection", "close")], b"Request Timeout")
+            return
+        except asyncio.CancelledError:  # stopping: a sender still sending is told to come back
+            with contextlib.suppress(Exception):
+                proto.response_bytes(503, _TEXT + [("connection", "close")], b"Service Unavailable")
             return
         if body is None:
             proto.response_bytes(413, _TEXT, b"Request Entity Too Large")
@@ -221,6 +231,14 @@ _TEXT = [("content-type", "text/plain")]
 
 async def _call(function: Callable[[], None]) -> None:
     function()
+
+
+async def _cancel_pending() -> None:
+    me = asyncio.current_task()
+    pending = [task for task in asyncio.all_tasks() if task is not me]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 class WaitressServer:

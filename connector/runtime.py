@@ -1,4 +1,4 @@
-"""One connector process: the intake (waitress or Granian), worker and dispatcher ticks, and (while this
+"""One connector process: the intake (Granian or waitress), worker and dispatcher ticks, and (while this
 process leads) the scheduled jobs: polls, deadline scans, schedules, reports (APScheduler)."""
 
 from __future__ import annotations
