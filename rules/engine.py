@@ -37,7 +37,7 @@ def may_fire(rule: Rule, crm: str, triggers: frozenset[str]) -> bool:
 def with_rule_calendar(rule: Rule, ctx: RuleContext) -> RuleContext:
     """``ctx`` counting on the rule's calendar: its own ``calendar:``, else the calendar of the
     team of the deal's responsible, else the default one already in ``ctx``."""
-    if ctx.calendars is None or (rule.calendar is None and not ctx.org):
+    if ctx.calendars is None or (rule.calendar is None and not (ctx.org and ctx.org.has_team_calendars)):
         return ctx  # the common case, on every rule of every event: nothing to choose
     name = rule.calendar
     if name is None and ctx.org is not None:

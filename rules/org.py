@@ -111,6 +111,8 @@ class Org:
         self.roles = {name: tuple(keys) for name, keys in (roles or {}).items()}
         self.fallback = fallback
         self._any = bool(self.people or self.teams or self.roles)
+        # Most org charts give no team a calendar; then no rule needs the responsible's team.
+        self.has_team_calendars = any(team.calendar for team in self.teams.values())
         self._by_id: dict[tuple[str | None, str], str] = {}
         for person in self.people.values():
             if person.id is not None:
