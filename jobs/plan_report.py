@@ -1,5 +1,5 @@
 """Run one plan-vs-fact report: on its due day, the last period's figures from the CRM against
-the plans, as tasks to the recipients, a CSV file and (when a channel is given) a message.
+the plans, as tasks to the recipients, a CSV file and (with `channel:`) one message to the chat, all through the outbox.
 
 Exactly once per period: the tasks' keys hold the period, the file is written only if it is
 not there yet, and the period is remembered so later runs read nothing from the CRM.
@@ -17,7 +17,7 @@ from pathlib import Path
 from adapters.contracts import FactSource
 from connector.storage.outbox import Outbox
 from connector.storage.store import Store
-from domain import CreateTask, EventKind
+from domain import CreateTask, EventKind, SendMessage
 from domain.errors import AdapterError
 from domain.keys import report_rule, report_task_key
 from rules.calendar import WorkCalendar
@@ -32,8 +32,8 @@ log = logging.getLogger(__name__)
 # How far back a report reads facts when it measures time between stages.
 HISTORY_LOOKBACK = timedelta(days=180)
 
-# A delivery hook: (report name, period key, recipient, text, idempotency key) -> None. A chat
-# channel plugs in here; it must itself send once per key.
+
+# A hook told of each recipient's text: (report name, period key, recipient, text, key) -> None.
 Delivery = Callable[[str, str, str, str, str], None]
 
 
@@ -129,6 +129,20 @@ def run_plan_report(
                     audit_detail={"period": period.key, "rows": [_plain(r) for r in behind]},
                 ):
                     queued += 1
+        if report.channel is not None and rows:
+            # One message with everyone's rows: the chat is shared, unlike each recipient's task.
+            variables = _variables(report.name, period, due, "", rows, indicators, scope=_scope(rows))
+            Outbox.stage(
+                session,
+                key=report_task_key(report.name, report.channel, period.key, "chat"),
+                crm=report.channel,
+                command=SendMessage("", channel=report.channel, text=report.text.render(variables)),
+                rule=rule,
+                now=now,
+                trigger=str(EventKind.SCHEDULE),
+                audit_crm=report.crm,
+                audit_message=f"plan-vs-fact {period} to the chat {report.channel}",
+            )
     if report.file is not None:
         path = Path(report.file.render({"report": report.name, "period": period.key}))
         if path.suffix.lower() == ".xlsx":
@@ -137,7 +151,7 @@ def run_plan_report(
             write_once(path, to_csv(rows, period))
     for deliver in deliveries:
         for user, text in texts.items():
-            deliver(report.name, period.key, user, text, report_task_key(report.name, "chat", period.key, user))
+            deliver(report.name, period.key, user, text, report_task_key(report.name, "hook", period.key, user))
     store.cursors.save_last_report(report.crm, report.name, period.key, now)
     log.info("plan report name=%s period=%s due=%s queued=%d", report.name, period, due, queued)
     return queued

@@ -54,6 +54,7 @@ class ReportDef:
     by: int | None = None
     file: Template | None = None
     missed: MissedPlan | None = None
+    channel: str | None = None  # plan-vs-fact: also post the whole table to this chat channel
 
 
 @dataclass

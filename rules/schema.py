@@ -508,6 +508,11 @@ class ReportSchema(Schema):
         load_default=None,
         metadata={"doc": "plan-vs-fact: {title, text} of a task to the team lead of each person below plan"},
     )
+    channel = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"doc": "plan-vs-fact: also post the whole table, once per period, to this channel of channels"},
+    )
 
     @validates_schema
     def check(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -523,14 +528,14 @@ class ReportSchema(Schema):
             for key in ("title", "text"):
                 if not data.get(key):
                     raise ValidationError({key: ["Missing data for required field."]})
-            for key in ("by", "file", "missed"):
+            for key in ("by", "file", "missed", "channel"):
                 if data.get(key) is not None:
                     raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
             if data.get("period", "day") != "day":
                 raise ValidationError({"period": ["only a plan-vs-fact report (with indicators) covers a period"]})
             if data.get("to") in ("head", "team_lead", "person"):
                 raise ValidationError({"to": [f"{data['to']}: only a plan-vs-fact report (with indicators) has it"]})
-        elif not data.get("to") and not data.get("file"):
+        elif not data.get("to") and not data.get("file") and not data.get("channel"):
             raise ValidationError(
                 {
                     "to": [
@@ -566,4 +571,5 @@ class ReportSchema(Schema):
             )
             if missed
             else None,
+            channel=data["channel"],
         )

@@ -285,3 +285,36 @@ def test_a_report_whose_facts_cannot_be_read_is_delivered_at_a_later_run(cfg: Co
         assert run_plan_report(store, report, later, CAL, FakeFacts(), cfg.indicators, teams) == 1
     finally:
         store.close()
+
+
+def test_a_plan_report_posts_its_whole_table_to_a_chat_once(cfg: Config, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
+
+    from sqlalchemy import select
+
+    from connector.storage.models import OutboxRow
+
+    monkeypatch.chdir(tmp_path)
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        assert load_plans(store, PLANS, cfg, datetime(2026, 3, 1, tzinfo=UTC)).problems == []
+        report = dataclasses.replace(next(r for r in cfg.reports if r.name == "monthly-to-ceo"), channel="sales_chat")
+        due = datetime(2026, 4, 3, 6, tzinfo=UTC)
+        for _ in range(2):
+            run_plan_report(store, report, due, CAL, FakeFacts(), cfg.indicators, cfg.teams_for("b24"))
+        with store.sessions() as s:
+            posts = [r for r in s.scalars(select(OutboxRow)) if r.command == "send_message"]
+        assert len(posts) == 1 and posts[0].crm == "sales_chat"
+        text = posts[0].payload["text"]
+        assert "user 11 (group-1)" in text and "user 12" in text  # the whole table, everyone's rows
+    finally:
+        store.close()
+
+
+def test_check_refuses_a_report_channel_that_is_not_configured(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8").replace("    by: 5", "    by: 5\n    channel: nowhere", 1)
+    assert "channel: nowhere" in text
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(Exception, match="no channel named 'nowhere' under channels"):
+        load_config(path, ENV)

@@ -423,6 +423,8 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
         org = data.get("org")
         teams = teams_from_org(org, report.crm) if isinstance(org, Org) else None
         add(report_problems(report, data.get("indicators"), teams), ("reports", i))
+        if report.channel is not None and (problem := _cannot_write(report.channel, SendMessage, known, named)):
+            add({"channel": [problem]}, ("reports", i))
     # Named in the file, even where a deadline's own keys are wrong (those are reported above).
     raw_deadlines = raw.data.get("deadlines")
     deadline_names = set(raw_deadlines) if isinstance(raw_deadlines, dict) else set()
