@@ -471,7 +471,7 @@ def _print_why(deal: str, rows, still_open, tz: str) -> None:  # type: ignore[no
             table.add_column(column)
         for r in rows:
             table.add_row(
-                r.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                r.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
                 r.crm,
                 r.rule or "",
                 r.trigger or "",
@@ -486,7 +486,7 @@ def _print_why(deal: str, rows, still_open, tz: str) -> None:  # type: ignore[no
         for item in still_open:
             table.add_row(
                 f"{item.table} {item.id}",
-                item.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S"),
+                item.at.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z"),
                 item.crm,
                 item.status,
                 str(item.attempts),

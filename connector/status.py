@@ -242,7 +242,7 @@ def render(status: Status, console: Any, tz: str) -> None:
     zone = ZoneInfo(tz)
 
     def when(moment: datetime | None) -> str:
-        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
+        return moment.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S %Z") if moment else "—"
 
     table = Table(title=f"crm-connector status at {when(status.at)}")
     for column in (
