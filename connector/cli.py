@@ -117,6 +117,35 @@ def init_db(config_path: str) -> None:
     click.echo("database schema is up to date")
 
 
+@main.command("copy-storage")
+@click.option("--config", "config_path", required=True, type=click.Path(), help="the config with the current storage")
+@click.option("--to", "target_url", required=True, help="the new database's URL (migrated here; must be empty)")
+def copy_storage(config_path: str, target_url: str) -> None:
+    """Copy the connector's whole state (cursors, idempotency keys, deadlines, snapshots) to
+    another database, so that switching to it does not redo work. Stop the connector first."""
+    from connector.storage.copy import StorageNotEmpty, copy_state
+    from connector.storage.store import Store
+
+    cfg = _load(config_path)
+    source = Store.for_config(cfg.storage, apply_migrations=False)
+    try:
+        target = Store(target_url, apply_migrations=True)
+        try:
+            result = copy_state(source, target)
+        except StorageNotEmpty as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        finally:
+            target.close()
+    finally:
+        source.close()
+    click.echo(
+        f"copied {result.total} rows: "
+        + ", ".join(f"{name} {count}" for name, count in result.rows.items() if count)
+        + "; point storage.url at the new database, then start the connector"
+    )
+
+
 @main.command()
 @click.option("--config", "config_path", required=True, type=click.Path())
 @click.option(
