@@ -123,6 +123,7 @@ def _tick_quietly(tick: Any) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_worker_claims_again_when_a_reset_left_a_transaction_holding_its_row(pg, proxy, sim, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     simulator, server = sim
     cfg = _config(proxy.url(pg), server.base_url + simulator.webhook_base, monkeypatch)
@@ -153,6 +154,7 @@ def test_worker_claims_again_when_a_reset_left_a_transaction_holding_its_row(pg,
         store.close()
 
 
+@pytest.mark.slow
 def test_dispatcher_finishes_a_write_whose_lock_a_reset_left_behind(pg, proxy, sim, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     simulator, server = sim
     cfg = _config(proxy.url(pg), server.base_url + simulator.webhook_base, monkeypatch)
@@ -197,6 +199,7 @@ def test_dispatcher_finishes_a_write_whose_lock_a_reset_left_behind(pg, proxy, s
         store.close()
 
 
+@pytest.mark.slow
 def test_leadership_comes_back_after_a_reset_and_never_idles_in_a_transaction(pg, proxy) -> None:  # type: ignore[no-untyped-def]
     store = Store(proxy.url(pg))
     leader = Leadership(store, "a", check_every=1.0)
@@ -212,6 +215,7 @@ def test_leadership_comes_back_after_a_reset_and_never_idles_in_a_transaction(pg
         store.close()
 
 
+@pytest.mark.slow
 def test_a_blackholed_database_hangs_neither_worker_nor_leader(pg, proxy, sim, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     simulator, server = sim
     cfg = _config(proxy.url(pg), server.base_url + simulator.webhook_base, monkeypatch)

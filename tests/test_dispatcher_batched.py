@@ -101,6 +101,7 @@ def test_500_task_writes_for_500_deals_take_ten_hits_and_no_refusal(
     store.close()
 
 
+@pytest.mark.slow
 def test_with_faults_and_lost_answers_of_applied_batches_each_deal_still_gets_one_task(
     db_url: str, portal: tuple[Bitrix24Simulator, SimulatorServer]
 ) -> None:

@@ -47,6 +47,7 @@ def test_a_message_is_posted_to_the_chat_and_its_id_kept() -> None:
     assert sent == {"chat_id": "-1001234567890", "text": "Оплата получена: ООО Ромашка"}
 
 
+@pytest.mark.slow
 @responses.activate
 def test_flood_control_is_waited_out_for_retry_after_then_sent() -> None:
     responses.post(URL, json=_payload("too_many_requests"), status=429)
@@ -81,6 +82,7 @@ def test_errors_are_typed(status: int, body: Any, error: type[Exception]) -> Non
     assert TOKEN not in str(raised.value)
 
 
+@pytest.mark.slow
 @responses.activate
 def test_a_429_past_the_attempts_stays_retriable_for_the_outbox() -> None:
     for _ in range(2):
