@@ -183,6 +183,10 @@ def _load() -> float:
     return round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else 0.0
 
 
+# How long after a (re)start the drain is not judged: the first poll runs at start.
+FIRST_POLL_SETTLE = 6.0
+
+
 def _waiting(store: Any) -> tuple[int, int]:
     """Inbox rows waiting for the worker, and writes pending or under way."""
     from sqlalchemy import func, select
@@ -338,9 +342,11 @@ def run_chaos(
         time.sleep(0.5)  # the killer goes on while the backlog drains
     killing_on.clear()
     killing.join()
+    restarted_at = 0.0
     for p in procs:  # whatever the killer left dead comes back
         if p.popen is None or p.popen.poll() is not None:
             p.start()
+            restarted_at = time.monotonic()
 
     from connector.storage.store import Store
 
@@ -349,12 +355,18 @@ def run_chaos(
     drain_began = time.monotonic()
     while time.monotonic() < drain_began + settle:
         waiting = _waiting(store)
-        if waiting == (0, 0) and settled():
+        # A process just started polls at once: its first poll may still add work.
+        if waiting == (0, 0) and settled() and time.monotonic() - restarted_at > FIRST_POLL_SETTLE:
             figures.drained = True
             figures.drain_seconds = round(time.monotonic() - events_in, 1)
             break
         time.sleep(1.0)
     time.sleep(3.0)  # late duplicates would show now
+    # A poll (every 2 s here) may just have stored the echo of our own last writes: let the
+    # worker take it before the processes stop, or it would count as unprocessed.
+    echo_deadline = time.monotonic() + 15.0
+    while figures.drained and _waiting(store) != (0, 0) and time.monotonic() < echo_deadline:
+        time.sleep(0.5)
     figures.seconds = time.monotonic() - began
     for p in procs:
         p.stop()
