@@ -286,17 +286,7 @@ class Outbox:
                 # for it by its marker first; then the row has its retries again.
                 row.status, row.next_try_at, row.claimed_until, row.updated_at = OutboxStatus.PENDING, now, None, now
                 row.attempts = 1
-                Audit.record(
-                    session,
-                    at=now,
-                    crm=row.crm,
-                    deal_id=row.deal_id,
-                    rule=row.rule,
-                    action=REPLAYED,
-                    message=f"dead letter {row.id} ({row.command}) queued again; last error: "
-                    f"{(row.last_error or '')[:200]}",
-                    correlation_id=row.correlation_id,
-                )
+                _record_dead_letter(session, row, now, REPLAYED, "queued again")
             return [r.id for r in chosen]
 
     def discard_dead(
@@ -315,17 +305,7 @@ class Outbox:
             chosen = self._dead_letters(session, ids, crm, rule)
             for row in chosen:
                 row.status, row.claimed_until, row.updated_at, row.done_at = OutboxStatus.DISCARDED, None, now, now
-                Audit.record(
-                    session,
-                    at=now,
-                    crm=row.crm,
-                    deal_id=row.deal_id,
-                    rule=row.rule,
-                    action=DISCARDED,
-                    message=f"dead letter {row.id} ({row.command}) discarded by {by}: {reason}; last error: "
-                    f"{(row.last_error or '')[:200]}",
-                    correlation_id=row.correlation_id,
-                )
+                _record_dead_letter(session, row, now, DISCARDED, f"discarded by {by}: {reason}")
             return [r.id for r in chosen]
 
     @staticmethod
@@ -355,6 +335,20 @@ class Outbox:
 def _done_message(row: OutboxRow, remote_id: str | None, reconciled: bool) -> str:
     how = "found earlier write" if reconciled else "written"
     return f"{how}: {command_of(row).describe()} (remote id {remote_id})"
+
+
+def _record_dead_letter(session: Session, row: OutboxRow, now: datetime, action: str, what: str) -> None:
+    """The audit line of an operator's decision on a dead letter, with its last error."""
+    Audit.record(
+        session,
+        at=now,
+        crm=row.crm,
+        deal_id=row.deal_id,
+        rule=row.rule,
+        action=action,
+        message=f"dead letter {row.id} ({row.command}) {what}; last error: {(row.last_error or '')[:200]}",
+        correlation_id=row.correlation_id,
+    )
 
 
 def command_of(row: OutboxRow) -> Command:
