@@ -181,36 +181,47 @@ def status_blueprint(store: Store, config: Config, clock: Callable[[], datetime]
         raw = request.form.get("id", "")
         return int(raw) if raw.isdigit() else None
 
-    @page.post("/status/replay")
-    def replay() -> BaseResponse:
+    def _act(
+        what: str, act: Callable[[int], list[int]], done: tuple[str, str], nothing: tuple[str, str]
+    ) -> BaseResponse:
+        """Carry out one button's action on the row the form names; back to the page with a note."""
         row_id = _chosen_id()
         if row_id is None:
-            return Response("choose a dead letter by its id\n", 400, mimetype="text/plain")
-        chosen = store.outbox.replay_dead(clock(), ids=[row_id])
-        log.info("status page: dead letter %d %s", row_id, "queued again" if chosen else "was not dead")
-        return redirect(f"/status?note={'replayed' if chosen else 'nothing'}&id={row_id}", 303)
+            return Response(f"choose {what} by its id\n", 400, mimetype="text/plain")
+        note, said = done if act(row_id) else nothing
+        log.info("status page: %s %d %s", what, row_id, said)
+        return redirect(f"/status?note={note}&id={row_id}", 303)
+
+    @page.post("/status/replay")
+    def replay() -> BaseResponse:
+        return _act(
+            "dead letter",
+            lambda row_id: store.outbox.replay_dead(clock(), ids=[row_id]),
+            ("replayed", "queued again"),
+            ("nothing", "was not dead"),
+        )
 
     @page.post("/status/replay-inbox")
     def replay_inbox() -> BaseResponse:
-        row_id = _chosen_id()
-        if row_id is None:
-            return Response("choose an inbox row by its id\n", 400, mimetype="text/plain")
-        chosen = store.inbox.requeue(clock(), ids=[row_id])
-        log.info("status page: inbox row %d %s", row_id, "queued again" if chosen else "was not parked or failed")
-        return redirect(f"/status?note={'inbox' if chosen else 'inbox-nothing'}&id={row_id}", 303)
+        return _act(
+            "inbox row",
+            lambda row_id: store.inbox.requeue(clock(), ids=[row_id]),
+            ("inbox", "queued again"),
+            ("inbox-nothing", "was not parked or failed"),
+        )
 
     @page.post("/status/discard")
     def discard() -> BaseResponse:
-        row_id = _chosen_id()
-        if row_id is None:
-            return Response("choose a dead letter by its id\n", 400, mimetype="text/plain")
         reason = " ".join(request.form.get("reason", "").split())[:500]
-        if not reason:
+        if not reason and (row_id := _chosen_id()) is not None:
             return redirect(f"/status?note=reason&id={row_id}", 303)
         who = f"status page ({request.remote_addr})"
-        chosen = store.outbox.discard_dead(clock(), reason=reason, by=who, ids=[row_id])
-        log.info("status page: dead letter %d %s", row_id, "discarded" if chosen else "was not dead")
-        return redirect(f"/status?note={'discarded' if chosen else 'nothing'}&id={row_id}", 303)
+        return _act(
+            "dead letter",
+            lambda row_id: store.outbox.discard_dead(clock(), reason=reason, by=who, ids=[row_id]),
+            ("discarded", "discarded"),
+            ("nothing", "was not dead"),
+        )
 
     @page.errorhandler(SQLAlchemyError)
     def database_down(exc: SQLAlchemyError) -> Response:
