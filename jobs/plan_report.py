@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -33,10 +33,6 @@ log = logging.getLogger(__name__)
 HISTORY_LOOKBACK = timedelta(days=180)
 
 
-# A hook told of each recipient's text: (report name, period key, recipient, text, key) -> None.
-Delivery = Callable[[str, str, str, str, str], None]
-
-
 def period_window(period: Period, calendar: WorkCalendar) -> tuple[datetime, datetime]:
     """The period as UTC moments: from its first local midnight to the one after its last day."""
     start = datetime.combine(period.first, time(), tzinfo=calendar.tz)
@@ -58,7 +54,6 @@ def run_plan_report(
     source: FactSource,
     indicators: Mapping[str, Indicator],
     teams: Teams,
-    deliveries: Sequence[Delivery] = (),
 ) -> int:
     """Deliver the report on the last ``report.period`` once its due day has come; returns how
     many tasks were queued (0 before the due day and on every later run)."""
@@ -82,16 +77,14 @@ def run_plan_report(
     deadline = due_moment(period, report, calendar)
     rule = report_rule(report.name)
     queued = 0
-    texts: dict[str, str] = {}
     with store.sessions() as session, session.begin():
         recipients = split_by_recipient(report.to, rows, teams) if report.to else {}
         for user, mine in sorted(recipients.items()):
             variables = _variables(report.name, period, due, user, mine, indicators, scope=_scope(mine))
-            texts[user] = report.text.render(variables)
             task = CreateTask(
                 "",
                 title=report.title.render(variables),
-                description=texts[user],
+                description=report.text.render(variables),
                 responsible_id=user,
                 deadline=deadline,
             )
@@ -149,9 +142,6 @@ def run_plan_report(
             write_xlsx_once(path, rows, period)
         else:
             write_once(path, to_csv(rows, period))
-    for deliver in deliveries:
-        for user, text in texts.items():
-            deliver(report.name, period.key, user, text, report_task_key(report.name, "hook", period.key, user))
     store.cursors.save_last_report(report.crm, report.name, period.key, now)
     log.info("plan report name=%s period=%s due=%s queued=%d", report.name, period, due, queued)
     return queued

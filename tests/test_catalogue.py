@@ -1934,14 +1934,10 @@ def test_pipedrive_day_plan_of_40_contacts_shortfall_to_the_head_of_sales(tmp_pa
         assert book.person("31", "contacts", parse_period("2026-12-02")) == 40
         assert book.person("32", "contacts", parse_period("2027-01-13")) == 40
         report = next(r for r in cfg.reports if r.name == "pd-daily-plan")
-        texts: dict[str, str] = {}
-
-        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
-            texts[user] = text
-
         thursday = datetime(2026, 12, 3, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
-        queued = run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams, [deliver])
+        queued = run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams)
         assert queued == 3  # each manager their own, and one task to the head of sales for manager 32
+        texts = _report_texts(store, report.name)
         assert "Дозвоны и переписки с клиентами 40/40 (100%)" in texts["31"]
         assert "Дозвоны и переписки с клиентами 40/25 (62%)" in texts["32"]
         assert run_plan_report(store, report, thursday, calendar, PipedriveDay(), cfg.indicators, teams) == 0
@@ -1970,23 +1966,32 @@ def test_pipedrive_weekly_and_monthly_progress_per_manager(tmp_path: Path, monke
             ).problems
             == []
         )
-        texts: dict[tuple[str, str], str] = {}
-
-        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
-            texts[(name, user)] = text
-
         weekly = next(r for r in cfg.reports if r.name == "pd-weekly-progress")
         monday = datetime(2026, 12, 7, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
-        assert run_plan_report(store, weekly, monday, calendar, PipedriveDay(), cfg.indicators, teams, [deliver]) == 2
+        assert run_plan_report(store, weekly, monday, calendar, PipedriveDay(), cfg.indicators, teams) == 2
         # Week 49 starts on 30 November, before the first plan: four December days of 40.
-        assert "Дозвоны и переписки с клиентами 160/40 (25%)" in texts[("pd-weekly-progress", "31")]
+        assert "Дозвоны и переписки с клиентами 160/40 (25%)" in _report_texts(store, "pd-weekly-progress")["31"]
         monthly = next(r for r in cfg.reports if r.name == "pd-monthly-progress")
         january = datetime(2027, 1, 4, 10, tzinfo=ZoneInfo("Europe/Kyiv"))
-        assert run_plan_report(store, monthly, january, calendar, PipedriveDay(), cfg.indicators, teams, [deliver]) == 2
-        assert "Дозвоны и переписки с клиентами 920/25 (3%)" in texts[("pd-monthly-progress", "32")]
+        assert run_plan_report(store, monthly, january, calendar, PipedriveDay(), cfg.indicators, teams) == 2
+        assert "Дозвоны и переписки с клиентами 920/25 (3%)" in _report_texts(store, "pd-monthly-progress")["32"]
         assert (tmp_path / "reports" / "pd-monthly-progress-2026-12.csv").exists()
     finally:
         store.close()
+
+
+def _report_texts(store: Any, report_name: str) -> dict[str, str]:
+    """The texts a report queued as tasks, by recipient (what the CRM will show each one)."""
+    from sqlalchemy import select
+
+    from connector.storage.models import OutboxRow
+    from connector.storage.outbox import command_of
+    from domain.keys import report_rule
+
+    with store.sessions() as s:
+        rows = s.scalars(select(OutboxRow).where(OutboxRow.rule == report_rule(report_name))).all()
+        tasks = [command_of(row) for row in rows]
+    return {t.responsible_id: t.description for t in tasks if isinstance(t, CreateTask)}
 
 
 class BitrixNovember(FactSource):
@@ -2018,14 +2023,10 @@ def test_b2b_monthly_orders_for_payroll_per_manager(tmp_path: Path, monkeypatch)
     report = next(r for r in cfg.reports if r.name == "b2b-monthly-orders-for-payroll")
     store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
     try:
-        texts: dict[str, str] = {}
-
-        def deliver(name: str, period: str, user: str, text: str, key: str) -> None:
-            texts[user] = text
-
         args = (cfg.calendars.default, BitrixNovember(), cfg.indicators, cfg.teams_for("b24"))
-        assert run_plan_report(store, report, msk(2026, 12, 1, 9, 0), *args, [deliver]) == 1  # its first working day
+        assert run_plan_report(store, report, msk(2026, 12, 1, 9, 0), *args) == 1  # its first working day
         assert run_plan_report(store, report, msk(2026, 12, 1, 12, 0), *args) == 0  # once
+        texts = _report_texts(store, report.name)
         assert list(texts) == ["5"]  # the head of sales
         assert (
             "user 17 (sales): Выполненные заказы —/2; Сумма выполненных заказов —/200000; Дней от заявки до КП —/1.5"
