@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
 from click.testing import CliRunner
 
 from connector.cli import main
@@ -78,11 +77,6 @@ def test_replay_fires_rules_and_deadlines_at_their_moments(tmp_path: Path, monke
     assert deal_rows == sorted(deal_rows)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the replay emits recurring work up to each moment before the deadlines due in the same "
-    "window (connector/dryrun/replay.py _fire_due), so the CSV is out of time order",
-)
 def test_replay_interleaves_recurring_work_with_deadlines(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)

@@ -200,20 +200,28 @@ class Replay:
                     heapq.heappush(self._schedules, (first, self._seq, rule, trigger))
 
     def _fire_due(self, now: datetime) -> None:
-        """Deadlines and scheduled runs due by ``now``, in time order."""
-        for done in self._recurring.until(now):  # recurring work belongs to no deal: it goes first
-            self.result.recurring_tasks += done.kind != "note"
-            self.result.by_rule[(done.rule, done.kind)] += 1
-            self.result.outcomes.append(Outcome(done.at, done.crm, "", done.rule, "schedule", done.kind, done.detail))
+        """Recurring work, scheduled runs and deadlines due by ``now``, merged in time order
+        (at one moment: recurring work, which belongs to no deal, then scheduled runs, then
+        deadlines)."""
+        recurring, due, schedules = self._recurring, self._due, self._schedules
         while True:
-            timer_at = self._due[0][0] if self._due else None
-            run_at = self._schedules[0][0] if self._schedules else None
-            if run_at is not None and run_at <= now and (timer_at is None or run_at < timer_at):
+            work_at = recurring.next_at()
+            timer_at = due[0][0] if due else None
+            run_at = schedules[0][0] if schedules else None
+            if work_at is not None and work_at <= now and _first(work_at, run_at, timer_at):
+                self._fire_recurring()
+            elif run_at is not None and run_at <= now and (timer_at is None or run_at < timer_at):
                 self._run_schedule()
             elif timer_at is not None and timer_at <= now:
                 self._fire_timer()
             else:
                 return
+
+    def _fire_recurring(self) -> None:
+        for done in self._recurring.fire_next():
+            self.result.recurring_tasks += done.kind != "note"
+            self.result.by_rule[(done.rule, done.kind)] += 1
+            self.result.outcomes.append(Outcome(done.at, done.crm, "", done.rule, "schedule", done.kind, done.detail))
 
     def _fire_timer(self) -> None:
         fire_at, _, key, name = heapq.heappop(self._due)
@@ -420,6 +428,11 @@ class Replay:
             )
         )
         return after
+
+
+def _first(at: datetime, *others: datetime | None) -> bool:
+    """``at`` is no later than any of ``others`` that exist."""
+    return all(other is None or at <= other for other in others)
 
 
 def _amended(deal: Deal, fields: dict[str, Any], changed: Mapping[str, Any]) -> Deal:

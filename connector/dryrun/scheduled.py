@@ -4,7 +4,6 @@ the tasks it would give (or why it gives none), so that it is shown and not sile
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,7 +27,7 @@ class RecurringOutcome:
 
 
 class RecurringReplay:
-    """The occurrences of every piece of recurring work after ``start``, handed out up to a moment."""
+    """The occurrences of every piece of recurring work after ``start``, handed out one at a time."""
 
     def __init__(self, config: Config, calendar: WorkCalendar) -> None:
         self.calendars = config.calendars or CalendarSet(calendar)
@@ -47,17 +46,19 @@ class RecurringReplay:
             trigger = CronTrigger.from_crontab(item.schedule, timezone=self.calendars.get(item.calendar).tz)
             self._push(item, trigger, trigger.get_next_fire_time(None, moment))
 
-    def until(self, now: datetime) -> Iterator[RecurringOutcome]:
-        """What the occurrences up to ``now`` would do, earliest first."""
-        while self._heap and self._heap[0][0] <= now:
-            at, _, item, trigger = heapq.heappop(self._heap)
-            tasks, notes = plan_occurrence(item, at, self.calendars.get(item.calendar), self.org)
-            rule = recurring_rule(item.name)
-            for planned in tasks:
-                yield RecurringOutcome(at, item.crm, rule, planned.task.kind, planned.task.describe())
-            for note in notes:
-                yield RecurringOutcome(at, item.crm, rule, "note", note)
-            self._push(item, trigger, trigger.get_next_fire_time(at, at))
+    def next_at(self) -> datetime | None:
+        """The moment of the next occurrence, if any."""
+        return self._heap[0][0] if self._heap else None
+
+    def fire_next(self) -> list[RecurringOutcome]:
+        """What the next occurrence would do (the caller checked ``next_at``)."""
+        at, _, item, trigger = heapq.heappop(self._heap)
+        tasks, notes = plan_occurrence(item, at, self.calendars.get(item.calendar), self.org)
+        rule = recurring_rule(item.name)
+        done = [RecurringOutcome(at, item.crm, rule, p.task.kind, p.task.describe()) for p in tasks]
+        done.extend(RecurringOutcome(at, item.crm, rule, "note", note) for note in notes)
+        self._push(item, trigger, trigger.get_next_fire_time(at, at))
+        return done
 
     def _push(self, item: RecurringDef, trigger: CronTrigger, at: datetime | None) -> None:
         if at is not None:
