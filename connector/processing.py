@@ -27,7 +27,7 @@ from rules.calendar import WorkCalendar
 from rules.changes import diff, triggers_for
 from rules.deadlines import OpenDeadline
 from rules.deadlines import review as review_deadlines
-from rules.engine import evaluate, may_fire
+from rules.engine import evaluate_matching, may_fire
 from rules.model import CancelDeadline, Decision, ExpectStage, Rule, RuleContext
 
 # The rule name a deadline's own decisions (met, cancelled, re-armed) are recorded under.
@@ -164,13 +164,13 @@ class Processor:
                 return out
         rules = self.rules_for(crm, ctx.triggers)
         try:
-            out.decisions.extend(evaluate(rules, ctx))
+            out.decisions.extend(evaluate_matching(rules, ctx))
         except Exception:
             # Rule by rule, to record the broken one(s) and still run every other rule (rare:
             # the common path evaluates them in one go).
             for rule in rules:
                 try:
-                    out.decisions.extend(evaluate((rule,), ctx))
+                    out.decisions.extend(evaluate_matching((rule,), ctx))
                 except Exception as exc:
                     out.errors.append(RuleError(rule.name, f"{type(exc).__name__}: {exc}"))
         for decision in out.decisions:

@@ -37,7 +37,16 @@ def may_fire(rule: Rule, crm: str, triggers: frozenset[str]) -> bool:
 def with_rule_calendar(rule: Rule, ctx: RuleContext) -> RuleContext:
     """``ctx`` counting on the rule's calendar: its own ``calendar:``, else the calendar of the
     team of the deal's responsible, else the default one already in ``ctx``."""
-    if ctx.calendars is None or (rule.calendar is None and not (ctx.org and ctx.org.has_team_calendars)):
+    return _own_calendar(rule, ctx, _team_calendars(ctx))
+
+
+def _team_calendars(ctx: RuleContext) -> bool:
+    """Whether a rule without a calendar of its own may count on its team's."""
+    return ctx.calendars is not None and ctx.org is not None and ctx.org.has_team_calendars
+
+
+def _own_calendar(rule: Rule, ctx: RuleContext, team_calendars: bool) -> RuleContext:
+    if ctx.calendars is None or (rule.calendar is None and not team_calendars):
         return ctx  # the common case, on every rule of every event: nothing to choose
     name = rule.calendar
     if name is None and ctx.org is not None:
@@ -50,22 +59,27 @@ def with_rule_calendar(rule: Rule, ctx: RuleContext) -> RuleContext:
 
 def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
     """Every action every matching rule takes, each with its idempotency key."""
-    decisions: list[Decision] = []
     crm, triggers = ctx.deal.crm, ctx.triggers
+    return evaluate_matching([rule for rule in rules if may_fire(rule, crm, triggers)], ctx)
+
+
+def evaluate_matching(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
+    """``evaluate`` for rules already known to pass ``may_fire`` for this event's CRM and
+    triggers (the processing core's index of them): the test is not made again per rule."""
+    decisions: list[Decision] = []
+    deal, triggers = ctx.deal, ctx.triggers
     scheduled = "schedule" in triggers
+    schedule = ctx.event.data.get("schedule") if scheduled else None
+    team_calendars = _team_calendars(ctx)
     for rule in rules:
-        if not may_fire(rule, crm, triggers):
-            continue
-        if scheduled and ctx.event.data.get("schedule") != rule.name:
+        if scheduled and schedule != rule.name:
             continue  # a scheduled run belongs to the one rule whose schedule it is
-        own = with_rule_calendar(rule, ctx)
+        own = _own_calendar(rule, ctx, team_calendars)
         if not rule.condition(own):
             continue
         results: dict[str, object] = {}
-        prefix = rule_decision_prefix(rule.name, ctx.deal.crm, ctx.deal.id, rule_version(rule, ctx))
+        prefix = rule_decision_prefix(rule.name, deal.crm, deal.id, rule_version(rule, ctx))
         for index, step in enumerate(rule.actions):
             for planned in step.plan(own, results, f"{index}:{step.name}"):
-                decisions.append(
-                    Decision(rule.name, rule_decision_key(prefix, planned.slot), planned.action, ctx.triggers)
-                )
+                decisions.append(Decision(rule.name, rule_decision_key(prefix, planned.slot), planned.action, triggers))
     return decisions

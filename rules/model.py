@@ -140,8 +140,21 @@ class RuleContext:
         return {"date": found[0][0], "name": found[0][1]} if found else {"date": None, "name": ""}
 
     def template_vars(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """The names templates see: the context's own and the step results so far.
+
+        The steps of an event's rules ask one after another with the same context: its own
+        names are made once for it (a one-entry memo holding the context, so no other can
+        take its place unnoticed; one tuple, read and replaced whole, so threads cannot mix
+        one context's names with another's).
+        """
+        last = _LAST_TEMPLATE_VARS
+        own = last[1] if last is not None and last[0] is self else self._own_template_vars()
+        return {**own, **results}
+
+    def _own_template_vars(self) -> dict[str, Any]:
+        global _LAST_TEMPLATE_VARS
         deal = self.deal
-        return {
+        own = {
             "deal": {
                 "id": deal.id,
                 "title": deal.title,
@@ -166,9 +179,12 @@ class RuleContext:
             "changes": {k: {"before": b, "after": a} for k, (b, a) in self.changes.items()},
             "now": self.now,
             "holiday": self.next_holiday(),
-            **results,
         }
+        _LAST_TEMPLATE_VARS = (self, own)
+        return own
 
+
+_LAST_TEMPLATE_VARS: tuple[RuleContext, dict[str, Any]] | None = None
 
 Condition = Callable[[RuleContext], bool]
 

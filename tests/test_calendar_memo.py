@@ -65,3 +65,36 @@ def test_parse_duration_still_refuses_each_time() -> None:
         with pytest.raises(CalendarError):
             parse_duration(["3 working days"])  # type: ignore[arg-type]
     assert parse_duration("3 Working Days") == parse_duration("3 working days")
+
+
+def test_a_sum_asked_again_is_the_same_answer_across_zones_and_a_dst_fold() -> None:
+    from zoneinfo import ZoneInfo
+
+    settings = {"timezone": "America/New_York", "work_hours": "00:00-03:00, 22:00-24:00", "country": "US"}
+    kept = WorkCalendar(**settings)  # type: ignore[arg-type]
+    zone = ZoneInfo("America/New_York")
+    # 01:30 on 2026-11-01 happens twice in New York: fold 0 (EDT) and fold 1 (EST), an hour apart,
+    # yet the two datetimes compare equal: the kept answer must not serve one for the other.
+    first = datetime(2026, 11, 1, 1, 30, tzinfo=zone)
+    second = first.replace(fold=1)
+    assert first.astimezone(UTC) != second.astimezone(UTC)
+    same_moment_elsewhere = first.astimezone(ZoneInfo("Asia/Tokyo"))
+    for moment in (first, second, same_moment_elsewhere, first, second):
+        for duration in ("90 working minutes", "4 working hours", "-2 working days", "24h"):
+            fresh = WorkCalendar(**settings)  # type: ignore[arg-type]
+            assert kept.add(moment, duration) == fresh.add(moment, duration), (moment, duration)
+            assert kept.subtract(moment, duration) == fresh.subtract(moment, duration), (moment, duration)
+    assert kept.add(first, "24h") != kept.add(second, "24h")
+
+
+def test_kept_sums_stay_bounded_and_failures_are_not_kept() -> None:
+    cal = WorkCalendar()
+    start = datetime(2026, 3, 2, 9, tzinfo=UTC)
+    for minutes in range(cal._SUMS_KEPT + 10):
+        cal.add(start + timedelta(minutes=minutes), "1 working hour")
+    assert len(cal._sums) <= cal._SUMS_KEPT
+    for _ in range(2):
+        with pytest.raises(CalendarError, match="cannot read duration"):
+            cal.add(start, "soon")
+        with pytest.raises(CalendarError, match="no time zone"):
+            cal.add(datetime(2026, 3, 2, 9), "1 working hour")
