@@ -138,3 +138,23 @@ crms: {{b24: {{type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", a
     assert result.exit_code == 0, result.output
     assert "isp-captain-and-feasibility" in result.output and "2026-11-25 10:00:00" in result.output
     assert CliRunner().invoke(main, ["why", "10", "--config", str(config)]).exit_code == 1
+
+
+def test_pipedrive_deal_after_a_written_status_carries_the_outcome() -> None:
+    """A dry-run shows later rules the deal as Pipedrive keeps it: won and lost are a status."""
+    from adapters.pipedrive.adapter import PipedriveAdapter
+    from adapters.pipedrive.settings import PipedriveSettings
+    from domain import CloseDeal, UpdateDeal
+
+    adapter = PipedriveAdapter(
+        "pd",
+        PipedriveSettings(
+            base_url="https://x.pipedrive.com", api_token="t" * 40, webhook_user="u", webhook_password="p" * 12
+        ),
+    )
+    lost = Deal(crm="pd", id="7", stage="1", stage_semantic="lost", fields={"status": "lost", "stage_id": 1})
+    reopened = adapter.deal_after(lost, UpdateDeal("7", values={"status": "open"}))
+    assert (reopened.stage_semantic, reopened.fields["status"], reopened.stage) == ("open", "open", "1")
+    closed = adapter.deal_after(reopened, CloseDeal("7", outcome="lost", reason="дорого"))
+    assert (closed.stage_semantic, closed.fields["status"], closed.fields["lost_reason"]) == ("lost", "lost", "дорого")
+    assert adapter.deal_after(closed, UpdateDeal("7", values={"title": "x"})).stage_semantic == "lost"

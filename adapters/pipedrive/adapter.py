@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -25,6 +26,7 @@ from adapters.contracts import (
 from adapters.pipedrive.client import PipedriveClient
 from adapters.pipedrive.mapping import (
     CUSTOM_KEY,
+    DEAL_STATUSES,
     FIELD_NAMES,
     activity_fact,
     deal_fact,
@@ -347,6 +349,20 @@ class PipedriveAdapter(
         if not deal_id.isdigit():
             raise NotFoundError("deal ids are numeric", crm=self.name, method="PATCH /api/v2/deals")
         self.client.request("PATCH", f"/api/v2/deals/{deal_id}", json=body)
+
+    def deal_after(self, deal: Deal, command: Command) -> Deal:
+        """As Pipedrive keeps it: won and lost are the deal's ``status``, not a stage, so a
+        written status (a close, or a rule reopening a deal) brings the outcome along."""
+        after = super().deal_after(deal, command)
+        if isinstance(command, CloseDeal):
+            fields = {**after.fields, "status": command.outcome}
+            if command.outcome == "lost" and command.reason:
+                fields[command.reason_field or "lost_reason"] = command.reason
+            return dataclasses.replace(after, fields=fields)
+        status = after.fields.get("status")
+        if status == deal.fields.get("status") or status not in DEAL_STATUSES:
+            return after
+        return dataclasses.replace(after, stage_semantic=DEAL_STATUSES[str(status)])
 
     def _close(self, command: CloseDeal, marker: str) -> WriteResult:
         body: dict[str, Any] = {"status": command.outcome}

@@ -13,7 +13,7 @@ from domain import Deal, Location, StageSemantic, User
 from domain.facts import Fact
 
 CUSTOM_KEY = re.compile(r"^[0-9a-f]{40}$")
-_SEMANTICS: dict[str, StageSemantic] = {"open": "open", "won": "won", "lost": "lost"}
+DEAL_STATUSES: dict[str, StageSemantic] = {"open": "open", "won": "won", "lost": "lost"}
 # Parts of Pipedrive's structured address custom field, by our Location names.
 _ADDRESS_PARTS = {
     "city": "locality",
@@ -138,7 +138,7 @@ def deal_from_pd(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str,
         title=str(fields.get("title") or ""),
         stage=_id_text(fields.get("stage_id")),
         # Won and lost are a status in Pipedrive, not a stage: the deal keeps its stage.
-        stage_semantic=_SEMANTICS.get(status, "open"),
+        stage_semantic=DEAL_STATUSES.get(status, "open"),
         pipeline=_id_text(fields.get("pipeline_id")),
         responsible_id=_id_text(owner) or None,
         amount=to_decimal(fields.get("value")),
@@ -168,7 +168,7 @@ def normalised_previous(previous: Mapping[str, Any]) -> dict[str, Any]:
             value = out[raw_key]
             out[name] = str(value) if value is not None and raw_key != "title" else value
     if "status" in out:
-        out["stage_semantic"] = _SEMANTICS.get(str(out["status"]), "open")
+        out["stage_semantic"] = DEAL_STATUSES.get(str(out["status"]), "open")
     return out
 
 
@@ -228,7 +228,7 @@ def deal_fact(raw: Mapping[str, Any]) -> Fact:
         user=_id_text(fields.get("owner_id")) or None,
         at=parse_time(closed),
         created_at=parse_time(fields.get("add_time")),
-        status=status if status in _SEMANTICS else "open",
+        status=status if status in DEAL_STATUSES else "open",
         stage=_id_text(fields.get("stage_id")),
         amount=to_decimal(fields.get("value")),
         deal_id=str(fields.get("id")),
