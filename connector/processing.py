@@ -133,7 +133,7 @@ class Processor:
         if previous and before is None and crm in self.carries_previous:
             # The CRM told us what changed: use it when we have no snapshot.
             changes = {k: (v, current.get(k, deal.fields.get(k))) for k, v in previous.items()}
-        ctx = RuleContext(
+        ctx = RuleContext.for_event(
             deal=deal,
             event=event,
             now=now,

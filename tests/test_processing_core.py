@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from sqlalchemy import select
 
 from adapters.contracts import DealSource
@@ -140,3 +141,36 @@ def test_the_dry_run_sees_its_own_writes_and_the_workload() -> None:
     assert (kept.title, kept.responsible_id, kept.fields["UF_CRM_ROUTED"]) == ("Новое название", "7", "Y")
     assert kept.fields["ASSIGNED_BY_ID"] == "7"
     assert not result.not_simulated
+
+
+def test_the_cores_quick_rule_context_is_the_dataclass_one() -> None:
+    """``RuleContext.for_event`` sets the fields in one step: it must take every field (one
+    added later too) and make what the dataclass makes."""
+    import dataclasses
+    import inspect
+    from datetime import UTC
+
+    from rules.calendar import WorkCalendar
+    from rules.model import RuleContext
+
+    names = [f.name for f in dataclasses.fields(RuleContext)]
+    assert sorted(inspect.signature(RuleContext.for_event).parameters) == sorted(names)
+    now = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    values: dict[str, object] = {name: None for name in names}
+    values |= {
+        "deal": Deal(crm="b24", id="1"),
+        "event": Event("b24", EventKind.DEAL_UPDATED, "1", now, "k"),
+        "now": now,
+        "triggers": frozenset({"deal.updated"}),
+        "changes": {"stage": ("A", "B")},
+        "users": {},
+        "territories": (),
+        "calendar": WorkCalendar(),
+        "workload": {"7": 2},
+        "assigned": {},
+        "deadlines": {},
+    }
+    quick, plain = RuleContext.for_event(**values), RuleContext(**values)  # type: ignore[arg-type]
+    assert quick == plain and quick.__dict__ == plain.__dict__
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        quick.now = now  # type: ignore[misc]
