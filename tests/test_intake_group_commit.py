@@ -275,3 +275,36 @@ def test_sqlite_inbox_writes_reach_the_disk_before_the_answer(tmp_path) -> None:
             assert conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[union-attr]
     finally:
         store.close()
+
+
+def test_a_group_is_stored_as_the_orm_reads_it_and_twice_is_a_duplicate(db_url) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL's group insert bypasses SQLAlchemy's types: what it writes must read back as
+    the ORM's own rows (JSON payload, aware datetimes, the status), and a second group of the
+    same keys stores nothing."""
+    from datetime import UTC, datetime
+
+    from connector.storage.inbox import row_values
+    from connector.storage.store import Store
+    from domain import Event, EventKind
+
+    store = Store(db_url)
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    events = [
+        Event("b24", EventKind.DEAL_UPDATED, str(i), now, f"k{i}", raw={"ID": str(i), "ТЕМА": "ё"}, data={"n": i})
+        for i in range(3)
+    ]
+    rows = [row_values(e, now, f"c{i}") for i, e in enumerate(events)]
+    try:
+        assert store.inbox.add_many(rows) == {("b24", "k0"), ("b24", "k1"), ("b24", "k2")}
+        assert store.inbox.add_many(rows[1:]) == set()
+        with store.reading() as s:
+            stored = list(s.scalars(select(InboxRow).order_by(InboxRow.deal_id)))
+        assert [(r.crm, r.dedup_key, r.deal_id, r.correlation_id) for r in stored] == [
+            ("b24", f"k{i}", str(i), f"c{i}") for i in range(3)
+        ]
+        first = stored[0]
+        assert (first.kind, first.source, first.status, first.attempts) == ("deal.updated", "webhook", "new", 0)
+        assert first.occurred_at == first.received_at == first.next_try_at == now
+        assert first.payload == {"raw": {"ID": "0", "ТЕМА": "ё"}, "previous": None, "data": {"n": 0}}
+    finally:
+        store.close()
