@@ -4,6 +4,7 @@ in bounded time, and refusals cost little and log safely."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -139,6 +140,11 @@ def test_every_accepted_delivery_is_committed_before_its_answer(db_url, monkeypa
         assert writer.groups <= 40
         again = client.post("/hooks/bitrix24/b24", data=_valid(deal="1", ts=int(time.time()) - 1), headers=FORM)
         assert again.status_code == 200
+        # The accepted answer is written by hand: the same bytes as jsonify would write.
+        answer = again.get_json()
+        assert answer["ok"] is True and answer["stored"] + answer["duplicates"] == 1
+        assert again.mimetype == "application/json"
+        assert again.data == (json.dumps(answer, separators=(",", ":"), sort_keys=True) + "\n").encode()
     finally:
         rt.stop()
 
