@@ -231,49 +231,52 @@ def create_app(
 
     def _hook(receiver: WebhookReceiver, name: str, correlation: str) -> tuple[Response, int, str]:
         """Parse, check and store one delivery: the answer, its status and the metric's result."""
-        received = clock()
-        try:
-            body = request.get_data(cache=True)
-            mimetype = request.mimetype or ""
-            incoming = IncomingRequest(
-                body=body,
-                content_type=mimetype,
-                headers=_Headers(request.environ),
-                form=_form(body, mimetype),
-                remote_addr=request.remote_addr,
-            )
-            receiver.validate(incoming)
-            events = receiver.parse(incoming, received_at=received)
-        except WebhookError as exc:
-            log.warning(
-                "webhook refused crm=%s status=%d reason=%s correlation=%s",
-                name,
-                exc.status,
-                _printable(exc.reason, 200),
-                correlation,
-            )
-            return *_answer(exc.status, error=exc.reason), f"refused_{exc.status}"
-        except HTTPException as exc:  # too large, too many form parts, bad multipart
-            status = exc.code or 400
-            log.warning(
-                "webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name, correlation
-            )
-            return *_answer(status, error=exc.name), f"refused_{status}"
-        except Exception:  # a receiver's bug must still not become a 500 or a stored row
-            log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
-            return *_answer(400, error="could not parse the delivery"), "refused_400"
-        stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]
-        if stale:
-            log.warning(
-                "webhook refused crm=%s status=400 reason=outside the replay window stamped=%s correlation=%s",
-                name,
-                stale[0].occurred_at.isoformat(),
-                correlation,
-            )
-            return *_answer(400, error="delivery outside the replay window"), "refused_400"
-        if (too_long := _too_long(events)) is not None:
-            log.warning("webhook refused crm=%s status=400 reason=%s correlation=%s", name, too_long, correlation)
-            return *_answer(400, error=too_long), "refused_400"
+        # Until its rows are handed to the writer, this delivery is one the writer may wait
+        # for; a refusal leaves the block too, and the writer stops counting on it.
+        with writer.expecting():
+            received = clock()
+            try:
+                body = request.get_data(cache=True)
+                mimetype = request.mimetype or ""
+                incoming = IncomingRequest(
+                    body=body,
+                    content_type=mimetype,
+                    headers=_Headers(request.environ),
+                    form=_form(body, mimetype),
+                    remote_addr=request.remote_addr,
+                )
+                receiver.validate(incoming)
+                events = receiver.parse(incoming, received_at=received)
+            except WebhookError as exc:
+                log.warning(
+                    "webhook refused crm=%s status=%d reason=%s correlation=%s",
+                    name,
+                    exc.status,
+                    _printable(exc.reason, 200),
+                    correlation,
+                )
+                return *_answer(exc.status, error=exc.reason), f"refused_{exc.status}"
+            except HTTPException as exc:  # too large, too many form parts, bad multipart
+                status = exc.code or 400
+                log.warning(
+                    "webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name, correlation
+                )
+                return *_answer(status, error=exc.name), f"refused_{status}"
+            except Exception:  # a receiver's bug must still not become a 500 or a stored row
+                log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
+                return *_answer(400, error="could not parse the delivery"), "refused_400"
+            stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]
+            if stale:
+                log.warning(
+                    "webhook refused crm=%s status=400 reason=outside the replay window stamped=%s correlation=%s",
+                    name,
+                    stale[0].occurred_at.isoformat(),
+                    correlation,
+                )
+                return *_answer(400, error="delivery outside the replay window"), "refused_400"
+            if (too_long := _too_long(events)) is not None:
+                log.warning("webhook refused crm=%s status=400 reason=%s correlation=%s", name, too_long, correlation)
+                return *_answer(400, error=too_long), "refused_400"
         try:
             outcome = writer.store([row_values(event, received, correlation) for event in events])
         except (SQLAlchemyError, StorageTimeout) as exc:

@@ -74,11 +74,38 @@ def test_requests_arriving_together_share_one_commit() -> None:
     assert max(len(g) for g in insert.groups) > 1
 
 
+def test_a_lone_delivery_is_written_at_once_when_no_other_is_on_its_way() -> None:
+    insert = SlowInsert(seconds=0.0)
+    writer = GroupWriter(insert, wait=5.0)  # a window the test would notice if waited out
+    try:
+        started = time.monotonic()
+        assert writer.store([_row("b24", "alone")]) == [True]
+        assert time.monotonic() - started < 2.5
+    finally:
+        writer.close()
+
+
+def test_the_writer_waits_for_a_delivery_still_on_its_way() -> None:
+    insert = SlowInsert(seconds=0.0)
+    writer = GroupWriter(insert, wait=1.0)  # ends the group once nobody is on the way
+    try:
+        with ThreadPoolExecutor(1) as pool, writer.expecting():  # this thread is still parsing
+            first = pool.submit(writer.store, [_row("b24", "first")])
+            assert writer.store([_row("b24", "second")]) == [True]
+            assert first.result(5) == [True]
+    finally:
+        writer.close()
+    assert insert.groups == [[("b24", "first"), ("b24", "second")]] or insert.groups == [
+        [("b24", "second"), ("b24", "first")]
+    ]
+
+
 def test_twins_in_one_group_store_once_and_the_second_is_a_duplicate() -> None:
     insert = SlowInsert()
-    writer = GroupWriter(insert, wait=0.2)  # both land in the same group
+    writer = GroupWriter(insert, wait=0.2)
     try:
-        with ThreadPoolExecutor(2) as pool:
+        # A request still on its way keeps the window open: both twins land in one group.
+        with ThreadPoolExecutor(2) as pool, writer.expecting():
             answers = list(pool.map(lambda _: writer.store([_row("b24", "same")]), range(2)))
     finally:
         writer.close()

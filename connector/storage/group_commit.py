@@ -1,14 +1,15 @@
 """Group commit for the intake: deliveries that arrive together share one insert and one commit.
 
 Each request hands its inbox rows to the process's one writer thread and waits. The writer
-takes whatever is waiting (after the first row, up to ``wait`` more seconds for others, at
-most ``max_rows``), inserts the lot with one statement in one transaction, and only then
-releases each request with what became of its rows. A failed group fails every request in
-it (the intake answers 503; the senders retry, and the unique key makes a retry of a row
-that was stored after all a duplicate). A request that waited ``timeout`` gives up (503) and
-its rows are left out of any later group; if they were already being written they may still
-be stored, which a retry reports as a duplicate. So a request is acknowledged only after its
-rows are committed, and an answer never waits on the database for long.
+takes whatever is waiting (after the first row, up to ``wait`` more seconds for others while
+requests of the process are still on their way, at most ``max_rows``), inserts the lot with
+one statement in one transaction, and only then releases each request with what became of
+its rows. A failed group fails every request in it (the intake answers 503; the senders
+retry, and the unique key makes a retry of a row that was stored after all a duplicate). A
+request that waited ``timeout`` gives up (503) and its rows are left out of any later group;
+if they were already being written they may still be stored, which a retry reports as a
+duplicate. So a request is acknowledged only after its rows are committed, and an answer
+never waits on the database for long.
 """
 
 from __future__ import annotations
@@ -44,6 +45,25 @@ class _Request:
         self.abandoned = False
 
 
+class _Expecting:
+    """``with writer.expecting():`` counts the request as on its way while in the block."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: GroupWriter) -> None:
+        self._writer = writer
+
+    def __enter__(self) -> None:
+        writer = self._writer
+        with writer._expected_lock:
+            writer._expected += 1
+
+    def __exit__(self, *exc: object) -> None:
+        writer = self._writer
+        with writer._expected_lock:
+            writer._expected -= 1
+
+
 class GroupWriter:
     """One writer thread per process; ``store`` blocks until the rows are committed."""
 
@@ -59,14 +79,24 @@ class GroupWriter:
         self._insert = insert
         self._max_rows = max_rows
         self._wait = wait
+        self._nap = wait / 4
         self._timeout = timeout
         self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        # Requests of this process on their way to ``store`` (parsing, checking): while
+        # there are none, waiting out the window would only delay the group.
+        self._expected = 0
+        self._expected_lock = threading.Lock()
+        self._expecting = _Expecting(self)
         self.groups = 0  # commits made, and the rows they held: for the bench
         self.rows = 0
+
+    def expecting(self) -> _Expecting:
+        """A block around a request's work before ``store``: the writer may wait for it."""
+        return self._expecting
 
     def store(self, rows: Sequence[dict[str, Any]]) -> list[bool]:
         """Commit ``rows`` with the next group: per row True if inserted, False if stored before.
@@ -108,9 +138,11 @@ class GroupWriter:
     def _take(self, first: _Request) -> tuple[list[_Request], bool]:
         """The group that starts with ``first``, and whether the stop mark was met.
 
-        The queue is drained without blocking, then the writer naps once for the rest of the
-        ``wait`` window and drains again: a request queued meanwhile wakes nobody (a blocking
-        ``get`` would be woken by each of them, a context switch per delivery).
+        The queue is drained without blocking; while requests are still on their way
+        (``expecting``) and the ``wait`` window lasts, the writer naps a quarter of it and
+        drains again. A request queued meanwhile wakes nobody (a blocking ``get`` would be
+        woken by each, a context switch per delivery), and when every request of the process
+        is already in the group it is written at once instead of waiting out the window.
         """
         group = [first]
         count = len(first.rows)
@@ -126,9 +158,9 @@ class GroupWriter:
                 group.append(item)
                 count += len(item.rows)
             left = deadline - time.monotonic()
-            if count >= self._max_rows or left <= 0:
+            if count >= self._max_rows or left <= 0 or self._expected <= 0:
                 return group, False
-            time.sleep(left)
+            time.sleep(min(left, self._nap))
 
     def _run(self) -> None:
         stopping = False
