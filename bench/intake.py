@@ -1067,7 +1067,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port-base", type=int, help="ports from here up, one per target (default: free ports)")
     parser.add_argument("--workers", type=int, default=5, help="gunicorn sync workers (2 x cores + 1, as documented)")
     parser.add_argument("--granian-workers", type=int, default=2, help="granian worker processes (production)")
-    parser.add_argument("--granian-threads", type=int, default=4, help="granian Python threads per worker (production)")
+    parser.add_argument("--granian-threads", type=int, default=8, help="granian Python threads per worker (production)")
     parser.add_argument("--threads", type=int, default=8, help="threads of the embedded servers (waitress's default 8)")
     parser.add_argument("--group-wait-ms", type=float, default=0.0, help="group commit: wait this long for more rows")
     parser.add_argument(

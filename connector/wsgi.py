@@ -2,7 +2,7 @@
 
     CONNECTOR_CONFIG=/etc/connector/config.yaml \\
         granian --interface wsgi --factory connector.wsgi:application --workers 2 \\
-            --blocking-threads 4 --backpressure 64 --http 1 --no-ws
+            --blocking-threads 8 --backpressure 64 --http 1 --no-ws
 
 One Granian worker process per core, each running the app on ``--blocking-threads`` Python
 threads; deliveries of one process that arrive together share one commit (group commit), so

@@ -4,6 +4,7 @@ in bounded time, and refusals cost little and log safely."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -73,11 +74,38 @@ def test_requests_arriving_together_share_one_commit() -> None:
     assert max(len(g) for g in insert.groups) > 1
 
 
+def test_a_lone_delivery_is_written_at_once_when_no_other_is_on_its_way() -> None:
+    insert = SlowInsert(seconds=0.0)
+    writer = GroupWriter(insert, wait=5.0)  # a window the test would notice if waited out
+    try:
+        started = time.monotonic()
+        assert writer.store([_row("b24", "alone")]) == [True]
+        assert time.monotonic() - started < 2.5
+    finally:
+        writer.close()
+
+
+def test_the_writer_waits_for_a_delivery_still_on_its_way() -> None:
+    insert = SlowInsert(seconds=0.0)
+    writer = GroupWriter(insert, wait=1.0)  # ends the group once nobody is on the way
+    try:
+        with ThreadPoolExecutor(1) as pool, writer.expecting():  # this thread is still parsing
+            first = pool.submit(writer.store, [_row("b24", "first")])
+            assert writer.store([_row("b24", "second")]) == [True]
+            assert first.result(5) == [True]
+    finally:
+        writer.close()
+    assert insert.groups == [[("b24", "first"), ("b24", "second")]] or insert.groups == [
+        [("b24", "second"), ("b24", "first")]
+    ]
+
+
 def test_twins_in_one_group_store_once_and_the_second_is_a_duplicate() -> None:
     insert = SlowInsert()
-    writer = GroupWriter(insert, wait=0.2)  # both land in the same group
+    writer = GroupWriter(insert, wait=0.2)
     try:
-        with ThreadPoolExecutor(2) as pool:
+        # A request still on its way keeps the window open: both twins land in one group.
+        with ThreadPoolExecutor(2) as pool, writer.expecting():
             answers = list(pool.map(lambda _: writer.store([_row("b24", "same")]), range(2)))
     finally:
         writer.close()
@@ -139,6 +167,11 @@ def test_every_accepted_delivery_is_committed_before_its_answer(db_url, monkeypa
         assert writer.groups <= 40
         again = client.post("/hooks/bitrix24/b24", data=_valid(deal="1", ts=int(time.time()) - 1), headers=FORM)
         assert again.status_code == 200
+        # The accepted answer is written by hand: the same bytes as jsonify would write.
+        answer = again.get_json()
+        assert answer["ok"] is True and answer["stored"] + answer["duplicates"] == 1
+        assert again.mimetype == "application/json"
+        assert again.data == (json.dumps(answer, separators=(",", ":"), sort_keys=True) + "\n").encode()
     finally:
         rt.stop()
 
@@ -273,5 +306,38 @@ def test_sqlite_inbox_writes_reach_the_disk_before_the_answer(tmp_path) -> None:
         assert levels == [2]  # FULL: the commit is synced before the intake answers
         with store.engine.connect() as conn:  # the other writes keep NORMAL
             assert conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[union-attr]
+    finally:
+        store.close()
+
+
+def test_a_group_is_stored_as_the_orm_reads_it_and_twice_is_a_duplicate(db_url) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL's group insert bypasses SQLAlchemy's types: what it writes must read back as
+    the ORM's own rows (JSON payload, aware datetimes, the status), and a second group of the
+    same keys stores nothing."""
+    from datetime import UTC, datetime
+
+    from connector.storage.inbox import row_values
+    from connector.storage.store import Store
+    from domain import Event, EventKind
+
+    store = Store(db_url)
+    now = datetime(2026, 12, 2, 10, 0, tzinfo=UTC)
+    events = [
+        Event("b24", EventKind.DEAL_UPDATED, str(i), now, f"k{i}", raw={"ID": str(i), "ТЕМА": "ё"}, data={"n": i})
+        for i in range(3)
+    ]
+    rows = [row_values(e, now, f"c{i}") for i, e in enumerate(events)]
+    try:
+        assert store.inbox.add_many(rows) == {("b24", "k0"), ("b24", "k1"), ("b24", "k2")}
+        assert store.inbox.add_many(rows[1:]) == set()
+        with store.reading() as s:
+            stored = list(s.scalars(select(InboxRow).order_by(InboxRow.deal_id)))
+        assert [(r.crm, r.dedup_key, r.deal_id, r.correlation_id) for r in stored] == [
+            ("b24", f"k{i}", str(i), f"c{i}") for i in range(3)
+        ]
+        first = stored[0]
+        assert (first.kind, first.source, first.status, first.attempts) == ("deal.updated", "webhook", "new", 0)
+        assert first.occurred_at == first.received_at == first.next_try_at == now
+        assert first.payload == {"raw": {"ID": "0", "ТЕМА": "ё"}, "previous": None, "data": {"n": 0}}
     finally:
         store.close()

@@ -3,14 +3,15 @@ it is acknowledged and unique by (CRM, dedup key)."""
 
 from __future__ import annotations
 
+import json
+import os
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Insert, Table, select
+from sqlalchemy import Connection, Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 def new_correlation_id() -> str:
     """Ties a delivery to the rules it fired and the writes they made (in logs and audit)."""
-    return uuid.uuid4().hex[:16]
+    return os.urandom(8).hex()
 
 
 def row_values(event: Event, received_at: datetime, correlation_id: str | None = None) -> dict[str, Any]:
@@ -69,6 +70,73 @@ def _group_insert_statement(dialect: str) -> Insert:
     return insert
 
 
+_GROUP_COLUMNS = (
+    "crm",
+    "dedup_key",
+    "kind",
+    "source",
+    "deal_id",
+    "occurred_at",
+    "received_at",
+    "payload",
+    "status",
+    "attempts",
+    "next_try_at",
+    "correlation_id",
+)
+
+
+class _PostgresGroupInsert:
+    """A group's rows in one ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING`` on
+    the intake engine's psycopg connection, without SQLAlchemy's statement machinery.
+
+    The statement for each group size is built once and psycopg prepares it on the server
+    after a few uses, so a group costs the parameters' conversion and one round trip. The
+    connection is the intake engine's (its timeouts, keepalives and autocommit: the one
+    statement is committed before ``execute`` returns) and goes back to the pool after
+    each group. A connection that fails is invalidated and the error raised as SQLAlchemy
+    would raise it, so ``Inbox.add_many`` retries a dropped connection once, as before.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._statements: dict[int, str] = {}
+        columns = ", ".join(_GROUP_COLUMNS)
+        self._head = f"INSERT INTO {InboxRow.__tablename__} ({columns}) VALUES "
+        self._row = "(" + ", ".join(["%s"] * len(_GROUP_COLUMNS)) + ")"
+        self._tail = " ON CONFLICT (crm, dedup_key) DO NOTHING RETURNING crm, dedup_key"
+
+    def _statement(self, size: int) -> str:
+        statement = self._statements.get(size)
+        if statement is None:
+            statement = self._statements[size] = self._head + ", ".join([self._row] * size) + self._tail
+        return statement
+
+    def insert(self, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+        params: list[Any] = []
+        for row in rows:
+            for column in _GROUP_COLUMNS:
+                value = row[column]
+                # The column is JSON: text of it, as SQLAlchemy's JSON type would write it.
+                params.append(json.dumps(value) if column == "payload" else value)
+        statement = self._statement(len(rows))
+        pooled = self._engine.raw_connection()
+        try:
+            conn: Any = pooled.driver_connection
+            with conn.cursor() as cursor:
+                cursor.execute(statement, params)
+                return {(crm, key) for crm, key in cursor.fetchall()}
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            gone = bool(pooled.dbapi_connection is None or conn.closed or conn.broken)
+            if gone:
+                pooled.invalidate(exc)
+            raise DBAPIError.instance(
+                statement, None, exc, self._engine.dialect.loaded_dbapi.Error, connection_invalidated=gone
+            ) from exc
+        finally:
+            pooled.close()
+
+
 class Inbox:
     """Adds events, leases them to workers and records how their processing ended."""
 
@@ -82,6 +150,7 @@ class Inbox:
         )
         self._insert = _insert_statement(store.dialect)
         self._group_insert = _group_insert_statement(store.dialect)
+        self._pg_group = _PostgresGroupInsert(store.intake_engine) if store.dialect == "postgresql" else None
 
     def add(self, event: Event, received_at: datetime, correlation_id: str | None = None) -> bool:
         """Store one event durably; False when the same delivery was stored before.
@@ -118,6 +187,8 @@ class Inbox:
             return set()
         for attempt in (1, 2):
             try:
+                if self._pg_group is not None:
+                    return self._pg_group.insert(rows)
                 with (
                     self._insert_lock,
                     self.store.intake_engine.connect() as conn,
