@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from domain.errors import AdapterError
 from domain.keys import report_rule, report_task_key
 from rules.calendar import WorkCalendar
 from rules.indicators import Indicator
-from rules.periods import Period, due_date, last_completed
+from rules.periods import Period, due_date, last_completed, last_working_day, period_of
 from rules.plan_reports import FILE_COLUMNS, Row, file_rows, missed_by, plan_vs_fact, split_by_recipient, table, to_csv
 from rules.plans import PlanBook, Teams
 from rules.reports import ReportDef
@@ -42,8 +42,19 @@ def period_window(period: Period, calendar: WorkCalendar) -> tuple[datetime, dat
 
 def due_moment(period: Period, report: ReportDef, calendar: WorkCalendar) -> datetime:
     """The end of work on the day the report on ``period`` is due."""
-    day = due_date(period, report.by, calendar)
+    day = (last_working_day(period, calendar) if report.current else None) or due_date(period, report.by, calendar)
     return calendar.end_of_working_day(datetime.combine(day, time(12), tzinfo=calendar.tz))
+
+
+def reported_period(report: ReportDef, today: date, calendar: WorkCalendar) -> tuple[Period, date | None]:
+    """The period a run on ``today`` reports on and the day it is due: the last one that ended
+    (due ``by`` or the first working day after it), or with ``current`` the running one (due on
+    its last working day; None when it has none)."""
+    if report.current:
+        period = period_of(report.period, today)
+        return period, last_working_day(period, calendar)
+    period = last_completed(report.period, today, calendar)
+    return period, due_date(period, report.by, calendar)
 
 
 def run_plan_report(
@@ -58,9 +69,8 @@ def run_plan_report(
     """Deliver the report on the last ``report.period`` once its due day has come; returns how
     many tasks were queued (0 before the due day and on every later run)."""
     today = now.astimezone(calendar.tz).date()
-    period = last_completed(report.period, today, calendar)
-    due = due_date(period, report.by, calendar)
-    if today < due or store.cursors.last_report(report.crm, report.name) == period.key:
+    period, due = reported_period(report, today, calendar)
+    if due is None or today < due or store.cursors.last_report(report.crm, report.name) == period.key:
         return 0
     since, until = period_window(period, calendar)
     if any(_reaches_back(indicators, name) for name in report.indicators):
@@ -73,7 +83,17 @@ def run_plan_report(
         )
         return 0
     book = PlanBook(store.plans.all(), calendar, teams)
-    rows = plan_vs_fact(period, report.indicators, indicators, facts, book, teams, calendar.tz)
+    rows = plan_vs_fact(
+        period,
+        report.indicators,
+        indicators,
+        facts,
+        book,
+        teams,
+        calendar.tz,
+        targets=report.targets,
+        person_field=report.person_field,
+    )
     deadline = due_moment(period, report, calendar)
     rule = report_rule(report.name)
     queued = 0
