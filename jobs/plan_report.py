@@ -19,6 +19,7 @@ from connector.storage.outbox import Outbox
 from connector.storage.store import Store
 from domain import CreateTask, EventKind, SendMessage
 from domain.errors import AdapterError
+from domain.facts import Fact
 from domain.keys import report_rule, report_task_key
 from rules.calendar import WorkCalendar
 from rules.indicators import Indicator
@@ -77,6 +78,8 @@ def run_plan_report(
         since -= HISTORY_LOOKBACK  # a deal that reached a stage now may have entered the one before long ago
     try:
         facts = list(source.read_facts(since, until))
+        if any(_uses(indicators, name, "breaches") for name in report.indicators):
+            facts += breach_facts(store, report.crm, since, until)
     except AdapterError as exc:  # the next scheduled run tries again: nothing was delivered
         log.warning(
             "plan report name=%s period=%s: facts not read (%s); retried at its next run", report.name, period, exc
@@ -165,6 +168,28 @@ def run_plan_report(
     store.cursors.save_last_report(report.crm, report.name, period.key, now)
     log.info("plan report name=%s period=%s due=%s queued=%d", report.name, period, due, queued)
     return queued
+
+
+def breach_facts(store: Store, crm: str, since: datetime, until: datetime) -> list[Fact]:
+    """The breaches the connector recorded for ``crm``'s deals due in [since, until), each with
+    the deal's fields as last seen (so ``person_field`` finds the agent named on the deal)."""
+    out = []
+    with store.sessions() as session:
+        for row in store.timers.breaches(session, since, until):
+            if row.crm != crm:
+                continue
+            snapshot = store.snapshots.get(session, crm, row.deal_id)
+            fields = dict((snapshot.data.get("fields") or {}) if snapshot is not None else {})
+            fields["deadline"] = row.deadline
+            out.append(
+                Fact("breach", str(row.id), row.responsible_id, at=row.due_at, deal_id=row.deal_id, fields=fields)
+            )
+    return out
+
+
+def _uses(indicators: Mapping[str, Indicator], name: str, of: str) -> bool:
+    ind = indicators[name]
+    return ind.of == of or (ind.how == "ratio" and any(_uses(indicators, p, of) for p in ind.parts))
 
 
 def _reaches_back(indicators: Mapping[str, Indicator], name: str) -> bool:

@@ -2,7 +2,8 @@
 plan file on the Bitrix24 simulator, on a fake clock. The month's applications and connections
 are counted for the agent named on each application (the deal's responsible is the captain),
 against the plans per agent and per supervisor's team, with the conversion applications →
-feasible → connected → paid; the management gets it by the 5th, the supervisor their team's week."""
+feasible → connected → paid, and the connection deadlines breached (the connector's own records);
+the management gets it by the 5th, the supervisor their team's week."""
 
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ import pytest
 from connector.runtime import Runtime
 from jobs.plans import load_plans
 from simulators.bitrix24 import Bitrix24Simulator
-from tests.example_world import EXAMPLES, MSK, Clock, example_runtime
+from tests.example_world import EXAMPLES, MSK, Clock, example_runtime, settle
 from tests.helpers import TOKEN
 
-USERS = (1, 3, 7, 17, 19, 41, 42, 43)
+USERS = (1, 3, 7, 8, 9, 11, 12, 17, 19, 23, 29, 31, 37, 41, 42, 43)
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def world(
     server = sim.serve()
     environ = {"B24_WEBHOOK_URL": server.base_url + sim.webhook_base, "B24_APP_TOKEN": TOKEN}
     rt = example_runtime("isp-field-service.yaml", db_url, environ, clock)
+    sim.handler_url = f"{rt.intake_url}/hooks/bitrix24/b24"  # the rules run too: deadlines, breaches
     try:
         yield sim, rt, clock
     finally:
@@ -53,31 +55,39 @@ def test_month_plan_vs_fact_per_agent_and_team_with_the_conversion(world) -> Non
     sim, rt, clock = world
     assert load_plans(rt.store, EXAMPLES / "isp-field-service-plans.csv", rt.config, clock.utc()).problems == []
 
-    # November: agent 41 brings four applications, agent 42 two; a captain (17) is every deal's responsible.
+    # November: agent 41 brings four applications, agent 42 two; the deal's responsible is the captain.
     clock.set(3, 11, 10)
     a41 = [_application(sim, "41", n) for n in range(4)]
     a42 = [_application(sim, "42", n) for n in range(2)]
-    sim.add_deal(
-        {"TITLE": "Продажа", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "UF_CRM_AGENT": "41"}
-    )  # not an application
+    sim.add_deal({"TITLE": "Продажа", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "UF_CRM_AGENT": "41"})  # no application
+    settle(rt, clock, [sim.webhooks])
+    assert {sim.deals[d]["ASSIGNED_BY_ID"] for d in [*a41, *a42]} == {"1"}  # the fallback captain, not the agent
     clock.set(4, 11, 12)
     for deal in [*a41[:3], a42[0]]:
         sim.update_deal(deal, {"STAGE_ID": "C1:ROUTE", "UF_CRM_TECH_RESULT": "Есть"})
-    sim.update_deal(a41[3], {"STAGE_ID": "C1:LOSE", "UF_CRM_TECH_RESULT": "Нет опор"})
+    sim.update_deal(a41[3], {"UF_CRM_TECH_RESULT": "Нет опор"})  # closed lost by the rules
+    settle(rt, clock, [sim.webhooks])
     clock.set(6, 11, 15)
     for deal in [a41[0], a41[1], a42[0]]:
         sim.update_deal(deal, {"STAGE_ID": "C1:WON"})
+    settle(rt, clock, [sim.webhooks])
     clock.set(6, 11, 17)
     sim.update_deal(a41[0], {"UF_CRM_PAID": "Y"})
+    settle(rt, clock, [sim.webhooks])
+    assert sim.deals[a41[3]]["STAGE_ID"] == "C1:LOSE"
 
     # The supervisor's week 45 (2–8 November, four working days: the 4th is a holiday), on Monday 9
     # November: November's plan is spread over its 20 working days.
     clock.set(9, 11, 9)
     assert rt.run_report("isp-weekly-to-supervisors") == 1
     _dispatch(rt)
-    week = _descriptions(sim)["7"]
+    week = _report(sim, "План/факт команды за неделю 2026-W45", "7")
     assert "user 41 (supervisor-7): Заявки 24/4 (17%); Подключения 18/2 (11%); Подключены и оплатили —/1" in week
     assert "team supervisor-7: Заявки 66/6 (9%)" in week and "user 17" not in week  # the captain is not the agent
+
+    # A41-2 (feasible) and A42-1 are not connected within 3 working days: breaches on 9 November.
+    clock.set(9, 11, 12)
+    settle(rt, clock, [sim.webhooks])
 
     # The management's month, due by the 5th: Friday 4 December (the 5th is a Saturday).
     clock.set(3, 12, 9)
@@ -85,14 +95,19 @@ def test_month_plan_vs_fact_per_agent_and_team_with_the_conversion(world) -> Non
     clock.set(4, 12, 9)
     assert rt.run_report("isp-monthly-to-management") == 1
     _dispatch(rt)
-    month = _descriptions(sim)["3"]
-    assert "user 41 (supervisor-7): Заявки 120/4 (3%); Подключения 90/2 (2%); Подключены и оплатили —/1;" in month
+    month = _report(sim, "Отчёт руководству за 2026-11", "3")
+    assert (
+        "user 41 (supervisor-7): Заявки 120/4 (3%); Подключения 90/2 (2%); Подключены и оплатили —/1; "
+        "Просрочки подключения —/1;"
+    ) in month
     assert (
         "Есть техвозможность —/3; Подключено из заявок —/2; Оплачено из заявок —/1; "
         "Заявка → техвозможность —/75; Техвозможность → подключение —/66.7; Подключение → оплата —/50;"
     ) in month
-    assert "user 42 (supervisor-7): Заявки 110/2 (2%); Подключения 85/1 (1%);" in month
-    assert "team supervisor-7: Заявки 330/6 (2%); Подключения 250/3 (1%);" in month
+    assert "user 42 (supervisor-7): Заявки 110/2 (2%); Подключения 85/1 (1%); Подключены и оплатили —/0; " in month
+    assert "Просрочки подключения —/1;" in month.split("user 42")[1].split("\n")[0]
+    assert "team supervisor-7: Заявки 330/6 (2%); Подключения 250/3 (1%); Подключены и оплатили —/1; " in month
+    assert "Просрочки подключения —/2;" in month.split("team supervisor-7")[1].split("\n")[0]
     text = Path("reports/isp-monthly-to-management-2026-11.csv").read_text(encoding="utf-8")
     kept = list(csv.DictReader(text.splitlines()))
     to_feasible = {(r["scope"], r["name"]): r["fact"] for r in kept if r["indicator"] == "to_feasible"}
@@ -104,6 +119,8 @@ def _dispatch(rt: Runtime) -> None:
         pass
 
 
-def _descriptions(sim: Bitrix24Simulator) -> dict[str, str]:
-    """The report tasks the dispatcher wrote, by responsible (the latest per person)."""
-    return {t["RESPONSIBLE_ID"]: t["DESCRIPTION"] for t in sorted(sim.tasks.values(), key=lambda t: int(t["ID"]))}
+def _report(sim: Bitrix24Simulator, title: str, user: str) -> str:
+    """The text of the one report task with this title, which must be the user's."""
+    (task,) = [t for t in sim.tasks.values() if t["TITLE"].startswith(title)]
+    assert task["RESPONSIBLE_ID"] == user
+    return str(task["DESCRIPTION"])
