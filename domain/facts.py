@@ -9,13 +9,15 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-FactKind = Literal["activity", "deal", "stage"]
+FactKind = Literal["activity", "deal", "stage", "breach"]
 
 
 @dataclass(frozen=True)
 class Fact:
-    """One activity actually logged as done (a call made, a meeting held), one deal, or one
-    deal's entry into a stage (``stage``, with its ``deal_id``).
+    """One activity actually logged as done (a call made, a meeting held), one deal, one
+    deal's entry into a stage (``stage``, with its ``deal_id``), or one deadline the connector
+    recorded as breached (``breach``: its responsible at the breach, ``at`` the due moment,
+    ``fields`` the deal's as last seen and ``deadline``).
 
     ``at`` is when an activity was marked done, when a deal was won or lost (None while
     it is open), or when it entered the stage; ``type`` is an activity's type in lower case as the CRM names it (call,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,10 +19,11 @@ from connector.storage.outbox import Outbox
 from connector.storage.store import Store
 from domain import CreateTask, EventKind, SendMessage
 from domain.errors import AdapterError
+from domain.facts import Fact
 from domain.keys import report_rule, report_task_key
 from rules.calendar import WorkCalendar
 from rules.indicators import Indicator
-from rules.periods import Period, due_date, last_completed
+from rules.periods import Period, due_date, last_completed, last_working_day, period_of
 from rules.plan_reports import FILE_COLUMNS, Row, file_rows, missed_by, plan_vs_fact, split_by_recipient, table, to_csv
 from rules.plans import PlanBook, Teams
 from rules.reports import ReportDef
@@ -42,8 +43,19 @@ def period_window(period: Period, calendar: WorkCalendar) -> tuple[datetime, dat
 
 def due_moment(period: Period, report: ReportDef, calendar: WorkCalendar) -> datetime:
     """The end of work on the day the report on ``period`` is due."""
-    day = due_date(period, report.by, calendar)
+    day = (last_working_day(period, calendar) if report.current else None) or due_date(period, report.by, calendar)
     return calendar.end_of_working_day(datetime.combine(day, time(12), tzinfo=calendar.tz))
+
+
+def reported_period(report: ReportDef, today: date, calendar: WorkCalendar) -> tuple[Period, date | None]:
+    """The period a run on ``today`` reports on and the day it is due: the last one that ended
+    (due ``by`` or the first working day after it), or with ``current`` the running one (due on
+    its last working day; None when it has none)."""
+    if report.current:
+        period = period_of(report.period, today)
+        return period, last_working_day(period, calendar)
+    period = last_completed(report.period, today, calendar)
+    return period, due_date(period, report.by, calendar)
 
 
 def run_plan_report(
@@ -58,22 +70,33 @@ def run_plan_report(
     """Deliver the report on the last ``report.period`` once its due day has come; returns how
     many tasks were queued (0 before the due day and on every later run)."""
     today = now.astimezone(calendar.tz).date()
-    period = last_completed(report.period, today, calendar)
-    due = due_date(period, report.by, calendar)
-    if today < due or store.cursors.last_report(report.crm, report.name) == period.key:
+    period, due = reported_period(report, today, calendar)
+    if due is None or today < due or store.cursors.last_report(report.crm, report.name) == period.key:
         return 0
     since, until = period_window(period, calendar)
     if any(_reaches_back(indicators, name) for name in report.indicators):
         since -= HISTORY_LOOKBACK  # a deal that reached a stage now may have entered the one before long ago
     try:
         facts = list(source.read_facts(since, until))
+        if any(_uses(indicators, name, "breaches") for name in report.indicators):
+            facts += breach_facts(store, report.crm, since, until)
     except AdapterError as exc:  # the next scheduled run tries again: nothing was delivered
         log.warning(
             "plan report name=%s period=%s: facts not read (%s); retried at its next run", report.name, period, exc
         )
         return 0
     book = PlanBook(store.plans.all(), calendar, teams)
-    rows = plan_vs_fact(period, report.indicators, indicators, facts, book, teams, calendar.tz)
+    rows = plan_vs_fact(
+        period,
+        report.indicators,
+        indicators,
+        facts,
+        book,
+        teams,
+        calendar.tz,
+        targets=report.targets,
+        person_field=report.person_field,
+    )
     deadline = due_moment(period, report, calendar)
     rule = report_rule(report.name)
     queued = 0
@@ -145,6 +168,28 @@ def run_plan_report(
     store.cursors.save_last_report(report.crm, report.name, period.key, now)
     log.info("plan report name=%s period=%s due=%s queued=%d", report.name, period, due, queued)
     return queued
+
+
+def breach_facts(store: Store, crm: str, since: datetime, until: datetime) -> list[Fact]:
+    """The breaches the connector recorded for ``crm``'s deals due in [since, until), each with
+    the deal's fields as last seen (so ``person_field`` finds the agent named on the deal)."""
+    out = []
+    with store.sessions() as session:
+        for row in store.timers.breaches(session, since, until):
+            if row.crm != crm:
+                continue
+            snapshot = store.snapshots.get(session, crm, row.deal_id)
+            fields = dict((snapshot.data.get("fields") or {}) if snapshot is not None else {})
+            fields["deadline"] = row.deadline
+            out.append(
+                Fact("breach", str(row.id), row.responsible_id, at=row.due_at, deal_id=row.deal_id, fields=fields)
+            )
+    return out
+
+
+def _uses(indicators: Mapping[str, Indicator], name: str, of: str) -> bool:
+    ind = indicators[name]
+    return ind.of == of or (ind.how == "ratio" and any(_uses(indicators, p, of) for p in ind.parts))
 
 
 def _reaches_back(indicators: Mapping[str, Indicator], name: str) -> bool:

@@ -14,6 +14,8 @@ deals) for a set of people and a period:
   {count: stage_entries, where: {stage: C2:PROPOSAL}}   deals that entered the stage
   {stage_days: [C2:PROPOSAL, C2:MEETING]}          days from entering one stage to the other,
                                                   for deals that reached the second in the period
+  {count: breaches, where: {deadline: connection}}  deadlines breached (due) in the period, as the
+                                                  connector recorded them for the penalty report
 
 ``where`` holds field → value (or a list of values) on the record's fields; ``type`` an
 activity type or a list of them. Pure: the facts are read by the runtime.
@@ -30,7 +32,7 @@ from typing import Any
 from domain.facts import Fact
 from rules.periods import Period
 
-SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries")
+SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries", "breaches")
 KINDS = ("count", "sum", "average", "ratio", "average_days", "stage_days")
 
 
@@ -134,6 +136,8 @@ def _selected(ind: Indicator, facts: Iterable[Fact], period: Period, tz: Any) ->
             ok = f.kind == "deal" and f.status == "open"
         elif ind.of == "stage_entries":
             ok = f.kind == "stage" and _in(f.at, period, tz)
+        elif ind.of == "breaches":
+            ok = f.kind == "breach" and _in(f.at, period, tz)
         else:
             ok = f.kind == "deal" and f.status == ind.of.removesuffix("_deals") and _in(f.at, period, tz)
         if ok and all(str(f.get(k)) in values for k, values in ind.where.items()):

@@ -146,6 +146,17 @@ def _working_on_or_after(day: date, calendar: WorkingDays) -> date:
     raise ValueError(f"no working day within 400 days after {day.isoformat()}")
 
 
+def last_working_day(period: Period, calendar: WorkingDays) -> date | None:
+    """The period's last working day, when a report on the running period is due; None when
+    the period has none (a day off)."""
+    day = period.last
+    while day >= period.first:
+        if calendar.is_working_day(day):
+            return day
+        day -= timedelta(days=1)
+    return None
+
+
 def last_completed(kind: str, today: date, calendar: WorkingDays | None = None) -> Period:
     """The latest period of ``kind`` that ended before ``today``; with a calendar, a day is the
     latest working day (nobody reports on a Sunday: Monday's report is on Friday)."""

@@ -63,15 +63,29 @@ def plan_vs_fact(
     book: PlanBook,
     teams: Teams,
     tz: Any,
+    *,
+    targets: Mapping[str, Decimal] | None = None,
+    person_field: str | None = None,
 ) -> list[Row]:
-    """A row per person (in team order), per team, and one for everyone."""
+    """A row per person (in team order), per team, and one for everyone. ``targets`` are the
+    plans per person where none is loaded (a team's and everyone's are their people's sum);
+    ``person_field`` names the record field holding the user a fact counts for (an agent
+    named on a deal whose responsible is someone else), else the fact's own user."""
     by_user: dict[str, list[Fact]] = {}
     for fact in facts:
-        by_user.setdefault(str(fact.user or ""), []).append(fact)
+        user = fact.get(person_field) if person_field else fact.user
+        by_user.setdefault(str(user or ""), []).append(fact)
     people = teams.everyone() or sorted(u for u in by_user if u)
+    standing = targets or {}
 
-    def cells(of: list[Fact], plan: Any) -> dict[str, Cell]:
-        return {name: Cell(plan(name), figure(indicators[name], of, period, tz, indicators)) for name in wanted}
+    def cells(of: list[Fact], plan: Any, heads: int = 1) -> dict[str, Cell]:
+        def planned(name: str) -> Decimal | None:
+            value: Decimal | None = plan(name)
+            if value is None and name in standing:
+                return Decimal(standing[name]) * heads
+            return value
+
+        return {name: Cell(planned(name), figure(indicators[name], of, period, tz, indicators)) for name in wanted}
 
     rows = []
     for team, members in teams.members.items():
@@ -80,14 +94,14 @@ def plan_vs_fact(
                 Row(PERSON, person, team, cells(by_user.get(person, []), lambda i, p=person: book.person(p, i, period)))
             )
         mine = [f for p in members for f in by_user.get(p, [])]
-        rows.append(Row(TEAM, team, team, cells(mine, lambda i, t=team: book.team(t, i, period))))
+        rows.append(Row(TEAM, team, team, cells(mine, lambda i, t=team: book.team(t, i, period), len(members))))
     if not teams.members:
         for person in people:
             rows.append(
                 Row(PERSON, person, None, cells(by_user.get(person, []), lambda i, p=person: book.person(p, i, period)))
             )
     everyone = [f for p in people for f in by_user.get(p, [])]
-    rows.append(Row(ALL, "", None, cells(everyone, lambda i: book.everyone(i, period))))
+    rows.append(Row(ALL, "", None, cells(everyone, lambda i: book.everyone(i, period), len(people))))
     return rows
 
 

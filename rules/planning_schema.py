@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 from marshmallow import ValidationError, fields
@@ -48,14 +49,17 @@ SAMPLE = {
 
 
 def _templates(report: Any) -> Iterator[tuple[str, Template, dict[str, Any]]]:
-    """Each template of a plan-vs-fact report with the names it sees when it renders."""
-    yield "title", report.title, SAMPLE
-    yield "text", report.text, SAMPLE
+    """Each template of a plan-vs-fact report with the names it sees when it renders: a row's
+    cells hold the report's own indicators, so ``rows[0].cells.calls.fact`` is checked too."""
+    cell = {"plan": Decimal(1), "fact": Decimal(1), "percent": Decimal(100)}
+    sample = {**SAMPLE, "rows": [{**_SAMPLE_ROW, "cells": {name: dict(cell) for name in report.indicators}}]}
+    yield "title", report.title, sample
+    yield "text", report.text, sample
     if report.file is not None:
         yield "file", report.file, {"report": "r", "period": "2026-03"}
     if report.missed is not None:
-        yield "missed.title", report.missed.title, SAMPLE
-        yield "missed.text", report.missed.text, SAMPLE
+        yield "missed.title", report.missed.title, sample
+        yield "missed.text", report.missed.text, sample
 
 
 def report_problems(report: Any, indicators: Any, teams: Any) -> dict[str, list[str]]:

@@ -38,7 +38,10 @@ class ReportDef:
 
     With ``indicators`` it is a plan-vs-fact report over the last ``period`` (see
     ``rules.plan_reports``): ``to`` is then also ``person``, ``team_lead`` or ``head``, ``by``
-    the day of the next month it is due on, ``file`` a CSV path template.
+    the day of the next month it is due on, ``file`` a CSV path template. ``current`` reports
+    on the running period, on its last working day (a day's results that evening);
+    ``targets`` are standing plans per person and period where none is loaded; ``person_field``
+    names the record field holding the user a fact counts for (else its responsible).
     """
 
     name: str
@@ -55,6 +58,9 @@ class ReportDef:
     file: Template | None = None
     missed: MissedPlan | None = None
     channel: str | None = None  # plan-vs-fact: also post the whole table to this chat channel
+    current: bool = False
+    targets: Mapping[str, Decimal] = field(default_factory=dict)
+    person_field: str | None = None
 
 
 @dataclass

@@ -513,6 +513,21 @@ class ReportSchema(Schema):
         allow_none=True,
         metadata={"doc": "plan-vs-fact: also post the whole table, once per period, to this channel of channels"},
     )
+    current = fields.Boolean(
+        load_default=False,
+        metadata={"doc": "plan-vs-fact: report on the running period, on its last working day (not the last one)"},
+    )
+    targets = fields.Dict(
+        keys=fields.String(),
+        values=fields.Decimal(validate=validate.Range(min=0)),
+        load_default=dict,
+        metadata={"doc": "plan-vs-fact: {indicator: plan} per person and period where no plan is loaded"},
+    )
+    person_field = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={"doc": "plan-vs-fact: the record field naming the user a fact counts for (else its responsible)"},
+    )
 
     @validates_schema
     def check(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -528,11 +543,14 @@ class ReportSchema(Schema):
             for key in ("title", "text"):
                 if not data.get(key):
                     raise ValidationError({key: ["Missing data for required field."]})
-            for key in ("by", "file", "missed", "channel"):
+            for key in ("by", "file", "missed", "channel", "person_field"):
                 if data.get(key) is not None:
                     raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
             if data.get("period", "day") != "day":
                 raise ValidationError({"period": ["only a plan-vs-fact report (with indicators) covers a period"]})
+            for key in ("current", "targets"):
+                if data.get(key):
+                    raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
             if data.get("to") in ("head", "team_lead", "person"):
                 raise ValidationError({"to": [f"{data['to']}: only a plan-vs-fact report (with indicators) has it"]})
         elif not data.get("to") and not data.get("file") and not data.get("channel"):
@@ -543,6 +561,12 @@ class ReportSchema(Schema):
                     ]
                 }
             )
+        if data.get("current") and data.get("by") is not None:
+            raise ValidationError(
+                {"by": ["a report on the running period is due on its last working day, not by a day"]}
+            )
+        if unknown := sorted(set(data.get("targets") or {}) - set(data.get("indicators") or ())):
+            raise ValidationError({"targets": [f"{', '.join(unknown)}: not among the report's indicators"]})
         if data.get("missed") is not None:
             _params(data["missed"], {"title", "text"}, {"title"}, "missed")
             if data.get("period") != "day":
@@ -572,4 +596,7 @@ class ReportSchema(Schema):
             if missed
             else None,
             channel=data["channel"],
+            current=data["current"],
+            targets=dict(data["targets"]),
+            person_field=data["person_field"],
         )

@@ -27,6 +27,7 @@ from domain import (
     Event,
     EventKind,
     Location,
+    SendMessage,
     UpdateDeal,
     User,
 )
@@ -49,6 +50,8 @@ ENV = {
     "PD_API_TOKEN": "pd-token-0123456789",
     "PD_WEBHOOK_USER": "hooks",
     "PD_WEBHOOK_PASSWORD": "hook-password",
+    "TG_BOT_TOKEN": "7012345678:AAH-example-token-0123456789",
+    "TG_SHARED_CHAT_ID": "-1001234567890",
 }
 
 
@@ -74,6 +77,8 @@ class Case:
     crm: str = "b24"
     responsible: str = "17"
     duplicates: dict[str, list[Duplicate]] | None = None  # what the worker's search found, by key
+    amount: Decimal | None = None
+    currency: str | None = None
     expect: list[tuple[Any, ...]] = field(default_factory=list)
 
 
@@ -95,6 +100,8 @@ def summarise(action: Any) -> tuple[Any, ...]:
         return ("counterparty", action.target, action.name, action.inn, action.phone)
     if isinstance(action, RecordBreach):
         return ("breach", action.deadline, action.responsible_id)
+    if isinstance(action, SendMessage):
+        return ("message", action.channel, action.text)
     return ("note",)
 
 
@@ -111,6 +118,8 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         updated_at=case.updated or case.now,
         location=case.location,
         fields=case.fields,
+        amount=case.amount,
+        currency=case.currency,
     )
     event = Event(case.crm, case.kind, "42", case.now, "dedup-1", data=case.data)
     calendar = (
@@ -1698,6 +1707,44 @@ PIPEDRIVE = [
             ],
         ),
         id="pd-after-payment-to-customer-care",
+    ),
+    pytest.param(
+        Case(
+            "pd-payment-to-shared-chat",
+            "5",
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            outcome="won",
+            triggers=("deal.stage_changed",),
+            fields={"a" * 36 + "0002": "+380 67 123 45 67"},
+            responsible="31",
+            amount=Decimal(50000),
+            currency="UAH",
+            expect=[
+                (
+                    "message",
+                    "shared_chat",
+                    "Оплата: Заявка Иванова — 50000 UAH. Номер клиента: +380 67 123 45 67. Менеджер: 31. "
+                    "Клиент передан в отдел заботы.",
+                )
+            ],
+        ),
+        id="pd-paid-client-number-and-amount-to-the-shared-chat",
+    ),
+    pytest.param(
+        Case(
+            "pd-payment-to-shared-chat",
+            "5",
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            outcome="won",
+            pipeline="2",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="pd-no-chat-message-for-another-pipeline",
     ),
 ]
 

@@ -13,6 +13,7 @@ from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import TimerRow
 from simulators.pipedrive import PipedriveSimulator
+from simulators.telegram import TelegramSimulator
 from tests.helpers import wait_for
 
 # End to end against the simulators in real threads: the full suite runs them, the fast tier does not.
@@ -20,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "b2b-sales-pipedrive.yaml"
 API_TOKEN, HOOK_USER, HOOK_PASSWORD = "pd-b2b-token-0123456789", "hooks", "hook-password-b2b"
+TG_TOKEN, SHARED_CHAT = "7012345678:AAH-b2b-token-0123456789abcdef", "-1001234567890"
 KEYS = {
     name: "a" * 36 + suffix
     for name, suffix in (("position", "0001"), ("phone", "0002"), ("email", "0003"), ("city", "0004"), ("care", "0005"))
@@ -27,8 +29,16 @@ KEYS = {
 
 
 @pytest.fixture
-def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]:  # type: ignore[no-untyped-def]
+def telegram() -> Iterator[TelegramSimulator]:
+    chat = TelegramSimulator(TG_TOKEN, chats=(SHARED_CHAT,), chat_burst=1000)
+    yield chat
+    chat.close()
+
+
+@pytest.fixture
+def world(db_url, monkeypatch, telegram) -> Iterator[tuple[PipedriveSimulator, Runtime]]:  # type: ignore[no-untyped-def]
     simulator = PipedriveSimulator(api_token=API_TOKEN, burst_limit=40, webhook_retry_delays=(0.2, 0.5))
+    tg_server = telegram.serve()
     for _ in range(23):  # ids 10002.. : the example names users 20, 21, 22 — map them below
         simulator.add_user("user")
     for name, key in KEYS.items():
@@ -42,7 +52,12 @@ def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]: 
     )
     # The simulator numbers users from 10001; the example's 20/21/22 become real ids.
     text = text.replace("to: 20,", "to: 10020,").replace("group: [21, 22]", "group: [10021, 10022]")
+    text = text.replace(
+        'chat_id: "${TG_SHARED_CHAT_ID}"', f'chat_id: "${{TG_SHARED_CHAT_ID}}"\n    api_url: "{tg_server.base_url}"'
+    )
     environ = {
+        "TG_BOT_TOKEN": TG_TOKEN,
+        "TG_SHARED_CHAT_ID": SHARED_CHAT,
         "PD_BASE_URL": server.base_url,
         "PD_API_TOKEN": API_TOKEN,
         "PD_WEBHOOK_USER": HOOK_USER,
@@ -61,6 +76,7 @@ def world(db_url, monkeypatch) -> Iterator[tuple[PipedriveSimulator, Runtime]]: 
     yield simulator, rt
     rt.stop()
     server.stop()
+    tg_server.stop()
     simulator.close()
 
 
@@ -131,17 +147,14 @@ def test_won_deal_is_handed_to_customer_care_in_turn(world) -> None:  # type: ig
     assert {simulator.deals[d]["custom_fields"][KEYS["care"]] for d in deals} == {"10021", "10022"}
 
 
-def test_daily_report_lands_as_an_activity_per_manager(world) -> None:  # type: ignore[no-untyped-def]
-    simulator, rt = world
-    deal = simulator.add_deal(_complete())
-    assert wait_for(lambda: len(simulator.activities_for_deal(deal)) == 1)
-    assert rt.run_report("pd-daily-per-manager") == 1
-    assert wait_for(
-        lambda: any(
-            a["subject"].startswith("Итоги дня") and a.get("deal_id") in (None, 0)
-            for a in simulator.activities.values()
-        )
-    )
-    report = next(a for a in simulator.activities.values() if a["subject"].startswith("Итоги дня"))
-    assert report["owner_id"] == 10002
-    assert "Новых сделок: 1" in report["note"] and "Звонков назначено: 1" in report["note"]
+def test_payment_is_posted_to_the_shared_chat_with_the_client_number(world, telegram) -> None:  # type: ignore[no-untyped-def]
+    """Seed 002, step 5: after payment the shared chat gets the client's number and the payment."""
+    simulator, _ = world
+    paid = simulator.add_deal(_complete({"stage_id": 5, "title": "Футболки", "value": 18000, "currency": "UAH"}))
+    simulator.update_deal(paid, {"status": "won"})
+    assert wait_for(lambda: len(telegram.texts(SHARED_CHAT)) == 1)
+    (text,) = telegram.texts(SHARED_CHAT)
+    assert text.startswith("Оплата: Футболки — 18000 UAH. Номер клиента: +7 900 000-00-00. Менеджер: 10002.")
+    simulator.update_deal(paid, {"title": "Футболки (доставка)"})  # a later edit posts nothing more
+    assert wait_for(lambda: simulator.deals[paid]["title"] == "Футболки (доставка)")
+    assert not wait_for(lambda: len(telegram.texts(SHARED_CHAT)) > 1, timeout=1.5)

@@ -94,6 +94,12 @@ def test_check_catches_a_report_without_a_recipient() -> None:
         ("to: head", "to: role(ceo)", "c.yaml:21: reports[0].to: no role named 'ceo' with people under org.roles"),
         ("to: head", "to: team_lead_of(responsible)", "c.yaml:21: reports[0].to: team_lead_of(responsible): a report"),
         ("lead: lena, ", "", None),
+        ("by: 5", "current: true", None),
+        ("by: 5", "by: 5\n    current: true", "c.yaml:20: reports[0].by: a report on the running period is due on"),
+        ("to: head", "to: head\n    targets: {calls: 40}", None),
+        ("to: head", "to: head\n    targets: {visits: 1}", "c.yaml:22: reports[0].targets: visits: not among the"),
+        ("to: head", "to: head\n    text: '{{ rows[0].cells.calls.fact }}'", None),
+        ("to: head", "to: head\n    text: '{{ rows[0].cells.visits.fact }}'", "c.yaml:22: reports[0].text: cannot"),
     ],
 )
 def test_check_names_each_planning_problem(old: str, new: str, expected: str | None) -> None:

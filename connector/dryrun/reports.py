@@ -12,7 +12,7 @@ from rich.table import Table
 
 from connector.config.schema import Config
 from rules.calendar import WorkCalendar
-from rules.periods import due_date, last_completed
+from rules.periods import due_date, last_completed, last_working_day, period_of
 from rules.plans import Teams
 from rules.reports import ReportDef
 
@@ -60,11 +60,19 @@ def report_occurrences(
             delivery += (" + " if delivery else "") + "CSV file"
         if report.missed is not None:
             delivery += " + task to the lead of each person below plan"
-        period = last_completed(report.period, first)
+        period = period_of(report.period, first) if report.current else last_completed(report.period, first)
         while True:
-            due = due_date(period, report.by, calendar)
-            if due > last:
-                break
+            if report.current:  # due on the running period's last working day; a day off has none
+                if period.first > last:
+                    break
+                due = last_working_day(period, calendar)
+                if due is None or due > last:
+                    period = period.next()
+                    continue
+            else:
+                due = due_date(period, report.by, calendar)
+                if due > last:
+                    break
             working = report.period != "day" or calendar.is_working_day(period.first)
             if due >= first and working:
                 out.append(ReportOccurrence(report.name, period.key, due.isoformat(), to, delivery))
