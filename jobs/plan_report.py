@@ -149,7 +149,7 @@ def run_plan_report(
 
 def _reaches_back(indicators: Mapping[str, Indicator], name: str) -> bool:
     ind = indicators[name]
-    return ind.how == "stage_days" or (ind.how == "ratio" and any(_reaches_back(indicators, p) for p in ind.parts))
+    return ind.reaches_back or (ind.how == "ratio" and any(_reaches_back(indicators, p) for p in ind.parts))
 
 
 def write_xlsx_once(path: Path, rows: Sequence[Row], period: Period) -> bool:

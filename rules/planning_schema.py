@@ -8,7 +8,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-from rules.indicators import Indicator, IndicatorError, check_references, parse_indicator
+from rules.indicators import PER_DEAL, Indicator, IndicatorError, check_references, parse_indicator
 from rules.org import parse_ref
 from rules.plans import Teams
 from rules.templates import Template, TemplateProblem
@@ -101,7 +101,8 @@ def history_problem(report: Any, indicators: Any, source: type) -> str | None:
         ind = indicators.get(name)
         if ind is None:
             return False
-        return bool(ind.needs_history or (ind.how == "ratio" and any(needs(p) for p in ind.parts)))
+        follows = ind.how in ("ratio", *PER_DEAL)  # their parts are other indicators
+        return bool(ind.needs_history or (follows and any(needs(p) for p in ind.parts)))
 
     needing = [n for n in report.indicators if needs(n)]
     if not needing:

@@ -89,8 +89,19 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
 FACT_DEAL_SELECT = [*DEAL_SELECT, "MOVED_TIME"]
 # crm.activity TYPE_ID: what the portal logs (calls come from telephony or are logged by hand).
 ACTIVITY_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email", "6": "todo"}
-ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "RESPONSIBLE_ID", "OWNER_TYPE_ID",
-                   "OWNER_ID", "DIRECTION", "START_TIME", "END_TIME", "CREATED"]  # fmt: skip
+ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID", "SUBJECT", "COMPLETED", "RESPONSIBLE_ID",
+                   "OWNER_TYPE_ID", "OWNER_ID", "DIRECTION", "START_TIME", "END_TIME", "CREATED"]  # fmt: skip
+# An application's own activity types (crm.activity.type.add) come with this provider; their
+# PROVIDER_TYPE_ID is the type a portal defines, e.g. kinds of meetings a regulation counts apart.
+CUSTOM_PROVIDER = "REST_APP"
+
+
+def activity_type(raw: Mapping[str, Any]) -> str:
+    """The activity's type in lower case: a custom type's own id, else the standard TYPE_ID's name."""
+    custom = str(raw.get("PROVIDER_TYPE_ID") or "")
+    if str(raw.get("PROVIDER_ID") or "") == CUSTOM_PROVIDER and custom:
+        return custom.lower()
+    return ACTIVITY_TYPES.get(str(raw.get("TYPE_ID") or ""), "other")
 
 
 def activity_fact(raw: Mapping[str, Any]) -> Fact:
@@ -102,7 +113,7 @@ def activity_fact(raw: Mapping[str, Any]) -> Fact:
         user=str(raw["RESPONSIBLE_ID"]) if raw.get("RESPONSIBLE_ID") else None,
         at=parse_datetime(raw.get("END_TIME")),
         created_at=parse_datetime(raw.get("CREATED")),
-        type=ACTIVITY_TYPES.get(str(raw.get("TYPE_ID") or ""), "other"),
+        type=activity_type(raw),
         deal_id=str(raw["OWNER_ID"]) if owner_is_deal and raw.get("OWNER_ID") else None,
         fields=dict(raw),
     )
