@@ -85,8 +85,10 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
     _log(simulator, b, "12", "2026-03-05T11:00:00+03:00", "call")
     _log(simulator, b, "12", "2026-03-06T11:00:00+03:00", "COLD_MEETING")
     simulator.update_deal(b, {"UF_CRM_NONSTANDARD_AT": "2026-03-12"})
-    # Manager 21's deal C: a working meeting planned, not held: it counts nowhere.
+    # Manager 21's deal C: a cold call with no meeting after it; a working meeting planned, not
+    # held: it counts nowhere.
     c = simulator.add_deal({"TITLE": "C", "ASSIGNED_BY_ID": "21", "CATEGORY_ID": "2", "STAGE_ID": "C2:COLD"})
+    _log(simulator, c, "21", "2026-03-10T11:00:00+03:00", "call")
     simulator.add_activity(
         {"OWNER_TYPE_ID": "2", "OWNER_ID": c, "RESPONSIBLE_ID": "21", "COMPLETED": "N",
          "END_TIME": "2026-03-11T11:00:00+03:00", "PROVIDER_ID": "REST_APP", "PROVIDER_TYPE_ID": "NEEDS_MEETING"}
@@ -96,19 +98,24 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
     assert rt.run_report("monthly-to-ceo") == 1
     with open(Path("reports") / "monthly-to-ceo-2026-03.csv", encoding="utf-8") as f:
         facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(f)}
-    wanted = ("needs_meetings", "meetings", "cold_to_working", "call_meeting_cycles", "nonstandard",
-              "contracts_prepared")  # fmt: skip
+    wanted = ("cold_meetings", "needs_meetings", "meetings", "call_to_meeting", "cold_to_working",
+              "call_meeting_cycles", "nonstandard", "contracts_prepared")  # fmt: skip
     got = {(who, name): facts[(who, name)] for who in ("11", "12", "21", "group-1", "all") for name in wanted}
     assert got == {
+        ("11", "cold_meetings"): "1", ("11", "call_to_meeting"): "100",
         ("11", "needs_meetings"): "1", ("11", "meetings"): "2", ("11", "cold_to_working"): "100",
         ("11", "call_meeting_cycles"): "2", ("11", "nonstandard"): "0", ("11", "contracts_prepared"): "1",
+        ("12", "cold_meetings"): "1", ("12", "call_to_meeting"): "100",
         ("12", "needs_meetings"): "0", ("12", "meetings"): "1", ("12", "cold_to_working"): "0",
         ("12", "call_meeting_cycles"): "1", ("12", "nonstandard"): "1", ("12", "contracts_prepared"): "0",
+        ("21", "cold_meetings"): "0", ("21", "call_to_meeting"): "0",
         ("21", "needs_meetings"): "0", ("21", "meetings"): "0", ("21", "cold_to_working"): "",
-        ("21", "call_meeting_cycles"): "", ("21", "nonstandard"): "0", ("21", "contracts_prepared"): "0",
+        ("21", "call_meeting_cycles"): "0", ("21", "nonstandard"): "0", ("21", "contracts_prepared"): "0",
+        ("group-1", "cold_meetings"): "2", ("group-1", "call_to_meeting"): "100",
         ("group-1", "needs_meetings"): "1", ("group-1", "meetings"): "3", ("group-1", "cold_to_working"): "50",
         ("group-1", "call_meeting_cycles"): "1.5", ("group-1", "nonstandard"): "1",
         ("group-1", "contracts_prepared"): "1",
+        ("all", "cold_meetings"): "2", ("all", "call_to_meeting"): "66.7",
         ("all", "needs_meetings"): "1", ("all", "meetings"): "3", ("all", "cold_to_working"): "50",
-        ("all", "call_meeting_cycles"): "1.5", ("all", "nonstandard"): "1", ("all", "contracts_prepared"): "1",
+        ("all", "call_meeting_cycles"): "1", ("all", "nonstandard"): "1", ("all", "contracts_prepared"): "1",
     }  # fmt: skip
