@@ -22,7 +22,7 @@ from domain.errors import AdapterError
 from domain.keys import report_rule, report_task_key
 from rules.calendar import WorkCalendar
 from rules.indicators import Indicator
-from rules.periods import Period, due_date, last_completed
+from rules.periods import Period, due_date, last_completed, period_of
 from rules.plan_reports import FILE_COLUMNS, Row, file_rows, missed_by, plan_vs_fact, split_by_recipient, table, to_csv
 from rules.plans import PlanBook, Teams
 from rules.reports import ReportDef
@@ -56,17 +56,24 @@ def run_plan_report(
     teams: Teams,
 ) -> int:
     """Deliver the report on the last ``report.period`` once its due day has come; returns how
-    many tasks were queued (0 before the due day and on every later run)."""
+    many tasks were queued (0 before the due day and on every later run). An ``ahead`` report
+    is on the working day just begun and counts the activities planned in it."""
     today = now.astimezone(calendar.tz).date()
-    period = last_completed(report.period, today, calendar)
-    due = due_date(period, report.by, calendar)
+    if report.ahead:
+        if not calendar.is_working_day(today):
+            return 0
+        period, due = period_of("day", today), today
+    else:
+        period = last_completed(report.period, today, calendar)
+        due = due_date(period, report.by, calendar)
     if today < due or store.cursors.last_report(report.crm, report.name) == period.key:
         return 0
     since, until = period_window(period, calendar)
     if any(_reaches_back(indicators, name) for name in report.indicators):
         since -= HISTORY_LOOKBACK  # a deal that reached a stage now may have entered the one before long ago
     try:
-        facts = list(source.read_facts(since, until))
+        read = source.read_planned if report.ahead else source.read_facts
+        facts = list(read(since, until))
     except AdapterError as exc:  # the next scheduled run tries again: nothing was delivered
         log.warning(
             "plan report name=%s period=%s: facts not read (%s); retried at its next run", report.name, period, exc
@@ -101,7 +108,7 @@ def run_plan_report(
             ):
                 queued += 1
         if report.missed is not None:
-            for lead, behind in sorted(missed_by(rows, teams).items()):
+            for lead, behind in sorted(missed_by(rows, teams, report.missed.to).items()):
                 variables = _variables(report.name, period, due, lead, behind, indicators, scope="below plan")
                 task = CreateTask(
                     "",

@@ -68,6 +68,13 @@ def report_problems(report: Any, indicators: Any, teams: Any) -> dict[str, list[
             problems.setdefault("indicators", []).append(f"no indicator named {name!r} under indicators")
     if not report.indicators:
         return problems
+    if getattr(report, "ahead", False) and isinstance(indicators, Mapping):
+        for name in report.indicators:
+            ind = indicators.get(name)
+            if ind is not None and (ind.how != "count" or ind.of != "activities"):
+                problems.setdefault("indicators", []).append(
+                    f"{name}: an ahead report counts activities planned; {name} is no count of activities"
+                )
     for key, template, variables in _templates(report):
         try:
             template.render(variables)
@@ -87,7 +94,8 @@ def report_problems(report: Any, indicators: Any, teams: Any) -> dict[str, list[
         problems["to"] = ["team_lead: no team with members under org.teams has a lead"]
     elif report.to == "head" and not teams.head:
         problems["to"] = ["head: org.teams gives no head over the teams (head: on a team or its parent)"]
-    if report.missed is not None and not teams.leads and not teams.head:
+    missed_to = getattr(report.missed, "to", "team_lead")
+    if report.missed is not None and missed_to != "person" and not teams.leads and not teams.head:
         problems["missed"] = ["a missed plan goes to the team lead (or the head): org.teams gives none"]
     return problems
 

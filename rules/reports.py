@@ -25,7 +25,8 @@ PLAN_TEXT = "{{ table }}"
 
 @dataclass(frozen=True)
 class MissedPlan:
-    """What a day report does for each person who missed a plan: a task to their team lead."""
+    """What a day report does for each person who missed a plan: a task to their team lead
+    (``to`` team_lead) or to the person (``to`` person)."""
 
     title: Template
     text: Template
@@ -55,6 +56,8 @@ class ReportDef:
     file: Template | None = None
     missed: MissedPlan | None = None
     channel: str | None = None  # plan-vs-fact: also post the whole table to this chat channel
+    # plan-vs-fact: the day just begun, counting the activities planned in it (not yet done)
+    ahead: bool = False
 
 
 @dataclass

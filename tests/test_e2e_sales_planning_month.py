@@ -1,6 +1,7 @@
-"""End to end on the Bitrix24 simulator: examples/sales-planning.yaml's monthly report to the
-CEO over a scripted March of seed 003's sales ladder, for the indicators that follow meetings by
-their kind, deals step by step, a deal's non-standard situation and the contract stage."""
+"""End to end on the Bitrix24 simulator: examples/sales-planning.yaml over a scripted March of
+seed 003's sales ladder. The monthly report to the CEO, for the indicators that follow meetings by
+their kind, deals step by step, a deal's non-standard situation and the contract stage; and the
+start-of-day check that the activities each manager planned cover the day's plan."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from connector.config import load_config_text
 from connector.runtime import Runtime
+from jobs.plans import load_plans
 from simulators import SimulatorServer
 from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import TOKEN
@@ -37,6 +39,8 @@ def world(
 ) -> Iterator[tuple[Bitrix24Simulator, Runtime, Clock]]:
     clock = Clock(datetime(2026, 2, 20, 7, tzinfo=UTC))
     simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50, clock=clock)
+    for i in range(1, 24):  # users 1 … 23: the example's CEO, head, team leads and managers
+        simulator.add_user(f"User {i}")
     for name in ("UF_CRM_NONSTANDARD_AT", "UF_CRM_CLIENT_KIND"):
         simulator.add_deal_user_field(name)
     server: SimulatorServer = simulator.serve()
@@ -119,3 +123,52 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
         ("all", "needs_meetings"): "1", ("all", "meetings"): "3", ("all", "cold_to_working"): "50",
         ("all", "call_meeting_cycles"): "1", ("all", "nonstandard"): "1", ("all", "contracts_prepared"): "1",
     }  # fmt: skip
+
+
+DAY_PLANS = """period,person,team,indicator,plan
+2026-03-10,m11,,cold_calls,3
+2026-03-10,m11,,meetings,1
+2026-03-10,m12,,cold_calls,3
+2026-03-10,m12,,meetings,1
+"""
+
+
+def _plan(simulator: Bitrix24Simulator, user: str, when: str, kind: str, **more: str) -> None:
+    """An activity planned (not done), starting at ``when``."""
+    fields = {"OWNER_TYPE_ID": "2", "RESPONSIBLE_ID": user, "COMPLETED": "N", "START_TIME": when, "END_TIME": when}
+    fields |= {"TYPE_ID": "2"} if kind == "call" else {"PROVIDER_ID": "REST_APP", "PROVIDER_TYPE_ID": kind}
+    simulator.add_activity(fields | more)
+
+
+def test_planned_activities_short_of_the_day_plan_give_the_manager_a_task_at_the_start(world, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt, clock = world
+    plans = tmp_path / "day-plans.csv"
+    plans.write_text(DAY_PLANS, encoding="utf-8")
+    assert load_plans(rt.store, plans, rt.config, clock.now).added == 4
+    # Manager 11 planned Tuesday 10 March in full: three outgoing calls and a cold meeting.
+    for hour in (10, 11, 12):
+        _plan(simulator, "11", f"2026-03-10T{hour}:00:00+03:00", "call")
+    _plan(simulator, "11", "2026-03-10T15:00:00+03:00", "COLD_MEETING")
+    # Manager 12: two outgoing calls, an incoming one (not a cold call), a meeting; a call made
+    # already and one planned for Wednesday do not count.
+    for hour in (10, 11):
+        _plan(simulator, "12", f"2026-03-10T{hour}:00:00+03:00", "call")
+    _plan(simulator, "12", "2026-03-10T12:00:00+03:00", "call", DIRECTION="1")
+    _plan(simulator, "12", "2026-03-10T14:00:00+03:00", "NEEDS_MEETING")
+    _plan(simulator, "12", "2026-03-11T10:00:00+03:00", "call")
+    _plan(simulator, "12", "2026-03-10T09:30:00+03:00", "call", COMPLETED="Y")
+
+    clock.now = datetime(2026, 3, 9, 5, 30, tzinfo=UTC)  # Monday 9 March, a public holiday: no check
+    assert rt.run_report("planned-today") == 0
+    clock.now = datetime(2026, 3, 10, 5, 30, tzinfo=UTC)  # Tuesday 08:30 Moscow: the day begins
+    assert rt.run_report("planned-today") == 1
+    assert rt.run_report("planned-today") == 0
+    while rt.dispatcher.tick():
+        pass
+
+    (task,) = simulator.tasks.values()
+    assert task["RESPONSIBLE_ID"] == "12"
+    assert task["TITLE"] == "Запланировать активности на 2026-03-10: запланировано меньше плана дня"
+    assert task["DESCRIPTION"].startswith(
+        "План дня / запланировано в CRM:\nuser 12 (group-1): Холодные звонки 3/2 (67%); Встречи 1/1 (100%)\n"
+    )

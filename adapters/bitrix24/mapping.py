@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -117,6 +118,11 @@ def activity_fact(raw: Mapping[str, Any]) -> Fact:
         deal_id=str(raw["OWNER_ID"]) if owner_is_deal and raw.get("OWNER_ID") else None,
         fields=dict(raw),
     )
+
+
+def planned_fact(raw: Mapping[str, Any]) -> Fact:
+    """A ``crm.activity`` not completed yet, counted when it is scheduled to start."""
+    return replace(activity_fact(raw), at=parse_datetime(raw.get("START_TIME")), status="planned")
 
 
 def deal_fact(raw: Mapping[str, Any]) -> Fact:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from connector.config.schema import Config
 from rules.calendar import WorkCalendar
-from rules.periods import due_date, last_completed
+from rules.periods import due_date, last_completed, period_of
 from rules.plans import Teams
 from rules.reports import ReportDef
 
@@ -29,7 +29,7 @@ class ReportOccurrence:
 def _recipients(report: ReportDef, teams: Teams) -> str:
     to = report.to
     if to is None:
-        return "nobody (file only)"
+        return "nobody (file only)" if report.missed is None else "nobody (only who is below plan)"
     if to == "head":
         return f"head {teams.head}"
     if to == "team_lead":
@@ -59,10 +59,11 @@ def report_occurrences(
         if report.file is not None:
             delivery += (" + " if delivery else "") + "CSV file"
         if report.missed is not None:
-            delivery += " + task to the lead of each person below plan"
-        period = last_completed(report.period, first)
+            whom = "each person" if report.missed.to == "person" else "the lead of each person"
+            delivery += (" + " if delivery else "") + f"task to {whom} below plan"
+        period = period_of(report.period, first) if report.ahead else last_completed(report.period, first)
         while True:
-            due = due_date(period, report.by, calendar)
+            due = period.first if report.ahead else due_date(period, report.by, calendar)
             if due > last:
                 break
             working = report.period != "day" or calendar.is_working_day(period.first)
