@@ -29,7 +29,7 @@ class ReportOccurrence:
 def _recipients(report: ReportDef, teams: Teams) -> str:
     to = report.to
     if to is None:
-        return "nobody (file only)" if report.missed is None else "nobody (only who is below plan)"
+        return "nobody (file only)" if report.missed is None else "those below plan"
     if to == "head":
         return f"head {teams.head}"
     if to == "team_lead":
