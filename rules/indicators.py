@@ -142,10 +142,10 @@ def check_references(indicators: Mapping[str, Indicator], declared: Iterable[str
             if ind.how == "ratio" and (found is None or found.how not in ("count", "sum")):  # not a mean
                 problems[name] = f"ratio: {part!r} is not a count or sum indicator defined under indicators"
             elif ind.how in PER_DEAL and (
-                found is None or found.how != "count" or found.of not in ("activities", "stage_entries")
-            ):  # a deal's steps: records with a moment and a deal
+                found is None or found.how != "count" or found.of not in ("activities", "stage_entries") or found.at
+            ):  # a deal's steps: records with their own moment and a deal
                 problems[name] = (
-                    f"{ind.how}: {part!r} is not a count of activities or stage_entries defined under indicators"
+                    f"{ind.how}: {part!r} is no count of activities or stage_entries (without at:) under indicators"
                 )
     return problems
 

@@ -322,8 +322,8 @@ def test_deal_steps_name_counts_of_activities_or_stage_entries() -> None:
     indicators["bad"] = parse_indicator("bad", {"cycles": ["calls", "flagged"]})
     indicators["worse"] = parse_indicator("worse", {"followed": ["calls", "nothing"]})
     assert check_references(indicators) == {
-        "bad": "cycles: 'flagged' is not a count of activities or stage_entries defined under indicators",
-        "worse": "followed: 'nothing' is not a count of activities or stage_entries defined under indicators",
+        "bad": "cycles: 'flagged' is no count of activities or stage_entries (without at:) under indicators",
+        "worse": "followed: 'nothing' is no count of activities or stage_entries (without at:) under indicators",
     }
 
 
