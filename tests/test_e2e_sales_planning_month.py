@@ -73,14 +73,15 @@ def _log(simulator: Bitrix24Simulator, deal: str, user: str, when: str, kind: st
 def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_report(world) -> None:  # type: ignore[no-untyped-def]
     simulator, rt, clock = world
     # Manager 11's deal A: a call and a plain meeting in February (one cycle before the month),
-    # then in March a call, a cold meeting (cycle two) and a needs-identification meeting; A's
-    # contract is prepared on 20 March.
+    # then in March a call, a cold meeting (cycle two), a needs-identification meeting and one
+    # on terms; A's contract is prepared on 20 March.
     a = simulator.add_deal({"TITLE": "A", "ASSIGNED_BY_ID": "11", "CATEGORY_ID": "2", "STAGE_ID": "C2:COLD"})
     _log(simulator, a, "11", "2026-02-20T11:00:00+03:00", "call")
     _log(simulator, a, "11", "2026-02-24T11:00:00+03:00", "meeting")
     _log(simulator, a, "11", "2026-03-02T11:00:00+03:00", "call")
     _log(simulator, a, "11", "2026-03-03T11:00:00+03:00", "COLD_MEETING")
     _log(simulator, a, "11", "2026-03-10T11:00:00+03:00", "NEEDS_MEETING")
+    _log(simulator, a, "11", "2026-03-12T11:00:00+03:00", "TERMS_MEETING")
     clock.now = datetime(2026, 3, 20, 9, tzinfo=UTC)
     simulator.update_deal(a, {"STAGE_ID": "C2:CONTRACT"})
     # Manager 12's deal B: a call and a cold meeting, no working meeting yet; a non-standard
@@ -102,25 +103,30 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
     assert rt.run_report("monthly-to-ceo") == 1
     with open(Path("reports") / "monthly-to-ceo-2026-03.csv", encoding="utf-8") as f:
         facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(f)}
-    wanted = ("cold_meetings", "needs_meetings", "meetings", "call_to_meeting", "cold_to_working",
-              "call_meeting_cycles", "nonstandard", "contracts_prepared")  # fmt: skip
+    wanted = ("cold_meetings", "needs_meetings", "terms_meetings", "meetings", "call_to_meeting", "meeting_to_terms",
+              "cold_to_working", "call_meeting_cycles", "nonstandard", "contracts_prepared")  # fmt: skip
     got = {(who, name): facts[(who, name)] for who in ("11", "12", "21", "group-1", "all") for name in wanted}
     assert got == {
         ("11", "cold_meetings"): "1", ("11", "call_to_meeting"): "100",
-        ("11", "needs_meetings"): "1", ("11", "meetings"): "2", ("11", "cold_to_working"): "100",
+        ("11", "terms_meetings"): "1", ("11", "meeting_to_terms"): "100",
+        ("11", "needs_meetings"): "1", ("11", "meetings"): "3", ("11", "cold_to_working"): "100",
         ("11", "call_meeting_cycles"): "2", ("11", "nonstandard"): "0", ("11", "contracts_prepared"): "1",
         ("12", "cold_meetings"): "1", ("12", "call_to_meeting"): "100",
+        ("12", "terms_meetings"): "0", ("12", "meeting_to_terms"): "",
         ("12", "needs_meetings"): "0", ("12", "meetings"): "1", ("12", "cold_to_working"): "0",
         ("12", "call_meeting_cycles"): "1", ("12", "nonstandard"): "1", ("12", "contracts_prepared"): "0",
         ("21", "cold_meetings"): "0", ("21", "call_to_meeting"): "0",
+        ("21", "terms_meetings"): "0", ("21", "meeting_to_terms"): "",
         ("21", "needs_meetings"): "0", ("21", "meetings"): "0", ("21", "cold_to_working"): "",
         ("21", "call_meeting_cycles"): "0", ("21", "nonstandard"): "0", ("21", "contracts_prepared"): "0",
         ("group-1", "cold_meetings"): "2", ("group-1", "call_to_meeting"): "100",
-        ("group-1", "needs_meetings"): "1", ("group-1", "meetings"): "3", ("group-1", "cold_to_working"): "50",
+        ("group-1", "terms_meetings"): "1", ("group-1", "meeting_to_terms"): "100",
+        ("group-1", "needs_meetings"): "1", ("group-1", "meetings"): "4", ("group-1", "cold_to_working"): "50",
         ("group-1", "call_meeting_cycles"): "1.5", ("group-1", "nonstandard"): "1",
         ("group-1", "contracts_prepared"): "1",
         ("all", "cold_meetings"): "2", ("all", "call_to_meeting"): "66.7",
-        ("all", "needs_meetings"): "1", ("all", "meetings"): "3", ("all", "cold_to_working"): "50",
+        ("all", "terms_meetings"): "1", ("all", "meeting_to_terms"): "100",
+        ("all", "needs_meetings"): "1", ("all", "meetings"): "4", ("all", "cold_to_working"): "50",
         ("all", "call_meeting_cycles"): "1", ("all", "nonstandard"): "1", ("all", "contracts_prepared"): "1",
     }  # fmt: skip
 
