@@ -15,6 +15,7 @@ deals) for a set of people and a period:
   {stage_days: [C2:PROPOSAL, C2:MEETING]}          days from entering one stage to the other,
                                                   for deals that reached the second in the period
   {count: deals, at: UF_CRM_FLAGGED_AT}           deals whose date field falls in the period
+  {count: open_deals, distinct: COMPANY_ID}       distinct values of a field (companies in work)
   {followed: [cold_meetings, working_meetings]}   deals with the first in the period that had the
                                                   second after it, as a percentage of the former
   {cycles: [calls, meetings]}                     per deal, how many times the first was followed
@@ -63,6 +64,7 @@ class Indicator:
     where: Mapping[str, frozenset[str]] = field(default_factory=dict)
     parts: tuple[str, str] = ("", "")  # ratio: numerator, denominator; the others: from, to
     at: str = ""  # a date field placing a record in the period instead of the set's own moment
+    distinct: str = ""  # count: distinct values of this field (a record without one counts alone)
 
     @property
     def needs_history(self) -> bool:
@@ -79,7 +81,7 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
     """One ``indicators.<name>`` entry; ``IndicatorError`` says what is wrong and where."""
     if not isinstance(spec, Mapping):
         raise IndicatorError("an indicator is a mapping such as {count: activities, type: call}")
-    allowed = {"title", "count", "sum", "average", "of", "type", "where", "at"} | set(KINDS)
+    allowed = {"title", "count", "sum", "average", "of", "type", "where", "at", "distinct"} | set(KINDS)
     if unknown := sorted(set(spec) - allowed):
         raise IndicatorError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}", unknown[0])
     hows = [k for k in KINDS if k in spec]
@@ -117,6 +119,9 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
         raise IndicatorError("deals are placed in a period by a date field: give at: FIELD", "count")
     if at and of in ("open_deals", "stage_entries"):
         raise IndicatorError(f"at: does not apply to {of}", "at")
+    distinct = str(spec.get("distinct") or "")
+    if distinct and how != "count":
+        raise IndicatorError("distinct counts distinct values: it goes with count", "distinct")
     if how == "average_days":
         parts = spec["average_days"]
         if not (isinstance(parts, Sequence) and not isinstance(parts, str) and len(parts) == 2):
@@ -125,7 +130,9 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
             name, title, how, of=of, types=type_set, where=where_sets, parts=(str(parts[0]), str(parts[1])), at=at
         )
     sum_field = str(spec[how]) if how in ("sum", "average") else ""
-    return Indicator(name, title, how, of=of, sum_field=sum_field, types=type_set, where=where_sets, at=at)
+    return Indicator(
+        name, title, how, of=of, sum_field=sum_field, types=type_set, where=where_sets, at=at, distinct=distinct
+    )
 
 
 def check_references(indicators: Mapping[str, Indicator], declared: Iterable[str] = ()) -> dict[str, str]:
@@ -228,6 +235,8 @@ def figure(
     if ind.how in PER_DEAL:
         return _per_deal(ind, facts, period, tz, indicators)
     chosen = _selected(ind, facts, period, tz)
+    if ind.how == "count" and ind.distinct:
+        return Decimal(len({str(f.get(ind.distinct) or "") or f"\0{f.kind}:{f.id}" for f in chosen}))
     if ind.how == "count":
         return Decimal(len(chosen))
     if ind.how == "sum":

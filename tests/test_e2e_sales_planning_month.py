@@ -75,7 +75,8 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
     # Manager 11's deal A: a call and a plain meeting in February (one cycle before the month),
     # then in March a call, a cold meeting (cycle two), a needs-identification meeting and one
     # on terms; A's contract is prepared on 20 March.
-    a = simulator.add_deal({"TITLE": "A", "ASSIGNED_BY_ID": "11", "CATEGORY_ID": "2", "STAGE_ID": "C2:COLD"})
+    new = {"CATEGORY_ID": "2", "STAGE_ID": "C2:COLD", "UF_CRM_CLIENT_KIND": "new"}
+    a = simulator.add_deal({"TITLE": "A", "ASSIGNED_BY_ID": "11", "COMPANY_ID": "5"} | new)
     _log(simulator, a, "11", "2026-02-20T11:00:00+03:00", "call")
     _log(simulator, a, "11", "2026-02-24T11:00:00+03:00", "meeting")
     _log(simulator, a, "11", "2026-03-02T11:00:00+03:00", "call")
@@ -86,13 +87,14 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
     simulator.update_deal(a, {"STAGE_ID": "C2:CONTRACT"})
     # Manager 12's deal B: a call and a cold meeting, no working meeting yet; a non-standard
     # situation recorded on 12 March.
-    b = simulator.add_deal({"TITLE": "B", "ASSIGNED_BY_ID": "12", "CATEGORY_ID": "2", "STAGE_ID": "C2:COLD"})
+    b = simulator.add_deal({"TITLE": "B", "ASSIGNED_BY_ID": "12", "COMPANY_ID": "5"} | new)  # A's company
     _log(simulator, b, "12", "2026-03-05T11:00:00+03:00", "call")
     _log(simulator, b, "12", "2026-03-06T11:00:00+03:00", "COLD_MEETING")
     simulator.update_deal(b, {"UF_CRM_NONSTANDARD_AT": "2026-03-12"})
     # Manager 21's deal C: a cold call with no meeting after it; a working meeting planned, not
     # held: it counts nowhere.
-    c = simulator.add_deal({"TITLE": "C", "ASSIGNED_BY_ID": "21", "CATEGORY_ID": "2", "STAGE_ID": "C2:COLD"})
+    c = simulator.add_deal({"TITLE": "C", "ASSIGNED_BY_ID": "21"} | new)  # no company
+    simulator.add_deal({"TITLE": "D", "ASSIGNED_BY_ID": "21"} | new)  # no company either: another client
     _log(simulator, c, "21", "2026-03-10T11:00:00+03:00", "call")
     simulator.add_activity(
         {"OWNER_TYPE_ID": "2", "OWNER_ID": c, "RESPONSIBLE_ID": "21", "COMPLETED": "N",
@@ -103,11 +105,14 @@ def test_meeting_kinds_deal_steps_nonstandard_and_contracts_in_the_monthly_repor
     assert rt.run_report("monthly-to-ceo") == 1
     with open(Path("reports") / "monthly-to-ceo-2026-03.csv", encoding="utf-8") as f:
         facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(f)}
-    wanted = ("cold_meetings", "needs_meetings", "terms_meetings", "meetings", "call_to_meeting", "meeting_to_terms",
-              "cold_to_working", "call_meeting_cycles", "nonstandard", "contracts_prepared")  # fmt: skip
+    wanted = ("prospects_in_work", "cold_meetings", "needs_meetings", "terms_meetings", "meetings",
+              "call_to_meeting", "meeting_to_terms", "cold_to_working", "call_meeting_cycles", "nonstandard",
+              "contracts_prepared")  # fmt: skip
     got = {(who, name): facts[(who, name)] for who in ("11", "12", "21", "group-1", "all") for name in wanted}
     assert got == {
         ("11", "cold_meetings"): "1", ("11", "call_to_meeting"): "100",
+        ("11", "prospects_in_work"): "1", ("12", "prospects_in_work"): "1", ("21", "prospects_in_work"): "2",
+        ("group-1", "prospects_in_work"): "1", ("all", "prospects_in_work"): "3",  # company 5; C and D alone
         ("11", "terms_meetings"): "1", ("11", "meeting_to_terms"): "100",
         ("11", "needs_meetings"): "1", ("11", "meetings"): "3", ("11", "cold_to_working"): "100",
         ("11", "call_meeting_cycles"): "2", ("11", "nonstandard"): "0", ("11", "contracts_prepared"): "1",

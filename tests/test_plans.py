@@ -315,6 +315,19 @@ def test_deals_followed_step_by_step_and_placed_by_a_date_field(
     assert figure(STEP_INDICATORS[indicator], facts, march, CAL.tz, STEP_INDICATORS) == expected
 
 
+def test_distinct_counts_each_value_once_and_each_record_without_one_alone() -> None:
+    facts = [
+        Fact("deal", "d1", "11", status="open", fields={"COMPANY": "5"}),
+        Fact("deal", "d2", "11", status="open", fields={"COMPANY": "5"}),
+        Fact("deal", "d3", "12", status="open", fields={"COMPANY": "7"}),
+        Fact("deal", "d4", "12", status="open", fields={"COMPANY": None}),
+        Fact("deal", "d5", "12", status="open", fields={}),
+        Fact("deal", "d6", "12", status="won", at=_at(3), fields={"COMPANY": "9"}),  # not in work
+    ]
+    companies = parse_indicator("companies", {"count": "open_deals", "distinct": "COMPANY"})
+    assert figure(companies, facts, parse_period("2026-03"), CAL.tz, {}) == 4
+
+
 def test_deal_steps_name_counts_of_activities_or_stage_entries() -> None:
     from rules.indicators import check_references
 
@@ -339,6 +352,7 @@ def test_deal_steps_name_counts_of_activities_or_stage_entries() -> None:
         ({"cycles": ["calls"]}, "cycles is \\[first, then\\], two indicator names"),
         ({"followed": ["a", "b"], "where": {"X": "1"}}, "followed takes no where"),
         ({"count": "deals"}, "give at: FIELD"),
+        ({"sum": "amount", "of": "open_deals", "distinct": "COMPANY"}, "distinct counts distinct values"),
         ({"count": "open_deals", "at": "X"}, "at: does not apply to open_deals"),
     ],
 )

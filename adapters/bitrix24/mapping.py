@@ -86,8 +86,9 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
     )
 
 
-# A deal read for plan-vs-fact also tells when it last moved stage (won or lost then).
-FACT_DEAL_SELECT = [*DEAL_SELECT, "MOVED_TIME"]
+# A deal read for plan-vs-fact also tells when it last moved stage (won or lost then) and whose
+# it is (clients in work are counted by company).
+FACT_DEAL_SELECT = [*DEAL_SELECT, "MOVED_TIME", "COMPANY_ID", "CONTACT_ID"]
 # crm.activity TYPE_ID: what the portal logs (calls come from telephony or are logged by hand).
 ACTIVITY_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email", "6": "todo"}
 ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID", "SUBJECT", "COMPLETED", "RESPONSIBLE_ID",
@@ -138,7 +139,8 @@ def deal_fact(raw: Mapping[str, Any]) -> Fact:
         stage=str(raw.get("STAGE_ID") or ""),
         amount=to_decimal(raw.get("OPPORTUNITY")),
         deal_id=str(raw.get("ID")),
-        fields=dict(raw),
+        # A deal without a company or contact says "0": no value, not a company numbered 0.
+        fields={**raw, **{k: None for k in ("COMPANY_ID", "CONTACT_ID") if str(raw.get(k) or "0") == "0"}},
     )
 
 
