@@ -246,12 +246,19 @@ class FactSource(ABC):
 
     # Whether its facts include deals' entries into stages (conversions, time between stages).
     stage_history: ClassVar[bool] = False
+    # Whether it reads activities planned and not done yet (``read_planned``).
+    planned_activities: ClassVar[bool] = False
 
     @abstractmethod
     def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
         """Activities marked done in ``since`` … ``until`` (calls made, meetings held: never
         ones only planned), deals created, won or lost then, the deals open now, and (with
         ``stage_history``) the deals' entries into stages then."""
+
+    def read_planned(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        """Activities not done yet that are scheduled in ``since`` … ``until`` (``at`` is when),
+        with status ``planned``; a CRM that reads them sets ``planned_activities``."""
+        raise NotImplementedError(f"{type(self).__name__} does not read planned activities")
 
 
 class DuplicateSearch(ABC):

@@ -20,9 +20,11 @@ class Fact:
     ``fields`` the deal's as last seen and ``deadline``).
 
     ``at`` is when an activity was marked done, when a deal was won or lost (None while
-    it is open), or when it entered the stage; ``type`` is an activity's type in lower case as the CRM names it (call,
-    meeting, email, task …); ``status`` a deal's open, won or lost; ``fields`` the record's
-    fields under the CRM's own names, for ``where`` filters.
+    it is open), or when it entered the stage; ``type`` is an activity's type in lower case as
+    the CRM names it (call, meeting, email, task, or a type of the CRM's own); ``status`` a
+    deal's open, won or lost, or ``planned`` for an activity not done yet (read only for
+    reports on the day ahead, with ``at`` when it is scheduled); ``fields`` the record's fields
+    under the CRM's own names, for ``where`` filters.
     """
 
     kind: FactKind

@@ -50,7 +50,9 @@ def due_moment(period: Period, report: ReportDef, calendar: WorkCalendar) -> dat
 def reported_period(report: ReportDef, today: date, calendar: WorkCalendar) -> tuple[Period, date | None]:
     """The period a run on ``today`` reports on and the day it is due: the last one that ended
     (due ``by`` or the first working day after it), or with ``current`` the running one (due on
-    its last working day; None when it has none)."""
+    its last working day; None when it has none), or with ``ahead`` the day just begun."""
+    if report.ahead:
+        return period_of("day", today), today
     if report.current:
         period = period_of(report.period, today)
         return period, last_working_day(period, calendar)
@@ -68,8 +70,11 @@ def run_plan_report(
     teams: Teams,
 ) -> int:
     """Deliver the report on the last ``report.period`` once its due day has come; returns how
-    many tasks were queued (0 before the due day and on every later run)."""
+    many tasks were queued (0 before the due day and on every later run). An ``ahead`` report
+    is on the working day just begun and counts the activities planned in it."""
     today = now.astimezone(calendar.tz).date()
+    if report.ahead and not calendar.is_working_day(today):
+        return 0
     period, due = reported_period(report, today, calendar)
     if due is None or today < due or store.cursors.last_report(report.crm, report.name) == period.key:
         return 0
@@ -77,7 +82,8 @@ def run_plan_report(
     if any(_reaches_back(indicators, name) for name in report.indicators):
         since -= HISTORY_LOOKBACK  # a deal that reached a stage now may have entered the one before long ago
     try:
-        facts = list(source.read_facts(since, until))
+        read = source.read_planned if report.ahead else source.read_facts
+        facts = list(read(since, until))
         if any(_uses(indicators, name, "breaches") for name in report.indicators):
             facts += breach_facts(store, report.crm, since, until)
     except AdapterError as exc:  # the next scheduled run tries again: nothing was delivered
@@ -124,7 +130,7 @@ def run_plan_report(
             ):
                 queued += 1
         if report.missed is not None:
-            for lead, behind in sorted(missed_by(rows, teams).items()):
+            for lead, behind in sorted(missed_by(rows, teams, report.missed.to).items()):
                 variables = _variables(report.name, period, due, lead, behind, indicators, scope="below plan")
                 task = CreateTask(
                     "",
@@ -194,7 +200,7 @@ def _uses(indicators: Mapping[str, Indicator], name: str, of: str) -> bool:
 
 def _reaches_back(indicators: Mapping[str, Indicator], name: str) -> bool:
     ind = indicators[name]
-    return ind.how == "stage_days" or (ind.how == "ratio" and any(_reaches_back(indicators, p) for p in ind.parts))
+    return ind.reaches_back or (ind.how == "ratio" and any(_reaches_back(indicators, p) for p in ind.parts))
 
 
 def write_xlsx_once(path: Path, rows: Sequence[Row], period: Period) -> bool:

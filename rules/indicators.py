@@ -16,24 +16,35 @@ deals) for a set of people and a period:
                                                   for deals that reached the second in the period
   {count: breaches, where: {deadline: connection}}  deadlines breached (due) in the period, as the
                                                   connector recorded them for the penalty report
+  {count: deals, at: UF_CRM_FLAGGED_AT}           deals whose date field falls in the period
+  {count: open_deals, distinct: COMPANY_ID}       distinct values of a field (companies in work)
+  {followed: [cold_meetings, working_meetings]}   deals with the first in the period that had the
+                                                  second after it, as a percentage of the former
+  {cycles: [calls, meetings]}                     per deal, how many times the first was followed
+                                                  by the second; the mean over the period's deals
 
 ``where`` holds field → value (or a list of values) on the record's fields; ``type`` an
-activity type or a list of them. Pure: the facts are read by the runtime.
+activity type or a list of them (as the adapter names it: a CRM's own activity types, custom
+ones included, tell kinds of meetings apart); ``at`` a date field that places a record in a
+period instead of the set's own moment. ``followed`` and ``cycles`` follow each deal through the
+records two count indicators select. Pure: the facts are read by the runtime.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from domain.facts import Fact
 from rules.periods import Period
 
-SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries", "breaches")
-KINDS = ("count", "sum", "average", "ratio", "average_days", "stage_days")
+SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries", "deals", "breaches")
+KINDS = ("count", "sum", "average", "ratio", "average_days", "stage_days", "followed", "cycles")
+# Kinds whose two parts are indicators followed deal by deal (counts over records of a deal).
+PER_DEAL = ("followed", "cycles")
 
 
 class IndicatorError(ValueError):
@@ -48,24 +59,31 @@ class IndicatorError(ValueError):
 class Indicator:
     name: str
     title: str
-    how: str  # count, sum, ratio or average_days
+    how: str  # one of KINDS
     of: str = ""
     sum_field: str = ""
     types: frozenset[str] = frozenset()
     where: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    parts: tuple[str, str] = ("", "")  # ratio: numerator, denominator; average_days, stage_days: from, to
+    parts: tuple[str, str] = ("", "")  # ratio: numerator, denominator; the others: from, to
+    at: str = ""  # a date field placing a record in the period instead of the set's own moment
+    distinct: str = ""  # count: distinct values of this field (a record without one counts alone)
 
     @property
     def needs_history(self) -> bool:
         """Whether it reads deals' moves between stages (a CRM must keep them)."""
         return self.how == "stage_days" or self.of == "stage_entries"
 
+    @property
+    def reaches_back(self) -> bool:
+        """Whether it needs records from before the period (a deal's earlier steps)."""
+        return self.how in ("stage_days", "cycles")
+
 
 def parse_indicator(name: str, spec: Any) -> Indicator:
     """One ``indicators.<name>`` entry; ``IndicatorError`` says what is wrong and where."""
     if not isinstance(spec, Mapping):
         raise IndicatorError("an indicator is a mapping such as {count: activities, type: call}")
-    allowed = {"title", "count", "sum", "average", "of", "type", "where", "ratio", "average_days", "stage_days"}
+    allowed = {"title", "count", "sum", "average", "of", "type", "where", "at", "distinct"} | set(KINDS)
     if unknown := sorted(set(spec) - allowed):
         raise IndicatorError(f"unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}", unknown[0])
     hows = [k for k in KINDS if k in spec]
@@ -78,10 +96,13 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
         if not (isinstance(parts, Sequence) and not isinstance(parts, str) and len(parts) == 2):
             raise IndicatorError("stage_days is [from stage, to stage], two stage ids", "stage_days")
         return Indicator(name, title, how, of="stage_entries", parts=(str(parts[0]), str(parts[1])))
-    if how == "ratio":
-        parts = spec["ratio"]
+    if how in ("ratio", *PER_DEAL):
+        parts = spec[how]
         if not (isinstance(parts, Sequence) and not isinstance(parts, str) and len(parts) == 2):
-            raise IndicatorError("ratio is [numerator, denominator], two indicator names", "ratio")
+            what = "[numerator, denominator]" if how == "ratio" else "[first, then]"
+            raise IndicatorError(f"{how} is {what}, two indicator names", how)
+        if how in PER_DEAL and (extra := sorted(set(spec) - {how, "title"})):
+            raise IndicatorError(f"{how} takes no {', '.join(extra)}: filter the indicators it names", extra[0])
         return Indicator(name, title, how, parts=(str(parts[0]), str(parts[1])))
     of = str(spec["count"] if how == "count" else spec.get("of") or "")
     if of not in SETS:
@@ -95,51 +116,88 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
     if not isinstance(where, Mapping):
         raise IndicatorError("where is a mapping of field: value (or a list of values)", "where")
     where_sets = {str(k): frozenset(str(x) for x in (v if isinstance(v, list) else [v])) for k, v in where.items()}
+    at = str(spec.get("at") or "")
+    if of == "deals" and not at:
+        raise IndicatorError("deals are placed in a period by a date field: give at: FIELD", "count")
+    if at and of in ("open_deals", "stage_entries"):
+        raise IndicatorError(f"at: does not apply to {of}", "at")
+    distinct = str(spec.get("distinct") or "")
+    if distinct and how != "count":
+        raise IndicatorError("distinct counts distinct values: it goes with count", "distinct")
     if how == "average_days":
         parts = spec["average_days"]
         if not (isinstance(parts, Sequence) and not isinstance(parts, str) and len(parts) == 2):
             raise IndicatorError("average_days is [from field, to field], e.g. [created_at, at]", "average_days")
         return Indicator(
-            name, title, how, of=of, types=type_set, where=where_sets, parts=(str(parts[0]), str(parts[1]))
+            name, title, how, of=of, types=type_set, where=where_sets, parts=(str(parts[0]), str(parts[1])), at=at
         )
     sum_field = str(spec[how]) if how in ("sum", "average") else ""
-    return Indicator(name, title, how, of=of, sum_field=sum_field, types=type_set, where=where_sets)
+    return Indicator(
+        name, title, how, of=of, sum_field=sum_field, types=type_set, where=where_sets, at=at, distinct=distinct
+    )
 
 
 def check_references(indicators: Mapping[str, Indicator], declared: Iterable[str] = ()) -> dict[str, str]:
-    """Ratios naming indicators that do not exist (or themselves, or another ratio): name →
+    """Ratios naming indicators that do not exist (or themselves, or another ratio), and
+    ``followed`` / ``cycles`` naming anything but counts of activities or stage entries: name →
     problem. Names in ``declared`` that failed to load are refused on their own already."""
     broken = set(declared) - set(indicators)
     problems = {}
     for name, ind in indicators.items():
-        if ind.how == "ratio":
-            for part in ind.parts:
-                if part in broken:
-                    continue
-                if part not in indicators or indicators[part].how not in ("count", "sum"):  # not a mean
-                    problems[name] = f"ratio: {part!r} is not a count or sum indicator defined under indicators"
+        for part in ind.parts if ind.how in ("ratio", *PER_DEAL) else ():
+            if part in broken:
+                continue
+            found = indicators.get(part)
+            if ind.how == "ratio" and (found is None or found.how not in ("count", "sum")):  # not a mean
+                problems[name] = f"ratio: {part!r} is not a count or sum indicator defined under indicators"
+            elif ind.how in PER_DEAL and (
+                found is None or found.how != "count" or found.of not in ("activities", "stage_entries") or found.at
+            ):  # a deal's steps: records with their own moment and a deal
+                problems[name] = (
+                    f"{ind.how}: {part!r} is no count of activities or stage_entries (without at:) under indicators"
+                )
     return problems
 
 
-def _in(moment: datetime | None, period: Period, tz: Any) -> bool:
-    return moment is not None and period.contains(moment.astimezone(tz).date())
+def _in(moment: datetime | date | None, period: Period | None, tz: Any) -> bool:
+    """Whether the moment falls in ``period``; with None, whether there is a moment at all."""
+    if moment is None:
+        return False
+    day = moment.astimezone(tz).date() if isinstance(moment, datetime) else moment
+    return period is None or period.contains(day)
 
 
-def _selected(ind: Indicator, facts: Iterable[Fact], period: Period, tz: Any) -> list[Fact]:
+def _day_field(value: Any) -> datetime | date | None:
+    """A date field: an aware moment, or a plain date (a CRM's date-only field, a local day)."""
+    if isinstance(value, str) and len(value) == 10:
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            return None
+    return value if isinstance(value, date) and not isinstance(value, datetime) else _moment(value)
+
+
+def _selected(ind: Indicator, facts: Iterable[Fact], period: Period | None, tz: Any) -> list[Fact]:
+    """The records of ``ind``'s set in ``period`` (None: at any moment) that pass its filters."""
     chosen = []
     for f in facts:
+        moment: datetime | date | None = f.at
+        if ind.of == "new_deals":
+            moment = f.created_at
+        if ind.at:
+            moment = _day_field(f.get(ind.at))
         if ind.of == "activities":
-            ok = f.kind == "activity" and _in(f.at, period, tz) and (not ind.types or f.type in ind.types)
-        elif ind.of == "new_deals":
-            ok = f.kind == "deal" and _in(f.created_at, period, tz)
+            ok = f.kind == "activity" and _in(moment, period, tz) and (not ind.types or f.type in ind.types)
+        elif ind.of in ("new_deals", "deals"):
+            ok = f.kind == "deal" and _in(moment, period, tz)
         elif ind.of == "open_deals":
             ok = f.kind == "deal" and f.status == "open"
         elif ind.of == "stage_entries":
-            ok = f.kind == "stage" and _in(f.at, period, tz)
+            ok = f.kind == "stage" and _in(moment, period, tz)
         elif ind.of == "breaches":
-            ok = f.kind == "breach" and _in(f.at, period, tz)
+            ok = f.kind == "breach" and _in(moment, period, tz)
         else:
-            ok = f.kind == "deal" and f.status == ind.of.removesuffix("_deals") and _in(f.at, period, tz)
+            ok = f.kind == "deal" and f.status == ind.of.removesuffix("_deals") and _in(moment, period, tz)
         if ok and all(str(f.get(k)) in values for k, values in ind.where.items()):
             chosen.append(f)
     return chosen
@@ -178,7 +236,11 @@ def figure(
         return (top * 100 / bottom).quantize(Decimal("0.1"))
     if ind.how == "stage_days":
         return _stage_days(ind, facts, period, tz)
+    if ind.how in PER_DEAL:
+        return _per_deal(ind, facts, period, tz, indicators)
     chosen = _selected(ind, facts, period, tz)
+    if ind.how == "count" and ind.distinct:
+        return Decimal(len({str(f.get(ind.distinct) or "") or f"\0{f.kind}:{f.id}" for f in chosen}))
     if ind.how == "count":
         return Decimal(len(chosen))
     if ind.how == "sum":
@@ -210,3 +272,50 @@ def _stage_days(ind: Indicator, facts: Sequence[Fact], period: Period, tz: Any) 
         if before and f.at is not None:
             spans.append(Decimal((f.at - max(before)).total_seconds()) / 86400)
     return (sum(spans, Decimal(0)) / len(spans)).quantize(Decimal("0.1")) if spans else None
+
+
+def _steps(
+    ind: Indicator, facts: Sequence[Fact], period: Period, tz: Any, indicators: Mapping[str, Indicator]
+) -> dict[str, list[tuple[datetime, int]]]:
+    """Per deal, its records of the two parts up to the period's end in time order, each as
+    (moment, 0 for the first part or 1 for the second)."""
+    end = datetime.combine(period.last, time.max, tzinfo=tz)
+    steps: dict[str, list[tuple[datetime, int]]] = {}
+    for which, part in enumerate(ind.parts):
+        for f in _selected(indicators[part], facts, None, tz):
+            if f.deal_id and f.at is not None and f.at <= end:
+                steps.setdefault(f.deal_id, []).append((f.at, which))
+    for mine in steps.values():
+        mine.sort()
+    return steps
+
+
+def _per_deal(
+    ind: Indicator, facts: Sequence[Fact], period: Period, tz: Any, indicators: Mapping[str, Indicator]
+) -> Decimal | None:
+    """``followed``: of the deals whose first part happened in the period, the percentage whose
+    second part came after it (by the period's end). ``cycles``: over the deals with either part
+    in the period, the mean number of times the first part was followed by the second, counted
+    over the deal's history read (a run of calls before one meeting is one cycle)."""
+    steps = _steps(ind, facts, period, tz, indicators)
+    if ind.how == "followed":
+        started = converted = 0
+        for mine in steps.values():
+            first = next((at for at, which in mine if which == 0 and _in(at, period, tz)), None)
+            if first is None:
+                continue
+            started += 1
+            converted += any(which == 1 and at > first for at, which in mine)
+        return (Decimal(converted) * 100 / started).quantize(Decimal("0.1")) if started else None
+    counts = []
+    for mine in steps.values():
+        if not any(_in(at, period, tz) for at, _ in mine):
+            continue
+        cycles, armed = 0, False
+        for _, which in mine:
+            if which == 0:
+                armed = True
+            elif armed:
+                cycles, armed = cycles + 1, False
+        counts.append(cycles)
+    return (Decimal(sum(counts)) / len(counts)).quantize(Decimal("0.1")) if counts else None

@@ -124,13 +124,14 @@ def split_by_recipient(to: str, rows: Sequence[Row], teams: Teams) -> dict[str, 
     return {teams.people.get(to, to): list(rows)}
 
 
-def missed_by(rows: Sequence[Row], teams: Teams) -> dict[str, list[Row]]:
-    """Team lead → the rows of their people who missed a plan (seed 003: the day's plan must be met)."""
+def missed_by(rows: Sequence[Row], teams: Teams, to: str = "team_lead") -> dict[str, list[Row]]:
+    """Team lead (or, ``to`` person, the person) → the rows of their people who missed a plan
+    (seed 003: the day's plan must be met, and what is planned for a day must cover it)."""
     out: dict[str, list[Row]] = {}
     for row in rows:
         if row.scope != PERSON or not any(c.missed for c in row.cells.values()):
             continue
-        lead = teams.leads.get(row.team or "") or teams.head
+        lead = row.name if to == "person" else teams.leads.get(row.team or "") or teams.head
         if lead:
             out.setdefault(lead, []).append(row)
     return out

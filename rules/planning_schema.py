@@ -9,7 +9,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields
 
-from rules.indicators import Indicator, IndicatorError, check_references, parse_indicator
+from rules.indicators import PER_DEAL, Indicator, IndicatorError, check_references, parse_indicator
 from rules.org import parse_ref
 from rules.plans import Teams
 from rules.templates import Template, TemplateProblem
@@ -72,6 +72,13 @@ def report_problems(report: Any, indicators: Any, teams: Any) -> dict[str, list[
             problems.setdefault("indicators", []).append(f"no indicator named {name!r} under indicators")
     if not report.indicators:
         return problems
+    if getattr(report, "ahead", False) and isinstance(indicators, Mapping):
+        for name in report.indicators:
+            ind = indicators.get(name)
+            if ind is not None and (ind.how != "count" or ind.of != "activities"):
+                problems.setdefault("indicators", []).append(
+                    f"{name}: an ahead report counts activities planned; {name} is no count of activities"
+                )
     for key, template, variables in _templates(report):
         try:
             template.render(variables)
@@ -91,7 +98,8 @@ def report_problems(report: Any, indicators: Any, teams: Any) -> dict[str, list[
         problems["to"] = ["team_lead: no team with members under org.teams has a lead"]
     elif report.to == "head" and not teams.head:
         problems["to"] = ["head: org.teams gives no head over the teams (head: on a team or its parent)"]
-    if report.missed is not None and not teams.leads and not teams.head:
+    missed_to = getattr(report.missed, "to", "team_lead")
+    if report.missed is not None and missed_to != "person" and not teams.leads and not teams.head:
         problems["missed"] = ["a missed plan goes to the team lead (or the head): org.teams gives none"]
     return problems
 
@@ -105,7 +113,8 @@ def history_problem(report: Any, indicators: Any, source: type) -> str | None:
         ind = indicators.get(name)
         if ind is None:
             return False
-        return bool(ind.needs_history or (ind.how == "ratio" and any(needs(p) for p in ind.parts)))
+        follows = ind.how in ("ratio", *PER_DEAL)  # their parts are other indicators
+        return bool(ind.needs_history or (follows and any(needs(p) for p in ind.parts)))
 
     needing = [n for n in report.indicators if needs(n)]
     if not needing:

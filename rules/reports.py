@@ -25,7 +25,8 @@ PLAN_TEXT = "{{ table }}"
 
 @dataclass(frozen=True)
 class MissedPlan:
-    """What a day report does for each person who missed a plan: a task to their team lead."""
+    """What a day report does for each person who missed a plan: a task to their team lead
+    (``to`` team_lead) or to the person (``to`` person)."""
 
     title: Template
     text: Template
@@ -61,6 +62,8 @@ class ReportDef:
     current: bool = False
     targets: Mapping[str, Decimal] = field(default_factory=dict)
     person_field: str | None = None
+    # plan-vs-fact: the day just begun, counting the activities planned in it (not yet done)
+    ahead: bool = False
 
 
 @dataclass

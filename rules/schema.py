@@ -506,7 +506,14 @@ class ReportSchema(Schema):
     file = fields.String(load_default=None, metadata={"doc": "plan-vs-fact: also write a CSV here (template)"})
     missed = fields.Dict(
         load_default=None,
-        metadata={"doc": "plan-vs-fact: {title, text} of a task to the team lead of each person below plan"},
+        metadata={
+            "doc": "plan-vs-fact: {title, text, to} of a task to the team lead (to: person: the person) of each "
+            "person below plan"
+        },
+    )
+    ahead = fields.Boolean(
+        load_default=False,
+        metadata={"doc": "plan-vs-fact: the day just begun, counting the activities planned in it (not yet done)"},
     )
     channel = fields.String(
         load_default=None,
@@ -543,8 +550,8 @@ class ReportSchema(Schema):
             for key in ("title", "text"):
                 if not data.get(key):
                     raise ValidationError({key: ["Missing data for required field."]})
-            for key in ("by", "file", "missed", "channel", "person_field"):
-                if data.get(key) is not None:
+            for key in ("by", "file", "missed", "channel", "person_field", "ahead"):
+                if data.get(key) not in (None, False):
                     raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
             if data.get("period", "day") != "day":
                 raise ValidationError({"period": ["only a plan-vs-fact report (with indicators) covers a period"]})
@@ -553,11 +560,12 @@ class ReportSchema(Schema):
                     raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
             if data.get("to") in ("head", "team_lead", "person"):
                 raise ValidationError({"to": [f"{data['to']}: only a plan-vs-fact report (with indicators) has it"]})
-        elif not data.get("to") and not data.get("file") and not data.get("channel"):
+        elif not any(data.get(key) for key in ("to", "file", "channel", "missed")):
             raise ValidationError(
                 {
                     "to": [
-                        "the report has no recipient: give to (head, team_lead, person, role(NAME), a user id) or file"
+                        "the report has no recipient: give to (head, team_lead, person, role(NAME), a user id), "
+                        "file or missed"
                     ]
                 }
             )
@@ -568,9 +576,15 @@ class ReportSchema(Schema):
         if unknown := sorted(set(data.get("targets") or {}) - set(data.get("indicators") or ())):
             raise ValidationError({"targets": [f"{', '.join(unknown)}: not among the report's indicators"]})
         if data.get("missed") is not None:
-            _params(data["missed"], {"title", "text"}, {"title"}, "missed")
+            _params(data["missed"], {"title", "text", "to"}, {"title"}, "missed")
             if data.get("period") != "day":
                 raise ValidationError({"missed": ["a missed plan is a day report's reaction (period: day)"]})
+            if data["missed"].get("to", "team_lead") not in ("team_lead", "person"):
+                raise ValidationError({"missed.to": ["a missed plan goes to team_lead (the default) or person"]})
+        if data.get("ahead") and data.get("current"):
+            raise ValidationError({"ahead": ["a report is either ahead (the day just begun) or current, not both"]})
+        if data.get("ahead") and (data.get("period") != "day" or data.get("by") is not None):
+            raise ValidationError({"ahead": ["ahead reports on the day just begun: period: day, no by"]})
 
     @post_load
     def build(self, data: dict[str, Any], **kwargs: Any) -> ReportDef:
@@ -592,6 +606,7 @@ class ReportSchema(Schema):
             missed=MissedPlan(
                 title=_template(missed["title"], "missed.title"),
                 text=_template(missed.get("text") or PLAN_TEXT, "missed.text"),
+                to=str(missed.get("to") or "team_lead"),
             )
             if missed
             else None,
@@ -599,4 +614,5 @@ class ReportSchema(Schema):
             current=data["current"],
             targets=dict(data["targets"]),
             person_field=data["person_field"],
+            ahead=bool(data["ahead"]),
         )

@@ -68,6 +68,15 @@ WRITE_METHODS = frozenset(
     }
 )
 
+# crm.activity: the standard provider and its type id behind each TYPE_ID a portal logs.
+_ACTIVITY_PROVIDERS = {
+    "1": ("CRM_MEETING", "MEETING"),
+    "2": ("VOXIMPLANT_CALL", "CALL"),
+    "3": ("CRM_TASKS_TASK", "TASK"),
+    "4": ("CRM_EMAIL", "EMAIL"),
+    "6": ("CRM_TODO", "TODO"),
+}
+
 # Standard deal fields in the order crm.deal.get returns them.
 DEAL_FIELDS = (
     "ID",
@@ -1467,6 +1476,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             "OWNER_ID": None,
             "TYPE_ID": "2",
             "PROVIDER_ID": "VOXIMPLANT_CALL",
+            "PROVIDER_TYPE_ID": "CALL",
             "SUBJECT": "",
             "COMPLETED": "N",
             "RESPONSIBLE_ID": str(self.webhook_user_id),
@@ -1480,6 +1490,12 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         for name in ("START_TIME", "END_TIME", "DEADLINE"):
             if given.get(name):
                 given[name] = self._norm_dt(given[name])
+        if "PROVIDER_ID" not in given:  # the standard provider of the type given
+            provider = _ACTIVITY_PROVIDERS.get(str(given.get("TYPE_ID") or "2"))
+            if provider:
+                activity["PROVIDER_ID"], activity["PROVIDER_TYPE_ID"] = provider
+        elif str(given["PROVIDER_ID"]) == "REST_APP" and "TYPE_ID" not in given:
+            activity["TYPE_ID"] = "6"  # an application's own type is a "provider" activity
         activity.update({k: _str_value(v) for k, v in given.items() if k in activity and k not in ("ID", "CREATED")})
         if str(activity["COMPLETED"]) not in ("Y", "N"):
             raise RestError(400, "", "COMPLETED is Y or N.")

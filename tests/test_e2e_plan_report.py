@@ -175,3 +175,27 @@ def test_monthly_plan_vs_fact_delivered_once_on_its_due_day(world, tmp_path: Pat
     assert (turnover["plan"], turnover["fact"], turnover["percent"]) == ("5000", "4500", "90")
     calls = next(r for r in rows if r["name"] == "10002" and r["indicator"] == "calls")
     assert (calls["plan"], calls["fact"]) == ("4", "3")
+
+
+def test_planned_activities_are_read_by_their_due_day(world) -> None:  # type: ignore[no-untyped-def]
+    """What an ``ahead`` report counts on Pipedrive: activities not done, due in the window (due
+    time in UTC; an all-day one on its date), never done ones or another day's."""
+    simulator, rt, clock = world
+    base = rt.adapters["pd"].settings.base_url
+
+    def post(subject: str, **fields: object) -> None:
+        body = {"subject": subject, "type": "call", "owner_id": 10002, "done": False, **fields}
+        answer = requests.post(f"{base}/api/v2/activities", headers={"x-api-token": TOKEN}, json=body, timeout=10)
+        answer.raise_for_status()
+
+    post("morning", due_date="2026-03-10", due_time="07:00")
+    post("all day", due_date="2026-03-10", type="meeting")
+    post("made", due_date="2026-03-10", due_time="08:00", done=True)
+    post("tomorrow", due_date="2026-03-11", due_time="07:00")
+    post("late evening in UTC, the 11th in Moscow", due_date="2026-03-10", due_time="22:00")
+    since, until = datetime(2026, 3, 9, 21, tzinfo=UTC), datetime(2026, 3, 10, 21, tzinfo=UTC)  # 10 March, Moscow
+    got = sorted((f.fields["subject"], f.type, f.status, f.at) for f in rt.adapters["pd"].read_planned(since, until))
+    assert got == [
+        ("all day", "meeting", "planned", datetime(2026, 3, 10, 12, tzinfo=UTC)),
+        ("morning", "call", "planned", datetime(2026, 3, 10, 7, tzinfo=UTC)),
+    ]

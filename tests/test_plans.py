@@ -250,6 +250,96 @@ def test_indicators_over_facts(indicator: str, expected: Decimal) -> None:
     assert figure(INDICATORS[indicator], FACTS, parse_period("2026-03"), CAL.tz, INDICATORS) == expected
 
 
+# Deals followed step by step (seed 003: cold meetings that led to a working one, call-meeting
+# iterations per deal) and deals placed in a period by a date field (non-standard situations).
+DEAL_STEPS = [
+    # d1: call, call, meeting (cycle 1) in February; call, meeting (cycle 2) in March; a cold
+    # meeting in March followed by a working one.
+    Fact("activity", "s1", "11", at=_at(20, month=2), type="call", deal_id="d1"),
+    Fact("activity", "s2", "11", at=_at(21, month=2), type="call", deal_id="d1"),
+    Fact("activity", "s3", "11", at=_at(24, month=2), type="meeting", deal_id="d1"),
+    Fact("activity", "s4", "11", at=_at(2), type="call", deal_id="d1"),
+    Fact("activity", "s5", "11", at=_at(3), type="cold_meeting", deal_id="d1"),
+    Fact("activity", "s6", "11", at=_at(10), type="needs_meeting", deal_id="d1"),
+    # d2: a call in March and nothing after it; a cold meeting whose working meeting came first.
+    Fact("activity", "s7", "12", at=_at(4), type="needs_meeting", deal_id="d2"),
+    Fact("activity", "s8", "12", at=_at(5), type="call", deal_id="d2"),
+    Fact("activity", "s9", "12", at=_at(6), type="cold_meeting", deal_id="d2"),
+    # d3: only February's steps, none in March: not among March's deals.
+    Fact("activity", "s10", "12", at=_at(2, month=2), type="call", deal_id="d3"),
+    Fact("activity", "s11", "12", at=_at(3, month=2), type="cold_meeting", deal_id="d3"),
+    # d4: its cold meeting in March, the working meeting only in April (after the period).
+    Fact("activity", "s12", "21", at=_at(30), type="cold_meeting", deal_id="d4"),
+    Fact("activity", "s13", "21", at=_at(2, month=4), type="needs_meeting", deal_id="d4"),
+    Fact("deal", "d1", "11", status="open", fields={"FLAGGED_AT": "2026-03-31"}),  # a date-only field
+    Fact("deal", "d2", "12", status="won", at=_at(9), fields={"FLAGGED_AT": "2026-03-31T22:30:00+00:00"}),  # 1 April
+    Fact("deal", "d3", "12", status="lost", at=_at(9), fields={"FLAGGED_AT": "2026-03-09T10:00:00+03:00"}),
+    Fact("deal", "d4", "21", status="open", fields={"FLAGGED_AT": ""}),
+]
+STEP_INDICATORS = {
+    name: parse_indicator(name, spec)
+    for name, spec in {
+        "calls": {"count": "activities", "type": "call"},
+        "meetings": {"count": "activities", "type": ["meeting", "cold_meeting", "needs_meeting"]},
+        "cold": {"count": "activities", "type": "cold_meeting"},
+        "working": {"count": "activities", "type": ["needs_meeting", "terms_meeting"]},
+        "cold_to_working": {"followed": ["cold", "working"]},
+        "cycles": {"cycles": ["calls", "meetings"]},
+        "flagged": {"count": "deals", "at": "FLAGGED_AT"},
+        "flagged_won": {"count": "won_deals", "at": "FLAGGED_AT"},
+    }.items()
+}
+
+
+@pytest.mark.parametrize(
+    ("indicator", "facts", "expected"),
+    [
+        # d1's cold meeting was followed by a working one; d2's working meeting came before its
+        # cold one; d4's came after March; d3's cold meeting was in February.
+        ("cold_to_working", DEAL_STEPS, Decimal("33.3")),
+        ("cold_to_working", DEAL_STEPS[:6], Decimal("100.0")),
+        ("cold_to_working", DEAL_STEPS[6:8], None),  # no cold meeting in March
+        # d1: two cycles (February's counts: the deal had steps in March); d2: one; d4: none.
+        ("cycles", DEAL_STEPS, Decimal("1.0")),
+        ("cycles", DEAL_STEPS[:6], Decimal("2.0")),
+        ("cycles", DEAL_STEPS[9:11], None),  # d3 had no step in March
+        # d1 (a plain date, 31 March) and d3; d2's moment is 1 April in Moscow; d4 has none.
+        ("flagged", DEAL_STEPS, Decimal(2)),
+        ("flagged_won", DEAL_STEPS, Decimal(0)),
+    ],
+)
+def test_deals_followed_step_by_step_and_placed_by_a_date_field(
+    indicator: str, facts: list[Fact], expected: Decimal | None
+) -> None:
+    march = parse_period("2026-03")
+    assert figure(STEP_INDICATORS[indicator], facts, march, CAL.tz, STEP_INDICATORS) == expected
+
+
+def test_distinct_counts_each_value_once_and_each_record_without_one_alone() -> None:
+    facts = [
+        Fact("deal", "d1", "11", status="open", fields={"COMPANY": "5"}),
+        Fact("deal", "d2", "11", status="open", fields={"COMPANY": "5"}),
+        Fact("deal", "d3", "12", status="open", fields={"COMPANY": "7"}),
+        Fact("deal", "d4", "12", status="open", fields={"COMPANY": None}),
+        Fact("deal", "d5", "12", status="open", fields={}),
+        Fact("deal", "d6", "12", status="won", at=_at(3), fields={"COMPANY": "9"}),  # not in work
+    ]
+    companies = parse_indicator("companies", {"count": "open_deals", "distinct": "COMPANY"})
+    assert figure(companies, facts, parse_period("2026-03"), CAL.tz, {}) == 4
+
+
+def test_deal_steps_name_counts_of_activities_or_stage_entries() -> None:
+    from rules.indicators import check_references
+
+    indicators = dict(STEP_INDICATORS)
+    indicators["bad"] = parse_indicator("bad", {"cycles": ["calls", "flagged"]})
+    indicators["worse"] = parse_indicator("worse", {"followed": ["calls", "nothing"]})
+    assert check_references(indicators) == {
+        "bad": "cycles: 'flagged' is no count of activities or stage_entries (without at:) under indicators",
+        "worse": "followed: 'nothing' is no count of activities or stage_entries (without at:) under indicators",
+    }
+
+
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
@@ -259,6 +349,11 @@ def test_indicators_over_facts(indicator: str, expected: Decimal) -> None:
         ({"ratio": ["a"]}, "two indicator names"),
         ({"stage_days": "KP"}, "two stage ids"),
         ({"count": "activities", "per": "day"}, "unknown key"),
+        ({"cycles": ["calls"]}, "cycles is \\[first, then\\], two indicator names"),
+        ({"followed": ["a", "b"], "where": {"X": "1"}}, "followed takes no where"),
+        ({"count": "deals"}, "give at: FIELD"),
+        ({"sum": "amount", "of": "open_deals", "distinct": "COMPANY"}, "distinct counts distinct values"),
+        ({"count": "open_deals", "at": "X"}, "at: does not apply to open_deals"),
     ],
 )
 def test_bad_indicators(spec: dict[str, object], message: str) -> None:

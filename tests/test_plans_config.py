@@ -58,7 +58,7 @@ def test_a_good_planning_config_loads() -> None:
 def test_check_catches_a_report_without_a_recipient() -> None:
     assert _problems(CONFIG.replace("    to: head\n", "")) == [
         "c.yaml:16: reports[0].to: the report has no recipient: "
-        "give to (head, team_lead, person, role(NAME), a user id) or file"
+        "give to (head, team_lead, person, role(NAME), a user id), file or missed"
     ]
 
 
@@ -110,6 +110,48 @@ def test_check_names_each_planning_problem(old: str, new: str, expected: str | N
         return
     problems = _problems(text)
     assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+AHEAD = "period: month\n    by: 5\n    to: head\n    indicators: [calls, conversion]"
+
+
+@pytest.mark.parametrize(
+    ("new", "expected"),
+    [
+        ("period: day\n    ahead: true\n    indicators: [calls, meetings]\n    missed: {title: x, to: person}", None),
+        (
+            "period: day\n    ahead: true\n    indicators: [calls]\n    missed: {title: x, to: boss}",
+            "c.yaml:22: reports[0].missed.to: a missed plan goes to team_lead",
+        ),
+        (
+            "period: week\n    ahead: true\n    to: head\n    indicators: [calls]",
+            "c.yaml:20: reports[0].ahead: ahead reports on the day just begun",
+        ),
+        (
+            "period: day\n    ahead: true\n    to: head\n    indicators: [calls, conversion]",
+            "c.yaml:22: reports[0].indicators: conversion: an ahead report counts activities planned",
+        ),
+        ("ahead: true\n    title: x\n    text: y", "c.yaml:19: reports[0].ahead: only a plan-vs-fact report"),
+    ],
+)
+def test_check_names_each_problem_of_a_start_of_day_report(new: str, expected: str | None) -> None:
+    text = CONFIG.replace(AHEAD, new)
+    assert text != CONFIG
+    if expected is None:
+        report = load_config_text(text).reports[0]
+        assert report.ahead and report.missed is not None and report.missed.to == "person"
+        return
+    problems = _problems(text)
+    assert len(problems) == 1 and problems[0].startswith(expected), problems
+
+
+def test_a_start_of_day_report_needs_a_crm_that_reads_planned_activities(monkeypatch: pytest.MonkeyPatch) -> None:
+    from adapters.pipedrive.adapter import PipedriveAdapter
+
+    text = CONFIG.replace(AHEAD, "period: day\n    ahead: true\n    to: head\n    indicators: [calls]")
+    load_config_text(text)
+    monkeypatch.setattr(PipedriveAdapter, "planned_activities", False)
+    assert _problems(text) == ["c.yaml:20: reports[0].ahead: 'pd' reads no planned activities (type pipedrive)"]
 
 
 def test_team_lead_recipient_needs_a_team_with_a_lead() -> None:

@@ -249,6 +249,10 @@ def test_dry_run_lists_every_report_due_in_the_window(tmp_path: Path, monkeypatc
     days = ["03-30", "03-31", "04-01", "04-02", "04-03", "04-06", "04-07", "04-08", "04-09", "04-10"]
     assert daily == [(f"2026-{d}", f"2026-{n}") for d, n in zip(days, days[1:], strict=False)]
     assert "daily-plan 2026-03-31 2026-04-01 each person task + task to the lead of each person below plan" in lines
+    # The start-of-day check is on the day itself, working days only.
+    ahead = [tuple(line.split()[1:3]) for line in lines if line.startswith("planned-today ")]
+    assert ahead == [(f"2026-{d}", f"2026-{d}") for d in days]
+    assert "planned-today 2026-03-30 2026-03-30 those below plan task to each person below plan" in lines
 
 
 def test_the_quarterly_report_as_a_spreadsheet(cfg: Config, tmp_path: Path) -> None:

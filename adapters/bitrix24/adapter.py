@@ -21,6 +21,7 @@ from adapters.bitrix24.mapping import (
     deal_fields_to_b24,
     deal_from_b24,
     format_datetime,
+    planned_fact,
     stage_fact,
     user_from_b24,
 )
@@ -74,6 +75,7 @@ class Bitrix24Adapter(
 
     type = "bitrix24"
     stage_history = True
+    planned_activities = True
     bookkeeping_fields = frozenset({"DATE_MODIFY", "MOVED_TIME"})
     field_names = FIELD_NAMES
 
@@ -242,6 +244,13 @@ class Bitrix24Adapter(
         }
         for raw in self.client.list_all("crm.stagehistory.list", moves, items_key="items"):
             yield stage_fact(raw, owners.get(str(raw.get("OWNER_ID"))))
+
+    def read_planned(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        """Activities not completed (``COMPLETED=N``) that start in the window."""
+        window = {"COMPLETED": "N", ">=START_TIME": format_datetime(since), "<START_TIME": format_datetime(until)}
+        activities = {"filter": window, "order": {"ID": "ASC"}, "select": ACTIVITY_SELECT}
+        for raw in self.client.list_all("crm.activity.list", activities):
+            yield planned_fact(raw)
 
     def find_deal_ids(self, field: str, value: str, limit: int = 2) -> list[str]:
         rows = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -85,12 +86,24 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
     )
 
 
-# A deal read for plan-vs-fact also tells when it last moved stage (won or lost then).
-FACT_DEAL_SELECT = [*DEAL_SELECT, "MOVED_TIME"]
+# A deal read for plan-vs-fact also tells when it last moved stage (won or lost then) and whose
+# it is (clients in work are counted by company).
+FACT_DEAL_SELECT = [*DEAL_SELECT, "MOVED_TIME", "COMPANY_ID", "CONTACT_ID"]
 # crm.activity TYPE_ID: what the portal logs (calls come from telephony or are logged by hand).
 ACTIVITY_TYPES = {"1": "meeting", "2": "call", "3": "task", "4": "email", "6": "todo"}
-ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "SUBJECT", "COMPLETED", "RESPONSIBLE_ID", "OWNER_TYPE_ID",
-                   "OWNER_ID", "DIRECTION", "START_TIME", "END_TIME", "CREATED"]  # fmt: skip
+ACTIVITY_SELECT = ["ID", "TYPE_ID", "PROVIDER_ID", "PROVIDER_TYPE_ID", "SUBJECT", "COMPLETED", "RESPONSIBLE_ID",
+                   "OWNER_TYPE_ID", "OWNER_ID", "DIRECTION", "START_TIME", "END_TIME", "CREATED"]  # fmt: skip
+# An application's own activity types (crm.activity.type.add) come with this provider; their
+# PROVIDER_TYPE_ID is the type a portal defines, e.g. kinds of meetings a regulation counts apart.
+CUSTOM_PROVIDER = "REST_APP"
+
+
+def activity_type(raw: Mapping[str, Any]) -> str:
+    """The activity's type in lower case: a custom type's own id, else the standard TYPE_ID's name."""
+    custom = str(raw.get("PROVIDER_TYPE_ID") or "")
+    if str(raw.get("PROVIDER_ID") or "") == CUSTOM_PROVIDER and custom:
+        return custom.lower()
+    return ACTIVITY_TYPES.get(str(raw.get("TYPE_ID") or ""), "other")
 
 
 def activity_fact(raw: Mapping[str, Any]) -> Fact:
@@ -102,10 +115,15 @@ def activity_fact(raw: Mapping[str, Any]) -> Fact:
         user=str(raw["RESPONSIBLE_ID"]) if raw.get("RESPONSIBLE_ID") else None,
         at=parse_datetime(raw.get("END_TIME")),
         created_at=parse_datetime(raw.get("CREATED")),
-        type=ACTIVITY_TYPES.get(str(raw.get("TYPE_ID") or ""), "other"),
+        type=activity_type(raw),
         deal_id=str(raw["OWNER_ID"]) if owner_is_deal and raw.get("OWNER_ID") else None,
         fields=dict(raw),
     )
+
+
+def planned_fact(raw: Mapping[str, Any]) -> Fact:
+    """A ``crm.activity`` not completed yet, counted when it is scheduled to start."""
+    return replace(activity_fact(raw), at=parse_datetime(raw.get("START_TIME")), status="planned")
 
 
 def deal_fact(raw: Mapping[str, Any]) -> Fact:
@@ -121,7 +139,8 @@ def deal_fact(raw: Mapping[str, Any]) -> Fact:
         stage=str(raw.get("STAGE_ID") or ""),
         amount=to_decimal(raw.get("OPPORTUNITY")),
         deal_id=str(raw.get("ID")),
-        fields=dict(raw),
+        # A deal without a company or contact says "0": no value, not a company numbered 0.
+        fields={**raw, **{k: None for k in ("COMPANY_ID", "CONTACT_ID") if str(raw.get(k) or "0") == "0"}},
     )
 
 

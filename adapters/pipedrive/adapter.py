@@ -33,6 +33,7 @@ from adapters.pipedrive.mapping import (
     deal_fields_to_pd,
     deal_from_pd,
     format_time,
+    planned_fact,
     user_from_pd,
 )
 from adapters.pipedrive.settings import PipedriveSettings
@@ -60,6 +61,7 @@ class PipedriveAdapter(
     """One Pipedrive company, reached with an API token."""
 
     type = "pipedrive"
+    planned_activities = True
     bookkeeping_fields = frozenset(
         {"update_time", "stage_change_time", "close_time", "lost_time", "won_time", "first_won_time"}
     )
@@ -273,6 +275,14 @@ class PipedriveAdapter(
         for raw in self.client.iter_v2("/api/v2/deals", {"status": "open"}):
             if str(raw.get("id")) not in seen:
                 yield deal_fact(raw)
+
+    def read_planned(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        """Activities not done (``done=false``) due in the window; v2 filters activities by
+        neither due date nor time, so every open one is read and the window applied here."""
+        for raw in self.client.iter_v2("/api/v2/activities", {"done": "false"}):
+            fact = planned_fact(raw)
+            if fact.at is not None and since <= fact.at < until:
+                yield fact
 
     def get_users(self, user_ids: Iterable[str]) -> dict[str, User]:
         """Users by id, from ``/v1/users`` (one call lists the company's users)."""

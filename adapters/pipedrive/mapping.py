@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -215,6 +216,15 @@ def activity_fact(raw: Mapping[str, Any]) -> Fact:
         deal_id=_id_text(raw.get("deal_id")) or None,
         fields=dict(raw),
     )
+
+
+def planned_fact(raw: Mapping[str, Any]) -> Fact:
+    """An activity not done yet (v2), counted when it is due: ``due_date`` and ``due_time``
+    (UTC). An all-day activity has no time; noon UTC keeps it on its date in any zone from
+    UTC-11 to UTC+11, which is what a day's plan asks of it."""
+    day, clock = str(raw.get("due_date") or ""), str(raw.get("due_time") or "")
+    at = parse_time(f"{day}T{clock[:5] or '12:00'}:00Z") if day else None
+    return replace(activity_fact(raw), at=at, status="planned")
 
 
 def deal_fact(raw: Mapping[str, Any]) -> Fact:

@@ -420,6 +420,8 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
                 )
             elif history := history_problem(report, data.get("indicators"), target.adapter_class):
                 add({"indicators": [history]}, ("reports", i))
+            elif report.ahead and not getattr(target.adapter_class, "planned_activities", False):
+                add({"ahead": [f"{report.crm!r} reads no planned activities ({_kind(target)})"]}, ("reports", i))
         org = data.get("org")
         teams = teams_from_org(org, report.crm) if isinstance(org, Org) else None
         add(report_problems(report, data.get("indicators"), teams), ("reports", i))

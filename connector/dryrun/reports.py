@@ -4,7 +4,7 @@ day and recipients, so no report is skipped silently (their figures are read whe
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from apscheduler.triggers.cron import CronTrigger
 from rich.console import Console
@@ -29,7 +29,7 @@ class ReportOccurrence:
 def _recipients(report: ReportDef, teams: Teams) -> str:
     to = report.to
     if to is None:
-        return "nobody (file only)"
+        return "nobody (file only)" if report.missed is None else "those below plan"
     if to == "head":
         return f"head {teams.head}"
     if to == "team_lead":
@@ -59,10 +59,17 @@ def report_occurrences(
         if report.file is not None:
             delivery += (" + " if delivery else "") + "CSV file"
         if report.missed is not None:
-            delivery += " + task to the lead of each person below plan"
-        period = period_of(report.period, first) if report.current else last_completed(report.period, first)
+            whom = "each person" if report.missed.to == "person" else "the lead of each person"
+            delivery += (" + " if delivery else "") + f"task to {whom} below plan"
+        running = report.current or report.ahead
+        period = period_of(report.period, first) if running else last_completed(report.period, first)
         while True:
-            if report.current:  # due on the running period's last working day; a day off has none
+            due: date | None
+            if report.ahead:  # on the day just begun
+                due = period.first
+                if due > last:
+                    break
+            elif report.current:  # due on the running period's last working day; a day off has none
                 if period.first > last:
                     break
                 due = last_working_day(period, calendar)
