@@ -10,6 +10,7 @@ a CRM simulator.
                         # state: the server never hears the client went away
     proxy.refuse()      # new connections are reset at once (the server looks down)
     proxy.stop()        # closes everything, the dangling server sides included, and joins
+    proxy.record()      # from now on keep each chunk read from a client (proxy.recorded)
 
 One thread accepts; one thread per connection moves bytes both ways. Nothing here knows
 the protocol it carries.
@@ -72,6 +73,7 @@ class FaultProxy:
         self._stopping = threading.Event()
         self._acceptor = threading.Thread(target=self._accept, name="faultproxy-accept", daemon=True)
         self.accepted = 0
+        self.recorded: list[bytes] | None = None
 
     @classmethod
     def for_url(cls, url: str) -> FaultProxy:
@@ -126,6 +128,10 @@ class FaultProxy:
                     with self._lock:
                         self._dangling.append(link.upstream)
         return len(links)
+
+    def record(self) -> None:
+        """Keep every chunk read from a client from now on, in ``recorded`` (a fresh list)."""
+        self.recorded = []
 
     def open_connections(self) -> int:
         with self._lock:
@@ -213,6 +219,8 @@ class FaultProxy:
                         data = sock.recv(65536)
                     except OSError:
                         data = b""
+                    if data and sock is link.client and self.recorded is not None:
+                        self.recorded.append(data)
                     if data:
                         try:
                             ends[sock].sendall(data)

@@ -20,6 +20,7 @@ from connector.config import Config, load_config_text
 from connector.dispatcher import Dispatcher
 from connector.leader import Leadership
 from connector.runtime import build_calendar
+from connector.storage.engine import DatabaseSettings, make_engine
 from connector.storage.inbox import Inbox
 from connector.storage.models import InboxRow, OutboxRow
 from connector.storage.store import Store
@@ -121,6 +122,56 @@ def _tick_quietly(tick: Any) -> bool:
     with contextlib.suppress(Exception):
         tick()
     return False
+
+
+def test_a_client_silent_after_a_batched_write_is_cut_off_by_the_idle_timeout(pg) -> None:  # type: ignore[no-untyped-def]
+    """A batch (``executemany``) inside a transaction, then silence, as from a client that
+    vanished there: the server must end the session after ``idle_in_transaction_timeout``.
+    psycopg's pipelined batch ends with Sync then Flush, and a Flush disarms the server's
+    timer until the next message, which a vanished client never sends."""
+    engine = make_engine(pg, DatabaseSettings(idle_in_transaction_timeout=0.5))
+    conn = engine.connect()
+    try:
+        conn.exec_driver_sql("CREATE TEMPORARY TABLE batch (n integer)")
+        conn.commit()
+        conn.execute(text("INSERT INTO batch (n) VALUES (:n)"), [{"n": 1}, {"n": 2}])
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+        conn.execute(text("INSERT INTO batch (n) VALUES (:n)"), [{"n": 3}, {"n": 4}])  # the last word
+        assert wait_for(lambda: pid not in [row[0] for row in _idle_in_transaction(pg)], timeout=5), pid
+    finally:
+        conn.invalidate()
+        conn.close()
+        engine.dispose()
+
+
+def _message_types(chunk: bytes) -> bytes:
+    """The types of the protocol messages a chunk from a client holds, in order (a chunk
+    that ends inside a message ends with ``?``)."""
+    types, at = b"", 0
+    while at + 5 <= len(chunk):
+        types += chunk[at : at + 1]
+        at += 1 + int.from_bytes(chunk[at + 1 : at + 5], "big")
+    return types if at == len(chunk) else types + b"?"
+
+
+def test_every_write_of_a_batch_ends_with_a_sync(pg) -> None:  # type: ignore[no-untyped-def]
+    """The server arms its idle-in-transaction timer only on a Sync (or a simple query): a
+    client that vanishes after a write ending otherwise (mid-batch, or after a Flush) would
+    leave its transaction open for good. So every write of a batch ends with Sync."""
+    with FaultProxy.for_url(pg) as proxy:
+        engine = make_engine(proxy.url(pg))
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql("CREATE TEMPORARY TABLE batch (n integer)")
+                proxy.record()
+                conn.execute(text("INSERT INTO batch (n) VALUES (:n)"), [{"n": n} for n in range(5)])
+                conn.rollback()
+        finally:
+            engine.dispose()
+        assert proxy.recorded
+        types = [_message_types(chunk) for chunk in proxy.recorded]
+        assert b"E" in b"".join(types), types  # the batch went through the extended protocol
+        assert [t for t in types if not t.endswith((b"S", b"Q"))] == [], types
 
 
 @pytest.mark.slow

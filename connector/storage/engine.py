@@ -86,13 +86,33 @@ def _bounded_connection_class() -> Any:
 
     All of psycopg's blocking calls on an open connection (execute, fetch, commit, rollback,
     the pool's ping) wait in ``Connection.wait``; past the limit the connection is closed
-    (so SQLAlchemy sees a disconnect and discards it) and ``OperationalError`` raised.
+    (so SQLAlchemy sees a disconnect and discards it) and ``OperationalError`` raised. Its
+    cursors send batches row by row, each ended by Sync (``UnpipelinedCursor``).
     """
     import psycopg
     from psycopg import errors
 
+    class UnpipelinedCursor(psycopg.Cursor):  # type: ignore[type-arg]
+        """A cursor whose ``executemany`` sends each row as its own statement, ended by Sync.
+
+        psycopg's own sends a batch as a pipeline: one write per row, then Sync, then Flush.
+        PostgreSQL arms ``idle_in_transaction_session_timeout`` only when it answers a Sync,
+        and disarms it on the next message: after that Flush, or while the rows of a batch
+        arrive, a client that vanished leaves its transaction open with its locks until the
+        server notices the socket is gone (never, behind a middlebox that keeps it open).
+        A row per round trip costs little for the runtime's batches of a few rows.
+        """
+
+        def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
+            with self._conn.lock:
+                self._conn.wait(self._executemany_gen_no_pipeline(query, params_seq, returning))
+
     class BoundedConnection(psycopg.Connection):  # type: ignore[type-arg]
         io_timeout: float | None = None
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.cursor_factory = UnpipelinedCursor
 
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
             limit = timeout if timeout is not None else self.io_timeout
