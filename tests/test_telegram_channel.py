@@ -13,6 +13,8 @@ from adapters.contracts import LOST_AND_DROPPED, Channel
 from adapters.registry import build_channel, load_channel_settings
 from adapters.telegram.adapter import MAX_TEXT, TelegramChannel
 from adapters.telegram.client import ChatMigrated, ChatRefused
+from adapters.telegram.settings import TelegramSettings
+from adapters.throttle import Throttle
 from domain import SendMessage
 from domain.errors import AmbiguousWriteError, AuthError, RateLimited
 
@@ -25,16 +27,37 @@ def _payload(name: str) -> Any:
     return json.loads((PAYLOADS / f"{name}.json").read_text(encoding="utf-8"))
 
 
-def _channel(**overrides: Any) -> TelegramChannel:
+class Clock:
+    """The client's monotonic clock, moved on by its waits instead of waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def _channel(clock: Clock | None = None, **overrides: Any) -> TelegramChannel:
     block = {"type": "telegram", "token": TOKEN, "chat_id": -1001234567890, "backoff_initial": "0.01s", **overrides}
-    channel = build_channel("sales_chat", load_channel_settings(block))
+    settings = load_channel_settings(block)
+    assert isinstance(settings, TelegramSettings)
+    channel = build_channel("sales_chat", settings)
     assert isinstance(channel, TelegramChannel)
-    channel.client.retry.sleep = lambda seconds: SLEPT.append(seconds)  # type: ignore[method-assign]
-    SLEPT.clear()
+    clock = clock or Clock()
+    client = channel.client
+    # Every wait (retries, the pacing after a refusal) moves the clock on instead of waiting.
+    client.retry.sleep = clock.sleep  # type: ignore[method-assign]
+    client.throttle = client.retry.throttle = Throttle(
+        settings.rate, settings.burst, clock=clock.monotonic, sleep=clock.sleep
+    )
     return channel
 
 
-SLEPT: list[float] = []
 MESSAGE = SendMessage("42", channel="sales_chat", text="Оплата получена: ООО Ромашка")
 
 
@@ -47,13 +70,13 @@ def test_a_message_is_posted_to_the_chat_and_its_id_kept() -> None:
     assert sent == {"chat_id": "-1001234567890", "text": "Оплата получена: ООО Ромашка"}
 
 
-@pytest.mark.slow
 @responses.activate
 def test_flood_control_is_waited_out_for_retry_after_then_sent() -> None:
     responses.post(URL, json=_payload("too_many_requests"), status=429)
     responses.post(URL, json=_payload("send_message_ok"))
-    assert _channel(backoff_max="60s").execute(MESSAGE, "m").remote_id == "4711"
-    assert SLEPT == [7.0]  # exactly what Telegram said, not the backoff
+    clock = Clock()
+    assert _channel(clock, backoff_max="60s").execute(MESSAGE, "m").remote_id == "4711"
+    assert clock.slept == [7.0]  # exactly what Telegram said, not the backoff, and no more
 
 
 @pytest.mark.parametrize(
@@ -82,7 +105,6 @@ def test_errors_are_typed(status: int, body: Any, error: type[Exception]) -> Non
     assert TOKEN not in str(raised.value)
 
 
-@pytest.mark.slow
 @responses.activate
 def test_a_429_past_the_attempts_stays_retriable_for_the_outbox() -> None:
     for _ in range(2):
