@@ -79,7 +79,6 @@ class GroupWriter:
         self._insert = insert
         self._max_rows = max_rows
         self._wait = wait
-        self._nap = wait / 4
         self._timeout = timeout
         self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
@@ -138,11 +137,11 @@ class GroupWriter:
     def _take(self, first: _Request) -> tuple[list[_Request], bool]:
         """The group that starts with ``first``, and whether the stop mark was met.
 
-        The queue is drained without blocking; while requests are still on their way
-        (``expecting``) and the ``wait`` window lasts, the writer naps a quarter of it and
+        The queue is drained without blocking; if requests of the process are still on their
+        way (``expecting``), the writer naps once for the rest of the ``wait`` window and
         drains again. A request queued meanwhile wakes nobody (a blocking ``get`` would be
-        woken by each, a context switch per delivery), and when every request of the process
-        is already in the group it is written at once instead of waiting out the window.
+        woken by each, a context switch per delivery; so would shorter naps), and when every
+        request of the process is already in the group it is written at once.
         """
         group = [first]
         count = len(first.rows)
@@ -160,7 +159,7 @@ class GroupWriter:
             left = deadline - time.monotonic()
             if count >= self._max_rows or left <= 0 or self._expected <= 0:
                 return group, False
-            time.sleep(min(left, self._nap))
+            time.sleep(left)
 
     def _run(self) -> None:
         stopping = False
