@@ -75,14 +75,16 @@ class GroupWriter:
         wait: float = 0.001,
         timeout: float = 2.0,
         on_stored: Callable[[], None] | None = None,
+        writers: int = 1,
     ) -> None:
         self._insert = insert
+        self._writers = max(1, writers)
         self._max_rows = max_rows
         self._wait = wait
         self._timeout = timeout
         self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
         # Requests of this process on their way to ``store`` (parsing, checking): while
@@ -117,22 +119,27 @@ class GroupWriter:
         return request.stored
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the threads."""
         self._closed = True
-        thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
+        threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)  # one stop mark per writer
+        for thread in threads:
             thread.join(timeout)
 
     def _ensure_thread(self) -> None:
         # Started on first use, in the process that serves: a server that forks its workers
-        # after building the app gives each worker its own writer.
-        if self._thread is not None and self._thread.is_alive():
+        # after building the app gives each worker its own writers.
+        threads = self._threads
+        if threads and all(t.is_alive() for t in threads):
             return
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-                self._thread.start()
+            alive = [t for t in self._threads if t.is_alive()]
+            while len(alive) < self._writers:
+                thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+                thread.start()
+                alive.append(thread)
+            self._threads = alive
 
     def _take(self, first: _Request) -> tuple[list[_Request], bool]:
         """The group that starts with ``first``, and whether the stop mark was met.
