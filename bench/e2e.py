@@ -137,6 +137,9 @@ def _post(url: str, deal_id: str, timeout: float = 30.0) -> float:
 
 
 def _pct(values: list[float], q: float) -> float:
+    """The q-quantile by nearest rank; the median as ``statistics.median`` (the target's)."""
+    if q == 0.5 and values:
+        return statistics.median(values)
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))] if ordered else float("nan")
 

@@ -185,7 +185,12 @@ def create_app(
     The writer is ``app.extensions["inbox_writer"]``: close it before the store.
     """
     app = Flask("connector.intake")
-    writer = GroupWriter(store.inbox.add_many, wait=group_wait, timeout=STORE_TIMEOUT, on_stored=on_stored)
+    # PostgreSQL commits concurrent transactions together itself: two writers let a group
+    # start while the previous one's commit is in flight. SQLite has one writer at a time.
+    writers = 2 if store.dialect == "postgresql" else 1
+    writer = GroupWriter(
+        store.inbox.add_many, wait=group_wait, timeout=STORE_TIMEOUT, on_stored=on_stored, writers=writers
+    )
     app.extensions["inbox_writer"] = writer
     if behind_proxy:
         # The peer is the proxy; the client is the one hop it appends to X-Forwarded-For.

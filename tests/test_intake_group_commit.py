@@ -100,6 +100,27 @@ def test_the_writer_waits_for_a_delivery_still_on_its_way() -> None:
     ]
 
 
+def test_two_writers_commit_two_groups_at_once() -> None:
+    """PostgreSQL's intake has two writers: a group is written while another's commit is in flight."""
+    both = threading.Barrier(2, timeout=5)  # broken (the group fails) unless two inserts overlap
+    writing = threading.Event()
+
+    def insert(rows: Sequence[dict[str, Any]]) -> set[Key]:
+        writing.set()
+        both.wait()
+        return {(r["crm"], r["dedup_key"]) for r in rows}
+
+    writer = GroupWriter(insert, wait=0.0, writers=2)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(writer.store, [_row("b24", "first")])
+            assert writing.wait(5)  # the first group is being written: the second is another
+            assert writer.store([_row("b24", "second")]) == [True]
+            assert first.result(5) == [True]
+    finally:
+        writer.close()
+
+
 def test_twins_in_one_group_store_once_and_the_second_is_a_duplicate() -> None:
     insert = SlowInsert()
     writer = GroupWriter(insert, wait=0.2)

@@ -75,15 +75,16 @@ class GroupWriter:
         wait: float = 0.001,
         timeout: float = 2.0,
         on_stored: Callable[[], None] | None = None,
+        writers: int = 1,
     ) -> None:
         self._insert = insert
+        self._writers = max(1, writers)
         self._max_rows = max_rows
         self._wait = wait
-        self._nap = wait / 4
         self._timeout = timeout
         self._on_stored = on_stored
         self._queue: queue.SimpleQueue[_Request | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
         self._start_lock = threading.Lock()
         self._closed = False
         # Requests of this process on their way to ``store`` (parsing, checking): while
@@ -118,31 +119,36 @@ class GroupWriter:
         return request.stored
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued, then stop the threads."""
         self._closed = True
-        thread = self._thread
-        if thread is not None:
-            self._queue.put(None)
+        threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)  # one stop mark per writer
+        for thread in threads:
             thread.join(timeout)
 
     def _ensure_thread(self) -> None:
         # Started on first use, in the process that serves: a server that forks its workers
-        # after building the app gives each worker its own writer.
-        if self._thread is not None and self._thread.is_alive():
+        # after building the app gives each worker its own writers.
+        threads = self._threads
+        if threads and all(t.is_alive() for t in threads):
             return
         with self._start_lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
-                self._thread.start()
+            alive = [t for t in self._threads if t.is_alive()]
+            while len(alive) < self._writers:
+                thread = threading.Thread(target=self._run, name="inbox-writer", daemon=True)
+                thread.start()
+                alive.append(thread)
+            self._threads = alive
 
     def _take(self, first: _Request) -> tuple[list[_Request], bool]:
         """The group that starts with ``first``, and whether the stop mark was met.
 
-        The queue is drained without blocking; while requests are still on their way
-        (``expecting``) and the ``wait`` window lasts, the writer naps a quarter of it and
+        The queue is drained without blocking; if requests of the process are still on their
+        way (``expecting``), the writer naps once for the rest of the ``wait`` window and
         drains again. A request queued meanwhile wakes nobody (a blocking ``get`` would be
-        woken by each, a context switch per delivery), and when every request of the process
-        is already in the group it is written at once instead of waiting out the window.
+        woken by each, a context switch per delivery; so would shorter naps), and when every
+        request of the process is already in the group it is written at once.
         """
         group = [first]
         count = len(first.rows)
@@ -160,7 +166,7 @@ class GroupWriter:
             left = deadline - time.monotonic()
             if count >= self._max_rows or left <= 0 or self._expected <= 0:
                 return group, False
-            time.sleep(min(left, self._nap))
+            time.sleep(left)
 
     def _run(self) -> None:
         stopping = False
