@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Generator, Iterator
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,9 +16,8 @@ import responses
 from adapters.bitrix24.adapter import Bitrix24Adapter
 from adapters.bitrix24.client import Bitrix24Client
 from adapters.bitrix24.settings import Bitrix24Settings
-from adapters.throttle import Throttle
 from domain.errors import AuthError, FatalError
-from simulators.bitrix24 import Bitrix24Simulator
+from simulators.bitrix24 import MSK, Bitrix24Simulator
 
 BASE = "https://x.bitrix24.ru/rest/1/code/"
 WAIT = 10.0  # a bound on waiting for another request in flight (never reached when it works)
@@ -157,45 +157,156 @@ def test_stopping_early_sends_no_more_requests_and_joins_the_ones_out() -> None:
     assert threading.active_count() == before
 
 
-class FakeTime:
-    """One clock for the portal's bucket and the client's throttle; sleeping moves it on."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        with self.lock:
-            return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
-
-
 @pytest.fixture
-def small_bucket_portal() -> Iterator[tuple[Bitrix24Simulator, FakeTime, str]]:
-    fake = FakeTime()
-    sim = Bitrix24Simulator(rate=2, burst=3, monotonic=fake)
+def portal_12000() -> Iterator[tuple[Bitrix24Simulator, str]]:
+    sim = Bitrix24Simulator(rate=2, burst=50)
     for i in range(1, 12_001):
         sim.add_deal({"TITLE": f"D{i}", "OPPORTUNITY": i})
     server = sim.serve()
-    yield sim, fake, server.base_url + sim.webhook_base
+    yield sim, server.base_url + sim.webhook_base
     server.stop()
     sim.close()
 
 
-def test_concurrent_batches_stay_within_a_small_bucket(
-    small_bucket_portal: tuple[Bitrix24Simulator, FakeTime, str],
+def test_concurrent_batches_each_take_their_turn_at_the_shared_throttle(
+    portal_12000: tuple[Bitrix24Simulator, str],
 ) -> None:
-    # 12,000 deals: a first page and five batches, all wanting to go at once into a bucket of 3.
-    sim, fake, url = small_bucket_portal
-    adapter = Bitrix24Adapter("b24", Bitrix24Settings(webhook_url=url, application_token="t" * 8, rate=2, burst=3))
-    throttle = adapter.client.throttle = adapter.client.retry.throttle = Throttle(2, 3, clock=fake, sleep=fake.sleep)
+    # 12,000 deals at the documented limit: a first page and five batches sent together.
+    sim, url = portal_12000
+    adapter = Bitrix24Adapter("b24", Bitrix24Settings(webhook_url=url, application_token="t" * 8, rate=2, burst=50))
+    throttle = adapter.client.throttle
+    assert throttle is not None
+    turns: list[str] = []
+    real_acquire = throttle.acquire
+
+    def acquire(units: float = 1.0) -> float:
+        turns.append(threading.current_thread().name)
+        return real_acquire(units)
+
+    throttle.acquire = acquire  # type: ignore[method-assign]
     try:
         rows = list(adapter.client.list_all("crm.deal.list", {"order": {"ID": "ASC"}, "select": ["ID"]}))
     finally:
         adapter.close()
     assert [int(r["ID"]) for r in rows] == list(range(1, 12_001))
     assert sim.http_requests == 6 and sim.refusals == 0
-    assert throttle.waited > 0  # the bucket, not luck, held them back
+    # Every request, those of the reading threads too, went through the one throttle.
+    assert len(turns) == 6 and sum(name.startswith("b24-read") for name in turns) == 5
+
+
+# --- changed deals: a keyset read split into ranges read side by side ---------------------------
+
+
+class PortalClock:
+    """The portal's wall time, moved on by hand (DATE_MODIFY has whole seconds)."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 12, 1, 9, 0, tzinfo=MSK)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def _portal(deals: int, per_second: int) -> tuple[Bitrix24Simulator, PortalClock]:
+    clock = PortalClock()
+    sim = Bitrix24Simulator(rate=2, burst=50, clock=clock)
+    for i in range(deals):
+        if i and i % per_second == 0:
+            clock.now += timedelta(seconds=1)
+        sim.add_deal({"TITLE": f"D{i}"})
+    clock.now += timedelta(minutes=5)
+    return sim, clock
+
+
+def _adapter(url: str) -> Bitrix24Adapter:
+    return Bitrix24Adapter("b24", Bitrix24Settings(webhook_url=url, application_token="t" * 8, rate=2, burst=50))
+
+
+def _order(sim: Bitrix24Simulator) -> list[str]:
+    return [d["ID"] for d in sorted(sim.deals.values(), key=lambda d: (d["DATE_MODIFY"], int(d["ID"])))]
+
+
+@pytest.mark.parametrize("per_second", [7, 6000], ids=["spread", "one-second"])
+def test_changed_deals_reads_ranges_together_every_deal_once_in_order(per_second: int) -> None:
+    sim, _ = _portal(6000, per_second)
+    server = sim.serve()
+    adapter = _adapter(server.base_url + sim.webhook_base)
+    sizes: list[int] = []
+    real_batch = adapter.client.batch
+
+    def recording(commands, **kw):  # type: ignore[no-untyped-def]
+        sizes.append(len(commands))
+        return real_batch(commands, **kw)
+
+    adapter.client.batch = recording  # type: ignore[method-assign]
+    try:
+        ids = [d.id for d in adapter.changed_deals(None)]
+    finally:
+        adapter.close()
+        server.stop()
+    assert ids == _order(sim)
+    assert sim.refusals == 0
+    # The first page, one probe batch for the ranges' starts, then a batch or two per range.
+    assert sim.http_requests <= 8 and sizes[0] < 50
+
+
+def test_deals_that_change_during_the_read_are_all_seen_and_none_is_skipped() -> None:
+    sim, clock = _portal(6000, 7)
+    server = sim.serve()
+    adapter = _adapter(server.base_url + sim.webhook_base)
+    before = _order(sim)
+    moved = [before[i] for i in (100, 2600, 3000, 5200)]  # in the first, second and last ranges
+    real_batch = adapter.client.batch
+    probed: list[bool] = []
+
+    def changing(commands, **kw):  # type: ignore[no-untyped-def]
+        answer = real_batch(commands, **kw)
+        if not probed:  # right after the ranges' starts were found, before any range is read
+            probed.append(True)
+            for deal_id in moved:
+                clock.now += timedelta(seconds=1)
+                sim.update_deal(deal_id, {"TITLE": "changed"})
+        return answer
+
+    adapter.client.batch = changing  # type: ignore[method-assign]
+    try:
+        seen = [(d.id, d.fields.get("TITLE")) for d in adapter.changed_deals(None)]
+    finally:
+        adapter.close()
+        server.stop()
+    ids = [deal_id for deal_id, _ in seen]
+    unchanged = [i for i in before if i not in moved]
+    # Every deal that did not change, exactly once and in order; each changed one at least
+    # once, and its last sighting is the change (the last range follows deals that move).
+    assert [i for i in ids if i not in moved] == unchanged
+    for deal_id in moved:
+        assert [title for i, title in seen if i == deal_id][-1] == "changed"
+    assert ids[-len(moved) :] == moved
+
+
+def test_a_ranges_failure_surfaces_after_the_rows_before_it() -> None:
+    sim, _ = _portal(6000, 6000)
+    server = sim.serve()
+    adapter = _adapter(server.base_url + sim.webhook_base)
+    order = _order(sim)
+    real_batch = adapter.client.batch
+    calls: list[int] = []
+
+    def failing(commands, **kw):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        _, first = next(iter(commands.values()))
+        start = first.get("filter", {}).get(">ID")
+        if len(calls) > 1 and isinstance(start, int) and int(order[2500]) <= start + 1 < int(order[4950]):
+            raise AuthError("Bitrix24 refused the credentials", crm="b24")  # the second range's batch
+        return real_batch(commands, **kw)
+
+    adapter.client.batch = failing  # type: ignore[method-assign]
+    seen: list[str] = []
+    try:
+        with pytest.raises(AuthError):
+            for deal in adapter.changed_deals(None):
+                seen.append(deal.id)
+    finally:
+        adapter.close()
+        server.stop()
+    assert seen == order[:2500]  # the first range whole, in order, then the second's error

@@ -45,7 +45,7 @@ BATCH_LIMIT = 50
 # Requests of one read in flight at once. The portal runs each batch's commands in turn, so
 # overlapping requests hides the network's round trips and our decoding behind its work;
 # the throttle they share keeps them within the bucket together.
-READ_CONCURRENCY = 4
+READ_CONCURRENCY = 8
 
 _Item = TypeVar("_Item")
 _Result = TypeVar("_Result")
