@@ -13,11 +13,11 @@ by the lanes, so they never exceed the CRM's rate together.
 
 A CRM with a batch API (``CommandSink.batch_limit`` > 1) gets its rows in batched calls
 instead: the n-th row of every deal goes in one wave, each wave in calls of up to
-``batch_limit`` rows of different deals (a deal's next row waits for the wave before). Each
-row still has its effect once: all rows of a call are committed "sending" in one transaction
-before it; each row's own answer decides it (done, retry, dead letter); a call whose answer
-was lost leaves every row in it ambiguous, and each is looked for by its marker (in batched
-look-ups) before it is written again.
+``batch_limit`` rows of different deals (a deal's next row waits for the wave before), several
+calls of a wave in flight at once. Each row still has its effect once: all rows of a wave are
+committed "sending" in one transaction before its first call; each row's own answer decides
+it (done, retry, dead letter); a call whose answer was lost leaves every row in it ambiguous,
+and each is looked for by its marker (in batched look-ups) before it is written again.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import functools
 import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from datetime import datetime, timedelta
 
 from adapters.contracts import Channel, CommandSink, CrmAdapter, WriteResult
@@ -151,16 +151,18 @@ class Dispatcher:
         up to ``batch_limit`` rows."""
         done = 0
         for depth in range(max((len(lane) for lane in lanes), default=0)):
-            wave = [lane[depth] for lane in lanes if len(lane) > depth]
-            calls = [wave[start : start + sink.batch_limit] for start in range(0, len(wave), sink.batch_limit)]
-            if self._batch_pool is None or len(calls) < 2:
-                done += sum(self._dispatch_batch(sink, rows) for rows in calls)
-            else:
-                done += sum(self._batch_pool.map(functools.partial(self._dispatch_batch, sink), calls))
+            done += self._dispatch_wave(sink, [lane[depth] for lane in lanes if len(lane) > depth])
         return done
 
-    def _dispatch_batch(self, sink: CommandSink, claimed: Sequence[OutboxRow]) -> int:
-        """Carry out claimed rows of different deals in one batched call; how many are done."""
+    def _dispatch_wave(self, sink: CommandSink, claimed: Sequence[OutboxRow]) -> int:
+        """Carry out claimed rows of different deals in batched calls of up to ``batch_limit``
+        rows, several calls in flight at once; how many rows are done.
+
+        The whole wave is committed "sending" in one transaction before its first call (each
+        row is "sending" before it can reach the CRM, as exactly-once needs), and the rows of
+        the calls that answered are committed "done" together while later calls are still out,
+        so a single-writer database (SQLite) does not become the bound instead of the CRM.
+        """
         # A call for one row logs under its correlation; a call for many, under none of them
         # (each row's "dispatched" line carries its own).
         alone = correlation(claimed[0].correlation_id) if len(claimed) == 1 else contextlib.nullcontext()
@@ -192,20 +194,49 @@ class Dispatcher:
                 if again:
                     self.store.outbox.mark_sending_many(again, self.clock())
                 ready += again
-            if ready:
-                outcomes = sink.execute_many([(command_of(r), marker_for(r.idempotency_key)) for r in ready])
-                for row, outcome in zip(ready, outcomes, strict=True):
-                    if isinstance(outcome, AdapterError):
-                        self._failed(row, outcome)
-                    else:
-                        if self.after_call is not None:
-                            self.after_call(row, outcome)
-                        finished.append((row, outcome))
             self._done_many(finished)
             done_ids = {row.id for row, _ in finished}
+            calls = [ready[start : start + sink.batch_limit] for start in range(0, len(ready), sink.batch_limit)]
+            for answered in self._answers(sink, calls):
+                finished = []
+                for call, outcomes in answered:
+                    for row, outcome in zip(call, outcomes, strict=True):
+                        if isinstance(outcome, AdapterError):
+                            self._failed(row, outcome)
+                        else:
+                            if self.after_call is not None:
+                                self.after_call(row, outcome)
+                            finished.append((row, outcome))
+                self._done_many(finished)
+                done_ids.update(row.id for row, _ in finished)
             for row in rows:
                 WRITES.labels(row.crm, row.command, "done" if row.id in done_ids else "not_done").inc()
-            return len(finished)
+            return len(done_ids)
+
+    def _answers(
+        self, sink: CommandSink, calls: Sequence[Sequence[OutboxRow]]
+    ) -> Iterator[list[tuple[Sequence[OutboxRow], list[WriteResult | AdapterError]]]]:
+        """The outcomes of ``calls``, sent through the batch pool (as many in flight as it has
+        threads; the CRM client's throttle, shared, keeps them under the rate limit together),
+        handed back in groups: every call that answered since the last group was taken, so
+        one commit records them all."""
+
+        def send(call: Sequence[OutboxRow]) -> list[WriteResult | AdapterError]:
+            return sink.execute_many([(command_of(r), marker_for(r.idempotency_key)) for r in call])
+
+        if self._batch_pool is None or len(calls) < 2:
+            for call in calls:
+                yield [(call, send(call))]
+            return
+        pending = {self._batch_pool.submit(send, call): call for call in calls}
+        try:
+            while pending:
+                ready, _ = wait(pending, return_when=FIRST_COMPLETED)
+                yield [(pending.pop(future), future.result()) for future in ready]
+        finally:
+            for future in pending:
+                future.cancel()
+            wait(pending)  # a call already out is let finish: its rows stay "sending", looked for later
 
     @contextlib.contextmanager
     def _exclusive_many(self, row_ids: Sequence[int]) -> Iterator[set[int]]:

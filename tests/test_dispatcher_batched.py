@@ -4,6 +4,7 @@ threshold 50)."""
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -164,4 +165,28 @@ def test_a_truncated_200_after_a_batch_of_writes_is_reconciled_never_a_dead_lett
         dead = session.scalar(select(func.count()).where(OutboxRow.status == OutboxStatus.DEAD))
         found = session.scalar(select(func.count()).where(AuditRow.message.startswith("found earlier write")))
     assert dead == 0 and found in (10, 50)  # the cut batch's rows (50 or the 10) were found by marker
+    store.close()
+
+
+def test_a_waves_calls_go_out_together_after_the_whole_wave_is_committed_sending(
+    tmp_path: Path, portal: tuple[Bitrix24Simulator, SimulatorServer]
+) -> None:
+    sim, server = portal
+    dispatcher, store, clock, adapter = _dispatcher(f"sqlite:///{tmp_path / 'c.db'}", sim, server, _tasks(200))
+    together = threading.Barrier(4)  # the wave's four calls of 50: all out before any is answered
+    statuses: list[set[str]] = []
+    real = adapter.execute_many
+
+    def execute_many(writes):  # type: ignore[no-untyped-def]
+        with store.sessions() as session:
+            statuses.append(set(session.scalars(select(OutboxRow.status))))
+        together.wait(10)
+        return real(writes)
+
+    adapter.execute_many = execute_many  # type: ignore[method-assign]
+    _drain(dispatcher, store, clock, adapter)
+    assert statuses == [{OutboxStatus.SENDING}] * 4  # every row "sending" before the first call
+    assert sim.calls["batch"] == 4 and sim.refusals == 0
+    per_deal = _tasks_per_deal(sim)
+    assert len(per_deal) == 200 and set(per_deal.values()) == {1}
     store.close()

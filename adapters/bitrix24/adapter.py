@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from adapters.bitrix24.client import BATCH_LIMIT, Bitrix24Client
-from adapters.bitrix24.keyset import DealReader
+from adapters.bitrix24.keyset import read_deals
 from adapters.bitrix24.mapping import (
     ACTIVITY_SELECT,
     FACT_DEAL_SELECT,
@@ -211,9 +211,10 @@ class Bitrix24Adapter(
         page starts after the last deal read: the rest of its second by ID, then later seconds.
         The first page is one request; after it, pages are chained inside ``batch`` requests
         (up to ``batch_size`` each), every page starting from the last row of the one before
-        it through ``$result[key][49][...]`` (see ``adapters.bitrix24.keyset``).
+        it through ``$result[key][49][...]``. A long read is split into key ranges read side
+        by side and yielded in order (``read_deals`` in ``adapters.bitrix24.keyset``).
         """
-        for raw in DealReader(format_datetime(since) if since is not None else None, crm=self.name).read(self.client):
+        for raw in read_deals(self.client, format_datetime(since) if since is not None else None, crm=self.name):
             yield deal_from_b24(self.name, raw, self.location_fields)
 
     def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:

@@ -33,6 +33,7 @@ planned again the same forever: the reader raises ``PagingLoop`` instead.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,7 @@ ORDER = {"DATE_MODIFY": "ASC", "ID": "ASC"}
 CROWDED = PAGE_SIZE // 2
 
 Answer = tuple[list[dict[str, Any]], int | None, AdapterError | None]
+Key = tuple[str, int]  # (DATE_MODIFY, ID): the order of a read
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,9 @@ class Step:
     chained: bool = False
     count: bool = False
 
-    def params(self, moment: str | None, after_id: int, prev: str | None) -> dict[str, Any]:
-        """The ``crm.deal.list`` parameters, with ``$result`` references when chained."""
+    def params(self, moment: str | None, after_id: int, prev: str | None, until: Key | None = None) -> dict[str, Any]:
+        """The ``crm.deal.list`` parameters, with ``$result`` references when chained; with
+        ``until``, no page reaches past that key's second (nor, in that second, its ID)."""
         ref_moment = f"$result[{prev}][{PAGE_SIZE - 1}][DATE_MODIFY]" if self.chained else moment
         ref_id: Any = f"$result[{prev}][{PAGE_SIZE - 1}][ID]" if self.chained else after_id
         flt: dict[str, Any]
@@ -75,6 +78,11 @@ class Step:
             flt = {">DATE_MODIFY": moment}
         else:
             flt = {">=DATE_MODIFY": ref_moment}
+        if until is not None:
+            if self.kind == "same" and moment == until[0]:
+                flt["<ID"] = until[1]
+            elif self.kind != "same":
+                flt["<=DATE_MODIFY"] = until[0]
         # start=-1: the portal skips counting the whole selection (its "fast export" mode).
         return {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": 0 if self.count else -1}
 
@@ -82,14 +90,16 @@ class Step:
 class DealReader(KeysetPaginator):
     """The cursor of one ``DATE_MODIFY``-ordered read and the planning of its next requests."""
 
-    def __init__(self, since: str | None, *, crm: str = "") -> None:
+    def __init__(self, since: str | None, *, crm: str = "", until: Key | None = None) -> None:
         super().__init__(crm=crm, method="crm.deal.list")
+        self.until = until  # the read stops before this key (a later range's start); None: the end
         self.moment = since  # DATE_MODIFY of the last deal read (or ``since``); None: nothing yet
         self.after_id = 0  # within ``moment``, deals up to this ID are read
         self.in_second = 0  # deals read within ``moment``
         self.rest: int | None = None  # deals known left in ``moment`` after ``after_id``; 0: done
         self.left: int | None = None  # deals left after the cursor, by the first page's count
         self.crowded = False  # the last second finished was crowded: the next one likely is too
+        self.last_row: dict[str, Any] | None = None  # the last row read
 
     @property
     def position(self) -> tuple[str | None, int, int, int | None, bool]:
@@ -101,22 +111,27 @@ class DealReader(KeysetPaginator):
         """Every deal row of the read, in order, each once: one plain call for a single page,
         else the planned pages in one ``batch``."""
         while not self.finished:
-            before = self.position
-            steps = self.plan(client.batch_size)
-            commands = self.commands(steps)
-            answers: dict[str, Answer]
-            if len(steps) == 1:  # one page: a plain call, no batch envelope
-                key, (method, params) = next(iter(commands.items()))
-                body = client.call_full(method, params)
-                answers = {key: (list(body["result"] or []), body.get("total"), None)}
-            else:
-                batch = client.batch(commands)
-                answers = {
-                    key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
-                    for key in commands
-                }
-            yield from self.consume(steps, answers)
-            self.check_moved(before)
+            yield from self.step(client)
+
+    def step(self, client: Bitrix24Client) -> list[dict[str, Any]]:
+        """One request of the read: its new rows, in order."""
+        before = self.position
+        steps = self.plan(client.batch_size)
+        commands = self.commands(steps)
+        answers: dict[str, Answer]
+        if len(steps) == 1:  # one page: a plain call, no batch envelope
+            key, (method, params) = next(iter(commands.items()))
+            body = client.call_full(method, params)
+            answers = {key: (list(body["result"] or []), body.get("total"), None)}
+        else:
+            batch = client.batch(commands)
+            answers = {
+                key: (list(batch.result.get(key) or []), batch.total.get(key), batch.errors.get(key))
+                for key in commands
+            }
+        rows = list(self.consume(steps, answers))
+        self.check_moved(before)
+        return rows
 
     # --- planning ---------------------------------------------------------------------
 
@@ -144,9 +159,11 @@ class DealReader(KeysetPaginator):
         else:
             steps.append(Step("c0", "from"))
         budget = max(0, later) // PAGE_SIZE + 1
+        # A second known to be crowded (counted, or read) is likely followed by crowded ones.
+        crowded = self.crowded or (self.rest is not None and self.in_second + self.rest >= CROWDED)
         while len(steps) < size and budget > 1:
             budget -= 1
-            if self.crowded:
+            if crowded:
                 # After a crowded second the next is likely crowded too: count it in this batch.
                 steps.append(Step(f"c{len(steps)}", "same", chained=True, count=True))
                 break
@@ -158,7 +175,7 @@ class DealReader(KeysetPaginator):
         out: dict[str, tuple[str, dict[str, Any]]] = {}
         prev: str | None = None
         for step in steps:
-            out[step.key] = ("crm.deal.list", step.params(self.moment, self.after_id, prev))
+            out[step.key] = ("crm.deal.list", step.params(self.moment, self.after_id, prev, self.until))
             prev = step.key
         return out
 
@@ -177,6 +194,16 @@ class DealReader(KeysetPaginator):
             if error is not None:
                 raise error
             prev_full = len(rows) == PAGE_SIZE
+            ours = self._before_until(rows)
+            if len(ours) < len(rows):
+                # The page reached the next range's start: this range is read to its end.
+                yield from (
+                    self._take_same(ours, None)
+                    if step.kind == "same"
+                    else self._take_later([r for r in ours if not self._read(r)])
+                )
+                self.finished = True
+                return
             if step.kind == "same":
                 yield from self._take_same(rows, total if step.count else None)
                 continue
@@ -194,6 +221,7 @@ class DealReader(KeysetPaginator):
 
     def _take_same(self, rows: list[dict[str, Any]], total: int | None) -> Iterator[dict[str, Any]]:
         for raw in rows:
+            self.last_row = raw
             self.after_id = int(raw["ID"])
             self.in_second += 1
             self._count_one()
@@ -205,6 +233,8 @@ class DealReader(KeysetPaginator):
         if len(rows) < PAGE_SIZE:
             self.rest = 0  # a short page: nothing is left in this second
             self.crowded = self.in_second >= CROWDED
+            if self.until is not None and self.moment == self.until[0]:
+                self.finished = True  # the rest of the range's last second was all it had left
         elif self.rest == 0:
             self.rest = None  # counted done, but the page was full: not proven, look again
 
@@ -216,8 +246,14 @@ class DealReader(KeysetPaginator):
             self.after_id = int(raw["ID"])
             self.in_second += 1
             self.rest = None
+            self.last_row = raw
             self._count_one()
             yield raw
+
+    def _before_until(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.until is None:
+            return rows
+        return [r for r in rows if key_of(r) < self.until]
 
     def _count_one(self) -> None:
         if self.left is not None:
@@ -226,3 +262,87 @@ class DealReader(KeysetPaginator):
     def _read(self, raw: Mapping[str, Any]) -> bool:
         # Rows of a ``>=DATE_MODIFY`` page up to the cursor: the cursor's second, ID not past it.
         return str(raw["DATE_MODIFY"]) == self.moment and int(raw["ID"]) <= self.after_id
+
+
+def key_of(raw: Mapping[str, Any]) -> Key:
+    """A row's place in the read's order."""
+    return str(raw["DATE_MODIFY"]), int(raw["ID"])
+
+
+# Rows per range of a concurrent read: a range's first 50 rows come with the probe that found
+# its start, the rest in one batch of 50 pages that ends past the next range's start.
+STRIDE = (PAGE_SIZE - 1) * PAGE_SIZE
+MAX_RANGES = 25  # a probe and the count of its second per range: 50 commands, one hit
+
+
+def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> Iterator[dict[str, Any]]:
+    """Every deal row changed since ``since`` (all when None), in (DATE_MODIFY, ID) order, each
+    once, with several requests in flight when the read is long.
+
+    The first page counts the read. A read longer than two ranges is split by key: one
+    ``batch`` asks for the row at every ``STRIDE``-th offset (only where a range starts: the
+    rows stay keyset-paged) and, chained to each, the first page of the rest of that row's
+    second. Each range is then read by its own ``DealReader`` from its start key to the next
+    range's (exclusive), up to ``read_concurrency`` ranges at once, and the ranges are
+    yielded in order, so a poll's checkpoint (the newest change yielded) stays a safe place
+    to resume.
+
+    Why this is still exact while deals change: a range's bounds are keys, not offsets (an
+    offset only chose where a bound falls), so a deal that changes moves out of its range and
+    can only land after every bound, in the last range, whose reader follows it as a single
+    keyset read does. A deal that changes after the last range ended but before an earlier
+    range reached its old place is missed by this read; its new DATE_MODIFY is later than any
+    this read yielded, so the next poll (from the newest change minus the overlap) reads it,
+    as it would a change made just after a read in one chain.
+    """
+    head = DealReader(since, crm=crm)
+    yield from head.step(client)
+    left = head.left
+    if head.finished or left is None or left <= 2 * STRIDE or client.read_concurrency < 2:
+        yield from head.read(client)
+        return
+    starts = [PAGE_SIZE + j * STRIDE for j in range(1, min(MAX_RANGES, -(-left // STRIDE)))]
+    base = DealReader(since, crm=crm).commands([Step("c0", "all" if since is None else "from", count=True)])["c0"][1]
+    commands: dict[str, tuple[str, dict[str, Any]]] = {}
+    for j, start in enumerate(starts):
+        commands[f"p{j}"] = ("crm.deal.list", {**base, "select": ["ID", "DATE_MODIFY"], "start": start})
+        flt = {"=DATE_MODIFY": f"$result[p{j}][0][DATE_MODIFY]", ">=ID": f"$result[p{j}][0][ID]"}
+        commands[f"s{j}"] = ("crm.deal.list", {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": 0})
+    # The head's next request, when it is one page (counting a crowded second), goes along.
+    head_steps = head.plan(client.batch_size)
+    if len(head_steps) == 1:
+        commands["h0"] = head.commands(head_steps)[head_steps[0].key]
+    probes = client.batch(commands)
+    bounds: list[tuple[Key, Answer, int]] = []  # each range's start, its second's first page, rows left
+    last = key_of(head.last_row) if head.last_row is not None else None
+    for j in range(len(starts)):
+        error = probes.errors.get(f"p{j}")
+        if error is not None:
+            raise error
+        found = list(probes.result.get(f"p{j}") or [])
+        if not found or (last is not None and key_of(found[0]) <= last):
+            continue  # past the end (the read shrank), or not after the range before it
+        last = key_of(found[0])
+        answer = (list(probes.result.get(f"s{j}") or []), probes.total.get(f"s{j}"), probes.errors.get(f"s{j}"))
+        bounds.append((last, answer, left - (starts[j] - PAGE_SIZE)))
+    head.until = bounds[0][0] if bounds else None
+    head_rows: list[dict[str, Any]] = []
+    if "h0" in commands:
+        before = head.position
+        answer = (list(probes.result.get("h0") or []), probes.total.get("h0"), probes.errors.get("h0"))
+        head_rows = list(head.consume([dataclasses.replace(head_steps[0], key="h0")], {"h0": answer}))
+        head.check_moved(before)
+    readers: list[tuple[DealReader, list[dict[str, Any]]]] = [(head, head_rows)]
+    for j, (bound, answer, rows_left) in enumerate(bounds):
+        reader = DealReader(bound[0], crm=crm, until=bounds[j + 1][0] if j + 1 < len(bounds) else None)
+        # What the count said lies from here on (to the end for the last range): no pages
+        # planned past it.
+        reader.after_id, reader.left = bound[1] - 1, max(PAGE_SIZE, rows_left if reader.until is None else STRIDE)
+        readers.append((reader, list(reader.consume([Step("c0", "same", count=True)], {"c0": answer}))))
+
+    def whole(item: tuple[DealReader, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+        reader, rows = item
+        return rows + list(reader.read(client))
+
+    for rows in client.in_order(whole, readers):
+        yield from rows
