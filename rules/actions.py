@@ -53,6 +53,18 @@ def deadline(ctx: RuleContext, due: str | None, origin: str = "now") -> datetime
     return ctx.calendar.add(start, due)
 
 
+def by_time_of_day(ctx: RuleContext, clock: str, origin: str = "now") -> datetime:
+    """``clock`` on the origin's working day while still ahead, else on the next working day."""
+    if ctx.calendar is None:
+        raise ActionError("a deadline needs the calendar")
+    start = ctx.now
+    if origin == "created" and ctx.deal.created_at is not None:
+        start = ctx.deal.created_at
+    elif origin == "event":
+        start = ctx.event.occurred_at
+    return ctx.calendar.working_day_at(start, clock)
+
+
 def _moment(text: str) -> datetime | None:
     """A rendered ``due_at``: an ISO date-time with its zone, or nothing."""
     try:
@@ -129,6 +141,7 @@ class CreateTaskSpec(ActionSpec):
     task_type: str = "task"
     due_from: str = "now"
     due_at: Template | None = None  # a moment taken from the deal ("the agreed visit time")
+    due_time: str | None = None  # "16:00": by that time of the working day (the next one when past)
     name: str = "create_task"
 
     def writes(self) -> list[StepWrite]:
@@ -140,6 +153,8 @@ class CreateTaskSpec(ActionSpec):
         if not responsibles:
             return [Planned(f"{slot}:note", Note(f"task not created: {how or 'no responsible user'}"))]
         due = deadline(ctx, self.due, self.due_from)
+        if self.due_time is not None:
+            due = by_time_of_day(ctx, self.due_time, self.due_from)
         if self.due_at is not None:
             rendered = self.due_at.render(variables)
             due = _moment(rendered) or due

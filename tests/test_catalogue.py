@@ -76,6 +76,7 @@ class Case:
     location: Location | None = None
     crm: str = "b24"
     responsible: str = "17"
+    amount: Decimal | None = None
     duplicates: dict[str, list[Duplicate]] | None = None  # what the worker's search found, by key
     amount: Decimal | None = None
     currency: str | None = None
@@ -114,6 +115,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         stage_semantic=case.outcome,  # type: ignore[arg-type]
         pipeline=case.pipeline,
         responsible_id=case.responsible,
+        amount=case.amount,
         created_at=case.created,
         updated_at=case.updated or case.now,
         location=case.location,
@@ -1059,6 +1061,205 @@ B2B = [
         ),
         id="no-reactivation-without-a-holiday-near",
     ),
+    pytest.param(
+        Case(
+            "b2b-lead-distribution",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="41",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[
+                ("update", {"responsible_id": "17"}),
+                ("deadline", "proposal", "2026-11-26 09:30"),
+                ("deadline", "first-response", "2026-11-25 11:30"),
+                ("comment", "Заявка КЦ распределена по очереди: менеджер 17."),
+                ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="call-centre-application-distributed-round-robin",
+    ),
+    pytest.param(
+        Case(
+            "b2b-lead-distribution",
+            "NEW",
+            dict(B2B_FULL),
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[],
+        ),
+        id="manager-own-lead-not-distributed",
+    ),
+    pytest.param(
+        Case(
+            "b2b-new-lead",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="41",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[],
+        ),
+        id="call-centre-application-not-a-manager-own-lead",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-to-account-manager",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            expect=[
+                ("update", {"UF_CRM_ACCOUNT_MANAGER": "19"}),
+                ("comment", "Клиент передан аккаунт-менеджеру 19."),
+                (
+                    "task",
+                    "Принять клиента и заказать товар по проекту: Заявка Иванова",
+                    "19",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="order-stage-client-to-an-account-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-to-account-manager",
+            "UC_ORDER",
+            dict(B2B_FULL),
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            expect=[],
+        ),
+        id="incomplete-order-not-handed-to-an-account-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-supplier-payment-request",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            expect=[
+                ("task", "Сформировать заявку на оплату поставщику: Заявка Иванова", "6", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="order-stage-payment-request-task-to-the-assistant",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-data-complete",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_PHONE": ""},
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            expect=[
+                ("update", {"stage": "EXECUTING"}),
+                (
+                    "comment",
+                    "Сделка возвращена на этап EXECUTING: в снабжение и логистику не передать, "
+                    "не заполнено: UF_CRM_PHONE, UF_CRM_SUBJECT, amount.",
+                ),
+                ("task", "Дополните контакты и данные заказа: Заявка Иванова", "17", "2026-11-25 14:00", "normal"),
+            ],
+        ),
+        id="order-without-phone-subject-and-sum-not-handed-to-logistics",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-data-complete",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            expect=[],
+        ),
+        id="complete-order-handed-to-logistics",
+    ),
+    pytest.param(
+        Case(
+            "b2b-goods-received",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
+            pipeline="0",
+            changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
+            expect=[
+                ("comment", "Товар поступил на склад."),
+                (
+                    "task",
+                    "Товар на складе: сообщить клиенту дату самовывоза или доставки: Заявка Иванова",
+                    "19",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="goods-received-account-manager-tells-the-client",
+    ),
+    pytest.param(
+        Case(
+            "b2b-goods-received",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
+            pipeline="0",
+            changes={"UF_CRM_PHONE": ("", "+7 900")},
+            expect=[],
+        ),
+        id="goods-already-received-no-new-task",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-transport",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
+            pipeline="0",
+            changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
+            now=msk(2026, 11, 25, 11, 20),
+            expect=[
+                (
+                    "task",
+                    "Заказать транспорт/курьера: счёт на доставку и заявка в Минилогисте до 16:00: Заявка Иванова",
+                    "19",
+                    "2026-11-25 16:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="goods-ready-in-the-morning-transport-by-16-the-same-day",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-transport",
+            "UC_ORDER",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
+            now=msk(2026, 11, 27, 16, 30),  # a Friday after 16:00
+            expect=[
+                (
+                    "task",
+                    "Заказать транспорт/курьера: счёт на доставку и заявка в Минилогисте до 16:00: Заявка Иванова",
+                    "17",
+                    "2026-11-30 16:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="goods-ready-after-16-transport-by-16-the-next-working-day",
+    ),
 ]
 
 
@@ -1496,6 +1697,56 @@ MONEY = [
             expect=[],
         ),
         id="counterparty-already-in-1c",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-disagrees-with-stage",
+            "PREPARATION",
+            {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОтгрузке"},
+            pipeline="0",
+            changes={"UF_CRM_1C_ORDER_STATUS": ("КОбеспечению", "КОтгрузке")},
+            expect=[
+                (
+                    "task",
+                    "Статус заказа в 1С не совпадает с этапом сделки: Заявка Иванова",
+                    "17",
+                    "2026-11-25 14:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="order-to-ship-but-deal-at-the-proposal-flagged",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-disagrees-with-stage",
+            "NEW",
+            {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОбеспечению"},
+            pipeline="0",
+            triggers=("deal.updated", "deal.stage_changed"),
+            changes={"stage": ("EXECUTING", "NEW")},
+            expect=[
+                (
+                    "task",
+                    "Статус заказа в 1С не совпадает с этапом сделки: Заявка Иванова",
+                    "17",
+                    "2026-11-25 14:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="deal-moved-back-behind-its-1c-order-flagged",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-disagrees-with-stage",
+            "EXECUTING",
+            {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОтгрузке"},
+            pipeline="0",
+            changes={"UF_CRM_1C_ORDER_STATUS": ("КОбеспечению", "КОтгрузке")},
+            expect=[],
+        ),
+        id="order-status-agrees-with-the-stage",
     ),
 ]
 

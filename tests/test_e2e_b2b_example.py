@@ -16,7 +16,10 @@ from simulators.bitrix24 import Bitrix24Simulator
 from tests.example_world import MSK, Clock, example_runtime, settle
 from tests.helpers import TOKEN
 
-USERS = (1, 2, 5, 6, 21, 22)  # 2 the sales manager, 5 head of sales, 6 the assistant, 21 and 22 customer care
+USERS = (1, 2, 5, 6, 17, 18, 19, 20, 21, 22)
+# 1 a call-centre operator, 2 a sales manager, 5 head of sales, 6 the assistant, 17 and 18 the
+# sales managers call-centre applications are distributed to, 19 and 20 account managers, 21
+# and 22 customer care.
 FULL = {
     "UF_CRM_COMPANY": "ООО Ромашка",
     "UF_CRM_CONTACT_NAME": "Пётр Сидоров",
@@ -72,7 +75,8 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
                 "UF_CRM_EMAIL": "",
             }
         ),
-        # A call-centre application without its subject: back to the operator who took it.
+        # A call-centre application without its subject: back to the operator who took it; the
+        # application itself goes round-robin to a sales manager, not to whoever picks it.
         "cc": sim.add_deal(
             {
                 "TITLE": "Кирпич",
@@ -91,6 +95,8 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     assert titles(sim, ids["a"]) == [("Позвонить клиенту", "2")]
     assert titles(sim, ids["b"]) == [("Заполните карточку сделки", "2"), ("Позвонить клиенту", "2")]
     assert ("Дооформите заявку КЦ (тема, тип спроса, город доставки)", "1") in titles(sim, ids["cc"])
+    assert sim.deals[ids["cc"]]["ASSIGNED_BY_ID"] == "17"
+    assert ("Позвонить клиенту", "17") in titles(sim, ids["cc"])
     [call] = [t for t in sim.tasks_for_deal(ids["a"]) if t["TITLE"].startswith("Позвонить")]
     assert call["DEADLINE"].startswith("2026-11-24T10:00")  # the next working day
 
@@ -109,7 +115,9 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     settle(rt, clock, [sim.webhooks])
     reports = {t["RESPONSIBLE_ID"]: t for t in sim.tasks.values() if t["TITLE"] == "Итоги дня 23.11.2026"}
     report = reports["2"]  # each user their own figures (the head of sales too)
-    assert "Новых сделок: 3" in report["DESCRIPTION"] and "звонков: 4" in report["DESCRIPTION"]
+    assert "Новых сделок: 2" in report["DESCRIPTION"] and "звонков: 3" in report["DESCRIPTION"]
+    # The distributed call-centre application is the day's work of the manager who got it.
+    assert "Новых сделок: 1" in reports["17"]["DESCRIPTION"] and "звонков: 1" in reports["17"]["DESCRIPTION"]
 
     # Tuesday: B's proposal deadline is breached; B is then lost with a vague reason and
     # reopened; the ISP deal lost the same way is left alone.
@@ -142,6 +150,27 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     with rt.store.sessions() as s:
         breaches = sorted((b.deal_id, b.deadline, b.responsible_id) for b in s.scalars(select(BreachRow)))
     assert breaches == sorted(
-        [(d, name, "2") for d in (ids["b"], ids["cc"]) for name in ("first-response", "proposal")]
-        + [(ids["b"], "complaint-answer", "2")]
+        [(ids["b"], name, "2") for name in ("first-response", "proposal", "complaint-answer")]
+        + [(ids["cc"], name, "17") for name in ("first-response", "proposal")]
     )
+
+    # Friday: A goes to «Заказ товара» without its sum: supply and logistics do not get it.
+    at(27, 13, a={"STAGE_ID": "UC_ORDER"})
+    assert sim.deals[ids["a"]]["STAGE_ID"] == "EXECUTING"
+    assert ("Дополните контакты и данные заказа", "2") in titles(sim, ids["a"])
+    assert not sim.deals[ids["a"]].get("UF_CRM_ACCOUNT_MANAGER")
+    # With the sum: the client goes to an account manager, the assistant prepares the supplier's
+    # payment request.
+    at(27, 14, a={"OPPORTUNITY": "120000", "STAGE_ID": "UC_ORDER"})
+    assert sim.deals[ids["a"]]["STAGE_ID"] == "UC_ORDER"
+    assert sim.deals[ids["a"]]["UF_CRM_ACCOUNT_MANAGER"] == "19"
+    handed = titles(sim, ids["a"])
+    assert ("Принять клиента и заказать товар по проекту", "19") in handed
+    assert ("Сформировать заявку на оплату поставщику", "6") in handed
+    # The goods reach the warehouse at 16:30, past Minilogist's 16:00: transport is booked by
+    # Monday 16:00, and the client is told the pickup or delivery date.
+    at(27, 16, 30, a={"UF_CRM_GOODS_RECEIVED": "Y"})
+    new = {t["TITLE"].rsplit(":", 1)[0]: t for t in sim.tasks_for_deal(ids["a"]) if t["RESPONSIBLE_ID"] == "19"}
+    transport = new["Заказать транспорт/курьера: счёт на доставку и заявка в Минилогисте до 16:00"]
+    assert transport["DEADLINE"].startswith("2026-11-30T16:00")
+    assert "Товар на складе: сообщить клиенту дату самовывоза или доставки" in new

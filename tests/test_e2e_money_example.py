@@ -168,6 +168,10 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
     stop = [t for t in tasks(b24, unpaid) if t[0].startswith("Не отгружать")]
     assert stop == [(f"Не отгружать: заказ {order['Number']} не оплачен", "2", "2")]
     assert f"Заказ {order['Number']} помечен к отгрузке без оплаты — отгрузка остановлена." in comments(b24, unpaid)
+    # The deal is still a new lead while 1C has its order to supply and then to ship: flagged at
+    # each status.
+    mismatch = [t for t in tasks(b24, unpaid) if t[0].startswith("Статус заказа в 1С не совпадает")]
+    assert mismatch == [("Статус заказа в 1С не совпадает с этапом сделки: Ручки", "2", "1")] * 2
 
     # Friday: the rest of the sale is paid: in full, the deal moves to "invoice paid".
     clock.set(27, 11, 10)
