@@ -1260,6 +1260,81 @@ B2B = [
         ),
         id="goods-ready-after-16-transport-by-16-the-next-working-day",
     ),
+    pytest.param(
+        Case(
+            "b2b-first-response-moment",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_FIRST_CALL": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_FIRST_CALL": ("", "Y")},
+            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T10:00:00+03:00"})],
+        ),
+        id="first-call-stamps-the-first-response",
+    ),
+    pytest.param(
+        Case(
+            "b2b-first-response-moment",
+            "PREPARATION",
+            dict(B2B_FULL),
+            pipeline="0",
+            triggers=("deal.updated", "deal.stage_changed"),
+            changes={"stage": ("NEW", "PREPARATION")},
+            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T10:00:00+03:00"})],
+        ),
+        id="lead-moved-on-stamps-the-first-response",
+    ),
+    pytest.param(
+        Case(
+            "b2b-first-response-moment",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_FIRST_CALL": "Y", "UF_CRM_FIRST_RESPONSE_AT": "2026-11-24T12:00:00+03:00"},
+            pipeline="0",
+            changes={"UF_CRM_FIRST_CALL": ("", "Y")},
+            expect=[],
+        ),
+        id="first-response-stamped-once",
+    ),
+    pytest.param(
+        Case(
+            "b2b-status-question-moment",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_STATUS_QUESTION": "Когда отгрузка?", "UF_CRM_STATUS_ANSWERED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_STATUS_QUESTION": ("", "Когда отгрузка?")},
+            expect=[
+                (
+                    "update",
+                    {
+                        "UF_CRM_STATUS_ASKED_AT": "2026-11-25T10:00:00+03:00",
+                        "UF_CRM_STATUS_ANSWERED": "",
+                    },
+                )
+            ],
+        ),
+        id="status-question-stamps-when-asked",
+    ),
+    pytest.param(
+        Case(
+            "b2b-status-answer-moment",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_STATUS_ASKED_AT": "2026-11-25T08:00:00+03:00", "UF_CRM_STATUS_ANSWERED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_STATUS_ANSWERED": ("", "Y")},
+            expect=[("update", {"UF_CRM_STATUS_ANSWERED_AT": "2026-11-25T10:00:00+03:00"})],
+        ),
+        id="status-answer-stamps-when-answered",
+    ),
+    pytest.param(
+        Case(
+            "b2b-status-answer-moment",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_STATUS_ANSWERED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_STATUS_ANSWERED": ("", "Y")},
+            expect=[],
+        ),
+        id="answer-without-a-question-not-stamped",
+    ),
 ]
 
 
@@ -2332,5 +2407,66 @@ def test_b2b_monthly_orders_for_payroll_per_manager(tmp_path: Path, monkeypatch)
         )
         kept = (tmp_path / "reports" / "b2b-monthly-orders-for-payroll-2026-11.csv").read_text(encoding="utf-8")
         assert "2026-11,person,18,sales,orders_done,,1," in kept
+    finally:
+        store.close()
+
+
+class BitrixReactionWeek(FactSource):
+    """Week 48 of 2026 (23-29 November) as Bitrix24 logged it, with the moments the connector
+    stamped: manager 17 answered two applications in 1.5 and 2.5 hours and a status question
+    in 4 hours; manager 18 an application in half an hour, and a status question asked on
+    Friday was answered only the next Wednesday (outside the week, so not counted)."""
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        def deal(id_: str, user: str, created: datetime, **moments: datetime) -> Fact:
+            fields = {k: v.isoformat() for k, v in moments.items()}
+            return Fact("deal", id_, user, created_at=created, status="open", deal_id=id_, fields=fields)
+
+        yield deal("d1", "17", msk(2026, 11, 23, 10, 0), UF_CRM_FIRST_RESPONSE_AT=msk(2026, 11, 23, 11, 30))
+        yield deal("d2", "17", msk(2026, 11, 24, 10, 0), UF_CRM_FIRST_RESPONSE_AT=msk(2026, 11, 24, 12, 30))
+        yield deal("d3", "18", msk(2026, 11, 25, 10, 0), UF_CRM_FIRST_RESPONSE_AT=msk(2026, 11, 25, 10, 30))
+        yield deal(
+            "d4",
+            "17",
+            msk(2026, 10, 1, 10, 0),
+            UF_CRM_STATUS_ASKED_AT=msk(2026, 11, 26, 10, 0),
+            UF_CRM_STATUS_ANSWERED_AT=msk(2026, 11, 26, 14, 0),
+        )
+        yield deal(
+            "d5",
+            "18",
+            msk(2026, 10, 1, 10, 0),
+            UF_CRM_STATUS_ASKED_AT=msk(2026, 11, 27, 10, 0),
+            UF_CRM_STATUS_ANSWERED_AT=msk(2026, 12, 2, 10, 0),
+        )
+
+
+def test_b2b_weekly_reaction_times_per_manager(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 004: the time to the first response on an application and to the answer about its
+    status, per manager, plan against fact, to the head of sales each week."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales.yaml", ENV)
+    assert cfg.calendars is not None
+    report = next(r for r in cfg.reports if r.name == "b2b-reaction-times")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        args = (cfg.calendars.default, BitrixReactionWeek(), cfg.indicators, cfg.teams_for("b24"))
+        assert run_plan_report(store, report, msk(2026, 11, 30, 9, 0), *args) == 1  # Monday after the week
+        texts = _report_texts(store, report.name)
+        assert list(texts) == ["5"]  # the head of sales
+        assert (
+            "user 17 (sales): Часов до первого ответа на заявку —/2; Часов до ответа клиенту о статусе заявки —/4"
+            in texts["5"]
+        )
+        assert (
+            "user 18 (sales): Часов до первого ответа на заявку —/0.5; Часов до ответа клиенту о статусе заявки —/—"
+            in texts["5"]
+        )
+        assert (
+            "total: Часов до первого ответа на заявку —/1.5; Часов до ответа клиенту о статусе заявки —/4" in texts["5"]
+        )
     finally:
         store.close()

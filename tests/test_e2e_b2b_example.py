@@ -102,6 +102,8 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
 
     # A is called within the hour and gets its proposal the same afternoon; B is neither.
     at(23, 11, a={"UF_CRM_FIRST_CALL": "Y"})
+    stamped = datetime.fromisoformat(sim.deals[ids["a"]]["UF_CRM_FIRST_RESPONSE_AT"])  # for the reaction times
+    assert datetime(2026, 11, 23, 11, 0, tzinfo=MSK) <= stamped < datetime(2026, 11, 23, 11, 1, tzinfo=MSK)
     at(23, 12, 1)
     at(23, 15, a={"STAGE_ID": "PREPARATION"})
     at(23, 17, 1)  # two working hours before the proposal is due
