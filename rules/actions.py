@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
+from domain import AddComment, CloseDeal, CreateCounterparty, CreateOrder, CreateTask, UpdateDeal
 from domain.statuses import DeadlinePhase
 from rules.model import (
     ActionSpec,
@@ -401,3 +401,22 @@ class CreateCounterpartySpec(ActionSpec):
         if not values.get("name"):
             return [Planned(f"{slot}:note", Note("counterparty not created: no name on the card"))]
         return [Planned(slot, CreateCounterparty(ctx.deal.id, target=self.target, **values))]
+
+
+@dataclass
+class CreateOrderSpec(ActionSpec):
+    """Create the deal's order in the accounting system ``target``, from the deal's data."""
+
+    target: str
+    fields: dict[str, Template]
+    name: str = "create_order"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(CreateOrder, crm=self.target, param="in")]
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        variables = ctx.template_vars(results)
+        values = {k: t.render(variables).strip() for k, t in self.fields.items()}
+        if not values.get("inn") and not values.get("counterparty"):
+            return [Planned(f"{slot}:note", Note("order not created: no client (INN or name) on the card"))]
+        return [Planned(slot, CreateOrder(ctx.deal.id, target=self.target, **values))]

@@ -19,6 +19,7 @@ from rules.actions import (
     CancelDeadlineSpec,
     CloseDealSpec,
     CreateCounterpartySpec,
+    CreateOrderSpec,
     CreateTaskSpec,
     EscalateSpec,
     MoveStageSpec,
@@ -235,6 +236,18 @@ def _create_counterparty(v: Any, path: str) -> ActionSpec:
     )
 
 
+ORDER_FIELDS = ("counterparty", "inn", "amount", "ship_by", "comment")
+
+
+def _create_order(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"in", *ORDER_FIELDS}, {"in", "amount", "comment"}, path)
+    if "counterparty" not in p and "inn" not in p:
+        raise ValidationError({path: ["name the client: inn, counterparty or both"]})
+    return CreateOrderSpec(
+        target=str(p["in"]), fields={k: _template(str(p[k]), f"{path}.{k}") for k in ORDER_FIELDS if k in p}
+    )
+
+
 def _message(v: Any, path: str) -> ActionSpec:
     from rules.messages import MessageSpec
 
@@ -320,6 +333,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "cancel_deadline": lambda v, path: CancelDeadlineSpec(deadline=_deadline_name(v, path)),
     "escalate": _escalate,
     "create_counterparty": _create_counterparty,
+    "create_order": _create_order,
     "message": _message,
     "find_duplicates": _find_duplicates,
     "guard_stage": _guard_stage,

@@ -22,6 +22,7 @@ from domain import (
     AddComment,
     CloseDeal,
     CreateCounterparty,
+    CreateOrder,
     CreateTask,
     Deal,
     Event,
@@ -99,6 +100,8 @@ def summarise(action: Any) -> tuple[Any, ...]:
         return ("stop", action.name)
     if isinstance(action, CreateCounterparty):
         return ("counterparty", action.target, action.name, action.inn, action.phone)
+    if isinstance(action, CreateOrder):
+        return ("order", action.target, action.inn, action.counterparty, action.amount, action.ship_by, action.comment)
     if isinstance(action, RecordBreach):
         return ("breach", action.deadline, action.responsible_id)
     if isinstance(action, SendMessage):
@@ -1822,6 +1825,62 @@ MONEY = [
             expect=[],
         ),
         id="order-status-agrees-with-the-stage",
+    ),
+    pytest.param(
+        Case(
+            "money-order-from-deal",
+            "PREPAYMENT_INVOICE",
+            {
+                "UF_CRM_COMPANY": "Ромашка ООО",
+                "UF_CRM_INN": "7701234567",
+                "UF_CRM_SUBJECT": "кирпич облицовочный",
+                "UF_CRM_DELIVERY_CITY": "Тверь",
+                "UF_CRM_PHONE": "+7 495 000-00-00",
+                "UF_CRM_SHIP_BY": "2026-12-01",
+            },
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[
+                (
+                    "order",
+                    "onec",
+                    "7701234567",
+                    "Ромашка ООО",
+                    "120000",
+                    "2026-12-01",
+                    "Сделка #42: Заявка Иванова. Тема: кирпич облицовочный. Город доставки: Тверь. "
+                    "Телефон: +7 495 000-00-00.",
+                )
+            ],
+        ),
+        id="invoiced-deal-order-created-in-1c-from-the-card",
+    ),
+    pytest.param(
+        Case(
+            "money-order-from-deal",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_COMPANY": "Ромашка ООО", "UF_CRM_1C_ORDER": "0000-000007"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[],
+        ),
+        id="deal-with-a-1c-order-gets-no-second",
+    ),
+    pytest.param(
+        Case(
+            "money-order-from-deal",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_COMPANY": "Ромашка ООО"},
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[],
+        ),
+        id="deal-without-a-sum-gets-no-order",
     ),
 ]
 
