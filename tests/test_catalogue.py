@@ -508,6 +508,58 @@ B2B = [
     ),
     pytest.param(
         Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="41",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 21, 40),
+            created=msk(2026, 11, 27, 21, 40),
+            expect=[],
+        ),
+        id="after-hours-application-waits-for-its-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-application",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="18",
+            changes={"responsible_id": ("41", "18")},
+            now=msk(2026, 11, 27, 21, 41),
+            created=msk(2026, 11, 27, 21, 40),
+            expect=[
+                ("comment", "Заявка пришла в нерабочее время; менеджер перезвонит в начале следующего рабочего дня."),
+                (
+                    "task",
+                    "Перезвонить утром (заявка в нерабочее время): Заявка Иванова",
+                    "18",
+                    "2026-11-30 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="after-hours-application-called-by-its-manager-next-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-application",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="18",
+            changes={"responsible_id": ("41", "18")},
+            now=msk(2026, 11, 27, 12, 1),
+            created=msk(2026, 11, 27, 12, 0),
+            expect=[],
+        ),
+        id="application-in-working-hours-not-after-hours",
+    ),
+    pytest.param(
+        Case(
             "b2b-undecided-follow-up",
             "NEW",
             B2B_FULL,

@@ -121,6 +121,28 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     # The distributed call-centre application is the day's work of the manager who got it.
     assert "Новых сделок: 1" in reports["17"]["DESCRIPTION"] and "звонков: 1" in reports["17"]["DESCRIPTION"]
 
+    # Monday 21:30: the call centre takes an application after hours. It goes to the next manager
+    # in turn, who calls first thing on Tuesday; he answers it on Tuesday morning.
+    clock.set(23, 11, 21, 30)
+    ids["night"] = sim.add_deal(
+        {
+            "TITLE": "Плитка",
+            "CATEGORY_ID": "0",
+            "STAGE_ID": "NEW",
+            "ASSIGNED_BY_ID": "1",
+            **FULL,
+            "UF_CRM_OPERATOR": "1",
+        }
+    )
+    settle(rt, clock, [sim.webhooks])
+    assert sim.deals[ids["night"]]["ASSIGNED_BY_ID"] == "18"
+    night = {t["TITLE"].rsplit(":", 1)[0]: t for t in sim.tasks_for_deal(ids["night"])}
+    morning = night["Перезвонить утром (заявка в нерабочее время)"]
+    assert (morning["RESPONSIBLE_ID"], morning["DEADLINE"][:16]) == ("18", "2026-11-24T10:00")
+    assert night["Позвонить клиенту"]["RESPONSIBLE_ID"] == "18"
+    assert not [t for t in night.values() if t["RESPONSIBLE_ID"] == "1" and t["TITLE"].startswith("Перезвонить")]
+    at(24, 9, 30, night={"UF_CRM_FIRST_CALL": "Y", "STAGE_ID": "PREPARATION"})
+
     # Tuesday: B's proposal deadline is breached; B is then lost with a vague reason and
     # reopened; the ISP deal lost the same way is left alone.
     at(24, 10, 1)
