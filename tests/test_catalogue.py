@@ -1163,12 +1163,12 @@ B2B = [
     pytest.param(
         Case(
             "b2b-order-to-account-manager",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
             pipeline="0",
             amount=Decimal("120000"),
             triggers=("deal.stage_changed",),
-            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
             expect=[
                 ("update", {"UF_CRM_ACCOUNT_MANAGER": "19"}),
                 ("comment", "Клиент передан аккаунт-менеджеру 19."),
@@ -1186,12 +1186,12 @@ B2B = [
     pytest.param(
         Case(
             "b2b-order-to-account-manager",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             dict(B2B_FULL),
             pipeline="0",
             amount=Decimal("120000"),
             triggers=("deal.stage_changed",),
-            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
             expect=[],
         ),
         id="incomplete-order-not-handed-to-an-account-manager",
@@ -1199,12 +1199,12 @@ B2B = [
     pytest.param(
         Case(
             "b2b-supplier-payment-request",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
             pipeline="0",
             amount=Decimal("120000"),
             triggers=("deal.stage_changed",),
-            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
             expect=[
                 ("task", "Сформировать заявку на оплату поставщику: Заявка Иванова", "6", "2026-11-26 10:00", "normal"),
             ],
@@ -1214,11 +1214,11 @@ B2B = [
     pytest.param(
         Case(
             "b2b-order-data-complete",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_PHONE": ""},
             pipeline="0",
             triggers=("deal.stage_changed",),
-            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
             expect=[
                 ("update", {"stage": "EXECUTING"}),
                 (
@@ -1234,12 +1234,12 @@ B2B = [
     pytest.param(
         Case(
             "b2b-order-data-complete",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
             pipeline="0",
             amount=Decimal("120000"),
             triggers=("deal.stage_changed",),
-            changes={"stage": ("EXECUTING", "UC_ORDER")},
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
             expect=[],
         ),
         id="complete-order-handed-to-logistics",
@@ -1247,7 +1247,7 @@ B2B = [
     pytest.param(
         Case(
             "b2b-goods-received",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
             pipeline="0",
             changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
@@ -1267,7 +1267,7 @@ B2B = [
     pytest.param(
         Case(
             "b2b-goods-received",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
             pipeline="0",
             changes={"UF_CRM_PHONE": ("", "+7 900")},
@@ -1278,7 +1278,7 @@ B2B = [
     pytest.param(
         Case(
             "b2b-order-transport",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
             pipeline="0",
             changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
@@ -1298,7 +1298,7 @@ B2B = [
     pytest.param(
         Case(
             "b2b-order-transport",
-            "UC_ORDER",
+            "FINAL_INVOICE",
             {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y"},
             pipeline="0",
             changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},

@@ -179,14 +179,14 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     )
 
     # Friday: A goes to «Заказ товара» without its sum: supply and logistics do not get it.
-    at(27, 13, a={"STAGE_ID": "UC_ORDER"})
+    at(27, 13, a={"STAGE_ID": "FINAL_INVOICE"})
     assert sim.deals[ids["a"]]["STAGE_ID"] == "EXECUTING"
     assert ("Дополните контакты и данные заказа", "2") in titles(sim, ids["a"])
     assert not sim.deals[ids["a"]].get("UF_CRM_ACCOUNT_MANAGER")
     # With the sum: the client goes to an account manager, the assistant prepares the supplier's
     # payment request.
-    at(27, 14, a={"OPPORTUNITY": "120000", "STAGE_ID": "UC_ORDER"})
-    assert sim.deals[ids["a"]]["STAGE_ID"] == "UC_ORDER"
+    at(27, 14, a={"OPPORTUNITY": "120000", "STAGE_ID": "FINAL_INVOICE"})
+    assert sim.deals[ids["a"]]["STAGE_ID"] == "FINAL_INVOICE"
     assert sim.deals[ids["a"]]["UF_CRM_ACCOUNT_MANAGER"] == "19"
     handed = titles(sim, ids["a"])
     assert ("Принять клиента и заказать товар по проекту", "19") in handed
