@@ -1322,7 +1322,7 @@ B2B = [
             {**B2B_FULL, "UF_CRM_FIRST_CALL": "Y"},
             pipeline="0",
             changes={"UF_CRM_FIRST_CALL": ("", "Y")},
-            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T10:00:00+03:00"})],
+            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T07:00:00+00:00"})],
         ),
         id="first-call-stamps-the-first-response",
     ),
@@ -1334,7 +1334,7 @@ B2B = [
             pipeline="0",
             triggers=("deal.updated", "deal.stage_changed"),
             changes={"stage": ("NEW", "PREPARATION")},
-            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T10:00:00+03:00"})],
+            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T07:00:00+00:00"})],
         ),
         id="lead-moved-on-stamps-the-first-response",
     ),
@@ -1360,7 +1360,7 @@ B2B = [
                 (
                     "update",
                     {
-                        "UF_CRM_STATUS_ASKED_AT": "2026-11-25T10:00:00+03:00",
+                        "UF_CRM_STATUS_ASKED_AT": "2026-11-25T07:00:00+00:00",
                         "UF_CRM_STATUS_ANSWERED": "",
                     },
                 )
@@ -1375,7 +1375,7 @@ B2B = [
             {**B2B_FULL, "UF_CRM_STATUS_ASKED_AT": "2026-11-25T08:00:00+03:00", "UF_CRM_STATUS_ANSWERED": "Y"},
             pipeline="0",
             changes={"UF_CRM_STATUS_ANSWERED": ("", "Y")},
-            expect=[("update", {"UF_CRM_STATUS_ANSWERED_AT": "2026-11-25T10:00:00+03:00"})],
+            expect=[("update", {"UF_CRM_STATUS_ANSWERED_AT": "2026-11-25T07:00:00+00:00"})],
         ),
         id="status-answer-stamps-when-answered",
     ),
