@@ -110,6 +110,32 @@ class CreateCounterparty(Command):
 
 
 @dataclass(frozen=True)
+class CreateOrder(Command):
+    """Create a customer order in an accounting system from a CRM deal's data (seed 004: the
+    manager no longer retypes the application into the order).
+
+    ``target`` names the configured system (a 1C base); the client is its counterparty with
+    ``inn`` (else the one named ``counterparty``). ``comment`` carries the order's details and
+    the deal's number, so the order links back to its deal when it is read.
+    """
+
+    kind: ClassVar[str] = "create_order"
+    target: str = ""
+    counterparty: str = ""
+    inn: str = ""
+    amount: str = ""
+    ship_by: str = ""  # the desired shipment date, ISO; empty: none
+    comment: str = ""
+
+    def describe(self) -> str:
+        client = jsonable(self.counterparty) or f"INN {jsonable(self.inn)}"
+        return f"order for {client!r} on {jsonable(self.amount) or '—'} in {jsonable(self.target)}"
+
+    def destination(self) -> str | None:
+        return self.target
+
+
+@dataclass(frozen=True)
 class SendMessage(Command):
     """Post a text to a configured channel (a chat, a mailbox); ``deal_id`` is the deal it is about."""
 
@@ -125,7 +151,7 @@ class SendMessage(Command):
 
 
 COMMANDS: dict[str, type[Command]] = {
-    c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal, CreateCounterparty, SendMessage)
+    c.kind: c for c in (CreateTask, UpdateDeal, AddComment, CloseDeal, CreateCounterparty, CreateOrder, SendMessage)
 }
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from domain import AddComment, CloseDeal, CreateCounterparty, CreateTask, UpdateDeal
+from domain import AddComment, CloseDeal, CreateCounterparty, CreateOrder, CreateTask, UpdateDeal
 from domain.statuses import DeadlinePhase
 from rules.model import (
     ActionSpec,
@@ -51,6 +51,18 @@ def deadline(ctx: RuleContext, due: str | None, origin: str = "now") -> datetime
     if due == END_OF_MONTH:
         return ctx.calendar.end_of_month(start)
     return ctx.calendar.add(start, due)
+
+
+def by_time_of_day(ctx: RuleContext, clock: str, origin: str = "now") -> datetime:
+    """``clock`` on the origin's working day while still ahead, else on the next working day."""
+    if ctx.calendar is None:
+        raise ActionError("a deadline needs the calendar")
+    start = ctx.now
+    if origin == "created" and ctx.deal.created_at is not None:
+        start = ctx.deal.created_at
+    elif origin == "event":
+        start = ctx.event.occurred_at
+    return ctx.calendar.working_day_at(start, clock)
 
 
 def _moment(text: str) -> datetime | None:
@@ -129,6 +141,7 @@ class CreateTaskSpec(ActionSpec):
     task_type: str = "task"
     due_from: str = "now"
     due_at: Template | None = None  # a moment taken from the deal ("the agreed visit time")
+    due_time: str | None = None  # "16:00": by that time of the working day (the next one when past)
     name: str = "create_task"
 
     def writes(self) -> list[StepWrite]:
@@ -140,6 +153,8 @@ class CreateTaskSpec(ActionSpec):
         if not responsibles:
             return [Planned(f"{slot}:note", Note(f"task not created: {how or 'no responsible user'}"))]
         due = deadline(ctx, self.due, self.due_from)
+        if self.due_time is not None:
+            due = by_time_of_day(ctx, self.due_time, self.due_from)
         if self.due_at is not None:
             rendered = self.due_at.render(variables)
             due = _moment(rendered) or due
@@ -386,3 +401,22 @@ class CreateCounterpartySpec(ActionSpec):
         if not values.get("name"):
             return [Planned(f"{slot}:note", Note("counterparty not created: no name on the card"))]
         return [Planned(slot, CreateCounterparty(ctx.deal.id, target=self.target, **values))]
+
+
+@dataclass
+class CreateOrderSpec(ActionSpec):
+    """Create the deal's order in the accounting system ``target``, from the deal's data."""
+
+    target: str
+    fields: dict[str, Template]
+    name: str = "create_order"
+
+    def writes(self) -> list[StepWrite]:
+        return [StepWrite(CreateOrder, crm=self.target, param="in")]
+
+    def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
+        variables = ctx.template_vars(results)
+        values = {k: t.render(variables).strip() for k, t in self.fields.items()}
+        if not values.get("inn") and not values.get("counterparty"):
+            return [Planned(f"{slot}:note", Note("order not created: no client (INN or name) on the card"))]
+        return [Planned(slot, CreateOrder(ctx.deal.id, target=self.target, **values))]

@@ -584,6 +584,20 @@ class WorkCalendar:
         day = self._local_date(_utc(moment, "moment"))
         return self._intervals(self._next_working_day(day))[0][0].astimezone(self.tz)
 
+    def working_day_at(self, moment: datetime, clock: str) -> datetime:
+        """``clock`` ("16:00", local time) on ``moment``'s day when that is a working day and the
+        time is still ahead; else at that time on the next working day ("by 16:00 the same day")."""
+        minute = _parse_clock(clock, clock)
+        t = _utc(moment, "moment")
+        day = self._local_date(t)
+        at = self._at_minute(day, minute)
+        if self._intervals(day) and at > t:
+            return at.astimezone(self.tz)
+        return self._at_minute(self._next_working_day(day), minute).astimezone(self.tz)
+
+    def _at_minute(self, day: date, minute: int) -> datetime:
+        return (datetime.combine(day, time(0), tzinfo=self.tz) + timedelta(minutes=minute)).astimezone(UTC)
+
     def end_of_month(self, moment: datetime) -> datetime:
         """End of work hours on the last working day of ``moment``'s (local) month.
 

@@ -11,6 +11,8 @@ deals) for a set of people and a period:
   {count: open_deals, where: {stage: PROPOSAL}}   deals open now (at the end of the period)
   {ratio: [meetings, calls]}                      one indicator as a percentage of another
   {average_days: [created_at, at], of: won_deals} days between two moments of each deal
+  {average_hours: [A_AT, B_AT], of: deals, at: B_AT}  hours between them (reaction times), for
+                                                  the deals whose second moment is in the period
   {count: stage_entries, where: {stage: C2:PROPOSAL}}   deals that entered the stage
   {stage_days: [C2:PROPOSAL, C2:MEETING]}          days from entering one stage to the other,
                                                   for deals that reached the second in the period
@@ -42,7 +44,9 @@ from domain.facts import Fact
 from rules.periods import Period
 
 SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries", "deals", "breaches")
-KINDS = ("count", "sum", "average", "ratio", "average_days", "stage_days", "followed", "cycles")
+KINDS = ("count", "sum", "average", "ratio", "average_days", "average_hours", "stage_days", "followed", "cycles")
+# Seconds in the unit an average of spans is given in.
+UNIT_SECONDS = {"average_days": 86400, "average_hours": 3600}
 # Kinds whose two parts are indicators followed deal by deal (counts over records of a deal).
 PER_DEAL = ("followed", "cycles")
 
@@ -124,10 +128,10 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
     distinct = str(spec.get("distinct") or "")
     if distinct and how != "count":
         raise IndicatorError("distinct counts distinct values: it goes with count", "distinct")
-    if how == "average_days":
-        parts = spec["average_days"]
+    if how in UNIT_SECONDS:
+        parts = spec[how]
         if not (isinstance(parts, Sequence) and not isinstance(parts, str) and len(parts) == 2):
-            raise IndicatorError("average_days is [from field, to field], e.g. [created_at, at]", "average_days")
+            raise IndicatorError(f"{how} is [from field, to field], e.g. [created_at, at]", how)
         return Indicator(
             name, title, how, of=of, types=type_set, where=where_sets, parts=(str(parts[0]), str(parts[1])), at=at
         )
@@ -252,7 +256,7 @@ def figure(
     for f in chosen:
         start, end = _moment(f.get(ind.parts[0])), _moment(f.get(ind.parts[1]))
         if start is not None and end is not None and end >= start:
-            spans.append(Decimal((end - start).total_seconds()) / 86400)
+            spans.append(Decimal((end - start).total_seconds()) / UNIT_SECONDS[ind.how])
     return (sum(spans, Decimal(0)) / len(spans)).quantize(Decimal("0.1")) if spans else None
 
 

@@ -19,6 +19,7 @@ from rules.actions import (
     CancelDeadlineSpec,
     CloseDealSpec,
     CreateCounterpartySpec,
+    CreateOrderSpec,
     CreateTaskSpec,
     EscalateSpec,
     MoveStageSpec,
@@ -115,10 +116,25 @@ def _assign_captain(v: Any, path: str) -> ActionSpec:
 def _create_task(v: Any, path: str) -> ActionSpec:
     p = _params(
         v,
-        {"title", "description", "responsible", "due", "due_from", "due_at", "auditors", "priority", "type"},
+        {
+            "title",
+            "description",
+            "responsible",
+            "due",
+            "due_from",
+            "due_at",
+            "due_time",
+            "auditors",
+            "priority",
+            "type",
+        },
         {"title", "responsible"},
         path,
     )
+    if "due_time" in p and "due" in p:
+        raise ValidationError({f"{path}.due_time": ["give due or due_time, not both"]})
+    if "due_time" in p:
+        _clock(p["due_time"], f"{path}.due_time")
     if p.get("due_from", "now") not in ORIGINS:
         raise ValidationError({f"{path}.due_from": [f"one of {', '.join(ORIGINS)}"]})
     priority = p.get("priority", "normal")
@@ -134,7 +150,15 @@ def _create_task(v: Any, path: str) -> ActionSpec:
         task_type=str(p.get("type", "task")),
         due_from=p.get("due_from", "now"),
         due_at=_template(p["due_at"], f"{path}.due_at") if "due_at" in p else None,
+        due_time=str(p["due_time"]).strip() if "due_time" in p else None,
     )
+
+
+def _clock(value: Any, path: str) -> None:
+    """A time of day "HH:MM" (00:00-23:59)."""
+    match = re.fullmatch(r"(\d{1,2}):(\d{2})", str(value).strip())
+    if not match or int(match.group(1)) > 23 or int(match.group(2)) > 59:
+        raise ValidationError({path: [f"{value!r} is not a time of day like 16:00"]})
 
 
 def _update_fields(v: Any, path: str) -> ActionSpec:
@@ -209,6 +233,18 @@ def _create_counterparty(v: Any, path: str) -> ActionSpec:
     p = _params(v, {"in", *COUNTERPARTY_FIELDS}, {"in", "name"}, path)
     return CreateCounterpartySpec(
         target=str(p["in"]), fields={k: _template(str(p[k]), f"{path}.{k}") for k in COUNTERPARTY_FIELDS if k in p}
+    )
+
+
+ORDER_FIELDS = ("counterparty", "inn", "amount", "ship_by", "comment")
+
+
+def _create_order(v: Any, path: str) -> ActionSpec:
+    p = _params(v, {"in", *ORDER_FIELDS}, {"in", "amount", "comment"}, path)
+    if "counterparty" not in p and "inn" not in p:
+        raise ValidationError({path: ["name the client: inn, counterparty or both"]})
+    return CreateOrderSpec(
+        target=str(p["in"]), fields={k: _template(str(p[k]), f"{path}.{k}") for k in ORDER_FIELDS if k in p}
     )
 
 
@@ -297,6 +333,7 @@ ACTIONS: dict[str, Callable[[Any, str], ActionSpec]] = {
     "cancel_deadline": lambda v, path: CancelDeadlineSpec(deadline=_deadline_name(v, path)),
     "escalate": _escalate,
     "create_counterparty": _create_counterparty,
+    "create_order": _create_order,
     "message": _message,
     "find_duplicates": _find_duplicates,
     "guard_stage": _guard_stage,

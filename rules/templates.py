@@ -7,7 +7,7 @@ errors, so a typo shows up in ``check`` and dry-runs instead of as an empty task
 from __future__ import annotations
 
 from collections.abc import MutableMapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, nodes
@@ -17,6 +17,14 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 def _date(value: Any, fmt: str = "%d.%m.%Y %H:%M") -> str:
     return value.strftime(fmt) if isinstance(value, datetime) else str(value or "")
+
+
+def _iso(value: Any) -> str:
+    """A moment as ISO 8601 in UTC, to the second: the same text whichever zone it came in
+    (a webhook's moment and a replayed one must stamp a field alike)."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(UTC).replace(microsecond=0).isoformat()
+    return value.replace(microsecond=0).isoformat() if isinstance(value, datetime) else str(value or "")
 
 
 class _Environment(ImmutableSandboxedEnvironment):
@@ -34,6 +42,7 @@ class _Environment(ImmutableSandboxedEnvironment):
 
 _ENV = _Environment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=False)
 _ENV.filters["date"] = _date
+_ENV.filters["iso"] = _iso
 
 # A plain template, as text and substitutions: a literal, or (name, lookups) where each lookup
 # is ("attr" | "item", key) or ("filter", (filter name, constant arguments)), applied in order --
@@ -41,7 +50,7 @@ _ENV.filters["date"] = _date
 _Lookup = tuple[str, Any]
 # Filters the plain path may call: ours, plain functions of (value, *constant text arguments)
 # (Jinja's own filters may want the environment or the context passed in).
-_PLAIN_FILTERS = frozenset({"date"})
+_PLAIN_FILTERS = frozenset({"date", "iso"})
 _Part = str | tuple[str, tuple[_Lookup, ...]]
 
 

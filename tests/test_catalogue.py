@@ -22,6 +22,7 @@ from domain import (
     AddComment,
     CloseDeal,
     CreateCounterparty,
+    CreateOrder,
     CreateTask,
     Deal,
     Event,
@@ -76,6 +77,7 @@ class Case:
     location: Location | None = None
     crm: str = "b24"
     responsible: str = "17"
+    amount: Decimal | None = None
     duplicates: dict[str, list[Duplicate]] | None = None  # what the worker's search found, by key
     amount: Decimal | None = None
     currency: str | None = None
@@ -98,6 +100,8 @@ def summarise(action: Any) -> tuple[Any, ...]:
         return ("stop", action.name)
     if isinstance(action, CreateCounterparty):
         return ("counterparty", action.target, action.name, action.inn, action.phone)
+    if isinstance(action, CreateOrder):
+        return ("order", action.target, action.inn, action.counterparty, action.amount, action.ship_by, action.comment)
     if isinstance(action, RecordBreach):
         return ("breach", action.deadline, action.responsible_id)
     if isinstance(action, SendMessage):
@@ -114,6 +118,7 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         stage_semantic=case.outcome,  # type: ignore[arg-type]
         pipeline=case.pipeline,
         responsible_id=case.responsible,
+        amount=case.amount,
         created_at=case.created,
         updated_at=case.updated or case.now,
         location=case.location,
@@ -500,6 +505,58 @@ B2B = [
             ],
         ),
         id="holiday-lead-waits-for-the-first-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-lead",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="41",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            now=msk(2026, 11, 27, 21, 40),
+            created=msk(2026, 11, 27, 21, 40),
+            expect=[],
+        ),
+        id="after-hours-application-waits-for-its-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-application",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="18",
+            changes={"responsible_id": ("41", "18")},
+            now=msk(2026, 11, 27, 21, 41),
+            created=msk(2026, 11, 27, 21, 40),
+            expect=[
+                ("comment", "Заявка пришла в нерабочее время; менеджер перезвонит в начале следующего рабочего дня."),
+                (
+                    "task",
+                    "Перезвонить утром (заявка в нерабочее время): Заявка Иванова",
+                    "18",
+                    "2026-11-30 10:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="after-hours-application-called-by-its-manager-next-working-morning",
+    ),
+    pytest.param(
+        Case(
+            "b2b-after-hours-application",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="18",
+            changes={"responsible_id": ("41", "18")},
+            now=msk(2026, 11, 27, 12, 1),
+            created=msk(2026, 11, 27, 12, 0),
+            expect=[],
+        ),
+        id="application-in-working-hours-not-after-hours",
     ),
     pytest.param(
         Case(
@@ -1059,6 +1116,280 @@ B2B = [
         ),
         id="no-reactivation-without-a-holiday-near",
     ),
+    pytest.param(
+        Case(
+            "b2b-lead-distribution",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="41",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[
+                ("update", {"responsible_id": "17"}),
+                ("deadline", "proposal", "2026-11-26 09:30"),
+                ("deadline", "first-response", "2026-11-25 11:30"),
+                ("comment", "Заявка КЦ распределена по очереди: менеджер 17."),
+                ("task", "Позвонить клиенту: Заявка Иванова", "17", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="call-centre-application-distributed-round-robin",
+    ),
+    pytest.param(
+        Case(
+            "b2b-lead-distribution",
+            "NEW",
+            dict(B2B_FULL),
+            pipeline="0",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[],
+        ),
+        id="manager-own-lead-not-distributed",
+    ),
+    pytest.param(
+        Case(
+            "b2b-new-lead",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_OPERATOR": "41"},
+            pipeline="0",
+            responsible="41",
+            kind=EventKind.DEAL_CREATED,
+            triggers=("deal.created",),
+            expect=[],
+        ),
+        id="call-centre-application-not-a-manager-own-lead",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-to-account-manager",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
+            expect=[
+                ("update", {"UF_CRM_ACCOUNT_MANAGER": "19"}),
+                ("comment", "Клиент передан аккаунт-менеджеру 19."),
+                (
+                    "task",
+                    "Принять клиента и заказать товар по проекту: Заявка Иванова",
+                    "19",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="order-stage-client-to-an-account-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-to-account-manager",
+            "FINAL_INVOICE",
+            dict(B2B_FULL),
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
+            expect=[],
+        ),
+        id="incomplete-order-not-handed-to-an-account-manager",
+    ),
+    pytest.param(
+        Case(
+            "b2b-supplier-payment-request",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
+            expect=[
+                ("task", "Сформировать заявку на оплату поставщику: Заявка Иванова", "6", "2026-11-26 10:00", "normal"),
+            ],
+        ),
+        id="order-stage-payment-request-task-to-the-assistant",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-data-complete",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_PHONE": ""},
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
+            expect=[
+                ("update", {"stage": "EXECUTING"}),
+                (
+                    "comment",
+                    "Сделка возвращена на этап EXECUTING: в снабжение и логистику не передать, "
+                    "не заполнено: UF_CRM_PHONE, UF_CRM_SUBJECT, amount.",
+                ),
+                ("task", "Дополните контакты и данные заказа: Заявка Иванова", "17", "2026-11-25 14:00", "normal"),
+            ],
+        ),
+        id="order-without-phone-subject-and-sum-not-handed-to-logistics",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-data-complete",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_SUBJECT": "кружки с логотипом"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("EXECUTING", "FINAL_INVOICE")},
+            expect=[],
+        ),
+        id="complete-order-handed-to-logistics",
+    ),
+    pytest.param(
+        Case(
+            "b2b-goods-received",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
+            pipeline="0",
+            changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
+            expect=[
+                ("comment", "Товар поступил на склад."),
+                (
+                    "task",
+                    "Товар на складе: сообщить клиенту дату самовывоза или доставки: Заявка Иванова",
+                    "19",
+                    "2026-11-26 10:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="goods-received-account-manager-tells-the-client",
+    ),
+    pytest.param(
+        Case(
+            "b2b-goods-received",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
+            pipeline="0",
+            changes={"UF_CRM_PHONE": ("", "+7 900")},
+            expect=[],
+        ),
+        id="goods-already-received-no-new-task",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-transport",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y", "UF_CRM_ACCOUNT_MANAGER": "19"},
+            pipeline="0",
+            changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
+            now=msk(2026, 11, 25, 11, 20),
+            expect=[
+                (
+                    "task",
+                    "Заказать транспорт/курьера: счёт на доставку и заявка в Минилогисте до 16:00: Заявка Иванова",
+                    "19",
+                    "2026-11-25 16:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="goods-ready-in-the-morning-transport-by-16-the-same-day",
+    ),
+    pytest.param(
+        Case(
+            "b2b-order-transport",
+            "FINAL_INVOICE",
+            {**B2B_FULL, "UF_CRM_GOODS_RECEIVED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_GOODS_RECEIVED": ("", "Y")},
+            now=msk(2026, 11, 27, 16, 30),  # a Friday after 16:00
+            expect=[
+                (
+                    "task",
+                    "Заказать транспорт/курьера: счёт на доставку и заявка в Минилогисте до 16:00: Заявка Иванова",
+                    "17",
+                    "2026-11-30 16:00",
+                    "high",
+                ),
+            ],
+        ),
+        id="goods-ready-after-16-transport-by-16-the-next-working-day",
+    ),
+    pytest.param(
+        Case(
+            "b2b-first-response-moment",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_FIRST_CALL": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_FIRST_CALL": ("", "Y")},
+            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T07:00:00+00:00"})],
+        ),
+        id="first-call-stamps-the-first-response",
+    ),
+    pytest.param(
+        Case(
+            "b2b-first-response-moment",
+            "PREPARATION",
+            dict(B2B_FULL),
+            pipeline="0",
+            triggers=("deal.updated", "deal.stage_changed"),
+            changes={"stage": ("NEW", "PREPARATION")},
+            expect=[("update", {"UF_CRM_FIRST_RESPONSE_AT": "2026-11-25T07:00:00+00:00"})],
+        ),
+        id="lead-moved-on-stamps-the-first-response",
+    ),
+    pytest.param(
+        Case(
+            "b2b-first-response-moment",
+            "NEW",
+            {**B2B_FULL, "UF_CRM_FIRST_CALL": "Y", "UF_CRM_FIRST_RESPONSE_AT": "2026-11-24T12:00:00+03:00"},
+            pipeline="0",
+            changes={"UF_CRM_FIRST_CALL": ("", "Y")},
+            expect=[],
+        ),
+        id="first-response-stamped-once",
+    ),
+    pytest.param(
+        Case(
+            "b2b-status-question-moment",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_STATUS_QUESTION": "Когда отгрузка?", "UF_CRM_STATUS_ANSWERED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_STATUS_QUESTION": ("", "Когда отгрузка?")},
+            expect=[
+                (
+                    "update",
+                    {
+                        "UF_CRM_STATUS_ASKED_AT": "2026-11-25T07:00:00+00:00",
+                        "UF_CRM_STATUS_ANSWERED": "",
+                    },
+                )
+            ],
+        ),
+        id="status-question-stamps-when-asked",
+    ),
+    pytest.param(
+        Case(
+            "b2b-status-answer-moment",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_STATUS_ASKED_AT": "2026-11-25T08:00:00+03:00", "UF_CRM_STATUS_ANSWERED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_STATUS_ANSWERED": ("", "Y")},
+            expect=[("update", {"UF_CRM_STATUS_ANSWERED_AT": "2026-11-25T07:00:00+00:00"})],
+        ),
+        id="status-answer-stamps-when-answered",
+    ),
+    pytest.param(
+        Case(
+            "b2b-status-answer-moment",
+            "EXECUTING",
+            {**B2B_FULL, "UF_CRM_STATUS_ANSWERED": "Y"},
+            pipeline="0",
+            changes={"UF_CRM_STATUS_ANSWERED": ("", "Y")},
+            expect=[],
+        ),
+        id="answer-without-a-question-not-stamped",
+    ),
 ]
 
 
@@ -1496,6 +1827,112 @@ MONEY = [
             expect=[],
         ),
         id="counterparty-already-in-1c",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-disagrees-with-stage",
+            "PREPARATION",
+            {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОтгрузке"},
+            pipeline="0",
+            changes={"UF_CRM_1C_ORDER_STATUS": ("КОбеспечению", "КОтгрузке")},
+            expect=[
+                (
+                    "task",
+                    "Статус заказа в 1С не совпадает с этапом сделки: Заявка Иванова",
+                    "17",
+                    "2026-11-25 14:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="order-to-ship-but-deal-at-the-proposal-flagged",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-disagrees-with-stage",
+            "NEW",
+            {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОбеспечению"},
+            pipeline="0",
+            triggers=("deal.updated", "deal.stage_changed"),
+            changes={"stage": ("EXECUTING", "NEW")},
+            expect=[
+                (
+                    "task",
+                    "Статус заказа в 1С не совпадает с этапом сделки: Заявка Иванова",
+                    "17",
+                    "2026-11-25 14:00",
+                    "normal",
+                ),
+            ],
+        ),
+        id="deal-moved-back-behind-its-1c-order-flagged",
+    ),
+    pytest.param(
+        Case(
+            "money-order-status-disagrees-with-stage",
+            "EXECUTING",
+            {"UF_CRM_1C_ORDER": "0000-000007", "UF_CRM_1C_ORDER_STATUS": "КОтгрузке"},
+            pipeline="0",
+            changes={"UF_CRM_1C_ORDER_STATUS": ("КОбеспечению", "КОтгрузке")},
+            expect=[],
+        ),
+        id="order-status-agrees-with-the-stage",
+    ),
+    pytest.param(
+        Case(
+            "money-order-from-deal",
+            "PREPAYMENT_INVOICE",
+            {
+                "UF_CRM_COMPANY": "Ромашка ООО",
+                "UF_CRM_INN": "7701234567",
+                "UF_CRM_SUBJECT": "кирпич облицовочный",
+                "UF_CRM_DELIVERY_CITY": "Тверь",
+                "UF_CRM_PHONE": "+7 495 000-00-00",
+                "UF_CRM_SHIP_BY": "2026-12-01",
+            },
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[
+                (
+                    "order",
+                    "onec",
+                    "7701234567",
+                    "Ромашка ООО",
+                    "120000",
+                    "2026-12-01",
+                    "Сделка #42: Заявка Иванова. Тема: кирпич облицовочный. Город доставки: Тверь. "
+                    "Телефон: +7 495 000-00-00.",
+                )
+            ],
+        ),
+        id="invoiced-deal-order-created-in-1c-from-the-card",
+    ),
+    pytest.param(
+        Case(
+            "money-order-from-deal",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_COMPANY": "Ромашка ООО", "UF_CRM_1C_ORDER": "0000-000007"},
+            pipeline="0",
+            amount=Decimal("120000"),
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[],
+        ),
+        id="deal-with-a-1c-order-gets-no-second",
+    ),
+    pytest.param(
+        Case(
+            "money-order-from-deal",
+            "PREPAYMENT_INVOICE",
+            {"UF_CRM_COMPANY": "Ромашка ООО"},
+            pipeline="0",
+            triggers=("deal.stage_changed",),
+            changes={"stage": ("PREPARATION", "PREPAYMENT_INVOICE")},
+            expect=[],
+        ),
+        id="deal-without-a-sum-gets-no-order",
     ),
 ]
 
@@ -2081,5 +2518,66 @@ def test_b2b_monthly_orders_for_payroll_per_manager(tmp_path: Path, monkeypatch)
         )
         kept = (tmp_path / "reports" / "b2b-monthly-orders-for-payroll-2026-11.csv").read_text(encoding="utf-8")
         assert "2026-11,person,18,sales,orders_done,,1," in kept
+    finally:
+        store.close()
+
+
+class BitrixReactionWeek(FactSource):
+    """Week 48 of 2026 (23-29 November) as Bitrix24 logged it, with the moments the connector
+    stamped: manager 17 answered two applications in 1.5 and 2.5 hours and a status question
+    in 4 hours; manager 18 an application in half an hour, and a status question asked on
+    Friday was answered only the next Wednesday (outside the week, so not counted)."""
+
+    def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
+        def deal(id_: str, user: str, created: datetime, **moments: datetime) -> Fact:
+            fields = {k: v.isoformat() for k, v in moments.items()}
+            return Fact("deal", id_, user, created_at=created, status="open", deal_id=id_, fields=fields)
+
+        yield deal("d1", "17", msk(2026, 11, 23, 10, 0), UF_CRM_FIRST_RESPONSE_AT=msk(2026, 11, 23, 11, 30))
+        yield deal("d2", "17", msk(2026, 11, 24, 10, 0), UF_CRM_FIRST_RESPONSE_AT=msk(2026, 11, 24, 12, 30))
+        yield deal("d3", "18", msk(2026, 11, 25, 10, 0), UF_CRM_FIRST_RESPONSE_AT=msk(2026, 11, 25, 10, 30))
+        yield deal(
+            "d4",
+            "17",
+            msk(2026, 10, 1, 10, 0),
+            UF_CRM_STATUS_ASKED_AT=msk(2026, 11, 26, 10, 0),
+            UF_CRM_STATUS_ANSWERED_AT=msk(2026, 11, 26, 14, 0),
+        )
+        yield deal(
+            "d5",
+            "18",
+            msk(2026, 10, 1, 10, 0),
+            UF_CRM_STATUS_ASKED_AT=msk(2026, 11, 27, 10, 0),
+            UF_CRM_STATUS_ANSWERED_AT=msk(2026, 12, 2, 10, 0),
+        )
+
+
+def test_b2b_weekly_reaction_times_per_manager(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 004: the time to the first response on an application and to the answer about its
+    status, per manager, plan against fact, to the head of sales each week."""
+    from connector.storage.store import Store
+    from jobs.plan_report import run_plan_report
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(EXAMPLES / "b2b-sales.yaml", ENV)
+    assert cfg.calendars is not None
+    report = next(r for r in cfg.reports if r.name == "b2b-reaction-times")
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    try:
+        args = (cfg.calendars.default, BitrixReactionWeek(), cfg.indicators, cfg.teams_for("b24"))
+        assert run_plan_report(store, report, msk(2026, 11, 30, 9, 0), *args) == 1  # Monday after the week
+        texts = _report_texts(store, report.name)
+        assert list(texts) == ["5"]  # the head of sales
+        assert (
+            "user 17 (sales): Часов до первого ответа на заявку —/2; Часов до ответа клиенту о статусе заявки —/4"
+            in texts["5"]
+        )
+        assert (
+            "user 18 (sales): Часов до первого ответа на заявку —/0.5; Часов до ответа клиенту о статусе заявки —/—"
+            in texts["5"]
+        )
+        assert (
+            "total: Часов до первого ответа на заявку —/1.5; Часов до ответа клиенту о статусе заявки —/4" in texts["5"]
+        )
     finally:
         store.close()

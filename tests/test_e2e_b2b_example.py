@@ -16,7 +16,10 @@ from simulators.bitrix24 import Bitrix24Simulator
 from tests.example_world import MSK, Clock, example_runtime, settle
 from tests.helpers import TOKEN
 
-USERS = (1, 2, 5, 6, 21, 22)  # 2 the sales manager, 5 head of sales, 6 the assistant, 21 and 22 customer care
+USERS = (1, 2, 5, 6, 17, 18, 19, 20, 21, 22)
+# 1 a call-centre operator, 2 a sales manager, 5 head of sales, 6 the assistant, 17 and 18 the
+# sales managers call-centre applications are distributed to, 19 and 20 account managers, 21
+# and 22 customer care.
 FULL = {
     "UF_CRM_COMPANY": "ООО Ромашка",
     "UF_CRM_CONTACT_NAME": "Пётр Сидоров",
@@ -72,7 +75,8 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
                 "UF_CRM_EMAIL": "",
             }
         ),
-        # A call-centre application without its subject: back to the operator who took it.
+        # A call-centre application without its subject: back to the operator who took it; the
+        # application itself goes round-robin to a sales manager, not to whoever picks it.
         "cc": sim.add_deal(
             {
                 "TITLE": "Кирпич",
@@ -91,11 +95,15 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     assert titles(sim, ids["a"]) == [("Позвонить клиенту", "2")]
     assert titles(sim, ids["b"]) == [("Заполните карточку сделки", "2"), ("Позвонить клиенту", "2")]
     assert ("Дооформите заявку КЦ (тема, тип спроса, город доставки)", "1") in titles(sim, ids["cc"])
+    assert sim.deals[ids["cc"]]["ASSIGNED_BY_ID"] == "17"
+    assert ("Позвонить клиенту", "17") in titles(sim, ids["cc"])
     [call] = [t for t in sim.tasks_for_deal(ids["a"]) if t["TITLE"].startswith("Позвонить")]
     assert call["DEADLINE"].startswith("2026-11-24T10:00")  # the next working day
 
     # A is called within the hour and gets its proposal the same afternoon; B is neither.
     at(23, 11, a={"UF_CRM_FIRST_CALL": "Y"})
+    stamped = datetime.fromisoformat(sim.deals[ids["a"]]["UF_CRM_FIRST_RESPONSE_AT"])  # for the reaction times
+    assert datetime(2026, 11, 23, 11, 0, tzinfo=MSK) <= stamped < datetime(2026, 11, 23, 11, 1, tzinfo=MSK)
     at(23, 12, 1)
     at(23, 15, a={"STAGE_ID": "PREPARATION"})
     at(23, 17, 1)  # two working hours before the proposal is due
@@ -109,7 +117,31 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     settle(rt, clock, [sim.webhooks])
     reports = {t["RESPONSIBLE_ID"]: t for t in sim.tasks.values() if t["TITLE"] == "Итоги дня 23.11.2026"}
     report = reports["2"]  # each user their own figures (the head of sales too)
-    assert "Новых сделок: 3" in report["DESCRIPTION"] and "звонков: 4" in report["DESCRIPTION"]
+    assert "Новых сделок: 2" in report["DESCRIPTION"] and "звонков: 3" in report["DESCRIPTION"]
+    # The distributed call-centre application is the day's work of the manager who got it.
+    assert "Новых сделок: 1" in reports["17"]["DESCRIPTION"] and "звонков: 1" in reports["17"]["DESCRIPTION"]
+
+    # Monday 21:30: the call centre takes an application after hours. It goes to the next manager
+    # in turn, who calls first thing on Tuesday; he answers it on Tuesday morning.
+    clock.set(23, 11, 21, 30)
+    ids["night"] = sim.add_deal(
+        {
+            "TITLE": "Плитка",
+            "CATEGORY_ID": "0",
+            "STAGE_ID": "NEW",
+            "ASSIGNED_BY_ID": "1",
+            **FULL,
+            "UF_CRM_OPERATOR": "1",
+        }
+    )
+    settle(rt, clock, [sim.webhooks])
+    assert sim.deals[ids["night"]]["ASSIGNED_BY_ID"] == "18"
+    night = {t["TITLE"].rsplit(":", 1)[0]: t for t in sim.tasks_for_deal(ids["night"])}
+    morning = night["Перезвонить утром (заявка в нерабочее время)"]
+    assert (morning["RESPONSIBLE_ID"], morning["DEADLINE"][:16]) == ("18", "2026-11-24T10:00")
+    assert night["Позвонить клиенту"]["RESPONSIBLE_ID"] == "18"
+    assert not [t for t in night.values() if t["RESPONSIBLE_ID"] == "1" and t["TITLE"].startswith("Перезвонить")]
+    at(24, 9, 30, night={"UF_CRM_FIRST_CALL": "Y", "STAGE_ID": "PREPARATION"})
 
     # Tuesday: B's proposal deadline is breached; B is then lost with a vague reason and
     # reopened; the ISP deal lost the same way is left alone.
@@ -142,6 +174,27 @@ def test_a_week_of_b2b_sales(world) -> None:  # type: ignore[no-untyped-def]
     with rt.store.sessions() as s:
         breaches = sorted((b.deal_id, b.deadline, b.responsible_id) for b in s.scalars(select(BreachRow)))
     assert breaches == sorted(
-        [(d, name, "2") for d in (ids["b"], ids["cc"]) for name in ("first-response", "proposal")]
-        + [(ids["b"], "complaint-answer", "2")]
+        [(ids["b"], name, "2") for name in ("first-response", "proposal", "complaint-answer")]
+        + [(ids["cc"], name, "17") for name in ("first-response", "proposal")]
     )
+
+    # Friday: A goes to «Заказ товара» without its sum: supply and logistics do not get it.
+    at(27, 13, a={"STAGE_ID": "FINAL_INVOICE"})
+    assert sim.deals[ids["a"]]["STAGE_ID"] == "EXECUTING"
+    assert ("Дополните контакты и данные заказа", "2") in titles(sim, ids["a"])
+    assert not sim.deals[ids["a"]].get("UF_CRM_ACCOUNT_MANAGER")
+    # With the sum: the client goes to an account manager, the assistant prepares the supplier's
+    # payment request.
+    at(27, 14, a={"OPPORTUNITY": "120000", "STAGE_ID": "FINAL_INVOICE"})
+    assert sim.deals[ids["a"]]["STAGE_ID"] == "FINAL_INVOICE"
+    assert sim.deals[ids["a"]]["UF_CRM_ACCOUNT_MANAGER"] == "19"
+    handed = titles(sim, ids["a"])
+    assert ("Принять клиента и заказать товар по проекту", "19") in handed
+    assert ("Сформировать заявку на оплату поставщику", "6") in handed
+    # The goods reach the warehouse at 16:30, past Minilogist's 16:00: transport is booked by
+    # Monday 16:00, and the client is told the pickup or delivery date.
+    at(27, 16, 30, a={"UF_CRM_GOODS_RECEIVED": "Y"})
+    new = {t["TITLE"].rsplit(":", 1)[0]: t for t in sim.tasks_for_deal(ids["a"]) if t["RESPONSIBLE_ID"] == "19"}
+    transport = new["Заказать транспорт/курьера: счёт на доставку и заявка в Минилогисте до 16:00"]
+    assert transport["DEADLINE"].startswith("2026-11-30T16:00")
+    assert "Товар на складе: сообщить клиенту дату самовывоза или доставки" in new

@@ -82,6 +82,8 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
             "UF_CRM_COMPANY": "Ромашка ООО",
             "UF_CRM_INN": "7701234567",
             "UF_CRM_PHONE": "+7 495 000-00-00",
+            "UF_CRM_DELIVERY_CITY": "Тверь",
+            "OPPORTUNITY": "120000",
         }
     )
     unpaid = b24.add_deal({"TITLE": "Ручки", "CATEGORY_ID": "0", "STAGE_ID": "NEW", "ASSIGNED_BY_ID": "2"})
@@ -100,6 +102,15 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
     at(23, 11)
     [party] = [p for p in onec.data[PARTIES].values() if p.get("ИНН") == "7701234567"]
     assert party["Description"] == "Ромашка ООО"
+    # Nor does the manager retype the order: it is created from the card, for that counterparty.
+    [draft] = onec.data[ORDERS].values()
+    assert (draft["Контрагент_Key"], draft["СуммаДокумента"]) == (party["Ref_Key"], 120000)
+    assert draft["Комментарий"].startswith(f"Сделка #{sale}: Кружки с логотипом. Город доставки: Тверь. Телефон:")
+    # Once 1C agrees and posts it, the order finds its way back to the deal.
+    onec.set_posted(ORDERS, draft["Ref_Key"])
+    at(23, 11, 30)
+    assert b24.deals[sale]["UF_CRM_1C_ORDER"] == draft["Number"]
+    assert b24.deals[sale]["UF_CRM_1C_ORDER_STATUS"] == "НеСогласован"
 
     # Monday 12:00: invoices raised in 1C reach their deals.
     clock.set(23, 11, 12)
@@ -113,7 +124,10 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
     at(23, 12, 5)
     assert b24.deals[sale]["UF_CRM_INVOICE"] == invoice["Number"]
     assert b24.deals[sale]["UF_CRM_INVOICE_AMOUNT"] == "120000.0"
-    assert comments(b24, sale) == [f"1С: выставлен счёт № {invoice['Number']} на 120000.0 RUB"]
+    assert comments(b24, sale) == [
+        f"1С: заказ № {draft['Number']} — статус «НеСогласован»",
+        f"1С: выставлен счёт № {invoice['Number']} на 120000.0 RUB",
+    ]
     with rt.store.sessions() as s:
         running = {r.deal_id for r in s.scalars(select(TimerRow).where(TimerRow.name == "invoice-payment"))}
     assert running == {sale, unpaid, connection}
@@ -168,6 +182,10 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
     stop = [t for t in tasks(b24, unpaid) if t[0].startswith("Не отгружать")]
     assert stop == [(f"Не отгружать: заказ {order['Number']} не оплачен", "2", "2")]
     assert f"Заказ {order['Number']} помечен к отгрузке без оплаты — отгрузка остановлена." in comments(b24, unpaid)
+    # The deal is still a new lead while 1C has its order to supply and then to ship: flagged at
+    # each status.
+    mismatch = [t for t in tasks(b24, unpaid) if t[0].startswith("Статус заказа в 1С не совпадает")]
+    assert mismatch == [("Статус заказа в 1С не совпадает с этапом сделки: Ручки", "2", "1")] * 2
 
     # Friday: the rest of the sale is paid: in full, the deal moves to "invoice paid".
     clock.set(27, 11, 10)
@@ -183,9 +201,11 @@ def test_a_week_of_money_in_1c(world) -> None:  # type: ignore[no-untyped-def]
     at(27, 10, 5)
     assert b24.deals[sale]["STAGE_ID"] == "EXECUTING"
     assert b24.deals[sale]["UF_CRM_PAID_IN_FULL"] == "Y"
-    # The hand-off came once, at the first payment; the part-paid invoice was chased on Thursday.
+    # The hand-off came once, at the first payment; the part-paid invoice was chased on Thursday;
+    # the deal is paid while 1C has not yet agreed its order: the two disagree, so the manager is told.
     assert sorted(t[0] for t in tasks(b24, sale)) == [
         "Первая оплата получена: передать клиента в работу (Кружки с логотипом)",
+        "Статус заказа в 1С не совпадает с этапом сделки: Кружки с логотипом",
         f"Счёт {invoice['Number']} не оплачен: напомнить клиенту до конца месяца",
     ]
 

@@ -23,7 +23,7 @@ from adapters.onec.adapter import OneCAdapter
 from adapters.onec.client import OneCClient, VersionConflict, basic_auth_utf8
 from adapters.onec.mapping import build_entities
 from adapters.onec.settings import OneCSettings, OneCSettingsSchema
-from domain import CreateCounterparty, CreateTask, command_from_payload
+from domain import CreateCounterparty, CreateOrder, CreateTask, command_from_payload
 from domain.errors import (
     AmbiguousWriteError,
     AuthError,
@@ -340,10 +340,11 @@ def test_counterparty_command_round_trips_through_the_outbox_payload() -> None:
     assert command_from_payload(cmd.kind, cmd.to_payload()) == cmd
 
 
-def test_a_base_keeps_no_deals_and_takes_only_counterparties() -> None:
+def test_a_base_keeps_no_deals_and_takes_only_counterparties_and_orders() -> None:
     a = adapter()
     assert not isinstance(a, DealSource) and not isinstance(a, WebhookReceiver)
-    assert OneCAdapter.accepts(CreateCounterparty) and not OneCAdapter.accepts(CreateTask)
+    assert OneCAdapter.accepts(CreateCounterparty) and OneCAdapter.accepts(CreateOrder)
+    assert not OneCAdapter.accepts(CreateTask)
     with pytest.raises(FatalError):
         a.execute(CreateTask(deal_id="1", title="x"), "m")
 

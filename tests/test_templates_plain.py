@@ -98,6 +98,9 @@ PLAIN = [
     "{{ deal.updated_at | date }}",
     "{{ deal.amount | date('%Y') }}",
     "{{ deal.fields.UF_CRM_PAID | date }}",
+    "{{ deal.created_at | iso }}",
+    "{{ now | iso }}",
+    "{{ deal.amount | iso }}",
     "{{ now|date('%H:%M')|date }}",
     "{{ odd | date('%Y') }}",
 ]
@@ -115,6 +118,7 @@ FAILING = [
     "{{ nope | date }}",
     "{{ deal.nope | date('%Y') }}",
     "{{ deal.created_at | date('%d', '%m') }}",
+    "{{ deal.created_at | iso('%Y') }}",
 ]
 
 JINJA_ONLY = [
@@ -229,3 +233,15 @@ def test_every_example_template_renders_the_same() -> None:
             assert Template(source).render(ctx) == expected, source
         plain += _plain_parts(_ENV.parse(source)) is not None
     assert plain >= len(sources) // 2  # most shipped templates take the plain path
+
+
+def test_iso_writes_a_moment_in_utc_whatever_zone_it_came_in() -> None:
+    from datetime import UTC, datetime
+    from zoneinfo import ZoneInfo
+
+    from rules.templates import Template
+
+    template = Template("{{ event.at | iso }}")
+    moscow = datetime(2026, 11, 23, 11, 0, 0, 123456, tzinfo=ZoneInfo("Europe/Moscow"))
+    assert template.render({"event": {"at": moscow}}) == "2026-11-23T08:00:00+00:00"
+    assert template.render({"event": {"at": moscow.astimezone(UTC)}}) == "2026-11-23T08:00:00+00:00"

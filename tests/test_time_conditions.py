@@ -8,6 +8,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from marshmallow import ValidationError
 
 from domain import Deal, Event, EventKind
 from rules.calendar import CalendarError, WorkCalendar
@@ -205,3 +206,30 @@ def test_shift_days_count_their_own_hours(start: datetime, duration: str, expect
 def test_a_date_cannot_be_both_off_and_shifted() -> None:
     with pytest.raises(CalendarError, match="both days off and given work hours: 2026-03-12"):
         WorkCalendar(extra_days_off=[date(2026, 3, 12)], day_hours={date(2026, 3, 12): "15:00-23:00"})
+
+
+@pytest.mark.parametrize(
+    ("moment", "expected"),
+    [
+        (datetime(2026, 11, 25, 11, 20, tzinfo=MSK), datetime(2026, 11, 25, 16, 0, tzinfo=MSK)),  # Wednesday morning
+        (datetime(2026, 11, 25, 16, 0, tzinfo=MSK), datetime(2026, 11, 26, 16, 0, tzinfo=MSK)),  # 16:00 itself: past
+        (datetime(2026, 11, 27, 16, 30, tzinfo=MSK), datetime(2026, 11, 30, 16, 0, tzinfo=MSK)),  # Friday evening
+        (datetime(2026, 11, 28, 10, 0, tzinfo=MSK), datetime(2026, 11, 30, 16, 0, tzinfo=MSK)),  # Saturday
+        (datetime(2026, 12, 31, 12, 0, tzinfo=MSK), datetime(2027, 1, 11, 16, 0, tzinfo=MSK)),  # New Year holidays
+    ],
+)
+def test_due_time_is_that_time_of_this_or_the_next_working_day(moment: datetime, expected: datetime) -> None:
+    assert WorkCalendar(country="RU", timezone="Europe/Moscow").working_day_at(moment, "16:00") == expected
+
+
+@pytest.mark.parametrize(
+    ("task", "message"),
+    [
+        ({"due_time": "25:00"}, "not a time of day"),
+        ({"due_time": "16:00", "due": "1 working day"}, "not both"),
+    ],
+)
+def test_bad_due_time_is_refused(task: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        _rule({"do": [{"create_task": {"title": "t", "responsible": "responsible", **task}}]})
+    assert message in str(err.value)

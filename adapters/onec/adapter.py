@@ -1,5 +1,5 @@
 """The 1C:Enterprise adapter: a document source (invoices, payments, customer orders) for the
-deals of another CRM, and a command sink for counterparties.
+deals of another CRM, and a command sink for counterparties and customer orders.
 
 1C keeps no deals and sends no webhooks: it has only these two capabilities. A poll reads the
 documents through the methods below (``adapters.onec.documents``) and files them as events of
@@ -46,7 +46,8 @@ from adapters.onec.odata import (
     string_literal,
 )
 from adapters.onec.settings import OneCSettings
-from domain import Command, CreateCounterparty
+from adapters.values import to_decimal
+from domain import Command, CreateCounterparty, CreateOrder
 from domain.errors import FatalError, NotFoundError
 
 
@@ -238,9 +239,70 @@ class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink, Inspect
         created = self.client.create(self.entities["counterparty"].set, self._counterparty_body(command, marker))
         return WriteResult(remote_id=str(created.get("Ref_Key") or "") or None)
 
+    def _create_order(self, command: CreateOrder, marker: str) -> WriteResult:
+        """A customer order from the deal's data, not posted: the order's goods and its agreement
+        are 1C's own work (the CRM's card carries the client, the sum, the date and the details)."""
+        emap = self.entities.get("order")
+        if emap is None:
+            raise FatalError(
+                f"profile {self.settings.profile!r} has no customer order: set entities.order", crm=self.name
+            )
+        method = f"POST {emap.set}"
+        amount = to_decimal(command.amount.replace("\xa0", "").replace(" ", "").replace(",", "."))
+        if amount is None:
+            raise FatalError(f"order sum {command.amount!r} is not a number", crm=self.name, method=method)
+        party = self._client_of(command)
+        if party is None:
+            raise FatalError(
+                f"no counterparty {command.inn or command.counterparty!r} in 1C to order for: create it first "
+                "(create_counterparty), then replay",
+                crm=self.name,
+                method=method,
+            )
+        notes = [command.comment.strip()] if command.comment.strip() else []
+        notes.append(f"[{marker}]")  # lets a retried write find this order
+        body: dict[str, Any] = {
+            emap.counterparty: party["Ref_Key"],
+            emap.amount: float(amount),
+            emap.comment: "\n".join(notes),
+        }
+        partner = self.entities["counterparty"].partner
+        if partner and not is_empty_ref(party.get(partner)):
+            body[emap.partner] = party[partner]
+        if command.ship_by:
+            try:
+                moment = datetime.fromisoformat(command.ship_by)
+                wall = self.to_local(moment) if moment.tzinfo else moment  # a bare date is the base's own
+            except ValueError as exc:
+                raise FatalError(f"ship_by {command.ship_by!r} is not a date", crm=self.name, method=method) from exc
+            body[emap.ship_by] = wall.replace(hour=0, minute=0, second=0).isoformat()
+        created = self.client.create(emap.set, body)
+        return WriteResult(remote_id=str(created.get("Ref_Key") or "") or None)
+
+    def _client_of(self, command: CreateOrder) -> dict[str, Any] | None:
+        """The live counterparty with the order's INN, else the one of its name."""
+        emap = self.entities["counterparty"]
+        select = ["Ref_Key", *([emap.partner] if emap.partner else [])]
+        for field_name, value in ((emap.inn, command.inn), (emap.name, command.counterparty)):
+            if not value.strip():
+                continue
+            flt = f"{field_name} eq {string_literal(value.strip())} and DeletionMark eq false"
+            found = self.client.collection(emap.set, filter=flt, select=select, top=1)
+            if found:
+                return dict(found[0])
+        return None
+
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
-        """An earlier try's counterparty by the marker in its comment, else one with the same INN/KPP
-        (a person may have typed it meanwhile: adding a twin would be worse than reusing it)."""
+        """An earlier try's counterparty or order by the marker in its comment; for a counterparty,
+        else one with the same INN/KPP (a person may have typed it meanwhile: adding a twin would be
+        worse than reusing it)."""
+        if isinstance(command, CreateOrder):
+            order = self.entities.get("order")
+            if order is None:
+                return None
+            flt = f"substringof({string_literal(marker)}, {order.comment})"
+            mine = self.client.collection(order.set, filter=flt, select=["Ref_Key"], top=1)
+            return WriteResult(remote_id=str(mine[0]["Ref_Key"]), reconciled=True) if mine else None
         if not isinstance(command, CreateCounterparty):
             return None
         emap = self.entities["counterparty"]
@@ -295,7 +357,7 @@ class OneCAdapter(CrmAdapter[OneCSettings], DocumentSource, CommandSink, Inspect
         body[emap.comment] = "\n".join(notes)
         return body
 
-    handlers = {CreateCounterparty: _create_counterparty}
+    handlers = {CreateCounterparty: _create_counterparty, CreateOrder: _create_order}
 
 
 def entity_sets(edmx: str) -> list[str]:

@@ -48,6 +48,8 @@ class EntityMap:
     full_name: str = "НаименованиеПолное"
     inn: str = "ИНН"
     kpp: str = "КПП"
+    partner: str = "Партнер_Key"  # Trade Management: the counterparty's partner, which an order names too
+    ship_by: str = "ЖелаемаяДатаОтгрузки"  # orders: the desired shipment date
     order_key: str = "Заказ"  # order state register: the dimension holding the order
     paid_percent: str = "ПроцентОплаты"
 

@@ -78,6 +78,14 @@ B24_DEAL_FIELDS = {
     "UF_CRM_OPERATOR": "Оператор",
     "UF_CRM_POSITION": "Должность контакта",
     "UF_CRM_SUBJECT": "Тема обращения",
+    "UF_CRM_SHIP_BY": "Желаемая дата отгрузки",
+    "UF_CRM_ACCOUNT_MANAGER": "Аккаунт-менеджер",
+    "UF_CRM_GOODS_RECEIVED": "Товар на складе",
+    "UF_CRM_FIRST_RESPONSE_AT": "Время первого ответа",
+    "UF_CRM_STATUS_QUESTION": "Вопрос клиента о статусе",
+    "UF_CRM_STATUS_ASKED_AT": "Время вопроса о статусе",
+    "UF_CRM_STATUS_ANSWERED": "Ответ о статусе дан",
+    "UF_CRM_STATUS_ANSWERED_AT": "Время ответа о статусе",
 }
 PIPEDRIVE_PEOPLE = ("Мария Соколова", "Денис Волков", "Ирина Морозова", "Алексей Никитин")
 SAMPLE_DEALS = (
