@@ -79,7 +79,6 @@ class Case:
     responsible: str = "17"
     amount: Decimal | None = None
     duplicates: dict[str, list[Duplicate]] | None = None  # what the worker's search found, by key
-    amount: Decimal | None = None
     currency: str | None = None
     expect: list[tuple[Any, ...]] = field(default_factory=list)
 
@@ -123,7 +122,6 @@ def run(cfg: Config, case: Case) -> list[tuple[Any, ...]]:
         updated_at=case.updated or case.now,
         location=case.location,
         fields=case.fields,
-        amount=case.amount,
         currency=case.currency,
     )
     event = Event(case.crm, case.kind, "42", case.now, "dedup-1", data=case.data)
