@@ -7,10 +7,13 @@ client's own throttle: ``--rate`` 2 hits/s, threshold ``--burst`` 50; a ``batch`
 (``DEAL_SELECT``, the adapter's) and start each round with an empty bucket.
 
 * ours: ``Bitrix24Adapter(...).changed_deals(since=None)``: the poller's full read (order
-  DATE_MODIFY, ID), keyset pages chained inside ``batch`` calls of up to 50,
-  waiting on its throttle, never refused;
+  DATE_MODIFY, ID): the first page counts it, one ``batch`` finds where each range of
+  2,450 deals starts, and the ranges are read side by side (up to 8 requests in flight),
+  each by keyset pages chained inside ``batch`` calls of up to 50, waiting on the shared
+  throttle, never refused, and yielded in order;
 * ours, same order as fast-bitrix24: ``client.list_all("crm.deal.list", order ID)``: the
-  first page for ``total``, then ``batch`` calls of up to 50 ``start`` offsets;
+  first page for ``total``, then ``batch`` calls of up to 50 ``start`` offsets, up to 8 in
+  flight at once;
 * fast-bitrix24 ``Bitrix(webhook).get_all("crm.deal.list", params={"select": …})``: one
   request for ``total``, then parallel ``batch`` calls of 50 page reads each.
 
