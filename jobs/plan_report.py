@@ -102,6 +102,7 @@ def run_plan_report(
         calendar.tz,
         targets=report.targets,
         person_field=report.person_field,
+        group_by=report.group_by,
     )
     deadline = due_moment(period, report, calendar)
     rule = report_rule(report.name)

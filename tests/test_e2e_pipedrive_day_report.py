@@ -51,6 +51,7 @@ def world(db_url: str) -> Iterator[tuple[PipedriveSimulator, SimulatorServer, Ru
         "PD_WEBHOOK_PASSWORD": "hook-password",
         "TG_BOT_TOKEN": "7012345678:AAH-day-report-0123456789abcdef",
         "TG_SHARED_CHAT_ID": "-1001234567890",
+        "TG_CARE_CHAT_ID": "-1001234567891",
     }
     rt = Runtime(load_config_text(text, environ), clock=clock)
     try:
