@@ -52,9 +52,8 @@ def world(db_url, monkeypatch, telegram) -> Iterator[tuple[PipedriveSimulator, R
     )
     # The simulator numbers users from 10001; the example's 20/21/22 become real ids.
     text = text.replace("to: 20,", "to: 10020,").replace("group: [21, 22]", "group: [10021, 10022]")
-    for chat in ("TG_SHARED_CHAT_ID", "TG_CARE_CHAT_ID"):
-        text = text.replace(f'chat_id: "${{{chat}}}"', f'chat_id: "${{{chat}}}"\n    api_url: "{tg_server.base_url}"')
     environ = {
+        "TG_API_URL": tg_server.base_url,
         "TG_BOT_TOKEN": TG_TOKEN,
         "TG_SHARED_CHAT_ID": SHARED_CHAT,
         "TG_CARE_CHAT_ID": CARE_CHAT,
