@@ -575,6 +575,14 @@ class ReportSchema(Schema):
         allow_none=True,
         metadata={"doc": "plan-vs-fact: the record field naming the user a fact counts for (else its responsible)"},
     )
+    calendar = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "doc": "a calendar of calendars: the schedule's zone, the working days and the end of work "
+            "count on (else the top-level one)"
+        },
+    )
     group_by = fields.String(
         load_default=None,
         allow_none=True,
@@ -663,5 +671,6 @@ class ReportSchema(Schema):
             targets=dict(data["targets"]),
             person_field=data["person_field"],
             group_by=data["group_by"],
+            calendar=data["calendar"],
             ahead=bool(data["ahead"]),
         )
