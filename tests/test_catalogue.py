@@ -2117,6 +2117,38 @@ PIPEDRIVE = [
     pytest.param(
         Case(
             "pd-lost-needs-detailed-reason",
+            "4",
+            {"lost_reason": "Выбрали поставщика с доставкой завтра"},
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            expect=[
+                # A detailed reason, but no answer about future cooperation (S002.16).
+                ("update", {"status": "open"}),
+                ("task", "Подробно опишите причину проигрыша: Заявка Иванова", "17", "2026-11-25 16:00", "normal"),
+            ],
+        ),
+        id="pd-lost-without-the-future-cooperation-answer-reopened",
+    ),
+    pytest.param(
+        Case(
+            "pd-lost-needs-detailed-reason",
+            "4",
+            {"lost_reason": "Выбрали поставщика с доставкой завтра", "a" * 36 + "0007": "Вернётся осенью"},
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="pd-lost-with-reason-and-future-answer-stays-lost",
+    ),
+    pytest.param(
+        Case(
+            "pd-lost-needs-detailed-reason",
             "9",
             {"lost_reason": "дорого"},
             crm="pd",

@@ -24,7 +24,14 @@ API_TOKEN, HOOK_USER, HOOK_PASSWORD = "pd-b2b-token-0123456789", "hooks", "hook-
 TG_TOKEN, SHARED_CHAT, CARE_CHAT = "7012345678:AAH-b2b-token-0123456789abcdef", "-1001234567890", "-1001234567891"
 KEYS = {
     name: "a" * 36 + suffix
-    for name, suffix in (("position", "0001"), ("phone", "0002"), ("email", "0003"), ("city", "0004"), ("care", "0005"))
+    for name, suffix in (
+        ("position", "0001"),
+        ("phone", "0002"),
+        ("email", "0003"),
+        ("city", "0004"),
+        ("care", "0005"),
+        ("future", "0007"),
+    )
 }
 
 
@@ -125,7 +132,14 @@ def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type:
     detailed = simulator.add_deal(_complete({"stage_id": 4, "title": "Футболки"}))
     assert wait_for(lambda: all(simulator.activities_for_deal(d) == [] for d in (vague, detailed)), timeout=2)
     simulator.update_deal(vague, {"status": "lost", "lost_reason": "дорого"})
-    simulator.update_deal(detailed, {"status": "lost", "lost_reason": "Выбрали поставщика с доставкой завтра"})
+    simulator.update_deal(
+        detailed,
+        {
+            "status": "lost",
+            "lost_reason": "Выбрали поставщика с доставкой завтра",
+            "custom_fields": {KEYS["future"]: "Вернётся к осеннему заказу"},
+        },
+    )
     assert wait_for(
         lambda: (
             simulator.deals[vague]["status"] == "open"
@@ -133,6 +147,21 @@ def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type:
         )
     )
     assert simulator.deals[detailed]["status"] == "lost" and _subjects(simulator, detailed) == []
+
+
+def test_lost_without_the_clients_answer_on_future_cooperation_is_reopened(world) -> None:  # type: ignore[no-untyped-def]
+    """S002.16: a detailed reason is not enough; the client's answer about working together in
+    the future is asked for too."""
+    simulator, _ = world
+    deal = simulator.add_deal(_complete({"stage_id": 4, "title": "Кепки"}))
+    assert wait_for(lambda: simulator.activities_for_deal(deal) == [], timeout=2)
+    simulator.update_deal(deal, {"status": "lost", "lost_reason": "Выбрали поставщика с доставкой завтра"})
+    assert wait_for(
+        lambda: (
+            simulator.deals[deal]["status"] == "open"
+            and ("Подробно опишите причину проигрыша: Кепки", "task", 10002) in _subjects(simulator, deal)
+        )
+    )
 
 
 def test_won_deal_is_handed_to_customer_care_in_turn(world) -> None:  # type: ignore[no-untyped-def]
