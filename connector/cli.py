@@ -690,6 +690,7 @@ def demo(timeout: float, only: tuple[str, ...]) -> None:
 @click.option("--bitrix24-port", default=8081, show_default=True)
 @click.option("--pipedrive-port", default=8082, show_default=True)
 @click.option("--onec-port", default=8083, show_default=True)
+@click.option("--telegram-port", default=8084, show_default=True)
 @click.option(
     "--connector-url", default="http://127.0.0.1:8080", show_default=True, help="where the CRMs send webhooks"
 )
@@ -703,7 +704,7 @@ def demo(timeout: float, only: tuple[str, ...]) -> None:
 @click.option("--duplicate-webhooks", default=1, help="send every webhook this many times")
 @click.option("--seed", type=int, default=None, help="make the faults repeatable")
 def sandbox(**options: object) -> None:
-    """Start local Bitrix24, Pipedrive and 1C stand-ins for config.example.yaml and examples/."""
+    """Start local Bitrix24, Pipedrive, 1C and Telegram stand-ins for config.example.yaml and examples/."""
     from connector.demo.sandbox import SandboxError, SandboxOptions, run_sandbox
 
     _setup_logging("WARNING")

@@ -41,6 +41,7 @@ from jobs.retention import purge_expired, retention_of
 from jobs.schedule import run_scheduled_rule
 from jobs.timers import fire_due_timers
 from rules.calendar import WorkCalendar
+from rules.reports import ReportDef
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,20 @@ class Runtime:
     def run_report(self, name: str) -> int:
         """One run of a configured report: its tasks go to the outbox."""
         report = next(r for r in self.config.reports if r.name == name)
+        calendar = self._report_calendar(report)
         if report.indicators:
             source = self.adapters[report.crm]
             assert isinstance(source, FactSource)  # checked with the config
             cfg = self.config
             return run_plan_report(
-                self.store, report, self.clock(), self.calendar, source, cfg.indicators, cfg.teams_for(report.crm)
+                self.store, report, self.clock(), calendar, source, cfg.indicators, cfg.teams_for(report.crm)
             )
-        return run_report(self.store, report, self.clock(), self.calendar)
+        return run_report(self.store, report, self.clock(), calendar)
+
+    def _report_calendar(self, report: ReportDef) -> WorkCalendar:
+        if report.calendar is None or not self.config.calendars:
+            return self.calendar
+        return self.config.calendars.get(report.calendar)
 
     def run_recurring(self, name: str) -> int:
         """One run of recurring work: the tasks of its latest occurrence, once."""
@@ -245,7 +252,7 @@ class Runtime:
                     **opts,
                 )
         for report in self.config.reports:
-            trigger = CronTrigger.from_crontab(report.schedule, timezone=self.calendar.tz)
+            trigger = CronTrigger.from_crontab(report.schedule, timezone=self._report_calendar(report).tz)
             self.scheduler.add_job(
                 lead,
                 trigger,

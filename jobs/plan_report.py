@@ -78,6 +78,10 @@ def run_plan_report(
     period, due = reported_period(report, today, calendar)
     if due is None or today < due or store.cursors.last_report(report.crm, report.name) == period.key:
         return 0
+    if report.current and today == due and now < _end_of_work(today, calendar):
+        # The running period's results are complete only when work ends, later on a day with
+        # longer hours (an event day's shift): a later run of the schedule delivers them.
+        return 0
     since, until = period_window(period, calendar)
     if any(_reaches_back(indicators, name) for name in report.indicators):
         since -= HISTORY_LOOKBACK  # a deal that reached a stage now may have entered the one before long ago
@@ -102,6 +106,7 @@ def run_plan_report(
         calendar.tz,
         targets=report.targets,
         person_field=report.person_field,
+        group_by=report.group_by,
     )
     deadline = due_moment(period, report, calendar)
     rule = report_rule(report.name)
@@ -174,6 +179,10 @@ def run_plan_report(
     store.cursors.save_last_report(report.crm, report.name, period.key, now)
     log.info("plan report name=%s period=%s due=%s queued=%d", report.name, period, due, queued)
     return queued
+
+
+def _end_of_work(day: date, calendar: WorkCalendar) -> datetime:
+    return calendar.end_of_working_day(datetime.combine(day, time(), tzinfo=calendar.tz))
 
 
 def breach_facts(store: Store, crm: str, since: datetime, until: datetime) -> list[Fact]:

@@ -109,10 +109,12 @@ _NO_ORG = Org()
 
 @dataclass
 class AssignCaptain(ActionSpec):
-    """Set the deal's responsible (or ``field``) to the captain for its location."""
+    """Set the deal's responsible (or ``field``) to the captain for its location, and with
+    ``territory_field`` write the matched territory's name there (reports group by it)."""
 
     field: str = "responsible_id"
     fallback: str | None = None
+    territory_field: str | None = None
     name: str = "assign_captain"
 
     def writes(self) -> list[StepWrite]:
@@ -124,9 +126,18 @@ class AssignCaptain(ActionSpec):
         if choice.user_id is None:
             return out
         results["captain"] = choice.user_id
+        values: dict[str, Any] = {}
         current = ctx.deal.responsible_id if self.field == "responsible_id" else ctx.deal.get(self.field)
         if str(current or "") != choice.user_id:
-            out.append(Planned(slot, UpdateDeal(ctx.deal.id, values={self.field: choice.user_id})))
+            values[self.field] = choice.user_id
+        if self.territory_field:
+            # No territory matched (the fallback captain): the field is emptied, not left stale.
+            name = choice.territory.name if choice.territory is not None else ""
+            results["territory"] = name
+            if str(ctx.deal.get(self.territory_field) or "") != name:
+                values[self.territory_field] = name
+        if values:
+            out.append(Planned(slot, UpdateDeal(ctx.deal.id, values=values)))
         return out
 
 

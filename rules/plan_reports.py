@@ -20,7 +20,7 @@ from rules.org import parse_ref
 from rules.periods import Period
 from rules.plans import PlanBook, Teams
 
-PERSON, TEAM, ALL = "person", "team", "all"
+PERSON, TEAM, GROUP, ALL = "person", "team", "group", "all"
 
 
 @dataclass(frozen=True)
@@ -41,10 +41,11 @@ class Cell:
 
 @dataclass(frozen=True)
 class Row:
-    scope: str  # person, team or all
-    name: str  # user id, team name, or "" for everyone
+    scope: str  # person, team, group or all
+    name: str  # user id, team name, the group's value, or "" for everyone
     team: str | None
     cells: Mapping[str, Cell]
+    by: str | None = None  # a group row's field
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,11 +67,14 @@ def plan_vs_fact(
     *,
     targets: Mapping[str, Decimal] | None = None,
     person_field: str | None = None,
+    group_by: str | None = None,
 ) -> list[Row]:
     """A row per person (in team order), per team, and one for everyone. ``targets`` are the
     plans per person where none is loaded (a team's and everyone's are their people's sum);
     ``person_field`` names the record field holding the user a fact counts for (an agent
-    named on a deal whose responsible is someone else), else the fact's own user."""
+    named on a deal whose responsible is someone else), else the fact's own user.
+    ``group_by`` adds a row per value of that record field among everyone's facts (a fact
+    without the field takes its deal's), before the row for everyone; groups have no plan."""
     by_user: dict[str, list[Fact]] = {}
     for fact in facts:
         user = fact.get(person_field) if person_field else fact.user
@@ -101,8 +105,27 @@ def plan_vs_fact(
                 Row(PERSON, person, None, cells(by_user.get(person, []), lambda i, p=person: book.person(p, i, period)))
             )
     everyone = [f for p in people for f in by_user.get(p, [])]
+    if group_by:
+        for value, mine in grouped(everyone, group_by).items():
+            rows.append(Row(GROUP, value, None, cells(mine, lambda i: None), by=group_by))
     rows.append(Row(ALL, "", None, cells(everyone, lambda i: book.everyone(i, period), len(people))))
     return rows
+
+
+def grouped(facts: Sequence[Fact], field: str) -> dict[str, list[Fact]]:
+    """``facts`` by the value of ``field``, in the order of the values; a fact without it (a
+    stage entry, an activity) takes its deal's, and one whose deal has none falls under "—"."""
+    of_deal: dict[str, str] = {}
+    for fact in facts:
+        value = fact.get(field)
+        if fact.deal_id and value not in (None, ""):
+            of_deal.setdefault(str(fact.deal_id), str(value))
+    out: dict[str, list[Fact]] = {}
+    for fact in facts:
+        value = fact.get(field)
+        key = str(value) if value not in (None, "") else of_deal.get(str(fact.deal_id or ""), "—")
+        out.setdefault(key, []).append(fact)
+    return dict(sorted(out.items()))
 
 
 def split_by_recipient(to: str, rows: Sequence[Row], teams: Teams) -> dict[str, list[Row]]:
@@ -148,6 +171,8 @@ def label(row: Row) -> str:
         return f"user {row.name}" + (f" ({row.team})" if row.team else "")
     if row.scope == TEAM:
         return f"team {row.name}"
+    if row.scope == GROUP:
+        return f"{row.by} {row.name}"
     return "total"
 
 

@@ -42,7 +42,10 @@ class ReportDef:
     the day of the next month it is due on, ``file`` a CSV path template. ``current`` reports
     on the running period, on its last working day (a day's results that evening);
     ``targets`` are standing plans per person and period where none is loaded; ``person_field``
-    names the record field holding the user a fact counts for (else its responsible).
+    names the record field holding the user a fact counts for (else its responsible);
+    ``group_by`` a record field whose values get a row each (a territory written on the deal).
+    ``calendar`` names the calendar (of ``calendars:``) its schedule, days and end of work count
+    on, else the top-level one.
     """
 
     name: str
@@ -62,6 +65,8 @@ class ReportDef:
     current: bool = False
     targets: Mapping[str, Decimal] = field(default_factory=dict)
     person_field: str | None = None
+    group_by: str | None = None
+    calendar: str | None = None
     # plan-vs-fact: the day just begun, counting the activities planned in it (not yet done)
     ahead: bool = False
 

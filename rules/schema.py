@@ -106,10 +106,13 @@ def _params(value: Any, allowed: set[str], required: set[str], path: str) -> dic
 
 
 def _assign_captain(v: Any, path: str) -> ActionSpec:
-    p = _params(v or {}, {"field", "fallback"}, set(), path)
+    p = _params(v or {}, {"field", "fallback", "territory_field"}, set(), path)
     fallback = p.get("fallback")
+    territory_field = p.get("territory_field")
     return AssignCaptain(
-        field=str(p.get("field", "responsible_id")), fallback=str(fallback) if fallback is not None else None
+        field=str(p.get("field", "responsible_id")),
+        fallback=str(fallback) if fallback is not None else None,
+        territory_field=str(territory_field) if territory_field else None,
     )
 
 
@@ -572,6 +575,22 @@ class ReportSchema(Schema):
         allow_none=True,
         metadata={"doc": "plan-vs-fact: the record field naming the user a fact counts for (else its responsible)"},
     )
+    calendar = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "doc": "a calendar of calendars: the schedule's zone, the working days and the end of work "
+            "count on (else the top-level one)"
+        },
+    )
+    group_by = fields.String(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "doc": "plan-vs-fact: also a row per value of this deal field (e.g. the territory "
+            "assign_captain wrote), without plans"
+        },
+    )
 
     @validates_schema
     def check(self, data: dict[str, Any], **kwargs: Any) -> None:
@@ -587,7 +606,7 @@ class ReportSchema(Schema):
             for key in ("title", "text"):
                 if not data.get(key):
                     raise ValidationError({key: ["Missing data for required field."]})
-            for key in ("by", "file", "missed", "channel", "person_field", "ahead"):
+            for key in ("by", "file", "missed", "channel", "person_field", "group_by", "ahead"):
                 if data.get(key) not in (None, False):
                     raise ValidationError({key: ["only a plan-vs-fact report (with indicators) has it"]})
             if data.get("period", "day") != "day":
@@ -651,5 +670,7 @@ class ReportSchema(Schema):
             current=data["current"],
             targets=dict(data["targets"]),
             person_field=data["person_field"],
+            group_by=data["group_by"],
+            calendar=data["calendar"],
             ahead=bool(data["ahead"]),
         )

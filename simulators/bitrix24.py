@@ -573,6 +573,9 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.member_id = hashlib.md5(domain.encode()).hexdigest()
         self.activities: dict[str, dict[str, Any]] = {}
         self.stage_history: list[dict[str, Any]] = []  # crm.stagehistory.list rows of deals
+        # The portal's deal stages (crm.status.list): the defaults, and those add_stage sets up.
+        self.stages: list[tuple[str, str, str, int, str | None, str, str]] = list(_STAGES)
+        self._stage_semantic = dict(_STAGE_SEMANTIC)
         self._ids = {"deal": 1, "task": 3701, "comment": 901, "user": 1, "handler": 1, "activity": 5001}
         # The outgoing webhook configured in the portal's UI: one handler id per event.
         self.outgoing_events: dict[str, int] = {ev: self._next_id("handler") for ev in DEAL_EVENTS}
@@ -1052,7 +1055,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
             elif name in DEAL_FIELDS:
                 deal[name] = _str_value(value)
         if "STAGE_ID" in given:
-            semantic = _STAGE_SEMANTIC.get(str(deal["STAGE_ID"]), "P")
+            semantic = self._stage_semantic.get(str(deal["STAGE_ID"]), "P")
             deal["STAGE_SEMANTIC_ID"] = semantic
             deal["CLOSED"] = "Y" if semantic in ("S", "F") else "N"
             if not creating:
@@ -1157,6 +1160,17 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self._fire("ONCRMDEALDELETE", {"FIELDS": {"ID": deal_id}})
         return _Answer(True)
 
+    def add_stage(self, category: str, status_id: str, name: str = "", semantics: str | None = None) -> None:
+        """Set up a deal stage of pipeline ``category`` (a new pipeline with its first stage),
+        as the portal's settings do; ``semantics`` "S" won, "F" lost, None in progress."""
+        with self._lock:
+            if any(s[1] == status_id for s in self.stages):
+                return
+            sort = 10 * (1 + sum(1 for s in self.stages if s[0] == category))
+            extra = {"S": "success", "F": "failure"}.get(semantics or "", "process")
+            self.stages.append((category, status_id, name or status_id, sort, semantics, extra, "#39A8EF"))
+            self._stage_semantic[status_id] = semantics or "P"
+
     def add_deal_user_field(self, name: str, label: str = "") -> None:
         """Declare a deal user field (``UF_CRM_...``), as an admin does in the CRM settings."""
         with self._lock:
@@ -1234,7 +1248,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
     def _status_list(self, params: dict[str, Any]) -> _Answer:
         p = _upper_keys(params)
         rows = []
-        for n, (category, status_id, name, sort, sem, extra, color) in enumerate(_STAGES):
+        for n, (category, status_id, name, sort, sem, extra, color) in enumerate(self.stages):
             system = sort == 10 or extra in ("success", "failure")  # the stages a pipeline cannot lose
             rows.append(
                 {

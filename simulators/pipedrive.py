@@ -434,10 +434,10 @@ class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
 
     # --- direct manipulation, as a user in the web app would do --------------------------
 
-    def add_user(self, name: str, email: str = "", active: bool = True) -> int:
-        """Add a user (an owner for deals and activities); answers its id."""
+    def add_user(self, name: str, email: str = "", active: bool = True, user_id: int | None = None) -> int:
+        """Add a user (an owner for deals and activities); answers its id (``user_id`` if given)."""
         with self._lock:
-            uid = self._next_id("user")
+            uid = self._next_id("user") if user_id is None else user_id
             now = _v1_time(_ts(self._now()))
             self.users[uid] = {
                 "id": uid,
@@ -1711,6 +1711,8 @@ class PipedriveSimulator(ApiSimulator[_Call, tuple[int, dict[str, Any]]]):
             ("lost_reason", "Lost reason", "varchar_options"),
             ("expected_close_date", "Expected close date", "date"),
             ("user_id", "Owner", "user"),
+            ("org_id", "Organization", "org"),
+            ("person_id", "Contact person", "people"),
         )
         data = [
             {"id": i, "key": key, "name": name, "field_type": kind, "edit_flag": False, "active_flag": True}

@@ -53,6 +53,7 @@ ENV = {
     "PD_WEBHOOK_PASSWORD": "hook-password",
     "TG_BOT_TOKEN": "7012345678:AAH-example-token-0123456789",
     "TG_SHARED_CHAT_ID": "-1001234567890",
+    "TG_CARE_CHAT_ID": "-1001234567891",
 }
 
 
@@ -157,7 +158,8 @@ ISP = [
             triggers=("deal.created",),
             location=Location(city="Казань", district="Вахитовский"),
             expect=[
-                ("update", {"responsible_id": "19"}),
+                # The captain of the location, and the territory's name for the reports (S000.33).
+                ("update", {"responsible_id": "19", "UF_CRM_TERRITORY": "Казань, Вахитовский"}),
                 # Handed to a cartographer, who checks feasibility within 24 hours.
                 ("update", {"UF_CRM_CARTOGRAPHER": "11"}),
                 ("task", "Проверить техническую возможность: Заявка Иванова", "11", "2026-11-26 10:00", "normal"),
@@ -2163,6 +2165,38 @@ PIPEDRIVE = [
     pytest.param(
         Case(
             "pd-lost-needs-detailed-reason",
+            "4",
+            {"lost_reason": "Выбрали поставщика с доставкой завтра"},
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            expect=[
+                # A detailed reason, but no answer about future cooperation (S002.16).
+                ("update", {"status": "open"}),
+                ("task", "Подробно опишите причину проигрыша: Заявка Иванова", "17", "2026-11-25 16:00", "normal"),
+            ],
+        ),
+        id="pd-lost-without-the-future-cooperation-answer-reopened",
+    ),
+    pytest.param(
+        Case(
+            "pd-lost-needs-detailed-reason",
+            "4",
+            {"lost_reason": "Выбрали поставщика с доставкой завтра", "a" * 36 + "0007": "Вернётся осенью"},
+            crm="pd",
+            now=PD_NOW,
+            created=PD_CREATED,
+            outcome="lost",
+            triggers=("deal.stage_changed",),
+            expect=[],
+        ),
+        id="pd-lost-with-reason-and-future-answer-stays-lost",
+    ),
+    pytest.param(
+        Case(
+            "pd-lost-needs-detailed-reason",
             "9",
             {"lost_reason": "дорого"},
             crm="pd",
@@ -2184,9 +2218,20 @@ PIPEDRIVE = [
             created=PD_CREATED,
             outcome="won",
             triggers=("deal.stage_changed",),
+            fields={"a" * 36 + "0002": "+380 67 123 45 67"},
+            responsible="31",
+            amount=Decimal(50000),
+            currency="UAH",
             expect=[
                 ("update", {"a" * 36 + "0005": "21"}),
                 ("task", "Новый клиент отдела заботы: Заявка Иванова", "21", "2026-11-26 12:00", "normal"),
+                # And the care team's own Telegram chat is told (S002.18).
+                (
+                    "message",
+                    "care_team",
+                    "Новый клиент отдела заботы: Заявка Иванова — 50000 UAH. Номер клиента: +380 67 123 45 67. "
+                    "Менеджер заботы: 21, менеджер по продажам: 31.",
+                ),
             ],
         ),
         id="pd-after-payment-to-customer-care",

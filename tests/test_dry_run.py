@@ -65,6 +65,13 @@ def test_replay_fires_rules_and_deadlines_at_their_moments(tmp_path: Path, monke
     )
     assert result.exit_code == 0, result.output
     assert "replayed 2 events" in result.output
+    # The example's reports are plan-vs-fact: read from the CRM when they run, not from past days.
+    said = " ".join(result.output.split())
+    assert (
+        "plan-vs-fact reports (isp-monthly-to-management, isp-weekly-to-supervisors): their figures are read "
+        "from the CRM when they run" in said
+    )
+    assert "own records" not in said
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
     done = [(r["rule"], r["action"]) for r in rows if r["action"] != "note"]
     assert ("isp-captain-and-feasibility", "create_task") in done

@@ -21,16 +21,23 @@ pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "b2b-sales-pipedrive.yaml"
 API_TOKEN, HOOK_USER, HOOK_PASSWORD = "pd-b2b-token-0123456789", "hooks", "hook-password-b2b"
-TG_TOKEN, SHARED_CHAT = "7012345678:AAH-b2b-token-0123456789abcdef", "-1001234567890"
+TG_TOKEN, SHARED_CHAT, CARE_CHAT = "7012345678:AAH-b2b-token-0123456789abcdef", "-1001234567890", "-1001234567891"
 KEYS = {
     name: "a" * 36 + suffix
-    for name, suffix in (("position", "0001"), ("phone", "0002"), ("email", "0003"), ("city", "0004"), ("care", "0005"))
+    for name, suffix in (
+        ("position", "0001"),
+        ("phone", "0002"),
+        ("email", "0003"),
+        ("city", "0004"),
+        ("care", "0005"),
+        ("future", "0007"),
+    )
 }
 
 
 @pytest.fixture
 def telegram() -> Iterator[TelegramSimulator]:
-    chat = TelegramSimulator(TG_TOKEN, chats=(SHARED_CHAT,), chat_burst=1000)
+    chat = TelegramSimulator(TG_TOKEN, chats=(SHARED_CHAT, CARE_CHAT), chat_burst=1000)
     yield chat
     chat.close()
 
@@ -52,12 +59,11 @@ def world(db_url, monkeypatch, telegram) -> Iterator[tuple[PipedriveSimulator, R
     )
     # The simulator numbers users from 10001; the example's 20/21/22 become real ids.
     text = text.replace("to: 20,", "to: 10020,").replace("group: [21, 22]", "group: [10021, 10022]")
-    text = text.replace(
-        'chat_id: "${TG_SHARED_CHAT_ID}"', f'chat_id: "${{TG_SHARED_CHAT_ID}}"\n    api_url: "{tg_server.base_url}"'
-    )
     environ = {
+        "TG_API_URL": tg_server.base_url,
         "TG_BOT_TOKEN": TG_TOKEN,
         "TG_SHARED_CHAT_ID": SHARED_CHAT,
+        "TG_CARE_CHAT_ID": CARE_CHAT,
         "PD_BASE_URL": server.base_url,
         "PD_API_TOKEN": API_TOKEN,
         "PD_WEBHOOK_USER": HOOK_USER,
@@ -126,7 +132,14 @@ def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type:
     detailed = simulator.add_deal(_complete({"stage_id": 4, "title": "Футболки"}))
     assert wait_for(lambda: all(simulator.activities_for_deal(d) == [] for d in (vague, detailed)), timeout=2)
     simulator.update_deal(vague, {"status": "lost", "lost_reason": "дорого"})
-    simulator.update_deal(detailed, {"status": "lost", "lost_reason": "Выбрали поставщика с доставкой завтра"})
+    simulator.update_deal(
+        detailed,
+        {
+            "status": "lost",
+            "lost_reason": "Выбрали поставщика с доставкой завтра",
+            "custom_fields": {KEYS["future"]: "Вернётся к осеннему заказу"},
+        },
+    )
     assert wait_for(
         lambda: (
             simulator.deals[vague]["status"] == "open"
@@ -134,6 +147,21 @@ def test_lost_with_a_vague_reason_is_reopened_and_asked(world) -> None:  # type:
         )
     )
     assert simulator.deals[detailed]["status"] == "lost" and _subjects(simulator, detailed) == []
+
+
+def test_lost_without_the_clients_answer_on_future_cooperation_is_reopened(world) -> None:  # type: ignore[no-untyped-def]
+    """S002.16: a detailed reason is not enough; the client's answer about working together in
+    the future is asked for too."""
+    simulator, _ = world
+    deal = simulator.add_deal(_complete({"stage_id": 4, "title": "Кепки"}))
+    assert wait_for(lambda: simulator.activities_for_deal(deal) == [], timeout=2)
+    simulator.update_deal(deal, {"status": "lost", "lost_reason": "Выбрали поставщика с доставкой завтра"})
+    assert wait_for(
+        lambda: (
+            simulator.deals[deal]["status"] == "open"
+            and ("Подробно опишите причину проигрыша: Кепки", "task", 10002) in _subjects(simulator, deal)
+        )
+    )
 
 
 def test_won_deal_is_handed_to_customer_care_in_turn(world) -> None:  # type: ignore[no-untyped-def]
@@ -145,6 +173,22 @@ def test_won_deal_is_handed_to_customer_care_in_turn(world) -> None:  # type: ig
     owners = sorted(simulator.activities_for_deal(d)[0]["owner_id"] for d in deals)
     assert owners == [10021, 10022]  # round-robin over the care team
     assert {simulator.deals[d]["custom_fields"][KEYS["care"]] for d in deals} == {"10021", "10022"}
+
+
+def test_won_deal_is_announced_in_the_care_teams_chat(world, telegram) -> None:  # type: ignore[no-untyped-def]
+    """S002.18: the client is handed to the care team (https://t.me/Smart_Maker): one message in
+    its Telegram chat naming the deal, the client's number and both managers; not the shared chat's."""
+    simulator, _ = world
+    paid = simulator.add_deal(_complete({"stage_id": 5, "title": "Блокноты", "value": 9000, "currency": "UAH"}))
+    simulator.update_deal(paid, {"status": "won"})
+    assert wait_for(lambda: len(telegram.texts(CARE_CHAT)) == 1)
+    (text,) = telegram.texts(CARE_CHAT)
+    care = simulator.deals[paid]["custom_fields"][KEYS["care"]]
+    assert text == (
+        "Новый клиент отдела заботы: Блокноты — 9000 UAH. Номер клиента: +7 900 000-00-00. "
+        f"Менеджер заботы: {care}, менеджер по продажам: 10002."
+    )
+    assert all(not t.startswith("Новый клиент") for t in telegram.texts(SHARED_CHAT))
 
 
 def test_payment_is_posted_to_the_shared_chat_with_the_client_number(world, telegram) -> None:  # type: ignore[no-untyped-def]

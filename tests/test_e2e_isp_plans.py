@@ -124,3 +124,64 @@ def _report(sim: Bitrix24Simulator, title: str, user: str) -> str:
     (task,) = [t for t in sim.tasks.values() if t["TITLE"].startswith(title)]
     assert task["RESPONSIBLE_ID"] == user
     return str(task["DESCRIPTION"])
+
+
+def test_month_conversion_per_territory_the_captain_wrote_on_the_deal(world) -> None:  # type: ignore[no-untyped-def]
+    """S000.33: the conversion per territory. The captain rule writes the matched territory's
+    name on the application; the management's month has a row per territory (no plan; none is loaded here)."""
+    sim, rt, clock = world
+    clock.set(3, 11, 10)
+    sovetsky = [
+        sim.add_deal(
+            {
+                "TITLE": f"Заявка С-{n}",
+                "CATEGORY_ID": "1",
+                "STAGE_ID": "C1:NEW",
+                "UF_CRM_AGENT": "41",
+                "UF_CRM_ADDRESS": f"Казань, Советский район, ул. Академика Сахарова, {n + 1}",
+            }
+        )  # fmt: skip
+        for n in range(3)
+    ]
+    zelenodolsk = [
+        sim.add_deal(
+            {
+                "TITLE": f"Заявка З-{n}",
+                "CATEGORY_ID": "1",
+                "STAGE_ID": "C1:NEW",
+                "UF_CRM_AGENT": "42",
+                "UF_CRM_ADDRESS": f"Зеленодольск, ул. Ленина, {n + 1}",
+            }
+        )  # fmt: skip
+        for n in range(2)
+    ]
+    nowhere = _application(sim, "42", 9)  # no address: the fallback captain, no territory
+    settle(rt, clock, [sim.webhooks])
+    assert {sim.deals[d]["UF_CRM_TERRITORY"] for d in sovetsky} == {"Казань, Советский"}
+    assert {sim.deals[d]["ASSIGNED_BY_ID"] for d in sovetsky} == {"17"}
+    assert {sim.deals[d]["UF_CRM_TERRITORY"] for d in zelenodolsk} == {"Зеленодольск"}
+    assert not sim.deals[nowhere].get("UF_CRM_TERRITORY")
+    clock.set(4, 11, 12)
+    for deal in [*sovetsky[:2], zelenodolsk[0]]:
+        sim.update_deal(deal, {"STAGE_ID": "C1:ROUTE", "UF_CRM_TECH_RESULT": "Есть"})
+    settle(rt, clock, [sim.webhooks])
+    clock.set(6, 11, 15)
+    sim.update_deal(sovetsky[0], {"STAGE_ID": "C1:WON"})
+    settle(rt, clock, [sim.webhooks])
+
+    clock.set(4, 12, 9)
+    assert rt.run_report("isp-monthly-to-management") == 1
+    _dispatch(rt)
+    month = _report(sim, "Отчёт руководству за 2026-11", "3")
+    lines = {line.split(":")[0]: line for line in month.splitlines()}
+    sov = lines["UF_CRM_TERRITORY Казань, Советский"]
+    assert "Заявки —/3;" in sov and "Есть техвозможность —/2;" in sov and "Подключено из заявок —/1;" in sov
+    assert "Заявка → техвозможность —/66.7; Техвозможность → подключение —/50;" in sov
+    zel = lines["UF_CRM_TERRITORY Зеленодольск"]
+    assert "Заявки —/2;" in zel and "Заявка → техвозможность —/50; Техвозможность → подключение —/0;" in zel
+    assert "Заявки —/1;" in lines["UF_CRM_TERRITORY —"]  # the application no territory matched
+    # After the teams and before the total, which still counts everyone.
+    assert month.index("team supervisor-7") < month.index("UF_CRM_TERRITORY") < month.index("total: Заявки —/6;")
+    text = Path("reports/isp-monthly-to-management-2026-11.csv").read_text(encoding="utf-8")
+    kept = list(csv.DictReader(text.splitlines()))
+    assert {r["name"] for r in kept if r["scope"] == "group"} == {"Казань, Советский", "Зеленодольск", "—"}

@@ -51,6 +51,7 @@ def world(db_url: str) -> Iterator[tuple[PipedriveSimulator, SimulatorServer, Ru
         "PD_WEBHOOK_PASSWORD": "hook-password",
         "TG_BOT_TOKEN": "7012345678:AAH-day-report-0123456789abcdef",
         "TG_SHARED_CHAT_ID": "-1001234567890",
+        "TG_CARE_CHAT_ID": "-1001234567891",
     }
     rt = Runtime(load_config_text(text, environ), clock=clock)
     try:
@@ -127,3 +128,29 @@ def test_evening_report_in_the_seed_format_and_a_missing_one_named_to_the_head(w
     note = missed[10020]["note"]
     assert "user 10032 (sales)" in note and "Отчёт за день сдан 1/0 (0%)" in note
     assert "user 10031" not in note  # sent, and no other plan was set for the day
+
+
+def test_on_an_event_day_the_evening_report_comes_at_the_end_of_the_shift(world) -> None:  # type: ignore[no-untyped-def]
+    """S002.3: on an online-event day the team works 15:00–23:00 (the calendar's `days:`); the
+    evening report waits for 23:00 and counts the calls made after 19:00."""
+    simulator, server, rt, clock = world
+    clock.now = datetime(2026, 12, 10, 16, tzinfo=KYIV)  # the example's event day, a Thursday
+    _call(server, 10031)
+    clock.now = datetime(2026, 12, 10, 19, tzinfo=KYIV)
+    assert rt.run_report("pd-day-report") == 0  # the shift runs until 23:00
+    assert rt.run_report("pd-day-summary") == 0
+    clock.now = datetime(2026, 12, 10, 21, tzinfo=KYIV)
+    _call(server, 10031)
+    _call(server, 10032)
+    clock.now = datetime(2026, 12, 10, 23, tzinfo=KYIV)
+    assert rt.run_report("pd-day-report") == 2
+    assert rt.run_report("pd-day-summary") == 1
+    _dispatch(rt)
+    mine = _reports(simulator, "Отчёт за день")
+    assert mine[10031]["due_date"] == "2026-12-10" and mine[10031]["due_time"] == "21:00"  # 23:00 Kyiv, in UTC
+    assert "✅Кол-во дозвонов – 2 шт." in mine[10031]["note"].replace("<br>", "\n")
+    assert "✅Кол-во дозвонов – 1 шт." in mine[10032]["note"].replace("<br>", "\n")
+
+    # The next, ordinary day's report comes at 19:00 again.
+    clock.now = datetime(2026, 12, 11, 19, tzinfo=KYIV)
+    assert rt.run_report("pd-day-report") == 2

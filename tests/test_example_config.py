@@ -46,6 +46,7 @@ def test_examples_are_valid() -> None:
         "PD_WEBHOOK_PASSWORD": "example-hook-password",
         "TG_BOT_TOKEN": "7012345678:AAH-example-token-0123456789",
         "TG_SHARED_CHAT_ID": "-1001234567890",
+        "TG_CARE_CHAT_ID": "-1001234567891",
     }
     for path in sorted((ROOT / "examples").glob("*.yaml")):
         assert load_config(path, env).rules, path

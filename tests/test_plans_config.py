@@ -97,6 +97,8 @@ def test_check_catches_a_report_without_a_recipient() -> None:
         ("by: 5", "current: true", None),
         ("by: 5", "by: 5\n    current: true", "c.yaml:20: reports[0].by: a report on the running period is due on"),
         ("to: head", "to: head\n    targets: {calls: 40}", None),
+        ("to: head", "to: head\n    calendar: default", None),
+        ("to: head", "to: head\n    calendar: shifts", "c.yaml:22: reports[0].calendar: no calendar named 'shifts'"),
         ("to: head", "to: head\n    targets: {visits: 1}", "c.yaml:22: reports[0].targets: visits: not among the"),
         ("to: head", "to: head\n    text: '{{ rows[0].cells.calls.fact }}'", None),
         ("to: head", "to: head\n    text: '{{ rows[0].cells.visits.fact }}'", "c.yaml:22: reports[0].text: cannot"),

@@ -407,6 +407,8 @@ def _step_names(step: ActionSpec) -> Iterator[tuple[tuple[str | int, ...], str, 
                 yield (key,), "field", getattr(step, key)
     elif isinstance(step, (AssignCaptain, AssignSpec)):
         yield ("field",), "field", step.field
+        if isinstance(step, AssignCaptain) and step.territory_field:
+            yield ("territory_field",), "field", step.territory_field
     for sub, template in step_templates(step):
         for name in _deal_fields_named(template):
             yield sub, "field", name

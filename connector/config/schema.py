@@ -24,7 +24,7 @@ from rules.deadlines import DeadlineDef
 from rules.duplicates import FindDuplicatesSpec
 from rules.indicators import Indicator
 from rules.model import Rule
-from rules.org import Org
+from rules.org import Org, unknown_calendar
 from rules.org_checks import calendar_set_of, org_problems
 from rules.org_schema import NamedCalendarSchema, OrgSchema
 from rules.planning_schema import IndicatorsField, history_problem, report_problems
@@ -442,6 +442,9 @@ def validate_raw(raw: RawConfig, source: str) -> Config:
     calendar_names = calendars.names if calendars is not None else frozenset(raw.data.get("calendars") or {})
     for path, message in recurring_problems(recurring, org, calendar_names | {"default"}, named):
         add([message], path)
+    for i, report in reports:
+        if report.calendar is not None and report.calendar not in calendar_names | {"default"}:
+            add({"calendar": [unknown_calendar(report.calendar, calendar_names)]}, ("reports", i))
     for i, item in recurring:
         problem = _cannot_write(item.crm, CreateTask, known, named) if item.crm in named else None
         if problem:

@@ -1,9 +1,10 @@
 """``connector sandbox``: a stand-in for the three CRMs, to try a config before a real portal.
 
 It starts the Bitrix24, Pipedrive and 1C simulators on fixed local ports with the people,
-pipelines, fields and documents that config.example.yaml and examples/ refer to (user ids
-1, 5, 7, 8, 9, 17, 19, 23 and 31 exist; the address field is ``UF_CRM_ADDRESS``), points their
-webhooks at the connector, and prints the environment variables the configs read.
+pipelines, fields and documents that config.example.yaml and examples/ refer to (the users,
+stages and deal fields each example names; the address field is ``UF_CRM_ADDRESS``), starts a
+Telegram Bot API stand-in with the chats the examples post to, points the CRMs' webhooks at the
+connector, and prints the environment variables the configs read.
 """
 
 from __future__ import annotations
@@ -20,12 +21,16 @@ from simulators.faults import FaultKnobs
 from simulators.onec.simulator import OneCSimulator, seed_demo
 from simulators.pipedrive import PipedriveSimulator
 from simulators.server import SimulatorServer
+from simulators.telegram import TelegramSimulator
 
 B24_APP_TOKEN = "sandbox-app-token"
 PD_API_TOKEN = "sandbox-api-token"
 PD_WEBHOOK_USER = "connector"
 PD_WEBHOOK_PASSWORD = "sandbox-hook-password"
 ONEC_USER, ONEC_PASSWORD = "Интеграция", "sandbox-password"
+TG_BOT_TOKEN = "7000000000:AAH-sandbox-token-0123456789abcdef"
+# The Telegram chats the examples post to, by the variable that names each.
+TG_CHATS = {"TG_SHARED_CHAT_ID": "-1001000000001", "TG_CARE_CHAT_ID": "-1001000000002"}
 
 # Bitrix24 employees: the ids config.example.yaml and examples/ name get these people.
 B24_PEOPLE = {
@@ -39,7 +44,35 @@ B24_PEOPLE = {
     19: ("Олег", "Смирнов", "Капитан: Вахитовский район"),
     23: ("Анна", "Кузнецова", "Сервис-инженер"),
     31: ("Рустам", "Галиев", "Капитан: 4201xx"),
+    3: ("Андрей", "Соколов", "Директор"),
+    6: ("Светлана", "Григорьева", "Ассистент менеджеров"),
+    18: ("Кирилл", "Яковлев", "Менеджер по продажам"),
+    20: ("Вера", "Полякова", "Аккаунт-менеджер"),
+    21: ("Дарья", "Морозова", "Отдел заботы"),
+    22: ("Никита", "Волков", "Отдел заботы"),
+    29: ("Айдар", "Хасанов", "Капитан: Приволжский район"),
+    37: ("Игорь", "Фёдоров", "Капитан: Зеленодольск"),
+    41: ("Алина", "Сафина", "Агент"),
+    42: ("Тимур", "Исмагилов", "Агент"),
+    43: ("Марина", "Ершова", "Агент"),
 }
+# Bitrix24 deal stages the examples use besides the portal's defaults: (pipeline, stage, name, semantics).
+B24_STAGES = (
+    ("1", "C1:ROUTE", "Трасса и кабель", None),
+    ("1", "C1:ENGINEERS", "Передано сервис-инженерам", None),
+    ("1", "C1:VISIT", "Выезд", None),
+    ("2", "C2:NEW", "Реестр клиентов", None),
+    ("2", "C2:COLD", "Холодный звонок", None),
+    ("2", "C2:LPR", "ЛПР найден", None),
+    ("2", "C2:MEETING_SET", "Встреча назначена", None),
+    ("2", "C2:PROPOSAL", "КП отправлено", None),
+    ("2", "C2:MEETING", "Встреча проведена", None),
+    ("2", "C2:PLAN", "План развития клиента", None),
+    ("2", "C2:TENDER", "Тендер", None),
+    ("2", "C2:CONTRACT", "Договор подготовлен", None),
+    ("2", "C2:WON", "Договор подписан", "S"),
+    ("2", "C2:LOSE", "Отказ", "F"),
+)
 # Deal user fields config.example.yaml and examples/ read or write, as declared in the portal's settings.
 B24_DEAL_FIELDS = {
     "UF_CRM_ADDRESS": "Адрес подключения",
@@ -86,6 +119,29 @@ B24_DEAL_FIELDS = {
     "UF_CRM_STATUS_ASKED_AT": "Время вопроса о статусе",
     "UF_CRM_STATUS_ANSWERED": "Ответ о статусе дан",
     "UF_CRM_STATUS_ANSWERED_AT": "Время ответа о статусе",
+    "UF_CRM_TERRITORY": "Территория",
+    "UF_CRM_PRODUCTION_DUE": "Срок производства",
+    "UF_CRM_DUPLICATES": "Дубли",
+    "UF_CRM_SUPPLIER_INVOICE": "Счёт поставщика",
+    "UF_CRM_UPD_SIGNED": "УПД подписан",
+    "UF_CRM_LPR_NAME": "ЛПР",
+    "UF_CRM_LPR_PHONE": "Телефон ЛПР",
+    "UF_CRM_CONTRACT": "Договор",
+    "UF_CRM_PROPOSAL_SENT": "КП отправлено",
+    "UF_CRM_PROTOCOL": "Протокол встречи",
+}
+# Pipedrive users the examples name, by id: the head of sales, the sales managers, customer care.
+PIPEDRIVE_STAFF = {20: "Оксана Бондаренко", 21: "Дарья Мельник", 22: "Никита Ткаченко", 31: "Олег Шевченко",
+                   32: "Ирина Коваленко"}  # fmt: skip
+# Pipedrive custom deal fields of examples/b2b-sales-pipedrive.yaml, with the keys it names.
+PIPEDRIVE_DEAL_FIELDS = {
+    "a" * 36 + "0001": "Должность",
+    "a" * 36 + "0002": "Телефон",
+    "a" * 36 + "0003": "E-mail",
+    "a" * 36 + "0004": "Город доставки",
+    "a" * 36 + "0005": "Менеджер отдела заботы",
+    "a" * 36 + "0006": "Новая продажа (отдел заботы)",
+    "a" * 36 + "0007": "Сотрудничество в будущем",
 }
 PIPEDRIVE_PEOPLE = ("Мария Соколова", "Денис Волков", "Ирина Морозова", "Алексей Никитин")
 SAMPLE_DEALS = (
@@ -107,6 +163,7 @@ class SandboxOptions:
     bitrix24_port: int = 8081
     pipedrive_port: int = 8082
     onec_port: int = 8083
+    telegram_port: int = 8084
     connector_url: str = "http://127.0.0.1:8080"
     sample_deals: bool = False
     error_rate: float = 0.0
@@ -149,19 +206,31 @@ class Sandbox:
             self.bitrix24.add_user(name, last_name, position=position, user_id=str(user_id))
         for field, label in B24_DEAL_FIELDS.items():
             self.bitrix24.add_deal_user_field(field, label)
+        for category, stage, stage_name, semantics in B24_STAGES:
+            self.bitrix24.add_stage(category, stage, stage_name, semantics)
         self.pipedrive = PipedriveSimulator(api_token=PD_API_TOKEN, company_domain="sandbox")
         self.pipedrive.faults = options.faults()
         for person in PIPEDRIVE_PEOPLE:
             self.pipedrive.add_user(person)
+        for uid, person in PIPEDRIVE_STAFF.items():
+            self.pipedrive.add_user(person, user_id=uid)
+        for key, label in PIPEDRIVE_DEAL_FIELDS.items():
+            self.pipedrive.add_deal_field(label, key=key)
         self.pipedrive.add_webhook(
             f"{hooks}/hooks/pipedrive/pd", http_auth_user=PD_WEBHOOK_USER, http_auth_password=PD_WEBHOOK_PASSWORD
         )
         self.onec = OneCSimulator(users={ONEC_USER: ONEC_PASSWORD}, faults=options.faults())
         seed_demo(self.onec)
+        self.telegram = TelegramSimulator(TG_BOT_TOKEN, chats=tuple(TG_CHATS.values()), faults=options.faults())
         self._servers: list[SimulatorServer] = []
         self.env: dict[str, str] = {}
 
-    def _serve(self, simulator: Bitrix24Simulator | PipedriveSimulator | OneCSimulator, port: int, flag: str) -> str:
+    def _serve(
+        self,
+        simulator: Bitrix24Simulator | PipedriveSimulator | OneCSimulator | TelegramSimulator,
+        port: int,
+        flag: str,
+    ) -> str:
         try:
             if port:
                 # werkzeug would print its own two lines and exit; say it in one, with the flag.
@@ -183,6 +252,7 @@ class Sandbox:
         b24 = self._serve(self.bitrix24, o.bitrix24_port, "--bitrix24-port")
         pd = self._serve(self.pipedrive, o.pipedrive_port, "--pipedrive-port")
         onec = self._serve(self.onec, o.onec_port, "--onec-port")
+        telegram = self._serve(self.telegram, o.telegram_port, "--telegram-port")
         if o.sample_deals:
             for title, address in SAMPLE_DEALS:
                 self.bitrix24.add_deal(
@@ -198,6 +268,9 @@ class Sandbox:
             "ONEC_URL": f"{onec}{self.onec.base_path}/",
             "ONEC_USER": ONEC_USER,
             "ONEC_PASSWORD": ONEC_PASSWORD,
+            "TG_API_URL": telegram,
+            "TG_BOT_TOKEN": TG_BOT_TOKEN,
+            **TG_CHATS,
         }
         return self.env
 
@@ -206,7 +279,7 @@ class Sandbox:
         for server in self._servers:
             server.stop()
         self._servers.clear()
-        for simulator in (self.bitrix24, self.pipedrive, self.onec):
+        for simulator in (self.bitrix24, self.pipedrive, self.onec, self.telegram):
             simulator.close()
 
 

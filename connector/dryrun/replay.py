@@ -160,10 +160,16 @@ class Replay:
             end = until or last
             if end is not None:
                 self._fire_due(end)
-        if self.config.reports:
+        plain = [r.name for r in self.config.reports if not r.indicators]
+        planned = [r.name for r in self.config.reports if r.indicators]
+        if plain:
             self.result.not_simulated.append(
-                f"reports ({', '.join(r.name for r in self.config.reports)}): their figures come from the "
-                "connector's own records of past days"
+                f"reports ({', '.join(plain)}): their figures come from the connector's own records of past days"
+            )
+        if planned:
+            self.result.not_simulated.append(
+                f"plan-vs-fact reports ({', '.join(planned)}): their figures are read from the CRM when they "
+                "run, against the plans loaded into the database"
             )
         return self.result
 

@@ -39,13 +39,12 @@ def _recipients(report: ReportDef, teams: Teams) -> str:
     return f"user {to}"
 
 
-def report_occurrences(
-    config: Config, calendar: WorkCalendar, start: datetime, end: datetime
-) -> list[ReportOccurrence]:
+def report_occurrences(config: Config, default: WorkCalendar, start: datetime, end: datetime) -> list[ReportOccurrence]:
     """Every report occurrence due between ``start`` and ``end``."""
     out: list[ReportOccurrence] = []
-    first, last = start.astimezone(calendar.tz).date(), end.astimezone(calendar.tz).date()
     for report in config.reports:
+        calendar = config.calendars.get(report.calendar) if report.calendar and config.calendars else default
+        first, last = start.astimezone(calendar.tz).date(), end.astimezone(calendar.tz).date()
         to = _recipients(report, config.teams_for(report.crm))
         if not report.indicators:
             trigger = CronTrigger.from_crontab(report.schedule, timezone=calendar.tz)
