@@ -41,7 +41,7 @@ def world(
     simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50, clock=clock)
     for i in range(1, 24):  # users 1 … 23: the example's CEO, head, team leads and managers
         simulator.add_user(f"User {i}")
-    for name in ("UF_CRM_NONSTANDARD_AT", "UF_CRM_CLIENT_KIND"):
+    for name in ("UF_CRM_NONSTANDARD_AT", "UF_CRM_CLIENT_KIND", "UF_CRM_PILOT_STARTED_AT"):
         simulator.add_deal_user_field(name)
     server: SimulatorServer = simulator.serve()
     monkeypatch.setenv("B24_WEBHOOK_URL", server.base_url + simulator.webhook_base)
@@ -183,3 +183,33 @@ def test_planned_activities_short_of_the_day_plan_give_the_manager_a_task_at_the
     assert task["DESCRIPTION"].startswith(
         "План дня / запланировано в CRM:\nuser 12 (group-1): Холодные звонки 3/2 (67%); Встречи 1/1 (100%)\n"
     )
+
+
+def test_pilots_count_in_the_month_their_pilot_started_won_or_not(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt, clock = world
+    pilot = {"CATEGORY_ID": "2", "STAGE_ID": "C2:PLAN"}
+    # Manager 22: E's pilot starts on 16 March and is still running at the report; F's pilot
+    # started in February and F is won in March (a February pilot, not March's).
+    e = simulator.add_deal({"TITLE": "E", "ASSIGNED_BY_ID": "22", "OPPORTUNITY": "300000"} | pilot)
+    f = simulator.add_deal({"TITLE": "F", "ASSIGNED_BY_ID": "22", "OPPORTUNITY": "50000"} | pilot)
+    simulator.update_deal(f, {"UF_CRM_PILOT_STARTED_AT": "2026-02-10"})
+    clock.now = datetime(2026, 3, 16, 9, tzinfo=UTC)
+    simulator.update_deal(e, {"UF_CRM_PILOT_STARTED_AT": "2026-03-16"})
+    # Manager 13: G's pilot starts on 25 March and G is won on the 30th.
+    g = simulator.add_deal({"TITLE": "G", "ASSIGNED_BY_ID": "13", "OPPORTUNITY": "100000"} | pilot)
+    clock.now = datetime(2026, 3, 25, 9, tzinfo=UTC)
+    simulator.update_deal(g, {"UF_CRM_PILOT_STARTED_AT": "2026-03-25"})
+    clock.now = datetime(2026, 3, 30, 9, tzinfo=UTC)
+    simulator.update_deal(f, {"STAGE_ID": "C2:WON"})
+    simulator.update_deal(g, {"STAGE_ID": "C2:WON"})
+
+    clock.now = datetime(2026, 4, 3, 6, tzinfo=UTC)
+    assert rt.run_report("monthly-to-ceo") == 1
+    with open(Path("reports") / "monthly-to-ceo-2026-03.csv", encoding="utf-8") as fh:
+        facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(fh)}
+    got = {(who, name): facts[(who, name)] for who in ("13", "22", "all") for name in ("pilots", "pilots_sum")}
+    assert got == {
+        ("13", "pilots"): "1", ("13", "pilots_sum"): "100000",
+        ("22", "pilots"): "1", ("22", "pilots_sum"): "300000",
+        ("all", "pilots"): "2", ("all", "pilots_sum"): "400000",
+    }  # fmt: skip

@@ -133,6 +133,29 @@ CASES = [
     ),
     ("ladder-call-lpr", "C2:PROPOSAL", {}, []),
     (
+        "ladder-lpr-call-outcome",
+        "C2:LPR>C2:PROPOSAL",
+        {},
+        [
+            ("move", "C2:LPR"),
+            ("comment", "Сделка возвращена на этап C2:LPR: не зап"),
+            ("task", "Записать итог звонка ЛПР: ООО Ромашка", "11", "2026-03-05 11:00"),
+        ],
+    ),
+    (
+        "ladder-lpr-call-outcome",
+        "C2:LPR>C2:MEETING_SET",
+        {},
+        [
+            ("move", "C2:LPR"),
+            ("comment", "Сделка возвращена на этап C2:LPR: не зап"),
+            ("task", "Записать итог звонка ЛПР: ООО Ромашка", "11", "2026-03-05 11:00"),
+        ],
+    ),
+    ("ladder-lpr-call-outcome", "C2:LPR>C2:PROPOSAL", {"UF_CRM_LPR_CALL_RESULT": "refused"}, []),
+    ("ladder-lpr-call-outcome", "C2:LPR>C2:MEETING_SET", {"UF_CRM_LPR_CALL_RESULT": "agreed"}, []),
+    ("ladder-lpr-call-outcome", "C2:COLD>C2:LPR", {}, []),  # the call to the decision maker is still ahead
+    (
         "ladder-won-without-contract",
         "C2:PLAN>C2:WON",
         {"UF_CRM_PROTOCOL": "x"},
