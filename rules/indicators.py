@@ -9,6 +9,8 @@ deals) for a set of people and a period:
   {average: UF_CRM_SCORE, of: won_deals}          the mean of a numeric field (records without it skipped)
   {count: new_deals} / {count: lost_deals}        deals created / lost in the period
   {count: open_deals, where: {stage: PROPOSAL}}   deals open now (at the end of the period)
+  {count: open_at_start}                          deals open when the period began (created before
+                                                  it, and open now or closed since its start)
   {ratio: [meetings, calls]}                      one indicator as a percentage of another
   {average_days: [created_at, at], of: won_deals} days between two moments of each deal
   {average_hours: [A_AT, B_AT], of: deals, at: B_AT}  hours between them (reaction times), for
@@ -43,7 +45,17 @@ from typing import Any
 from domain.facts import Fact
 from rules.periods import Period
 
-SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries", "deals", "breaches")
+SETS = (
+    "activities",
+    "new_deals",
+    "won_deals",
+    "lost_deals",
+    "open_deals",
+    "open_at_start",
+    "stage_entries",
+    "deals",
+    "breaches",
+)
 KINDS = ("count", "sum", "average", "ratio", "average_days", "average_hours", "stage_days", "followed", "cycles")
 # Seconds in the unit an average of spans is given in.
 UNIT_SECONDS = {"average_days": 86400, "average_hours": 3600}
@@ -123,7 +135,7 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
     at = str(spec.get("at") or "")
     if of == "deals" and not at:
         raise IndicatorError("deals are placed in a period by a date field: give at: FIELD", "count")
-    if at and of in ("open_deals", "stage_entries"):
+    if at and of in ("open_deals", "open_at_start", "stage_entries"):
         raise IndicatorError(f"at: does not apply to {of}", "at")
     distinct = str(spec.get("distinct") or "")
     if distinct and how != "count":
@@ -196,6 +208,8 @@ def _selected(ind: Indicator, facts: Iterable[Fact], period: Period | None, tz: 
             ok = f.kind == "deal" and _in(moment, period, tz)
         elif ind.of == "open_deals":
             ok = f.kind == "deal" and f.status == "open"
+        elif ind.of == "open_at_start":
+            ok = f.kind == "deal" and period is not None and _open_at_start(f, period, tz)
         elif ind.of == "stage_entries":
             ok = f.kind == "stage" and _in(moment, period, tz)
         elif ind.of == "breaches":
@@ -205,6 +219,16 @@ def _selected(ind: Indicator, facts: Iterable[Fact], period: Period | None, tz: 
         if ok and all(str(f.get(k)) in values for k, values in ind.where.items()):
             chosen.append(f)
     return chosen
+
+
+def _open_at_start(deal: Fact, period: Period, tz: Any) -> bool:
+    """Whether the deal was open when ``period`` began: created before it and not closed before
+    it. The deals read are those changed since the period's start and those open now, so every
+    deal open then is among them (one closed since has changed since)."""
+    start = datetime.combine(period.first, time(), tzinfo=tz)
+    if deal.created_at is None or deal.created_at >= start:
+        return False
+    return deal.status == "open" or (deal.at is not None and deal.at >= start)
 
 
 def _moment(value: Any) -> datetime | None:

@@ -187,7 +187,7 @@ def test_planned_activities_short_of_the_day_plan_give_the_manager_a_task_at_the
 
 def test_pilots_count_in_the_month_their_pilot_started_won_or_not(world) -> None:  # type: ignore[no-untyped-def]
     simulator, rt, clock = world
-    pilot = {"CATEGORY_ID": "2", "STAGE_ID": "C2:PLAN"}
+    pilot = {"CATEGORY_ID": "0", "STAGE_ID": "EXECUTING"}  # the simulator's own pipeline: WON is won
     # Manager 22: E's pilot starts on 16 March and is still running at the report; F's pilot
     # started in February and F is won in March (a February pilot, not March's).
     e = simulator.add_deal({"TITLE": "E", "ASSIGNED_BY_ID": "22", "OPPORTUNITY": "300000"} | pilot)
@@ -200,8 +200,8 @@ def test_pilots_count_in_the_month_their_pilot_started_won_or_not(world) -> None
     clock.now = datetime(2026, 3, 25, 9, tzinfo=UTC)
     simulator.update_deal(g, {"UF_CRM_PILOT_STARTED_AT": "2026-03-25"})
     clock.now = datetime(2026, 3, 30, 9, tzinfo=UTC)
-    simulator.update_deal(f, {"STAGE_ID": "C2:WON"})
-    simulator.update_deal(g, {"STAGE_ID": "C2:WON"})
+    simulator.update_deal(f, {"STAGE_ID": "WON"})
+    simulator.update_deal(g, {"STAGE_ID": "WON"})
 
     clock.now = datetime(2026, 4, 3, 6, tzinfo=UTC)
     assert rt.run_report("monthly-to-ceo") == 1
@@ -213,3 +213,37 @@ def test_pilots_count_in_the_month_their_pilot_started_won_or_not(world) -> None
         ("22", "pilots"): "1", ("22", "pilots_sum"): "300000",
         ("all", "pilots"): "2", ("all", "pilots_sum"): "400000",
     }  # fmt: skip
+
+
+def test_lost_clients_are_a_share_of_the_clients_the_quarter_began_with(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt, clock = world
+    current = {"CATEGORY_ID": "0", "STAGE_ID": "EXECUTING", "UF_CRM_CLIENT_KIND": "current", "ASSIGNED_BY_ID": "11"}
+    # In December: companies 5 (two deals), 6, 7 and 8 are current clients in work; company 9's
+    # deal is lost before the quarter.
+    clock.now = datetime(2025, 12, 15, 9, tzinfo=UTC)
+    simulator.add_deal({"TITLE": "K1", "COMPANY_ID": "5"} | current)
+    simulator.add_deal({"TITLE": "K1b", "COMPANY_ID": "5"} | current)
+    k2 = simulator.add_deal({"TITLE": "K2", "COMPANY_ID": "6"} | current)
+    simulator.add_deal({"TITLE": "K3", "COMPANY_ID": "7"} | current)
+    k4 = simulator.add_deal({"TITLE": "K4", "COMPANY_ID": "8"} | current)
+    k5 = simulator.add_deal({"TITLE": "K5", "COMPANY_ID": "9"} | current)
+    clock.now = datetime(2025, 12, 20, 9, tzinfo=UTC)
+    simulator.update_deal(k5, {"STAGE_ID": "LOSE"})
+    # In the quarter: company 6 is lost; company 10 becomes a client and is lost too.
+    clock.now = datetime(2026, 2, 25, 9, tzinfo=UTC)
+    simulator.update_deal(k2, {"STAGE_ID": "LOSE"})
+    k6 = simulator.add_deal({"TITLE": "K6", "COMPANY_ID": "10"} | current)
+    clock.now = datetime(2026, 3, 5, 9, tzinfo=UTC)
+    simulator.update_deal(k6, {"STAGE_ID": "LOSE"})
+    # After the quarter, before the report: company 8's deal is won (it was in work all along).
+    clock.now = datetime(2026, 4, 2, 9, tzinfo=UTC)
+    simulator.update_deal(k4, {"STAGE_ID": "WON"})
+
+    clock.now = datetime(2026, 4, 10, 6, tzinfo=UTC)  # Friday 10 April, 09:00 Moscow: the quarter's report is due
+    assert rt.run_report("quarterly-to-ceo") == 1
+    with open(Path("reports") / "quarterly-to-ceo-2026-Q1.csv", encoding="utf-8") as fh:
+        facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(fh)}
+    # Began with companies 5, 6, 7 and 8; lost 6 and 10: 2 of 4. (Over the clients in work when
+    # the report runs, 5 and 7, it would be 100 %.)
+    assert facts[("11", "lost_clients_share")] == "50"
+    assert facts[("all", "lost_clients_share")] == "50"

@@ -315,6 +315,36 @@ def test_deals_followed_step_by_step_and_placed_by_a_date_field(
     assert figure(STEP_INDICATORS[indicator], facts, march, CAL.tz, STEP_INDICATORS) == expected
 
 
+def test_deals_open_at_the_start_of_a_period_and_a_share_lost_of_them() -> None:
+    facts = [
+        Fact("deal", "c1", "11", status="open", created_at=_at(1, month=2), fields={"COMPANY": "5"}),
+        Fact("deal", "c2", "11", status="open", created_at=_at(2, month=2), fields={"COMPANY": "5"}),  # 5 again
+        Fact("deal", "c3", "11", status="lost", at=_at(10), created_at=_at(1, month=2), fields={"COMPANY": "6"}),
+        Fact("deal", "c4", "12", status="lost", at=_at(20), created_at=_at(5), fields={"COMPANY": "7"}),  # new in March
+        Fact(
+            "deal", "c5", "12", status="lost", at=_at(20, month=2), created_at=_at(2, month=1), fields={"COMPANY": "8"}
+        ),
+        Fact("deal", "c6", "12", status="won", at=_at(2, month=4), created_at=_at(3, month=1), fields={"COMPANY": "9"}),
+        Fact(
+            "deal", "c7", "12", status="open", created_at=datetime(2026, 2, 28, 21, 30, tzinfo=UTC)
+        ),  # 1 March, Moscow
+    ]
+    indicators = {
+        name: parse_indicator(name, spec)
+        for name, spec in {
+            "at_start": {"count": "open_at_start", "distinct": "COMPANY"},
+            "lost": {"count": "lost_deals", "distinct": "COMPANY"},
+            "lost_share": {"ratio": ["lost", "at_start"]},
+        }.items()
+    }
+    march = parse_period("2026-03")
+    # Companies 5, 6 and 9 were in work on 1 March; 7 and c7 came later, 8 was lost before.
+    assert figure(indicators["at_start"], facts, march, CAL.tz, indicators) == 3
+    assert figure(indicators["lost_share"], facts, march, CAL.tz, indicators) == Decimal("66.7")
+    with pytest.raises(IndicatorError, match="at: does not apply to open_at_start"):
+        parse_indicator("x", {"count": "open_at_start", "at": "CLOSEDATE"})
+
+
 def test_distinct_counts_each_value_once_and_each_record_without_one_alone() -> None:
     facts = [
         Fact("deal", "d1", "11", status="open", fields={"COMPANY": "5"}),
