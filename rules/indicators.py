@@ -27,7 +27,9 @@ deals) for a set of people and a period:
   {cycles: [calls, meetings]}                     per deal, how many times the first was followed
                                                   by the second; the mean over the period's deals
 
-``where`` holds field → value (or a list of values) on the record's fields; ``type`` an
+``where`` holds field → value (or a list of values) on the record's fields, and on activities
+and stage entries ``deal.FIELD`` a field of the deal the record belongs to (calls to new
+clients: ``where: {deal.UF_CRM_CLIENT_KIND: new}``; ``with_deals`` joins them); ``type`` an
 activity type or a list of them (as the adapter names it: a CRM's own activity types, custom
 ones included, tell kinds of meetings apart); ``at`` a date field that places a record in a
 period instead of the set's own moment. ``followed`` and ``cycles`` follow each deal through the
@@ -37,7 +39,7 @@ records two count indicators select. Pure: the facts are read by the runtime.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -61,6 +63,8 @@ KINDS = ("count", "sum", "average", "ratio", "average_days", "average_hours", "s
 UNIT_SECONDS = {"average_days": 86400, "average_hours": 3600}
 # Kinds whose two parts are indicators followed deal by deal (counts over records of a deal).
 PER_DEAL = ("followed", "cycles")
+# ``where`` keys naming a field of the record's deal rather than of the record.
+DEAL_PREFIX = "deal."
 
 
 class IndicatorError(ValueError):
@@ -132,6 +136,8 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
     if not isinstance(where, Mapping):
         raise IndicatorError("where is a mapping of field: value (or a list of values)", "where")
     where_sets = {str(k): frozenset(str(x) for x in (v if isinstance(v, list) else [v])) for k, v in where.items()}
+    if any(k.startswith(DEAL_PREFIX) for k in where_sets) and of not in ("activities", "stage_entries"):
+        raise IndicatorError(f"{DEAL_PREFIX}FIELD filters activities and stage_entries by their deal's field", "where")
     at = str(spec.get("at") or "")
     if of == "deals" and not at:
         raise IndicatorError("deals are placed in a period by a date field: give at: FIELD", "count")
@@ -173,6 +179,39 @@ def check_references(indicators: Mapping[str, Indicator], declared: Iterable[str
                     f"{ind.how}: {part!r} is no count of activities or stage_entries (without at:) under indicators"
                 )
     return problems
+
+
+def deal_fields(indicators: Mapping[str, Indicator], names: Iterable[str]) -> frozenset[str]:
+    """The deal fields that the indicators ``names`` (and those they are made of) filter
+    activities or stage entries by (``where: {deal.FIELD: …}``), without the prefix."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in indicators:
+            continue
+        seen.add(name)
+        ind = indicators[name]
+        found |= {k.removeprefix(DEAL_PREFIX) for k in ind.where if k.startswith(DEAL_PREFIX)}
+        if ind.how in ("ratio", *PER_DEAL):
+            todo += list(ind.parts)
+    return frozenset(found)
+
+
+def with_deals(facts: Iterable[Fact], deals: Iterable[Fact], names: Iterable[str]) -> list[Fact]:
+    """``facts`` with each activity's and stage entry's deal fields ``names`` copied in as
+    ``deal.FIELD``, from the deal facts in ``deals``; a record whose deal is not among them
+    (none, or one closed before the deals read) gets none and passes no ``deal.`` filter."""
+    wanted = tuple(names)
+    by_id = {d.id: d for d in deals if d.kind == "deal"}
+    out = []
+    for f in facts:
+        deal = by_id.get(f.deal_id or "") if wanted and f.kind in ("activity", "stage") else None
+        if deal is not None:
+            f = replace(f, fields={**f.fields, **{DEAL_PREFIX + n: deal.fields.get(n) for n in wanted}})
+        out.append(f)
+    return out
 
 
 def _in(moment: datetime | date | None, period: Period | None, tz: Any) -> bool:

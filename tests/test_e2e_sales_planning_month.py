@@ -156,18 +156,25 @@ def test_planned_activities_short_of_the_day_plan_give_the_manager_a_task_at_the
     plans = tmp_path / "day-plans.csv"
     plans.write_text(DAY_PLANS, encoding="utf-8")
     assert load_plans(rt.store, plans, rt.config, clock.now).added == 4
+    # The managers' deals in work: new clients' (cold calls) and a current client's.
+    new = {"CATEGORY_ID": "2", "STAGE_ID": "C2:COLD", "UF_CRM_CLIENT_KIND": "new"}
+    n11 = simulator.add_deal({"TITLE": "N11", "ASSIGNED_BY_ID": "11"} | new)
+    n12 = simulator.add_deal({"TITLE": "N12", "ASSIGNED_BY_ID": "12"} | new)
+    c12 = simulator.add_deal({"TITLE": "C12", "ASSIGNED_BY_ID": "12", "UF_CRM_CLIENT_KIND": "current"})
     # Manager 11 planned Tuesday 10 March in full: three outgoing calls and a cold meeting.
     for hour in (10, 11, 12):
-        _plan(simulator, "11", f"2026-03-10T{hour}:00:00+03:00", "call")
-    _plan(simulator, "11", "2026-03-10T15:00:00+03:00", "COLD_MEETING")
-    # Manager 12: two outgoing calls, an incoming one (not a cold call), a meeting; a call made
-    # already and one planned for Wednesday do not count.
+        _plan(simulator, "11", f"2026-03-10T{hour}:00:00+03:00", "call", OWNER_ID=n11)
+    _plan(simulator, "11", "2026-03-10T15:00:00+03:00", "COLD_MEETING", OWNER_ID=n11)
+    # Manager 12: two outgoing calls to a new client, an incoming one and an outgoing one to a
+    # current client (no cold calls), a meeting; a call made already and one planned for
+    # Wednesday do not count.
     for hour in (10, 11):
-        _plan(simulator, "12", f"2026-03-10T{hour}:00:00+03:00", "call")
-    _plan(simulator, "12", "2026-03-10T12:00:00+03:00", "call", DIRECTION="1")
-    _plan(simulator, "12", "2026-03-10T14:00:00+03:00", "NEEDS_MEETING")
-    _plan(simulator, "12", "2026-03-11T10:00:00+03:00", "call")
-    _plan(simulator, "12", "2026-03-10T09:30:00+03:00", "call", COMPLETED="Y")
+        _plan(simulator, "12", f"2026-03-10T{hour}:00:00+03:00", "call", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-10T12:00:00+03:00", "call", DIRECTION="1", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-10T13:00:00+03:00", "call", OWNER_ID=c12)
+    _plan(simulator, "12", "2026-03-10T14:00:00+03:00", "NEEDS_MEETING", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-11T10:00:00+03:00", "call", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-10T09:30:00+03:00", "call", COMPLETED="Y", OWNER_ID=n12)
 
     clock.now = datetime(2026, 3, 9, 5, 30, tzinfo=UTC)  # Monday 9 March, a public holiday: no check
     assert rt.run_report("planned-today") == 0

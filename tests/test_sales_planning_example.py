@@ -227,8 +227,11 @@ class FakeFacts(FactSource):
                    fields={"UF_CRM_CLIENT_KIND": "new"})  # fmt: skip
         yield Fact("deal", "2", "21", at=at, created_at=at, status="won", amount=Decimal(2_500_000),
                    fields={"UF_CRM_CLIENT_KIND": "current", "UF_CRM_CROSS_SALE": "Y"})  # fmt: skip
+        yield Fact("deal", "3", "12", created_at=at, status="open", fields={"UF_CRM_CLIENT_KIND": "new"})
         for _ in range(30):
-            yield Fact("activity", "c", "12", at=at, type="call", fields={"DIRECTION": "2"})
+            yield Fact("activity", "c", "12", at=at, type="call", deal_id="3", fields={"DIRECTION": "2"})
+        # An outgoing call to a current client is no cold call.
+        yield Fact("activity", "c", "12", at=at, type="call", deal_id="2", fields={"DIRECTION": "2"})
 
 
 def test_the_monthly_report_to_the_ceo_runs_once_on_the_3rd(cfg: Config, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
