@@ -252,8 +252,9 @@ class FactSource(ABC):
     @abstractmethod
     def read_facts(self, since: datetime, until: datetime) -> Iterator[Fact]:
         """Activities marked done in ``since`` … ``until`` (calls made, meetings held: never
-        ones only planned), deals created, won or lost then, the deals open now, and (with
-        ``stage_history``) the deals' entries into stages then."""
+        ones only planned), deals changed since ``since`` (created, won or lost then or later:
+        the deals open at the window's start are these and the open ones), the deals open now,
+        and (with ``stage_history``) the deals' entries into stages then."""
 
     def read_planned(self, since: datetime, until: datetime) -> Iterator[Fact]:
         """Activities not done yet that are scheduled in ``since`` … ``until`` (``at`` is when),

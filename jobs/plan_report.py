@@ -22,7 +22,7 @@ from domain.errors import AdapterError
 from domain.facts import Fact
 from domain.keys import report_rule, report_task_key
 from rules.calendar import WorkCalendar
-from rules.indicators import Indicator
+from rules.indicators import Indicator, deal_fields, with_deals
 from rules.periods import Period, due_date, last_completed, last_working_day, period_of
 from rules.plan_reports import FILE_COLUMNS, Row, file_rows, missed_by, plan_vs_fact, split_by_recipient, table, to_csv
 from rules.plans import PlanBook, Teams
@@ -90,6 +90,10 @@ def run_plan_report(
         facts = list(read(since, until))
         if any(_uses(indicators, name, "breaches") for name in report.indicators):
             facts += breach_facts(store, report.crm, since, until)
+        if joined := deal_fields(indicators, report.indicators):
+            # Activities planned ahead come without deals: those in work are read with today's facts.
+            deals = list(source.read_facts(since, until)) if report.ahead else facts
+            facts = with_deals(facts, deals, joined)
     except AdapterError as exc:  # the next scheduled run tries again: nothing was delivered
         log.warning(
             "plan report name=%s period=%s: facts not read (%s); retried at its next run", report.name, period, exc

@@ -9,6 +9,8 @@ deals) for a set of people and a period:
   {average: UF_CRM_SCORE, of: won_deals}          the mean of a numeric field (records without it skipped)
   {count: new_deals} / {count: lost_deals}        deals created / lost in the period
   {count: open_deals, where: {stage: PROPOSAL}}   deals open now (at the end of the period)
+  {count: open_at_start}                          deals open when the period began (created before
+                                                  it, and open now or closed since its start)
   {ratio: [meetings, calls]}                      one indicator as a percentage of another
   {average_days: [created_at, at], of: won_deals} days between two moments of each deal
   {average_hours: [A_AT, B_AT], of: deals, at: B_AT}  hours between them (reaction times), for
@@ -25,7 +27,9 @@ deals) for a set of people and a period:
   {cycles: [calls, meetings]}                     per deal, how many times the first was followed
                                                   by the second; the mean over the period's deals
 
-``where`` holds field → value (or a list of values) on the record's fields; ``type`` an
+``where`` holds field → value (or a list of values) on the record's fields, and on activities
+and stage entries ``deal.FIELD`` a field of the deal the record belongs to (calls to new
+clients: ``where: {deal.UF_CRM_CLIENT_KIND: new}``; ``with_deals`` joins them); ``type`` an
 activity type or a list of them (as the adapter names it: a CRM's own activity types, custom
 ones included, tell kinds of meetings apart); ``at`` a date field that places a record in a
 period instead of the set's own moment. ``followed`` and ``cycles`` follow each deal through the
@@ -35,7 +39,7 @@ records two count indicators select. Pure: the facts are read by the runtime.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -43,12 +47,24 @@ from typing import Any
 from domain.facts import Fact
 from rules.periods import Period
 
-SETS = ("activities", "new_deals", "won_deals", "lost_deals", "open_deals", "stage_entries", "deals", "breaches")
+SETS = (
+    "activities",
+    "new_deals",
+    "won_deals",
+    "lost_deals",
+    "open_deals",
+    "open_at_start",
+    "stage_entries",
+    "deals",
+    "breaches",
+)
 KINDS = ("count", "sum", "average", "ratio", "average_days", "average_hours", "stage_days", "followed", "cycles")
 # Seconds in the unit an average of spans is given in.
 UNIT_SECONDS = {"average_days": 86400, "average_hours": 3600}
 # Kinds whose two parts are indicators followed deal by deal (counts over records of a deal).
 PER_DEAL = ("followed", "cycles")
+# ``where`` keys naming a field of the record's deal rather than of the record.
+DEAL_PREFIX = "deal."
 
 
 class IndicatorError(ValueError):
@@ -120,10 +136,12 @@ def parse_indicator(name: str, spec: Any) -> Indicator:
     if not isinstance(where, Mapping):
         raise IndicatorError("where is a mapping of field: value (or a list of values)", "where")
     where_sets = {str(k): frozenset(str(x) for x in (v if isinstance(v, list) else [v])) for k, v in where.items()}
+    if any(k.startswith(DEAL_PREFIX) for k in where_sets) and of not in ("activities", "stage_entries"):
+        raise IndicatorError(f"{DEAL_PREFIX}FIELD filters activities and stage_entries by their deal's field", "where")
     at = str(spec.get("at") or "")
     if of == "deals" and not at:
         raise IndicatorError("deals are placed in a period by a date field: give at: FIELD", "count")
-    if at and of in ("open_deals", "stage_entries"):
+    if at and of in ("open_deals", "open_at_start", "stage_entries"):
         raise IndicatorError(f"at: does not apply to {of}", "at")
     distinct = str(spec.get("distinct") or "")
     if distinct and how != "count":
@@ -163,6 +181,39 @@ def check_references(indicators: Mapping[str, Indicator], declared: Iterable[str
     return problems
 
 
+def deal_fields(indicators: Mapping[str, Indicator], names: Iterable[str]) -> frozenset[str]:
+    """The deal fields that the indicators ``names`` (and those they are made of) filter
+    activities or stage entries by (``where: {deal.FIELD: …}``), without the prefix."""
+    found: set[str] = set()
+    seen: set[str] = set()
+    todo = list(names)
+    while todo:
+        name = todo.pop()
+        if name in seen or name not in indicators:
+            continue
+        seen.add(name)
+        ind = indicators[name]
+        found |= {k.removeprefix(DEAL_PREFIX) for k in ind.where if k.startswith(DEAL_PREFIX)}
+        if ind.how in ("ratio", *PER_DEAL):
+            todo += list(ind.parts)
+    return frozenset(found)
+
+
+def with_deals(facts: Iterable[Fact], deals: Iterable[Fact], names: Iterable[str]) -> list[Fact]:
+    """``facts`` with each activity's and stage entry's deal fields ``names`` copied in as
+    ``deal.FIELD``, from the deal facts in ``deals``; a record whose deal is not among them
+    (none, or one closed before the deals read) gets none and passes no ``deal.`` filter."""
+    wanted = tuple(names)
+    by_id = {d.id: d for d in deals if d.kind == "deal"}
+    out = []
+    for f in facts:
+        deal = by_id.get(f.deal_id or "") if wanted and f.kind in ("activity", "stage") else None
+        if deal is not None:
+            f = replace(f, fields={**f.fields, **{DEAL_PREFIX + n: deal.fields.get(n) for n in wanted}})
+        out.append(f)
+    return out
+
+
 def _in(moment: datetime | date | None, period: Period | None, tz: Any) -> bool:
     """Whether the moment falls in ``period``; with None, whether there is a moment at all."""
     if moment is None:
@@ -196,6 +247,8 @@ def _selected(ind: Indicator, facts: Iterable[Fact], period: Period | None, tz: 
             ok = f.kind == "deal" and _in(moment, period, tz)
         elif ind.of == "open_deals":
             ok = f.kind == "deal" and f.status == "open"
+        elif ind.of == "open_at_start":
+            ok = f.kind == "deal" and period is not None and _open_at_start(f, period, tz)
         elif ind.of == "stage_entries":
             ok = f.kind == "stage" and _in(moment, period, tz)
         elif ind.of == "breaches":
@@ -205,6 +258,16 @@ def _selected(ind: Indicator, facts: Iterable[Fact], period: Period | None, tz: 
         if ok and all(str(f.get(k)) in values for k, values in ind.where.items()):
             chosen.append(f)
     return chosen
+
+
+def _open_at_start(deal: Fact, period: Period, tz: Any) -> bool:
+    """Whether the deal was open when ``period`` began: created before it and not closed before
+    it. The deals read are those changed since the period's start and those open now, so every
+    deal open then is among them (one closed since has changed since)."""
+    start = datetime.combine(period.first, time(), tzinfo=tz)
+    if deal.created_at is None or deal.created_at >= start:
+        return False
+    return deal.status == "open" or (deal.at is not None and deal.at >= start)
 
 
 def _moment(value: Any) -> datetime | None:

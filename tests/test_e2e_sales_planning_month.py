@@ -41,7 +41,7 @@ def world(
     simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50, clock=clock)
     for i in range(1, 24):  # users 1 … 23: the example's CEO, head, team leads and managers
         simulator.add_user(f"User {i}")
-    for name in ("UF_CRM_NONSTANDARD_AT", "UF_CRM_CLIENT_KIND"):
+    for name in ("UF_CRM_NONSTANDARD_AT", "UF_CRM_CLIENT_KIND", "UF_CRM_PILOT_STARTED_AT"):
         simulator.add_deal_user_field(name)
     server: SimulatorServer = simulator.serve()
     monkeypatch.setenv("B24_WEBHOOK_URL", server.base_url + simulator.webhook_base)
@@ -156,18 +156,25 @@ def test_planned_activities_short_of_the_day_plan_give_the_manager_a_task_at_the
     plans = tmp_path / "day-plans.csv"
     plans.write_text(DAY_PLANS, encoding="utf-8")
     assert load_plans(rt.store, plans, rt.config, clock.now).added == 4
+    # The managers' deals in work: new clients' (cold calls) and a current client's.
+    new = {"CATEGORY_ID": "2", "STAGE_ID": "C2:COLD", "UF_CRM_CLIENT_KIND": "new"}
+    n11 = simulator.add_deal({"TITLE": "N11", "ASSIGNED_BY_ID": "11"} | new)
+    n12 = simulator.add_deal({"TITLE": "N12", "ASSIGNED_BY_ID": "12"} | new)
+    c12 = simulator.add_deal({"TITLE": "C12", "ASSIGNED_BY_ID": "12", "UF_CRM_CLIENT_KIND": "current"})
     # Manager 11 planned Tuesday 10 March in full: three outgoing calls and a cold meeting.
     for hour in (10, 11, 12):
-        _plan(simulator, "11", f"2026-03-10T{hour}:00:00+03:00", "call")
-    _plan(simulator, "11", "2026-03-10T15:00:00+03:00", "COLD_MEETING")
-    # Manager 12: two outgoing calls, an incoming one (not a cold call), a meeting; a call made
-    # already and one planned for Wednesday do not count.
+        _plan(simulator, "11", f"2026-03-10T{hour}:00:00+03:00", "call", OWNER_ID=n11)
+    _plan(simulator, "11", "2026-03-10T15:00:00+03:00", "COLD_MEETING", OWNER_ID=n11)
+    # Manager 12: two outgoing calls to a new client, an incoming one and an outgoing one to a
+    # current client (no cold calls), a meeting; a call made already and one planned for
+    # Wednesday do not count.
     for hour in (10, 11):
-        _plan(simulator, "12", f"2026-03-10T{hour}:00:00+03:00", "call")
-    _plan(simulator, "12", "2026-03-10T12:00:00+03:00", "call", DIRECTION="1")
-    _plan(simulator, "12", "2026-03-10T14:00:00+03:00", "NEEDS_MEETING")
-    _plan(simulator, "12", "2026-03-11T10:00:00+03:00", "call")
-    _plan(simulator, "12", "2026-03-10T09:30:00+03:00", "call", COMPLETED="Y")
+        _plan(simulator, "12", f"2026-03-10T{hour}:00:00+03:00", "call", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-10T12:00:00+03:00", "call", DIRECTION="1", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-10T13:00:00+03:00", "call", OWNER_ID=c12)
+    _plan(simulator, "12", "2026-03-10T14:00:00+03:00", "NEEDS_MEETING", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-11T10:00:00+03:00", "call", OWNER_ID=n12)
+    _plan(simulator, "12", "2026-03-10T09:30:00+03:00", "call", COMPLETED="Y", OWNER_ID=n12)
 
     clock.now = datetime(2026, 3, 9, 5, 30, tzinfo=UTC)  # Monday 9 March, a public holiday: no check
     assert rt.run_report("planned-today") == 0
@@ -183,3 +190,67 @@ def test_planned_activities_short_of_the_day_plan_give_the_manager_a_task_at_the
     assert task["DESCRIPTION"].startswith(
         "План дня / запланировано в CRM:\nuser 12 (group-1): Холодные звонки 3/2 (67%); Встречи 1/1 (100%)\n"
     )
+
+
+def test_pilots_count_in_the_month_their_pilot_started_won_or_not(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt, clock = world
+    pilot = {"CATEGORY_ID": "0", "STAGE_ID": "EXECUTING"}  # the simulator's own pipeline: WON is won
+    # Manager 22: E's pilot starts on 16 March and is still running at the report; F's pilot
+    # started in February and F is won in March (a February pilot, not March's).
+    e = simulator.add_deal({"TITLE": "E", "ASSIGNED_BY_ID": "22", "OPPORTUNITY": "300000"} | pilot)
+    f = simulator.add_deal({"TITLE": "F", "ASSIGNED_BY_ID": "22", "OPPORTUNITY": "50000"} | pilot)
+    simulator.update_deal(f, {"UF_CRM_PILOT_STARTED_AT": "2026-02-10"})
+    clock.now = datetime(2026, 3, 16, 9, tzinfo=UTC)
+    simulator.update_deal(e, {"UF_CRM_PILOT_STARTED_AT": "2026-03-16"})
+    # Manager 13: G's pilot starts on 25 March and G is won on the 30th.
+    g = simulator.add_deal({"TITLE": "G", "ASSIGNED_BY_ID": "13", "OPPORTUNITY": "100000"} | pilot)
+    clock.now = datetime(2026, 3, 25, 9, tzinfo=UTC)
+    simulator.update_deal(g, {"UF_CRM_PILOT_STARTED_AT": "2026-03-25"})
+    clock.now = datetime(2026, 3, 30, 9, tzinfo=UTC)
+    simulator.update_deal(f, {"STAGE_ID": "WON"})
+    simulator.update_deal(g, {"STAGE_ID": "WON"})
+
+    clock.now = datetime(2026, 4, 3, 6, tzinfo=UTC)
+    assert rt.run_report("monthly-to-ceo") == 1
+    with open(Path("reports") / "monthly-to-ceo-2026-03.csv", encoding="utf-8") as fh:
+        facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(fh)}
+    got = {(who, name): facts[(who, name)] for who in ("13", "22", "all") for name in ("pilots", "pilots_sum")}
+    assert got == {
+        ("13", "pilots"): "1", ("13", "pilots_sum"): "100000",
+        ("22", "pilots"): "1", ("22", "pilots_sum"): "300000",
+        ("all", "pilots"): "2", ("all", "pilots_sum"): "400000",
+    }  # fmt: skip
+
+
+def test_lost_clients_are_a_share_of_the_clients_the_quarter_began_with(world) -> None:  # type: ignore[no-untyped-def]
+    simulator, rt, clock = world
+    current = {"CATEGORY_ID": "0", "STAGE_ID": "EXECUTING", "UF_CRM_CLIENT_KIND": "current", "ASSIGNED_BY_ID": "11"}
+    # In December: companies 5 (two deals), 6, 7 and 8 are current clients in work; company 9's
+    # deal is lost before the quarter.
+    clock.now = datetime(2025, 12, 15, 9, tzinfo=UTC)
+    simulator.add_deal({"TITLE": "K1", "COMPANY_ID": "5"} | current)
+    simulator.add_deal({"TITLE": "K1b", "COMPANY_ID": "5"} | current)
+    k2 = simulator.add_deal({"TITLE": "K2", "COMPANY_ID": "6"} | current)
+    simulator.add_deal({"TITLE": "K3", "COMPANY_ID": "7"} | current)
+    k4 = simulator.add_deal({"TITLE": "K4", "COMPANY_ID": "8"} | current)
+    k5 = simulator.add_deal({"TITLE": "K5", "COMPANY_ID": "9"} | current)
+    clock.now = datetime(2025, 12, 20, 9, tzinfo=UTC)
+    simulator.update_deal(k5, {"STAGE_ID": "LOSE"})
+    # In the quarter: company 6 is lost; company 10 becomes a client and is lost too.
+    clock.now = datetime(2026, 2, 25, 9, tzinfo=UTC)
+    simulator.update_deal(k2, {"STAGE_ID": "LOSE"})
+    k6 = simulator.add_deal({"TITLE": "K6", "COMPANY_ID": "10"} | current)
+    clock.now = datetime(2026, 3, 5, 9, tzinfo=UTC)
+    simulator.update_deal(k6, {"STAGE_ID": "LOSE"})
+    # After the quarter, before the report: company 8's deal is won (it was in work all along).
+    clock.now = datetime(2026, 4, 2, 9, tzinfo=UTC)
+    simulator.update_deal(k4, {"STAGE_ID": "WON"})
+
+    clock.now = datetime(2026, 4, 10, 6, tzinfo=UTC)  # Friday 10 April, 09:00 Moscow: the quarter's report is due
+    assert rt.run_report("quarterly-to-ceo") == 1
+    with open(Path("reports") / "quarterly-to-ceo-2026-Q1.csv", encoding="utf-8") as fh:
+        facts = {(r["name"] or r["scope"], r["indicator"]): r["fact"] for r in csv.DictReader(fh)}
+    # Began with companies 5, 6, 7 and 8; lost 6 and 10: 2 of 4. (Over the clients in work when
+    # the report runs, 5 and 7, it would be 100 %.)
+    assert facts[("11", "lost_clients_share")] == "50"
+    assert facts[("all", "lost_clients_share")] == "50"

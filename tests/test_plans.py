@@ -9,7 +9,7 @@ import pytest
 
 from domain.facts import Fact
 from rules.calendar import WorkCalendar
-from rules.indicators import IndicatorError, figure, parse_indicator
+from rules.indicators import IndicatorError, deal_fields, figure, parse_indicator, with_deals
 from rules.periods import due_date, last_completed, parse_period, working_days
 from rules.plan_reports import missed_by, plan_vs_fact, split_by_recipient, table, to_csv
 from rules.plans import PERSON, TEAM, PlanBook, PlanEntry, Teams, lowered, mismatches, parse_plan_file
@@ -313,6 +313,65 @@ def test_deals_followed_step_by_step_and_placed_by_a_date_field(
 ) -> None:
     march = parse_period("2026-03")
     assert figure(STEP_INDICATORS[indicator], facts, march, CAL.tz, STEP_INDICATORS) == expected
+
+
+def test_deals_open_at_the_start_of_a_period_and_a_share_lost_of_them() -> None:
+    facts = [
+        Fact("deal", "c1", "11", status="open", created_at=_at(1, month=2), fields={"COMPANY": "5"}),
+        Fact("deal", "c2", "11", status="open", created_at=_at(2, month=2), fields={"COMPANY": "5"}),  # 5 again
+        Fact("deal", "c3", "11", status="lost", at=_at(10), created_at=_at(1, month=2), fields={"COMPANY": "6"}),
+        Fact("deal", "c4", "12", status="lost", at=_at(20), created_at=_at(5), fields={"COMPANY": "7"}),  # new in March
+        Fact(
+            "deal", "c5", "12", status="lost", at=_at(20, month=2), created_at=_at(2, month=1), fields={"COMPANY": "8"}
+        ),
+        Fact("deal", "c6", "12", status="won", at=_at(2, month=4), created_at=_at(3, month=1), fields={"COMPANY": "9"}),
+        Fact(
+            "deal", "c7", "12", status="open", created_at=datetime(2026, 2, 28, 21, 30, tzinfo=UTC)
+        ),  # 1 March, Moscow
+    ]
+    indicators = {
+        name: parse_indicator(name, spec)
+        for name, spec in {
+            "at_start": {"count": "open_at_start", "distinct": "COMPANY"},
+            "lost": {"count": "lost_deals", "distinct": "COMPANY"},
+            "lost_share": {"ratio": ["lost", "at_start"]},
+        }.items()
+    }
+    march = parse_period("2026-03")
+    # Companies 5, 6 and 9 were in work on 1 March; 7 and c7 came later, 8 was lost before.
+    assert figure(indicators["at_start"], facts, march, CAL.tz, indicators) == 3
+    assert figure(indicators["lost_share"], facts, march, CAL.tz, indicators) == Decimal("66.7")
+    with pytest.raises(IndicatorError, match="at: does not apply to open_at_start"):
+        parse_indicator("x", {"count": "open_at_start", "at": "CLOSEDATE"})
+
+
+def test_activities_filtered_by_their_deals_field() -> None:
+    deals = [
+        Fact("deal", "n1", "11", status="open", fields={"KIND": "new"}),
+        Fact("deal", "c1", "11", status="open", fields={"KIND": "current"}),
+    ]
+    calls = [
+        Fact("activity", "a1", "11", at=_at(2), type="call", deal_id="n1"),
+        Fact("activity", "a2", "11", at=_at(3), type="call", deal_id="n1"),
+        Fact("activity", "a3", "11", at=_at(3), type="call", deal_id="c1"),  # a current client
+        Fact("activity", "a4", "11", at=_at(4), type="call"),  # on no deal
+        Fact("activity", "a5", "11", at=_at(4), type="call", deal_id="gone"),  # a deal not read
+    ]
+    indicators = {
+        name: parse_indicator(name, spec)
+        for name, spec in {
+            "cold": {"count": "activities", "type": "call", "where": {"deal.KIND": "new"}},
+            "calls": {"count": "activities", "type": "call"},
+            "cold_share": {"ratio": ["cold", "calls"]},
+        }.items()
+    }
+    assert deal_fields(indicators, ["cold_share"]) == {"KIND"}
+    assert deal_fields(indicators, ["calls"]) == set()
+    facts = with_deals([*deals, *calls], deals, {"KIND"})
+    assert figure(indicators["cold"], facts, parse_period("2026-03"), CAL.tz, indicators) == 2
+    assert figure(indicators["cold_share"], facts, parse_period("2026-03"), CAL.tz, indicators) == Decimal("40.0")
+    with pytest.raises(IndicatorError, match="deal.FIELD filters activities and stage_entries"):
+        parse_indicator("x", {"count": "won_deals", "where": {"deal.KIND": "new"}})
 
 
 def test_distinct_counts_each_value_once_and_each_record_without_one_alone() -> None:

@@ -133,6 +133,29 @@ CASES = [
     ),
     ("ladder-call-lpr", "C2:PROPOSAL", {}, []),
     (
+        "ladder-lpr-call-outcome",
+        "C2:LPR>C2:PROPOSAL",
+        {},
+        [
+            ("move", "C2:LPR"),
+            ("comment", "Сделка возвращена на этап C2:LPR: не зап"),
+            ("task", "Записать итог звонка ЛПР: ООО Ромашка", "11", "2026-03-05 11:00"),
+        ],
+    ),
+    (
+        "ladder-lpr-call-outcome",
+        "C2:LPR>C2:MEETING_SET",
+        {},
+        [
+            ("move", "C2:LPR"),
+            ("comment", "Сделка возвращена на этап C2:LPR: не зап"),
+            ("task", "Записать итог звонка ЛПР: ООО Ромашка", "11", "2026-03-05 11:00"),
+        ],
+    ),
+    ("ladder-lpr-call-outcome", "C2:LPR>C2:PROPOSAL", {"UF_CRM_LPR_CALL_RESULT": "refused"}, []),
+    ("ladder-lpr-call-outcome", "C2:LPR>C2:MEETING_SET", {"UF_CRM_LPR_CALL_RESULT": "agreed"}, []),
+    ("ladder-lpr-call-outcome", "C2:COLD>C2:LPR", {}, []),  # the call to the decision maker is still ahead
+    (
         "ladder-won-without-contract",
         "C2:PLAN>C2:WON",
         {"UF_CRM_PROTOCOL": "x"},
@@ -204,8 +227,11 @@ class FakeFacts(FactSource):
                    fields={"UF_CRM_CLIENT_KIND": "new"})  # fmt: skip
         yield Fact("deal", "2", "21", at=at, created_at=at, status="won", amount=Decimal(2_500_000),
                    fields={"UF_CRM_CLIENT_KIND": "current", "UF_CRM_CROSS_SALE": "Y"})  # fmt: skip
+        yield Fact("deal", "3", "12", created_at=at, status="open", fields={"UF_CRM_CLIENT_KIND": "new"})
         for _ in range(30):
-            yield Fact("activity", "c", "12", at=at, type="call", fields={"DIRECTION": "2"})
+            yield Fact("activity", "c", "12", at=at, type="call", deal_id="3", fields={"DIRECTION": "2"})
+        # An outgoing call to a current client is no cold call.
+        yield Fact("activity", "c", "12", at=at, type="call", deal_id="2", fields={"DIRECTION": "2"})
 
 
 def test_the_monthly_report_to_the_ceo_runs_once_on_the_3rd(cfg: Config, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
