@@ -129,6 +129,7 @@ B24_DEAL_FIELDS = {
     "UF_CRM_CONTRACT": "Договор",
     "UF_CRM_PROPOSAL_SENT": "КП отправлено",
     "UF_CRM_PROTOCOL": "Протокол встречи",
+    "UF_CRM_LPR_CALL_RESULT": "Итог звонка ЛПР",
 }
 # Pipedrive users the examples name, by id: the head of sales, the sales managers, customer care.
 PIPEDRIVE_STAFF = {20: "Оксана Бондаренко", 21: "Дарья Мельник", 22: "Никита Ткаченко", 31: "Олег Шевченко",
