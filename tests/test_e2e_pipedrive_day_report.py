@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -34,7 +35,10 @@ class Clock:
 
 
 @pytest.fixture
-def world(db_url: str) -> Iterator[tuple[PipedriveSimulator, SimulatorServer, Runtime, Clock]]:
+def world(
+    db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[PipedriveSimulator, SimulatorServer, Runtime, Clock]]:
+    monkeypatch.chdir(tmp_path)  # the example's reports write their CSV files under reports/
     clock = Clock(datetime(2026, 12, 2, 9, tzinfo=KYIV))  # a Wednesday
     simulator = PipedriveSimulator(api_token=TOKEN, burst_limit=80, clock=clock)
     for _ in range(32):  # ids 10001..10032: the example's 20, 31 and 32 become 10020, 10031, 10032

@@ -39,7 +39,7 @@ pytestmark = pytest.mark.slow
 MSK = ZoneInfo("Europe/Moscow")
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 TOKEN = "pipeline-token"
-TG_TOKEN, TG_CHAT = "7012345678:AAH-pipeline-token-0123456789abc", "-1001234567890"
+TG_TOKEN, TG_CHAT, TG_CARE = "7012345678:AAH-pipeline-token-0123456789abc", "-1001234567890", "-1001234567891"
 WRITE_COMMANDS = ("update_deal", "close_deal")
 
 
@@ -225,11 +225,9 @@ class Clock:
         return self.now
 
 
-def _config_text(example: str, db: Path, telegram_url: str) -> str:
+def _config_text(example: str, db: Path) -> str:
     text = (EXAMPLES / example).read_text(encoding="utf-8")
     text = re.sub(r"(?m)^storage:.*$", f'storage: {{url: "sqlite:///{db}"}}', text)
-    # The example's Telegram chats, on the Telegram simulator.
-    text = re.sub(r"(?m)^(\s*)(chat_id: .*)$", rf'\1\2\n\1api_url: "{telegram_url}"', text)
     if "type: pipedrive" in text:
         # The simulator numbers its users from 10001: the example's 20, 21, 22, 31, 32 are made real.
         text = re.sub(r"\b(20|21|22|31|32)\b(?=[,}\]])", r"100\1", text)
@@ -289,7 +287,7 @@ def _pipedrive(sim: PipedriveSimulator, location: dict[str, str]) -> World:
 
 
 @pytest.fixture
-def world(request, monkeypatch) -> Iterator[tuple[Callable[[Config], World], Clock, TelegramSimulator, str]]:  # type: ignore[no-untyped-def]
+def world(request, monkeypatch) -> Iterator[tuple[Callable[[Config], World], Clock, TelegramSimulator]]:  # type: ignore[no-untyped-def]
     """The example's CRM simulator, serving; its world is made once the config is read."""
     clock = Clock(_at(23, 9))
     pipedrive = "type: pipedrive" in (EXAMPLES / request.param).read_text(encoding="utf-8")
@@ -316,17 +314,20 @@ def world(request, monkeypatch) -> Iterator[tuple[Callable[[Config], World], Clo
             monkeypatch.setenv(name, value)
         monkeypatch.setenv("ONEC_PASSWORD", "p")
 
-    chat = TelegramSimulator(TG_TOKEN, chats=(TG_CHAT,), chat_burst=1000)
+    chat = TelegramSimulator(TG_TOKEN, chats=(TG_CHAT, TG_CARE), chat_burst=1000)
     chat_server = chat.serve()
+    # The example's Telegram chats, on the Telegram simulator.
+    monkeypatch.setenv("TG_API_URL", chat_server.base_url)
     monkeypatch.setenv("TG_BOT_TOKEN", TG_TOKEN)
     monkeypatch.setenv("TG_SHARED_CHAT_ID", TG_CHAT)
+    monkeypatch.setenv("TG_CARE_CHAT_ID", TG_CARE)
 
     def made(config: Config) -> World:
         crm = "pd" if pipedrive else "b24"
         location = dict(getattr(config.crms[crm], "location_fields", {}) or {})
         return _pipedrive(sim, location) if isinstance(sim, PipedriveSimulator) else _bitrix24(sim, location)
 
-    yield made, clock, chat, chat_server.base_url
+    yield made, clock, chat
     chat_server.stop()
     chat.close()
     server.stop()
@@ -415,10 +416,8 @@ class Live:
             self.drain()
 
 
-def _run_both(
-    example: str, script: list[Edit], made: Callable[[Config], World], clock: Clock, tmp_path: Path, telegram_url: str
-):  # type: ignore[no-untyped-def]
-    config = load_config_text(_config_text(example, tmp_path / "live.db", telegram_url))
+def _run_both(example: str, script: list[Edit], made: Callable[[Config], World], clock: Clock, tmp_path: Path):  # type: ignore[no-untyped-def]
+    config = load_config_text(_config_text(example, tmp_path / "live.db"))
     world = made(config)
     live = Live(config, world, clock)
     adapter = live.rt.adapters[world.crm]
@@ -489,8 +488,8 @@ def _live_decisions(live: Live) -> set[tuple[str, str, str]]:
 @pytest.mark.parametrize("world", sorted(SCRIPTS), indirect=True)
 def test_worker_and_dry_run_decide_alike(world, tmp_path: Path, request) -> None:  # type: ignore[no-untyped-def]
     example = request.node.callspec.params["world"]
-    made, clock, chat, telegram_url = world
-    crm, live, replay, result, ids = _run_both(example, SCRIPTS[example], made, clock, tmp_path, telegram_url)
+    made, clock, chat = world
+    crm, live, replay, result, ids = _run_both(example, SCRIPTS[example], made, clock, tmp_path)
     # The one documented difference: a dry-run cannot search the CRM for duplicates and says so
     # with a note, where the live run searched (and found none in these scripts).
     dry = {(o.key, o.action, o.detail) for o in result.outcomes if o.key and ":find_duplicates:note" not in o.key}
@@ -512,4 +511,4 @@ def test_worker_and_dry_run_decide_alike(world, tmp_path: Path, request) -> None
         assert crm.tasks(deal_id) == planned
     # What the chats were told: as many posts as the dry-run would send.
     posts = [o for o in result.outcomes if o.key and o.action == "send_message"]
-    assert len(chat.texts(TG_CHAT)) == len(posts)
+    assert len(chat.texts(TG_CHAT)) + len(chat.texts(TG_CARE)) == len(posts)
