@@ -15,6 +15,10 @@ from simulators.bitrix24 import Bitrix24Simulator
 from tests.helpers import CONFIG, TOKEN, wait_for
 
 
+def _message(record: logging.LogRecord) -> str:
+    return record.getMessage()
+
+
 def test_one_delivery_one_correlation_from_webhook_to_task(db_url, monkeypatch, caplog) -> None:  # type: ignore[no-untyped-def]
     simulator = Bitrix24Simulator(application_token=TOKEN, rate=50, burst=50)
     for name in ("Иван", "Олег"):
@@ -33,24 +37,44 @@ def test_one_delivery_one_correlation_from_webhook_to_task(db_url, monkeypatch, 
             {"TITLE": "Заявка", "CATEGORY_ID": "1", "STAGE_ID": "C1:NEW", "UF_CRM_ADDRESS": "Казань, Советский район"}
         )
         assert wait_for(lambda: len(simulator.tasks_for_deal(deal)) == 1)
-        # The task exists once the CRM call returned; the dispatcher's commit and line follow it.
-        assert wait_for(lambda: any(r.getMessage().startswith("dispatched ") for r in caplog.records))
-        accepted = next(r for r in caplog.records if r.getMessage().startswith("webhook accepted"))
-        cid = accepted.getMessage().split("correlation=")[1]
+
+        def lines() -> list[logging.LogRecord]:
+            return list(caplog.records)  # other threads append meanwhile
 
         def mine() -> list[str]:
-            return [r.getMessage() for r in list(caplog.records) if getattr(r, "correlation", None) == cid]
+            return [r.getMessage() for r in lines() if getattr(r, "correlation", None) == cid]
 
-        # The task exists in the CRM a moment before the dispatcher logs its line.
-        assert wait_for(lambda: any(m.startswith("dispatched ") for m in mine()))  # the write's line
-        assert any(m.startswith("processed ") for m in mine())  # the worker's line
+        # Each thread logs after its own commit or call, so no order between threads is assumed:
+        # every line is waited for. The deal's creation came by webhook: its processing names
+        # the delivery's correlation, which the webhook's line, the write and its call carry.
+        def processed() -> list[str]:
+            return [
+                m
+                for m in map(_message, lines())
+                if m.startswith("processed ") and f" deal={deal} " in m and " kind=deal.created " in m
+            ]
+
+        assert wait_for(lambda: bool(processed()))  # the worker's line
+        cid = processed()[0].split("correlation=")[1]
+        assert wait_for(lambda: any(m.startswith("webhook accepted ") for m in mine()))
+        # The task's call is logged when its answer is read, before the dispatcher's line.
+        assert wait_for(lambda: any(m.startswith("dispatched ") and "command=create_task" in m for m in mine()))
         assert any("method=tasks.task.add" in m and "outcome=ok" in m for m in mine())  # the CRM call
 
+        expected = [
+            'crmc_webhook_deliveries_total{crm="b24",result="accepted"}',
+            'crmc_crm_calls_total{crm="b24",method="tasks.task.add",outcome="ok"}',
+            'crmc_outbox_rows{crm="b24",status="done"}',
+            "crmc_processing_seconds_bucket",  # observed just after the worker's line
+            "crmc_open_deadlines",
+        ]
+
+        def missing() -> list[str]:
+            text = requests.get(f"{rt.intake_url}/metrics", timeout=5).text
+            return [name for name in expected if name not in text]
+
+        assert wait_for(lambda: not missing(), step=0.2), missing()
         metrics = requests.get(f"{rt.intake_url}/metrics", timeout=5).text
-        assert 'crmc_webhook_deliveries_total{crm="b24",result="accepted"}' in metrics
-        assert 'crmc_crm_calls_total{crm="b24",method="tasks.task.add",outcome="ok"}' in metrics
-        assert 'crmc_outbox_rows{crm="b24",status="done"}' in metrics
-        assert "crmc_processing_seconds_bucket" in metrics and "crmc_open_deadlines" in metrics
         # The simulator's own access log (werkzeug) shows its URLs; the connector's lines must not.
         everything = metrics + "\n".join(r.getMessage() for r in caplog.records if r.name != "werkzeug")
         assert TOKEN not in everything and simulator.webhook_base.strip("/").split("/")[-1] not in everything
