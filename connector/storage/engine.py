@@ -100,7 +100,8 @@ def _bounded_connection_class() -> Any:
         and disarms it on the next message: after that Flush, or while the rows of a batch
         arrive, a client that vanished leaves its transaction open with its locks until the
         server notices the socket is gone (never, behind a middlebox that keeps it open).
-        A row per round trip costs little for the runtime's batches of a few rows.
+        A row per round trip costs little for the runtime's updates of a few rows; inserts
+        go as one statement (``use_insertmanyvalues_wo_returning``).
         """
 
         def executemany(self, query: Any, params_seq: Any, *, returning: bool = False) -> None:
@@ -143,6 +144,9 @@ def _postgres_engine(url: str, settings: DatabaseSettings, limits: RoleLimits, *
             "tcp_user_timeout": (keepalive + 3 * interval) * 1000,
         }
     engine = create_engine(url, connect_args={**connect_args, **kwargs.pop("connect_args", {})}, **kwargs)
+    # A batch of inserts is one INSERT with many VALUES (one round trip, ended by Sync), not a
+    # row per round trip as the cursors' unpipelined executemany would make it.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
     bounded = _bounded_connection_class()
 
     @event.listens_for(engine, "do_connect")
