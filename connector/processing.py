@@ -68,6 +68,10 @@ class DealMemory(Protocol):
     def assignments(self) -> Mapping[str, Mapping[str, int]]:
         """How many deals each rule gave each user (round robin)."""
 
+    def decided(self, keys: Sequence[str]) -> bool:
+        """Whether every one of these decision keys was decided before (its write queued,
+        its local effect applied): the same test that drops a decision taken twice."""
+
 
 class Processor:
     """Runs the configured deadlines and rules for one event at a time."""
@@ -164,13 +168,13 @@ class Processor:
                 return out
         rules = self.rules_for(crm, ctx.triggers)
         try:
-            out.decisions.extend(evaluate_matching(rules, ctx))
+            out.decisions.extend(evaluate_matching(rules, ctx, memory.decided))
         except Exception:
             # Rule by rule, to record the broken one(s) and still run every other rule (rare:
             # the common path evaluates them in one go).
             for rule in rules:
                 try:
-                    out.decisions.extend(evaluate_matching((rule,), ctx))
+                    out.decisions.extend(evaluate_matching((rule,), ctx, memory.decided))
                 except Exception as exc:
                     out.errors.append(RuleError(rule.name, f"{type(exc).__name__}: {exc}"))
         for decision in out.decisions:

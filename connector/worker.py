@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -83,6 +83,11 @@ class _KeptInDatabase:
 
     def assignments(self) -> Mapping[str, Mapping[str, int]]:
         return Snapshots.assignments(self.session)
+
+    def decided(self, keys: Sequence[str]) -> bool:
+        # A local effect is decided once its audit line is written, a write once it is queued.
+        rest = set(keys) - Audit.keys_among(self.session, keys)
+        return not rest or len(Outbox.keys_among(self.session, rest)) == len(rest)
 
 
 def _reason(exc: Exception) -> str:
@@ -392,7 +397,7 @@ class Worker:
         now: datetime,
     ) -> None:
         payload = row.payload or {}
-        event = Event(
+        event = Event.of(
             crm=row.crm,
             kind=EventKind(row.kind),
             deal_id=deal.id,

@@ -41,3 +41,34 @@ class Event:
     previous: dict[str, Any] | None = None
     data: dict[str, Any] = field(default_factory=dict)
     raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        *,
+        crm: str,
+        kind: EventKind,
+        deal_id: str | None,
+        occurred_at: datetime,
+        dedup_key: str,
+        source: EventSource,
+        previous: dict[str, Any] | None = None,
+        data: dict[str, Any] | None = None,
+        raw: dict[str, Any] | None = None,
+    ) -> Event:
+        """``Event(...)`` set in one step, as the worker and the dry-run make one per event:
+        the frozen dataclass's own ``__init__`` sets its fields one ``object.__setattr__`` at a
+        time (measured: about 3 times as long)."""
+        made = object.__new__(cls)
+        made.__dict__.update(
+            crm=crm,
+            kind=kind,
+            deal_id=deal_id,
+            occurred_at=occurred_at,
+            dedup_key=dedup_key,
+            source=source,
+            previous=previous,
+            data={} if data is None else data,
+            raw={} if raw is None else raw,
+        )
+        return made

@@ -333,6 +333,9 @@ class StartDeadlineSpec(ActionSpec):
     def writes(self) -> list[StepWrite]:
         return []
 
+    def fixed_slots(self, slot: str) -> tuple[str, ...] | None:
+        return (slot,)
+
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         from rules.deadlines import start
 
@@ -349,6 +352,9 @@ class CancelDeadlineSpec(ActionSpec):
 
     def writes(self) -> list[StepWrite]:
         return []
+
+    def fixed_slots(self, slot: str) -> tuple[str, ...] | None:
+        return (slot,)
 
     def plan(self, ctx: RuleContext, results: dict[str, Any], slot: str) -> list[Planned]:
         return [Planned(slot, CancelDeadline(self.deadline, reason="cancelled by rule"))]

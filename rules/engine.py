@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 
 from domain.keys import rule_decision_key, rule_decision_prefix
@@ -63,9 +63,47 @@ def evaluate(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
     return evaluate_matching([rule for rule in rules if may_fire(rule, crm, triggers)], ctx)
 
 
-def evaluate_matching(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]:
+def fixed_keys(rule: Rule, prefix: str) -> list[str] | None:
+    """Every key a firing of ``rule`` under ``prefix`` can decide, when its steps know their
+    slots without the context (``ActionSpec.fixed_slots``); None otherwise."""
+    slots = _fixed_slots(rule)
+    return None if slots is None else [rule_decision_key(prefix, slot) for slot in slots]
+
+
+def _fixed_slots(rule: Rule) -> tuple[str, ...] | None:
+    # Asked for every once-per-deal rule that holds on an event: worked out once per rule
+    # (the entry keeps the rule, so its id is not reused while it is there).
+    known = _FIXED_SLOTS.get(id(rule))
+    if known is not None and known[0] is rule:
+        return known[1]
+    slots: tuple[str, ...] | None = ()
+    for index, step in enumerate(rule.actions):
+        own = step.fixed_slots(f"{index}:{step.name}")
+        if own is None or slots is None:
+            slots = None
+            break
+        slots += own
+    if len(_FIXED_SLOTS) >= _FIXED_SLOTS_KEPT:
+        _FIXED_SLOTS.clear()  # rules of configs reloaded since: let them go
+    _FIXED_SLOTS[id(rule)] = (rule, slots)
+    return slots
+
+
+_FIXED_SLOTS_KEPT = 4096
+
+
+_FIXED_SLOTS: dict[int, tuple[Rule, tuple[str, ...] | None]] = {}
+
+
+def evaluate_matching(
+    rules: Iterable[Rule], ctx: RuleContext, decided: Callable[[Sequence[str]], bool] | None = None
+) -> list[Decision]:
     """``evaluate`` for rules already known to pass ``may_fire`` for this event's CRM and
-    triggers (the processing core's index of them): the test is not made again per rule."""
+    triggers (the processing core's index of them): the test is not made again per rule.
+
+    ``decided`` tells whether every one of some keys was decided before: a rule fired once
+    per deal whose every possible key was is not planned again (each of its decisions would
+    be dropped as taken; its condition is still tested, so a failing one is still seen)."""
     decisions: list[Decision] = []
     deal, triggers = ctx.deal, ctx.triggers
     scheduled = "schedule" in triggers
@@ -79,7 +117,13 @@ def evaluate_matching(rules: Iterable[Rule], ctx: RuleContext) -> list[Decision]
             continue
         results: dict[str, object] = {}
         prefix = rule_decision_prefix(rule.name, deal.crm, deal.id, rule_version(rule, ctx))
+        if decided is not None and rule.once_per == "deal":
+            keys = fixed_keys(rule, prefix)
+            if keys is not None and decided(keys):
+                continue
         for index, step in enumerate(rule.actions):
             for planned in step.plan(own, results, f"{index}:{step.name}"):
-                decisions.append(Decision(rule.name, rule_decision_key(prefix, planned.slot), planned.action, triggers))
+                decisions.append(
+                    Decision.of(rule.name, rule_decision_key(prefix, planned.slot), planned.action, triggers)
+                )
     return decisions

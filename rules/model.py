@@ -261,6 +261,14 @@ class ActionSpec(ABC):
         """Every command ``plan`` may return, so the config can be checked against what each
         CRM carries out before anything runs."""
 
+    def fixed_slots(self, slot: str) -> tuple[str, ...] | None:
+        """Every slot ``plan`` can ever use, when they are known without the context (a step
+        that plans at most these, and nothing but keyed decisions); None: not known.
+
+        A rule fired once per deal whose steps' every slot is decided already would only be
+        planned to be dropped: the processing core skips planning it."""
+        return None
+
 
 @dataclass(frozen=True)
 class Rule:
@@ -285,3 +293,11 @@ class Decision:
     key: str
     action: Action
     triggers: frozenset[str]
+
+    @classmethod
+    def of(cls, rule: str, key: str, action: Action, triggers: frozenset[str]) -> Decision:
+        """``Decision(...)`` set in one step (one per planned action of every event: the
+        frozen dataclass's ``__init__`` sets each field by ``object.__setattr__``)."""
+        made = object.__new__(cls)
+        made.__dict__.update(rule=rule, key=key, action=action, triggers=triggers)
+        return made

@@ -174,3 +174,161 @@ def test_the_cores_quick_rule_context_is_the_dataclass_one() -> None:
     assert quick == plain and quick.__dict__ == plain.__dict__
     with pytest.raises(dataclasses.FrozenInstanceError):
         quick.now = now  # type: ignore[misc]
+
+
+def test_the_quick_constructors_make_what_the_dataclasses_make() -> None:
+    """``Event.of``, ``Decision.of`` and ``Outcome.of`` set the fields in one step: each must
+    take every field (one added later too) and make what the dataclass makes."""
+    import dataclasses
+    import inspect
+    from datetime import UTC
+
+    from connector.dryrun.replay import Outcome
+    from domain import EventSource
+    from rules.model import Decision, Note
+
+    now = datetime(2026, 11, 23, 10, tzinfo=UTC)
+    values: dict[type, dict[str, object]] = {
+        Event: {
+            "crm": "b24",
+            "kind": EventKind.DEAL_UPDATED,
+            "deal_id": "1",
+            "occurred_at": now,
+            "dedup_key": "k",
+            "source": EventSource.REPLAY,
+            "previous": {"stage": "A"},
+            "data": {"deadline": "d"},
+            "raw": {"x": 1},
+        },
+        Decision: {"rule": "r", "key": "r|b24|1|once|0:x", "action": Note("n"), "triggers": frozenset({"t"})},
+        Outcome: {
+            "at": now,
+            "crm": "b24",
+            "deal_id": "1",
+            "rule": "r",
+            "trigger": "t",
+            "action": "note",
+            "detail": "d",
+            "key": "k",
+        },
+    }
+    for cls, given in values.items():
+        names = [f.name for f in dataclasses.fields(cls)]
+        assert sorted(inspect.signature(cls.of).parameters) == sorted(names), cls  # type: ignore[attr-defined]
+        quick, plain = cls.of(**given), cls(**given)  # type: ignore[attr-defined]
+        assert quick == plain and quick.__dict__ == plain.__dict__, cls
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            quick.crm = "other"
+    # Event's defaults: fresh dictionaries, as the dataclass's default factories give.
+    made = Event.of(
+        crm="b24", kind=EventKind.DEAL_UPDATED, deal_id="1", occurred_at=now, dedup_key="k", source=EventSource.REPLAY
+    )
+    assert made == Event("b24", EventKind.DEAL_UPDATED, "1", now, "k", EventSource.REPLAY)
+    assert made.data == {} and made.data is not Event.of(**values[Event] | {"data": None}).data  # type: ignore[arg-type]
+
+
+ONCE_PER_DEAL = """
+storage: {url: "sqlite://"}
+calendar: {country: RU, timezone: Europe/Moscow, work_hours: "09:00-18:00"}
+crms: {b24: {type: bitrix24, webhook_url: "https://p.bitrix24.ru/rest/1/c/", application_token: "tok-12345"}}
+deadlines:
+  connection: {due: 3 working days, start_from: created, remind_before: 4 working hours}
+rules:
+  - name: start
+    crm: b24
+    on: [deal.created, deal.updated]
+    when: {field: UF_CRM_FLAG, equals: "Y"}
+    once_per: deal
+    do:
+      - start_deadline: connection
+"""
+
+
+class _Memory:
+    """The core's memory of one deal whose every decision key is (or is not) taken."""
+
+    def __init__(self, decided: bool) -> None:
+        self.asked: list[list[str]] = []
+        self._decided = decided
+
+    def snapshot(self, crm: str, deal_id: str) -> dict[str, object] | None:
+        return None
+
+    def running_deadlines(self, crm: str, deal_id: str) -> list[object]:
+        return []
+
+    def deadline(self, crm: str, deal_id: str, name: str) -> None:
+        return None
+
+    def assignments(self) -> dict[str, dict[str, int]]:
+        return {}
+
+    def decided(self, keys: list[str]) -> bool:
+        self.asked.append(list(keys))
+        return self._decided
+
+
+def test_a_once_per_deal_rule_already_decided_is_not_planned_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    import rules.deadlines
+    from connector.processing import Processor
+
+    cfg = load_config_text(ONCE_PER_DEAL)
+    processor = Processor(cfg, build_calendar(cfg))
+    at = datetime(2026, 11, 23, 10, tzinfo=MSK)
+    deal = Deal(**{**_deal("5", "1", at).__dict__, "fields": {"UF_CRM_FLAG": "Y"}})
+    event = Event("b24", EventKind.DEAL_UPDATED, "5", at, "k1")
+    planned: list[str] = []
+    real_start = rules.deadlines.start
+
+    def start(definition: rules.deadlines.DeadlineDef, ctx: object, **kw: bool) -> object:
+        planned.append(definition.name)
+        return real_start(definition, ctx, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(rules.deadlines, "start", start)
+
+    fresh = _Memory(decided=False)
+    decisions = processor.process(event, deal, fresh, now=at).decisions  # type: ignore[arg-type]
+    assert [d.key for d in decisions] == ["start|b24|5|once|0:start_deadline"] and planned == ["connection"]
+    assert fresh.asked == [["start|b24|5|once|0:start_deadline"]]
+
+    taken = _Memory(decided=True)
+    assert processor.process(event, deal, taken, now=at).decisions == []  # type: ignore[arg-type]
+    assert planned == ["connection"] and taken.asked == fresh.asked
+
+
+def test_a_failing_condition_is_still_seen_when_the_rule_was_decided() -> None:
+    import dataclasses
+
+    from connector.processing import Processor
+    from rules.model import RuleContext
+
+    def failing(ctx: RuleContext) -> bool:
+        raise ValueError("this deal's value")
+
+    cfg = load_config_text(ONCE_PER_DEAL)
+    cfg.rules[:] = [dataclasses.replace(cfg.rules[0], condition=failing)]
+    at = datetime(2026, 11, 23, 10, tzinfo=MSK)
+    processed = Processor(cfg, build_calendar(cfg)).process(
+        Event("b24", EventKind.DEAL_UPDATED, "5", at, "k1"),
+        _deal("5", "1", at),
+        _Memory(decided=True),  # type: ignore[arg-type]
+        now=at,
+    )
+    assert [e.rule for e in processed.errors] == ["start"]
+
+
+def test_the_worker_asks_its_database_what_was_decided() -> None:
+    from connector.storage.audit import Audit
+    from connector.worker import _KeptInDatabase
+    from domain import CreateTask
+
+    store = Store("sqlite://")
+    now = utcnow()
+    with store.sessions() as session:
+        Audit.record(
+            session, at=now, crm="b24", deal_id="5", rule="r", trigger="t", action="note", message="m", key="a"
+        )
+        store.outbox.stage(session, key="b", crm="b24", command=CreateTask("5"), rule="r", now=now, trigger="t")
+        memory = _KeptInDatabase(session)
+        assert memory.decided(["a"]) and memory.decided(["b"]) and memory.decided(["a", "b"])
+        assert not memory.decided(["a", "c"]) and not memory.decided(["c"])

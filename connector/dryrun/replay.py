@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
@@ -64,6 +64,18 @@ class Outcome:
     action: str
     detail: str
     key: str = ""  # the decision's key, as the worker would store it
+
+    @classmethod
+    def of(
+        cls, at: datetime, crm: str, deal_id: str, rule: str, trigger: str, action: str, detail: str, key: str
+    ) -> Outcome:
+        """``Outcome(...)`` set in one step (one per would-be action: the frozen dataclass's
+        ``__init__`` sets each field by ``object.__setattr__``)."""
+        made = object.__new__(cls)
+        made.__dict__.update(
+            at=at, crm=crm, deal_id=deal_id, rule=rule, trigger=trigger, action=action, detail=detail, key=key
+        )
+        return made
 
 
 @dataclass
@@ -191,6 +203,9 @@ class Replay:
     def assignments(self) -> Mapping[str, Mapping[str, int]]:
         return self._assigned
 
+    def decided(self, keys: Sequence[str]) -> bool:
+        return all(key in self._decided for key in keys)
+
     # --- deadlines and schedules between events --------------------------------------------
 
     def _start_schedules(self, start: datetime) -> None:
@@ -304,7 +319,7 @@ class Replay:
         before = self._snapshots.get(key)
         # An event on the deal as last seen (a deadline, a scheduled run) reuses its snapshot.
         current = before if before is not None and self._snapped.get(key) is deal else deal.snapshot()
-        event = Event(
+        event = Event.of(
             crm=deal.crm,
             kind=kind,
             deal_id=deal.id,
@@ -429,7 +444,7 @@ class Replay:
         self.result.by_rule[(decision.rule, action.kind)] += 1
         trigger = self._trigger(decision.triggers)
         self.result.outcomes.append(
-            Outcome(
+            Outcome.of(
                 at, deal.crm, deal.id, decision.rule, trigger, action.kind, detail or action.describe(), decision.key
             )
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -73,6 +74,13 @@ class Audit:
     def has(session: Session, key: str) -> bool:
         """Whether a line with this key was written (a decision applied before)."""
         return session.scalar(select(AuditRow.id).where(AuditRow.key == key)) is not None
+
+    @staticmethod
+    def keys_among(session: Session, keys: Collection[str]) -> set[str]:
+        """Which of ``keys`` have a line (one query)."""
+        if not keys:
+            return set()
+        return set(session.scalars(select(AuditRow.key).where(AuditRow.key.in_(keys))))
 
     def for_deal(self, crm: str | None, deal_id: str) -> list[AuditRow]:
         """Every line about a deal, oldest first."""

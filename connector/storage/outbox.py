@@ -3,7 +3,7 @@ through sending to done (or a dead letter) only here."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +26,13 @@ class Outbox:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+
+    @staticmethod
+    def keys_among(session: Session, keys: Collection[str]) -> set[str]:
+        """Which of ``keys`` were queued (one query)."""
+        if not keys:
+            return set()
+        return set(session.scalars(select(OutboxRow.idempotency_key).where(OutboxRow.idempotency_key.in_(keys))))
 
     @staticmethod
     def stage(
