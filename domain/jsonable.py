@@ -18,6 +18,11 @@ def jsonable(value: Any) -> Any:
     text, a cycle, an integer too long for text) takes the round trip itself, so json
     decides and raises.
     """
+    cls = type(value)
+    if cls is str:
+        return value  # most values asked for (a command's texts for the audit line)
+    if cls is datetime:
+        return value.isoformat()
     try:
         return _convert(value)
     except (_NotPlain, RecursionError):

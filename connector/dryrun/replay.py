@@ -133,6 +133,7 @@ class Replay:
         self._recorded: dict[tuple[str, str], Deal] = {}  # each deal as history last showed it
         self._written: dict[tuple[str, str], dict[str, Any]] = {}  # what our writes set and still stands
         self._timers: dict[tuple[str, str], dict[str, _Timer]] = {}
+        self._running: dict[tuple[str, str], tuple[OpenDeadline, ...]] = {}  # from _timers, dropped on change
         self._due: list[tuple[datetime, int, tuple[str, str], str]] = []  # heap of (fire_at, seq, deal, name)
         self._seq = 0
         self._decided: set[str] = set()
@@ -191,10 +192,18 @@ class Replay:
         return self._snapshots.get((crm, deal_id))
 
     def running_deadlines(self, crm: str, deal_id: str) -> list[OpenDeadline]:
+        # Asked on every event of the deal; its timers change far less often (kept until then).
+        known = self._running.get((crm, deal_id))
+        if known is not None:
+            return list(known)
         timers = self._timers.get((crm, deal_id))
-        if not timers:
-            return []
-        return [OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in TIMER_RUNNING]
+        running = (
+            tuple(OpenDeadline(t.name, t.due_at, t.status) for t in timers.values() if t.status in TIMER_RUNNING)
+            if timers
+            else ()
+        )
+        self._running[(crm, deal_id)] = running
+        return list(running)
 
     def deadline(self, crm: str, deal_id: str, name: str) -> tuple[str, datetime] | None:
         timer = self._timers.get((crm, deal_id), {}).get(name)
@@ -204,7 +213,7 @@ class Replay:
         return self._assigned
 
     def decided(self, keys: Sequence[str]) -> bool:
-        return all(key in self._decided for key in keys)
+        return self._decided.issuperset(keys)
 
     # --- deadlines and schedules between events --------------------------------------------
 
@@ -256,6 +265,7 @@ class Replay:
             self._schedule(key, timer)
         else:
             timer.status = TimerStatus.BREACHED
+        self._running.pop(key, None)
         data = {
             "deadline": name,
             "phase": str(phase),
@@ -424,11 +434,13 @@ class Replay:
                 fire = min(action.remind_at, due).astimezone(UTC) if action.remind_at else due
                 timer = _Timer(action.name, due, fire, TimerStatus.OPEN, action.responsible_id, decision.rule)
                 timers[action.name] = timer
+                self._running.pop(key, None)
                 self._schedule(key, timer)
         elif isinstance(action, CancelDeadline):
             stopping = self._timers.get(key, {}).get(action.name)
             if stopping is not None and stopping.status in TIMER_RUNNING:
                 stopping.status = TimerStatus.DONE if action.reason == "done" else TimerStatus.CANCELLED
+                self._running.pop(key, None)
         elif isinstance(action, RecordBreach):
             self.result.breaches[action.deadline] += 1
             self.result.breach_records.append(
