@@ -149,7 +149,12 @@ class DealReader(KeysetPaginator):
         steps: list[Step] = []
         later = self.left if self.left is not None else 0
         if self.rest:
-            pages = self.rest // PAGE_SIZE + 1  # the last one short: the proof that the second is done
+            rest = self.rest
+            if self.until is not None and self.left is not None:
+                # A second's count runs past the range's end: plan no pages past the end (a
+                # page chained on an empty one names no row and is wasted on the portal).
+                rest = min(rest, self.left)
+            pages = rest // PAGE_SIZE + 1  # the last one short: the proof that the second is done
             steps += [Step(f"c{i}", "same", chained=i > 0) for i in range(min(size, pages))]
             if len(steps) == size or len(steps) < pages:
                 return steps
@@ -313,7 +318,9 @@ def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> I
     if len(head_steps) == 1:
         commands["h0"] = head.commands(head_steps)[head_steps[0].key]
     probes = client.batch(commands)
-    bounds: list[tuple[Key, Answer, int]] = []  # each range's start, its second's first page, rows left
+    # Each range's start, its second's first page, the rows the count said lie from there on,
+    # and the rows between the head's last read and that start.
+    bounds: list[tuple[Key, Answer, int, int]] = []
     last = key_of(head.last_row) if head.last_row is not None else None
     for j in range(len(starts)):
         error = probes.errors.get(f"p{j}")
@@ -324,8 +331,10 @@ def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> I
             continue  # past the end (the read shrank), or not after the range before it
         last = key_of(found[0])
         answer = (list(probes.result.get(f"s{j}") or []), probes.total.get(f"s{j}"), probes.errors.get(f"s{j}"))
-        bounds.append((last, answer, left - (starts[j] - PAGE_SIZE)))
-    head.until = bounds[0][0] if bounds else None
+        bounds.append((last, answer, left - (starts[j] - PAGE_SIZE), starts[j] - PAGE_SIZE))
+    if bounds:
+        head.until = bounds[0][0]
+        head.left = bounds[0][3]
     head_rows: list[dict[str, Any]] = []
     if "h0" in commands:
         before = head.position
@@ -333,7 +342,7 @@ def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> I
         head_rows = list(head.consume([dataclasses.replace(head_steps[0], key="h0")], {"h0": answer}))
         head.check_moved(before)
     readers: list[tuple[DealReader, list[dict[str, Any]]]] = [(head, head_rows)]
-    for j, (bound, answer, rows_left) in enumerate(bounds):
+    for j, (bound, answer, rows_left, _) in enumerate(bounds):
         reader = DealReader(bound[0], crm=crm, until=bounds[j + 1][0] if j + 1 < len(bounds) else None)
         # What the count said lies from here on (to the end for the last range): no pages
         # planned past it.
