@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from domain.clock import utcnow
 
 CONFIG = """
 storage: {{url: "{db_url}"}}
@@ -47,3 +50,16 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0, step: float =
             return True
         time.sleep(step)
     return predicate()
+
+
+class Clock:
+    """Wall time that moves only when the test moves it (``clock.now = ...`` or ``advance``)."""
+
+    def __init__(self, now: datetime | None = None) -> None:
+        self.now = utcnow() if now is None else now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)

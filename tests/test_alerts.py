@@ -21,15 +21,8 @@ from connector.storage.models import BreachRow, OutboxRow
 from connector.storage.store import Store
 from domain.clock import utcnow
 from domain.statuses import OutboxStatus
+from tests.helpers import Clock
 from tests.smtp_sink import SmtpSink
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _settings(port: int, min_interval: float = 600.0) -> dict:  # type: ignore[type-arg]

@@ -16,9 +16,9 @@ from connector.storage.models import OutboxRow
 from connector.storage.outbox import Outbox
 from connector.storage.store import Store
 from domain import OutboxStatus, SendMessage
-from domain.clock import utcnow
 from simulators import FaultKnobs, SimulatorServer
 from simulators.telegram import TelegramSimulator
+from tests.helpers import Clock
 
 pytestmark = pytest.mark.slow  # real HTTP to a simulator in a thread
 
@@ -42,14 +42,6 @@ channels:
     rate: 30
     burst: 30
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -12,9 +12,8 @@ from sqlalchemy import select
 from connector.config import load_config_text
 from connector.runtime import Runtime
 from connector.storage.models import AuditRow, BreachRow, TimerRow
-from domain.clock import utcnow
 from simulators.bitrix24 import Bitrix24Simulator
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, Clock
 
 CONFIG = """
 storage: {{url: "{db_url}"}}
@@ -57,14 +56,6 @@ rules:
           title: "Просрочено подключение: {{{{ deal.title }}}}"
           comment: "Срок подключения нарушен (до {{{{ event.data.due_at }}}})"
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from adapters.contracts import CommandSink, CrmAdapter, WriteResult
@@ -11,8 +11,8 @@ from connector.dispatcher import Dispatcher
 from connector.storage.models import OutboxRow
 from connector.storage.store import Store
 from domain import Command, CreateTask
-from domain.clock import utcnow
 from domain.errors import AmbiguousWriteError, RateLimited
+from tests.helpers import Clock
 
 CONFIG = """
 storage: {url: "sqlite://"}
@@ -43,14 +43,6 @@ class Recording(CrmAdapter, CommandSink):
     def find_written(self, command: Command, marker: str) -> WriteResult | None:
         self.calls.append("find")
         return WriteResult(self.landed[marker], reconciled=True) if marker in self.landed else None
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _setup(status: str = "pending", attempts: int = 0) -> tuple[Dispatcher, Recording, Store, Clock]:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -21,23 +21,15 @@ from connector.storage.models import AuditRow, OutboxRow
 from connector.storage.outbox import Outbox
 from connector.storage.store import Store
 from domain import AddComment, CreateTask, OutboxStatus
-from domain.clock import utcnow
 from simulators import FaultKnobs, SimulatorServer
 from simulators.bitrix24 import Bitrix24Simulator
+from tests.helpers import Clock
 
 CONFIG = """
 storage: {{url: "sqlite://"}}
 dispatcher: {{batch: 500, reconcile_after: 30s, backoff: 1s, concurrency: 4}}
 crms: {{b24: {{type: bitrix24, webhook_url: "{url}", application_token: "tok-12345678"}}}}
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

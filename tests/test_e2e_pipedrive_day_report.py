@@ -20,18 +20,11 @@ from connector.runtime import Runtime
 from simulators import SimulatorServer
 from simulators.pipedrive import PipedriveSimulator
 from tests.example_world import EXAMPLES
+from tests.helpers import Clock
 
 KYIV = ZoneInfo("Europe/Kyiv")
 TOKEN = "pd-day-report-token-0123456789"
 PHONE = "a" * 36 + "0002"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from connector.runtime import Runtime
 from jobs.plans import load_plans
 from simulators import SimulatorServer
 from simulators.bitrix24 import Bitrix24Simulator
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, Clock
 
 # On the simulator in real threads: the full suite runs it, the fast tier does not.
 pytestmark = pytest.mark.slow
@@ -53,14 +53,6 @@ reports:
 """
 
 PLANS = "period,person,team,indicator,plan\n2026-W11,2,,calls,160\n2026-W11,3,,calls,160\n"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ from connector.storage.cursors import Cursors
 from jobs.plans import load_plans
 from simulators import SimulatorServer
 from simulators.pipedrive import PipedriveSimulator
+from tests.helpers import Clock
 
 # On the simulator in real threads: the full suite runs it, the fast tier does not.
 pytestmark = pytest.mark.slow
@@ -73,14 +74,6 @@ PLANS = """period,person,team,indicator,plan
 2026-Q1,,north,contracts,6
 2026-03,,north,turnover,5000
 """
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -17,20 +17,12 @@ from connector.runtime import Runtime
 from jobs.plans import load_plans
 from simulators import SimulatorServer
 from simulators.bitrix24 import Bitrix24Simulator
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, Clock
 
 # On the simulator in real threads: the full suite runs it, the fast tier does not.
 pytestmark = pytest.mark.slow
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "sales-planning.yaml"
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

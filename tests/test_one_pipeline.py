@@ -33,6 +33,7 @@ from jobs.timers import fire_due_timers
 from simulators.bitrix24 import Bitrix24Simulator
 from simulators.pipedrive import PipedriveSimulator
 from simulators.telegram import TelegramSimulator
+from tests.helpers import Clock
 
 pytestmark = pytest.mark.slow
 
@@ -215,14 +216,6 @@ SCRIPTS = {
     "sales-planning.yaml": SALES_PLANNING,
 }
 END = _at(30, 20)
-
-
-class Clock:
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 def _config_text(example: str, db: Path) -> str:

@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,10 +18,9 @@ from click.testing import CliRunner
 from connector.cli import main
 from connector.config import load_config
 from connector.runtime import Runtime
-from domain.clock import utcnow
 from domain.events import Event, EventKind, EventSource
 from simulators.bitrix24 import Bitrix24Simulator
-from tests.helpers import TOKEN
+from tests.helpers import TOKEN, Clock
 
 CONFIG = """
 storage: {{url: "sqlite:///{db}"}}
@@ -47,14 +46,6 @@ NIGHTLY = """
     do:
       - create_task: {title: "Проверить", responsible: responsible}
 """
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -25,23 +25,12 @@ from domain import Deal, Event, EventKind, EventSource, User
 from domain.clock import utcnow
 from jobs.poll import poll_deals
 from simulators.bitrix24 import Bitrix24Simulator
-from tests.helpers import CONFIG, TOKEN
+from tests.helpers import CONFIG, TOKEN, Clock
 from tests.httpfaults import HttpFaultProxy
 from tests.test_dispatcher import CONFIG as PLAIN_CONFIG
 from tests.test_dispatcher import Recording
 
 READS = ("crm.deal.get", "batch", "user.get")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = utcnow()
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
