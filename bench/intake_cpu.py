@@ -4,13 +4,15 @@ One thread calls each WSGI app with prepared environs of distinct Bitrix24 deliv
 same bodies ``bench/wrk_bitrix24.lua`` sends) and measures CPU (``time.process_time``: this
 process only, so the database server's share is not in it) and wall time per delivery:
 
-* ``ours``: the intake app (``Runtime(config).app``: Flask, the route, the Bitrix24 parser,
-  the inbox insert, the INFO log line, the metrics, the JSON answer);
+* ``ours``: the intake app (``Runtime(config).app``: plain deliveries are answered by its
+  direct WSGI path, past Flask; the Bitrix24 parser, the hand-over to the group-commit
+  writer and its insert, the metrics, the JSON answer);
 * ``ceiling``: ``bench/ceiling_app.py`` (Flask, one INSERT, a constant answer);
 
 and then the parts of ours one at a time (each alone, so they add up only roughly): Flask
-with an empty route, the form decoding, the Bitrix24 receiver (validate and parse), ``store.inbox.add``, the log line
-(formatted, written to /dev/null), a Prometheus counter.
+with an empty route (what the direct path no longer pays), the form decoding, the Bitrix24
+receiver (validate and parse), ``store.inbox.add``, ``inbox.add_many`` per row in groups of
+4, the log line (now at DEBUG, so off), a Prometheus counter.
 
     python bench/intake_cpu.py --db postgresql+psycopg://postgres@127.0.0.1:5432/bench_w2   # emptied!
     python bench/intake_cpu.py --db sqlite:////tmp/intake-cpu.db --n 5000

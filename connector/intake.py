@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import BadRequest, HTTPException, RequestEntityTooLarge
+from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from adapters.contracts import CrmAdapter, IncomingRequest, WebhookReceiver
@@ -129,10 +130,74 @@ def _form(body: bytes, mimetype: str) -> dict[str, list[str]] | None:
     return None
 
 
-def _answer(status: int, **fields: Any) -> tuple[Response, int]:
-    """A JSON answer as ``jsonify`` writes it (compact, sorted keys, a newline), for less."""
-    body = json.dumps(fields, separators=(",", ":"), sort_keys=True) + "\n"
-    return Response(body, status=status, mimetype="application/json"), status
+_Answer = tuple[int, str]  # a webhook answer: its status and its JSON text
+
+
+def _refusal(status: int, error: str) -> _Answer:
+    """A refusal's answer as ``jsonify`` writes it (compact, sorted keys, a newline)."""
+    return status, json.dumps({"error": error}, separators=(",", ":")) + "\n"
+
+
+def _mimetype(environ: Mapping[str, Any]) -> str:
+    """The request's media type without parameters, lower-case, as werkzeug's ``mimetype``."""
+    return str(environ.get("CONTENT_TYPE", "")).split(";", 1)[0].strip().lower()
+
+
+# Status lines as werkzeug writes them ("400 BAD REQUEST").
+_STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATUS_CODES.items()}
+_INTERNAL_ERROR = _refusal(503, "internal error")
+
+
+def _direct_hooks(
+    flask_app: Callable[[dict[str, Any], Any], Iterable[bytes]],
+    handle: Callable[[str, str, Mapping[str, Any], Callable[[], bytes]], _Answer],
+    routes: set[tuple[str, str]],
+    max_body: int,
+) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
+    """Plain deliveries to a configured CRM answered straight from WSGI, past Flask.
+
+    Flask's request context, URL matching and response object cost about as much CPU as
+    the rest of a delivery together. A POST with a ``Content-Length`` within the limit to
+    ``/hooks/<type>/<name>`` of a configured CRM is handled here, by the same code as the
+    Flask route; anything else (another route or method, an unknown CRM, multipart, a
+    missing or too large length, chunked, a path needing werkzeug's decoding) goes to Flask.
+    """
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        path: str = environ.get("PATH_INFO", "")
+        if not path.startswith("/hooks/") or environ.get("REQUEST_METHOD") != "POST":
+            return flask_app(environ, start_response)
+        parts = path.split("/")
+        length = environ.get("CONTENT_LENGTH", "")
+        if (
+            len(parts) != 4
+            or (parts[2], parts[3]) not in routes
+            or not path.isascii()
+            or not (isinstance(length, str) and length.isdigit() and int(length) <= max_body)
+            or "HTTP_TRANSFER_ENCODING" in environ
+            or _mimetype(environ) == "multipart/form-data"  # its parser is werkzeug's, on Flask's request
+        ):
+            return flask_app(environ, start_response)
+        size = int(length)
+
+        def body() -> bytes:
+            data: bytes = environ["wsgi.input"].read(size) if size else b""
+            if len(data) != size:  # the sender hung up mid-body
+                raise BadRequest("the body is shorter than its Content-Length")
+            return data
+
+        try:
+            status, answer = handle(parts[2], parts[3], environ, body)
+        except Exception:  # as Flask's handler for the other routes: never a 500
+            log.exception("intake error")
+            status, answer = _INTERNAL_ERROR
+        data = answer.encode()
+        start_response(
+            _STATUS_LINES[status], [("Content-Type", "application/json"), ("Content-Length", str(len(data)))]
+        )
+        return [data]
+
+    return app
 
 
 def _whole_answers(wsgi_app: Callable[[dict[str, Any], Any], Iterable[bytes]]) -> Callable[..., Iterable[bytes]]:
@@ -192,10 +257,6 @@ def create_app(
         store.inbox.add_many, wait=group_wait, timeout=STORE_TIMEOUT, on_stored=on_stored, writers=writers
     )
     app.extensions["inbox_writer"] = writer
-    if behind_proxy:
-        # The peer is the proxy; the client is the one hop it appends to X-Forwarded-For.
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
-    app.wsgi_app = _whole_answers(app.wsgi_app)  # type: ignore[method-assign]
     networks = [ipaddress.ip_network(n, strict=False) for n in allow_from or []]
     window = timedelta(seconds=replay_window)
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -213,8 +274,8 @@ def create_app(
             child = counters.setdefault((crm, result), DELIVERIES.labels(crm, result))
         child.inc()
 
-    @app.post("/hooks/<crm_type>/<name>")
-    def hook(crm_type: str, name: str) -> tuple[Response, int]:
+    def handle(crm_type: str, name: str, environ: Mapping[str, Any], body: Callable[[], bytes]) -> _Answer:
+        """One delivery, from either path in (the direct one or Flask's route): its answer."""
         correlation = new_correlation_id()
         receiver = receivers.get((crm_type, name))
         if receiver is None:
@@ -224,31 +285,44 @@ def create_app(
                 _printable(name, 40),
             )
             count("unknown", "refused_404")
-            return _answer(404, error="no such CRM is configured")
-        if networks and not _allowed(request.remote_addr, networks):
+            return _refusal(404, "no such CRM is configured")
+        remote_addr = environ.get("REMOTE_ADDR")
+        if networks and not _allowed(remote_addr, networks):
             log.warning("webhook refused crm=%s status=403 reason=source address not allowed", name)
             count(name, "refused_403")
-            return _answer(403, error="source address not allowed")
+            return _refusal(403, "source address not allowed")
         with observability.correlation(correlation):
-            response, status, result = _hook(receiver, name, correlation)
+            status, answer, result = _hook(receiver, name, correlation, environ, body, remote_addr)
         count(name, result)
-        return response, status
+        return status, answer
 
-    def _hook(receiver: WebhookReceiver, name: str, correlation: str) -> tuple[Response, int, str]:
-        """Parse, check and store one delivery: the answer, its status and the metric's result."""
+    @app.post("/hooks/<crm_type>/<name>")
+    def hook(crm_type: str, name: str) -> tuple[Response, int]:
+        status, answer = handle(crm_type, name, request.environ, lambda: request.get_data(cache=True))
+        return Response(answer, status=status, mimetype="application/json"), status
+
+    def _hook(
+        receiver: WebhookReceiver,
+        name: str,
+        correlation: str,
+        environ: Mapping[str, Any],
+        read_body: Callable[[], bytes],
+        remote_addr: str | None,
+    ) -> tuple[int, str, str]:
+        """Parse, check and store one delivery: the status, the answer and the metric's result."""
         # Until its rows are handed to the writer, this delivery is one the writer may wait
         # for; a refusal leaves the block too, and the writer stops counting on it.
         with writer.expecting():
             received = clock()
             try:
-                body = request.get_data(cache=True)
-                mimetype = request.mimetype or ""
+                body = read_body()
+                mimetype = _mimetype(environ)
                 incoming = IncomingRequest(
                     body=body,
                     content_type=mimetype,
-                    headers=_Headers(request.environ),
+                    headers=_Headers(environ),
                     form=_form(body, mimetype),
-                    remote_addr=request.remote_addr,
+                    remote_addr=remote_addr,
                 )
                 receiver.validate(incoming)
                 events = receiver.parse(incoming, received_at=received)
@@ -260,16 +334,16 @@ def create_app(
                     _printable(exc.reason, 200),
                     correlation,
                 )
-                return *_answer(exc.status, error=exc.reason), f"refused_{exc.status}"
+                return *_refusal(exc.status, exc.reason), f"refused_{exc.status}"
             except HTTPException as exc:  # too large, too many form parts, bad multipart
                 status = exc.code or 400
                 log.warning(
                     "webhook refused crm=%s status=%d reason=%s correlation=%s", name, status, exc.name, correlation
                 )
-                return *_answer(status, error=exc.name), f"refused_{status}"
+                return *_refusal(status, exc.name), f"refused_{status}"
             except Exception:  # a receiver's bug must still not become a 500 or a stored row
                 log.exception("webhook unparseable crm=%s correlation=%s", name, correlation)
-                return *_answer(400, error="could not parse the delivery"), "refused_400"
+                return *_refusal(400, "could not parse the delivery"), "refused_400"
             stale = [e for e in events if not received - window <= e.occurred_at <= received + FUTURE_SKEW]
             if stale:
                 log.warning(
@@ -278,10 +352,10 @@ def create_app(
                     stale[0].occurred_at.isoformat(),
                     correlation,
                 )
-                return *_answer(400, error="delivery outside the replay window"), "refused_400"
+                return *_refusal(400, "delivery outside the replay window"), "refused_400"
             if (too_long := _too_long(events)) is not None:
                 log.warning("webhook refused crm=%s status=400 reason=%s correlation=%s", name, too_long, correlation)
-                return *_answer(400, error=too_long), "refused_400"
+                return *_refusal(400, too_long), "refused_400"
         try:
             outcome = writer.store([row_values(event, received, correlation) for event in events])
         except (SQLAlchemyError, StorageTimeout) as exc:
@@ -291,7 +365,7 @@ def create_app(
                 _printable(exc, 200),
                 correlation,
             )
-            return *_answer(503, error="storage unavailable, try again"), "refused_503"
+            return *_refusal(503, "storage unavailable, try again"), "refused_503"
         stored = sum(outcome)
         duplicates = len(outcome) - stored
         # No line per delivery at INFO: at hundreds a second it would be most of the log and a
@@ -309,7 +383,14 @@ def create_app(
         # What _answer writes for these four fields (sorted keys, compact), without the encoder:
         # the one answer sent at the full rate; the id is hex, the counts are ints.
         answer = f'{{"correlation_id":"{correlation}","duplicates":{duplicates},"ok":true,"stored":{stored}}}\n'
-        return Response(answer, status=200, mimetype="application/json"), 200, result
+        return 200, answer, result
+
+    app.wsgi_app = _direct_hooks(  # type: ignore[method-assign,assignment]
+        _whole_answers(app.wsgi_app), handle, set(receivers), max_body_bytes
+    )
+    if behind_proxy:
+        # The peer is the proxy; the client is the one hop it appends to X-Forwarded-For.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1)  # type: ignore[method-assign]
 
     @app.get("/metrics")
     def metrics() -> Response:

@@ -4,10 +4,12 @@ never a server error, never a stored row for a refused request, no secret in the
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import time
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -139,6 +141,72 @@ def test_fuzzed_deliveries_never_500_never_stored(
     assert resp.status_code < 500, (resp.status_code, resp.get_data()[:200])
     assert resp.status_code in (200, 400, 401, 403, 404, 413, 415), resp.status_code
     assert _rows(fuzz_app) == before  # no body here carries the real token: nothing is ever stored
+
+
+def _call(rt: Runtime, body: bytes, *, length: str | None, content_type: str) -> tuple[str, dict[str, str], bytes]:
+    """The intake's WSGI app called directly: its status line, headers and body."""
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "SCRIPT_NAME": "",
+        "PATH_INFO": "/hooks/bitrix24/b24",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "REMOTE_ADDR": "127.0.0.1",
+        "CONTENT_TYPE": content_type,
+        "wsgi.input": io.BytesIO(body),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": io.StringIO(),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": False,
+        "wsgi.run_once": False,
+        "wsgi.version": (1, 0),
+    }
+    if length is not None:
+        environ["CONTENT_LENGTH"] = length
+    else:  # no length: a chunked body, which werkzeug reads to its end
+        environ["HTTP_TRANSFER_ENCODING"] = "chunked"
+        environ["wsgi.input_terminated"] = True
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: object = None) -> Any:
+        started.append((status, headers))
+
+    chunks = rt.app(environ, start_response)
+    data = b"".join(chunks)
+    getattr(chunks, "close", lambda: None)()
+    status, headers = started[0]
+    return status, {k.lower(): v for k, v in headers}, data
+
+
+def test_a_body_shorter_than_its_length_is_refused_not_stored(fuzz_app: Runtime) -> None:
+    before = _rows(fuzz_app)
+    body = _valid(deal="77").encode()
+    status, _, data = _call(
+        fuzz_app, body[:-5], length=str(len(body)), content_type="application/x-www-form-urlencoded"
+    )
+    assert status.startswith("400"), (status, data)
+    assert _rows(fuzz_app) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"event=ONCRMDEALUPDATE&auth[application_token]=forged", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe=1", "application/x-www-form-urlencoded"),
+        (b'{"event": "ONCRMDEALUPDATE"}', "application/json"),
+        (("a=1&" * 600).encode(), "application/x-www-form-urlencoded"),
+    ],
+)
+def test_refusals_are_the_same_with_or_without_flask(fuzz_app: Runtime, body: bytes, content_type: str) -> None:
+    # With a Content-Length the delivery is answered past Flask; chunked, through it.
+    direct = _call(fuzz_app, body, length=str(len(body)), content_type=content_type)
+    through_flask = _call(fuzz_app, body, length=None, content_type=content_type)
+    assert direct[0] == through_flask[0]
+    assert 400 <= int(direct[0][:3]) < 500
+    assert direct[1]["content-type"] == through_flask[1]["content-type"] == "application/json"
+    assert json.loads(direct[2]) == json.loads(through_flask[2])
 
 
 def test_allow_list_refuses_other_sources(db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
