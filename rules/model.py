@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 from domain import Command, Deal, Event, User
@@ -174,11 +174,23 @@ class RuleContext:
 
     def next_holiday(self, days: int = 60) -> dict[str, Any]:
         """The next public holiday within ``days`` ({"date", "name"}; empty values if none)."""
-        if self.calendar is None:
+        global _LAST_HOLIDAY
+        calendar, now = self.calendar, self.now
+        if calendar is None:
             return {"date": None, "name": ""}
-        today = self.now.astimezone(self.calendar.tz).date()
-        found = self.calendar.holidays_between(today + timedelta(days=1), today + timedelta(days=days))
-        return {"date": found[0][0], "name": found[0][1]} if found else {"date": None, "name": ""}
+        # Every event's templates ask, in time order: the answer holds for the whole local
+        # day, so it is kept with that day's bounds (one entry; no zone conversion per ask).
+        last = _LAST_HOLIDAY
+        if last is not None and last[0] is calendar and last[1] == days and now.tzinfo and last[2] <= now < last[3]:
+            return dict(last[4])
+        today = now.astimezone(calendar.tz).date()
+        found = calendar.holidays_between(today + timedelta(days=1), today + timedelta(days=days))
+        answer = {"date": found[0][0], "name": found[0][1]} if found else {"date": None, "name": ""}
+        start = datetime.combine(today, time(), tzinfo=calendar.tz)
+        end = datetime.combine(today + timedelta(days=1), time(), tzinfo=calendar.tz)
+        if now.tzinfo is not None:  # a naive moment is not compared with the zone's bounds
+            _LAST_HOLIDAY = (calendar, days, start, end, answer)
+        return dict(answer)
 
     def template_vars(self, results: Mapping[str, Any]) -> dict[str, Any]:
         """The names templates see: the context's own and the step results so far.
@@ -226,6 +238,8 @@ class RuleContext:
 
 
 _LAST_TEMPLATE_VARS: tuple[RuleContext, dict[str, Any]] | None = None
+# (calendar, days, local day's start, next day's start, answer): RuleContext.next_holiday's.
+_LAST_HOLIDAY: tuple[WorkCalendar, int, datetime, datetime, dict[str, Any]] | None = None
 
 Condition = Callable[[RuleContext], bool]
 

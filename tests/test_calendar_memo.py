@@ -98,3 +98,36 @@ def test_kept_sums_stay_bounded_and_failures_are_not_kept() -> None:
             cal.add(start, "soon")
         with pytest.raises(CalendarError, match="no time zone"):
             cal.add(datetime(2026, 3, 2, 9), "1 working hour")
+
+
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: s["timezone"])
+def test_next_holiday_kept_for_a_day_answers_as_a_fresh_calendar(settings: dict[str, str]) -> None:
+    # RuleContext.next_holiday keeps its answer for the local day: moments in time order
+    # around each local midnight (and DST changes) must get what a fresh calendar says.
+    from domain import Deal, Event, EventKind, EventSource
+    from rules.model import RuleContext
+
+    kept = WorkCalendar(**settings)  # type: ignore[arg-type]
+    deal = Deal(crm="b24", id="1", title="t", stage="NEW")
+    moments = sorted(
+        datetime(2026, m, d, tzinfo=UTC) + timedelta(minutes=minutes)
+        for m, d in ((1, 1), (3, 8), (3, 28), (5, 8), (10, 24), (10, 31), (12, 30))
+        for minutes in range(0, 3 * 24 * 60, 37)
+    )
+
+    def context(now: datetime, calendar: WorkCalendar) -> RuleContext:
+        event = Event(
+            crm="b24",
+            kind=EventKind.DEAL_UPDATED,
+            deal_id="1",
+            occurred_at=now,
+            dedup_key="k",
+            source=EventSource.WEBHOOK,
+        )
+        return RuleContext(deal=deal, event=event, now=now, triggers=frozenset(), calendar=calendar)
+
+    for days in (60, 3):
+        # Fresh answers first: asking them in between would replace the kept one.
+        want = [context(now, WorkCalendar(**settings)).next_holiday(days) for now in moments]  # type: ignore[arg-type]
+        got = [context(now, kept).next_holiday(days) for now in moments]
+        assert got == want
