@@ -4,6 +4,7 @@ with one line, and the lock goes with the process that held it."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -49,11 +50,26 @@ def test_databases_without_a_file_need_no_lock() -> None:
     assert hold_single_instance("postgresql+psycopg://u@127.0.0.1:5432/db") is None
 
 
+def _stop(process: subprocess.Popen[str]) -> None:
+    """Terminate and join; a process that does not stop fails the test with every thread's
+    stack (faulthandler, on SIGABRT) and what it printed."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        if os.name == "posix":
+            process.send_signal(signal.SIGABRT)
+        else:
+            process.kill()
+        output, _ = process.communicate(timeout=30)
+        pytest.fail(f"connector run did not stop within 30 s of SIGTERM:\n{output}")
+
+
 @pytest.mark.slow
 def test_second_connector_run_on_one_sqlite_file_is_refused_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text(CONFIG.format(db=tmp_path / "c.db"), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONFAULTHANDLER": "1"}
     argv = [sys.executable, "-m", "connector.cli", "run", "--config", str(config)]
     first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -66,8 +82,7 @@ def test_second_connector_run_on_one_sqlite_file_is_refused_in_one_line(tmp_path
         lines = second.stderr.strip().splitlines()
         assert len(lines) == 1 and "already runs on" in lines[0] and f"pid {first.pid}" in lines[0], second.stderr
     finally:
-        first.terminate()
-        first.wait(timeout=30)
+        _stop(first)
     # The lock went with the first process: a new one starts.
     third = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -76,5 +91,4 @@ def test_second_connector_run_on_one_sqlite_file_is_refused_in_one_line(tmp_path
         line = third.stdout.readline()
         assert line.startswith("listening on") and time.monotonic() < deadline, line
     finally:
-        third.terminate()
-        third.wait(timeout=30)
+        _stop(third)
