@@ -19,6 +19,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -140,7 +141,23 @@ class GranianServer:
             self._loop_thread.join(STOP_WAIT)
             # Left open: Granian's Rust side may still hand a late callback to the stopped
             # loop (a client that was sending when we stopped); a closed loop would panic it.
-        self._holder = None  # our handle on the listening socket
+            self._holder = None  # our handle on the listening socket
+            self._wait_until_the_port_refuses()
+        self._holder = None
+
+    def _wait_until_the_port_refuses(self) -> None:
+        """Granian closes its listener from its own runtime some time after the signal; stop
+        returns once the port refuses connections, so a restart on it finds it free."""
+        host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(self._host, self._host)
+        deadline = time.monotonic() + STOP_WAIT
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection((host, self.port), timeout=0.2):
+                    pass
+            except OSError:
+                return
+            time.sleep(0.005)
+        log.warning("intake port %s still accepted connections %.0f s after the stop", self.port, STOP_WAIT)
 
     async def _handle(self, scope: Any, proto: Any) -> None:
         if scope.proto != "http":
