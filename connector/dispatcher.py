@@ -271,16 +271,7 @@ class Dispatcher:
         )
         for row, result in finished:
             with correlation(row.correlation_id):
-                log.info(
-                    "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
-                    row.crm,
-                    row.deal_id,
-                    row.id,
-                    row.command,
-                    result.remote_id,
-                    result.reconciled,
-                    row.correlation_id,
-                )
+                _log_dispatched(row, result)
 
     def _reload(self, row: OutboxRow) -> OutboxRow | None:
         """The row as stored now, if it is still this dispatcher's to carry out."""
@@ -329,16 +320,7 @@ class Dispatcher:
 
     def _done(self, row: OutboxRow, result: WriteResult) -> None:
         self.store.outbox.mark_done(row, remote_id=result.remote_id, reconciled=result.reconciled, now=self.clock())
-        log.info(
-            "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
-            row.crm,
-            row.deal_id,
-            row.id,
-            row.command,
-            result.remote_id,
-            result.reconciled,
-            row.correlation_id,
-        )
+        _log_dispatched(row, result)
 
     def _failed(self, row: OutboxRow, exc: AdapterError) -> None:
         cfg = self.config.dispatcher
@@ -384,3 +366,16 @@ def by_deal(rows: Sequence[OutboxRow]) -> list[list[OutboxRow]]:
     for row in rows:
         lanes.setdefault((row.crm, row.deal_id), []).append(row)
     return list(lanes.values())
+
+
+def _log_dispatched(row: OutboxRow, result: WriteResult) -> None:
+    log.info(
+        "dispatched crm=%s deal=%s outbox=%s command=%s remote_id=%s reconciled=%s correlation=%s",
+        row.crm,
+        row.deal_id,
+        row.id,
+        row.command,
+        result.remote_id,
+        result.reconciled,
+        row.correlation_id,
+    )
