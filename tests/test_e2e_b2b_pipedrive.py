@@ -181,7 +181,9 @@ def test_won_deal_is_announced_in_the_care_teams_chat(world, telegram) -> None: 
     simulator, _ = world
     paid = simulator.add_deal(_complete({"stage_id": 5, "title": "Блокноты", "value": 9000, "currency": "UAH"}))
     simulator.update_deal(paid, {"status": "won"})
+    # The message and the care manager's field are two writes to two services: either may land first.
     assert wait_for(lambda: len(telegram.texts(CARE_CHAT)) == 1)
+    assert wait_for(lambda: KEYS["care"] in simulator.deals[paid]["custom_fields"])
     (text,) = telegram.texts(CARE_CHAT)
     care = simulator.deals[paid]["custom_fields"][KEYS["care"]]
     assert text == (
