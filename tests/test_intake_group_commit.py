@@ -4,6 +4,7 @@ in bounded time, and refusals cost little and log safely."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import threading
@@ -170,6 +171,55 @@ def test_a_request_that_gave_up_is_left_out_of_later_groups() -> None:
     assert [("b24", "late")] not in insert.groups
 
 
+def test_a_loops_requests_share_a_group_and_are_settled_by_one_call_into_the_loop() -> None:
+    """``store_soon``: no thread per request; the writer resolves a group's futures together."""
+    insert = SlowInsert(seconds=0.0)
+    writer = GroupWriter(insert, wait=0.0)
+    calls: list[int] = []
+
+    async def post_together() -> list[list[bool]]:
+        loop = asyncio.get_running_loop()
+        into_loop = loop.call_soon_threadsafe
+
+        def counted(callback, *args):  # type: ignore[no-untyped-def]
+            calls.append(len(args[0]) if args else 0)
+            return into_loop(callback, *args)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        # Queued while this loop holds the thread: the writer finds them all in its first drain.
+        futures = [writer.store_soon([_row("b24", f"k{i}")]) for i in range(20)]
+        futures.append(writer.store_soon([_row("b24", "k0")]))  # a twin: a duplicate
+        return list(await asyncio.gather(*futures))
+
+    try:
+        answers = asyncio.run(post_together())
+    finally:
+        writer.close()
+    assert answers == [[True]] * 20 + [[False]]
+    assert sum(len(g) for g in insert.groups) == 20
+    assert len(calls) == len(insert.groups) and sum(calls) == 21  # one call per group
+
+
+def test_a_loops_request_gets_the_groups_error_or_a_timeout() -> None:
+    async def post(writer: GroupWriter) -> BaseException | None:
+        try:
+            await writer.store_soon([_row("b24", "k")])
+        except (OperationalError, StorageTimeout) as exc:
+            return exc
+        return None
+
+    failing = GroupWriter(SlowInsert(fail=True), wait=0.0)
+    hung = GroupWriter(SlowInsert(seconds=1.0), wait=0.0, timeout=0.1)
+    try:
+        assert isinstance(asyncio.run(post(failing)), OperationalError)
+        started = time.monotonic()
+        assert isinstance(asyncio.run(post(hung)), StorageTimeout)
+        assert time.monotonic() - started < 0.9  # answered at its timeout, not at the commit
+    finally:
+        failing.close()
+        hung.close()
+
+
 def test_every_accepted_delivery_is_committed_before_its_answer(db_url, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     rt = _runtime(db_url, monkeypatch)
     writer = rt.app.extensions["inbox_writer"]
@@ -314,17 +364,25 @@ def test_sqlite_inbox_writes_reach_the_disk_before_the_answer(tmp_path) -> None:
     from domain import Event, EventKind
 
     store = Store(f"sqlite:///{tmp_path / 'c.db'}")
-    levels: list[int] = []
+    statements: list[str] = []
 
-    @event.listens_for(store.engine, "before_cursor_execute")
-    def spy(conn, cursor, statement, *args) -> None:  # type: ignore[no-untyped-def]
-        if statement.startswith("INSERT INTO inbox"):
-            levels.append(cursor.connection.execute("PRAGMA synchronous").fetchone()[0])
+    @event.listens_for(store.engine, "checkout")
+    def trace(dbapi_conn, _record, _proxy) -> None:  # type: ignore[no-untyped-def]
+        dbapi_conn.set_trace_callback(statements.append)
 
     now = datetime.now(UTC)
     try:
         assert store.inbox.add_many([row_values(Event("b24", EventKind.DEAL_UPDATED, "1", now, "k1"), now)])
-        assert levels == [2]  # FULL: the commit is synced before the intake answers
+        start = next(i for i, s in enumerate(statements) if s == "PRAGMA synchronous=FULL")
+        steps = [s.split(" (", 1)[0] for s in statements[start : start + 5]]
+        # FULL around the whole transaction: its commit is synced before the intake answers.
+        assert steps == [
+            "PRAGMA synchronous=FULL",
+            "BEGIN IMMEDIATE",
+            "INSERT INTO inbox",
+            "COMMIT",
+            "PRAGMA synchronous=NORMAL",
+        ]
         with store.engine.connect() as conn:  # the other writes keep NORMAL
             assert conn.connection.dbapi_connection.execute("PRAGMA synchronous").fetchone()[0] == 1  # type: ignore[union-attr]
     finally:

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Connection, Engine, Insert, Table, select
+from sqlalchemy import Engine, Insert, Table, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -57,16 +57,6 @@ def _insert_statement(dialect: str) -> Insert:
     else:
         raise ValueError(f"unsupported database {dialect!r}: PostgreSQL or SQLite")
     insert: Insert = stmt.on_conflict_do_nothing(index_elements=["crm", "dedup_key"]).returning(table.c.id)
-    return insert
-
-
-def _group_insert_statement(dialect: str) -> Insert:
-    """The same insert for many rows at once, returning the key of each row it inserted."""
-    table = cast(Table, InboxRow.__table__)
-    stmt: Any = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    insert: Insert = stmt.on_conflict_do_nothing(index_elements=["crm", "dedup_key"]).returning(
-        table.c.crm, table.c.dedup_key
-    )
     return insert
 
 
@@ -137,6 +127,81 @@ class _PostgresGroupInsert:
             pooled.close()
 
 
+class _SqliteGroupInsert:
+    """A group's rows in one ``INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING RETURNING`` on
+    a pooled sqlite3 connection, without SQLAlchemy's statement machinery.
+
+    Values are converted as the ORM's column types would store them (UTC text timestamps,
+    JSON text), so the worker reads them back unchanged. The connection's commit is synced
+    (``synchronous=FULL``, set outside the transaction as SQLite requires, NORMAL again
+    after): an acknowledged delivery is on disk. ``BEGIN IMMEDIATE`` takes the write lock
+    up front, as the engine's own transactions do.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._statements: dict[int, str] = {}
+        columns = ", ".join(_GROUP_COLUMNS)
+        self._head = f"INSERT INTO {InboxRow.__tablename__} ({columns}) VALUES "
+        self._row = "(" + ", ".join(["?"] * len(_GROUP_COLUMNS)) + ")"
+        self._tail = " ON CONFLICT (crm, dedup_key) DO NOTHING RETURNING crm, dedup_key"
+
+    def _statement(self, size: int) -> str:
+        statement = self._statements.get(size)
+        if statement is None:
+            statement = self._statements[size] = self._head + ", ".join([self._row] * size) + self._tail
+        return statement
+
+    @staticmethod
+    def _params(rows: Sequence[dict[str, Any]]) -> list[Any]:
+        params: list[Any] = []
+        for row in rows:
+            params += (
+                row["crm"],
+                row["dedup_key"],
+                row["kind"],
+                row["source"],
+                row["deal_id"],
+                _sqlite_time(row["occurred_at"]),
+                _sqlite_time(row["received_at"]),
+                json.dumps(row["payload"]),
+                str(row["status"]),
+                row["attempts"],
+                _sqlite_time(row["next_try_at"]),
+                row["correlation_id"],
+            )
+        return params
+
+    def insert(self, rows: Sequence[dict[str, Any]]) -> set[tuple[str, str]]:
+        params = self._params(rows)
+        statement = self._statement(len(rows))
+        pooled = self._engine.raw_connection()
+        try:
+            conn: Any = pooled.driver_connection
+            conn.execute("PRAGMA synchronous=FULL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    inserted = {(crm, key) for crm, key in conn.execute(statement, params)}
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+                return inserted
+            finally:
+                conn.execute("PRAGMA synchronous=NORMAL")
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(statement, None, exc, self._engine.dialect.loaded_dbapi.Error) from exc
+        finally:
+            pooled.close()
+
+
+def _sqlite_time(value: datetime) -> str:
+    """A datetime as ``UtcDateTime`` stores it on SQLite: naive UTC, SQLAlchemy's text format."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
 class Inbox:
     """Adds events, leases them to workers and records how their processing ended."""
 
@@ -149,8 +214,11 @@ class Inbox:
             threading.Lock() if store.dialect == "sqlite" else nullcontext()
         )
         self._insert = _insert_statement(store.dialect)
-        self._group_insert = _group_insert_statement(store.dialect)
-        self._pg_group = _PostgresGroupInsert(store.intake_engine) if store.dialect == "postgresql" else None
+        self._group: _PostgresGroupInsert | _SqliteGroupInsert = (
+            _PostgresGroupInsert(store.intake_engine)
+            if store.dialect == "postgresql"
+            else _SqliteGroupInsert(store.intake_engine)
+        )
 
     def add(self, event: Event, received_at: datetime, correlation_id: str | None = None) -> bool:
         """Store one event durably; False when the same delivery was stored before.
@@ -187,33 +255,12 @@ class Inbox:
             return set()
         for attempt in (1, 2):
             try:
-                if self._pg_group is not None:
-                    return self._pg_group.insert(rows)
-                with (
-                    self._insert_lock,
-                    self.store.intake_engine.connect() as conn,
-                    self._durable(conn),
-                    conn.begin(),
-                ):
-                    return {(crm, key) for crm, key in conn.execute(self._group_insert, list(rows))}
+                with self._insert_lock:
+                    return self._group.insert(rows)
             except DBAPIError as exc:
                 if attempt == 2 or not exc.connection_invalidated:  # as in ``add``: one retry, idempotent
                     raise
         raise AssertionError("unreachable")
-
-    @contextmanager
-    def _durable(self, conn: Connection) -> Iterator[None]:
-        """SQLite: this connection's commits reach the disk before they return (``synchronous=FULL``;
-        the other writes keep NORMAL, engine.py). Set outside the transaction, as SQLite requires."""
-        if self.store.dialect != "sqlite":
-            yield
-            return
-        raw: Any = conn.connection.dbapi_connection
-        raw.execute("PRAGMA synchronous=FULL")
-        try:
-            yield
-        finally:
-            raw.execute("PRAGMA synchronous=NORMAL")
 
     @staticmethod
     def stage(session: Session, event: Event, received_at: datetime) -> None:
