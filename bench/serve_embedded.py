@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def _server(kind: str, app: Callable[..., Any], host: str, port: int, threads: int) -> Any:
+def _server(kind: str, app: Callable[..., Any], host: str, port: int, threads: int, answer_soon: Any) -> Any:
     """The connector's own embedded servers, with its settings (connector/http_server.py)."""
     from connector.http_server import make_server
 
-    return make_server(kind, app, host, port, threads=threads)
+    return make_server(kind, app, host, port, threads=threads, answer_soon=answer_soon)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     stop_runtime: Callable[[], None] = lambda: None  # noqa: E731
+    answer_soon = None
     if args.app == "ours":
         from connector.config import load_config
         from connector.observability import setup_logging
@@ -57,13 +58,14 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(config.logging["level"], config.logging["format"])
         runtime = Runtime(config)
         app: Callable[..., Any] = runtime.app
+        answer_soon = runtime.app.extensions["intake_handle_soon"]  # as connector run serves it
         stop_runtime = runtime.stop
     else:
         from bench.ceiling_app import create_app
 
         app = create_app(args.db, args.mode)
 
-    server = _server(args.server, app, args.host, args.port, args.threads)
+    server = _server(args.server, app, args.host, args.port, args.threads, answer_soon)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())

@@ -20,7 +20,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -38,6 +38,12 @@ BODY_TIMEOUT = 30.0  # seconds a client may take to send its request's body
 WAITRESS_CHANNEL_TIMEOUT = 30  # seconds a waitress connection may stay silent
 
 
+# The app's answer to a request in the server's asyncio loop, given its WSGI environ (the body
+# read whole): (status, JSON text) now, an awaitable of it, or None to run the WSGI app on a
+# thread. The intake answers plain webhook deliveries this way (``intake_handle_soon``).
+AnswerSoon = Callable[[dict[str, Any]], "tuple[int, str] | Awaitable[tuple[int, str]] | None"]
+
+
 class IntakeServer(Protocol):
     port: int
 
@@ -52,7 +58,9 @@ class GranianServer:
     Granian's RSGI worker hands each request to an asyncio loop in a thread of ours; the loop
     reads the body (at most ``max_body`` bytes, within ``body_timeout`` seconds, 413/408
     otherwise), and only then a thread of the pool runs the WSGI app on it. A slow or stalled
-    sender so costs a coroutine, never one of the ``threads`` that run the app.
+    sender so costs a coroutine, never one of the ``threads`` that run the app. What
+    ``answer_soon`` takes is answered in the loop itself, with no thread hand-off: the
+    intake's plain deliveries, whose only wait (their group's commit) is a future.
     """
 
     def __init__(
@@ -65,6 +73,7 @@ class GranianServer:
         max_body: int = 1024 * 1024,
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
+        answer_soon: AnswerSoon | None = None,
     ) -> None:
         from granian import _granian
         from granian.http import HTTP1Settings
@@ -76,6 +85,7 @@ class GranianServer:
         self.port = int(probe.getsockname()[1])
         probe.detach()  # the socket stays Granian's
         self._app = app
+        self._answer_soon = answer_soon
         self._host = host
         self._max_body = max_body
         self._body_timeout = body_timeout
@@ -170,7 +180,9 @@ class GranianServer:
             proto.response_bytes(413, _TEXT, b"Request Entity Too Large")
             return
         try:
-            body = await asyncio.wait_for(self._read(proto), self._body_timeout)
+            async with asyncio.timeout(self._body_timeout):
+                # A declared length is within the limit (checked above): Rust reads it whole.
+                body = await proto() if length is not None else await self._read(proto)
         except TimeoutError:
             proto.response_bytes(408, _TEXT + [("connection", "close")], b"Request Timeout")
             return
@@ -182,6 +194,12 @@ class GranianServer:
             proto.response_bytes(413, _TEXT, b"Request Entity Too Large")
             return
         environ = self._environ(scope, body)
+        if self._answer_soon is not None:
+            soon = self._answer_soon(environ)
+            if soon is not None:
+                status, text = soon if isinstance(soon, tuple) else await soon
+                proto.response_bytes(status, _JSON, text.encode())
+                return
         status, headers, answer = await self._loop.run_in_executor(self._pool, self._call_app, environ)
         proto.response_bytes(status, headers, answer)
 
@@ -244,6 +262,7 @@ class GranianServer:
 
 
 _TEXT = [("content-type", "text/plain")]
+_JSON = [("content-type", "application/json")]
 
 
 async def _call(function: Callable[[], None]) -> None:
@@ -301,10 +320,19 @@ class WaitressServer:
 
 
 def make_server(
-    engine: str, app: Callable[..., Any], host: str, port: int, *, threads: int, max_body: int = 1024 * 1024
+    engine: str,
+    app: Callable[..., Any],
+    host: str,
+    port: int,
+    *,
+    threads: int,
+    max_body: int = 1024 * 1024,
+    answer_soon: AnswerSoon | None = None,
 ) -> IntakeServer:
+    """The embedded server ``engine`` for ``app``; Granian also answers in its loop what
+    ``answer_soon`` takes (waitress has no loop for it: everything goes through ``app``)."""
     if engine == "waitress":
         return WaitressServer(app, host, port, threads=threads)
     if engine == "granian":
-        return GranianServer(app, host, port, threads=threads, max_body=max_body)
+        return GranianServer(app, host, port, threads=threads, max_body=max_body, answer_soon=answer_soon)
     raise ValueError(f"unknown server engine {engine!r}; known: {', '.join(ENGINES)}")

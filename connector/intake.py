@@ -11,9 +11,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
 from flask import Flask, Response, jsonify, request
@@ -148,37 +148,47 @@ _STATUS_LINES = {code: f"{code} {phrase.upper()}" for code, phrase in HTTP_STATU
 _INTERNAL_ERROR = _refusal(503, "internal error")
 
 
+def _direct_route(environ: Mapping[str, Any], routes: set[tuple[str, str]], max_body: int) -> tuple[str, str] | None:
+    """The (CRM type, name) of a plain delivery the intake answers past Flask, or None.
+
+    Plain: a POST with a ``Content-Length`` within the limit to ``/hooks/<type>/<name>`` of
+    a configured CRM. Anything else (another route or method, an unknown CRM, multipart, a
+    missing or too large length, chunked, a path needing werkzeug's decoding) goes to Flask.
+    """
+    path: str = environ.get("PATH_INFO", "")
+    if not path.startswith("/hooks/") or environ.get("REQUEST_METHOD") != "POST":
+        return None
+    parts = path.split("/")
+    length = environ.get("CONTENT_LENGTH", "")
+    if (
+        len(parts) != 4
+        or (parts[2], parts[3]) not in routes
+        or not path.isascii()
+        or not (isinstance(length, str) and length.isdigit() and int(length) <= max_body)
+        or "HTTP_TRANSFER_ENCODING" in environ
+        or _mimetype(environ) == "multipart/form-data"  # its parser is werkzeug's, on Flask's request
+    ):
+        return None
+    return parts[2], parts[3]
+
+
 def _direct_hooks(
     flask_app: Callable[[dict[str, Any], Any], Iterable[bytes]],
     handle: Callable[[str, str, Mapping[str, Any], Callable[[], bytes]], _Answer],
     routes: set[tuple[str, str]],
     max_body: int,
 ) -> Callable[[dict[str, Any], Any], Iterable[bytes]]:
-    """Plain deliveries to a configured CRM answered straight from WSGI, past Flask.
+    """Plain deliveries (``_direct_route``) answered straight from WSGI, past Flask.
 
     Flask's request context, URL matching and response object cost about as much CPU as
-    the rest of a delivery together. A POST with a ``Content-Length`` within the limit to
-    ``/hooks/<type>/<name>`` of a configured CRM is handled here, by the same code as the
-    Flask route; anything else (another route or method, an unknown CRM, multipart, a
-    missing or too large length, chunked, a path needing werkzeug's decoding) goes to Flask.
+    the rest of a delivery together; the code that answers is the Flask route's.
     """
 
     def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        path: str = environ.get("PATH_INFO", "")
-        if not path.startswith("/hooks/") or environ.get("REQUEST_METHOD") != "POST":
+        route = _direct_route(environ, routes, max_body)
+        if route is None:
             return flask_app(environ, start_response)
-        parts = path.split("/")
-        length = environ.get("CONTENT_LENGTH", "")
-        if (
-            len(parts) != 4
-            or (parts[2], parts[3]) not in routes
-            or not path.isascii()
-            or not (isinstance(length, str) and length.isdigit() and int(length) <= max_body)
-            or "HTTP_TRANSFER_ENCODING" in environ
-            or _mimetype(environ) == "multipart/form-data"  # its parser is werkzeug's, on Flask's request
-        ):
-            return flask_app(environ, start_response)
-        size = int(length)
+        size = int(environ["CONTENT_LENGTH"])
 
         def body() -> bytes:
             data: bytes = environ["wsgi.input"].read(size) if size else b""
@@ -187,7 +197,7 @@ def _direct_hooks(
             return data
 
         try:
-            status, answer = handle(parts[2], parts[3], environ, body)
+            status, answer = handle(*route, environ, body)
         except Exception:  # as Flask's handler for the other routes: never a 500
             log.exception("intake error")
             status, answer = _INTERNAL_ERROR
@@ -222,6 +232,28 @@ def _whole_answers(wsgi_app: Callable[[dict[str, Any], Any], Iterable[bytes]]) -
     return app
 
 
+class _Checked(NamedTuple):
+    """A delivery that passed every check: its rows, waiting to be stored."""
+
+    name: str
+    correlation: str
+    events: int
+    rows: list[dict[str, Any]]
+
+
+def _as_proxied(environ: dict[str, Any]) -> dict[str, Any]:
+    """The environ as ``ProxyFix(x_for=1)`` hands it to the app (the client address from the
+    one hop the proxy appends to X-Forwarded-For), for deliveries answered past the WSGI app."""
+    seen: list[dict[str, Any]] = []
+
+    def keep(env: dict[str, Any], _start: Any) -> Iterable[bytes]:
+        seen.append(env)
+        return []
+
+    ProxyFix(keep, x_for=1)(environ, None)  # type: ignore[arg-type]
+    return seen[0]
+
+
 def _allowed(address: str | None, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
     try:
         peer = ipaddress.ip_address(address or "")
@@ -247,7 +279,9 @@ def create_app(
     Deliveries are stored by group commit (``GroupWriter``: one writer thread per process,
     rows arriving within ``group_wait`` seconds share a commit); ``on_stored`` is called
     after a commit that stored something new (the embedded shape wakes its worker with it).
-    The writer is ``app.extensions["inbox_writer"]``: close it before the store.
+    The writer is ``app.extensions["inbox_writer"]``: close it before the store. A server
+    with an asyncio loop answers plain deliveries through ``app.extensions["intake_handle_soon"]``
+    (``handle_soon``: the same checks and answers, the commit awaited in the loop).
     """
     app = Flask("connector.intake")
     # PostgreSQL commits concurrent transactions together itself: two writers let a group
@@ -274,8 +308,8 @@ def create_app(
             child = counters.setdefault((crm, result), DELIVERIES.labels(crm, result))
         child.inc()
 
-    def handle(crm_type: str, name: str, environ: Mapping[str, Any], body: Callable[[], bytes]) -> _Answer:
-        """One delivery, from either path in (the direct one or Flask's route): its answer."""
+    def begin(crm_type: str, name: str, environ: Mapping[str, Any], body: Callable[[], bytes]) -> _Answer | _Checked:
+        """A delivery up to its storing: its refusal's answer (counted), or its rows to store."""
         correlation = new_correlation_id()
         receiver = receivers.get((crm_type, name))
         if receiver is None:
@@ -292,24 +326,72 @@ def create_app(
             count(name, "refused_403")
             return _refusal(403, "source address not allowed")
         with observability.correlation(correlation):
-            status, answer, result = _hook(receiver, name, correlation, environ, body, remote_addr)
+            checked = _check(receiver, name, correlation, environ, body, remote_addr)
+        if isinstance(checked, _Checked):
+            return checked
+        status, answer, result = checked
         count(name, result)
         return status, answer
+
+    def finish(checked: _Checked, outcome: list[bool] | BaseException) -> _Answer:
+        """The answer to a delivery whose rows were stored (or failed to be), counted."""
+        with observability.correlation(checked.correlation):
+            status, answer, result = _stored(checked, outcome)
+        count(checked.name, result)
+        return status, answer
+
+    def handle(crm_type: str, name: str, environ: Mapping[str, Any], body: Callable[[], bytes]) -> _Answer:
+        """One delivery on a thread, from either path in (the direct one or Flask's route)."""
+        begun = begin(crm_type, name, environ, body)
+        if not isinstance(begun, _Checked):
+            return begun
+        try:
+            outcome: list[bool] | BaseException = writer.store(begun.rows)
+        except (SQLAlchemyError, StorageTimeout) as exc:
+            outcome = exc
+        return finish(begun, outcome)
+
+    def handle_soon(environ: dict[str, Any]) -> _Answer | Awaitable[_Answer] | None:
+        """One plain delivery in an asyncio loop (the embedded server's), its body read whole:
+        a refusal at once, an acceptance once its group is committed. None: not a plain
+        delivery (``_direct_route``); serve it through the WSGI app on a thread."""
+        try:
+            if behind_proxy:
+                environ = _as_proxied(environ)
+            route = _direct_route(environ, direct, max_body_bytes)
+            if route is None:
+                return None
+            data: bytes = environ["wsgi.input"].read()
+            begun = begin(*route, environ, lambda: data)
+            if not isinstance(begun, _Checked):
+                return begun
+            return _settled(begun, writer.store_soon(begun.rows))
+        except Exception:  # as the WSGI path: never a 500
+            log.exception("intake error")
+            return _INTERNAL_ERROR
+
+    async def _settled(checked: _Checked, stored: Awaitable[list[bool]]) -> _Answer:
+        try:
+            outcome: list[bool] | BaseException = await stored
+        except (SQLAlchemyError, StorageTimeout) as exc:
+            outcome = exc
+        return finish(checked, outcome)
 
     @app.post("/hooks/<crm_type>/<name>")
     def hook(crm_type: str, name: str) -> tuple[Response, int]:
         status, answer = handle(crm_type, name, request.environ, lambda: request.get_data(cache=True))
         return Response(answer, status=status, mimetype="application/json"), status
 
-    def _hook(
+    def _check(
         receiver: WebhookReceiver,
         name: str,
         correlation: str,
         environ: Mapping[str, Any],
         read_body: Callable[[], bytes],
         remote_addr: str | None,
-    ) -> tuple[int, str, str]:
-        """Parse, check and store one delivery: the status, the answer and the metric's result."""
+    ) -> tuple[int, str, str] | _Checked:
+        """Parse and check one delivery: its rows to store, or the refusal's status, answer
+        and metric result."""
         # Until its rows are handed to the writer, this delivery is one the writer may wait
         # for; a refusal leaves the block too, and the writer stops counting on it.
         with writer.expecting():
@@ -356,13 +438,15 @@ def create_app(
             if (too_long := _too_long(events)) is not None:
                 log.warning("webhook refused crm=%s status=400 reason=%s correlation=%s", name, too_long, correlation)
                 return *_refusal(400, too_long), "refused_400"
-        try:
-            outcome = writer.store([row_values(event, received, correlation) for event in events])
-        except (SQLAlchemyError, StorageTimeout) as exc:
+            return _Checked(name, correlation, len(events), [row_values(e, received, correlation) for e in events])
+
+    def _stored(checked: _Checked, outcome: list[bool] | BaseException) -> tuple[int, str, str]:
+        name, correlation = checked.name, checked.correlation
+        if isinstance(outcome, BaseException):
             log.warning(
                 "webhook not stored crm=%s status=503 reason=%s correlation=%s",
                 name,
-                _printable(exc, 200),
+                _printable(outcome, 200),
                 correlation,
             )
             return *_refusal(503, "storage unavailable, try again"), "refused_503"
@@ -373,20 +457,22 @@ def create_app(
         log.debug(
             "webhook accepted crm=%s events=%d stored=%d duplicates=%d correlation=%s",
             name,
-            len(events),
+            checked.events,
             stored,
             duplicates,
             correlation,
         )
         # An empty delivery (an event we do not follow) counts as accepted, as before.
-        result = "duplicate" if events and stored == 0 else "accepted"
+        result = "duplicate" if checked.events and stored == 0 else "accepted"
         # What _answer writes for these four fields (sorted keys, compact), without the encoder:
         # the one answer sent at the full rate; the id is hex, the counts are ints.
         answer = f'{{"correlation_id":"{correlation}","duplicates":{duplicates},"ok":true,"stored":{stored}}}\n'
         return 200, answer, result
 
+    direct = set(receivers)
+    app.extensions["intake_handle_soon"] = handle_soon
     app.wsgi_app = _direct_hooks(  # type: ignore[method-assign,assignment]
-        _whole_answers(app.wsgi_app), handle, set(receivers), max_body_bytes
+        _whole_answers(app.wsgi_app), handle, direct, max_body_bytes
     )
     if behind_proxy:
         # The peer is the proxy; the client is the one hop it appends to X-Forwarded-For.

@@ -204,6 +204,7 @@ class Runtime:
                     srv["port"],
                     threads=srv["threads"],
                     max_body=srv["max_body_bytes"],
+                    answer_soon=self.app.extensions["intake_handle_soon"],
                 )
             except (OSError, RuntimeError) as exc:  # Granian reports a taken port as a RuntimeError
                 raise CannotListen(srv["host"], srv["port"], listen_problem(exc)) from exc

@@ -185,7 +185,7 @@ def test_a_loops_requests_share_a_group_and_are_settled_by_one_call_into_the_loo
             calls.append(len(args[0]) if args else 0)
             return into_loop(callback, *args)
 
-        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign,assignment]
         # Queued while this loop holds the thread: the writer finds them all in its first drain.
         futures = [writer.store_soon([_row("b24", f"k{i}")]) for i in range(20)]
         futures.append(writer.store_soon([_row("b24", "k0")]))  # a twin: a duplicate

@@ -90,6 +90,37 @@ def test_kept_alive_connections_and_stop_at_once(tmp_path, monkeypatch, engine) 
         pass
 
 
+def test_granian_answers_plain_deliveries_in_its_loop_and_the_rest_on_threads(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A plain delivery needs no thread of the app's pool (its only wait, the commit, is a
+    future); other routes still run the WSGI app on the pool. Behind a proxy, the loop's
+    path checks the client address the proxy forwarded, as the WSGI path does."""
+    monkeypatch.setenv("B24_TOKEN", TOKEN)
+    config = CONFIG.format(db_url=f"sqlite:///{tmp_path / 'c.db'}", b24_url="http://127.0.0.1:9/rest/1/x/").replace(
+        "server: {host: 127.0.0.1, port: 0}",
+        'server: {host: 127.0.0.1, port: 0, engine: granian, allow_from: ["10.1.0.0/16"], behind_proxy: true}',
+    )
+    rt = Runtime(load_config_text(config))
+    rt.start(roles=["intake"])
+
+    def pool_threads() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("intake_")]
+
+    try:
+        url = f"{rt.intake_url}/hooks/bitrix24/b24"
+        with requests.Session() as session:
+            for deal in ("1", "2"):
+                ok = session.post(url, data=_valid(deal=deal), headers={**FORM, "X-Forwarded-For": "10.1.2.3"})
+                assert ok.status_code == 200 and ok.json()["stored"] == 1
+                assert ok.headers["Content-Type"] == "application/json"
+            outside = session.post(url, data=_valid(deal="3"), headers={**FORM, "X-Forwarded-For": "192.0.2.1"})
+            assert outside.status_code == 403
+            assert pool_threads() == []
+            assert session.get(f"{rt.intake_url}/healthz").status_code == 200
+            assert pool_threads() != []
+    finally:
+        rt.stop()
+
+
 BURST_CONFIG = """
 storage: {{url: "sqlite:///{db}"}}
 server: {{host: 127.0.0.1, port: {port}, engine: {engine}}}

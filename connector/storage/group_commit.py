@@ -10,10 +10,16 @@ request that waited ``timeout`` gives up (503) and its rows are left out of any 
 if they were already being written they may still be stored, which a retry reports as a
 duplicate. So a request is acknowledged only after its rows are committed, and an answer
 never waits on the database for long.
+
+A server that runs an asyncio loop hands its rows over with ``store_soon`` instead and
+awaits a future: no thread is held per request, and the writer settles a whole group's
+futures with one call into the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -32,17 +38,41 @@ class StorageTimeout(Exception):
 
 
 class _Request:
-    __slots__ = ("rows", "done", "stored", "error", "abandoned")
+    __slots__ = ("rows", "done", "future", "timer", "stored", "error", "abandoned")
 
-    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+    def __init__(self, rows: Sequence[dict[str, Any]], future: asyncio.Future[list[bool]] | None = None) -> None:
         self.rows = rows
-        # A latch: taken here, released by the writer when the group is settled. Cheaper than
-        # an Event (no Condition, no waiter lock per wait) for the one waiter it ever has.
-        self.done = threading.Lock()
-        self.done.acquire()
+        self.future = future  # a loop's request is settled through its future
+        self.timer: asyncio.TimerHandle | None = None
+        # A thread's request waits on a latch: taken here, released by the writer when the
+        # group is settled. Cheaper than an Event (no Condition, no waiter lock per wait)
+        # for the one waiter it ever has.
+        self.done: threading.Lock | None = None
+        if future is None:
+            self.done = threading.Lock()
+            self.done.acquire()
         self.stored: list[bool] = []
         self.error: BaseException | None = None
         self.abandoned = False
+
+    def settle(self) -> None:
+        """Wake the waiting thread (a loop's requests are settled by ``_settle_in_loop``)."""
+        if self.done is not None:
+            self.done.release()
+
+
+def _settle_in_loop(requests: list[_Request]) -> None:
+    """Resolve a group's futures of one loop, in that loop's thread."""
+    for request in requests:
+        if request.timer is not None:
+            request.timer.cancel()
+        future = request.future
+        if future is None or future.done():  # it gave up before the group was written
+            continue
+        if request.error is not None:
+            future.set_exception(request.error)
+        else:
+            future.set_result(request.stored)
 
 
 class _Expecting:
@@ -111,12 +141,35 @@ class GroupWriter:
         self._ensure_thread()
         request = _Request(rows)
         self._queue.put(request)
+        assert request.done is not None
         if not request.done.acquire(timeout=self._timeout):
             request.abandoned = True
             raise StorageTimeout(f"the database did not commit within {self._timeout:g} s")
         if request.error is not None:
             raise request.error
         return request.stored
+
+    def store_soon(self, rows: Sequence[dict[str, Any]]) -> asyncio.Future[list[bool]]:
+        """``store`` for a request served by the running asyncio loop: a future of the same
+        result (or error, ``StorageTimeout`` after ``timeout`` seconds), resolved in the loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[bool]] = loop.create_future()
+        if not rows:
+            future.set_result([])
+            return future
+        if self._closed:
+            future.set_exception(StorageTimeout("the intake is stopping"))
+            return future
+        self._ensure_thread()
+        request = _Request(rows, future)
+        request.timer = loop.call_later(self._timeout, self._give_up, request)
+        self._queue.put(request)
+        return future
+
+    def _give_up(self, request: _Request) -> None:
+        request.abandoned = True
+        if request.future is not None and not request.future.done():
+            request.future.set_exception(StorageTimeout(f"the database did not commit within {self._timeout:g} s"))
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the threads."""
@@ -196,7 +249,7 @@ class GroupWriter:
             log.warning("inbox group not stored rows=%d: %s", len(rows), type(exc).__name__)
             for request in group:
                 request.error = exc
-                request.done.release()
+            self._settle(group)
             return
         self.groups += 1
         self.rows += len(rows)
@@ -208,9 +261,22 @@ class GroupWriter:
                 stored.append(key in inserted)
                 inserted.discard(key)  # a twin later in the group is a duplicate
             request.stored = stored
-            request.done.release()
+        self._settle(group)
         if self._on_stored is not None and anything_new:
             try:
                 self._on_stored()
             except Exception:  # a wake-up hook must never fail the intake
                 log.exception("inbox wake-up hook failed")
+
+    @staticmethod
+    def _settle(group: list[_Request]) -> None:
+        """Release a group's requests: threads one by one, each loop's futures in one call."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+        for request in group:
+            if request.future is None:
+                request.settle()
+            else:
+                by_loop.setdefault(request.future.get_loop(), []).append(request)
+        for loop, requests in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: its server stopped, nobody waits
+                loop.call_soon_threadsafe(_settle_in_loop, requests)
