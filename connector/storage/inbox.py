@@ -156,6 +156,7 @@ class _SqliteGroupInsert:
     def _params(rows: Sequence[dict[str, Any]]) -> list[Any]:
         params: list[Any] = []
         for row in rows:
+            received = _sqlite_time(row["received_at"])
             params += (
                 row["crm"],
                 row["dedup_key"],
@@ -163,11 +164,11 @@ class _SqliteGroupInsert:
                 row["source"],
                 row["deal_id"],
                 _sqlite_time(row["occurred_at"]),
-                _sqlite_time(row["received_at"]),
+                received,
                 json.dumps(row["payload"]),
                 str(row["status"]),
                 row["attempts"],
-                _sqlite_time(row["next_try_at"]),
+                received if row["next_try_at"] is row["received_at"] else _sqlite_time(row["next_try_at"]),
                 row["correlation_id"],
             )
         return params
@@ -199,7 +200,7 @@ class _SqliteGroupInsert:
 
 def _sqlite_time(value: datetime) -> str:
     """A datetime as ``UtcDateTime`` stores it on SQLite: naive UTC, SQLAlchemy's text format."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class Inbox:
