@@ -15,7 +15,9 @@ rest are discarded (their units are spent, their rows never used). The plans:
   second is done), then ``>DATE_MODIFY m`` for the next seconds;
 * a crowded second of unknown size (the last page read ended among many deals of one
   second): one page asking for a count (``start=0``: ``total`` of the rest of that second
-  only, a small indexed range, not the whole selection);
+  only, a small indexed range, not the whole selection); but a read bounded by a later
+  range's start, after finishing a crowded second, reads the next one on in the same batch
+  (pages of the second the opening page ends in, each naming it by that page's row 49);
 * otherwise (deals spread over many seconds): ``>=DATE_MODIFY`` of the previous page's last
   row, chained; the few rows of that second already read come again and are skipped. A page
   that brings nothing new (a second of 50 or more deals) stops the chain: the next batch
