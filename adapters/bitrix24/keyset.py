@@ -316,13 +316,12 @@ def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> I
     half a page or more, else ``>=DATE_MODIFY`` pages. A page whose premise fails ends its
     range's batch there (see ``DealReader.consume``).
 
-    The ranges are then joined in order, by key: a range yields its rows after the last row
-    already yielded; where the rows read so far stop short of the next range's first row (a
-    chain cut short by a second's end or a wrong guess, or offsets shifted by deals that
-    changed during the read), the reader holding the last row reads on by key up to that row,
-    the ranges needing it side by side. The last range reads on to the end. So the rows come
-    in order, each once, and ranges cost two round trips when the guess holds and nothing
-    moved, three where it did not.
+    The ranges are joined in order, by key, as their batches come in (``_join``): a range
+    yields its rows after the last row already yielded; where the rows read stop short of the
+    next range's first row (a chain cut short by a second's end or a wrong guess, or offsets
+    shifted by deals that changed during the read), the reader holding the last row reads on
+    by key up to that row. The last range reads on to the end. So the rows come in order,
+    each once: two round trips when the guess holds and nothing moved, more where it did not.
 
     Why this is still exact while deals change: every row yielded was read by a keyset read
     that leaves no gap, and the rows between two ranges are either read by the first (it ran
@@ -356,50 +355,46 @@ def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> I
         reader, steps = item
         return reader.take(client, steps)
 
-    read: list[tuple[DealReader, list[dict[str, Any]]]] = []
-    try:
-        for (reader, _), rows in zip(ranges, client.in_order(first, ranges), strict=True):
-            read.append((reader, rows))
-    except Exception:
-        # The rows before the failed range that join up with the first page, then its error.
-        for rows, follow in _join(read):
-            yield from rows
-            if follow is not None:
-                break
-        raise
-
-    def whole(segment: tuple[list[dict[str, Any]], DealReader | None]) -> list[dict[str, Any]]:
-        rows, reader = segment
-        return rows if reader is None else rows + list(reader.read(client))
-
-    for rows in client.in_order(whole, _join(read)):
-        yield from rows
+    yield from _join(client, zip((reader for reader, _ in ranges), client.in_order(first, ranges), strict=True))
 
 
 def _join(
-    read: list[tuple[DealReader, list[dict[str, Any]]]],
-) -> list[tuple[list[dict[str, Any]], DealReader | None]]:
-    """The ranges' rows in order, each after the last row before it, and the reader that must
-    read on by key to the next range's first row where the rows read stop short of it (the
-    last range's: to the end)."""
-    # The head range always holds rows (its first page); a later one may be past a shrunk end.
-    read = read[:1] + [(reader, rows) for reader, rows in read[1:] if rows]
-    segments: list[tuple[list[dict[str, Any]], DealReader | None]] = []
+    client: Bitrix24Client, ranges: Iterator[tuple[DealReader, list[dict[str, Any]]]]
+) -> Iterator[dict[str, Any]]:
+    """The ranges' rows in order as their batches come in, each range's after the last row
+    before it; where the rows read stop short of the next range's first row, the reader of the
+    last row reads on by key up to it (the last range's: to the end) before that range's rows.
+    A range's rows go out once the next range's first row is known, so they are mapped while
+    later ranges are still being read; a range's error comes after the rows before it."""
     last: Key | None = None
     holder: DealReader | None = None  # the reader of the last row so far: it reads on from there
-    for j, (reader, rows) in enumerate(read):
+    pending: list[dict[str, Any]] = []  # the rows of the range before, not yet given out
+    while True:
+        try:
+            item = next(ranges, None)
+        except Exception:
+            yield from pending  # they join up with every row before them
+            raise
+        if item is None:
+            break
+        reader, rows = item
+        if holder is not None and not rows:
+            continue  # past the end (the read shrank since the first page counted it)
+        yield from pending
+        if holder is not None and last is not None and not holder.finished and last < key_of(rows[0]):
+            # The rows so far stop short of this range's first row: read on by key up to it.
+            holder.until = key_of(rows[0])
+            yield from holder.read(client)
         if last is not None:
             rows = [r for r in rows if key_of(r) > last]
         if rows or holder is None:
             holder = reader
             last = key_of(rows[-1]) if rows else last
-        nxt = key_of(read[j + 1][1][0]) if j + 1 < len(read) else None
-        if holder.finished or (nxt is not None and last is not None and last >= nxt):
-            segments.append((rows, None))
-            continue
-        holder.until = nxt
-        segments.append((rows, holder))
-    return segments
+        pending = rows
+    yield from pending
+    if holder is not None and not holder.finished:
+        holder.until = None
+        yield from holder.read(client)
 
 
 def _chain(reader: DealReader, crowded: bool, pages: int, offset: int | None, *, last: bool = False) -> list[Step]:
