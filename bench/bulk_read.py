@@ -7,10 +7,13 @@ client's own throttle: ``--rate`` 2 hits/s, threshold ``--burst`` 50; a ``batch`
 (``DEAL_SELECT``, the adapter's) and start each round with an empty bucket.
 
 * ours: ``Bitrix24Adapter(...).changed_deals(since=None)``: the poller's full read (order
-  DATE_MODIFY, ID): the first page counts it, one ``batch`` finds where each range of
-  2,450 deals starts, and the ranges are read side by side (up to 8 requests in flight),
-  each by keyset pages chained inside ``batch`` calls of up to 50, waiting on the shared
-  throttle, never refused, and yielded in order;
+  DATE_MODIFY, ID): the first page counts it, then one ``batch`` per range of 2,450 deals,
+  sent together (up to 8 requests in flight): the page at the range's offset and keyset
+  pages chained on it, 50 in all; the ranges are joined by key (a range whose rows stop
+  short of the next range's first row reads on by key: one more request), waiting on the
+  shared throttle, never refused, yielded in order and turned into ``Deal`` objects;
+* ours, the same read without the ``Deal`` objects: ``read_deals(client, None)``, the rows as
+  the portal sent them (what fast-bitrix24 hands back), to tell the read from the mapping;
 * ours, same order as fast-bitrix24: ``client.list_all("crm.deal.list", order ID)``: the
   first page for ``total``, then ``batch`` calls of up to 50 ``start`` offsets, up to 8 in
   flight at once;
@@ -52,6 +55,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.bitrix24.adapter import Bitrix24Adapter  # noqa: E402
+from adapters.bitrix24.keyset import read_deals  # noqa: E402
 from adapters.bitrix24.mapping import DEAL_SELECT  # noqa: E402
 from adapters.bitrix24.settings import Bitrix24Settings  # noqa: E402
 from bench.machine import Snapshot  # noqa: E402
@@ -94,6 +98,20 @@ def _ours_adapter(url: str, rate: float, burst: float) -> int:
         adapter.close()
 
 
+def _ours_rows(url: str, rate: float, burst: float) -> int:
+    adapter = Bitrix24Adapter(
+        "b24",
+        Bitrix24Settings(
+            webhook_url=url, application_token="bench-app-token-123", rate=rate, burst=burst, timeout=60.0
+        ),
+    )
+    try:
+        rows = list(read_deals(adapter.client, None, crm="b24"))
+        return len({r["ID"] for r in rows})
+    finally:
+        adapter.close()
+
+
 def _ours_list_all(url: str, rate: float, burst: float) -> int:
     adapter = Bitrix24Adapter(
         "b24",
@@ -120,6 +138,7 @@ def _fast(url: str, rate: float, burst: float) -> int:
 
 CLIENTS = {
     "ours: adapter.changed_deals": _ours_adapter,
+    "ours: keyset rows, no Deal": _ours_rows,
     "ours: client.list_all (order ID)": _ours_list_all,
     "fast-bitrix24 get_all": _fast,
 }

@@ -53,6 +53,45 @@ class Deal:
     location: Location | None = None
     fields: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of(
+        cls,
+        *,
+        crm: str,
+        id: str,
+        title: str,
+        stage: str,
+        stage_semantic: StageSemantic,
+        pipeline: str,
+        responsible_id: str | None,
+        amount: Decimal | None,
+        currency: str | None,
+        created_at: datetime | None,
+        updated_at: datetime | None,
+        location: Location | None,
+        fields: dict[str, Any],
+    ) -> Deal:
+        """The deal ``Deal(...)`` builds from every attribute, built without the frozen
+        dataclass's ``object.__setattr__`` per attribute: about half the cost of a deal in a
+        full read, which builds thousands."""
+        deal = object.__new__(cls)
+        deal.__dict__.update(
+            crm=crm,
+            id=id,
+            title=title,
+            stage=stage,
+            stage_semantic=stage_semantic,
+            pipeline=pipeline,
+            responsible_id=responsible_id,
+            amount=amount,
+            currency=currency,
+            created_at=created_at,
+            updated_at=updated_at,
+            location=location,
+            fields=fields,
+        )
+        return deal
+
     def get(self, name: str, default: Any = None) -> Any:
         """A normalised attribute by name, else a raw CRM field."""
         if name in _DEAL_ATTRS and name != "fields":

@@ -588,6 +588,9 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         self.operating_limit = operating_limit
         self.method_time: dict[str, float] = dict(method_time or {})
         self._operating: dict[str, collections.deque[tuple[float, float]]] = {}
+        # Each method's time within the window, kept as the window moves: summing the window on
+        # every command grew with the commands run and slowed every client's later rounds.
+        self._operating_sum: dict[str, float] = collections.defaultdict(float)
         self.http_requests = 0  # hits of the leaky bucket: one per HTTP request, a batch included
         # Sorted deal lists by (order, time zone), valid while no deal is added, changed or deleted.
         self._views: dict[tuple[Any, ...], _SortedView] = {}
@@ -853,9 +856,11 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
     def _operating_now(self, method: str, now: float) -> tuple[float, int]:
         spent = self._operating.setdefault(method, collections.deque())
         while spent and spent[0][0] + OPERATING_WINDOW <= now:
-            spent.popleft()
+            self._operating_sum[method] -= spent.popleft()[1]
+        if not spent:
+            self._operating_sum[method] = 0.0  # no rounding left over from the ones that expired
         oldest = spent[0][0] if spent else now
-        return sum(cost for _, cost in spent), int(oldest + OPERATING_WINDOW)
+        return max(0.0, self._operating_sum[method]), int(oldest + OPERATING_WINDOW)
 
     def _read_params(self) -> dict[str, Any]:
         params = parse_php_params(request.args.items(multi=True))
@@ -922,6 +927,7 @@ class Bitrix24Simulator(ApiSimulator[_Call, _Answer]):
         cost = self.method_time.get(method, spent if cost is None else cost)
         with self._lock:
             self._operating.setdefault(method, collections.deque()).append((start, cost))
+            self._operating_sum[method] += cost
             used, reset_at = self._operating_now(method, start)
         return {
             "start": start,

@@ -249,3 +249,23 @@ def test_deal_reads_travel_in_full_batches_of_fifty_without_refusals() -> None:
     finally:
         server.stop()
         simulator.close()
+
+
+def test_a_deal_built_by_the_fast_constructor_is_the_dataclass_one() -> None:
+    import dataclasses
+
+    from adapters.bitrix24.mapping import deal_from_b24
+    from domain import Deal
+
+    raw = {"ID": "7", "TITLE": "T", "STAGE_ID": "C1:WON", "STAGE_SEMANTIC_ID": "S", "CATEGORY_ID": "1",
+           "ASSIGNED_BY_ID": "3", "OPPORTUNITY": "10.50", "CURRENCY_ID": "RUB",
+           "DATE_CREATE": "2026-11-25T10:00:00+03:00", "DATE_MODIFY": "2026-11-26T10:00:00+03:00",
+           "UF_CRM_ADDRESS": "Казань, ул. Мира, 1"}  # fmt: skip
+    deal = deal_from_b24("b24", raw, {"address": "UF_CRM_ADDRESS"})
+    built = Deal(**{f.name: getattr(deal, f.name) for f in dataclasses.fields(Deal)})
+    assert deal == built and hash(deal.location) == hash(built.location) and repr(deal) == repr(built)
+    assert (deal.stage_semantic, deal.responsible_id, str(deal.amount)) == ("won", "3", "10.50")
+    assert deal.location is not None and deal.location.city == "Казань"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        deal.title = "x"  # type: ignore[misc]
+    assert dataclasses.replace(deal, title="x").title == "x" and deal.fields is not raw

@@ -246,29 +246,34 @@ def test_changed_deals_reads_ranges_together_every_deal_once_in_order(per_second
         server.stop()
     assert ids == _order(sim)
     assert sim.refusals == 0
-    # The first page, one probe batch for the ranges' starts, then a batch or two per range.
-    assert sim.http_requests <= 8 and sizes[0] < 50
+    # The first page, then one batch per range sent together (three ranges 2,450 rows apart:
+    # 50 pages each, the last 22 to the end); where a chain of pages was cut short, one more
+    # batch for that range.
+    # (the one-second last range ends with a page proving that no later second holds deals)
+    assert sorted(sizes[:3]) == ([23, 50, 50] if per_second == 6000 else [22, 50, 50])
+    assert sim.http_requests == (4 if per_second == 6000 else 6)
 
 
-def test_deals_that_change_during_the_read_are_all_seen_and_none_is_skipped() -> None:
-    sim, clock = _portal(6000, 7)
+@pytest.mark.parametrize("per_second", [7, 6000], ids=["spread", "one-second"])
+def test_deals_that_change_during_the_read_are_all_seen_and_none_is_skipped(per_second: int) -> None:
+    sim, clock = _portal(6000, per_second)
     server = sim.serve()
     adapter = _adapter(server.base_url + sim.webhook_base)
     before = _order(sim)
     moved = [before[i] for i in (100, 2600, 3000, 5200)]  # in the first, second and last ranges
-    real_batch = adapter.client.batch
-    probed: list[bool] = []
+    real_call = adapter.client.call_full
+    pages: list[str] = []
 
-    def changing(commands, **kw):  # type: ignore[no-untyped-def]
-        answer = real_batch(commands, **kw)
-        if not probed:  # right after the ranges' starts were found, before any range is read
-            probed.append(True)
+    def changing(method, params=None, **kw):  # type: ignore[no-untyped-def]
+        answer = real_call(method, params, **kw)
+        if method == "crm.deal.list" and not pages:  # after the first page, before any range is read
+            pages.append(method)
             for deal_id in moved:
                 clock.now += timedelta(seconds=1)
                 sim.update_deal(deal_id, {"TITLE": "changed"})
         return answer
 
-    adapter.client.batch = changing  # type: ignore[method-assign]
+    adapter.client.call_full = changing  # type: ignore[method-assign]
     try:
         seen = [(d.id, d.fields.get("TITLE")) for d in adapter.changed_deals(None)]
     finally:
@@ -284,6 +289,59 @@ def test_deals_that_change_during_the_read_are_all_seen_and_none_is_skipped() ->
     assert ids[-len(moved) :] == moved
 
 
+@pytest.mark.parametrize("per_second", [7, 6000], ids=["spread", "one-second"])
+@pytest.mark.parametrize(
+    ("held", "count"),
+    [(4950, 60), (2500, 30)],
+    ids=["gap: the last range starts past the second's rows", "overlap: the second range starts late"],
+)
+def test_ranges_that_shift_while_others_are_read_join_without_a_gap_or_a_repeat(
+    per_second: int, held: int, count: int
+) -> None:
+    # The batch of the range at offset ``held`` goes out only once the other two ranges are
+    # answered, and ``count`` deals of the first range change just before it: every offset
+    # after them moves back by ``count``. Held at 4950, the last range starts 60 rows later
+    # than the second range's rows reach (a gap, read by key); held at 2500, the second range
+    # starts 30 rows later and its rows run 30 rows into the last range's (an overlap).
+    sim, clock = _portal(6000, per_second)
+    server = sim.serve()
+    adapter = _adapter(server.base_url + sim.webhook_base)
+    before = _order(sim)
+    moved = before[100 : 100 + count]
+    real_batch = adapter.client.batch
+    answered = threading.Semaphore(0)
+    sent: list[int] = []
+
+    def holding(commands, **kw):  # type: ignore[no-untyped-def]
+        _, first = next(iter(commands.values()))
+        start = first.get("start")
+        sent.append(start)
+        if start == held:
+            for _ in range(2):
+                assert answered.acquire(timeout=WAIT)  # the other two ranges' batches are answered
+            for deal_id in moved:
+                clock.now += timedelta(seconds=1)
+                sim.update_deal(deal_id, {"TITLE": "changed"})
+        try:
+            return real_batch(commands, **kw)
+        finally:
+            answered.release()
+
+    adapter.client.batch = holding  # type: ignore[method-assign]
+    try:
+        seen = [(d.id, d.fields.get("TITLE")) for d in adapter.changed_deals(None)]
+    finally:
+        adapter.close()
+        server.stop()
+    ids = [deal_id for deal_id, _ in seen]
+    unchanged = [i for i in before if i not in moved]
+    assert [i for i in ids if i not in moved] == unchanged  # each once, in order: no gap, no repeat
+    assert set(moved) <= set(ids)  # each changed one seen, before or after its change
+    if held == 4950:  # the last range was read after the change: it found them at the end
+        assert ids[-count:] == moved and all(t == "changed" for _, t in seen[-count:])
+    assert sim.refusals == 0
+
+
 def test_a_ranges_failure_surfaces_after_the_rows_before_it() -> None:
     sim, _ = _portal(6000, 6000)
     server = sim.serve()
@@ -295,8 +353,7 @@ def test_a_ranges_failure_surfaces_after_the_rows_before_it() -> None:
     def failing(commands, **kw):  # type: ignore[no-untyped-def]
         calls.append(1)
         _, first = next(iter(commands.values()))
-        start = first.get("filter", {}).get(">ID")
-        if len(calls) > 1 and isinstance(start, int) and int(order[2500]) <= start + 1 < int(order[4950]):
+        if first.get("start") == 2500:
             raise AuthError("Bitrix24 refused the credentials", crm="b24")  # the second range's batch
         return real_batch(commands, **kw)
 
@@ -309,4 +366,6 @@ def test_a_ranges_failure_surfaces_after_the_rows_before_it() -> None:
     finally:
         adapter.close()
         server.stop()
-    assert seen == order[:2500]  # the first range whole, in order, then the second's error
+    # The first range whole (its batch runs on past the second's start), in order, then the
+    # second range's error.
+    assert len(seen) >= 2500 and seen == order[: len(seen)]

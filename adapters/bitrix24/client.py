@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -327,6 +328,8 @@ def encode_query(params: Mapping[str, Any], prefix: str = "") -> str:
 def _encode_value(name: str, value: Any, quote: Any) -> list[str]:
     if isinstance(value, Mapping):
         return [encode_query(value, name)]
+    if isinstance(value, (list, tuple)) and value and all(type(item) is str for item in value):
+        return [_encode_strings(name, tuple(value))]
     if isinstance(value, (list, tuple)):
         if not value:
             return [f"{quote(name + '[]', safe='[]')}="]
@@ -339,3 +342,11 @@ def _encode_value(name: str, value: Any, quote: Any) -> list[str]:
     if value is None:
         value = ""
     return [f"{quote(name, safe='[]')}={quote(str(value), safe='')}"]
+
+
+@lru_cache(maxsize=256)
+def _encode_strings(name: str, values: tuple[str, ...]) -> str:
+    # A list of names (a ``select``) is the same in every page of a read: encoded once.
+    from urllib.parse import quote
+
+    return "&".join(f"{quote(f'{name}[{i}]', safe='[]')}={quote(item, safe='')}" for i, item in enumerate(values))

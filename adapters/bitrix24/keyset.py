@@ -15,7 +15,9 @@ rest are discarded (their units are spent, their rows never used). The plans:
   second is done), then ``>DATE_MODIFY m`` for the next seconds;
 * a crowded second of unknown size (the last page read ended among many deals of one
   second): one page asking for a count (``start=0``: ``total`` of the rest of that second
-  only, a small indexed range, not the whole selection);
+  only, a small indexed range, not the whole selection); but a read bounded by a later
+  range's start, after finishing a crowded second, reads the next one on in the same batch
+  (pages of the second the opening page ends in, each naming it by that page's row 49);
 * otherwise (deals spread over many seconds): ``>=DATE_MODIFY`` of the previous page's last
   row, chained; the few rows of that second already read come again and are skipped. A page
   that brings nothing new (a second of 50 or more deals) stops the chain: the next batch
@@ -33,7 +35,6 @@ planned again the same forever: the reader raises ``PagingLoop`` instead.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -63,11 +64,19 @@ class Step:
     kind: str
     chained: bool = False
     count: bool = False
+    # The page at this offset of the selection (a range's first page, placed by offset).
+    offset: int | None = None
+    # For a chained ``same`` page: the page whose row 49 names the second ("" for the cursor's
+    # own), rather than the page before. A page after a short one then still names the second
+    # (its ``>ID`` reference is left unresolved: a wasted page of that second, not a scan).
+    pin: str | None = None
 
     def params(self, moment: str | None, after_id: int, prev: str | None, until: Key | None = None) -> dict[str, Any]:
         """The ``crm.deal.list`` parameters, with ``$result`` references when chained; with
         ``until``, no page reaches past that key's second (nor, in that second, its ID)."""
         ref_moment = f"$result[{prev}][{PAGE_SIZE - 1}][DATE_MODIFY]" if self.chained else moment
+        if self.pin is not None:
+            ref_moment = f"$result[{self.pin}][{PAGE_SIZE - 1}][DATE_MODIFY]" if self.pin else moment
         ref_id: Any = f"$result[{prev}][{PAGE_SIZE - 1}][ID]" if self.chained else after_id
         flt: dict[str, Any]
         if self.kind == "all":
@@ -75,7 +84,7 @@ class Step:
         elif self.kind == "same":
             flt = {"=DATE_MODIFY": ref_moment, ">ID": ref_id}
         elif self.kind == "after":
-            flt = {">DATE_MODIFY": moment}
+            flt = {">DATE_MODIFY": moment if self.pin is None else ref_moment}
         else:
             flt = {">=DATE_MODIFY": ref_moment}
         if until is not None:
@@ -84,7 +93,8 @@ class Step:
             elif self.kind != "same":
                 flt["<=DATE_MODIFY"] = until[0]
         # start=-1: the portal skips counting the whole selection (its "fast export" mode).
-        return {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": 0 if self.count else -1}
+        start = self.offset if self.offset is not None else 0 if self.count else -1
+        return {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": start}
 
 
 class DealReader(KeysetPaginator):
@@ -115,8 +125,11 @@ class DealReader(KeysetPaginator):
 
     def step(self, client: Bitrix24Client) -> list[dict[str, Any]]:
         """One request of the read: its new rows, in order."""
+        return self.take(client, self.plan(client.batch_size))
+
+    def take(self, client: Bitrix24Client, steps: list[Step]) -> list[dict[str, Any]]:
+        """Send ``steps`` (one request) and read their new rows, in order."""
         before = self.position
-        steps = self.plan(client.batch_size)
         commands = self.commands(steps)
         answers: dict[str, Answer]
         if len(steps) == 1:  # one page: a plain call, no batch envelope
@@ -130,7 +143,8 @@ class DealReader(KeysetPaginator):
                 for key in commands
             }
         rows = list(self.consume(steps, answers))
-        self.check_moved(before)
+        if rows or self.last_row is not None:
+            self.check_moved(before)
         return rows
 
     # --- planning ---------------------------------------------------------------------
@@ -166,8 +180,17 @@ class DealReader(KeysetPaginator):
         budget = max(0, later) // PAGE_SIZE + 1
         # A second known to be crowded (counted, or read) is likely followed by crowded ones.
         crowded = self.crowded or (self.rest is not None and self.in_second + self.rest >= CROWDED)
+        opener = steps[-1].key  # the page that opens the seconds after the cursor's
+        # A bounded read (a range's rest, up to the next range's start) after a crowded second
+        # reads on in this batch: the second the opening page ends in, its pages pinned to that
+        # page (if the second ends first, the pages after are wasted, not read).
+        read_on = crowded and self.until is not None and self.rest is not None
         while len(steps) < size and budget > 1:
             budget -= 1
+            if read_on:
+                key = f"c{len(steps)}"
+                steps.append(Step(key, "same", chained=True, count=steps[-1].key == opener, pin=opener))
+                continue
             if crowded:
                 # After a crowded second the next is likely crowded too: count it in this batch.
                 steps.append(Step(f"c{len(steps)}", "same", chained=True, count=True))
@@ -274,31 +297,41 @@ def key_of(raw: Mapping[str, Any]) -> Key:
     return str(raw["DATE_MODIFY"]), int(raw["ID"])
 
 
-# Rows per range of a concurrent read: a range's first 50 rows come with the probe that found
-# its start, the rest in one batch of 50 pages that ends past the next range's start.
+# Rows between the starts of two ranges of a concurrent read. A range is read by one batch of
+# 50 pages: 2,500 rows from its start, past the next range's start, so that the two meet.
 STRIDE = (PAGE_SIZE - 1) * PAGE_SIZE
-MAX_RANGES = 25  # a probe and the count of its second per range: 50 commands, one hit
+MAX_RANGES = 25  # ranges placed at once; a longer read's last range reads on to its end
 
 
 def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> Iterator[dict[str, Any]]:
     """Every deal row changed since ``since`` (all when None), in (DATE_MODIFY, ID) order, each
     once, with several requests in flight when the read is long.
 
-    The first page counts the read. A read longer than two ranges is split by key: one
-    ``batch`` asks for the row at every ``STRIDE``-th offset (only where a range starts: the
-    rows stay keyset-paged) and, chained to each, the first page of the rest of that row's
-    second. Each range is then read by its own ``DealReader`` from its start key to the next
-    range's (exclusive), up to ``read_concurrency`` ranges at once, and the ranges are
-    yielded in order, so a poll's checkpoint (the newest change yielded) stays a safe place
-    to resume.
+    The first page counts the read. A read longer than two ranges is split: the next request
+    of each range goes out together, each one ``batch``: the first range's keyset pages on
+    from the first page, and for every later range the page at its offset (every ``STRIDE``-th
+    row: an offset only places where a range starts) followed by keyset pages chained on it,
+    50 pages in all, which run past the next range's start. Which keyset pages are chained is
+    guessed from the first page: the rest of a crowded second by ID when its last second held
+    half a page or more, else ``>=DATE_MODIFY`` pages. A page whose premise fails ends its
+    range's batch there (see ``DealReader.consume``).
 
-    Why this is still exact while deals change: a range's bounds are keys, not offsets (an
-    offset only chose where a bound falls), so a deal that changes moves out of its range and
-    can only land after every bound, in the last range, whose reader follows it as a single
-    keyset read does. A deal that changes after the last range ended but before an earlier
-    range reached its old place is missed by this read; its new DATE_MODIFY is later than any
-    this read yielded, so the next poll (from the newest change minus the overlap) reads it,
-    as it would a change made just after a read in one chain.
+    The ranges are joined in order, by key, as their batches come in (``_join``): a range
+    yields its rows after the last row already yielded; where the rows read stop short of the
+    next range's first row (a chain cut short by a second's end or a wrong guess, or offsets
+    shifted by deals that changed during the read), the reader holding the last row reads on
+    by key up to that row. The last range reads on to the end. So the rows come in order,
+    each once: two round trips when the guess holds and nothing moved, more where it did not.
+
+    Why this is still exact while deals change: every row yielded was read by a keyset read
+    that leaves no gap, and the rows between two ranges are either read by the first (it ran
+    past the second's first row) or read by key up to that row; an offset only chose where a
+    range begins. A deal that changes moves past every range's start into the last range,
+    whose reader follows it as a single keyset read does. A deal that changes after the last
+    range ended but before an earlier range reached its old place is missed by this read; its
+    new DATE_MODIFY is later than any this read yielded, so the next poll (from the newest
+    change minus the overlap) reads it, as it would a change made just after a read in one
+    chain.
     """
     head = DealReader(since, crm=crm)
     yield from head.step(client)
@@ -306,52 +339,83 @@ def read_deals(client: Bitrix24Client, since: str | None, *, crm: str = "") -> I
     if head.finished or left is None or left <= 2 * STRIDE or client.read_concurrency < 2:
         yield from head.read(client)
         return
-    starts = [PAGE_SIZE + j * STRIDE for j in range(1, min(MAX_RANGES, -(-left // STRIDE)))]
-    base = DealReader(since, crm=crm).commands([Step("c0", "all" if since is None else "from", count=True)])["c0"][1]
-    commands: dict[str, tuple[str, dict[str, Any]]] = {}
+    total = left + PAGE_SIZE  # rows from the head page's start; ranges start at offsets of it
+    crowded = head.in_second >= CROWDED
+    starts = list(range(PAGE_SIZE + STRIDE, total, STRIDE))[: MAX_RANGES - 1]
+    ranges: list[tuple[DealReader, list[Step]]] = [(head, _chain(head, crowded, PAGE_SIZE, None))]
     for j, start in enumerate(starts):
-        commands[f"p{j}"] = ("crm.deal.list", {**base, "select": ["ID", "DATE_MODIFY"], "start": start})
-        flt = {"=DATE_MODIFY": f"$result[p{j}][0][DATE_MODIFY]", ">=ID": f"$result[p{j}][0][ID]"}
-        commands[f"s{j}"] = ("crm.deal.list", {"filter": flt, "order": ORDER, "select": DEAL_SELECT, "start": 0})
-    # The head's next request, when it is one page (counting a crowded second), goes along.
-    head_steps = head.plan(client.batch_size)
-    if len(head_steps) == 1:
-        commands["h0"] = head.commands(head_steps)[head_steps[0].key]
-    probes = client.batch(commands)
-    # Each range's start, its second's first page, the rows the count said lie from there on,
-    # and the rows between the head's last read and that start.
-    bounds: list[tuple[Key, Answer, int, int]] = []
-    last = key_of(head.last_row) if head.last_row is not None else None
-    for j in range(len(starts)):
-        error = probes.errors.get(f"p{j}")
-        if error is not None:
-            raise error
-        found = list(probes.result.get(f"p{j}") or [])
-        if not found or (last is not None and key_of(found[0]) <= last):
-            continue  # past the end (the read shrank), or not after the range before it
-        last = key_of(found[0])
-        answer = (list(probes.result.get(f"s{j}") or []), probes.total.get(f"s{j}"), probes.errors.get(f"s{j}"))
-        bounds.append((last, answer, left - (starts[j] - PAGE_SIZE), starts[j] - PAGE_SIZE))
-    if bounds:
-        head.until = bounds[0][0]
-        head.left = bounds[0][3]
-    head_rows: list[dict[str, Any]] = []
-    if "h0" in commands:
-        before = head.position
-        answer = (list(probes.result.get("h0") or []), probes.total.get("h0"), probes.errors.get("h0"))
-        head_rows = list(head.consume([dataclasses.replace(head_steps[0], key="h0")], {"h0": answer}))
-        head.check_moved(before)
-    readers: list[tuple[DealReader, list[dict[str, Any]]]] = [(head, head_rows)]
-    for j, (bound, answer, rows_left, _) in enumerate(bounds):
-        reader = DealReader(bound[0], crm=crm, until=bounds[j + 1][0] if j + 1 < len(bounds) else None)
-        # What the count said lies from here on (to the end for the last range): no pages
-        # planned past it.
-        reader.after_id, reader.left = bound[1] - 1, max(PAGE_SIZE, rows_left if reader.until is None else STRIDE)
-        readers.append((reader, list(reader.consume([Step("c0", "same", count=True)], {"c0": answer}))))
+        reader = DealReader(since, crm=crm)
+        end = starts[j + 1] if j + 1 < len(starts) else None
+        # Rows from this start to the next range's (and a page more), or to the end.
+        reader.left = (end - start + PAGE_SIZE) if end is not None else total - start
+        ranges.append((reader, _chain(reader, crowded, reader.left // PAGE_SIZE + 1, start, last=end is None)))
+    head.left = STRIDE + PAGE_SIZE
 
-    def whole(item: tuple[DealReader, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    def first(item: tuple[DealReader, list[Step]]) -> list[dict[str, Any]]:
+        reader, steps = item
+        return reader.take(client, steps)
+
+    yield from _join(client, zip((reader for reader, _ in ranges), client.in_order(first, ranges), strict=True))
+
+
+def _join(
+    client: Bitrix24Client, ranges: Iterator[tuple[DealReader, list[dict[str, Any]]]]
+) -> Iterator[dict[str, Any]]:
+    """The ranges' rows in order as their batches come in, each range's after the last row
+    before it; where the rows read stop short of the next range's first row, the reader of the
+    last row reads on by key up to it (the last range's: to the end) before that range's rows.
+    A range's rows go out once the next range's first row is known, so they are mapped while
+    later ranges are still being read; a range's error comes after the rows before it."""
+    last: Key | None = None
+    holder: DealReader | None = None  # the reader of the last row so far: it reads on from there
+    pending: list[dict[str, Any]] = []  # the rows of the range before, not yet given out
+    while True:
+        try:
+            item = next(ranges, None)
+        except Exception:
+            yield from pending  # they join up with every row before them
+            raise
+        if item is None:
+            break
         reader, rows = item
-        return rows + list(reader.read(client))
+        if holder is not None and not rows:
+            continue  # past the end (the read shrank since the first page counted it)
+        yield from pending
+        if holder is not None and last is not None and not holder.finished and last < key_of(rows[0]):
+            # The rows so far stop short of this range's first row: read on by key up to it.
+            holder.until = key_of(rows[0])
+            yield from holder.read(client)
+        if last is not None:
+            rows = [r for r in rows if key_of(r) > last]
+        if rows or holder is None:
+            holder = reader
+            last = key_of(rows[-1]) if rows else last
+        pending = rows
+    yield from pending
+    if holder is not None and not holder.finished:
+        holder.until = None
+        yield from holder.read(client)
 
-    for rows in client.in_order(whole, readers):
-        yield from rows
+
+def _chain(reader: DealReader, crowded: bool, pages: int, offset: int | None, *, last: bool = False) -> list[Step]:
+    """A range's first batch: the page at ``offset`` (None: on from the reader's cursor) and
+    keyset pages chained on it, ``pages`` in all (at most a batch; the ``last`` range's may
+    end with a page proving the end)."""
+    pages = max(1, min(pages, PAGE_SIZE))
+    steps: list[Step] = []
+    if offset is not None:
+        steps.append(Step("o", "all" if reader.moment is None else "from", offset=offset))
+    # The first keyset page takes the cursor itself when it is known (the head's), else row 49
+    # of the page at the offset.
+    pin = "" if offset is None else "o"
+    while len(steps) < pages:
+        key, chained = f"c{len(steps)}", bool(steps)
+        if crowded:
+            steps.append(Step(key, "same", chained=chained, count=len(steps) == int(offset is not None), pin=pin))
+        else:
+            steps.append(Step(key, "from", chained=chained))
+    if crowded and last and len(steps) < PAGE_SIZE:
+        # The last range: the seconds after the one read, which the count says hold nothing;
+        # an empty page proves the end (deals changed meanwhile would be there).
+        steps.append(Step(f"c{len(steps)}", "after", pin=pin))
+    return steps

@@ -68,19 +68,22 @@ def deal_from_b24(crm: str, raw: Mapping[str, Any], location_fields: Mapping[str
             lat=base.lat,
             lon=base.lon,
         )
-    semantic = SEMANTICS.get(str(raw.get("STAGE_SEMANTIC_ID") or "P"), "open")
-    return Deal(
+    get = raw.get
+    semantic = SEMANTICS.get(str(get("STAGE_SEMANTIC_ID") or "P"), "open")
+    responsible = get("ASSIGNED_BY_ID")
+    # ``Deal.of``: a full read builds thousands of these.
+    return Deal.of(
         crm=crm,
-        id=str(raw.get("ID")),
-        title=str(raw.get("TITLE") or ""),
-        stage=str(raw.get("STAGE_ID") or ""),
+        id=str(get("ID")),
+        title=str(get("TITLE") or ""),
+        stage=str(get("STAGE_ID") or ""),
         stage_semantic=semantic,
-        pipeline=str(raw.get("CATEGORY_ID") or "0"),
-        responsible_id=str(raw["ASSIGNED_BY_ID"]) if raw.get("ASSIGNED_BY_ID") else None,
-        amount=to_decimal(raw.get("OPPORTUNITY")),
-        currency=raw.get("CURRENCY_ID") or None,
-        created_at=parse_datetime(raw.get("DATE_CREATE")),
-        updated_at=parse_datetime(raw.get("DATE_MODIFY")),
+        pipeline=str(get("CATEGORY_ID") or "0"),
+        responsible_id=str(responsible) if responsible else None,
+        amount=to_decimal(get("OPPORTUNITY")),
+        currency=get("CURRENCY_ID") or None,
+        created_at=parse_datetime(get("DATE_CREATE")),
+        updated_at=parse_datetime(get("DATE_MODIFY")),
         location=location,
         fields=dict(raw),
     )
