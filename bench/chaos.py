@@ -17,9 +17,9 @@ A clean run has all five at 0 (so it drained).
 
     python bench/chaos.py --events 10000                       # SQLite, one process
     python bench/chaos.py --events 10000 --shape multi \\
-        --db postgresql+psycopg://postgres@127.0.0.1:5432/test   # gunicorn intake + workers + dispatchers
+        --db postgresql+psycopg://postgres@127.0.0.1:5432/test   # Granian intake + workers + dispatchers
 
-POSIX only (SIGKILL, gunicorn).
+POSIX only (SIGKILL of process groups).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.machine import Snapshot, gunicorn_without_control_socket  # noqa: E402
+from bench.machine import Snapshot  # noqa: E402
 from simulators.bitrix24 import Bitrix24Simulator  # noqa: E402
 
 TOKEN = "chaos-app-token-123"
@@ -111,7 +111,7 @@ class Proc:
 
     def kill(self) -> None:
         if self.popen is not None and self.popen.poll() is None:
-            os.killpg(self.popen.pid, signal.SIGKILL)  # gunicorn's workers go with their master
+            os.killpg(self.popen.pid, signal.SIGKILL)  # Granian's workers go with their supervisor
             self.popen.wait()
 
     def stop(self) -> None:
@@ -155,21 +155,31 @@ def _processes(shape: str, config: Path, port: int, workdir: Path) -> list[Proc]
     run = [sys.executable, "-m", "connector.cli", "run", "--config", str(config)]
     if shape == "single":
         return [Proc("connector", run, env, workdir / "connector.log")]
-    gunicorn = [
+    # The production intake as docs/deployment.md runs it.
+    granian = [
         sys.executable,
         "-m",
-        "gunicorn",
-        "-w",
+        "granian",
+        "--interface",
+        "wsgi",
+        "--factory",
+        "connector.wsgi:application",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
         "2",
-        "-b",
-        f"127.0.0.1:{port}",
-        "--graceful-timeout",
-        "2",
-        *gunicorn_without_control_socket(),
-        "connector.wsgi:application()",
+        "--blocking-threads",
+        "8",
+        "--backpressure",
+        "64",
+        "--http",
+        "1",
+        "--no-ws",
     ]
     return [
-        Proc("intake", gunicorn, env, workdir / "intake.log"),
+        Proc("intake", granian, env, workdir / "intake.log"),
         Proc("worker-1", [*run, "--roles", "worker"], env, workdir / "worker-1.log"),
         Proc("worker-2", [*run, "--roles", "worker"], env, workdir / "worker-2.log"),
         Proc("dispatcher-1", [*run, "--roles", "dispatcher"], env, workdir / "dispatcher-1.log"),
@@ -177,6 +187,21 @@ def _processes(shape: str, config: Path, port: int, workdir: Path) -> list[Proc]
         Proc("scheduler-1", [*run, "--roles", "scheduler"], env, workdir / "scheduler-1.log"),
         Proc("scheduler-2", [*run, "--roles", "scheduler"], env, workdir / "scheduler-2.log"),
     ]
+
+
+def _wait_for_intake(port: int, limit: float = 60.0) -> None:
+    """Until the intake answers ``/healthz`` (its server may take seconds to start its workers)."""
+    import requests
+
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"the intake did not answer on port {port} within {limit:.0f} s")
 
 
 def _load() -> float:
@@ -291,7 +316,7 @@ def run_chaos(
     procs = _processes(shape, config, port, workdir)
     for p in procs:
         p.start()
-    time.sleep(3.0)  # migrations and start-up
+    _wait_for_intake(port)  # migrations and start-up: the feed begins once webhooks are taken
 
     killing_on = threading.Event()
     killing_on.set()
